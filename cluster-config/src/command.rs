@@ -1,0 +1,132 @@
+//! The commands the Raft log carries, and what applying one did. A command
+//! names everything it touches by name (listener, pool) or address (backend),
+//! carries every value it sets (time included, from the proposer), and is
+//! either applied whole or rejected whole with the reason.
+
+use crate::spec::{AdminState, BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// One change to the replicated cluster state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The first state of a new cluster: the seed file's listeners and pools.
+    /// Only accepted while the state is empty.
+    Bootstrap(ClusterSpec),
+    AddListener(ListenerSpec),
+    /// Replaces the listener of the same name.
+    UpdateListener(ListenerSpec),
+    RemoveListener {
+        name: String,
+    },
+    AddPool(PoolSpec),
+    /// Replaces the pool of the same name, backends included.
+    UpdatePool(PoolSpec),
+    RemovePool {
+        name: String,
+    },
+    AddBackend {
+        pool: String,
+        backend: BackendSpec,
+    },
+    RemoveBackend {
+        pool: String,
+        address: SocketAddr,
+    },
+    SetWeight {
+        pool: String,
+        address: SocketAddr,
+        weight: u32,
+    },
+    SetAdminState {
+        pool: String,
+        address: SocketAddr,
+        state: AdminState,
+    },
+    /// Several commands applied atomically: all, or none if any is rejected
+    /// (`raftlb ctl apply` commits a whole file's difference this way).
+    Batch(Vec<Command>),
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Applied,
+    /// Nothing changed; the reason is meant for the operator.
+    Rejected(String),
+}
+
+impl Outcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Outcome::Applied)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Bootstrap(spec) => write!(
+                f,
+                "bootstrap {} listeners, {} pools",
+                spec.listeners.len(),
+                spec.pools.len()
+            ),
+            Command::AddListener(l) => write!(
+                f,
+                "add listener {} ({} {} → pool {})",
+                l.name,
+                l.protocol.name(),
+                l.bind,
+                l.pool
+            ),
+            Command::UpdateListener(l) => write!(
+                f,
+                "update listener {} ({} {} → pool {})",
+                l.name,
+                l.protocol.name(),
+                l.bind,
+                l.pool
+            ),
+            Command::RemoveListener { name } => write!(f, "remove listener {name}"),
+            Command::AddPool(p) => write!(
+                f,
+                "add pool {} ({}, {} backends)",
+                p.name,
+                p.algorithm.name(),
+                p.backends.len()
+            ),
+            Command::UpdatePool(p) => write!(
+                f,
+                "update pool {} ({}, {} backends)",
+                p.name,
+                p.algorithm.name(),
+                p.backends.len()
+            ),
+            Command::RemovePool { name } => write!(f, "remove pool {name}"),
+            Command::AddBackend { pool, backend } => write!(
+                f,
+                "add backend {} (weight {}) to pool {pool}",
+                backend.address, backend.weight
+            ),
+            Command::RemoveBackend { pool, address } => {
+                write!(f, "remove backend {address} from pool {pool}")
+            }
+            Command::SetWeight {
+                pool,
+                address,
+                weight,
+            } => write!(f, "set weight of {address} in pool {pool} to {weight}"),
+            Command::SetAdminState { pool, address, state } => {
+                write!(f, "set {address} in pool {pool} to {}", state.name())
+            }
+            Command::Batch(commands) => {
+                write!(f, "batch of {}", commands.len())?;
+                for c in commands {
+                    write!(f, "; {c}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

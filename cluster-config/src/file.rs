@@ -1,0 +1,262 @@
+//! The configuration file's schema, one function per section. Each function
+//! reads its keys through the [`Reader`], which records every problem, and
+//! returns the typed spec when its own section was sound.
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::reader::{Field, Reader, Section};
+use crate::spec::{
+    AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, NodeSpec, PoolSpec,
+    Protocol,
+};
+use crate::validate::{self, ListenerSite, PoolSite, Site};
+use toml::de::DeTable;
+
+pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let document = DeTable::parse(text).map_err(|e| syntax_error(file, text, &e))?;
+    let mut reader = Reader::new(file, text);
+    let mut root = Section::root(&document);
+
+    let node = root
+        .required(&mut reader, "node")
+        .and_then(|f| reader.table(&f))
+        .and_then(|section| node(&mut reader, section));
+    let pools = each(&mut reader, root.optional("pool"), pool);
+    let listeners = each(&mut reader, root.optional("listener"), listener);
+    root.finish(&mut reader);
+
+    validate::cluster(&mut reader, &listeners, &pools);
+    let cluster = ClusterSpec {
+        listeners: listeners.into_iter().filter_map(|(spec, _)| spec).collect(),
+        pools: pools.into_iter().filter_map(|(spec, _)| spec).collect(),
+    };
+    match node {
+        Some(node) => reader.finish(Config { node, cluster }),
+        None => reader.finish(()).and_then(|()| unreachable_missing_node(file)),
+    }
+}
+
+/// `node` is only `None` after an error was recorded; this keeps that
+/// invariant from turning into a panic if it is ever broken.
+fn unreachable_missing_node(file: &str) -> Result<Config, ConfigErrors> {
+    Err(ConfigErrors(vec![ConfigError {
+        file: file.to_string(),
+        line: None,
+        path: "node".to_string(),
+        message: "missing or invalid [node] section".to_string(),
+    }]))
+}
+
+fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigErrors {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    ConfigErrors(vec![ConfigError {
+        file: file.to_string(),
+        line,
+        path: String::new(),
+        message: format!("TOML syntax error: {}", e.message().trim_end()),
+    }])
+}
+
+/// Reads an array of tables (`[[pool]]` or inline tables), one entry per element.
+fn each<'t, 'i, T>(
+    reader: &mut Reader<'_>,
+    field: Option<Field<'t, 'i>>,
+    read: impl Fn(&mut Reader<'_>, Section<'t, 'i>) -> T,
+) -> Vec<T> {
+    let Some(items) = field.and_then(|f| reader.array(&f)) else {
+        return Vec::new();
+    };
+    let mut read_all = Vec::with_capacity(items.len());
+    for item in &items {
+        if let Some(section) = reader.table(item) {
+            read_all.push(read(reader, section));
+        }
+    }
+    read_all
+}
+
+fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
+    let id = s
+        .required(reader, "id")
+        .and_then(|f| reader.uint(&f, 1, u64::MAX >> 1));
+    let data_dir = s.optional("data_dir").map(|f| reader.str(&f).map(str::to_string));
+    let drain_timeout = s.optional("drain_timeout").map(|f| reader.duration(&f));
+    s.finish(reader);
+    let id = id?;
+    Some(NodeSpec {
+        id,
+        data_dir: data_dir.unwrap_or_else(|| Some(format!("./data/node{id}")))?,
+        drain_timeout: drain_timeout.unwrap_or(Some(NodeSpec::DEFAULT_DRAIN_TIMEOUT))?,
+    })
+}
+
+const HTTP_ONLY_KEYS: [&str; 4] = [
+    "header_read_timeout",
+    "max_header_bytes",
+    "max_headers",
+    "access_log",
+];
+
+fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<ListenerSpec>, ListenerSite) {
+    let name = s.required(reader, "name");
+    let name_value = name.as_ref().and_then(|f| reader.str(f)).map(str::to_string);
+    if let (Some(f), Some(n)) = (&name, &name_value) {
+        validate::name(reader, f, n);
+    }
+    let protocol = s
+        .required(reader, "protocol")
+        .and_then(|f| reader.choice(&f, "protocol", &Protocol::ALL));
+    let bind_field = s.required(reader, "bind");
+    let bind = bind_field.as_ref().and_then(|f| reader.socket_addr(f));
+    let pool_field = s.required(reader, "pool");
+    let pool = pool_field
+        .as_ref()
+        .and_then(|f| reader.str(f))
+        .map(str::to_string);
+    let max_connections = s
+        .optional("max_connections")
+        .map(|f| reader.uint(&f, 1, 1_000_000).map(|n| n as u32));
+    let idle_timeout_field = s.optional("idle_timeout");
+    let idle_timeout = idle_timeout_field.as_ref().map(|f| reader.duration(f));
+    if let (Some(f), Some(Protocol::Http)) = (&idle_timeout_field, protocol) {
+        reader.field_error(
+            f,
+            "does not apply to http listeners: header_read_timeout bounds both the wait for a request and keep-alive idle time",
+        );
+    }
+
+    let mut http = HttpLimits::default();
+    let mut http_ok = true;
+    let mut http_keys = Vec::new();
+    for key in HTTP_ONLY_KEYS {
+        if let Some(f) = s.optional(key) {
+            let ok = match key {
+                "header_read_timeout" => reader.duration(&f).map(|d| http.header_read_timeout = d),
+                "max_header_bytes" => reader
+                    .uint(&f, HttpLimits::MIN_HEADER_BYTES as u64, 1 << 20)
+                    .map(|n| http.max_header_bytes = n as usize),
+                "max_headers" => reader.uint(&f, 1, 1000).map(|n| http.max_headers = n as usize),
+                _ => reader.bool(&f).map(|b| http.access_log = b),
+            };
+            http_ok &= ok.is_some();
+            http_keys.push(f);
+        }
+    }
+    if let Some(p) = protocol.filter(|p| *p != Protocol::Http) {
+        for f in &http_keys {
+            reader.field_error(
+                f,
+                format!("only applies to http listeners, this one is {}", p.name()),
+            );
+        }
+    }
+    s.finish(reader);
+
+    let site = ListenerSite {
+        name: name
+            .as_ref()
+            .zip(name_value.clone())
+            .map(|(f, n)| Site::new(f, n)),
+        bind: bind_field
+            .as_ref()
+            .zip(bind)
+            .zip(protocol)
+            .map(|((f, b), p)| (Site::new(f, b.to_string()), b, p)),
+        pool: pool_field
+            .as_ref()
+            .zip(pool.clone())
+            .map(|(f, p)| Site::new(f, p)),
+    };
+    let spec = (|| {
+        let protocol = protocol?;
+        http_ok.then_some(())?;
+        Some(ListenerSpec {
+            name: name_value?,
+            protocol,
+            bind: bind?,
+            pool: pool?,
+            max_connections: max_connections.unwrap_or(Some(ListenerSpec::DEFAULT_MAX_CONNECTIONS))?,
+            idle_timeout: idle_timeout.unwrap_or(Some(ListenerSpec::default_idle_timeout(protocol)))?,
+            http,
+        })
+    })();
+    (spec, site)
+}
+
+fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, PoolSite) {
+    let name = s.required(reader, "name");
+    let name_value = name.as_ref().and_then(|f| reader.str(f)).map(str::to_string);
+    if let (Some(f), Some(n)) = (&name, &name_value) {
+        validate::name(reader, f, n);
+    }
+    let algorithm = match s.optional("algorithm") {
+        Some(f) => reader.choice(&f, "algorithm", &Algorithm::ALL),
+        None => Some(Algorithm::RoundRobin),
+    };
+    let connect_timeout = s.optional("connect_timeout").map(|f| reader.duration(&f));
+    let response_timeout = s.optional("response_timeout").map(|f| reader.duration(&f));
+    let max_connect_attempts = s
+        .optional("max_connect_attempts")
+        .map(|f| reader.uint(&f, 1, 16).map(|n| n as u32));
+    let backends = s.required(reader, "backends").and_then(|f| {
+        let items = reader.array(&f)?;
+        if items.is_empty() {
+            reader.field_error(&f, "a pool needs at least one backend");
+            return None;
+        }
+        let parsed: Vec<_> = items
+            .iter()
+            .map(|item| reader.table(item).and_then(|section| backend(reader, section)))
+            .collect();
+        validate::distinct_backends(reader, &items, &parsed);
+        parsed.into_iter().collect::<Option<Vec<_>>>()
+    });
+    s.finish(reader);
+
+    let site = PoolSite {
+        name: name
+            .as_ref()
+            .zip(name_value.clone())
+            .map(|(f, n)| Site::new(f, n)),
+    };
+    let spec = (|| {
+        Some(PoolSpec {
+            name: name_value?,
+            algorithm: algorithm?,
+            backends: backends?,
+            connect_timeout: connect_timeout.unwrap_or(Some(PoolSpec::DEFAULT_CONNECT_TIMEOUT))?,
+            response_timeout: response_timeout.unwrap_or(Some(PoolSpec::DEFAULT_RESPONSE_TIMEOUT))?,
+            max_connect_attempts: max_connect_attempts
+                .unwrap_or(Some(PoolSpec::DEFAULT_MAX_CONNECT_ATTEMPTS))?,
+        })
+    })();
+    (spec, site)
+}
+
+fn backend(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<BackendSpec> {
+    let address = s.required(reader, "address").and_then(|f| reader.socket_addr(&f));
+    let weight = match s.optional("weight") {
+        Some(f) => reader.uint(&f, 0, BackendSpec::MAX_WEIGHT.into()).and_then(|w| {
+            if w == 0 {
+                reader.field_error(
+                    &f,
+                    "weight 0 is not allowed: a backend's weight is its share of traffic, at least 1 (remove the backend to stop its traffic)",
+                );
+                return None;
+            }
+            Some(w as u32)
+        }),
+        None => Some(BackendSpec::DEFAULT_WEIGHT),
+    };
+    let state = match s.optional("state") {
+        Some(f) => reader.choice(&f, "state", &AdminState::ALL),
+        None => Some(AdminState::Enabled),
+    };
+    s.finish(reader);
+    Some(BackendSpec {
+        address: address?,
+        weight: weight?,
+        state: state?,
+    })
+}

@@ -1,0 +1,44 @@
+//! # raftlb-config
+//!
+//! Everything raftlb replicates, as plain data, and the TOML file that seeds it.
+//! No I/O, no async, no clock: the node reads the file and hands this crate its
+//! text; this crate answers with a typed [`Config`] or with *every* problem it
+//! found, each naming the file, the line and the key.
+//!
+//! ## Layout
+//! - [`spec`]: the typed model (listeners, pools, backends, node settings). The
+//!   same types are what later versions replicate through Raft.
+//! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
+//! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
+//! - [`diff`]: the commands that turn one spec into another (`ctl diff/apply`).
+//! - [`duration`]: the `"250ms"`, `"10s"`, `"30m"` duration syntax.
+//! - [`error`]: [`ConfigError`] (one problem) and [`ConfigErrors`] (all of them).
+//! - `reader` (private): a walker over the spanned TOML tree that records each
+//!   type error, missing key and unknown key with its line, and keeps going.
+//! - `file` (private): the file schema, section by section, built on `reader`.
+//! - `validate` (private): the checks that look across sections (duplicate names,
+//!   dangling pool references, bind conflicts).
+
+pub mod command;
+pub mod diff;
+pub mod duration;
+pub mod error;
+mod file;
+mod reader;
+pub mod spec;
+pub mod state;
+mod validate;
+
+pub use command::{Command, Outcome};
+pub use error::{ConfigError, ConfigErrors};
+pub use spec::{
+    AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, NodeSpec, PoolSpec,
+    Protocol,
+};
+pub use state::ClusterState;
+
+/// Parses and validates a configuration file's text. `file` is how errors name
+/// the file (usually the path the operator gave).
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    file::parse(file, text)
+}

@@ -1,0 +1,252 @@
+//! The typed model: what a node needs to forward traffic. [`ClusterSpec`] is
+//! the part every node shares (and, with the control plane, replicates);
+//! [`NodeSpec`] is this node's own settings. Defaults live here, next to the
+//! fields they fill, so the file reference and the code cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole validated configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub node: NodeSpec,
+    pub cluster: ClusterSpec,
+}
+
+/// This node's own settings (`[node]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// Node id, unique in the cluster, ≥ 1.
+    pub id: u64,
+    /// Where the node keeps its state.
+    pub data_dir: String,
+    /// How long a stopping node lets in-flight requests and connections finish.
+    pub drain_timeout: Duration,
+}
+
+impl NodeSpec {
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+/// The shared part: listeners and the pools they send to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub listeners: Vec<ListenerSpec>,
+    pub pools: Vec<PoolSpec>,
+}
+
+impl ClusterSpec {
+    /// The pool with this name.
+    pub fn pool(&self, name: &str) -> Option<&PoolSpec> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// Total backends over all pools.
+    pub fn backend_count(&self) -> usize {
+        self.pools.iter().map(|p| p.backends.len()).sum()
+    }
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), proxied at L7.
+    Http,
+    /// TCP, spliced at L4.
+    Tcp,
+    /// UDP datagrams, relayed per client session at L4.
+    Udp,
+}
+
+impl Protocol {
+    pub const ALL: [(&'static str, Protocol); 3] = [
+        ("http", Protocol::Http),
+        ("tcp", Protocol::Tcp),
+        ("udp", Protocol::Udp),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// True when the listener binds a TCP socket (HTTP and TCP share the port space).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Protocol::Udp)
+    }
+}
+
+/// Whether two listeners' sockets would collide: same transport (HTTP and
+/// TCP share TCP's), same port, and the same IP or a wildcard of the family.
+pub fn binds_overlap(a: (Protocol, SocketAddr), b: (Protocol, SocketAddr)) -> bool {
+    let ((pa, a), (pb, b)) = (a, b);
+    pa.is_stream() == pb.is_stream()
+        && a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub protocol: Protocol,
+    pub bind: SocketAddr,
+    pub pool: String,
+    /// Connections (TCP, HTTP) or sessions (UDP) served at once; more wait in the backlog.
+    pub max_connections: u32,
+    /// TCP: a spliced connection idle this long in both directions is closed.
+    /// UDP: a client session with no datagram either way this long is forgotten.
+    /// HTTP listeners use [`HttpLimits::header_read_timeout`] instead.
+    pub idle_timeout: Duration,
+    /// HTTP only.
+    pub http: HttpLimits,
+}
+
+impl ListenerSpec {
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+    pub fn default_idle_timeout(protocol: Protocol) -> Duration {
+        match protocol {
+            Protocol::Http => HttpLimits::default().header_read_timeout,
+            Protocol::Tcp => Duration::from_secs(3600),
+            Protocol::Udp => Duration::from_secs(30),
+        }
+    }
+}
+
+/// Limits an HTTP listener enforces on clients, each with a sane default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpLimits {
+    /// Time allowed to receive a request's head (slowloris guard), counted from
+    /// the connection's start or the end of the previous response, so it is also
+    /// how long a keep-alive connection may sit idle. Expiry closes the connection.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes → 431.
+    pub max_header_bytes: usize,
+    /// Most request headers → 431.
+    pub max_headers: usize,
+    /// Log one line per request.
+    pub access_log: bool,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            access_log: true,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// hyper cannot buffer less than this, so a smaller limit is refused.
+    pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Algorithm {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+}
+
+impl Algorithm {
+    pub const ALL: [(&'static str, Algorithm); 3] = [
+        ("round_robin", Algorithm::RoundRobin),
+        ("weighted_round_robin", Algorithm::WeightedRoundRobin),
+        ("least_connections", Algorithm::LeastConnections),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::WeightedRoundRobin => "weighted_round_robin",
+            Algorithm::LeastConnections => "least_connections",
+        }
+    }
+
+    /// True when backend weights change what the algorithm picks.
+    pub fn uses_weight(self) -> bool {
+        !matches!(self, Algorithm::RoundRobin)
+    }
+}
+
+/// One `[[pool]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub backends: Vec<BackendSpec>,
+    /// Time allowed to open a connection to one backend before trying the next.
+    pub connect_timeout: Duration,
+    /// HTTP: time allowed for a backend's response headers → 504.
+    pub response_timeout: Duration,
+    /// Backends tried for one connection or request when connecting fails.
+    pub max_connect_attempts: u32,
+}
+
+impl PoolSpec {
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;
+}
+
+/// One backend of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSpec {
+    pub address: SocketAddr,
+    /// Relative share of traffic, 1..=[`BackendSpec::MAX_WEIGHT`].
+    pub weight: u32,
+    /// Whether the backend takes new work.
+    pub state: AdminState,
+}
+
+impl BackendSpec {
+    pub const DEFAULT_WEIGHT: u32 = 1;
+    pub const MAX_WEIGHT: u32 = 1000;
+
+    /// An enabled backend with the default weight.
+    pub fn new(address: SocketAddr) -> Self {
+        BackendSpec {
+            address,
+            weight: Self::DEFAULT_WEIGHT,
+            state: AdminState::Enabled,
+        }
+    }
+}
+
+/// What an operator has said about a backend, HAProxy's `ready | drain | maint`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AdminState {
+    /// Takes new connections and requests.
+    #[default]
+    Enabled,
+    /// Takes nothing new; connections and requests in flight finish (and,
+    /// with sticky sessions, existing sessions keep it until they expire).
+    Drain,
+    /// Takes nothing at all, sticky sessions included.
+    Maintenance,
+}
+
+impl AdminState {
+    pub const ALL: [(&'static str, AdminState); 3] = [
+        ("enabled", AdminState::Enabled),
+        ("drain", AdminState::Drain),
+        ("maintenance", AdminState::Maintenance),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Drain => "drain",
+            AdminState::Maintenance => "maintenance",
+        }
+    }
+}

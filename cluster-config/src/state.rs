@@ -1,0 +1,200 @@
+//! [`ClusterState`]: the replicated state and its deterministic
+//! [`apply`](ClusterState::apply). Applying is a pure function of the state
+//! and the command: no clock, no randomness, no I/O, so every node that
+//! applies the same log holds the same state. A command is checked against
+//! the state's invariants before it takes effect and rejected whole if it
+//! would break one.
+
+use crate::command::{Command, Outcome};
+use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, binds_overlap};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// Everything the cluster agrees on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    spec: ClusterSpec,
+}
+
+impl ClusterState {
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    /// Applies `command` if the result keeps every invariant; otherwise
+    /// leaves the state unchanged and says why.
+    pub fn apply(&mut self, command: Command) -> Outcome {
+        let mut next = self.spec.clone();
+        let result = change(&mut next, command).and_then(|()| check(&next));
+        match result {
+            Ok(()) => {
+                self.spec = next;
+                Outcome::Applied
+            }
+            Err(reason) => Outcome::Rejected(reason),
+        }
+    }
+}
+
+fn change(spec: &mut ClusterSpec, command: Command) -> Result<(), String> {
+    match command {
+        Command::Bootstrap(seed) => {
+            if !spec.listeners.is_empty() || !spec.pools.is_empty() {
+                return Err("the cluster is already bootstrapped".to_string());
+            }
+            *spec = seed;
+        }
+        Command::AddListener(listener) => {
+            if spec.listeners.iter().any(|l| l.name == listener.name) {
+                return Err(format!("listener \"{}\" already exists", listener.name));
+            }
+            spec.listeners.push(listener);
+        }
+        Command::UpdateListener(listener) => {
+            let name = listener.name.clone();
+            *find(
+                &mut spec.listeners,
+                |l| l.name == name,
+                || format!("no listener named \"{name}\""),
+            )? = listener;
+        }
+        Command::RemoveListener { name } => {
+            let before = spec.listeners.len();
+            spec.listeners.retain(|l| l.name != name);
+            if spec.listeners.len() == before {
+                return Err(format!("no listener named \"{name}\""));
+            }
+        }
+        Command::AddPool(pool) => {
+            if spec.pools.iter().any(|p| p.name == pool.name) {
+                return Err(format!("pool \"{}\" already exists", pool.name));
+            }
+            spec.pools.push(pool);
+        }
+        Command::UpdatePool(pool) => {
+            let name = pool.name.clone();
+            *find(&mut spec.pools, |p| p.name == name, || no_pool(&name))? = pool;
+        }
+        Command::RemovePool { name } => {
+            // A listener still using it fails the final check, which sees the
+            // whole batch (a later command may point the listener elsewhere).
+            let before = spec.pools.len();
+            spec.pools.retain(|p| p.name != name);
+            if spec.pools.len() == before {
+                return Err(no_pool(&name));
+            }
+        }
+        Command::AddBackend { pool, backend } => {
+            let pool = find(&mut spec.pools, |p| p.name == pool, || no_pool(&pool))?;
+            if pool.backends.iter().any(|b| b.address == backend.address) {
+                return Err(format!(
+                    "backend {} is already in pool \"{}\"",
+                    backend.address, pool.name
+                ));
+            }
+            pool.backends.push(backend);
+        }
+        Command::RemoveBackend { pool, address } => {
+            let pool = find(&mut spec.pools, |p| p.name == pool, || no_pool(&pool))?;
+            let before = pool.backends.len();
+            pool.backends.retain(|b| b.address != address);
+            if pool.backends.len() == before {
+                return Err(no_backend(pool, address));
+            }
+        }
+        Command::SetWeight {
+            pool,
+            address,
+            weight,
+        } => backend(spec, &pool, address)?.weight = weight,
+        Command::SetAdminState { pool, address, state } => backend(spec, &pool, address)?.state = state,
+        Command::Batch(commands) => {
+            for command in commands {
+                change(spec, command)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find<T>(
+    items: &mut [T],
+    matches: impl Fn(&T) -> bool,
+    missing: impl FnOnce() -> String,
+) -> Result<&mut T, String> {
+    items.iter_mut().find(|item| matches(item)).ok_or_else(missing)
+}
+
+fn backend<'a>(
+    spec: &'a mut ClusterSpec,
+    pool: &str,
+    address: SocketAddr,
+) -> Result<&'a mut BackendSpec, String> {
+    let pool = find(&mut spec.pools, |p| p.name == pool, || no_pool(pool))?;
+    let missing = no_backend(pool, address);
+    pool.backends
+        .iter_mut()
+        .find(|b| b.address == address)
+        .ok_or(missing)
+}
+
+fn no_pool(name: &str) -> String {
+    format!("no pool named \"{name}\"")
+}
+
+fn no_backend(pool: &PoolSpec, address: SocketAddr) -> String {
+    format!("no backend {address} in pool \"{}\"", pool.name)
+}
+
+/// The invariants a state must keep (the same ones the file's validation
+/// enforces, there with lines and key paths).
+pub fn check(spec: &ClusterSpec) -> Result<(), String> {
+    let mut names = HashSet::new();
+    for pool in &spec.pools {
+        if !names.insert(pool.name.as_str()) {
+            return Err(format!("duplicate pool name \"{}\"", pool.name));
+        }
+        if pool.backends.is_empty() {
+            return Err(format!("pool \"{}\" would have no backend", pool.name));
+        }
+        let mut addresses = HashSet::new();
+        for b in &pool.backends {
+            if !addresses.insert(b.address) {
+                return Err(format!(
+                    "backend {} is twice in pool \"{}\"",
+                    b.address, pool.name
+                ));
+            }
+            if !(1..=BackendSpec::MAX_WEIGHT).contains(&b.weight) {
+                return Err(format!(
+                    "weight {} is outside 1 to {}",
+                    b.weight,
+                    BackendSpec::MAX_WEIGHT
+                ));
+            }
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, listener) in spec.listeners.iter().enumerate() {
+        if !names.insert(listener.name.as_str()) {
+            return Err(format!("duplicate listener name \"{}\"", listener.name));
+        }
+        if spec.pool(&listener.pool).is_none() {
+            return Err(format!(
+                "listener \"{}\" uses pool \"{}\", which does not exist",
+                listener.name, listener.pool
+            ));
+        }
+        let clash = spec.listeners[..i]
+            .iter()
+            .find(|other| binds_overlap((listener.protocol, listener.bind), (other.protocol, other.bind)));
+        if let Some(other) = clash {
+            return Err(format!(
+                "listener \"{}\" on {} conflicts with listener \"{}\" on {}",
+                listener.name, listener.bind, other.name, other.bind
+            ));
+        }
+    }
+    Ok(())
+}

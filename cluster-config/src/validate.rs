@@ -1,0 +1,142 @@
+//! Checks that look across entries: names well formed and unique, listeners
+//! pointing at pools that exist, no two listeners on one socket, no backend
+//! twice in a pool. Each takes the [`Site`] (path and span) of what it checks,
+//! so its errors carry the line like every other.
+
+use crate::reader::{Field, Reader};
+use crate::spec::{BackendSpec, ListenerSpec, PoolSpec, Protocol, binds_overlap};
+use std::net::SocketAddr;
+use std::ops::Range;
+
+/// Where a value was written and what it said.
+#[derive(Debug, Clone)]
+pub(crate) struct Site {
+    path: String,
+    span: Range<usize>,
+    text: String,
+}
+
+impl Site {
+    pub fn new(field: &Field<'_, '_>, text: String) -> Self {
+        Site {
+            path: field.path.clone(),
+            span: field.span(),
+            text,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ListenerSite {
+    pub name: Option<Site>,
+    pub bind: Option<(Site, SocketAddr, Protocol)>,
+    pub pool: Option<Site>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PoolSite {
+    pub name: Option<Site>,
+}
+
+pub(crate) const MAX_NAME_LEN: usize = 64;
+
+/// Names are identifiers operators type in commands: `[A-Za-z0-9_.-]{1,64}`.
+pub(crate) fn name(reader: &mut Reader<'_>, field: &Field<'_, '_>, name: &str) {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_chars {
+        reader.field_error(
+            field,
+            format!("invalid name \"{name}\": use 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.'"),
+        );
+    }
+}
+
+pub(crate) fn cluster(
+    reader: &mut Reader<'_>,
+    listeners: &[(Option<ListenerSpec>, ListenerSite)],
+    pools: &[(Option<PoolSpec>, PoolSite)],
+) {
+    let pool_names: Vec<&Site> = pools.iter().filter_map(|(_, site)| site.name.as_ref()).collect();
+    unique(reader, "pool", &pool_names);
+    let listener_names: Vec<&Site> = listeners
+        .iter()
+        .filter_map(|(_, site)| site.name.as_ref())
+        .collect();
+    unique(reader, "listener", &listener_names);
+
+    for (_, site) in listeners {
+        if let Some(pool) = &site.pool
+            && !pool_names.iter().any(|p| p.text == pool.text)
+        {
+            let known: Vec<String> = pool_names.iter().map(|p| format!("\"{}\"", p.text)).collect();
+            let known = if known.is_empty() {
+                "none defined".to_string()
+            } else {
+                known.join(", ")
+            };
+            reader.error(
+                pool.span.clone(),
+                &pool.path,
+                format!("no pool named \"{}\" (pools: {known})", pool.text),
+            );
+        }
+    }
+
+    let binds: Vec<&(Site, SocketAddr, Protocol)> =
+        listeners.iter().filter_map(|(_, s)| s.bind.as_ref()).collect();
+    for (i, (site, addr, protocol)) in binds.iter().enumerate() {
+        let earlier = binds[..i]
+            .iter()
+            .find(|(_, other, other_protocol)| binds_overlap((*protocol, *addr), (*other_protocol, *other)));
+        if let Some((first, _, _)) = earlier {
+            let transport = if protocol.is_stream() { "TCP" } else { "UDP" };
+            reader.error(
+                site.span.clone(),
+                &site.path,
+                format!(
+                    "{transport} address \"{}\" conflicts with {} \"{}\"",
+                    site.text, first.path, first.text
+                ),
+            );
+        }
+    }
+}
+
+fn unique(reader: &mut Reader<'_>, what: &str, names: &[&Site]) {
+    for (i, site) in names.iter().enumerate() {
+        if let Some(first) = names[..i].iter().find(|other| other.text == site.text) {
+            reader.error(
+                site.span.clone(),
+                &site.path,
+                format!(
+                    "duplicate {what} name \"{}\" (first used at {})",
+                    site.text, first.path
+                ),
+            );
+        }
+    }
+}
+
+pub(crate) fn distinct_backends(
+    reader: &mut Reader<'_>,
+    items: &[Field<'_, '_>],
+    parsed: &[Option<BackendSpec>],
+) {
+    for (i, backend) in parsed.iter().enumerate() {
+        let Some(backend) = backend else { continue };
+        let repeated = parsed[..i]
+            .iter()
+            .position(|b| b.as_ref().is_some_and(|b| b.address == backend.address));
+        if let Some(first) = repeated {
+            reader.field_error(
+                &items[i],
+                format!(
+                    "backend {} is listed twice (also at index {first})",
+                    backend.address
+                ),
+            );
+        }
+    }
+}

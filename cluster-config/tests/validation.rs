@@ -1,0 +1,251 @@
+//! Every validation rule, each checked for the key path and line it names.
+
+use raftlb_config::{Algorithm, Protocol, parse};
+use std::time::Duration;
+
+const VALID: &str = r#"
+[node]
+id = 1
+data_dir = "./data/node1"
+
+[[listener]]
+name = "web"
+protocol = "http"
+bind = "127.0.0.1:8080"
+pool = "app"
+
+[[pool]]
+name = "app"
+algorithm = "round_robin"
+backends = [
+  { address = "127.0.0.1:9001", weight = 1 },
+  { address = "127.0.0.1:9002", weight = 3 },
+]
+"#;
+
+/// Parses `text`, expects failure, returns each error as displayed.
+fn errors(text: &str) -> Vec<String> {
+    match parse("lb.toml", text) {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn assert_one_error(text: &str, expected: &str) {
+    let errors = errors(text);
+    assert!(
+        errors.iter().any(|e| e == expected),
+        "expected the error\n  {expected}\ngot\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+#[test]
+fn the_issue_example_is_valid() {
+    let config = parse("lb.toml", VALID).expect("valid");
+    assert_eq!(config.node.id, 1);
+    assert_eq!(config.node.data_dir, "./data/node1");
+    let listener = &config.cluster.listeners[0];
+    assert_eq!(listener.protocol, Protocol::Http);
+    assert_eq!(listener.bind, "127.0.0.1:8080".parse().unwrap());
+    let pool = config.cluster.pool("app").expect("pool");
+    assert_eq!(pool.algorithm, Algorithm::RoundRobin);
+    assert_eq!(pool.backends[1].weight, 3);
+    assert_eq!(config.cluster.backend_count(), 2);
+}
+
+#[test]
+fn defaults_are_filled() {
+    let text = "[node]\nid = 7\n[[pool]]\nname = \"p\"\nbackends = [{ address = \"127.0.0.1:1\" }]\n";
+    let config = parse("lb.toml", text).expect("valid");
+    assert_eq!(config.node.data_dir, "./data/node7");
+    assert_eq!(config.node.drain_timeout, Duration::from_secs(30));
+    let pool = &config.cluster.pools[0];
+    assert_eq!(pool.algorithm, Algorithm::RoundRobin);
+    assert_eq!(pool.backends[0].weight, 1);
+    assert_eq!(pool.connect_timeout, Duration::from_secs(3));
+}
+
+#[test]
+fn invalid_socket_address_names_the_backend() {
+    let text = VALID.replace("127.0.0.1:9002", "127.0.0.1:99999");
+    assert_one_error(
+        &text,
+        "lb.toml:17: pool[0].backends[1].address: invalid socket address \"127.0.0.1:99999\" (expected IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\")",
+    );
+}
+
+#[test]
+fn unknown_keys_are_reported_with_the_expected_ones() {
+    let text = VALID.replace("pool = \"app\"", "pool = \"app\"\nbindd = \"x\"");
+    let errors = errors(&text);
+    assert!(
+        errors.iter().any(
+            |e| e.starts_with("lb.toml:11: listener[0].bindd: unknown key (expected one of:")
+                && e.contains("bind")
+        ),
+        "{errors:?}"
+    );
+    let text = VALID.replace("id = 1", "id = 1\ncolour = \"blue\"");
+    assert!(errors_contain(&text, "lb.toml:4: node.colour: unknown key"));
+    let text = VALID.replace("[node]", "[nodes]\nid = 1\n[node]");
+    assert!(errors_contain(&text, "lb.toml:2: nodes: unknown key"));
+}
+
+fn errors_contain(text: &str, prefix: &str) -> bool {
+    let errors = errors(text);
+    let found = errors.iter().any(|e| e.starts_with(prefix));
+    if !found {
+        eprintln!("looking for {prefix:?} in {errors:#?}");
+    }
+    found
+}
+
+#[test]
+fn duplicate_names() {
+    let text =
+        format!("{VALID}\n[[pool]]\nname = \"app\"\nbackends = [{{ address = \"127.0.0.1:9003\" }}]\n");
+    assert!(errors_contain(
+        &text,
+        "lb.toml:21: pool[1].name: duplicate pool name \"app\" (first used at pool[0].name)"
+    ));
+    let text = format!(
+        "{VALID}\n[[listener]]\nname = \"web\"\nprotocol = \"tcp\"\nbind = \"127.0.0.1:8081\"\npool = \"app\"\n"
+    );
+    assert!(errors_contain(
+        &text,
+        "lb.toml:21: listener[1].name: duplicate listener name \"web\""
+    ));
+}
+
+#[test]
+fn listener_naming_a_missing_pool() {
+    let text = VALID.replace("pool = \"app\"", "pool = \"ap\"");
+    assert_one_error(
+        &text,
+        "lb.toml:10: listener[0].pool: no pool named \"ap\" (pools: \"app\")",
+    );
+}
+
+#[test]
+fn bind_conflicts() {
+    let second =
+        "\n[[listener]]\nname = \"web2\"\nprotocol = \"tcp\"\nbind = \"0.0.0.0:8080\"\npool = \"app\"\n";
+    let text = format!("{VALID}{second}");
+    assert!(errors_contain(
+        &text,
+        "lb.toml:23: listener[1].bind: TCP address \"0.0.0.0:8080\" conflicts with listener[0].bind \"127.0.0.1:8080\""
+    ));
+    // UDP and TCP on the same port do not collide.
+    let text = format!("{VALID}{}", second.replace("tcp", "udp"));
+    parse("lb.toml", &text).expect("udp beside http on one port is fine");
+}
+
+#[test]
+fn zero_backends() {
+    let text = "[node]\nid = 1\n[[pool]]\nname = \"p\"\nbackends = []\n";
+    assert_one_error(
+        text,
+        "lb.toml:5: pool[0].backends: a pool needs at least one backend",
+    );
+    let text = "[node]\nid = 1\n[[pool]]\nname = \"p\"\n";
+    assert_one_error(text, "lb.toml:3: pool[0].backends: missing required key");
+}
+
+#[test]
+fn weight_zero_in_a_weighted_pool() {
+    let text = VALID
+        .replace("round_robin", "weighted_round_robin")
+        .replace("weight = 3", "weight = 0");
+    let errors = errors(&text);
+    assert!(
+        errors[0].starts_with("lb.toml:17: pool[0].backends[1].weight: weight 0 is not allowed"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn unknown_algorithm_and_protocol_list_the_valid_ones() {
+    let text = VALID.replace("algorithm = \"round_robin\"", "algorithm = \"fastest\"");
+    assert_one_error(
+        &text,
+        "lb.toml:14: pool[0].algorithm: unknown algorithm \"fastest\" (valid: \"round_robin\", \"weighted_round_robin\", \"least_connections\")",
+    );
+    let text = VALID.replace("protocol = \"http\"", "protocol = \"quic\"");
+    assert_one_error(
+        &text,
+        "lb.toml:8: listener[0].protocol: unknown protocol \"quic\" (valid: \"http\", \"tcp\", \"udp\")",
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once_in_file_order() {
+    let text = VALID
+        .replace("id = 1", "id = 0")
+        .replace("protocol = \"http\"", "protocol = \"quic\"")
+        .replace("127.0.0.1:9002", "nope");
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].starts_with("lb.toml:3: node.id: 0 is out of range"));
+    assert!(errors[1].starts_with("lb.toml:8: listener[0].protocol"));
+    assert!(errors[2].starts_with("lb.toml:17: pool[0].backends[1].address"));
+}
+
+#[test]
+fn type_errors_name_what_was_expected() {
+    let text = VALID.replace("id = 1", "id = \"one\"");
+    assert_one_error(&text, "lb.toml:3: node.id: expected an integer, found string");
+    let text = VALID.replace("weight = 3", "weight = \"3\"");
+    assert_one_error(
+        &text,
+        "lb.toml:17: pool[0].backends[1].weight: expected an integer, found string",
+    );
+}
+
+#[test]
+fn missing_node_section() {
+    let text = VALID.replace("[node]\nid = 1\ndata_dir = \"./data/node1\"\n", "");
+    assert!(errors_contain(&text, "lb.toml:1: node: missing required key"));
+}
+
+#[test]
+fn http_limits_only_on_http_listeners() {
+    let text = VALID.replace("protocol = \"http\"", "protocol = \"tcp\"\nmax_headers = 50");
+    assert!(errors_contain(
+        &text,
+        "lb.toml:9: listener[0].max_headers: only applies to http listeners, this one is tcp"
+    ));
+}
+
+#[test]
+fn durations_and_names() {
+    let text = VALID.replace("algorithm = \"round_robin\"", "connect_timeout = \"3 parsecs\"");
+    assert!(errors_contain(
+        &text,
+        "lb.toml:14: pool[0].connect_timeout: invalid duration"
+    ));
+    let text = VALID.replace("name = \"web\"", "name = \"web server\"");
+    assert!(errors_contain(
+        &text,
+        "lb.toml:7: listener[0].name: invalid name \"web server\""
+    ));
+}
+
+#[test]
+fn duplicate_backend_in_a_pool() {
+    let text = VALID.replace("127.0.0.1:9002", "127.0.0.1:9001");
+    assert!(errors_contain(
+        &text,
+        "lb.toml:17: pool[0].backends[1]: backend 127.0.0.1:9001 is listed twice"
+    ));
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let text = VALID.replace("id = 1", "id = = 1");
+    let errors = errors(&text);
+    assert!(
+        errors[0].starts_with("lb.toml:3: TOML syntax error"),
+        "{errors:?}"
+    );
+}
