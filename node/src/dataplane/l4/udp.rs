@@ -1,0 +1,162 @@
+//! UDP relaying. Each client address gets a session: a socket connected to
+//! the backend the balancer chose for it, so replies arrive on that socket
+//! and go back to that client from the listener's address. A session with no
+//! datagram either way for the listener's idle timeout is forgotten; at most
+//! `max_connections` sessions live at once (datagrams from new clients beyond
+//! that are dropped).
+
+use crate::dataplane::Shutdown;
+use crate::view::{ActiveGuard, SharedView};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Largest datagram relayed (the UDP maximum payload).
+const MAX_DATAGRAM: usize = 65_535;
+
+#[derive(Debug)]
+struct Session {
+    /// Tells this session from a later one of the same client.
+    id: u64,
+    upstream: Arc<UdpSocket>,
+    activity: Arc<AtomicU64>,
+}
+
+/// Relays datagrams for one listener until shutdown.
+pub async fn serve(front: UdpSocket, listener: String, view: SharedView, shutdown: Shutdown) {
+    let front = Arc::new(front);
+    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
+    let (expired_tx, mut expired_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut next_id = 0u64;
+    loop {
+        let (len, client) = tokio::select! {
+            received = front.recv_from(&mut buf) => match received {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::debug!(listener, error = %e, "UDP receive failed");
+                    continue;
+                }
+            },
+            Some((client, id)) = expired_rx.recv() => {
+                if sessions.get(&client).is_some_and(|s| s.id == id) {
+                    sessions.remove(&client);
+                }
+                continue;
+            }
+            () = shutdown.token.cancelled() => return,
+        };
+        if !sessions.contains_key(&client) {
+            next_id += 1;
+            let Some(session) =
+                open_session(&front, client, next_id, &listener, &view, &sessions, &expired_tx).await
+            else {
+                continue;
+            };
+            sessions.insert(client, session);
+        }
+        let Some(session) = sessions.get(&client) else {
+            continue;
+        };
+        session.activity.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = session.upstream.send(&buf[..len]).await {
+            tracing::debug!(listener, %client, error = %e, "UDP send to backend failed; session closed");
+            sessions.remove(&client);
+        }
+    }
+}
+
+/// Starts a session for a new client: picks a backend, connects a socket to
+/// it and spawns the task that relays its replies.
+async fn open_session(
+    front: &Arc<UdpSocket>,
+    client: SocketAddr,
+    id: u64,
+    listener: &str,
+    view: &SharedView,
+    sessions: &HashMap<SocketAddr, Session>,
+    expired: &mpsc::UnboundedSender<(SocketAddr, u64)>,
+) -> Option<Session> {
+    let route = view.load().listener(listener).cloned()?;
+    if sessions.len() >= route.spec.max_connections as usize {
+        tracing::warn!(listener, %client, "UDP session limit reached; datagram dropped");
+        return None;
+    }
+    let index = route.pool.pick(&[])?;
+    let backend = &route.pool.backends[index];
+    let local: SocketAddr = if backend.address().is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let upstream = match UdpSocket::bind(local).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::warn!(listener, error = %e, "cannot open UDP socket for a session");
+            return None;
+        }
+    };
+    if let Err(e) = upstream.connect(backend.address()).await {
+        tracing::warn!(listener, backend = %backend.address(), error = %e, "UDP connect failed");
+        return None;
+    }
+    let session = Session {
+        id,
+        upstream: Arc::new(upstream),
+        activity: Arc::new(AtomicU64::new(0)),
+    };
+    tokio::spawn(relay_replies(
+        Arc::clone(front),
+        Arc::clone(&session.upstream),
+        (client, id),
+        Arc::clone(&session.activity),
+        route.spec.idle_timeout,
+        backend.track(),
+        expired.clone(),
+    ));
+    Some(session)
+}
+
+/// Sends the backend's replies to the client until the session goes idle or
+/// the backend's socket fails, then reports the session expired.
+async fn relay_replies(
+    front: Arc<UdpSocket>,
+    upstream: Arc<UdpSocket>,
+    (client, id): (SocketAddr, u64),
+    activity: Arc<AtomicU64>,
+    idle: Duration,
+    _guard: ActiveGuard,
+    expired: mpsc::UnboundedSender<(SocketAddr, u64)>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut seen = activity.load(Ordering::Relaxed);
+    loop {
+        match tokio::time::timeout(idle, upstream.recv(&mut buf)).await {
+            Ok(Ok(len)) => {
+                activity.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = front.send_to(&buf[..len], client).await {
+                    tracing::debug!(%client, error = %e, "UDP reply to client failed");
+                }
+            }
+            Ok(Err(e)) => {
+                // e.g. ECONNREFUSED from an ICMP port-unreachable: the next
+                // datagram from this client opens a new session.
+                tracing::debug!(%client, error = %e, "UDP backend socket failed");
+                break;
+            }
+            Err(_) => {
+                // Expire after between `idle` and 2 × `idle` of silence.
+                let now = activity.load(Ordering::Relaxed);
+                if now == seen {
+                    break;
+                }
+                seen = now;
+            }
+        }
+    }
+    let _ = expired.send((client, id));
+}

@@ -1,0 +1,7 @@
+//! Layer 7: HTTP/1.1 and cleartext HTTP/2 from clients, HTTP/1.1 with
+//! keep-alive to backends.
+
+mod body;
+mod headers;
+mod proxy;
+pub mod server;

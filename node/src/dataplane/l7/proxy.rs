@@ -1,0 +1,192 @@
+//! One HTTP request through the proxy: find the listener's pool in the current
+//! view, rewrite the request for the backend, send it on a pooled (or new)
+//! keep-alive connection, and hand back the response with its body streaming.
+//! Local answers: 502 when no backend can be reached or the backend fails,
+//! 504 when the backend's response headers do not arrive in time, 503 when the
+//! listener has no pool in the current view.
+
+use super::body::{ProxyBody, UpstreamBody};
+use super::headers;
+use crate::dataplane::upstream::{self, ConnectError, Sender};
+use crate::view::{ActiveGuard, PoolView, SharedView};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a request needs to know about the connection it came on.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub listener: String,
+    pub client: SocketAddr,
+    pub forwarding: headers::Forwarding,
+    pub view: SharedView,
+}
+
+/// Proxies one request; never fails (errors become local responses).
+pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> Response<ProxyBody> {
+    let Some(listener) = conn.view.load().listener(&conn.listener).cloned() else {
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n");
+    };
+    // Only what the access log needs is copied, and only when it is on.
+    let access = listener.spec.http.access_log.then(|| {
+        (
+            Instant::now(),
+            request.method().clone(),
+            request.uri().path().to_string(),
+        )
+    });
+    prepare(&mut request, &conn.forwarding);
+
+    let outcome = forward(request, &listener.pool).await;
+    let (response, backend) = match outcome {
+        Ok((response, backend)) => (response, Some(backend)),
+        Err(failure) => {
+            tracing::warn!(listener = %conn.listener, pool = %listener.pool.spec.name, error = %failure, "request failed");
+            (failure.response(), None)
+        }
+    };
+    if let Some((started, method, path)) = access {
+        tracing::info!(
+            target: "raftlb::access",
+            listener = %conn.listener,
+            client = %conn.client,
+            %method,
+            path,
+            status = response.status().as_u16(),
+            backend = backend.map(|b| b.to_string()).unwrap_or_else(|| "-".to_string()),
+            ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
+        );
+    }
+    response
+}
+
+/// Rewrites a client's request into what the backend receives: HTTP/1.1 in
+/// origin form with a Host header, hop-by-hop headers removed, forwarding
+/// headers added.
+fn prepare(request: &mut Request<Incoming>, forwarding: &headers::Forwarding) {
+    if let Some(authority) = request.uri().authority()
+        && !request.headers().contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    if request.uri().scheme().is_some() {
+        let origin_form = request
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *request.uri_mut() = origin_form;
+    }
+    *request.version_mut() = Version::HTTP_11;
+    headers::remove_hop_by_hop(request.headers_mut());
+    forwarding.apply(request.headers_mut());
+}
+
+/// Why a request got no backend response.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    #[error("backend {backend}: {source}")]
+    Backend {
+        backend: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("backend {backend}: no response headers within {timeout:?}")]
+    Timeout {
+        backend: SocketAddr,
+        timeout: std::time::Duration,
+    },
+}
+
+impl Failure {
+    fn response(&self) -> Response<ProxyBody> {
+        match self {
+            Failure::Timeout { .. } => local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n"),
+            Failure::Connect(_) | Failure::Backend { .. } => {
+                local(StatusCode::BAD_GATEWAY, "no backend answered\n")
+            }
+        }
+    }
+}
+
+/// Sends the request to a backend of `pool` and returns its response.
+async fn forward(
+    mut request: Request<Incoming>,
+    pool: &PoolView,
+) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
+    let (mut sender, guard, mut fresh) = checkout(pool).await?;
+    let backend = guard.backend().address();
+    let timeout = pool.spec.response_timeout;
+    loop {
+        let sent = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
+        match sent {
+            Err(_) => return Err(Failure::Timeout { backend, timeout }),
+            Ok(Ok(response)) => return Ok((wrap(response, sender, guard), backend)),
+            Ok(Err(mut e)) => match e.take_message() {
+                // A pooled connection the backend closed before taking the
+                // request: the request is intact, send it on a new connection.
+                Some(unsent) if !fresh => {
+                    request = unsent;
+                    sender = upstream::handshake(backend, pool.spec.connect_timeout).await?;
+                    fresh = true;
+                }
+                _ => {
+                    return Err(Failure::Backend {
+                        backend,
+                        source: e.into_error(),
+                    });
+                }
+            },
+        }
+    }
+}
+
+fn wrap(response: Response<Incoming>, sender: Sender, guard: ActiveGuard) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, sender, guard)))
+}
+
+/// A ready connection to one of the pool's backends: an idle pooled one when
+/// the balancer's pick has one, else a new one (trying other backends when
+/// connecting fails). The bool is true for a new connection.
+async fn checkout(pool: &PoolView) -> Result<(Sender, ActiveGuard, bool), ConnectError> {
+    let mut tried = Vec::new();
+    let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
+    while tried.len() < pool.spec.max_connect_attempts as usize {
+        let Some(index) = pool.pick(&tried) else { break };
+        tried.push(index);
+        let backend = &pool.backends[index];
+        let guard = backend.track();
+        while let Some(mut sender) = upstream::take_idle(backend.address()) {
+            if sender.ready().await.is_ok() {
+                return Ok((sender, guard, false));
+            }
+        }
+        match upstream::handshake(backend.address(), pool.spec.connect_timeout).await {
+            Ok(sender) => return Ok((sender, guard, true)),
+            Err(e) => {
+                tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");
+                last_error = e;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::local(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

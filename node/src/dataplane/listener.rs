@@ -1,0 +1,92 @@
+//! Listening sockets and the accept loop every stream listener shares: a cap
+//! on concurrent connections (excess connections wait in the kernel's backlog)
+//! and a stop signal that ends accepting while served connections go on.
+
+use super::Shutdown;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+const BACKLOG: i32 = 4096;
+
+/// Binds `count` TCP listening sockets on one address with `SO_REUSEPORT`,
+/// one per worker, so the kernel spreads new connections over the workers
+/// and each worker accepts on its own socket. `SO_REUSEPORT` would also let
+/// an unrelated process join the group silently, so the address is first
+/// probed with a plain bind, which fails if anyone already listens there.
+pub fn bind_tcp_group(address: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    drop(tcp_socket(address, false)?);
+    (0..count.max(1))
+        .map(|_| tcp_socket(address, true).map(std::net::TcpListener::from))
+        .collect()
+}
+
+fn tcp_socket(address: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    // Lets a restarted node bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
+}
+
+pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(address)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Accepts connections until shutdown, each handed to `serve` on its own
+/// task of this worker, tracked for draining. `limit` (shared by the workers
+/// of one listener) caps the connections served at once.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    name: &str,
+    limit: Arc<Semaphore>,
+    shutdown: &Shutdown,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Shutdown) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let permit: OwnedSemaphorePermit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = shutdown.token.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.token.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(listener = name, error = %e, "set_nodelay failed");
+                }
+                let served = serve(stream, peer, shutdown.clone());
+                shutdown.tracker.spawn(async move {
+                    served.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of spinning.
+                tracing::error!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Connections to backends. [`connect`] opens a TCP connection to a pool's
+//! backend, asking the balancer again (bounded by the pool's
+//! `max_connect_attempts`) when one refuses or times out; L4 listeners splice
+//! that stream, L7 listeners run HTTP/1.1 over it. Idle keep-alive HTTP
+//! connections are kept per worker thread ([`take_idle`], [`put_idle`]): a
+//! connection's driver task lives on the worker that opened it, so reusing it
+//! there keeps each request on one thread, with no lock at all.
+
+use crate::view::{ActiveGuard, PoolView};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Why no backend could be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("pool \"{0}\" has no backend left to try")]
+    NoBackend(String),
+    #[error("backend {address}: connect timed out after {timeout:?}")]
+    Timeout { address: SocketAddr, timeout: Duration },
+    #[error("backend {address}: {source}")]
+    Io { address: SocketAddr, source: io::Error },
+}
+
+/// Opens a connection to one of `pool`'s backends. The returned guard counts
+/// the connection against its backend for least-connections.
+pub async fn connect(pool: &PoolView) -> Result<(TcpStream, ActiveGuard), ConnectError> {
+    let mut tried = Vec::new();
+    let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
+    while tried.len() < pool.spec.max_connect_attempts as usize {
+        let Some(index) = pool.pick(&tried) else { break };
+        tried.push(index);
+        let backend = &pool.backends[index];
+        let guard = backend.track();
+        match connect_one(backend.address(), pool.spec.connect_timeout).await {
+            Ok(stream) => return Ok((stream, guard)),
+            Err(e) => {
+                tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");
+                last_error = e;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// One connection attempt with a deadline, Nagle off.
+pub async fn connect_one(address: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| ConnectError::Timeout { address, timeout })?
+        .map_err(|source| ConnectError::Io { address, source })?;
+    stream
+        .set_nodelay(true)
+        .map_err(|source| ConnectError::Io { address, source })?;
+    Ok(stream)
+}
+
+/// A keep-alive HTTP/1.1 connection to a backend.
+pub type Sender = SendRequest<Incoming>;
+
+/// Most idle connections kept per backend per worker.
+const MAX_IDLE: usize = 256;
+/// Idle connections older than this are closed rather than reused, to stay
+/// clear of backends' own keep-alive timeouts (Apache and Node.js: 5 s).
+const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
+
+thread_local! {
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
+}
+
+/// The most recently used open idle connection to `backend` on this worker.
+pub fn take_idle(backend: SocketAddr) -> Option<Sender> {
+    let now = Instant::now();
+    IDLE.with_borrow_mut(|idle| {
+        let list = idle.get_mut(&backend)?;
+        while let Some((sender, since)) = list.pop() {
+            if !sender.is_closed() && now.duration_since(since) < MAX_IDLE_AGE {
+                return Some(sender);
+            }
+        }
+        None
+    })
+}
+
+/// Keeps a connection whose last response was fully read, for reuse on this worker.
+pub fn put_idle(backend: SocketAddr, sender: Sender) {
+    if sender.is_closed() {
+        return;
+    }
+    IDLE.with_borrow_mut(|idle| {
+        let list = idle.entry(backend).or_default();
+        if list.len() >= MAX_IDLE {
+            list.remove(0);
+        }
+        list.push((sender, Instant::now()));
+    });
+}
+
+/// Opens a new HTTP/1.1 connection to `address` and spawns its driver task
+/// on this worker.
+pub async fn handshake(address: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+    let stream = connect_one(address, timeout).await?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(256 * 1024)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError::Io {
+            address,
+            source: io::Error::other(e),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(%address, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}

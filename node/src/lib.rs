@@ -1,0 +1,23 @@
+//! # raftlb-node
+//!
+//! Everything a raftlb balancer node does with sockets. The binary `raftlb`
+//! (`main.rs`) is a thin CLI over this library.
+//!
+//! ## Layout
+//! - [`node`]: assembles a node from its configuration and runs it to a drained stop.
+//! - [`view`]: [`view::ClusterView`], the immutable snapshot the data plane
+//!   routes by, swapped atomically when the configuration changes.
+//! - [`balance`]: the [`balance::Balancer`] trait and one file per algorithm.
+//! - [`dataplane`]: listeners and their accept loops; `l4/` (TCP splice, UDP
+//!   sessions), `l7/` (HTTP server, proxying, header rewriting, response
+//!   bodies), `upstream` (connecting to backends, keep-alive pools).
+//! - [`demo`]: built-in backends for `raftlb demo`.
+//!
+//! The request path loads the view once per connection or request and never
+//! takes a lock shared beyond one backend, nor awaits anything but sockets.
+
+pub mod balance;
+pub mod dataplane;
+pub mod demo;
+pub mod node;
+pub mod view;

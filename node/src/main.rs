@@ -1,0 +1,144 @@
+//! The `raftlb` command: `check`, `run` and `demo`.
+//! Exit codes: 0 success, 1 configuration or runtime error, 2 usage error.
+
+use clap::{Parser, Subcommand};
+use raftlb_node::{demo, node};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// mimalloc's per-thread heaps suit the data plane's thread-per-core workers
+/// (each connection's buffers are allocated and freed on one thread).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "raftlb",
+    version,
+    about = "A clustered, highly available L4/L7 load balancer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and exit: 0 when valid, 1 with every problem otherwise.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Serve the configuration until SIGINT or SIGTERM, then drain and exit.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Data-plane worker threads (default: one per CPU).
+        #[arg(long, env = "RAFTLB_WORKER_THREADS")]
+        threads: Option<usize>,
+    },
+    /// Start a node with three built-in backends on loopback and show round robin.
+    Demo {
+        /// Where the demo's HTTP listener binds.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Port of the first demo backend; the others follow it.
+        #[arg(long, default_value_t = 9001)]
+        backend_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, threads } => match node::load_config(&config) {
+            Ok(config) => {
+                let workers = threads.filter(|t| *t > 0).unwrap_or_else(node::default_workers);
+                block_on(async move {
+                    node::run(config, workers, node::stop_signal())
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+        Command::Demo { listen, backend_port } => block_on(demo_main(listen, backend_port)),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match node::load_config(path) {
+        Ok(config) => {
+            let listeners = config.cluster.listeners.len();
+            let pools = config.cluster.pools.len();
+            let backends = config.cluster.backend_count();
+            println!(
+                "config ok: {listeners} {}, {pools} {}, {backends} {}",
+                plural(listeners, "listener"),
+                plural(pools, "pool"),
+                plural(backends, "backend")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
+
+async fn demo_main(listen: SocketAddr, backend_port: u16) -> Result<(), String> {
+    let config = demo::config(listen, backend_port).map_err(|e| e.to_string())?;
+    demo::start_backends(backend_port)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "raftlb demo: {} backends on 127.0.0.1:{}-{}, HTTP listener on {listen}, round robin.\n\
+         Try:  for i in 1 2 3 4; do curl -s http://{listen}/; done\n\
+         Ctrl-C stops it. The configuration it runs:\n\n{}",
+        demo::BACKENDS,
+        backend_port,
+        backend_port + demo::BACKENDS - 1,
+        demo::config_text(listen, backend_port)
+    );
+    node::run(config, node::default_workers(), node::stop_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `main` on the control runtime (signals, the demo's backends; the
+/// data plane has its own worker threads) and maps its outcome to an exit code.
+fn block_on(main: impl Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::from(1)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
