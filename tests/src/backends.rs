@@ -1,0 +1,197 @@
+//! Real backends on loopback sockets, run inside the test process.
+//!
+//! [`HttpBackend`] answers by path:
+//! - `/` and anything else: its name;
+//! - `/slow?ms=N`: its name after N ms (if this backend is slow, see [`HttpBackend::start_slow`]);
+//! - `/bytes?n=N`: N bytes streamed in 64 KiB chunks;
+//! - `/upload`: reads the request body as it streams and answers its length;
+//! - `/headers`: the request headers it received, one `name: value` a line.
+//!
+//! It counts requests served and requests in flight, so tests can wait on them.
+
+use crate::client::RepeatBody;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub served: AtomicUsize,
+    pub in_flight: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub struct HttpBackend {
+    pub address: SocketAddr,
+    pub counters: Arc<Counters>,
+    task: JoinHandle<()>,
+}
+
+impl HttpBackend {
+    /// A backend whose `/slow` answers at once.
+    pub async fn start(name: &str) -> HttpBackend {
+        Self::spawn(name, false).await
+    }
+
+    /// A backend whose `/slow?ms=N` waits N ms.
+    pub async fn start_slow(name: &str) -> HttpBackend {
+        Self::spawn(name, true).await
+    }
+
+    async fn spawn(name: &str, slow: bool) -> HttpBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let address = listener.local_addr().expect("address");
+        let counters = Arc::new(Counters::default());
+        let name = Bytes::from(name.to_string());
+        let shared = Arc::clone(&counters);
+        let task = tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (name, counters, builder) = (name.clone(), Arc::clone(&shared), builder.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let (name, counters) = (name.clone(), Arc::clone(&counters));
+                        async move { Ok::<_, Infallible>(respond(request, name, slow, &counters).await) }
+                    });
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        HttpBackend {
+            address,
+            counters,
+            task,
+        }
+    }
+
+    pub fn served(&self) -> usize {
+        self.counters.served.load(Ordering::SeqCst)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.counters.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type BackendBody = Either<Full<Bytes>, RepeatBody>;
+
+async fn respond(
+    request: Request<Incoming>,
+    name: Bytes,
+    slow: bool,
+    counters: &Counters,
+) -> Response<BackendBody> {
+    counters.in_flight.fetch_add(1, Ordering::SeqCst);
+    let query_number = |key: &str| -> u64 {
+        request
+            .uri()
+            .query()
+            .and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let response = match request.uri().path() {
+        "/slow" => {
+            if slow {
+                tokio::time::sleep(Duration::from_millis(query_number("ms"))).await;
+            }
+            Response::new(Either::Left(Full::new(name)))
+        }
+        "/bytes" => Response::new(Either::Right(RepeatBody::new(query_number("n")))),
+        "/upload" => {
+            let mut body = request.into_body();
+            let mut total = 0usize;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map(|f| f.into_data()) {
+                    total += data.map(|d| d.len()).unwrap_or(0);
+                }
+            }
+            Response::new(Either::Left(Full::new(Bytes::from(total.to_string()))))
+        }
+        "/headers" => {
+            let text: String = request
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+                .collect();
+            Response::new(Either::Left(Full::new(Bytes::from(text))))
+        }
+        _ => Response::new(Either::Left(Full::new(name))),
+    };
+    counters.served.fetch_add(1, Ordering::SeqCst);
+    counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+/// A TCP backend that echoes what it reads and, once the client half-closes,
+/// writes `bye` and closes.
+pub async fn tcp_echo() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.write_all(b"bye").await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (address, task)
+}
+
+/// A UDP backend that answers each datagram with `NAME:` and the datagram.
+pub async fn udp_echo(name: &str) -> (SocketAddr, JoinHandle<()>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let address = socket.local_addr().expect("address");
+    let prefix = format!("{name}:").into_bytes();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
+            let mut reply = prefix.clone();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    (address, task)
+}

@@ -1,0 +1,32 @@
+//! # raftlb-tests
+//!
+//! Shared fixtures for the integration tests in `tests/`: a real `raftlb`
+//! process started from a TOML config ([`process`]), real backends on
+//! loopback sockets ([`backends`]), an HTTP client ([`client`]), and
+//! condition waits with deadlines ([`wait`]). Nothing here is a mock.
+
+pub mod backends;
+pub mod client;
+pub mod process;
+pub mod wait;
+
+/// A TCP and UDP port free on 127.0.0.1, never the same twice in one test
+/// process, and below Linux's ephemeral range (32768+), so no client socket
+/// of a concurrently running test can be handed it by the kernel meanwhile.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const BASE: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + (offset + n) % SPAN) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {BASE} and {}", BASE + SPAN);
+}

@@ -1,0 +1,202 @@
+//! A real `raftlb` process: the binary cargo built for this workspace,
+//! started with a config file in a temporary directory, killed on drop. Its
+//! stderr goes to a file printed when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `raftlb` binary: `$RAFTLB_BIN` if set, else the workspace's
+/// own build. `cargo test` does not build another package's binary for this
+/// crate's tests, so the first call runs `cargo build -p raftlb-node` (a no-op
+/// when it is fresh) — the tests can never run against a stale binary.
+pub fn binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(build_binary).clone()
+}
+
+fn build_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("RAFTLB_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let release = profile_dir.file_name().is_some_and(|name| name == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "raftlb-node", "--bin", "raftlb"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build for the raftlb binary");
+    assert!(status.success(), "cargo build -p raftlb-node failed: {status}");
+    let bin = profile_dir.join("raftlb");
+    assert!(bin.exists(), "{} is missing after cargo build", bin.display());
+    bin
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("raftlb-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `text` to `name` inside the directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `raftlb ARGS…` to completion and returns (status, stdout, stderr).
+pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    let output = Command::new(binary()).args(args).output().expect("run raftlb");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A running `raftlb run` process.
+#[derive(Debug)]
+pub struct Raftlb {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Raftlb {
+    /// Starts `raftlb run` with `config` and waits until it has logged that
+    /// it is ready and every address in `ready` accepts TCP connections.
+    pub async fn start(config: &str, ready: &[&str]) -> Raftlb {
+        let dir = TempDir::new("node");
+        let config_path = dir.write("raftlb.toml", config);
+        let log = dir.path().join("raftlb.log");
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RAFTLB_WORKER_THREADS", "2")
+            .env("RUST_LOG", "info,raftlb_node=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn raftlb");
+        let mut node = Raftlb {
+            child: Some(child),
+            log,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while !node.log().contains("raftlb node ready") {
+            if let Some(status) = node.try_exit() {
+                panic!("raftlb exited ({status}) before it was ready:\n{}", node.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "raftlb not ready:\n{}",
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for address in ready {
+            let start = Instant::now();
+            while tokio::net::TcpStream::connect(address).await.is_err() {
+                if let Some(status) = node.try_exit() {
+                    panic!(
+                        "raftlb exited ({status}) before {address} opened:\n{}",
+                        node.log()
+                    );
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{address} never opened:\n{}",
+                    node.log()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        node
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_exit() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "raftlb did not exit within {deadline:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Raftlb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!("--- raftlb log ---\n{}", self.log());
+            }
+        }
+    }
+}

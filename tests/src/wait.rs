@@ -1,0 +1,39 @@
+//! Waiting on conditions with deadlines, never on sleeps.
+
+use std::time::{Duration, Instant};
+
+/// Polls `condition` every 10 ms until it holds; panics naming `what` after `deadline`.
+pub async fn until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until something accepts TCP connections on `address`.
+pub async fn port_open(address: &str, deadline: Duration) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {address} to accept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until nothing accepts TCP connections on `address`.
+pub async fn port_closed(address: &str, deadline: Duration) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(address).await.is_ok() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {address} to close"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,83 @@
+//! The `raftlb` command itself: `check` and its exit codes, graceful stop.
+
+use raftlb_tests::backends::HttpBackend;
+use raftlb_tests::process::{self, Raftlb, TempDir};
+use raftlb_tests::{client, free_port, wait};
+use std::path::Path;
+use std::time::Duration;
+
+fn example_config() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/examples/raftlb.toml")
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let path = example_config();
+    let (status, stdout, stderr) = process::run_to_end(&["check", "--config", path.to_str().expect("utf8")]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "config ok: 3 listeners, 2 pools, 4 backends");
+}
+
+#[test]
+fn check_reports_every_error_and_exits_1() {
+    let dir = TempDir::new("check");
+    let path = dir.write(
+        "bad.toml",
+        "[node]\nid = 1\n\n[[listener]]\nname = \"web\"\nprotocol = \"htp\"\nbind = \"127.0.0.1:8080\"\npool = \"nope\"\n\n[[pool]]\nname = \"app\"\nbackends = [{ address = \"127.0.0.1:99999\" }]\n",
+    );
+    let file = path.to_str().expect("utf8");
+    let (status, stdout, stderr) = process::run_to_end(&["check", "--config", file]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.is_empty());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with(&format!(
+        "{file}:6: listener[0].protocol: unknown protocol \"htp\""
+    )));
+    assert!(lines[1].starts_with(&format!("{file}:8: listener[0].pool: no pool named \"nope\"")));
+    assert!(lines[2].starts_with(&format!(
+        "{file}:12: pool[0].backends[0].address: invalid socket address"
+    )));
+}
+
+#[test]
+fn missing_file_and_usage_errors_have_their_own_exit_codes() {
+    let (status, _, stderr) = process::run_to_end(&["check", "--config", "/nonexistent/raftlb.toml"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("cannot read config file /nonexistent/raftlb.toml"),
+        "{stderr}"
+    );
+    let (status, _, _) = process::run_to_end(&["check"]);
+    assert_eq!(status.code(), Some(2));
+    let (status, _, _) = process::run_to_end(&["frobnicate"]);
+    assert_eq!(status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let backend = HttpBackend::start_slow("slow").await;
+    let bind = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "[node]\nid = 1\ndrain_timeout = \"10s\"\n[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"p\"\n[[pool]]\nname = \"p\"\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.address
+    );
+    let mut node = Raftlb::start(&config, &[&bind]).await;
+    let url = format!("http://{bind}/slow?ms=1500");
+    let slow = tokio::spawn(async move { client::get(&client::http1(), &url).await });
+    wait::until(
+        "the slow request to reach the backend",
+        Duration::from_secs(5),
+        || backend.in_flight() == 1,
+    )
+    .await;
+
+    node.terminate();
+    // The listener closes at once; the request in flight still completes.
+    wait::port_closed(&bind, Duration::from_secs(5)).await;
+    let (status, body) = slow.await.expect("join");
+    assert_eq!((status, body.as_str()), (200, "slow"));
+    let exit = node.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(exit.code(), Some(0), "{}", node.log());
+    assert!(node.log().contains("drained"), "{}", node.log());
+}
