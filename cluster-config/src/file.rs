@@ -5,10 +5,11 @@
 use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
-    AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, NodeSpec, PoolSpec,
-    Protocol,
+    AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
+    NodeSpec, PoolSpec, Protocol, TokenSource,
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
+use std::collections::BTreeMap;
 use toml::de::DeTable;
 
 pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
@@ -20,6 +21,12 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         .required(&mut reader, "node")
         .and_then(|f| reader.table(&f))
         .and_then(|section| node(&mut reader, section));
+    let membership = match root.optional("cluster") {
+        Some(f) => reader
+            .table(&f)
+            .and_then(|section| membership(&mut reader, section, node.as_ref())),
+        None => Some(MembershipSpec::standalone()),
+    };
     let pools = each(&mut reader, root.optional("pool"), pool);
     let listeners = each(&mut reader, root.optional("listener"), listener);
     root.finish(&mut reader);
@@ -29,8 +36,12 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         listeners: listeners.into_iter().filter_map(|(spec, _)| spec).collect(),
         pools: pools.into_iter().filter_map(|(spec, _)| spec).collect(),
     };
-    match node {
-        Some(node) => reader.finish(Config { node, cluster }),
+    match node.zip(membership) {
+        Some((node, membership)) => reader.finish(Config {
+            node,
+            membership,
+            cluster,
+        }),
         None => reader.finish(()).and_then(|()| unreachable_missing_node(file)),
     }
 }
@@ -82,13 +93,124 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
         .and_then(|f| reader.uint(&f, 1, u64::MAX >> 1));
     let data_dir = s.optional("data_dir").map(|f| reader.str(&f).map(str::to_string));
     let drain_timeout = s.optional("drain_timeout").map(|f| reader.duration(&f));
+    let bind_ip = s.optional("bind_ip").map(|f| {
+        let text = reader.str(&f)?;
+        let parsed = text.parse::<std::net::IpAddr>().ok();
+        if parsed.is_none() {
+            reader.field_error(&f, format!("invalid IP address \"{text}\""));
+        }
+        parsed
+    });
     s.finish(reader);
     let id = id?;
     Some(NodeSpec {
         id,
         data_dir: data_dir.unwrap_or_else(|| Some(format!("./data/node{id}")))?,
         drain_timeout: drain_timeout.unwrap_or(Some(NodeSpec::DEFAULT_DRAIN_TIMEOUT))?,
+        bind_ip: match bind_ip {
+            Some(parsed) => Some(parsed?),
+            None => None,
+        },
     })
+}
+
+/// `[cluster]`: present means this node serves Raft and the admin API on
+/// `raft`, so it needs an id and a token; `peers` lists the first voters.
+fn membership(
+    reader: &mut Reader<'_>,
+    mut s: Section<'_, '_>,
+    node: Option<&NodeSpec>,
+) -> Option<MembershipSpec> {
+    let id_field = s.required(reader, "id");
+    let cluster_id = id_field.as_ref().and_then(|f| {
+        let id = reader.str(f)?;
+        validate::name(reader, f, id);
+        Some(id.to_string())
+    });
+    let token = s.optional("token");
+    let token_file = s.optional("token_file");
+    let token = match (token, token_file) {
+        (Some(inline), None) => reader.str(&inline).and_then(|t| {
+            if t.trim().is_empty() {
+                reader.field_error(&inline, "the cluster token must not be empty");
+                return None;
+            }
+            Some(TokenSource::Inline(t.to_string()))
+        }),
+        (None, Some(file)) => reader.str(&file).map(|p| TokenSource::File(p.to_string())),
+        (Some(_), Some(file)) => {
+            reader.field_error(&file, "give either token or token_file, not both");
+            None
+        }
+        (None, None) => {
+            reader.error(
+                s.span(),
+                "cluster.token",
+                "missing: set token_file = \"/path/to/token\" (or token = \"...\" for demos); every node of the cluster uses the same one",
+            );
+            None
+        }
+    };
+    let raft = s.required(reader, "raft").and_then(|f| reader.socket_addr(&f));
+    let peers_field = s.optional("peers");
+    let peers = match &peers_field {
+        Some(f) => peers(reader, f),
+        None => Some(BTreeMap::new()),
+    };
+    s.finish(reader);
+
+    let (raft, peers, node) = (raft?, peers?, node?);
+    // A node missing from `peers` is not an initial voter: it waits to be
+    // added with `raftlb ctl member add`.
+    if let (Some(f), Some(listed)) = (&peers_field, peers.get(&node.id))
+        && *listed != raft
+    {
+        reader.field_error(
+            f,
+            format!(
+                "lists node {} at {listed}, but this node's raft address is {raft}",
+                node.id
+            ),
+        );
+    }
+    Some(MembershipSpec {
+        cluster_id: cluster_id?,
+        token: token?,
+        raft: Some(raft),
+        peers,
+    })
+}
+
+/// `peers = { 1 = "10.0.0.1:7000", … }`: node id → raft address.
+fn peers(
+    reader: &mut Reader<'_>,
+    field: &crate::reader::Field<'_, '_>,
+) -> Option<BTreeMap<u64, std::net::SocketAddr>> {
+    let entries = reader.entries(field)?;
+    let mut peers = BTreeMap::new();
+    let mut ok = true;
+    for (key, value) in entries {
+        let id = key.parse::<u64>().ok().filter(|id| *id >= 1);
+        let address = reader.socket_addr(&value);
+        match (id, address) {
+            (Some(id), Some(address)) => {
+                if let Some((other, _)) = peers.iter().find(|(_, a)| **a == address) {
+                    reader.field_error(&value, format!("address {address} is already node {other}'s"));
+                    ok = false;
+                }
+                peers.insert(id, address);
+            }
+            (None, _) => {
+                reader.field_error(
+                    &value,
+                    format!("\"{key}\" is not a node id (expected an integer ≥ 1)"),
+                );
+                ok = false;
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(peers)
 }
 
 const HTTP_ONLY_KEYS: [&str; 4] = [

@@ -32,8 +32,8 @@ mod validate;
 pub use command::{Command, Outcome};
 pub use error::{ConfigError, ConfigErrors};
 pub use spec::{
-    AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, NodeSpec, PoolSpec,
-    Protocol,
+    AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
+    NodeSpec, PoolSpec, Protocol, TokenSource,
 };
 pub use state::ClusterState;
 

@@ -161,6 +161,23 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// A table whose keys are data (not schema): each key with its value.
+    pub fn entries<'t, 'i>(&mut self, field: &Field<'t, 'i>) -> Option<Vec<(String, Field<'t, 'i>)>> {
+        match field.value.get_ref() {
+            DeValue::Table(table) => Some(
+                table
+                    .iter()
+                    .map(|(key, value)| {
+                        let key = key.get_ref().to_string();
+                        let path = format!("{}.{key}", field.path);
+                        (key, Field { path, value })
+                    })
+                    .collect(),
+            ),
+            other => self.wrong_type(field, "a table", other),
+        }
+    }
+
     pub fn field_error(&mut self, field: &Field<'_, '_>, message: impl Into<String>) {
         self.error(field.value.span(), &field.path, message);
     }

@@ -4,13 +4,18 @@
 //! fields they fill, so the file reference and the code cannot drift apart.
 
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// A whole validated configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub node: NodeSpec,
+    /// How this node joins its cluster (`[cluster]`).
+    pub membership: MembershipSpec,
+    /// The listeners and pools the file declares: the seed of a new cluster,
+    /// and what `raftlb ctl diff/apply` compare the cluster with.
     pub cluster: ClusterSpec,
 }
 
@@ -23,10 +28,66 @@ pub struct NodeSpec {
     pub data_dir: String,
     /// How long a stopping node lets in-flight requests and connections finish.
     pub drain_timeout: Duration,
+    /// Replaces the wildcard address (`0.0.0.0`, `::`) of every listener's
+    /// bind on this node, so nodes sharing a host (demo, tests) can each serve
+    /// the same replicated listener on their own address.
+    pub bind_ip: Option<IpAddr>,
+}
+
+impl NodeSpec {
+    /// Where this node binds `listener`: its bind, with the wildcard address
+    /// replaced by [`bind_ip`](Self::bind_ip) when one is set.
+    pub fn local_bind(&self, bind: SocketAddr) -> SocketAddr {
+        match self.bind_ip {
+            Some(ip) if bind.ip().is_unspecified() => SocketAddr::new(ip, bind.port()),
+            _ => bind,
+        }
+    }
 }
 
 impl NodeSpec {
     pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+/// How a node finds its cluster and proves it belongs (`[cluster]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipSpec {
+    /// Names the cluster; every Raft and admin call carries it.
+    pub cluster_id: String,
+    /// The shared secret every Raft and admin call carries.
+    pub token: TokenSource,
+    /// This node's Raft and admin gRPC address. `None` (no `[cluster]`
+    /// section) runs a cluster of one with no network service.
+    pub raft: Option<SocketAddr>,
+    /// The initial voters by node id, this node included; empty means a
+    /// cluster of this node alone. Only read when a cluster first forms.
+    pub peers: BTreeMap<u64, SocketAddr>,
+}
+
+impl MembershipSpec {
+    /// Cluster id of a node without a `[cluster]` section.
+    pub const STANDALONE_ID: &str = "standalone";
+
+    /// A cluster of one with no network service (no `[cluster]` section).
+    pub fn standalone() -> Self {
+        MembershipSpec {
+            cluster_id: Self::STANDALONE_ID.to_string(),
+            token: TokenSource::None,
+            raft: None,
+            peers: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where the cluster token comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenSource {
+    /// Standalone node: nothing to authenticate.
+    None,
+    /// `token = "..."`, written in the file (demos, tests).
+    Inline(String),
+    /// `token_file = "/etc/raftlb/token"`, read by the node at start.
+    File(String),
 }
 
 /// The shared part: listeners and the pools they send to.

@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 /// Everything the cluster agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
+    /// Set by the first [`Command::Bootstrap`]; later ones are refused even
+    /// if every listener and pool has since been removed.
+    bootstrapped: bool,
     spec: ClusterSpec,
 }
 
@@ -22,14 +25,26 @@ impl ClusterState {
         &self.spec
     }
 
+    /// Whether the cluster has been seeded from a configuration file.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped
+    }
+
     /// Applies `command` if the result keeps every invariant; otherwise
     /// leaves the state unchanged and says why.
     pub fn apply(&mut self, command: Command) -> Outcome {
+        if let Command::Bootstrap(_) = &command
+            && self.bootstrapped
+        {
+            return Outcome::Rejected("the cluster is already bootstrapped".to_string());
+        }
+        let bootstraps = matches!(command, Command::Bootstrap(_));
         let mut next = self.spec.clone();
         let result = change(&mut next, command).and_then(|()| check(&next));
         match result {
             Ok(()) => {
                 self.spec = next;
+                self.bootstrapped |= bootstraps;
                 Outcome::Applied
             }
             Err(reason) => Outcome::Rejected(reason),
@@ -40,8 +55,10 @@ impl ClusterState {
 fn change(spec: &mut ClusterSpec, command: Command) -> Result<(), String> {
     match command {
         Command::Bootstrap(seed) => {
+            // Only reachable unbootstrapped (`apply` refuses a second one);
+            // inside a batch it would be a second seed.
             if !spec.listeners.is_empty() || !spec.pools.is_empty() {
-                return Err("the cluster is already bootstrapped".to_string());
+                return Err("bootstrap must be the first command of a cluster".to_string());
             }
             *spec = seed;
         }

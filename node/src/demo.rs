@@ -1,6 +1,8 @@
-//! `raftlb demo`: a node and three small HTTP backends on loopback, so a
-//! newcomer sees balancing with one command and no root. Each backend answers
-//! every request with its own name (`backend-1`, …).
+//! `raftlb demo`: a three-node cluster and three small HTTP backends on
+//! loopback, so a newcomer sees replicated balancing with one command and no
+//! root. The nodes are real `raftlb run` processes on 127.0.0.1, .2 and .3
+//! (so one can be killed); each backend answers every request with its own
+//! name (`backend-1`, …).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -8,26 +10,171 @@ use hyper::service::service_fn;
 use hyper::{Response, body::Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use raftlb_config::Config;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use tokio::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Child;
 
 pub const BACKENDS: u16 = 3;
+pub const NODES: u8 = 3;
+const CLUSTER: &str = "demo";
+const TOKEN: &str = "demo-token-not-for-production";
 
-/// The demo's configuration, as the TOML an operator would write.
-pub fn config_text(listen: SocketAddr, first_backend_port: u16) -> String {
+/// Where the demo's processes listen.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Each node's HTTP listener, on 127.0.0.N.
+    pub http: u16,
+    /// Each node's Raft and admin gRPC, on 127.0.0.N.
+    pub raft: u16,
+    /// The first demo backend on 127.0.0.1; the others follow it.
+    pub backend: u16,
+}
+
+/// Node `n`'s configuration, as the TOML an operator would write. All three
+/// seed the same listener (bound on each node's own 127.0.0.N) and pool.
+pub fn config_text(n: u8, ports: Ports, data_dir: &Path) -> String {
     let backends: Vec<String> = (0..BACKENDS)
-        .map(|i| format!("  {{ address = \"127.0.0.1:{}\" }},", first_backend_port + i))
+        .map(|i| format!("  {{ address = \"127.0.0.1:{}\" }},", ports.backend + i))
+        .collect();
+    let peers: Vec<String> = (1..=NODES)
+        .map(|id| format!("{id} = \"127.0.0.{id}:{}\"", ports.raft))
         .collect();
     format!(
-        "[node]\nid = 1\ndrain_timeout = \"2s\"\n\n[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{listen}\"\npool = \"demo\"\n\n[[pool]]\nname = \"demo\"\nalgorithm = \"round_robin\"\nbackends = [\n{}\n]\n",
-        backends.join("\n")
+        "[node]\nid = {n}\ndata_dir = \"{data}\"\ndrain_timeout = \"2s\"\nbind_ip = \"127.0.0.{n}\"\n\n\
+         [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"127.0.0.{n}:{raft}\"\npeers = {{ {peers} }}\n\n\
+         [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{http}\"\npool = \"demo\"\n\n\
+         [[pool]]\nname = \"demo\"\nalgorithm = \"round_robin\"\nbackends = [\n{backends}\n]\n",
+        data = data_dir.join(format!("node{n}")).display(),
+        raft = ports.raft,
+        peers = peers.join(", "),
+        http = ports.http,
+        backends = backends.join("\n"),
     )
 }
 
-pub fn config(listen: SocketAddr, first_backend_port: u16) -> Result<Config, raftlb_config::ConfigErrors> {
-    raftlb_config::parse("<demo>", &config_text(listen, first_backend_port))
+/// Runs the demo until SIGINT/SIGTERM: backends in this process, three
+/// `raftlb run` child processes forming one cluster, and a guide printed.
+pub async fn run(ports: Ports) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("raftlb-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    start_backends(ports.backend).await.map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the raftlb binary: {e}"))?;
+    let mut nodes = Vec::new();
+    for n in 1..=NODES {
+        let config = dir.join(format!("node{n}.toml"));
+        std::fs::write(&config, config_text(n, ports, &dir))
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let log = std::fs::File::create(dir.join(format!("node{n}.log")))
+            .map_err(|e| format!("cannot create the node log: {e}"))?;
+        let child = tokio::process::Command::new(&exe)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start node {n}: {e}"))?;
+        nodes.push(child);
+    }
+    let serving = wait_until_serving(ports, &mut nodes, &dir).await;
+    if let Err(e) = serving {
+        stop_nodes(&mut nodes).await;
+        return Err(e);
+    }
+    print_guide(ports, &nodes, &dir);
+    crate::node::stop_signal().await;
+    println!("stopping the demo cluster");
+    stop_nodes(&mut nodes).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn wait_until_serving(ports: Ports, nodes: &mut [Child], dir: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let n = i + 1;
+        let address = format!("127.0.0.{n}:{}", ports.http);
+        loop {
+            if TcpStream::connect(&address).await.is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = node.try_wait() {
+                let log = dir.join(format!("node{n}.log"));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                return Err(format!(
+                    "demo node {n} exited ({status}); last lines of {}:\n{}",
+                    log.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("demo node {n} did not serve {address} within 20 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+fn print_guide(ports: Ports, nodes: &[Child], dir: &Path) {
+    let pids: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "node {} pid {}",
+                i + 1,
+                c.id().map_or("?".into(), |p| p.to_string())
+            )
+        })
+        .collect();
+    let ctl = format!(
+        "raftlb ctl --node 127.0.0.1:{} --cluster {CLUSTER} --token {TOKEN}",
+        ports.raft
+    );
+    let first = ports.backend;
+    println!(
+        "raftlb demo: a 3-node cluster on 127.0.0.1-3, {BACKENDS} backends on 127.0.0.1:{first}-{last}.\n\
+         Configs, data and logs: {dir}\n\n\
+         Traffic, through any node:\n  for n in 1 2 3; do curl -s http://127.0.0.$n:{http}/; done\n\n\
+         The cluster:\n  {ctl} status\n  {ctl} pools\n\n\
+         Change it once, on any node; every node follows:\n  \
+         {ctl} backend drain demo 127.0.0.1:{first}\n  \
+         {ctl} backend enable demo 127.0.0.1:{first}\n  \
+         {ctl} backend weight demo 127.0.0.1:{second} 5\n\n\
+         Kill a node (the others elect a leader and keep serving):\n  kill -9 <pid>   ({pid_list})\n  \
+         restart it: raftlb run --config {dir}/node<N>.toml\n\n\
+         Ctrl-C stops the demo.",
+        pid_list = pids.join(", "),
+        last = first + BACKENDS - 1,
+        second = first + 1,
+        dir = dir.display(),
+        http = ports.http,
+    );
+}
+
+async fn stop_nodes(nodes: &mut [Child]) {
+    for node in nodes.iter() {
+        if let Some(pid) = node.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for node in nodes.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(5), node.wait())
+            .await
+            .is_err()
+        {
+            let _ = node.kill().await;
+        }
+    }
 }
 
 /// Binds the demo backends and serves them in the background.

@@ -5,6 +5,7 @@
 //!
 //! ## Layout
 //! - [`node`]: assembles a node from its configuration and runs it to a drained stop.
+//! - [`control`]: the Raft control plane: replicated state, storage, gRPC, admin API.
 //! - [`view`]: [`view::ClusterView`], the immutable snapshot the data plane
 //!   routes by, swapped atomically when the configuration changes.
 //! - [`balance`]: the [`balance::Balancer`] trait and one file per algorithm.
@@ -12,11 +13,14 @@
 //!   sessions), `l7/` (HTTP server, proxying, header rewriting, response
 //!   bodies), `upstream` (connecting to backends, keep-alive pools).
 //! - [`demo`]: built-in backends for `raftlb demo`.
+//! - [`ctl`]: `raftlb ctl`, the admin CLI client that talks to any node's admin API.
 //!
 //! The request path loads the view once per connection or request and never
 //! takes a lock shared beyond one backend, nor awaits anything but sockets.
 
 pub mod balance;
+pub mod control;
+pub mod ctl;
 pub mod dataplane;
 pub mod demo;
 pub mod node;

@@ -3,7 +3,6 @@
 
 use clap::{Parser, Subcommand};
 use raftlb_node::{demo, node};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,15 +37,20 @@ enum Command {
         #[arg(long, env = "RAFTLB_WORKER_THREADS")]
         threads: Option<usize>,
     },
-    /// Start a node with three built-in backends on loopback and show round robin.
+    /// Start a 3-node cluster on 127.0.0.1-3 with three built-in backends, and show what to try.
     Demo {
-        /// Where the demo's HTTP listener binds.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// Port of each node's HTTP listener (on 127.0.0.N).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Port of each node's Raft and admin gRPC (on 127.0.0.N).
+        #[arg(long, default_value_t = 7000)]
+        raft_port: u16,
         /// Port of the first demo backend; the others follow it.
         #[arg(long, default_value_t = 9001)]
         backend_port: u16,
     },
+    /// Administer a running cluster through any node's admin API.
+    Ctl(raftlb_node::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,18 +58,30 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config, threads } => match node::load_config(&config) {
+        Command::Ctl(args) => block_on(raftlb_node::ctl::run(args)),
+        Command::Run {
+            config: path,
+            threads,
+        } => match node::load_config(&path) {
             Ok(config) => {
                 let workers = threads.filter(|t| *t > 0).unwrap_or_else(node::default_workers);
                 block_on(async move {
-                    node::run(config, workers, node::stop_signal())
+                    node::run(config, &path, workers, node::stop_signal())
                         .await
                         .map_err(|e| e.to_string())
                 })
             }
             Err(e) => fail(&e.to_string()),
         },
-        Command::Demo { listen, backend_port } => block_on(demo_main(listen, backend_port)),
+        Command::Demo {
+            http_port,
+            raft_port,
+            backend_port,
+        } => block_on(demo::run(demo::Ports {
+            http: http_port,
+            raft: raft_port,
+            backend: backend_port,
+        })),
     }
 }
 
@@ -93,25 +109,6 @@ fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{word}s")
     }
-}
-
-async fn demo_main(listen: SocketAddr, backend_port: u16) -> Result<(), String> {
-    let config = demo::config(listen, backend_port).map_err(|e| e.to_string())?;
-    demo::start_backends(backend_port)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!(
-        "raftlb demo: {} backends on 127.0.0.1:{}-{}, HTTP listener on {listen}, round robin.\n\
-         Try:  for i in 1 2 3 4; do curl -s http://{listen}/; done\n\
-         Ctrl-C stops it. The configuration it runs:\n\n{}",
-        demo::BACKENDS,
-        backend_port,
-        backend_port + demo::BACKENDS - 1,
-        demo::config_text(listen, backend_port)
-    );
-    node::run(config, node::default_workers(), node::stop_signal())
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// Runs `main` on the control runtime (signals, the demo's backends; the

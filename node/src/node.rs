@@ -1,11 +1,12 @@
-//! Assembles one node: configuration → cluster view → data plane, then waits
-//! for the stop signal and drains. Today the view is built from the file; the
-//! control plane (Raft) will publish new views into the same `ArcSwap`.
+//! Assembles one node: configuration → control plane (Raft) → every applied
+//! state becomes a new cluster view and listener set for the data plane;
+//! then waits for the stop signal and drains.
 
+use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::{DataPlane, StartError};
 use crate::view::{ClusterView, SharedView};
 use arc_swap::ArcSwap;
-use raftlb_config::{Config, ConfigErrors};
+use raftlb_config::{Config, ConfigErrors, ListenerSpec};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,25 +29,86 @@ pub fn load_config(path: &Path) -> Result<Config, LoadError> {
     Ok(raftlb_config::parse(&path.display().to_string(), &text)?)
 }
 
-/// Serves `config` on `workers` data-plane threads until `stop` completes,
-/// then drains in-flight work for up to the node's drain timeout.
-pub async fn run(config: Config, workers: usize, stop: impl Future<Output = ()>) -> Result<(), StartError> {
-    let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::build(&config.cluster, None)));
-    let dataplane = DataPlane::start(&config.cluster.listeners, view, workers)?;
-    tracing::info!(
-        node = config.node.id,
-        listeners = config.cluster.listeners.len(),
-        "raftlb node ready"
-    );
-    stop.await;
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    DataPlane(#[from] StartError),
+    #[error("Raft stopped, so this node stopped too: {0}")]
+    RaftFailed(String),
+}
+
+/// Runs a node until `stop` completes: the control plane (Raft), and the
+/// data plane on `workers` threads following every applied state; then
+/// drains in-flight work for up to the node's drain timeout.
+pub async fn run(
+    config: Config,
+    config_path: &Path,
+    workers: usize,
+    stop: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let control = ControlPlane::start(&config, config_path).await?;
+    let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
+    let mut dataplane = DataPlane::start(Arc::clone(&view), workers)?;
+    let node = config.node.id;
+    let mut applied = control.applied.clone();
+    let follow = async {
+        let mut ready = false;
+        loop {
+            let current = Arc::clone(&applied.borrow_and_update());
+            if current.state.is_bootstrapped() {
+                let spec = current.state.spec();
+                view.store(Arc::new(ClusterView::build(spec, Some(&view.load()))));
+                let local: Vec<ListenerSpec> = spec
+                    .listeners
+                    .iter()
+                    .map(|l| ListenerSpec {
+                        bind: config.node.local_bind(l.bind),
+                        ..l.clone()
+                    })
+                    .collect();
+                for error in dataplane.reconcile(&local).await {
+                    tracing::error!(error = %error, "listener not served");
+                }
+                let index = current.last_applied.map_or(0, |id| id.index);
+                if !ready {
+                    ready = true;
+                    tracing::info!(node, listeners = spec.listeners.len(), index, "raftlb node ready");
+                } else {
+                    tracing::debug!(index, "data plane follows the new state");
+                }
+            }
+            if applied.changed().await.is_err() {
+                // The state machine is gone: Raft has stopped.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let failure = tokio::select! {
+        () = stop => None,
+        () = follow => None,
+        reason = control.failed() => Some(reason),
+    };
+    if let Some(reason) = &failure {
+        tracing::error!(%reason, "Raft stopped: no further change can be persisted");
+    }
     tracing::info!(timeout = ?config.node.drain_timeout, "stopping: no new connections, draining");
     let open = dataplane.drain(config.node.drain_timeout).await;
     if open > 0 {
         tracing::warn!(open, "drain timeout reached; closing the remaining connections");
     } else {
-        tracing::info!("drained; bye");
+        tracing::info!("drained");
     }
-    Ok(())
+    control.stop().await;
+    match failure {
+        Some(reason) => Err(RunError::RaftFailed(reason)),
+        None => {
+            tracing::info!("stopped; bye");
+            Ok(())
+        }
+    }
 }
 
 /// One data-plane worker per CPU the process may use.

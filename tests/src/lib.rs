@@ -1,12 +1,16 @@
 //! # raftlb-tests
 //!
 //! Shared fixtures for the integration tests in `tests/`: a real `raftlb`
-//! process started from a TOML config ([`process`]), real backends on
+//! process started from a TOML config ([`process`]), several forming a Raft
+//! cluster on 127.0.0.N ([`cluster`]) and administered through their gRPC
+//! API ([`admin`]), real backends on
 //! loopback sockets ([`backends`]), an HTTP client ([`client`]), and
 //! condition waits with deadlines ([`wait`]). Nothing here is a mock.
 
+pub mod admin;
 pub mod backends;
 pub mod client;
+pub mod cluster;
 pub mod process;
 pub mod wait;
 

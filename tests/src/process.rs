@@ -89,53 +89,75 @@ impl Raftlb {
     /// Starts `raftlb run` with `config` and waits until it has logged that
     /// it is ready and every address in `ready` accepts TCP connections.
     pub async fn start(config: &str, ready: &[&str]) -> Raftlb {
+        let mut node = Raftlb::spawn(config);
+        node.ready(ready).await;
+        node
+    }
+
+    /// Starts `raftlb run` with `config` without waiting for it. The process
+    /// runs in its own scratch directory, so relative paths in the config
+    /// (the default `data_dir`) are private to it.
+    pub fn spawn(config: &str) -> Raftlb {
         let dir = TempDir::new("node");
         let config_path = dir.write("raftlb.toml", config);
         let log = dir.path().join("raftlb.log");
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(&config_path)
+            .current_dir(dir.path())
             .env("RAFTLB_WORKER_THREADS", "2")
-            .env("RUST_LOG", "info,raftlb_node=debug")
+            .env("RUST_LOG", "info,raftlb_node=debug,openraft=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn raftlb");
-        let mut node = Raftlb {
+        Raftlb {
             child: Some(child),
             log,
             _dir: dir,
-        };
+        }
+    }
+
+    /// Waits until the node has logged that it is ready and every address
+    /// in `ready` accepts TCP connections.
+    pub async fn ready(&mut self, ready: &[&str]) {
         let start = Instant::now();
-        while !node.log().contains("raftlb node ready") {
-            if let Some(status) = node.try_exit() {
-                panic!("raftlb exited ({status}) before it was ready:\n{}", node.log());
+        while !self.log().contains("raftlb node ready") {
+            if let Some(status) = self.try_exit() {
+                panic!("raftlb exited ({status}) before it was ready:\n{}", self.log());
             }
             assert!(
-                start.elapsed() < Duration::from_secs(10),
+                start.elapsed() < Duration::from_secs(15),
                 "raftlb not ready:\n{}",
-                node.log()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for address in ready {
             let start = Instant::now();
             while tokio::net::TcpStream::connect(address).await.is_err() {
-                if let Some(status) = node.try_exit() {
+                if let Some(status) = self.try_exit() {
                     panic!(
                         "raftlb exited ({status}) before {address} opened:\n{}",
-                        node.log()
+                        self.log()
                     );
                 }
                 assert!(
                     start.elapsed() < Duration::from_secs(10),
                     "{address} never opened:\n{}",
-                    node.log()
+                    self.log()
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        node
+    }
+
+    /// Sends SIGKILL and reaps the process: a crash, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,9 +1,10 @@
-//! The data plane: binds every listener, then runs one worker thread per core,
+//! The data plane: runs one worker thread per core,
 //! each with its own single-threaded async runtime and its own `SO_REUSEPORT`
 //! socket for every TCP listener (HAProxy's and nginx's model: a connection,
 //! its backend connection and every task serving them stay on one thread, so
 //! a request never crosses threads or takes a lock). UDP listeners are served
-//! by the first worker. Routing is read only from the shared
+//! by the first worker. Listeners come and go as the replicated state
+//! changes ([`DataPlane::reconcile`]); routing is read only from the shared
 //! [`ClusterView`](crate::view::ClusterView).
 
 pub mod l4;
@@ -13,12 +14,13 @@ pub mod upstream;
 
 use crate::view::SharedView;
 use raftlb_config::{ListenerSpec, Protocol};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,13 +47,23 @@ pub enum StartError {
     Worker { index: usize, source: io::Error },
 }
 
-/// The running workers of one node.
+/// The running workers of one node and the listeners they serve.
 #[derive(Debug)]
 pub struct DataPlane {
     shutdown: Shutdown,
     /// Cancelled when the drain time is up: workers drop what is left.
     hard_stop: CancellationToken,
     workers: Vec<JoinHandle<()>>,
+    /// Each worker's inbox of listeners to start serving.
+    inboxes: Vec<mpsc::UnboundedSender<Serve>>,
+    running: HashMap<String, Running>,
+}
+
+/// A listener being served, and how to stop it.
+#[derive(Debug)]
+struct Running {
+    spec: ListenerSpec,
+    stop: CancellationToken,
 }
 
 /// A listener's socket for one worker, by protocol.
@@ -62,62 +74,139 @@ enum Bound {
     Udp(std::net::UdpSocket),
 }
 
-/// What one worker serves: each listener's spec, its socket, and the
-/// connection limit the listener's workers share.
-type WorkerListeners = Vec<(ListenerSpec, Bound, Arc<Semaphore>)>;
+/// One worker's share of a listener: its spec, its socket, the connection
+/// limit its workers share, and the listener's own stop signal.
+#[derive(Debug)]
+struct Serve {
+    spec: ListenerSpec,
+    socket: Bound,
+    limit: Arc<Semaphore>,
+    shutdown: Shutdown,
+}
 
 impl DataPlane {
-    /// Binds every listener (all or nothing), then starts `workers` threads.
-    pub fn start(
-        listeners: &[ListenerSpec],
-        view: SharedView,
-        workers: usize,
-    ) -> Result<DataPlane, StartError> {
+    /// Starts `workers` threads serving nothing yet; [`reconcile`](Self::reconcile)
+    /// gives them listeners.
+    pub fn start(view: SharedView, workers: usize) -> Result<DataPlane, StartError> {
         let workers = workers.max(1);
-        let mut per_worker: Vec<WorkerListeners> = (0..workers).map(|_| Vec::new()).collect();
-        for spec in listeners {
-            let bind_error = |source| StartError::Bind {
-                listener: spec.name.clone(),
-                protocol: if spec.protocol.is_stream() { "TCP" } else { "UDP" },
-                address: spec.bind,
-                source,
-            };
-            let limit = Arc::new(Semaphore::new(spec.max_connections as usize));
-            match spec.protocol {
-                Protocol::Http | Protocol::Tcp => {
-                    let sockets = listener::bind_tcp_group(spec.bind, workers).map_err(bind_error)?;
-                    for (worker, socket) in per_worker.iter_mut().zip(sockets) {
-                        let bound = match spec.protocol {
-                            Protocol::Http => Bound::Http(socket),
-                            _ => Bound::Tcp(socket),
-                        };
-                        worker.push((spec.clone(), bound, Arc::clone(&limit)));
-                    }
-                }
-                Protocol::Udp => {
-                    let socket = listener::bind_udp(spec.bind).map_err(bind_error)?;
-                    per_worker[0].push((spec.clone(), Bound::Udp(socket), limit));
-                }
-            }
-            tracing::info!(listener = %spec.name, protocol = spec.protocol.name(), bind = %spec.bind, pool = %spec.pool, "listening");
-        }
-
         let shutdown = Shutdown::default();
         let hard_stop = CancellationToken::new();
         let mut threads = Vec::with_capacity(workers);
-        for (index, listeners) in per_worker.into_iter().enumerate() {
-            let (view, shutdown, hard_stop) = (Arc::clone(&view), shutdown.clone(), hard_stop.clone());
+        let mut inboxes = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (inbox, listeners) = mpsc::unbounded_channel();
+            let (view, hard_stop) = (Arc::clone(&view), hard_stop.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("raftlb-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, view, shutdown, hard_stop))
+                .spawn(move || run_worker(index, listeners, view, hard_stop))
                 .map_err(|source| StartError::Worker { index, source })?;
             threads.push(thread);
+            inboxes.push(inbox);
         }
         Ok(DataPlane {
             shutdown,
             hard_stop,
             workers: threads,
+            inboxes,
+            running: HashMap::new(),
         })
+    }
+
+    /// Makes the served listeners match `wanted`: stops the ones that are
+    /// gone (their connections finish; HTTP ones after their current
+    /// request), starts new ones, and restarts those whose socket settings
+    /// changed. A change of pool only needs the new view, not a restart.
+    /// Returns the listeners that could not be bound.
+    pub async fn reconcile(&mut self, wanted: &[ListenerSpec]) -> Vec<StartError> {
+        let mut rebinding = Vec::new();
+        self.running.retain(|name, running| {
+            let keep = wanted
+                .iter()
+                .find(|w| &w.name == name)
+                .is_some_and(|w| same_socket(w, &running.spec));
+            if !keep {
+                tracing::info!(listener = %name, bind = %running.spec.bind, "stopping listener");
+                running.stop.cancel();
+                rebinding.push(running.spec.bind);
+            }
+            keep
+        });
+        let mut errors = Vec::new();
+        for spec in wanted {
+            if let Some(running) = self.running.get_mut(&spec.name) {
+                running.spec = spec.clone();
+                continue;
+            }
+            // A stopped listener's sockets close as soon as its workers see
+            // the stop; give them a moment before calling the address taken.
+            let mut attempts = if rebinding.contains(&spec.bind) { 50 } else { 1 };
+            loop {
+                attempts -= 1;
+                match self.serve(spec) {
+                    Ok(()) => break,
+                    Err(StartError::Bind { source, .. })
+                        if attempts > 0 && source.kind() == io::ErrorKind::AddrInUse =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => {
+                        errors.push(e);
+                        break;
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    /// Binds one listener (one socket per worker for TCP) and hands the
+    /// sockets to the workers.
+    fn serve(&mut self, spec: &ListenerSpec) -> Result<(), StartError> {
+        let bind_error = |source| StartError::Bind {
+            listener: spec.name.clone(),
+            protocol: if spec.protocol.is_stream() { "TCP" } else { "UDP" },
+            address: spec.bind,
+            source,
+        };
+        let sockets: Vec<Bound> = match spec.protocol {
+            Protocol::Http => listener::bind_tcp_group(spec.bind, self.inboxes.len())
+                .map_err(bind_error)?
+                .into_iter()
+                .map(Bound::Http)
+                .collect(),
+            Protocol::Tcp => listener::bind_tcp_group(spec.bind, self.inboxes.len())
+                .map_err(bind_error)?
+                .into_iter()
+                .map(Bound::Tcp)
+                .collect(),
+            Protocol::Udp => vec![Bound::Udp(listener::bind_udp(spec.bind).map_err(bind_error)?)],
+        };
+        let stop = self.shutdown.token.child_token();
+        let shutdown = Shutdown {
+            token: stop.clone(),
+            tracker: self.shutdown.tracker.clone(),
+        };
+        let limit = Arc::new(Semaphore::new(spec.max_connections as usize));
+        for (inbox, socket) in self.inboxes.iter().zip(sockets) {
+            let serve = Serve {
+                spec: spec.clone(),
+                socket,
+                limit: Arc::clone(&limit),
+                shutdown: shutdown.clone(),
+            };
+            if inbox.send(serve).is_err() {
+                tracing::error!(listener = %spec.name, "a data plane worker has stopped");
+            }
+        }
+        tracing::info!(listener = %spec.name, protocol = spec.protocol.name(), bind = %spec.bind, pool = %spec.pool, "listening");
+        self.running.insert(
+            spec.name.clone(),
+            Running {
+                spec: spec.clone(),
+                stop,
+            },
+        );
+        Ok(())
     }
 
     /// Stops accepting, then waits up to `timeout` for connections in flight
@@ -134,6 +223,7 @@ impl DataPlane {
             Err(_) => self.shutdown.tracker.len(),
         };
         self.hard_stop.cancel();
+        drop(self.inboxes);
         let workers = self.workers;
         let joined = tokio::task::spawn_blocking(move || {
             for worker in workers {
@@ -145,13 +235,22 @@ impl DataPlane {
     }
 }
 
-/// One worker thread: a single-threaded runtime serving its share of every
-/// listener until the hard stop.
+/// Whether two specs of one listener can share its sockets: everything the
+/// sockets and their accept loops were built with is the same.
+fn same_socket(a: &ListenerSpec, b: &ListenerSpec) -> bool {
+    a.protocol == b.protocol
+        && a.bind == b.bind
+        && a.max_connections == b.max_connections
+        && a.idle_timeout == b.idle_timeout
+        && a.http == b.http
+}
+
+/// One worker thread: a single-threaded runtime serving every listener
+/// share it is sent until the hard stop.
 fn run_worker(
     index: usize,
-    listeners: WorkerListeners,
+    mut listeners: mpsc::UnboundedReceiver<Serve>,
     view: SharedView,
-    shutdown: Shutdown,
     hard_stop: CancellationToken,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -162,8 +261,21 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
-        for (spec, socket, limit) in listeners {
-            let (view, shutdown) = (Arc::clone(&view), shutdown.clone());
+        loop {
+            let serve = tokio::select! {
+                serve = listeners.recv() => serve,
+                () = hard_stop.cancelled() => None,
+            };
+            let Some(Serve {
+                spec,
+                socket,
+                limit,
+                shutdown,
+            }) = serve
+            else {
+                break;
+            };
+            let view = Arc::clone(&view);
             tokio::spawn(async move {
                 if let Err(e) = serve_listener(spec.clone(), socket, limit, view, shutdown).await {
                     tracing::error!(listener = %spec.name, worker = index, error = %e, "listener stopped");

@@ -1,0 +1,325 @@
+//! The admin API (`proto/admin.proto`) every node serves beside Raft. Any
+//! node takes a write: a follower forwards it once to the leader it knows,
+//! and the call returns after the entry is committed and applied there.
+//! Reads confirm leadership first (linearizable) unless `stale` is set.
+//! Every wait is bounded by [`WRITE_TIMEOUT`]: without a quorum the caller
+//! gets `Unavailable` with a sentence saying so, never a hang.
+
+use super::auth::{AttachCredentials, Credentials};
+use super::network::{MAX_MESSAGE_BYTES, status_text};
+use super::state_machine::Applied;
+use super::types::{Node, NodeId, Raft};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use raftlb_config::Command;
+use raftlb_proto::admin::admin_client::AdminClient;
+use raftlb_proto::admin::admin_server;
+use raftlb_proto::admin::{
+    AddMemberRequest, Member, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest, StatusReply,
+    StatusRequest, WriteReply, WriteRequest,
+};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+/// How long a write, a linearizable read or a membership change may wait
+/// for a quorum before the caller is told there is none.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Catching a new member up may take longer than one write.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Set on a forwarded call so it is never forwarded twice.
+const FORWARDED_HEADER: &str = "x-raftlb-forwarded";
+
+type LeaderClient = AdminClient<InterceptedService<Channel, AttachCredentials>>;
+
+#[derive(Clone)]
+pub struct AdminService {
+    me: NodeId,
+    raft: Raft,
+    applied: watch::Receiver<Arc<Applied>>,
+    credentials: Credentials,
+    /// The client to the last leader forwarded to, by its address.
+    leader: Arc<Mutex<Option<(String, LeaderClient)>>>,
+}
+
+impl std::fmt::Debug for AdminService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminService")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminService {
+    pub fn new(
+        me: NodeId,
+        raft: Raft,
+        applied: watch::Receiver<Arc<Applied>>,
+        credentials: Credentials,
+    ) -> Self {
+        AdminService {
+            me,
+            raft,
+            applied,
+            credentials,
+            leader: Arc::default(),
+        }
+    }
+
+    /// A client to the leader `forward` names, refusing a second hop.
+    fn leader_client(
+        &self,
+        forward: &ForwardToLeader<NodeId, Node>,
+        already_forwarded: bool,
+    ) -> Result<LeaderClient, Status> {
+        let Some(node) = &forward.leader_node else {
+            return Err(Status::unavailable(
+                "no leader: the cluster has no quorum right now (are a majority of voters up and connected?)",
+            ));
+        };
+        if already_forwarded {
+            return Err(Status::unavailable("leadership is changing; retry the request"));
+        }
+        let mut cached = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((address, client)) = cached.as_ref()
+            && *address == node.addr
+        {
+            return Ok(client.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{}", node.addr))
+            .map_err(|e| Status::internal(format!("leader address \"{}\": {e}", node.addr)))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = AdminClient::with_interceptor(channel, AttachCredentials(self.credentials.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        *cached = Some((node.addr.clone(), client.clone()));
+        Ok(client)
+    }
+
+    fn forwarded<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            FORWARDED_HEADER,
+            tonic::metadata::AsciiMetadataValue::from_static("1"),
+        );
+        request
+    }
+
+    fn local_read(&self) -> Result<Response<ReadReply>, Status> {
+        let applied = Arc::clone(&self.applied.borrow());
+        let state = postcard::to_allocvec(&applied.state)
+            .map_err(|e| Status::internal(format!("cannot encode the state: {e}")))?;
+        Ok(Response::new(ReadReply {
+            state,
+            applied_index: applied.last_applied.map_or(0, |id| id.index),
+            node_id: self.me,
+        }))
+    }
+}
+
+fn was_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_HEADER)
+}
+
+/// Bounds `work` by `limit`, turning the timeout into a sentence.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    work: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(Status::unavailable(format!(
+            "no quorum: the {what} was not confirmed within {limit:?} (it may still be applied if a quorum returns)"
+        )))
+    })
+}
+
+/// Maps openraft's write errors; `Ok(Some(forward))` means "ask the leader".
+fn write_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, Node>>,
+) -> Result<ForwardToLeader<NodeId, Node>, Status> {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => Ok(forward),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Err(Status::failed_precondition(e.to_string()))
+        }
+        RaftError::Fatal(e) => Err(Status::internal(format!("this node's Raft has stopped: {e}"))),
+    }
+}
+
+fn remote(status: Status) -> Status {
+    let text = status_text(&status);
+    Status::new(status.code(), format!("via leader: {text}"))
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for AdminService {
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let matched = metrics.replication.as_ref();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                address: node.addr.clone(),
+                role: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
+                matched_index: matched
+                    .and_then(|m| m.get(id))
+                    .and_then(|log_id| log_id.map(|l| l.index))
+                    .unwrap_or(0),
+            })
+            .collect();
+        let leader_address = metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id))
+            .map(|node| node.addr.clone())
+            .unwrap_or_default();
+        let state = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        Ok(Response::new(StatusReply {
+            node_id: self.me,
+            cluster_id: self.credentials.cluster_id().to_string(),
+            state: state.to_string(),
+            term: metrics.current_term,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            leader_address,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            members,
+            millis_since_quorum_ack: metrics
+                .millis_since_quorum_ack
+                .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+        }))
+    }
+
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
+        let forwarded = was_forwarded(&request);
+        let message = request.into_inner();
+        let command: Command = postcard::from_bytes(&message.command)
+            .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        bounded(WRITE_TIMEOUT, "write", async {
+            match self.raft.client_write(command).await {
+                Ok(written) => Ok(Response::new(WriteReply {
+                    log_index: written.log_id.index,
+                    applied: written.data.is_applied(),
+                    rejected: match written.data {
+                        raftlb_config::Outcome::Rejected(reason) => reason,
+                        raftlb_config::Outcome::Applied => String::new(),
+                    },
+                })),
+                Err(e) => {
+                    let forward = write_error(e)?;
+                    let mut leader = self.leader_client(&forward, forwarded)?;
+                    leader.write(self.forwarded(message)).await.map_err(remote)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
+        let forwarded = was_forwarded(&request);
+        let message = request.into_inner();
+        if message.stale {
+            return self.local_read();
+        }
+        bounded(WRITE_TIMEOUT, "linearizable read", async {
+            match self.raft.ensure_linearizable().await {
+                Ok(_) => self.local_read(),
+                Err(e) => {
+                    let Some(forward) = e.forward_to_leader::<Node>().cloned() else {
+                        return Err(Status::internal(format!("this node's Raft has stopped: {e}")));
+                    };
+                    let mut leader = self.leader_client(&forward, forwarded)?;
+                    leader.read(self.forwarded(message)).await.map_err(remote)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<AddMemberRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let forwarded = was_forwarded(&request);
+        let message = request.into_inner();
+        if message.id == 0 {
+            return Err(Status::invalid_argument("node ids start at 1"));
+        }
+        if message.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "invalid address \"{}\" (expected IP:PORT)",
+                message.address
+            )));
+        }
+        bounded(MEMBERSHIP_TIMEOUT, "membership change", async {
+            let node = Node::new(message.address.clone());
+            // As a learner first: it catches up without counting for quorum.
+            if let Err(e) = self.raft.add_learner(message.id, node, true).await {
+                let forward = write_error(e)?;
+                let mut leader = self.leader_client(&forward, forwarded)?;
+                return leader.add_member(self.forwarded(message)).await.map_err(remote);
+            }
+            let promote = ChangeMembers::AddVoterIds(BTreeSet::from([message.id]));
+            match self.raft.change_membership(promote, false).await {
+                Ok(written) => Ok(Response::new(MembershipReply {
+                    log_index: written.log_id.index,
+                })),
+                Err(e) => Err(write_error(e).map_or_else(
+                    |status| status,
+                    |_| Status::unavailable("leadership changed while adding the member; retry"),
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let forwarded = was_forwarded(&request);
+        let message = request.into_inner();
+        bounded(WRITE_TIMEOUT, "membership change", async {
+            let metrics = self.raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            let is_voter = membership.voter_ids().any(|id| id == message.id);
+            if membership.get_node(&message.id).is_none() {
+                return Err(Status::not_found(format!("node {} is not a member", message.id)));
+            }
+            let change = if is_voter {
+                ChangeMembers::RemoveVoters(BTreeSet::from([message.id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([message.id]))
+            };
+            match self.raft.change_membership(change, false).await {
+                Ok(written) => Ok(Response::new(MembershipReply {
+                    log_index: written.log_id.index,
+                })),
+                Err(e) => {
+                    let forward = write_error(e)?;
+                    let mut leader = self.leader_client(&forward, forwarded)?;
+                    leader
+                        .remove_member(self.forwarded(message))
+                        .await
+                        .map_err(remote)
+                }
+            }
+        })
+        .await
+    }
+}

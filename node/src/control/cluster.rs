@@ -1,0 +1,311 @@
+//! One node's control plane from start to stop: claim the data dir, open the
+//! log and state machine, start openraft, serve the Raft and admin gRPC
+//! services, form the cluster on first start (exactly once: openraft refuses
+//! a second `initialize`), seed the replicated state from the file, and warn
+//! when the file and the cluster state have drifted apart.
+
+use super::admin_service::AdminService;
+use super::auth::{Credentials, RequireCredentials};
+use super::data_dir::{self, DataDirError};
+use super::log_store::{LogStore, OpenError};
+use super::network::{MAX_MESSAGE_BYTES, Network};
+use super::raft_service::RaftService;
+use super::state_machine::{Applied, StateMachine};
+use super::types::{Node, NodeId, Raft};
+use raftlb_config::{ClusterSpec, Command, Config, TokenSource};
+use raftlb_proto::admin::WriteRequest;
+use raftlb_proto::admin::admin_server::{Admin, AdminServer};
+use raftlb_proto::raft::raft_server::RaftServer;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot read the cluster token file {path}: {source}")]
+    TokenFile { path: String, source: std::io::Error },
+    #[error("the cluster token file {path} is empty")]
+    EmptyToken { path: String },
+    #[error("[cluster]: {0}")]
+    Credentials(String),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("invalid Raft settings: {0}")]
+    RaftConfig(String),
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+    #[error("cannot serve Raft and admin gRPC on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Raft timing: a lost leader is replaced in well under a second on a LAN.
+fn raft_config(cluster: &str) -> Result<openraft::Config, ControlError> {
+    openraft::Config {
+        cluster_name: cluster.to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        install_snapshot_timeout: 2000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1000,
+        purge_batch_size: 256,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ControlError::RaftConfig(e.to_string()))
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub raft: Raft,
+    /// Every applied change, for the data plane and local reads.
+    pub applied: watch::Receiver<Arc<Applied>>,
+    stop_server: CancellationToken,
+    server: Option<JoinHandle<()>>,
+    seeding: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Starts the node's Raft. `config_path` is only for the drift warning.
+    pub async fn start(config: &Config, config_path: &Path) -> Result<ControlPlane, ControlError> {
+        let me = config.node.id;
+        let membership = &config.membership;
+        let credentials = Credentials::new(&membership.cluster_id, &read_token(&membership.token)?)
+            .map_err(ControlError::Credentials)?;
+        let dir = Path::new(&config.node.data_dir);
+        data_dir::claim(dir, &membership.cluster_id, me)?;
+        let log_store = LogStore::open(&dir.join("raft"))?;
+        let (state_machine, applied) = StateMachine::open(dir)?;
+        let raft = Raft::new(
+            me,
+            Arc::new(raft_config(&membership.cluster_id)?),
+            Network::new(me, credentials.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ControlError::Raft(e.to_string()))?;
+
+        let stop_server = CancellationToken::new();
+        let admin = AdminService::new(me, raft.clone(), applied.clone(), credentials.clone());
+        let server = match membership.raft {
+            Some(address) => {
+                Some(serve(address, &raft, admin.clone(), &credentials, stop_server.clone()).await?)
+            }
+            None => None,
+        };
+        form_cluster(&raft, me, membership.raft, &membership.peers).await;
+        let seeding = tokio::spawn(seed(
+            admin,
+            applied.clone(),
+            config.cluster.clone(),
+            hint(membership.raft, config_path),
+        ));
+        Ok(ControlPlane {
+            raft,
+            applied,
+            stop_server,
+            server,
+            seeding,
+        })
+    }
+
+    /// Completes if Raft stops on its own: a storage error (disk full, I/O
+    /// failure) is fatal to openraft, and a node that can no longer persist
+    /// must not keep acknowledging. Returns the reason.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "Raft stopped".to_string();
+            }
+        }
+    }
+
+    /// Stops Raft and the gRPC server.
+    pub async fn stop(mut self) {
+        self.seeding.abort();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft did not shut down cleanly");
+        }
+        self.stop_server.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+fn read_token(source: &TokenSource) -> Result<String, ControlError> {
+    match source {
+        TokenSource::None => Ok(String::new()),
+        TokenSource::Inline(token) => Ok(token.clone()),
+        TokenSource::File(path) => {
+            let token = std::fs::read_to_string(path).map_err(|source| ControlError::TokenFile {
+                path: path.clone(),
+                source,
+            })?;
+            if token.trim().is_empty() {
+                return Err(ControlError::EmptyToken { path: path.clone() });
+            }
+            Ok(token.trim().to_string())
+        }
+    }
+}
+
+/// Binds first (so a taken port is a clear start error), then serves both
+/// services behind the credentials check until `stop`.
+async fn serve(
+    address: SocketAddr,
+    raft: &Raft,
+    admin: AdminService,
+    credentials: &Credentials,
+    stop: CancellationToken,
+) -> Result<JoinHandle<()>, ControlError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ControlError::Bind { address, source })?;
+    let check = RequireCredentials(credentials.clone());
+    let raft_service = RaftServer::new(RaftService::new(raft.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin_service = AdminServer::new(admin).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            raft_service,
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            admin_service,
+            check,
+        ));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(%address, "serving Raft and the admin API");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled())
+            .await
+        {
+            tracing::error!(%address, error = %e, "gRPC server stopped");
+        }
+    }))
+}
+
+/// First start of an initial voter: propose the initial membership. Every
+/// initial voter does this with the same member list, which openraft
+/// accepts; on any later start the log is not empty and nothing happens.
+async fn form_cluster(
+    raft: &Raft,
+    me: NodeId,
+    address: Option<SocketAddr>,
+    peers: &BTreeMap<u64, SocketAddr>,
+) {
+    match raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "Raft stopped before the cluster formed");
+            return;
+        }
+    }
+    let members: BTreeMap<NodeId, Node> = if peers.is_empty() {
+        let address = address.map(|a| a.to_string()).unwrap_or_default();
+        BTreeMap::from([(me, Node::new(address))])
+    } else if peers.contains_key(&me) {
+        peers
+            .iter()
+            .map(|(id, a)| (*id, Node::new(a.to_string())))
+            .collect()
+    } else {
+        tracing::info!(
+            "not an initial voter: waiting to be added (raftlb ctl member add {me} {})",
+            address.map(|a| a.to_string()).unwrap_or_default()
+        );
+        return;
+    };
+    let voters = members.len();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!(voters, "formed the cluster"),
+        Err(e) => tracing::debug!(error = %e, "initialize declined (already formed)"),
+    }
+}
+
+fn hint(address: Option<SocketAddr>, config_path: &Path) -> String {
+    let node = address.map(|a| format!(" --node {a}")).unwrap_or_default();
+    format!("raftlb ctl{node} apply --config {}", config_path.display())
+}
+
+/// Seeds a new cluster with the file's listeners and pools (the first
+/// node to get its `Bootstrap` committed wins; the others are refused),
+/// then compares the file with the cluster state and warns if they differ.
+async fn seed(
+    admin: AdminService,
+    mut applied: watch::Receiver<Arc<Applied>>,
+    file: ClusterSpec,
+    hint: String,
+) {
+    let mut waiting_logged = false;
+    while !applied.borrow().state.is_bootstrapped() {
+        if file.listeners.is_empty() && file.pools.is_empty() {
+            break;
+        }
+        let command = match postcard::to_allocvec(&Command::Bootstrap(file.clone())) {
+            Ok(command) => command,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the bootstrap command");
+                return;
+            }
+        };
+        match admin.write(tonic::Request::new(WriteRequest { command })).await {
+            Ok(reply) if reply.get_ref().applied => {
+                tracing::info!(
+                    index = reply.get_ref().log_index,
+                    "seeded the cluster from the config file"
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(status) if !waiting_logged => {
+                waiting_logged = true;
+                tracing::info!(
+                    reason = status.message(),
+                    "waiting for a quorum to seed the cluster"
+                );
+            }
+            Err(_) => {}
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), applied.changed()).await;
+    }
+    // Bootstrapped by someone else (or earlier): say if our file disagrees.
+    let _ = applied.wait_for(|a| a.state.is_bootstrapped()).await;
+    let state = Arc::clone(&applied.borrow());
+    let changes = raftlb_config::diff::diff(state.state.spec(), &file);
+    if !changes.is_empty() {
+        let listed: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            "the config file differs from the cluster state in {} ways ({}); serving the cluster state. To make the cluster match the file: {hint}",
+            changes.len(),
+            listed.join("; ")
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The node's data directory and the identity file that says whose it is.
+//!
+//! `DATA_DIR/raftlb.identity` records the cluster id and node id the
+//! directory was created for. A node refuses, without touching anything, a
+//! directory made for another cluster or node, and a non-empty directory
+//! that has no identity file (someone else's files, or a wrong path).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const IDENTITY_FILE: &str = "raftlb.identity";
+
+/// Why the data directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot use data dir {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "data dir {path} belongs to node {found_node} of cluster \"{found_cluster}\", but this node is node {node} of cluster \"{cluster}\"; refusing to use it (nothing was changed). Point [node] data_dir elsewhere, or remove the directory to start this node afresh"
+    )]
+    Foreign {
+        path: PathBuf,
+        found_cluster: String,
+        found_node: u64,
+        cluster: String,
+        node: u64,
+    },
+    #[error(
+        "data dir {path} is not empty and has no {IDENTITY_FILE}: it is not a raftlb data dir; refusing to use it (nothing was changed)"
+    )]
+    NotOurs { path: PathBuf },
+    #[error(
+        "data dir {path}: {IDENTITY_FILE} is corrupt ({reason}); refusing to use it (nothing was changed)"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// Checks that `path` is this node's data dir, creating it (with its
+/// identity file) if it does not exist or is empty.
+pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<(), DataDirError> {
+    let io = |source| DataDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(path).map_err(io)?;
+    let identity = path.join(IDENTITY_FILE);
+    match fs::read_to_string(&identity) {
+        Ok(text) => {
+            let (found_cluster, found_node) = parse(&text).map_err(|reason| DataDirError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+            if found_cluster != cluster || found_node != node {
+                return Err(DataDirError::Foreign {
+                    path: path.to_path_buf(),
+                    found_cluster,
+                    found_node,
+                    cluster: cluster.to_string(),
+                    node,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if fs::read_dir(path).map_err(io)?.next().is_some() {
+                return Err(DataDirError::NotOurs {
+                    path: path.to_path_buf(),
+                });
+            }
+            write_identity(&identity, cluster, node).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn parse(text: &str) -> Result<(String, u64), String> {
+    let mut cluster = None;
+    let mut node = None;
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("cluster", value)) => cluster = Some(value.to_string()),
+            Some(("node", value)) => node = value.parse::<u64>().ok(),
+            _ => return Err(format!("unexpected line \"{line}\"")),
+        }
+    }
+    cluster
+        .zip(node)
+        .ok_or_else(|| "missing cluster= or node= line".to_string())
+}
+
+fn write_identity(path: &Path, cluster: &str, node: u64) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp)?;
+    write!(file, "cluster={cluster}\nnode={node}\n")?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("raftlb-datadir-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn claims_once_then_refuses_another_identity() {
+        let dir = scratch("identity");
+        claim(&dir, "prod", 1).expect("fresh dir");
+        claim(&dir, "prod", 1).expect("same identity again");
+        let other_node = claim(&dir, "prod", 2).expect_err("other node").to_string();
+        assert!(
+            other_node.contains("belongs to node 1 of cluster \"prod\""),
+            "{other_node}"
+        );
+        let other_cluster = claim(&dir, "staging", 1).expect_err("other cluster").to_string();
+        assert!(
+            other_cluster.contains(&dir.display().to_string()),
+            "{other_cluster}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn refuses_a_foreign_directory_and_leaves_it_alone() {
+        let dir = scratch("foreign");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("precious.txt"), "keep me").expect("write");
+        let refused = claim(&dir, "prod", 1).expect_err("foreign").to_string();
+        assert!(refused.contains("not a raftlb data dir"), "{refused}");
+        assert_eq!(
+            fs::read_to_string(dir.join("precious.txt")).expect("read"),
+            "keep me"
+        );
+        assert!(!dir.join(IDENTITY_FILE).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

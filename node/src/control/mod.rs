@@ -1,0 +1,25 @@
+//! The control plane: Raft (openraft) replicating the
+//! [`ClusterState`](raftlb_config::ClusterState) every node routes by.
+//!
+//! - [`cluster`]: [`ControlPlane`], one node's Raft from start to stop
+//!   (forming the cluster, seeding it from the file, drift warnings).
+//! - [`types`]: the openraft type configuration and aliases.
+//! - [`log_store`]: the Raft log and vote on sled, fsynced before acknowledging.
+//! - [`state_machine`]: the applied state in memory, snapshots on disk; every
+//!   applied batch is published on a watch channel the data plane follows.
+//! - [`network`] and [`raft_service`]: node-to-node Raft over tonic gRPC.
+//! - [`admin_service`]: the admin API `raftlb ctl` speaks.
+//! - [`auth`]: the cluster id and token every call carries and is checked for.
+//! - [`data_dir`]: the identity file that keeps a node off another's data.
+
+pub mod admin_service;
+pub mod auth;
+pub mod cluster;
+pub mod data_dir;
+pub mod log_store;
+pub mod network;
+pub mod raft_service;
+pub mod state_machine;
+pub mod types;
+
+pub use cluster::{ControlError, ControlPlane};

@@ -1,0 +1,267 @@
+//! The applied state: the [`ClusterState`] every committed command has built,
+//! held in memory and published, once per applied batch, on a watch channel
+//! the data plane and local reads follow. Durability comes from snapshots:
+//! each one is written to `snapshot.bin` in the data dir (temporary file,
+//! fsync, rename, fsync of the directory) and restored on open; openraft then
+//! re-applies the log entries after the snapshot's last log id.
+//!
+//! `snapshot.bin` is an 8-byte magic followed by the postcard encoding of the
+//! snapshot's metadata and data (the postcard-encoded [`ClusterState`], which
+//! is also what is sent to a follower that installs it).
+
+use super::log_store::OpenError;
+use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use raftlb_config::{ClusterState, Outcome};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::watch;
+
+/// What the state machine has applied, as published after every batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    pub state: ClusterState,
+    /// The last log entry applied (or restored from a snapshot).
+    pub last_applied: Option<LogId>,
+    /// The last membership applied.
+    pub membership: StoredMembership,
+}
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
+/// Starts `snapshot.bin`; the digit is the format's version.
+const MAGIC: &[u8; 8] = b"RLBSNAP1";
+
+/// A snapshot as `snapshot.bin` holds it (after [`MAGIC`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    /// The postcard-encoded [`ClusterState`].
+    data: Vec<u8>,
+}
+
+/// The state machine. Clones share it: openraft builds snapshots through a
+/// clone while the original keeps applying.
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Where `snapshot.bin` lives.
+    dir: PathBuf,
+    /// Holds the current [`Applied`]; the one source of truth for it.
+    applied: watch::Sender<Arc<Applied>>,
+    /// The snapshot on disk, if any. Locked while one is being written, so
+    /// that writers take turns and an older snapshot never replaces a newer.
+    current: Mutex<Option<Arc<StoredSnapshot>>>,
+    /// Snapshots built since open, for unique snapshot ids.
+    built: AtomicU64,
+}
+
+impl StateMachine {
+    /// Opens the state machine whose snapshot lives in `dir` (file
+    /// `dir/snapshot.bin`), restoring the last persisted snapshot if present;
+    /// returns it with a watch receiver that sees every applied change.
+    pub fn open(dir: &Path) -> Result<(StateMachine, watch::Receiver<Arc<Applied>>), OpenError> {
+        fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(SNAPSHOT_FILE);
+        let (applied, current) = match fs::read(&path) {
+            Ok(bytes) => {
+                let corrupt = |reason| OpenError::CorruptSnapshot {
+                    path: path.clone(),
+                    reason,
+                };
+                let stored = decode_file(&bytes).map_err(corrupt)?;
+                let state = postcard::from_bytes::<ClusterState>(&stored.data)
+                    .map_err(|e| corrupt(format!("its cluster state cannot be decoded: {e}")))?;
+                let applied = Applied {
+                    state,
+                    last_applied: stored.meta.last_log_id,
+                    membership: stored.meta.last_membership.clone(),
+                };
+                (applied, Some(Arc::new(stored)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Applied::default(), None),
+            Err(source) => return Err(OpenError::Read { path, source }),
+        };
+        let (sender, receiver) = watch::channel(Arc::new(applied));
+        let machine = StateMachine {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                applied: sender,
+                current: Mutex::new(current),
+                built: AtomicU64::new(0),
+            }),
+        };
+        Ok((machine, receiver))
+    }
+
+    /// Writes `stored` as `snapshot.bin` and makes it the current snapshot,
+    /// unless the current one is newer (a build racing an install).
+    async fn store(&self, stored: StoredSnapshot) -> Result<(), StorageError> {
+        let signature = stored.meta.signature();
+        let inner = Arc::clone(&self.inner);
+        let written = tokio::task::spawn_blocking(move || {
+            let mut current = inner.current.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(current) = current.as_ref()
+                && current.meta.last_log_id > stored.meta.last_log_id
+            {
+                return Ok(());
+            }
+            write_file(&inner.dir, &stored)?;
+            *current = Some(Arc::new(stored));
+            Ok::<(), io::Error>(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StorageIOError::write_snapshot(Some(signature), &e).into()),
+            Err(e) => Err(StorageIOError::write_snapshot(Some(signature), &e).into()),
+        }
+    }
+}
+
+/// Decodes `snapshot.bin`; the error says what is wrong with it.
+fn decode_file(bytes: &[u8]) -> Result<StoredSnapshot, String> {
+    let Some(body) = bytes.strip_prefix(MAGIC) else {
+        return Err(format!(
+            "it does not start with {:?}",
+            String::from_utf8_lossy(MAGIC)
+        ));
+    };
+    let (stored, rest) = postcard::take_from_bytes::<StoredSnapshot>(body).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes follow the snapshot", rest.len()));
+    }
+    Ok(stored)
+}
+
+/// Replaces `dir/snapshot.bin` atomically and durably.
+fn write_file(dir: &Path, stored: &StoredSnapshot) -> io::Result<()> {
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend(postcard::to_stdvec(stored).map_err(io::Error::other)?);
+    let tmp = dir.join(SNAPSHOT_TMP);
+    let mut file = File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    File::open(dir)?.sync_all()
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.inner.applied.borrow();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        // openraft calls apply and install_snapshot one at a time (`&mut
+        // self`); snapshot builders only read. So read, change a copy, publish.
+        let current = Arc::clone(&self.inner.applied.borrow());
+        let mut next = Applied::clone(&current);
+        drop(current);
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            next.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Applied,
+                EntryPayload::Normal(command) => next.state.apply(command),
+                EntryPayload::Membership(membership) => {
+                    next.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Outcome::Applied
+                }
+            };
+            outcomes.push(outcome);
+        }
+        if !outcomes.is_empty() {
+            self.inner.applied.send_replace(Arc::new(next));
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let state = postcard::from_bytes::<ClusterState>(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        self.store(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .await?;
+        self.inner.applied.send_replace(Arc::new(Applied {
+            state,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        }));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let current = self
+            .inner
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Ok(current.map(|stored| Snapshot {
+            meta: stored.meta.clone(),
+            snapshot: Box::new(Cursor::new(stored.data.clone())),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let applied = Arc::clone(&self.inner.applied.borrow());
+        let data =
+            postcard::to_stdvec(&applied.state).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let built = self.inner.built.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match applied.last_applied {
+            Some(id) => format!("{}-{}-{built}", id.leader_id.term, id.index),
+            None => format!("none-{built}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership.clone(),
+            snapshot_id,
+        };
+        self.store(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })
+        .await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

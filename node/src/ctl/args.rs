@@ -1,0 +1,389 @@
+//! The `raftlb ctl` command line (clap derive) and the one mapping that
+//! matters from it: a `backend …` subcommand to the replicated
+//! [`Command`] it writes. Parsing only; nothing here talks to a node.
+
+use raftlb_config::{AdminState, BackendSpec, Command};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a call may take when `--timeout` is not given.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `member add` waits for the new member to catch up (the server allows it
+/// a minute), so without `--timeout` it waits longer than other calls.
+pub const DEFAULT_MEMBER_ADD_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// Where `--help` lists the options every subcommand takes.
+const GLOBAL: &str = "Global options";
+
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Admin address of any node of the cluster (its `[cluster] raft` address).
+    #[arg(
+        long,
+        env = "RAFTLB_NODE",
+        default_value = "127.0.0.1:7000",
+        global = true,
+        help_heading = GLOBAL,
+        value_name = "ADDR"
+    )]
+    pub node: String,
+    /// The cluster id (`[cluster] id`); every call carries it.
+    #[arg(
+        long,
+        env = "RAFTLB_CLUSTER",
+        default_value = "raftlb",
+        global = true,
+        help_heading = GLOBAL,
+        value_name = "ID"
+    )]
+    pub cluster: String,
+    /// The cluster token; prefer --token-file, which keeps it out of `ps`.
+    #[arg(long, env = "RAFTLB_TOKEN", hide_env_values = true, global = true, help_heading = GLOBAL)]
+    pub token: Option<String>,
+    /// File holding the cluster token (trailing whitespace ignored); wins over --token.
+    #[arg(long, env = "RAFTLB_TOKEN_FILE", global = true, help_heading = GLOBAL, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub json: bool,
+    /// Longest wait for any one call, e.g. "500ms", "30s" [default: 10s; 75s for `member add`].
+    #[arg(long, value_parser = parse_timeout, global = true, help_heading = GLOBAL, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Every member's role, Raft state, term and log position, asked of each member.
+    Status,
+    /// The cluster's listeners.
+    Listeners {
+        /// Answer from the node's own copy without confirming it is current.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// The cluster's pools and their backends.
+    Pools {
+        /// Only this pool.
+        name: Option<String>,
+        /// Answer from the node's own copy without confirming it is current.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Add, remove, reweight, drain or enable one backend of a pool.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+    /// Add or remove a cluster member (a raftlb node).
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Show the changes that would make the cluster match a configuration file.
+    Diff {
+        /// The configuration file whose listeners and pools to compare with.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Make the cluster match a configuration file's listeners and pools, in one atomic write.
+    Apply {
+        /// The configuration file whose listeners and pools to apply.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BackendCommand {
+    /// Add a backend to a pool.
+    Add {
+        /// The pool's name.
+        pool: String,
+        /// The backend, IP:PORT.
+        address: SocketAddr,
+        /// Relative share of traffic, 1 to 1000.
+        #[arg(long, default_value_t = BackendSpec::DEFAULT_WEIGHT, value_parser = parse_weight)]
+        weight: u32,
+        /// enabled, drain or maintenance.
+        #[arg(long, default_value = "enabled", value_parser = parse_admin_state)]
+        state: AdminState,
+    },
+    /// Remove a backend from a pool.
+    Remove {
+        /// The pool's name.
+        pool: String,
+        /// The backend, IP:PORT.
+        address: SocketAddr,
+    },
+    /// Set a backend's weight (1 to 1000).
+    Weight {
+        /// The pool's name.
+        pool: String,
+        /// The backend, IP:PORT.
+        address: SocketAddr,
+        /// The new weight.
+        #[arg(value_parser = parse_weight)]
+        weight: u32,
+    },
+    /// Take no new work on a backend; what is in flight finishes.
+    Drain {
+        /// The pool's name.
+        pool: String,
+        /// The backend, IP:PORT.
+        address: SocketAddr,
+    },
+    /// Let a backend take new work again.
+    Enable {
+        /// The pool's name.
+        pool: String,
+        /// The backend, IP:PORT.
+        address: SocketAddr,
+    },
+    /// Take a backend out entirely, sticky sessions included.
+    Maintenance {
+        /// The pool's name.
+        pool: String,
+        /// The backend, IP:PORT.
+        address: SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MemberCommand {
+    /// Add a node: it joins as a learner, catches up, then becomes a voter.
+    Add {
+        /// The new node's `[node] id`.
+        id: u64,
+        /// The new node's `[cluster] raft` address.
+        address: SocketAddr,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// The node's `[node] id`.
+        id: u64,
+    },
+}
+
+impl CtlArgs {
+    /// `--timeout`, or the default for this subcommand.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(match self.command {
+            CtlCommand::Member(MemberCommand::Add { .. }) => DEFAULT_MEMBER_ADD_TIMEOUT,
+            _ => DEFAULT_TIMEOUT,
+        })
+    }
+}
+
+impl BackendCommand {
+    /// The command this subcommand writes to the cluster.
+    pub fn to_command(&self) -> Command {
+        let set_state = |pool: &String, address: &SocketAddr, state| Command::SetAdminState {
+            pool: pool.clone(),
+            address: *address,
+            state,
+        };
+        match self {
+            BackendCommand::Add {
+                pool,
+                address,
+                weight,
+                state,
+            } => {
+                let mut backend = BackendSpec::new(*address);
+                backend.weight = *weight;
+                backend.state = *state;
+                Command::AddBackend {
+                    pool: pool.clone(),
+                    backend,
+                }
+            }
+            BackendCommand::Remove { pool, address } => Command::RemoveBackend {
+                pool: pool.clone(),
+                address: *address,
+            },
+            BackendCommand::Weight {
+                pool,
+                address,
+                weight,
+            } => Command::SetWeight {
+                pool: pool.clone(),
+                address: *address,
+                weight: *weight,
+            },
+            BackendCommand::Drain { pool, address } => set_state(pool, address, AdminState::Drain),
+            BackendCommand::Enable { pool, address } => set_state(pool, address, AdminState::Enabled),
+            BackendCommand::Maintenance { pool, address } => {
+                set_state(pool, address, AdminState::Maintenance)
+            }
+        }
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match raftlb_config::duration::parse(text)? {
+        d if d.is_zero() => Err("the timeout must be longer than 0ms".to_string()),
+        d => Ok(d),
+    }
+}
+
+fn parse_weight(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|w| (1..=BackendSpec::MAX_WEIGHT).contains(w))
+        .ok_or_else(|| format!("expected a whole number from 1 to {}", BackendSpec::MAX_WEIGHT))
+}
+
+fn parse_admin_state(text: &str) -> Result<AdminState, String> {
+    AdminState::ALL
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, state)| *state)
+        .ok_or_else(|| "expected enabled, drain or maintenance".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ctl: CtlArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ctl").chain(args.iter().copied())).map(|cli| cli.ctl)
+    }
+
+    fn backend_command(args: &[&str]) -> Command {
+        match parse(args).expect("valid arguments").command {
+            CtlCommand::Backend(backend) => backend.to_command(),
+            other => panic!("not a backend command: {other:?}"),
+        }
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn backend_add_defaults_to_an_enabled_backend_of_weight_one() {
+        let command = backend_command(&["backend", "add", "web", "10.0.0.5:8080"]);
+        assert_eq!(
+            command,
+            Command::AddBackend {
+                pool: "web".to_string(),
+                backend: BackendSpec::new(addr("10.0.0.5:8080")),
+            }
+        );
+    }
+
+    #[test]
+    fn backend_add_takes_weight_and_state() {
+        let command = backend_command(&[
+            "backend",
+            "add",
+            "web",
+            "10.0.0.5:8080",
+            "--weight",
+            "7",
+            "--state",
+            "drain",
+        ]);
+        let Command::AddBackend { pool, backend } = command else {
+            panic!("not an AddBackend: {command:?}");
+        };
+        assert_eq!(pool, "web");
+        assert_eq!(backend.address, addr("10.0.0.5:8080"));
+        assert_eq!(backend.weight, 7);
+        assert_eq!(backend.state, AdminState::Drain);
+    }
+
+    #[test]
+    fn each_backend_subcommand_maps_to_its_command() {
+        let a = addr("10.0.0.5:8080");
+        let pool = "web".to_string();
+        let cases = [
+            (
+                vec!["backend", "remove", "web", "10.0.0.5:8080"],
+                Command::RemoveBackend {
+                    pool: pool.clone(),
+                    address: a,
+                },
+            ),
+            (
+                vec!["backend", "weight", "web", "10.0.0.5:8080", "250"],
+                Command::SetWeight {
+                    pool: pool.clone(),
+                    address: a,
+                    weight: 250,
+                },
+            ),
+            (
+                vec!["backend", "drain", "web", "10.0.0.5:8080"],
+                Command::SetAdminState {
+                    pool: pool.clone(),
+                    address: a,
+                    state: AdminState::Drain,
+                },
+            ),
+            (
+                vec!["backend", "enable", "web", "10.0.0.5:8080"],
+                Command::SetAdminState {
+                    pool: pool.clone(),
+                    address: a,
+                    state: AdminState::Enabled,
+                },
+            ),
+            (
+                vec!["backend", "maintenance", "web", "10.0.0.5:8080"],
+                Command::SetAdminState {
+                    pool: pool.clone(),
+                    address: a,
+                    state: AdminState::Maintenance,
+                },
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(backend_command(&args), expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_weights_and_unknown_states_are_usage_errors() {
+        for args in [
+            vec!["backend", "weight", "web", "10.0.0.5:8080", "0"],
+            vec!["backend", "weight", "web", "10.0.0.5:8080", "1001"],
+            vec!["backend", "add", "web", "10.0.0.5:8080", "--weight", "-1"],
+            vec!["backend", "add", "web", "10.0.0.5:8080", "--state", "down"],
+            vec!["backend", "add", "web", "not-an-address"],
+        ] {
+            let error = parse(&args).expect_err("should be refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        let before = parse(&["--node", "10.1.1.1:7000", "--json", "pools", "web"]).expect("valid");
+        let after = parse(&["pools", "web", "--node", "10.1.1.1:7000", "--json"]).expect("valid");
+        for args in [before, after] {
+            assert_eq!(args.node, "10.1.1.1:7000");
+            assert!(args.json);
+            assert!(
+                matches!(args.command, CtlCommand::Pools { name: Some(ref n), stale: false } if n == "web")
+            );
+        }
+    }
+
+    #[test]
+    fn timeout_parses_durations_and_defaults_by_subcommand() {
+        let args = parse(&["--timeout", "250ms", "status"]).expect("valid");
+        assert_eq!(args.timeout(), Duration::from_millis(250));
+        assert_eq!(parse(&["status"]).expect("valid").timeout(), DEFAULT_TIMEOUT);
+        let add = parse(&["member", "add", "4", "10.0.0.4:7000"]).expect("valid");
+        assert_eq!(add.timeout(), DEFAULT_MEMBER_ADD_TIMEOUT);
+        assert!(parse(&["--timeout", "10", "status"]).is_err());
+        assert!(parse(&["--timeout", "0s", "status"]).is_err());
+    }
+}

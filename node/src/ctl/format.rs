@@ -1,0 +1,334 @@
+//! Human output of `raftlb ctl`: aligned tables and one-line summaries.
+//! Pure functions from data to text, so they are tested as such; `--json`
+//! output bypasses this file and serializes the same data.
+
+use super::status::{ClusterStatus, MemberView};
+use raftlb_config::duration;
+use raftlb_config::{Command, ListenerSpec, PoolSpec, Protocol};
+
+/// Left-aligned columns two spaces apart, header first, no trailing spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(i) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (cell, width) in cells.zip(&widths) {
+            text.push_str(cell);
+            text.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
+        }
+        text.truncate(text.trim_end().len());
+        text.push('\n');
+        text
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+/// `raftlb ctl status`: a header line, then one row per member.
+pub fn status(status: &ClusterStatus) -> String {
+    let mut out = match &status.leader {
+        Some(leader) => format!(
+            "cluster {}: leader {} ({}), term {}\n",
+            status.cluster_id, leader.id, leader.address, status.term
+        ),
+        None => format!(
+            "cluster {}: no leader known, term {}\n",
+            status.cluster_id, status.term
+        ),
+    };
+    let rows: Vec<Vec<String>> = status
+        .members
+        .iter()
+        .map(|m| {
+            let mut row = vec![m.id.to_string(), m.address.clone(), m.role.clone()];
+            match &m.view {
+                MemberView::Answered {
+                    state,
+                    term,
+                    last_log_index,
+                    applied_index,
+                } => row.extend([
+                    state.clone(),
+                    term.to_string(),
+                    last_log_index.to_string(),
+                    applied_index.to_string(),
+                ]),
+                MemberView::Unreachable { unreachable } => {
+                    row.push(format!("unreachable: {unreachable}"));
+                    row.extend(["-", "-", "-"].map(String::from));
+                }
+            }
+            row
+        })
+        .collect();
+    out.push_str(&table(
+        &["ID", "ADDRESS", "ROLE", "STATE", "TERM", "LAST LOG", "APPLIED"],
+        &rows,
+    ));
+    out
+}
+
+/// `raftlb ctl listeners`.
+pub fn listeners(listeners: &[ListenerSpec]) -> String {
+    if listeners.is_empty() {
+        return "no listeners\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = listeners
+        .iter()
+        .map(|l| {
+            // An HTTP listener's idle limit is its header read timeout.
+            let idle = match l.protocol {
+                Protocol::Http => l.http.header_read_timeout,
+                Protocol::Tcp | Protocol::Udp => l.idle_timeout,
+            };
+            vec![
+                l.name.clone(),
+                l.protocol.name().to_string(),
+                l.bind.to_string(),
+                l.pool.clone(),
+                l.max_connections.to_string(),
+                duration::format(idle),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "PROTOCOL",
+            "BIND",
+            "POOL",
+            "MAX CONNECTIONS",
+            "IDLE TIMEOUT",
+        ],
+        &rows,
+    )
+}
+
+/// `raftlb ctl pools`: each pool's settings, then its backends.
+pub fn pools(pools: &[&PoolSpec]) -> String {
+    if pools.is_empty() {
+        return "no pools\n".to_string();
+    }
+    let mut out = String::new();
+    for (i, pool) in pools.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "pool {}: {}, connect timeout {}, response timeout {}, {} connect {}\n",
+            pool.name,
+            pool.algorithm.name(),
+            duration::format(pool.connect_timeout),
+            duration::format(pool.response_timeout),
+            pool.max_connect_attempts,
+            plural(pool.max_connect_attempts as usize, "attempt"),
+        ));
+        let rows: Vec<Vec<String>> = pool
+            .backends
+            .iter()
+            .map(|b| {
+                vec![
+                    b.address.to_string(),
+                    b.weight.to_string(),
+                    b.state.name().to_string(),
+                ]
+            })
+            .collect();
+        for line in table(&["ADDRESS", "WEIGHT", "STATE"], &rows).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+/// One line of `raftlb ctl diff`: `+` adds, `-` removes, `~` changes.
+pub fn diff_line(command: &Command) -> String {
+    let sign = match command {
+        Command::Bootstrap(_)
+        | Command::AddListener(_)
+        | Command::AddPool(_)
+        | Command::AddBackend { .. } => '+',
+        Command::RemoveListener { .. } | Command::RemovePool { .. } | Command::RemoveBackend { .. } => '-',
+        Command::UpdateListener(_)
+        | Command::UpdatePool(_)
+        | Command::SetWeight { .. }
+        | Command::SetAdminState { .. }
+        | Command::Batch(_) => '~',
+    };
+    format!("{sign} {command}")
+}
+
+/// `word` or `words`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::status::{LeaderInfo, MemberStatus};
+    use raftlb_config::{AdminState, Algorithm, BackendSpec, HttpLimits};
+    use std::time::Duration;
+
+    fn answered(state: &str, term: u64, last: u64, applied: u64) -> MemberView {
+        MemberView::Answered {
+            state: state.to_string(),
+            term,
+            last_log_index: last,
+            applied_index: applied,
+        }
+    }
+
+    #[test]
+    fn status_has_a_leader_line_and_aligned_rows() {
+        let cluster = ClusterStatus {
+            cluster_id: "prod".to_string(),
+            leader: Some(LeaderInfo {
+                id: 1,
+                address: "10.0.0.1:7000".to_string(),
+            }),
+            term: 3,
+            members: vec![
+                MemberStatus {
+                    id: 1,
+                    address: "10.0.0.1:7000".to_string(),
+                    role: "voter".to_string(),
+                    view: answered("leader", 3, 120, 120),
+                },
+                MemberStatus {
+                    id: 2,
+                    address: "10.0.0.2:7000".to_string(),
+                    role: "learner".to_string(),
+                    view: MemberView::Unreachable {
+                        unreachable: "Connection refused (os error 111)".to_string(),
+                    },
+                },
+            ],
+        };
+        let text = status(&cluster);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "cluster prod: leader 1 (10.0.0.1:7000), term 3");
+        assert_eq!(
+            lines[1],
+            "ID  ADDRESS        ROLE     STATE                                           TERM  LAST LOG  APPLIED"
+        );
+        assert_eq!(
+            lines[2],
+            "1   10.0.0.1:7000  voter    leader                                          3     120       120"
+        );
+        assert_eq!(
+            lines[3],
+            "2   10.0.0.2:7000  learner  unreachable: Connection refused (os error 111)  -     -         -"
+        );
+        assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn status_without_a_leader_says_so() {
+        let cluster = ClusterStatus {
+            cluster_id: "prod".to_string(),
+            leader: None,
+            term: 7,
+            members: Vec::new(),
+        };
+        assert!(status(&cluster).starts_with("cluster prod: no leader known, term 7\n"));
+    }
+
+    #[test]
+    fn listeners_table_shows_each_listener_and_its_idle_limit() {
+        let listener = |name: &str, protocol, bind: &str, idle| ListenerSpec {
+            name: name.to_string(),
+            protocol,
+            bind: bind.parse().unwrap(),
+            pool: "web".to_string(),
+            max_connections: 10_000,
+            idle_timeout: idle,
+            http: HttpLimits::default(),
+        };
+        let text = listeners(&[
+            listener("public", Protocol::Http, "0.0.0.0:80", Duration::from_secs(99)),
+            listener("dns", Protocol::Udp, "0.0.0.0:53", Duration::from_secs(30)),
+        ]);
+        assert_eq!(
+            text,
+            "NAME    PROTOCOL  BIND        POOL  MAX CONNECTIONS  IDLE TIMEOUT\n\
+             public  http      0.0.0.0:80  web   10000            30s\n\
+             dns     udp       0.0.0.0:53  web   10000            30s\n"
+        );
+        assert_eq!(listeners(&[]), "no listeners\n");
+    }
+
+    #[test]
+    fn pools_show_settings_then_indented_backends() {
+        let mut drained = BackendSpec::new("10.0.0.6:8080".parse().unwrap());
+        drained.weight = 25;
+        drained.state = AdminState::Drain;
+        let pool = PoolSpec {
+            name: "web".to_string(),
+            algorithm: Algorithm::WeightedRoundRobin,
+            backends: vec![BackendSpec::new("10.0.0.5:8080".parse().unwrap()), drained],
+            connect_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(60),
+            max_connect_attempts: 1,
+        };
+        let other = PoolSpec {
+            name: "api".to_string(),
+            max_connect_attempts: 3,
+            ..pool.clone()
+        };
+        assert_eq!(
+            pools(&[&pool, &other]),
+            "pool web: weighted_round_robin, connect timeout 3s, response timeout 1m, 1 connect attempt\n  \
+             ADDRESS        WEIGHT  STATE\n  \
+             10.0.0.5:8080  1       enabled\n  \
+             10.0.0.6:8080  25      drain\n\
+             \n\
+             pool api: weighted_round_robin, connect timeout 3s, response timeout 1m, 3 connect attempts\n  \
+             ADDRESS        WEIGHT  STATE\n  \
+             10.0.0.5:8080  1       enabled\n  \
+             10.0.0.6:8080  25      drain\n"
+        );
+        assert_eq!(pools(&[]), "no pools\n");
+    }
+
+    #[test]
+    fn diff_lines_are_signed_by_kind() {
+        let address = "10.0.0.5:8080".parse().unwrap();
+        let pool = "web".to_string();
+        assert_eq!(
+            diff_line(&Command::AddBackend {
+                pool: pool.clone(),
+                backend: BackendSpec::new(address),
+            }),
+            "+ add backend 10.0.0.5:8080 (weight 1) to pool web"
+        );
+        assert_eq!(
+            diff_line(&Command::RemoveBackend {
+                pool: pool.clone(),
+                address
+            }),
+            "- remove backend 10.0.0.5:8080 from pool web"
+        );
+        assert_eq!(
+            diff_line(&Command::SetWeight {
+                pool,
+                address,
+                weight: 4
+            }),
+            "~ set weight of 10.0.0.5:8080 in pool web to 4"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! `raftlb ctl`: administers a running cluster through any node's admin
+//! API (`proto/admin.proto`). Every connect and call is bounded by
+//! `--timeout`; any failure comes back as one line for `main` to print
+//! before exiting 1.
+//!
+//! - `args`: the command line, and the `backend …` → [`Command`] mapping.
+//! - `client`: one node's admin API with credentials, timeouts and
+//!   operator-readable errors.
+//! - `status`: asks every member for its own view of the cluster.
+//! - `format`: the human tables; `--json` serializes the same data instead.
+
+mod args;
+mod client;
+mod format;
+mod status;
+
+pub use args::{BackendCommand, CtlArgs, CtlCommand, MemberCommand};
+
+use crate::control::auth::Credentials;
+use crate::node;
+use client::Client;
+use raftlb_config::{ClusterState, Command};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+/// Runs one `raftlb ctl` subcommand and prints its output; `Err` is the
+/// one line to print on stderr.
+pub async fn run(args: CtlArgs) -> Result<(), String> {
+    let output = execute(args).await?;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush()) {
+        // `raftlb ctl pools | head` closing the pipe early is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write the output: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// Runs one subcommand and returns what it prints.
+async fn execute(args: CtlArgs) -> Result<String, String> {
+    let credentials = Credentials::new(&args.cluster, &token(&args)?)?;
+    let json = args.json;
+    match &args.command {
+        CtlCommand::Status => {
+            let mut client = connect(&args, &credentials).await?;
+            let cluster = status::gather(&mut client, &credentials, args.timeout()).await?;
+            render(json, &cluster, || format::status(&cluster))
+        }
+        CtlCommand::Listeners { stale } => {
+            let state = read_state(&mut connect(&args, &credentials).await?, *stale).await?;
+            let listeners = &state.spec().listeners;
+            render(json, listeners, || format::listeners(listeners))
+        }
+        CtlCommand::Pools { name, stale } => {
+            let state = read_state(&mut connect(&args, &credentials).await?, *stale).await?;
+            let pools = &state.spec().pools;
+            match name {
+                None => render(json, pools, || format::pools(&pools.iter().collect::<Vec<_>>())),
+                Some(name) => {
+                    let pool = state.spec().pool(name).ok_or_else(|| no_pool(name, &state))?;
+                    render(json, pool, || format::pools(&[pool]))
+                }
+            }
+        }
+        CtlCommand::Backend(backend) => {
+            let command = backend.to_command();
+            let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
+            let written = Written {
+                log_index,
+                command: &command,
+            };
+            render(json, &written, || {
+                format!("applied at log index {log_index}: {command}\n")
+            })
+        }
+        CtlCommand::Member(MemberCommand::Add { id, address }) => {
+            let mut client = connect(&args, &credentials).await?;
+            let reply = client
+                .add_member(*id, address.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            let log_index = reply.log_index;
+            render(json, &Membership { log_index }, || {
+                format!("node {id} ({address}) added as a voter at log index {log_index}\n")
+            })
+        }
+        CtlCommand::Member(MemberCommand::Remove { id }) => {
+            let mut client = connect(&args, &credentials).await?;
+            let reply = client.remove_member(*id).await.map_err(|e| e.to_string())?;
+            let log_index = reply.log_index;
+            render(json, &Membership { log_index }, || {
+                format!("node {id} removed at log index {log_index}\n")
+            })
+        }
+        CtlCommand::Diff { config } => {
+            let (_, changes) = changes(&args, &credentials, config).await?;
+            render(json, &changes, || match changes.as_slice() {
+                [] => format!(
+                    "no difference: the cluster already matches {}\n",
+                    config.display()
+                ),
+                commands => commands.iter().map(|c| format::diff_line(c) + "\n").collect(),
+            })
+        }
+        CtlCommand::Apply { config } => {
+            let (mut client, changes) = changes(&args, &credentials, config).await?;
+            let log_index = match changes.as_slice() {
+                [] => None,
+                // One write: the whole file's difference is applied atomically or not at all.
+                _ => Some(write(&mut client, &Command::Batch(changes.clone())).await?),
+            };
+            let applied = Applied {
+                changes: changes.len(),
+                log_index,
+                commands: &changes,
+            };
+            render(json, &applied, || match log_index {
+                None => "nothing to apply\n".to_string(),
+                Some(index) => {
+                    let mut text: String = changes.iter().map(|c| format::diff_line(c) + "\n").collect();
+                    text.push_str(&format!(
+                        "applied {} {} at log index {index}\n",
+                        changes.len(),
+                        format::plural(changes.len(), "change")
+                    ));
+                    text
+                }
+            })
+        }
+    }
+}
+
+async fn connect(args: &CtlArgs, credentials: &Credentials) -> Result<Client, String> {
+    Client::connect(&args.node, credentials.clone(), args.timeout())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The commands that would make the cluster match the file at `path`
+/// (read linearizably), and the client that read it. A bad file fails
+/// before anything touches the network.
+async fn changes(
+    args: &CtlArgs,
+    credentials: &Credentials,
+    path: &Path,
+) -> Result<(Client, Vec<Command>), String> {
+    let file = node::load_config(path).map_err(|e| e.to_string())?;
+    let mut client = connect(args, credentials).await?;
+    let state = read_state(&mut client, false).await?;
+    Ok((client, raftlb_config::diff::diff(state.spec(), &file.cluster)))
+}
+
+/// What `backend …` prints with `--json`.
+#[derive(Debug, Serialize)]
+struct Written<'a> {
+    log_index: u64,
+    command: &'a Command,
+}
+
+/// What `member …` prints with `--json`.
+#[derive(Debug, Serialize)]
+struct Membership {
+    log_index: u64,
+}
+
+/// What `apply` prints with `--json`; `log_index` is null when nothing changed.
+#[derive(Debug, Serialize)]
+struct Applied<'a> {
+    changes: usize,
+    log_index: Option<u64>,
+    commands: &'a [Command],
+}
+
+/// The token from `--token-file` (preferred) or `--token`, trimmed as the nodes trim theirs.
+fn token(args: &CtlArgs) -> Result<String, String> {
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?,
+        None => args.token.clone().ok_or(
+            "no cluster token: pass --token-file PATH or --token TOKEN, or set RAFTLB_TOKEN_FILE or RAFTLB_TOKEN",
+        )?,
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(match &args.token_file {
+            Some(path) => format!("the token file {} is empty", path.display()),
+            None => "the cluster token is empty".to_string(),
+        });
+    }
+    Ok(token.to_string())
+}
+
+/// Reads and decodes the cluster state (linearizable unless `stale`).
+async fn read_state(client: &mut Client, stale: bool) -> Result<ClusterState, String> {
+    let reply = client.read(stale).await.map_err(|e| e.to_string())?;
+    postcard::from_bytes(&reply.state).map_err(|e| {
+        format!(
+            "cannot decode the cluster state from {}: {e} (does it run another raftlb version?)",
+            client.address()
+        )
+    })
+}
+
+/// Writes `command`; its log index if applied, the node's reason if not.
+async fn write(client: &mut Client, command: &Command) -> Result<u64, String> {
+    let bytes = postcard::to_allocvec(command).map_err(|e| format!("cannot encode the command: {e}"))?;
+    let reply = client.write(bytes).await.map_err(|e| e.to_string())?;
+    if !reply.applied {
+        return Err(format!("rejected: {}", reply.rejected));
+    }
+    Ok(reply.log_index)
+}
+
+fn no_pool(name: &str, state: &ClusterState) -> String {
+    let names: Vec<&str> = state.spec().pools.iter().map(|p| p.name.as_str()).collect();
+    match names.as_slice() {
+        [] => format!("no pool named \"{name}\": the cluster has no pools"),
+        names => format!("no pool named \"{name}\"; the cluster has: {}", names.join(", ")),
+    }
+}
+
+/// `value` as JSON with `--json`, else the human text.
+fn render<T: Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> Result<String, String> {
+    if !json {
+        return Ok(human());
+    }
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| format!("cannot encode JSON: {e}"))?;
+    text.push('\n');
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ctl: CtlArgs,
+    }
+
+    fn args(extra: &[&str]) -> CtlArgs {
+        Cli::try_parse_from(["ctl"].iter().chain(extra))
+            .expect("valid arguments")
+            .ctl
+    }
+
+    #[test]
+    fn the_token_file_wins_and_is_trimmed() {
+        let dir = std::env::temp_dir().join(format!("raftlb-ctl-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "s3cret\n\n").unwrap();
+        let file = path.to_str().unwrap();
+        assert_eq!(
+            token(&args(&["--token", "other", "--token-file", file, "status"])).unwrap(),
+            "s3cret"
+        );
+        std::fs::write(&path, " \n").unwrap();
+        assert!(
+            token(&args(&["--token-file", file, "status"]))
+                .unwrap_err()
+                .contains("is empty")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let missing = token(&args(&["--token-file", file, "status"])).unwrap_err();
+        assert!(missing.starts_with("cannot read the token file"), "{missing}");
+    }
+
+    #[test]
+    fn a_missing_pool_lists_the_ones_there_are() {
+        assert_eq!(
+            no_pool("api", &ClusterState::default()),
+            "no pool named \"api\": the cluster has no pools"
+        );
+    }
+}

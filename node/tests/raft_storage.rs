@@ -1,0 +1,402 @@
+//! The Raft storage layer on its own: openraft's conformance suite against
+//! the sled log store and the snapshotting state machine; restarts that must
+//! find what was saved; corrupt files that must be refused and left as they
+//! are; and an ignored measurement of sled under a million entries of churn.
+
+use openraft::storage::{LogState, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{AnyError, CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder};
+use openraft::{BasicNode, StorageIOError};
+use raftlb_config::{Algorithm, BackendSpec, ClusterSpec, Command, Outcome, PoolSpec};
+use raftlb_node::control::log_store::LogStore;
+use raftlb_node::control::state_machine::StateMachine;
+use raftlb_node::control::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("raftlb-storage-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create the temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Builds a log store and state machine in a fresh directory for each case
+/// of openraft's suite; the directory goes when the case ends.
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        let dir = TempDir::new("suite");
+        let open_failed = |e: &dyn std::fmt::Display| StorageIOError::write(AnyError::error(e));
+        let log = LogStore::open(&dir.path().join("raft")).map_err(|e| open_failed(&e))?;
+        let (state_machine, _applied) = StateMachine::open(dir.path()).map_err(|e| open_failed(&e))?;
+        Ok((dir, log, state_machine))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).expect("openraft's storage suite");
+}
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
+    let nodes: BTreeMap<u64, BasicNode> = voters
+        .iter()
+        .map(|&id| (id, BasicNode::new(format!("127.0.0.1:{}", 7000 + id))))
+        .collect();
+    let voters: BTreeSet<u64> = voters.iter().copied().collect();
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Membership(Membership::new(vec![voters], nodes)),
+    }
+}
+
+fn normal(term: u64, index: u64, command: Command) -> Entry {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+fn backend() -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], 8080))
+}
+
+fn set_weight(weight: u32) -> Command {
+    Command::SetWeight {
+        pool: "web".to_string(),
+        address: backend(),
+        weight,
+    }
+}
+
+fn bootstrap() -> Command {
+    Command::Bootstrap(ClusterSpec {
+        listeners: Vec::new(),
+        pools: vec![PoolSpec {
+            name: "web".to_string(),
+            algorithm: Algorithm::WeightedRoundRobin,
+            backends: vec![BackendSpec::new(backend())],
+            connect_timeout: PoolSpec::DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: PoolSpec::DEFAULT_RESPONSE_TIMEOUT,
+            max_connect_attempts: PoolSpec::DEFAULT_MAX_CONNECT_ATTEMPTS,
+        }],
+    })
+}
+
+#[tokio::test]
+async fn log_vote_and_committed_survive_a_restart() {
+    let dir = TempDir::new("restart");
+    let path = dir.path().join("raft");
+    let entries = vec![
+        blank(1, 1),
+        membership(1, 2, &[1, 2, 3]),
+        normal(1, 3, bootstrap()),
+        normal(2, 4, set_weight(5)),
+        normal(2, 5, set_weight(6)),
+    ];
+    let vote = Vote::new_committed(2, 1);
+    {
+        let mut store = LogStore::open(&path).expect("open");
+        store.blocking_append(entries.clone()).await.expect("append");
+        store
+            .save_committed(Some(log_id(2, 4)))
+            .await
+            .expect("save committed");
+        store.save_vote(&vote).await.expect("save vote");
+    }
+
+    let mut store = LogStore::open(&path).expect("reopen");
+    assert_eq!(store.try_get_log_entries(..).await.expect("read"), entries);
+    assert_eq!(
+        store.try_get_log_entries(2..4).await.expect("read"),
+        entries[1..3]
+    );
+    assert_eq!(store.read_vote().await.expect("read vote"), Some(vote));
+    assert_eq!(
+        store.read_committed().await.expect("read committed"),
+        Some(log_id(2, 4))
+    );
+    assert_eq!(
+        store.get_log_state().await.expect("log state"),
+        LogState {
+            last_purged_log_id: None,
+            last_log_id: Some(log_id(2, 5)),
+        }
+    );
+
+    // Purging and truncating are just as durable.
+    store.purge(log_id(1, 2)).await.expect("purge");
+    store.truncate(log_id(2, 5)).await.expect("truncate");
+    drop(store);
+    let mut store = LogStore::open(&path).expect("reopen after purge");
+    assert_eq!(store.try_get_log_entries(..).await.expect("read"), entries[2..4]);
+    assert_eq!(
+        store.get_log_state().await.expect("log state"),
+        LogState {
+            last_purged_log_id: Some(log_id(1, 2)),
+            last_log_id: Some(log_id(2, 4)),
+        }
+    );
+    assert!(store.size_on_disk() > 0);
+}
+
+#[tokio::test]
+async fn snapshot_restores_the_state_on_reopen() {
+    let dir = TempDir::new("snapshot");
+    let (mut machine, mut applied) = StateMachine::open(dir.path()).expect("open");
+    assert_eq!(applied.borrow_and_update().last_applied, None);
+
+    let outcomes = machine
+        .apply(vec![
+            membership(1, 1, &[1, 2]),
+            normal(1, 2, bootstrap()),
+            normal(1, 3, set_weight(7)),
+            normal(1, 4, set_weight(0)),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(
+        outcomes[..3],
+        [Outcome::Applied, Outcome::Applied, Outcome::Applied]
+    );
+    assert!(
+        matches!(outcomes[3], Outcome::Rejected(_)),
+        "weight 0 is refused: {:?}",
+        outcomes[3]
+    );
+    assert!(applied.has_changed().expect("sender alive"));
+    let before = applied.borrow_and_update().clone();
+    assert_eq!(before.last_applied, Some(log_id(1, 4)));
+    assert_eq!(
+        before.state.spec().pool("web").expect("pool").backends[0].weight,
+        7
+    );
+
+    let snapshot = machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 4)));
+    // Applied after the snapshot: lives only in the log, not restored here.
+    machine
+        .apply(vec![normal(1, 5, set_weight(9))])
+        .await
+        .expect("apply");
+    drop(machine);
+
+    let (mut machine, restored) = StateMachine::open(dir.path()).expect("reopen");
+    assert_eq!(**restored.borrow(), *before);
+    let (last_applied, last_membership) = machine.applied_state().await.expect("applied state");
+    assert_eq!(last_applied, Some(log_id(1, 4)));
+    assert_eq!(last_membership, before.membership);
+    let current = machine
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    assert_eq!(current.meta, snapshot.meta);
+
+    // A follower installing the snapshot keeps it across a restart too.
+    let follower_dir = TempDir::new("install");
+    let (mut follower, mut followed) = StateMachine::open(follower_dir.path()).expect("open follower");
+    follower
+        .install_snapshot(&current.meta, current.snapshot)
+        .await
+        .expect("install");
+    assert!(followed.has_changed().expect("sender alive"));
+    assert_eq!(**followed.borrow_and_update(), *before);
+    drop(follower);
+    let (_follower, refollowed) = StateMachine::open(follower_dir.path()).expect("reopen follower");
+    assert_eq!(**refollowed.borrow(), *before);
+}
+
+#[test]
+fn corrupt_snapshot_is_refused_and_kept() {
+    let dir = TempDir::new("corrupt-snapshot");
+    let path = dir.path().join("snapshot.bin");
+    let cases: [&[u8]; 3] = [b"not a snapshot at all", b"RLBSNAP1\xff\xff\xff\xff\xff\xff", b""];
+    for garbage in cases {
+        fs::write(&path, garbage).expect("write garbage");
+        let error = StateMachine::open(dir.path()).expect_err("a corrupt snapshot must not open");
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("corrupt"), "{message}");
+        assert_eq!(
+            fs::read(&path).expect("still there"),
+            garbage,
+            "the file must be kept as it was"
+        );
+    }
+}
+
+#[tokio::test]
+async fn corrupt_log_entry_is_refused_and_kept() {
+    let dir = TempDir::new("corrupt-log");
+    let path = dir.path().join("raft");
+    {
+        let mut store = LogStore::open(&path).expect("open");
+        store
+            .blocking_append((1..=5).map(|i| blank(1, i)))
+            .await
+            .expect("append");
+    }
+    let garbage: &[u8] = b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff";
+    {
+        let db = sled::open(&path).expect("open with sled");
+        let logs = db.open_tree("logs").expect("logs tree");
+        logs.insert(3u64.to_be_bytes(), garbage)
+            .expect("overwrite entry 3");
+        db.flush().expect("flush");
+    }
+    let message = LogStore::open(&path)
+        .expect_err("a corrupt log must not open")
+        .to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("entry 3"), "{message}");
+    let db = sled::open(&path).expect("open with sled");
+    let kept = db
+        .open_tree("logs")
+        .expect("logs tree")
+        .get(3u64.to_be_bytes())
+        .expect("read");
+    assert_eq!(kept.as_deref(), Some(garbage), "the entry must be kept as it was");
+}
+
+/// Sum of the sizes of the files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let metadata = entry.metadata().expect("metadata");
+        total += if metadata.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            metadata.len()
+        };
+    }
+    total
+}
+
+/// This process's resident set size, from /proc/self/status.
+fn rss() -> String {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .map_or_else(|| "unknown".to_string(), |v| v.trim().to_string())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A million small entries appended in batches of 1000, each batch fsynced,
+/// the log purged to its last 1000 entries every 50 000, as a busy node's
+/// Raft would do between snapshots. Prints the time, the data dir's size and
+/// the RSS.
+#[test]
+#[ignore = "measurement: run with --release -- --ignored --nocapture sled_churn"]
+fn sled_churn_one_million_entries() {
+    const TOTAL: u64 = 1_000_000;
+    const BATCH: u64 = 1_000;
+    const PURGE_EVERY: u64 = 50_000;
+    const KEEP: u64 = 1_000;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = TempDir::new("churn");
+    let path = dir.path().join("raft");
+    runtime.block_on(async {
+        let mut store = LogStore::open(&path).expect("open");
+        let started = Instant::now();
+        let mut peak_dir = 0;
+        for first in (1..=TOTAL).step_by(BATCH as usize) {
+            let last = first + BATCH - 1;
+            let entries = (first..=last).map(|i| normal(1, i, set_weight((i % 1000) as u32 + 1)));
+            store.blocking_append(entries).await.expect("append");
+            if last.is_multiple_of(PURGE_EVERY) {
+                store.purge(log_id(1, last - KEEP)).await.expect("purge");
+                let size = dir_size(&path);
+                peak_dir = peak_dir.max(size);
+                println!(
+                    "{last:>9} entries  {:>8.1}s  dir {:>10}  sled {:>10}  RSS {}",
+                    started.elapsed().as_secs_f64(),
+                    mib(size),
+                    mib(store.size_on_disk()),
+                    rss()
+                );
+            }
+        }
+        let elapsed = started.elapsed();
+        let state = store.get_log_state().await.expect("log state");
+        assert_eq!(state.last_log_id, Some(log_id(1, TOTAL)));
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, TOTAL - KEEP)));
+        assert_eq!(
+            store.try_get_log_entries(..).await.expect("read").len() as u64,
+            KEEP
+        );
+        let size = dir_size(&path);
+        println!(
+            "churn done: {TOTAL} entries in {:.1}s ({:.0} entries/s, {:.0} fsynced batches/s)",
+            elapsed.as_secs_f64(),
+            TOTAL as f64 / elapsed.as_secs_f64(),
+            (TOTAL / BATCH) as f64 / elapsed.as_secs_f64()
+        );
+        println!(
+            "data dir {} (peak {}), sled size_on_disk {}, RSS {}",
+            mib(size),
+            mib(peak_dir),
+            mib(store.size_on_disk()),
+            rss()
+        );
+        drop(store);
+
+        let reopened_at = Instant::now();
+        let store = LogStore::open(&path).expect("reopen");
+        println!(
+            "reopen (with check of every entry) {:?}; data dir after reopen {}, sled size_on_disk {}",
+            reopened_at.elapsed(),
+            mib(dir_size(&path)),
+            mib(store.size_on_disk())
+        );
+        assert!(
+            peak_dir < 1 << 30,
+            "the data dir grew past 1 GiB: {}",
+            mib(peak_dir)
+        );
+    });
+}

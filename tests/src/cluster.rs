@@ -1,0 +1,176 @@
+//! A cluster of real `raftlb run` processes, node N on 127.0.0.N, each with
+//! its own Raft/admin address and its own bind of the replicated HTTP
+//! listener, sharing one data directory root that outlives restarts. Admin
+//! calls go through the real `raftlb ctl` binary.
+
+use crate::admin::Admin;
+use crate::free_port;
+use crate::process::{Raftlb, TempDir, run_to_end};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+pub const CLUSTER_ID: &str = "test-lb";
+pub const TOKEN: &str = "test-token";
+
+/// One node's place in the cluster.
+#[derive(Debug)]
+pub struct Member {
+    pub id: u64,
+    /// Raft and admin gRPC address.
+    pub raft: String,
+    /// Where this node serves the HTTP listener.
+    pub http: String,
+    pub data_dir: PathBuf,
+    pub process: Option<Raftlb>,
+}
+
+/// Several nodes forming one cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub members: Vec<Member>,
+    http_port: u16,
+    /// The seed listeners and pools every initial node's file carries.
+    seed: String,
+    _root: TempDir,
+}
+
+impl Cluster {
+    /// Starts `voters` nodes that form a cluster seeded with `seed` (TOML
+    /// `[[listener]]`/`[[pool]]` text; its listeners should bind
+    /// `0.0.0.0:{HTTP}`, replaced here by the cluster's HTTP port), and waits
+    /// until every one is serving.
+    pub async fn start(voters: u64, seed: &str) -> Cluster {
+        let root = TempDir::new("cluster");
+        let raft_port = free_port();
+        let http_port = free_port();
+        let members = (1..=voters)
+            .map(|id| Member {
+                id,
+                raft: format!("127.0.0.{id}:{raft_port}"),
+                http: format!("127.0.0.{id}:{http_port}"),
+                data_dir: root.path().join(format!("node{id}")),
+                process: None,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            members,
+            http_port,
+            seed: seed.replace("{HTTP}", &http_port.to_string()),
+            _root: root,
+        };
+        for i in 0..cluster.members.len() {
+            cluster.spawn(i);
+        }
+        for i in 0..cluster.members.len() {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// The config file of node `index` (0-based).
+    pub fn config(&self, index: usize) -> String {
+        let me = &self.members[index];
+        let peers: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.id <= self.initial_voters())
+            .map(|m| format!("{} = \"{}\"", m.id, m.raft))
+            .collect();
+        format!(
+            "[node]\nid = {id}\ndata_dir = \"{dir}\"\ndrain_timeout = \"5s\"\nbind_ip = \"127.0.0.{id}\"\n\n\
+             [cluster]\nid = \"{CLUSTER_ID}\"\ntoken = \"{TOKEN}\"\nraft = \"{raft}\"\npeers = {{ {peers} }}\n\n{seed}",
+            id = me.id,
+            dir = me.data_dir.display(),
+            raft = me.raft,
+            peers = peers.join(", "),
+            seed = self.seed,
+        )
+    }
+
+    fn initial_voters(&self) -> u64 {
+        self.members.iter().filter(|m| m.id <= 3).count() as u64
+    }
+
+    /// Starts node `index`'s process (again) without waiting.
+    pub fn spawn(&mut self, index: usize) {
+        let config = self.config(index);
+        self.members[index].process = Some(Raftlb::spawn(&config));
+    }
+
+    /// Waits until node `index` serves the HTTP listener.
+    pub async fn wait_ready(&mut self, index: usize) {
+        let http = self.members[index].http.clone();
+        let process = self.members[index].process.as_mut().expect("node running");
+        process.ready(&[&http]).await;
+    }
+
+    /// Adds node `id` to the roster (not to the cluster: `ctl member add`
+    /// does that) and starts it with the seed's listeners in its file.
+    pub async fn start_joiner(&mut self, id: u64) -> usize {
+        let root = self.members[0].data_dir.parent().expect("root").to_path_buf();
+        let raft_port = self.members[0].raft.rsplit(':').next().expect("port").to_string();
+        self.members.push(Member {
+            id,
+            raft: format!("127.0.0.{id}:{raft_port}"),
+            http: format!("127.0.0.{id}:{}", self.http_port),
+            data_dir: root.join(format!("node{id}")),
+            process: None,
+        });
+        let index = self.members.len() - 1;
+        self.spawn(index);
+        index
+    }
+
+    /// SIGKILLs node `index`.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut process) = self.members[index].process.take() {
+            process.kill();
+        }
+    }
+
+    /// Runs `raftlb ctl --node <node index's address> ARGS…`.
+    pub fn ctl(&self, index: usize, args: &[&str]) -> (ExitStatus, String, String) {
+        ctl(&self.members[index].raft, args)
+    }
+
+    /// The leader's id as node `index` reports it, if it knows one.
+    pub async fn leader_seen_by(&self, index: usize) -> Option<u64> {
+        let mut admin = Admin::new(&self.members[index].raft, Duration::from_millis(500));
+        let leader = admin.status().await.ok()?.leader_id;
+        (leader != 0).then_some(leader)
+    }
+
+    /// Waits until every running node names the same leader; returns it.
+    pub async fn wait_leader(&self, deadline: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            let mut seen: Vec<Option<u64>> = Vec::new();
+            for i in (0..self.members.len()).filter(|i| self.members[*i].process.is_some()) {
+                seen.push(self.leader_seen_by(i).await);
+            }
+            if let Some(Some(first)) = seen.first()
+                && seen.iter().all(|s| s == &Some(*first))
+            {
+                return *first;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "no agreed leader after {deadline:?}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Index of the member with node id `id`.
+    pub fn index_of(&self, id: u64) -> usize {
+        self.members.iter().position(|m| m.id == id).expect("member")
+    }
+}
+
+/// Runs `raftlb ctl` against `node` with this fixture's cluster credentials.
+pub fn ctl(node: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut all = vec!["ctl", "--node", node, "--cluster", CLUSTER_ID, "--token", TOKEN];
+    all.extend_from_slice(args);
+    run_to_end(&all)
+}
