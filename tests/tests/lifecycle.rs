@@ -1,4 +1,4 @@
-//! The `raftlb` command itself: `check` and its exit codes, graceful stop.
+//! The `raftlb` command itself: `check` and its exit codes, graceful stop, `demo`.
 
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::process::{self, Raftlb, TempDir};
@@ -80,4 +80,57 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     let exit = node.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "{}", node.log());
     assert!(node.log().contains("drained"), "{}", node.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_forms_a_cluster_that_balances_on_every_node_and_stops_cleanly() {
+    let (http, raft, backend) = (free_port(), free_port(), free_port());
+    let mut demo = std::process::Command::new(process::binary())
+        .args([
+            "demo",
+            "--http-port",
+            &http.to_string(),
+            "--raft-port",
+            &raft.to_string(),
+        ])
+        .args(["--backend-port", &backend.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    for n in 1..=3 {
+        wait::port_open(&format!("127.0.0.{n}:{http}"), Duration::from_secs(20)).await;
+    }
+    let client = client::http1();
+    let mut answers = Vec::new();
+    for n in [1, 2, 3] {
+        for _ in 0..3 {
+            answers.push(
+                client::get(&client, &format!("http://127.0.0.{n}:{http}/"))
+                    .await
+                    .1,
+            );
+        }
+    }
+    for name in ["backend-1", "backend-2", "backend-3"] {
+        assert_eq!(
+            answers.iter().filter(|a| a.trim() == name).count(),
+            3,
+            "round robin on each node: {answers:?}"
+        );
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || demo.wait_with_output().expect("wait"))
+        .await
+        .expect("join");
+    assert!(exit.status.success(), "demo exited with {}", exit.status);
+    let printed = String::from_utf8_lossy(&exit.stdout);
+    assert!(printed.contains("raftlb ctl --node"), "{printed}");
+    for n in 1..=3 {
+        wait::port_closed(&format!("127.0.0.{n}:{http}"), Duration::from_secs(10)).await;
+    }
 }
