@@ -59,6 +59,7 @@ pub fn config_text(n: u8, ports: Ports, data_dir: &Path) -> String {
 /// Runs the demo until SIGINT/SIGTERM: backends in this process, three
 /// `raftlb run` child processes forming one cluster, and a guide printed.
 pub async fn run(ports: Ports) -> Result<(), String> {
+    let stop = crate::node::stop_signal();
     let dir = std::env::temp_dir().join(format!("raftlb-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     start_backends(ports.backend).await.map_err(|e| e.to_string())?;
@@ -87,7 +88,7 @@ pub async fn run(ports: Ports) -> Result<(), String> {
         return Err(e);
     }
     print_guide(ports, &nodes, &dir);
-    crate::node::stop_signal().await;
+    stop.await;
     println!("stopping the demo cluster");
     stop_nodes(&mut nodes).await;
     let _ = std::fs::remove_dir_all(&dir);

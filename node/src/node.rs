@@ -6,7 +6,7 @@ use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::{DataPlane, StartError};
 use crate::view::{ClusterView, SharedView};
 use arc_swap::ArcSwap;
-use raftlb_config::{Config, ConfigErrors, ListenerSpec};
+use raftlb_config::{ClusterState, Config, ConfigErrors, ListenerSpec};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,9 +56,13 @@ pub async fn run(
     let mut applied = control.applied.clone();
     let follow = async {
         let mut ready = false;
+        let mut served: Option<ClusterState> = None;
         loop {
             let current = Arc::clone(&applied.borrow_and_update());
-            if current.state.is_bootstrapped() {
+            // Entries that change nothing here (membership, refused commands)
+            // leave the view, and the balancers' positions, as they are.
+            if current.state.is_bootstrapped() && served.as_ref() != Some(&current.state) {
+                served = Some(current.state.clone());
                 let spec = current.state.spec();
                 view.store(Arc::new(ClusterView::build(spec, Some(&view.load()))));
                 let local: Vec<ListenerSpec> = spec
@@ -116,19 +120,25 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map(usize::from).unwrap_or(1)
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn stop_signal() {
+/// Completes on SIGINT or SIGTERM. The SIGTERM handler is installed when
+/// this is called, not when the future is first polled, so a signal that
+/// arrives while the caller is still starting up is not fatal. Must be
+/// called inside a tokio runtime.
+pub fn stop_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this node");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    async move {
+        let mut term = match term {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this node");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

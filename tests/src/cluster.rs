@@ -6,6 +6,7 @@
 use crate::admin::Admin;
 use crate::free_port;
 use crate::process::{Raftlb, TempDir, run_to_end};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -173,4 +174,23 @@ pub fn ctl(node: &str, args: &[&str]) -> (ExitStatus, String, String) {
     let mut all = vec!["ctl", "--node", node, "--cluster", CLUSTER_ID, "--token", TOKEN];
     all.extend_from_slice(args);
     run_to_end(&all)
+}
+
+/// A seed with one HTTP listener (`web`, on every node's address) sending
+/// to one pool (`app`) of `backends` balanced by `algorithm`.
+pub fn http_seed(algorithm: &str, backends: &[SocketAddr]) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{b}\" }}"))
+        .collect();
+    format!(
+        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"app\"\n\n\
+         [[pool]]\nname = \"app\"\nalgorithm = \"{algorithm}\"\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// An address no backend listens on, unique per `n`: a marker in the state.
+pub fn marker(n: u32) -> SocketAddr {
+    SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 9))
 }

@@ -7,28 +7,10 @@ use raftlb_config::{AdminState, BackendSpec, Command};
 use raftlb_tests::admin::Admin;
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::client;
-use raftlb_tests::cluster::Cluster;
+use raftlb_tests::cluster::{Cluster, http_seed, marker};
 use raftlb_tests::wait;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// A seed with one HTTP listener and a pool of the given backends.
-fn seed(backends: &[SocketAddr]) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|b| format!("{{ address = \"{b}\" }}"))
-        .collect();
-    format!(
-        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"app\"\n\n\
-         [[pool]]\nname = \"app\"\nbackends = [{}]\n",
-        list.join(", ")
-    )
-}
-
-/// An address no backend listens on, unique per `n`: a marker in the state.
-fn marker(n: u32) -> SocketAddr {
-    SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 9))
-}
 
 /// Adds a marker backend in maintenance, so it never takes traffic.
 fn add_marker(n: u32) -> Command {
@@ -50,7 +32,7 @@ async fn pool_addresses(admin: &mut Admin, stale: bool) -> Vec<SocketAddr> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_a_follower_is_visible_on_every_node() {
     let backend = HttpBackend::start("a").await;
-    let cluster = Cluster::start(3, &seed(&[backend.address])).await;
+    let cluster = Cluster::start(3, &http_seed("round_robin", &[backend.address])).await;
     let leader = cluster.wait_leader(Duration::from_secs(5)).await;
     let follower = cluster
         .members
@@ -93,7 +75,7 @@ async fn write_through_a_follower_is_visible_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_elects_a_new_leader_quickly_and_the_node_catches_up() {
     let backend = HttpBackend::start("a").await;
-    let mut cluster = Cluster::start(3, &seed(&[backend.address])).await;
+    let mut cluster = Cluster::start(3, &http_seed("round_robin", &[backend.address])).await;
     let leader = cluster.wait_leader(Duration::from_secs(5)).await;
     let leader_index = cluster.index_of(leader);
 
@@ -144,7 +126,7 @@ async fn leader_kill_elects_a_new_leader_quickly_and_the_node_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_joins_is_promoted_and_the_cluster_serves_throughout() {
     let backend = HttpBackend::start("a").await;
-    let mut cluster = Cluster::start(3, &seed(&[backend.address])).await;
+    let mut cluster = Cluster::start(3, &http_seed("round_robin", &[backend.address])).await;
     let mut admin = Admin::new(&cluster.members[0].raft, Duration::from_secs(5));
     for n in 0..50 {
         admin.write(&add_marker(n)).await.expect("write");
@@ -199,7 +181,7 @@ async fn a_learner_joins_is_promoted_and_the_cluster_serves_throughout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_after_writes_are_linearizable_across_nodes() {
     let backend = HttpBackend::start("a").await;
-    let cluster = Cluster::start(3, &seed(&[backend.address])).await;
+    let cluster = Cluster::start(3, &http_seed("round_robin", &[backend.address])).await;
     let mut admins: Vec<Admin> = cluster
         .members
         .iter()
@@ -228,7 +210,7 @@ async fn reads_after_writes_are_linearizable_across_nodes() {
 async fn data_plane_follows_backends_added_and_drained_on_another_node() {
     let a = HttpBackend::start_slow("a").await;
     let b = HttpBackend::start("b").await;
-    let cluster = Cluster::start(3, &seed(&[a.address])).await;
+    let cluster = Cluster::start(3, &http_seed("round_robin", &[a.address])).await;
     let http = client::http1();
     let node1 = format!("http://{}/", cluster.members[0].http);
 
@@ -293,7 +275,7 @@ async fn data_plane_follows_backends_added_and_drained_on_another_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_errors_are_one_line_and_never_hang() {
     let backend = HttpBackend::start("a").await;
-    let mut cluster = Cluster::start(3, &seed(&[backend.address])).await;
+    let mut cluster = Cluster::start(3, &http_seed("round_robin", &[backend.address])).await;
 
     let (status, _, err) = raftlb_tests::process::run_to_end(&[
         "ctl",

@@ -5,27 +5,11 @@
 use raftlb_config::{BackendSpec, Command};
 use raftlb_tests::admin::Admin;
 use raftlb_tests::backends::HttpBackend;
-use raftlb_tests::cluster::Cluster;
+use raftlb_tests::cluster::{Cluster, http_seed, marker};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn seed(backends: &[SocketAddr]) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|b| format!("{{ address = \"{b}\" }}"))
-        .collect();
-    format!(
-        "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"app\"\n\n\
-         [[pool]]\nname = \"app\"\nalgorithm = \"weighted_round_robin\"\nbackends = [{}]\n",
-        list.join(", ")
-    )
-}
-
-fn marker(n: u32) -> SocketAddr {
-    SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 9))
-}
 
 /// What the writer asked for and what the cluster acknowledged.
 #[derive(Debug, Default)]
@@ -38,7 +22,7 @@ struct Ledger {
 async fn random_kills_lose_no_acknowledged_write() {
     const KILLS: usize = 20;
     let backend = HttpBackend::start("a").await;
-    let mut cluster = Cluster::start(3, &seed(&[backend.address])).await;
+    let mut cluster = Cluster::start(3, &http_seed("weighted_round_robin", &[backend.address])).await;
     let addresses: Vec<String> = cluster.members.iter().map(|m| m.raft.clone()).collect();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -151,7 +135,7 @@ async fn restart_from_snapshot_after_fifty_thousand_commands() {
     let backends: Vec<SocketAddr> = (1..=5)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 40_000 + i)))
         .collect();
-    let mut cluster = Cluster::start(1, &seed(&backends)).await;
+    let mut cluster = Cluster::start(1, &http_seed("weighted_round_robin", &backends)).await;
     let address = cluster.members[0].raft.clone();
 
     let start = Instant::now();

@@ -85,7 +85,12 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_forms_a_cluster_that_balances_on_every_node_and_stops_cleanly() {
     let (http, raft, backend) = (free_port(), free_port(), free_port());
-    let mut demo = std::process::Command::new(process::binary())
+    // The demo's backends take `backend`, +1 and +2: keep the next two ports
+    // from being handed to a test running alongside (ports come in sequence).
+    for expected in [backend + 1, backend + 2] {
+        assert_eq!(free_port(), expected, "the demo's backend ports are not free");
+    }
+    let demo = std::process::Command::new(process::binary())
         .args([
             "demo",
             "--http-port",
