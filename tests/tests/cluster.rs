@@ -309,3 +309,60 @@ async fn ctl_errors_are_one_line_and_never_hang() {
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_diff_and_apply_reconcile_the_cluster_with_a_file_and_restarts_warn_of_drift() {
+    let (a, b) = (HttpBackend::start("a").await, HttpBackend::start("b").await);
+    let mut cluster = Cluster::start(3, &http_seed("round_robin", &[a.address])).await;
+    let original = cluster.config(0);
+
+    // The operator's edited file: `b` added with weight 3.
+    let dir = raftlb_tests::process::TempDir::new("apply");
+    let edited = original.replace(
+        &format!("{{ address = \"{}\" }}", a.address),
+        &format!(
+            "{{ address = \"{}\" }}, {{ address = \"{}\", weight = 3 }}",
+            a.address, b.address
+        ),
+    );
+    assert_ne!(edited, original);
+    let file = dir.write("edited.toml", &edited);
+    let file = file.to_str().expect("utf8");
+
+    let (status, out, err) = cluster.ctl(1, &["diff", "--config", file]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains(&format!("+ add backend {} (weight 3) to pool app", b.address)),
+        "{out}"
+    );
+    let (status, out, err) = cluster.ctl(2, &["apply", "--config", file]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("applied 1 change at log index"), "{out}");
+    let (status, out, _) = cluster.ctl(0, &["diff", "--config", file]);
+    assert!(status.success());
+    assert!(out.contains("no difference"), "{out}");
+    let (status, out, _) = cluster.ctl(0, &["apply", "--config", file]);
+    assert!(status.success());
+    assert!(out.contains("nothing to apply"), "{out}");
+
+    // Node 1 restarts with its old file: it serves the cluster state and says so.
+    cluster.kill(0);
+    cluster.spawn(0);
+    cluster.wait_ready(0).await;
+    let http = client::http1();
+    let url = format!("http://{}/", cluster.members[0].http);
+    // Once caught up (it replays its own log first), it serves `b` too.
+    let start = Instant::now();
+    while client::get(&http, &url).await.1 != "b" {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "node 1 keeps serving its old file"
+        );
+    }
+    let process = cluster.members[0].process.as_ref().expect("running");
+    wait::until("the drift warning", Duration::from_secs(5), || {
+        process.log().contains("differs from the cluster state")
+    })
+    .await;
+    assert!(process.log().contains("raftlb ctl --node"), "{}", process.log());
+}

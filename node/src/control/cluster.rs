@@ -12,9 +12,9 @@ use super::network::{MAX_MESSAGE_BYTES, Network};
 use super::raft_service::RaftService;
 use super::state_machine::{Applied, StateMachine};
 use super::types::{Node, NodeId, Raft};
-use raftlb_config::{ClusterSpec, Command, Config, TokenSource};
-use raftlb_proto::admin::WriteRequest;
+use raftlb_config::{ClusterSpec, ClusterState, Command, Config, TokenSource};
 use raftlb_proto::admin::admin_server::{Admin, AdminServer};
+use raftlb_proto::admin::{ReadRequest, WriteRequest};
 use raftlb_proto::raft::raft_server::RaftServer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -296,10 +296,22 @@ async fn seed(
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), applied.changed()).await;
     }
-    // Bootstrapped by someone else (or earlier): say if our file disagrees.
-    let _ = applied.wait_for(|a| a.state.is_bootstrapped()).await;
-    let state = Arc::clone(&applied.borrow());
-    let changes = raftlb_config::diff::diff(state.state.spec(), &file);
+    // Bootstrapped by someone else (or earlier): say if our file disagrees
+    // with the cluster's current state, read linearizably (a restarted node's
+    // own applied state may still be behind).
+    let state: ClusterState = loop {
+        let read = admin
+            .read(tonic::Request::new(ReadRequest { stale: false }))
+            .await;
+        if let Ok(reply) = read
+            && let Ok(state) = postcard::from_bytes::<ClusterState>(&reply.get_ref().state)
+            && state.is_bootstrapped()
+        {
+            break state;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), applied.changed()).await;
+    };
+    let changes = raftlb_config::diff::diff(state.spec(), &file);
     if !changes.is_empty() {
         let listed: Vec<String> = changes.iter().map(ToString::to_string).collect();
         tracing::warn!(
