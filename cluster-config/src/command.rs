@@ -47,6 +47,10 @@ pub enum Command {
     /// Several commands applied atomically: all, or none if any is rejected
     /// (`raftlb ctl apply` commits a whole file's difference this way).
     Batch(Vec<Command>),
+    /// Several unrelated commands in one log entry, each applied or
+    /// rejected on its own: what the batching proposer commits, so a burst
+    /// of data-plane proposals costs one Raft round trip, not one each.
+    Independent(Vec<Command>),
 }
 
 /// What applying a command did.
@@ -55,11 +59,32 @@ pub enum Outcome {
     Applied,
     /// Nothing changed; the reason is meant for the operator.
     Rejected(String),
+    /// One outcome per command of a [`Command::Independent`], in order.
+    Each(Vec<Outcome>),
 }
 
 impl Outcome {
+    /// Whether everything the command asked for took effect.
     pub fn is_applied(&self) -> bool {
-        matches!(self, Outcome::Applied)
+        match self {
+            Outcome::Applied => true,
+            Outcome::Rejected(_) => false,
+            Outcome::Each(outcomes) => outcomes.iter().all(Outcome::is_applied),
+        }
+    }
+
+    /// Why (part of) the command was rejected; empty when it all applied.
+    pub fn rejection(&self) -> String {
+        match self {
+            Outcome::Applied => String::new(),
+            Outcome::Rejected(reason) => reason.clone(),
+            Outcome::Each(outcomes) => outcomes
+                .iter()
+                .map(Outcome::rejection)
+                .filter(|r| !r.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
     }
 }
 
@@ -120,8 +145,13 @@ impl fmt::Display for Command {
             Command::SetAdminState { pool, address, state } => {
                 write!(f, "set {address} in pool {pool} to {}", state.name())
             }
-            Command::Batch(commands) => {
-                write!(f, "batch of {}", commands.len())?;
+            Command::Batch(commands) | Command::Independent(commands) => {
+                let kind = if matches!(self, Command::Batch(_)) {
+                    "batch"
+                } else {
+                    "independent commands"
+                };
+                write!(f, "{kind} of {}", commands.len())?;
                 for c in commands {
                     write!(f, "; {c}")?;
                 }

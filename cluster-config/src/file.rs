@@ -6,7 +6,7 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
     AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
-    NodeSpec, PoolSpec, Protocol, TokenSource,
+    NodeSpec, PoolSpec, Protocol, RaftTiming, TokenSource,
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
 use std::collections::BTreeMap;
@@ -157,6 +157,7 @@ fn membership(
         Some(f) => peers(reader, f),
         None => Some(BTreeMap::new()),
     };
+    let timing = raft_timing(reader, &mut s);
     s.finish(reader);
 
     let (raft, peers, node) = (raft?, peers?, node?);
@@ -178,7 +179,35 @@ fn membership(
         token: token?,
         raft: Some(raft),
         peers,
+        timing: timing?,
     })
+}
+
+/// `heartbeat_interval` and `election_timeout`: the leader must get several
+/// heartbeats through within one election timeout, or followers depose it
+/// while it is healthy.
+fn raft_timing(reader: &mut Reader<'_>, s: &mut Section<'_, '_>) -> Option<RaftTiming> {
+    let mut timing = RaftTiming::default();
+    let heartbeat = s.optional("heartbeat_interval");
+    let election = s.optional("election_timeout");
+    if let Some(f) = &heartbeat {
+        timing.heartbeat_interval = reader.duration(f)?;
+    }
+    if let Some(f) = &election {
+        timing.election_timeout = reader.duration(f)?;
+    }
+    // The defaults satisfy the bound, so a violation names a field that was set.
+    if let Some(f) = election.as_ref().or(heartbeat.as_ref())
+        && timing.election_timeout < timing.heartbeat_interval * 3
+    {
+        let message = format!(
+            "election_timeout ({:?}) must be at least 3 × heartbeat_interval ({:?})",
+            timing.election_timeout, timing.heartbeat_interval
+        );
+        reader.field_error(f, message);
+        return None;
+    }
+    Some(timing)
 }
 
 /// `peers = { 1 = "10.0.0.1:7000", … }`: node id → raft address.

@@ -62,6 +62,33 @@ pub struct MembershipSpec {
     /// The initial voters by node id, this node included; empty means a
     /// cluster of this node alone. Only read when a cluster first forms.
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// How fast a lost leader is noticed and replaced.
+    pub timing: RaftTiming,
+}
+
+/// Raft's clocks (`heartbeat_interval`, `election_timeout` in `[cluster]`).
+///
+/// A follower that hears nothing from the leader for `election_timeout`
+/// plus the leader's lease (twice `election_timeout`) stands for election,
+/// at a random moment within one more `election_timeout`. The defaults
+/// replace a killed leader in about half a second on a LAN; raise both on
+/// links whose round trip approaches `heartbeat_interval`, or spurious
+/// elections follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftTiming {
+    pub heartbeat_interval: Duration,
+    /// The shortest election timeout; each node draws its own from
+    /// `[election_timeout, 2 × election_timeout)`.
+    pub election_timeout: Duration,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(150),
+        }
+    }
 }
 
 impl MembershipSpec {
@@ -75,6 +102,7 @@ impl MembershipSpec {
             token: TokenSource::None,
             raft: None,
             peers: BTreeMap::new(),
+            timing: RaftTiming::default(),
         }
     }
 }

@@ -33,6 +33,9 @@ impl ClusterState {
     /// Applies `command` if the result keeps every invariant; otherwise
     /// leaves the state unchanged and says why.
     pub fn apply(&mut self, command: Command) -> Outcome {
+        if let Command::Independent(commands) = command {
+            return Outcome::Each(commands.into_iter().map(|c| self.apply(c)).collect());
+        }
         if let Command::Bootstrap(_) = &command
             && self.bootstrapped
         {
@@ -130,6 +133,9 @@ fn change(spec: &mut ClusterSpec, command: Command) -> Result<(), String> {
             for command in commands {
                 change(spec, command)?;
             }
+        }
+        Command::Independent(_) => {
+            return Err("independent commands cannot be part of an atomic batch".to_string());
         }
     }
     Ok(())

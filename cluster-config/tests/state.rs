@@ -51,7 +51,7 @@ fn rejected(state: &mut ClusterState, command: Command, reason: &str) {
     let before = state.clone();
     match state.apply(command) {
         Outcome::Rejected(r) => assert!(r.contains(reason), "expected {reason:?} in {r:?}"),
-        Outcome::Applied => panic!("expected rejection ({reason})"),
+        other => panic!("expected rejection ({reason}), got {other:?}"),
     }
     assert_eq!(*state, before, "a rejected command changes nothing");
 }
@@ -169,6 +169,41 @@ fn batches_are_atomic() {
     ]);
     assert!(state.apply(swap).is_applied());
     assert_eq!(state.spec().listeners[0].pool, "api");
+}
+
+#[test]
+fn independent_commands_apply_or_fail_one_by_one() {
+    let mut state = seeded();
+    let add = |port| Command::AddBackend {
+        pool: "app".into(),
+        backend: BackendSpec::new(addr(port)),
+    };
+    let outcome = state.apply(Command::Independent(vec![
+        add(9003),
+        Command::RemoveListener { name: "nope".into() },
+        add(9004),
+    ]));
+    let Outcome::Each(outcomes) = &outcome else {
+        panic!("expected one outcome per command, got {outcome:?}");
+    };
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].is_applied() && outcomes[2].is_applied());
+    assert!(
+        outcome.rejection().contains("no listener named \"nope\""),
+        "{outcome:?}"
+    );
+    assert!(!outcome.is_applied());
+    assert_eq!(
+        state.spec().pools[0].backends.len(),
+        4,
+        "both good commands took effect"
+    );
+    // An atomic batch cannot hold a group that may half-apply.
+    rejected(
+        &mut state,
+        Command::Batch(vec![Command::Independent(vec![add(9005)])]),
+        "cannot be part of an atomic batch",
+    );
 }
 
 /// A small universe so random commands often touch the same things.

@@ -249,3 +249,39 @@ fn syntax_error_has_a_line() {
         "{errors:?}"
     );
 }
+
+const CLUSTER: &str = "[node]\nid = 1\n[cluster]\nid = \"lb\"\ntoken = \"t\"\nraft = \"127.0.0.1:7000\"\n";
+
+#[test]
+fn cluster_section_and_raft_timing() {
+    let config = parse("lb.toml", CLUSTER).expect("valid");
+    assert_eq!(config.membership.cluster_id, "lb");
+    assert_eq!(
+        config.membership.timing.heartbeat_interval,
+        Duration::from_millis(50)
+    );
+    assert_eq!(
+        config.membership.timing.election_timeout,
+        Duration::from_millis(150)
+    );
+
+    let tuned = format!("{CLUSTER}heartbeat_interval = \"20ms\"\nelection_timeout = \"60ms\"\n");
+    let config = parse("lb.toml", &tuned).expect("valid");
+    assert_eq!(
+        config.membership.timing.heartbeat_interval,
+        Duration::from_millis(20)
+    );
+    assert_eq!(
+        config.membership.timing.election_timeout,
+        Duration::from_millis(60)
+    );
+
+    assert_one_error(
+        &format!("{CLUSTER}election_timeout = \"100ms\"\n"),
+        "lb.toml:7: cluster.election_timeout: election_timeout (100ms) must be at least 3 × heartbeat_interval (50ms)",
+    );
+    assert_one_error(
+        &format!("{CLUSTER}token_file = \"/etc/t\"\n"),
+        "lb.toml:7: cluster.token_file: give either token or token_file, not both",
+    );
+}

@@ -38,6 +38,11 @@ pub enum RunError {
     DataPlane(#[from] StartError),
     #[error("Raft stopped, so this node stopped too: {0}")]
     RaftFailed(String),
+    #[error(
+        "the disk holding {data_dir} is full, so this node stopped rather than acknowledge what it \
+         cannot persist ({reason}); free space and restart it: it catches up from the cluster"
+    )]
+    DiskFull { data_dir: String, reason: String },
 }
 
 /// Runs a node until `stop` completes: the control plane (Raft), and the
@@ -107,6 +112,12 @@ pub async fn run(
     }
     control.stop().await;
     match failure {
+        Some(reason) if reason.contains("StorageFull") || reason.contains("No space left") => {
+            Err(RunError::DiskFull {
+                data_dir: config.node.data_dir.clone(),
+                reason,
+            })
+        }
         Some(reason) => Err(RunError::RaftFailed(reason)),
         None => {
             tracing::info!("stopped; bye");

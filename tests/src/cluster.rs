@@ -42,6 +42,18 @@ impl Cluster {
     /// `0.0.0.0:{HTTP}`, replaced here by the cluster's HTTP port), and waits
     /// until every one is serving.
     pub async fn start(voters: u64, seed: &str) -> Cluster {
+        let mut cluster = Cluster::new(voters, seed);
+        for i in 0..cluster.members.len() {
+            cluster.spawn(i);
+        }
+        for i in 0..cluster.members.len() {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// The same roster and files as [`Cluster::start`], no process started.
+    pub fn new(voters: u64, seed: &str) -> Cluster {
         let root = TempDir::new("cluster");
         let raft_port = free_port();
         let http_port = free_port();
@@ -54,19 +66,12 @@ impl Cluster {
                 process: None,
             })
             .collect();
-        let mut cluster = Cluster {
+        Cluster {
             members,
             http_port,
             seed: seed.replace("{HTTP}", &http_port.to_string()),
             _root: root,
-        };
-        for i in 0..cluster.members.len() {
-            cluster.spawn(i);
         }
-        for i in 0..cluster.members.len() {
-            cluster.wait_ready(i).await;
-        }
-        cluster
     }
 
     /// The config file of node `index` (0-based).

@@ -34,3 +34,18 @@ pub fn free_port() -> u16 {
     }
     panic!("no free port between {BASE} and {}", BASE + SPAN);
 }
+
+/// Whether this test may do what needs root (mounts, namespaces). When it
+/// may not, it says so on stderr, so a skipped test never passes silently.
+pub fn root_or_skip(test: &str, needs: &str) -> bool {
+    let euid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1).map(str::to_string))
+    });
+    let root = euid.as_deref() == Some("0");
+    if !root {
+        eprintln!("SKIPPED {test}: not root, and it needs root to {needs}");
+    }
+    root
+}

@@ -189,7 +189,8 @@ impl Raftlb {
         assert!(status.success());
     }
 
-    fn try_exit(&mut self) -> Option<ExitStatus> {
+    /// The exit status, if the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 

@@ -11,7 +11,7 @@ use super::state_machine::Applied;
 use super::types::{Node, NodeId, Raft};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ServerState};
-use raftlb_config::Command;
+use raftlb_config::{Command, Outcome};
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::admin_server;
 use raftlb_proto::admin::{
@@ -111,6 +111,31 @@ impl AdminService {
         request
     }
 
+    /// Commits `command` through the leader (this node or, once, the one it
+    /// knows) and returns its log index and what applying it did.
+    pub async fn submit(&self, command: Command, forwarded: bool) -> Result<(u64, Outcome), Status> {
+        // Encoded up front: `client_write` consumes the command, and a
+        // follower must still send it on to the leader.
+        let encoded = postcard::to_allocvec(&command)
+            .map_err(|e| Status::internal(format!("cannot encode the command: {e}")))?;
+        bounded(WRITE_TIMEOUT, "write", async {
+            let forward = match self.raft.client_write(command).await {
+                Ok(written) => return Ok((written.log_id.index, written.data)),
+                Err(e) => write_error(e)?,
+            };
+            let mut leader = self.leader_client(&forward, forwarded)?;
+            let reply = leader
+                .write(self.forwarded(WriteRequest { command: encoded }))
+                .await
+                .map_err(remote)?
+                .into_inner();
+            let outcome = postcard::from_bytes(&reply.outcome)
+                .map_err(|e| Status::internal(format!("the leader's outcome is undecodable: {e}")))?;
+            Ok((reply.log_index, outcome))
+        })
+        .await
+    }
+
     fn local_read(&self) -> Result<Response<ReadReply>, Status> {
         let applied = Arc::clone(&self.applied.borrow());
         let state = postcard::to_allocvec(&applied.state)
@@ -207,27 +232,16 @@ impl admin_server::Admin for AdminService {
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let forwarded = was_forwarded(&request);
-        let message = request.into_inner();
-        let command: Command = postcard::from_bytes(&message.command)
+        let command: Command = postcard::from_bytes(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
-        bounded(WRITE_TIMEOUT, "write", async {
-            match self.raft.client_write(command).await {
-                Ok(written) => Ok(Response::new(WriteReply {
-                    log_index: written.log_id.index,
-                    applied: written.data.is_applied(),
-                    rejected: match written.data {
-                        raftlb_config::Outcome::Rejected(reason) => reason,
-                        raftlb_config::Outcome::Applied => String::new(),
-                    },
-                })),
-                Err(e) => {
-                    let forward = write_error(e)?;
-                    let mut leader = self.leader_client(&forward, forwarded)?;
-                    leader.write(self.forwarded(message)).await.map_err(remote)
-                }
-            }
-        })
-        .await
+        let (log_index, outcome) = self.submit(command, forwarded).await?;
+        Ok(Response::new(WriteReply {
+            log_index,
+            applied: outcome.is_applied(),
+            rejected: outcome.rejection(),
+            outcome: postcard::to_allocvec(&outcome)
+                .map_err(|e| Status::internal(format!("cannot encode the outcome: {e}")))?,
+        }))
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {

@@ -9,10 +9,11 @@ use super::auth::{Credentials, RequireCredentials};
 use super::data_dir::{self, DataDirError};
 use super::log_store::{LogStore, OpenError};
 use super::network::{MAX_MESSAGE_BYTES, Network};
+use super::proposer::Proposer;
 use super::raft_service::RaftService;
 use super::state_machine::{Applied, StateMachine};
 use super::types::{Node, NodeId, Raft};
-use raftlb_config::{ClusterSpec, ClusterState, Command, Config, TokenSource};
+use raftlb_config::{ClusterSpec, ClusterState, Command, Config, RaftTiming, TokenSource};
 use raftlb_proto::admin::admin_server::{Admin, AdminServer};
 use raftlb_proto::admin::{ReadRequest, WriteRequest};
 use raftlb_proto::raft::raft_server::RaftServer;
@@ -49,13 +50,16 @@ pub enum ControlError {
     },
 }
 
-/// Raft timing: a lost leader is replaced in well under a second on a LAN.
-fn raft_config(cluster: &str) -> Result<openraft::Config, ControlError> {
+/// Raft settings. The tick that checks election timers runs every 1.5
+/// heartbeats, so election timing is only as fine as the heartbeat.
+fn raft_config(cluster: &str, timing: RaftTiming) -> Result<openraft::Config, ControlError> {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let election = millis(timing.election_timeout);
     openraft::Config {
         cluster_name: cluster.to_string(),
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
+        heartbeat_interval: millis(timing.heartbeat_interval),
+        election_timeout_min: election,
+        election_timeout_max: election.saturating_mul(2),
         install_snapshot_timeout: 2000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1000,
@@ -71,6 +75,9 @@ pub struct ControlPlane {
     pub raft: Raft,
     /// Every applied change, for the data plane and local reads.
     pub applied: watch::Receiver<Arc<Applied>>,
+    /// Where the data plane proposes changes.
+    pub proposer: Proposer,
+    proposing: JoinHandle<()>,
     stop_server: CancellationToken,
     server: Option<JoinHandle<()>>,
     seeding: JoinHandle<()>,
@@ -95,7 +102,7 @@ impl ControlPlane {
         let (state_machine, applied) = StateMachine::open(dir)?;
         let raft = Raft::new(
             me,
-            Arc::new(raft_config(&membership.cluster_id)?),
+            Arc::new(raft_config(&membership.cluster_id, membership.timing)?),
             Network::new(me, credentials.clone()),
             log_store,
             state_machine,
@@ -112,6 +119,7 @@ impl ControlPlane {
             None => None,
         };
         form_cluster(&raft, me, membership.raft, &membership.peers).await;
+        let (proposer, proposing) = Proposer::start(admin.clone());
         let seeding = tokio::spawn(seed(
             admin,
             applied.clone(),
@@ -121,6 +129,8 @@ impl ControlPlane {
         Ok(ControlPlane {
             raft,
             applied,
+            proposer,
+            proposing,
             stop_server,
             server,
             seeding,
@@ -145,6 +155,7 @@ impl ControlPlane {
     /// Stops Raft and the gRPC server.
     pub async fn stop(mut self) {
         self.seeding.abort();
+        self.proposing.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft did not shut down cleanly");
         }

@@ -9,6 +9,7 @@
 //!   applied batch is published on a watch channel the data plane follows.
 //! - [`network`] and [`raft_service`]: node-to-node Raft over tonic gRPC.
 //! - [`admin_service`]: the admin API `raftlb ctl` speaks.
+//! - [`proposer`]: the data plane's batching door into the log.
 //! - [`auth`]: the cluster id and token every call carries and is checked for.
 //! - [`data_dir`]: the identity file that keeps a node off another's data.
 
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod data_dir;
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod raft_service;
 pub mod state_machine;
 pub mod types;

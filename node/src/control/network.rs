@@ -17,6 +17,8 @@ use raftlb_proto::raft::RaftRequest;
 use raftlb_proto::raft::raft_client::RaftClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -29,16 +31,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 type Client = RaftClient<InterceptedService<Channel, AttachCredentials>>;
 
-/// Makes one [`Peer`] per replication target.
+/// Makes a [`Peer`] whenever openraft asks: one per replication stream, and
+/// one per election or leadership check. Peers to the same address share one
+/// HTTP/2 channel, so frequent checks (the VIP lease renews through them)
+/// cost a request, not a connection.
 #[derive(Debug, Clone)]
 pub struct Network {
     me: NodeId,
     credentials: Credentials,
+    channels: Arc<Mutex<HashMap<String, Result<Client, String>>>>,
 }
 
 impl Network {
     pub fn new(me: NodeId, credentials: Credentials) -> Self {
-        Network { me, credentials }
+        Network {
+            me,
+            credentials,
+            channels: Arc::default(),
+        }
     }
 }
 
@@ -50,7 +60,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             me: self.me,
             target,
             address: node.addr.clone(),
-            client: connect_lazy(&node.addr, &self.credentials),
+            client: self
+                .channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(node.addr.clone())
+                .or_insert_with(|| connect_lazy(&node.addr, &self.credentials))
+                .clone(),
             last_logged: None,
         }
     }

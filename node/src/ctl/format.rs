@@ -162,7 +162,8 @@ pub fn diff_line(command: &Command) -> String {
         | Command::UpdatePool(_)
         | Command::SetWeight { .. }
         | Command::SetAdminState { .. }
-        | Command::Batch(_) => '~',
+        | Command::Batch(_)
+        | Command::Independent(_) => '~',
     };
     format!("{sign} {command}")
 }
