@@ -6,7 +6,7 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
     AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
-    NodeSpec, PoolSpec, Protocol, RaftTiming, TokenSource,
+    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, TokenSource, VipSpec,
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
 use std::collections::BTreeMap;
@@ -29,6 +29,8 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     };
     let pools = each(&mut reader, root.optional("pool"), pool);
     let listeners = each(&mut reader, root.optional("listener"), listener);
+    let vip_fields = root.optional("vip");
+    let vips = each(&mut reader, vip_fields, vip);
     root.finish(&mut reader);
 
     validate::cluster(&mut reader, &listeners, &pools);
@@ -41,6 +43,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             node,
             membership,
             cluster,
+            vips: vips.into_iter().flatten().collect(),
         }),
         None => reader.finish(()).and_then(|()| unreachable_missing_node(file)),
     }
@@ -409,5 +412,55 @@ fn backend(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<BackendSpe
         address: address?,
         weight: weight?,
         state: state?,
+    })
+}
+
+/// `[[vip]]`: `address = "198.18.0.100/24"`, `interface = "eth0"`,
+/// `placement = "leader"`.
+fn vip(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<VipSpec> {
+    let address = s.required(reader, "address").and_then(|f| {
+        let text = reader.str(&f)?;
+        let parsed = text.split_once('/').and_then(|(ip, prefix)| {
+            Some((ip.parse::<std::net::IpAddr>().ok()?, prefix.parse::<u8>().ok()?))
+        });
+        match parsed {
+            Some((std::net::IpAddr::V4(ip), prefix)) if prefix <= 32 => Some((ip, prefix)),
+            Some((std::net::IpAddr::V6(_), _)) => {
+                reader.field_error(&f, "IPv6 VIPs are not supported yet (only IPv4)");
+                None
+            }
+            _ => {
+                reader.field_error(
+                    &f,
+                    format!("invalid VIP \"{text}\" (expected ADDRESS/PREFIX, e.g. \"10.10.0.100/24\")"),
+                );
+                None
+            }
+        }
+    });
+    let interface = s.required(reader, "interface").and_then(|f| {
+        let name = reader.str(&f)?;
+        // Linux interface names: 1 to 15 bytes, no '/', no whitespace.
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\t', '\n']) {
+            reader.field_error(&f, format!("invalid interface name \"{name}\""));
+            return None;
+        }
+        Some(name.to_string())
+    });
+    let placement = match s.optional("placement") {
+        Some(f) if reader.str(&f) == Some("spread") => {
+            reader.field_error(&f, "placement \"spread\" is not supported yet; use \"leader\"");
+            None
+        }
+        Some(f) => reader.choice(&f, "placement", &[("leader", Placement::Leader)]),
+        None => Some(Placement::Leader),
+    };
+    s.finish(reader);
+    let (address, prefix_len) = address?;
+    Some(VipSpec {
+        address,
+        prefix_len,
+        interface: interface?,
+        placement: placement?,
     })
 }

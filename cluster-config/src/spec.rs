@@ -17,6 +17,27 @@ pub struct Config {
     /// The listeners and pools the file declares: the seed of a new cluster,
     /// and what `raftlb ctl diff/apply` compare the cluster with.
     pub cluster: ClusterSpec,
+    /// The virtual addresses this node may own (`[[vip]]`).
+    pub vips: Vec<VipSpec>,
+}
+
+/// A virtual IP (`[[vip]]`): owned by one node at a time, fenced by a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipSpec {
+    pub address: std::net::Ipv4Addr,
+    /// The subnet's prefix length, as the address is added to `interface`.
+    pub prefix_len: u8,
+    /// The interface on the VIP's subnet (on this node; names may differ
+    /// from node to node).
+    pub interface: String,
+    pub placement: Placement,
+}
+
+/// Which node owns a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Placement {
+    /// The Raft leader, while it holds its lease.
+    Leader,
 }
 
 /// This node's own settings (`[node]`).

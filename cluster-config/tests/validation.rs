@@ -285,3 +285,31 @@ fn cluster_section_and_raft_timing() {
         "lb.toml:7: cluster.token_file: give either token or token_file, not both",
     );
 }
+
+#[test]
+fn vips() {
+    let text = "[node]\nid = 1\n[[vip]]\naddress = \"198.18.0.100/24\"\ninterface = \"eth0\"\n";
+    let config = parse("lb.toml", text).expect("valid");
+    assert_eq!(config.vips.len(), 1);
+    assert_eq!(config.vips[0].address, "198.18.0.100".parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!(config.vips[0].prefix_len, 24);
+    assert_eq!(config.vips[0].placement, raftlb_config::Placement::Leader);
+
+    let base = "[node]\nid = 1\n[[vip]]\ninterface = \"eth0\"\n";
+    assert_one_error(
+        &format!("{base}address = \"198.18.0.100\"\n"),
+        "lb.toml:5: vip[0].address: invalid VIP \"198.18.0.100\" (expected ADDRESS/PREFIX, e.g. \"10.10.0.100/24\")",
+    );
+    assert_one_error(
+        &format!("{base}address = \"fd00::1/64\"\n"),
+        "lb.toml:5: vip[0].address: IPv6 VIPs are not supported yet (only IPv4)",
+    );
+    assert_one_error(
+        &format!("{base}address = \"198.18.0.100/24\"\nplacement = \"spread\"\n"),
+        "lb.toml:6: vip[0].placement: placement \"spread\" is not supported yet; use \"leader\"",
+    );
+    assert_one_error(
+        "[node]\nid = 1\n[[vip]]\naddress = \"198.18.0.100/24\"\ninterface = \"a/b\"\n",
+        "lb.toml:5: vip[0].interface: invalid interface name \"a/b\"",
+    );
+}

@@ -5,6 +5,7 @@
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::{DataPlane, StartError};
 use crate::view::{ClusterView, SharedView};
+use crate::vip::{VipError, VipManager};
 use arc_swap::ArcSwap;
 use raftlb_config::{ClusterState, Config, ConfigErrors, ListenerSpec};
 use std::future::Future;
@@ -36,6 +37,8 @@ pub enum RunError {
     Control(#[from] ControlError),
     #[error(transparent)]
     DataPlane(#[from] StartError),
+    #[error(transparent)]
+    Vip(#[from] VipError),
     #[error("Raft stopped, so this node stopped too: {0}")]
     RaftFailed(String),
     #[error(
@@ -55,6 +58,14 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let control = ControlPlane::start(&config, config_path).await?;
+    let vips = match config.vips.is_empty() {
+        true => None,
+        false => Some(VipManager::start(
+            control.raft.clone(),
+            &config.vips,
+            config.membership.timing,
+        )?),
+    };
     let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
     let mut dataplane = DataPlane::start(Arc::clone(&view), workers)?;
     let node = config.node.id;
@@ -102,6 +113,11 @@ pub async fn run(
     };
     if let Some(reason) = &failure {
         tracing::error!(%reason, "Raft stopped: no further change can be persisted");
+    }
+    // The VIPs move first, so new clients reach another node while this
+    // one drains the connections it has.
+    if let Some(vips) = vips {
+        vips.stop().await;
     }
     tracing::info!(timeout = ?config.node.drain_timeout, "stopping: no new connections, draining");
     let open = dataplane.drain(config.node.drain_timeout).await;

@@ -50,8 +50,23 @@ impl HttpBackend {
         Self::spawn(name, true).await
     }
 
+    /// A backend serving on `listener`, bound by the caller (say, inside a
+    /// network namespace, where the socket stays).
+    pub fn serve(name: &str, listener: std::net::TcpListener) -> HttpBackend {
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        Self::run(
+            name,
+            false,
+            TcpListener::from_std(listener).expect("tokio listener"),
+        )
+    }
+
     async fn spawn(name: &str, slow: bool) -> HttpBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        Self::run(name, slow, listener)
+    }
+
+    fn run(name: &str, slow: bool, listener: TcpListener) -> HttpBackend {
         let address = listener.local_addr().expect("address");
         let counters = Arc::new(Counters::default());
         let name = Bytes::from(name.to_string());

@@ -5,12 +5,14 @@
 //! cluster on 127.0.0.N ([`cluster`]) and administered through their gRPC
 //! API ([`admin`]), real backends on
 //! loopback sockets ([`backends`]), an HTTP client ([`client`]), and
-//! condition waits with deadlines ([`wait`]). Nothing here is a mock.
+//! condition waits with deadlines ([`wait`]), and network namespaces for
+//! multi-host tests ([`netns`]). Nothing here is a mock.
 
 pub mod admin;
 pub mod backends;
 pub mod client;
 pub mod cluster;
+pub mod netns;
 pub mod process;
 pub mod wait;
 

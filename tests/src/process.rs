@@ -98,10 +98,21 @@ impl Raftlb {
     /// runs in its own scratch directory, so relative paths in the config
     /// (the default `data_dir`) are private to it.
     pub fn spawn(config: &str) -> Raftlb {
+        Self::spawn_with(Command::new(binary()), config)
+    }
+
+    /// [`Raftlb::spawn`] inside network namespace `ns`.
+    pub fn spawn_in(ns: &str, config: &str) -> Raftlb {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).arg(binary());
+        Self::spawn_with(command, config)
+    }
+
+    fn spawn_with(mut command: Command, config: &str) -> Raftlb {
         let dir = TempDir::new("node");
         let config_path = dir.write("raftlb.toml", config);
         let log = dir.path().join("raftlb.log");
-        let child = Command::new(binary())
+        let child = command
             .args(["run", "--config"])
             .arg(&config_path)
             .current_dir(dir.path())

@@ -1,0 +1,172 @@
+//! The kernel-side fence: nftables rules that let this host answer ARP for
+//! a VIP, and accept traffic to it, only while the VIP is an element of a
+//! `lease` set whose elements expire by themselves. Each renewal re-adds
+//! the element with a fresh timeout; a process that is killed, frozen or
+//! wedged stops renewing, and within one lease its kernel stops claiming
+//! the address even though the address is still configured.
+//!
+//! ```text
+//! table arp raftlb  { output: arp saddr ip @lease accept; arp saddr ip @vips drop }
+//! table inet raftlb { input:  ip daddr @lease accept;     ip daddr @vips drop }
+//! ```
+//!
+//! The tables are created once at start (by `nft -f -`, replacing any a
+//! previous run left), renewals go through netlink from the process.
+
+use super::netlink::{self, Message, NETLINK_NETFILTER, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const TABLE: &str = "raftlb";
+const LEASE_SET: &str = "lease";
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFPROTO_INET: u8 = 1;
+const NFPROTO_ARP: u8 = 3;
+
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+const NFTA_DATA_VALUE: u16 = 1;
+
+/// The two families whose tables hold a `lease` set.
+const FAMILIES: [u8; 2] = [NFPROTO_ARP, NFPROTO_INET];
+
+/// The ruleset fencing `vips`, replacing whatever a previous run left.
+fn ruleset(vips: &[Ipv4Addr]) -> String {
+    let list: Vec<String> = vips.iter().map(ToString::to_string).collect();
+    let elements = list.join(", ");
+    format!(
+        "table arp {TABLE} {{}}\ndelete table arp {TABLE}\n\
+         table arp {TABLE} {{\n\
+           set {LEASE_SET} {{ type ipv4_addr; flags timeout; }}\n\
+           set vips {{ type ipv4_addr; elements = {{ {elements} }} }}\n\
+           chain output {{ type filter hook output priority 0; policy accept;\n\
+             arp saddr ip @{LEASE_SET} accept\n\
+             arp saddr ip @vips drop\n\
+           }}\n\
+         }}\n\
+         table inet {TABLE} {{}}\ndelete table inet {TABLE}\n\
+         table inet {TABLE} {{\n\
+           set {LEASE_SET} {{ type ipv4_addr; flags timeout; }}\n\
+           set vips {{ type ipv4_addr; elements = {{ {elements} }} }}\n\
+           chain input {{ type filter hook input priority -150; policy accept;\n\
+             ip daddr @{LEASE_SET} accept\n\
+             ip daddr @vips drop\n\
+           }}\n\
+         }}\n"
+    )
+}
+
+/// Installs the fence for `vips` with no lease held: until [`renew`], this
+/// host neither answers ARP for them nor accepts traffic to them.
+pub fn install(vips: &[Ipv4Addr]) -> io::Result<()> {
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run nft (is the nftables package installed?): {e}"),
+            )
+        })?;
+    if let Some(mut stdin) = nft.stdin.take() {
+        stdin.write_all(ruleset(vips).as_bytes())?;
+    }
+    let output = nft.wait_with_output()?;
+    if !output.status.success() {
+        return Err(io::Error::other(format!(
+            "nft refused the fence ruleset: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn nfgen(family: u8, res_id: u16) -> [u8; 4] {
+    let id = res_id.to_be_bytes();
+    [family, 0, id[0], id[1]]
+}
+
+fn batch(messages: impl IntoIterator<Item = Message>) -> Vec<Message> {
+    let edge = |kind| Message::new(kind, NLM_F_REQUEST).fixed(&nfgen(0, NFNL_SUBSYS_NFTABLES));
+    let mut all = vec![edge(NFNL_MSG_BATCH_BEGIN)];
+    all.extend(messages);
+    all.push(edge(NFNL_MSG_BATCH_END));
+    all
+}
+
+fn element_message(kind: u16, flags: u16, family: u8, vip: Ipv4Addr, timeout: Option<Duration>) -> Message {
+    let mut m = Message::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags)
+        .fixed(&nfgen(family, 0))
+        .attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+        .attr_str(NFTA_SET_ELEM_LIST_SET, LEASE_SET)
+        .begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS)
+        .begin_nested(NFTA_LIST_ELEM)
+        .begin_nested(NFTA_SET_ELEM_KEY)
+        .attr(NFTA_DATA_VALUE, &vip.octets())
+        .end_nested();
+    if let Some(timeout) = timeout {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        // Timeout and expiration both: re-adding an element that exists
+        // only moves its expiry when the expiration is given.
+        m = m
+            .attr(NFTA_SET_ELEM_TIMEOUT, &millis.to_be_bytes())
+            .attr(NFTA_SET_ELEM_EXPIRATION, &millis.to_be_bytes());
+    }
+    m.end_nested().end_nested()
+}
+
+/// Grants this host `vips` for `lease` from now, in one transaction.
+pub fn renew(vips: &[Ipv4Addr], lease: Duration) -> io::Result<()> {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+    let messages = FAMILIES
+        .iter()
+        .flat_map(|family| vips.iter().map(move |vip| (*family, *vip)))
+        .map(|(family, vip)| element_message(NFT_MSG_NEWSETELEM, flags, family, vip, Some(lease)));
+    netlink::request(NETLINK_NETFILTER, batch(messages), &[])
+}
+
+/// Withdraws the lease on `vips` now (absent elements are fine).
+pub fn revoke(vips: &[Ipv4Addr]) -> io::Result<()> {
+    // One transaction per element: a missing one must not abort the rest.
+    let mut result = Ok(());
+    for family in FAMILIES {
+        for vip in vips {
+            let message = element_message(NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, family, *vip, None);
+            let outcome = netlink::request(NETLINK_NETFILTER, batch([message]), &[libc::ENOENT]);
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+    }
+    result
+}
+
+/// Removes the fence tables (at shutdown, after the addresses are gone).
+pub fn remove() -> io::Result<()> {
+    let messages = FAMILIES.iter().map(|family| {
+        Message::new(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE,
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+        .fixed(&nfgen(*family, 0))
+        .attr_str(NFTA_TABLE_NAME, TABLE)
+    });
+    netlink::request(NETLINK_NETFILTER, batch(messages), &[libc::ENOENT])
+}

@@ -1,0 +1,230 @@
+//! Virtual IPs owned by the Raft leader, fenced by a lease.
+//!
+//! A node holds its VIPs only while it holds a lease: it is leader and a
+//! quorum has answered it within the lease. Every heartbeat interval the
+//! leader confirms its leadership with a quorum round trip
+//! ([`Raft::get_read_log_id`], which sends every voter a heartbeat and
+//! waits for a quorum of answers) and, measured from just *before* that round trip
+//! on the monotonic clock, renews the kernel fence ([`fence`]) for what is
+//! left of the lease. The lease is one election timeout, half of openraft's
+//! leader lease: a follower that answered the round trip refuses to vote for
+//! anyone else for two election timeouts after it answered, so no other node
+//! can become leader, and claim, before this node's fence has expired. A
+//! killed, frozen or partitioned owner stops renewing, and its kernel stops
+//! answering ARP for the VIP and accepting traffic to it when the lease runs
+//! out, with no code of ours running.
+//!
+//! - [`netlink`]: the netlink requests both of the following use.
+//! - [`address`]: adding and removing the address (rtnetlink).
+//! - [`fence`]: the nftables lease sets and their renewal.
+//! - [`announce`]: gratuitous ARP.
+
+pub mod address;
+pub mod announce;
+pub mod fence;
+pub mod netlink;
+
+use crate::control::types::Raft;
+use openraft::ServerState;
+use raftlb_config::{RaftTiming, VipSpec};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Gratuitous ARPs sent back to back when a VIP is claimed (one may be lost).
+const CLAIM_ANNOUNCEMENTS: usize = 3;
+/// How often a held VIP is announced again, for caches that aged out.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    #[error("VIP {vip}: interface \"{interface}\": {source}")]
+    Interface {
+        vip: Ipv4Addr,
+        interface: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot remove a stale VIP {vip} from \"{interface}\" (raftlb needs CAP_NET_ADMIN to manage VIPs): {source}"
+    )]
+    Stale {
+        vip: Ipv4Addr,
+        interface: String,
+        source: std::io::Error,
+    },
+    #[error("cannot install the VIP fence (nftables; raftlb needs CAP_NET_ADMIN): {0}")]
+    Fence(std::io::Error),
+}
+
+/// One VIP, resolved on this host.
+#[derive(Debug, Clone)]
+struct Vip {
+    spec: VipSpec,
+    index: u32,
+    mac: [u8; 6],
+}
+
+/// The running VIP manager; [`VipManager::stop`] releases every VIP.
+#[derive(Debug)]
+pub struct VipManager {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl VipManager {
+    /// Resolves the interfaces, removes any VIP address a previous run left
+    /// behind, installs the fence holding no lease, then follows leadership.
+    pub fn start(raft: Raft, specs: &[VipSpec], timing: RaftTiming) -> Result<VipManager, VipError> {
+        let mut vips = Vec::new();
+        for spec in specs {
+            let interface_error = |source| VipError::Interface {
+                vip: spec.address,
+                interface: spec.interface.clone(),
+                source,
+            };
+            let index = address::interface_index(&spec.interface).map_err(interface_error)?;
+            let mac = announce::mac_address(&spec.interface).map_err(interface_error)?;
+            address::remove(index, spec.address, spec.prefix_len).map_err(|source| VipError::Stale {
+                vip: spec.address,
+                interface: spec.interface.clone(),
+                source,
+            })?;
+            vips.push(Vip {
+                spec: spec.clone(),
+                index,
+                mac,
+            });
+        }
+        let addresses: Vec<Ipv4Addr> = vips.iter().map(|v| v.spec.address).collect();
+        fence::install(&addresses).map_err(VipError::Fence)?;
+        let stop = CancellationToken::new();
+        let owner = Owner {
+            raft,
+            vips,
+            addresses,
+            lease: timing.election_timeout,
+            fenced: false,
+            held: false,
+            next_announcement: Instant::now(),
+        };
+        let task = tokio::spawn(owner.run(timing.heartbeat_interval, stop.clone()));
+        Ok(VipManager { stop, task })
+    }
+
+    /// Releases every VIP and removes the fence.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        if let Err(e) = fence::remove() {
+            tracing::warn!(error = %e, "could not remove the VIP fence tables");
+        }
+    }
+}
+
+/// The lease loop's state.
+struct Owner {
+    raft: Raft,
+    vips: Vec<Vip>,
+    addresses: Vec<Ipv4Addr>,
+    lease: Duration,
+    /// The fence may hold a lease element (renewed and not yet revoked).
+    fenced: bool,
+    /// The addresses are on their interfaces.
+    held: bool,
+    next_announcement: Instant,
+}
+
+impl Owner {
+    async fn run(mut self, every: Duration, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(every) => {}
+            }
+            match self.renew().await {
+                Ok(()) => self.claim_or_announce(),
+                Err(reason) => self.release(&reason),
+            }
+        }
+        self.release("shutting down");
+    }
+
+    /// Renews the fence if this node is leader with a fresh quorum; says
+    /// why not otherwise.
+    async fn renew(&mut self) -> Result<(), String> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return Err("not the leader".to_string());
+        }
+        let asked = Instant::now();
+        match tokio::time::timeout(self.lease, self.raft.get_read_log_id()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("leadership not confirmed: {e}")),
+            Err(_) => return Err(format!("no quorum answered within the lease ({:?})", self.lease)),
+        }
+        let remaining = self.lease.saturating_sub(asked.elapsed());
+        if remaining.is_zero() {
+            return Err("the lease ran out while it was being confirmed".to_string());
+        }
+        self.fenced = true;
+        fence::renew(&self.addresses, remaining).map_err(|e| format!("cannot renew the fence: {e}"))?;
+        // Stalled between measuring and renewing (a pause, a stop): the
+        // kernel was just given more time than is left; take it back.
+        if asked.elapsed() >= self.lease {
+            return Err("the lease ran out while the fence was renewed".to_string());
+        }
+        Ok(())
+    }
+
+    fn claim_or_announce(&mut self) {
+        if !self.held {
+            for vip in &self.vips {
+                if let Err(e) = address::add(vip.index, vip.spec.address, vip.spec.prefix_len) {
+                    self.release(&format!(
+                        "cannot add {} to {}: {e}",
+                        vip.spec.address, vip.spec.interface
+                    ));
+                    return;
+                }
+            }
+            self.held = true;
+            let term = self.raft.metrics().borrow().current_term;
+            tracing::info!(vips = ?self.addresses, term, lease = ?self.lease, "VIPs claimed");
+            self.announce(CLAIM_ANNOUNCEMENTS);
+        } else if Instant::now() >= self.next_announcement {
+            self.announce(1);
+        }
+    }
+
+    fn announce(&mut self, times: usize) {
+        for vip in &self.vips {
+            for _ in 0..times {
+                if let Err(e) = announce::gratuitous_arp(vip.index, vip.mac, vip.spec.address) {
+                    tracing::warn!(vip = %vip.spec.address, error = %e, "gratuitous ARP not sent");
+                }
+            }
+        }
+        self.next_announcement = Instant::now() + REANNOUNCE_EVERY;
+    }
+
+    /// Withdraws the lease and the addresses. The fence goes first: from
+    /// then on the kernel disowns the VIPs even if removing them fails.
+    fn release(&mut self, reason: &str) {
+        if self.fenced {
+            if let Err(e) = fence::revoke(&self.addresses) {
+                tracing::warn!(error = %e, "could not revoke the VIP lease (it expires by itself)");
+            }
+            self.fenced = false;
+        }
+        if !self.held {
+            return;
+        }
+        for vip in &self.vips {
+            if let Err(e) = address::remove(vip.index, vip.spec.address, vip.spec.prefix_len) {
+                tracing::warn!(vip = %vip.spec.address, error = %e, "could not remove the VIP (fenced anyway)");
+            }
+        }
+        self.held = false;
+        tracing::info!(vips = ?self.addresses, reason, "VIPs released");
+    }
+}
