@@ -291,7 +291,10 @@ fn vips() {
     let text = "[node]\nid = 1\n[[vip]]\naddress = \"198.18.0.100/24\"\ninterface = \"eth0\"\n";
     let config = parse("lb.toml", text).expect("valid");
     assert_eq!(config.vips.len(), 1);
-    assert_eq!(config.vips[0].address, "198.18.0.100".parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!(
+        config.vips[0].address,
+        "198.18.0.100".parse::<std::net::Ipv4Addr>().unwrap()
+    );
     assert_eq!(config.vips[0].prefix_len, 24);
     assert_eq!(config.vips[0].placement, raftlb_config::Placement::Leader);
 

@@ -9,11 +9,13 @@
 //! multi-host tests ([`netns`]). Nothing here is a mock.
 
 pub mod admin;
+pub mod arp;
 pub mod backends;
 pub mod client;
 pub mod cluster;
 pub mod netns;
 pub mod process;
+pub mod site;
 pub mod wait;
 
 /// A TCP and UDP port free on 127.0.0.1, never the same twice in one test

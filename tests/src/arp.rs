@@ -1,0 +1,251 @@
+//! Who answers ARP for an address, seen from one host: a prober that asks
+//! every few milliseconds on a raw packet socket and records every reply
+//! with its sender's MAC on the monotonic clock (all namespaces share it).
+//! Two different MACs answering the same round of questions is two hosts
+//! claiming one address at once: the overlap a VIP must never have.
+#![allow(unsafe_code)] // AF_PACKET sockets: std has none.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ETH_P_ARP: u16 = 0x0806;
+
+/// One ARP reply for the probed address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub at: Instant,
+    pub mac: [u8; 6],
+}
+
+/// A running prober; [`ArpProbe::finish`] stops it and returns what it saw.
+#[derive(Debug)]
+pub struct ArpProbe {
+    stop: Arc<AtomicBool>,
+    replies: Arc<Mutex<Vec<Reply>>>,
+    asking: std::thread::JoinHandle<()>,
+    listening: std::thread::JoinHandle<()>,
+}
+
+fn packet_socket() -> OwnedFd {
+    let protocol = i32::from(ETH_P_ARP.to_be());
+    // SAFETY: plain socket(2); owned right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor nobody else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Interface `name`'s index and MAC in namespace `ns`, from `ip` (sysfs
+/// shows the root namespace to a thread that merely entered another).
+fn link(ns: &str, name: &str) -> (i32, [u8; 6]) {
+    let output = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", name])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let index = text.split(':').next().and_then(|i| i.trim().parse().ok());
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(|m| {
+            let mut mac = [0u8; 6];
+            for (byte, part) in mac.iter_mut().zip(m.split(':')) {
+                *byte = u8::from_str_radix(part, 16).expect("MAC byte");
+            }
+            mac
+        });
+    match (index, mac) {
+        (Some(index), Some(mac)) => (index, mac),
+        _ => panic!("no Ethernet link {name} in {ns}: {text}"),
+    }
+}
+
+fn who_has(mac: [u8; 6], me: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(42);
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&me.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
+}
+
+impl ArpProbe {
+    /// Starts asking "who has `target`" every `every` from `me` on
+    /// `interface` of namespace `ns`, and recording the replies.
+    pub fn start(ns: &str, interface: &str, me: Ipv4Addr, target: Ipv4Addr, every: Duration) -> ArpProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let (index, mac) = link(ns, interface);
+        let (ns_l, stop_l, replies_l) = (ns.to_string(), Arc::clone(&stop), Arc::clone(&replies));
+        let listening = std::thread::spawn(move || {
+            crate::netns::enter(&ns_l);
+            listen(index, target, &stop_l, &replies_l);
+        });
+        let (ns_a, stop_a) = (ns.to_string(), Arc::clone(&stop));
+        let asking = std::thread::spawn(move || {
+            crate::netns::enter(&ns_a);
+            ask(index, who_has(mac, me, target), every, &stop_a);
+        });
+        ArpProbe {
+            stop,
+            replies,
+            asking,
+            listening,
+        }
+    }
+
+    /// Replies so far.
+    pub fn replies(&self) -> Vec<Reply> {
+        self.replies.lock().expect("replies").clone()
+    }
+
+    /// Stops probing and returns every reply, in order.
+    pub fn finish(self) -> Vec<Reply> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.asking.join().expect("asking thread");
+        self.listening.join().expect("listening thread");
+        self.replies.lock().expect("replies").clone()
+    }
+}
+
+fn ask(index: i32, frame: Vec<u8>, every: Duration, stop: &AtomicBool) {
+    let socket = packet_socket();
+    // SAFETY: a zeroed sockaddr_ll, filled in below.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = ETH_P_ARP.to_be();
+    to.sll_ifindex = index;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: the frame and address outlive the call.
+        unsafe {
+            libc::sendto(
+                socket.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const to).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            );
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn listen(index: i32, target: Ipv4Addr, stop: &AtomicBool, replies: &Mutex<Vec<Reply>>) {
+    let socket = packet_socket();
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 50_000,
+    };
+    // SAFETY: a valid timeval of the size passed.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+    let mut frame = [0u8; 1600];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: a zeroed sockaddr_ll the kernel fills in.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: buffers valid for the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                socket.as_raw_fd(),
+                frame.as_mut_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw mut from).cast(),
+                &raw mut len,
+            )
+        };
+        let at = Instant::now();
+        if n < 42 || from.sll_ifindex != index {
+            continue;
+        }
+        let is_reply = frame[20..22] == [0, 2];
+        let sender_ip = Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
+        if is_reply && sender_ip == target {
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&frame[22..28]);
+            replies.lock().expect("replies").push(Reply { at, mac });
+        }
+    }
+}
+
+/// When each MAC answered: runs of replies no more than three probe
+/// periods apart, each held until one period after its last reply.
+pub fn claims(replies: &[Reply], every: Duration) -> Vec<([u8; 6], Instant, Instant)> {
+    let mut claims: Vec<([u8; 6], Instant, Instant)> = Vec::new();
+    for reply in replies {
+        let open = claims
+            .iter_mut()
+            .rev()
+            .find(|(mac, _, end)| *mac == reply.mac && reply.at <= *end + every * 2);
+        match open {
+            Some((_, _, end)) => *end = (*end).max(reply.at + every),
+            None => claims.push((reply.mac, reply.at, reply.at + every)),
+        }
+    }
+    claims
+}
+
+/// How long two hosts answered for the address at once: the summed
+/// intersection of claims by different MACs. A handover (one host stops,
+/// another starts later) is zero; two hosts answering the same question, or
+/// taking turns, is not.
+pub fn overlap(replies: &[Reply], every: Duration) -> Duration {
+    let claims = claims(replies, every);
+    let mut total = Duration::ZERO;
+    for (i, (mac_a, start_a, end_a)) in claims.iter().enumerate() {
+        for (mac_b, start_b, end_b) in &claims[i + 1..] {
+            if mac_a != mac_b {
+                let start = (*start_a).max(*start_b);
+                let end = (*end_a).min(*end_b);
+                total += end.saturating_duration_since(start);
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replies(script: &[(u64, u8)]) -> Vec<Reply> {
+        let zero = Instant::now();
+        script
+            .iter()
+            .map(|(ms, host)| Reply {
+                at: zero + Duration::from_millis(*ms),
+                mac: [2, 0, 0, 0, 0, *host],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_handover_is_no_overlap_and_taking_turns_is() {
+        let every = Duration::from_millis(5);
+        let handover = replies(&[(0, 1), (5, 1), (10, 1), (500, 2), (505, 2)]);
+        assert_eq!(overlap(&handover, every), Duration::ZERO);
+        let same_question = replies(&[(0, 1), (5, 1), (5, 2), (10, 1), (10, 2)]);
+        assert!(overlap(&same_question, every) >= Duration::from_millis(5));
+        let turns = replies(&[(0, 1), (5, 2), (10, 1), (15, 2)]);
+        assert!(overlap(&turns, every) >= Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,262 @@
+//! A balancer site in network namespaces: three `raftlb` nodes (lb1–lb3,
+//! 198.18.0.1–3) forming one cluster that owns the VIP 198.18.0.100, a
+//! backend host (198.18.0.5) served by an in-process HTTP backend, and a
+//! client host (198.18.0.4) that requests the VIP at a constant rate. Built
+//! on [`Lab`](crate::netns::Lab); everything goes away on drop.
+
+use crate::backends::HttpBackend;
+use crate::netns::{self, Lab};
+use crate::process::{Raftlb, TempDir, binary};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BALANCERS: [&str; 3] = ["lb1", "lb2", "lb3"];
+const HOSTS: [&str; 5] = ["lb1", "lb2", "lb3", "client", "backend"];
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const CLUSTER: &str = "vip-test";
+const TOKEN: &str = "t";
+
+/// One request through the VIP: when it started and ended, whether it got a 200.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    pub start: Instant,
+    pub end: Instant,
+    pub ok: bool,
+}
+
+#[derive(Debug)]
+pub struct Site {
+    pub lab: Lab,
+    pub nodes: Vec<Raftlb>,
+    root: TempDir,
+    _backend: HttpBackend,
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+    stop_client: Arc<AtomicBool>,
+    client: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Site {
+    /// Builds the lab, starts the backend, the three nodes and the client,
+    /// and waits until the VIP answers.
+    pub async fn start() -> Site {
+        let lab = Lab::build(&HOSTS);
+        let backend_address = lab.address("backend");
+        let listener = netns::on_host(&lab.ns("backend"), move || {
+            std::net::TcpListener::bind((backend_address, 80)).expect("bind the backend")
+        });
+        let backend = HttpBackend::serve("backend", listener);
+        let mut site = Site {
+            lab,
+            nodes: Vec::new(),
+            root: TempDir::new("site"),
+            _backend: backend,
+            attempts: Arc::default(),
+            stop_client: Arc::default(),
+            client: None,
+        };
+        for i in 0..BALANCERS.len() {
+            let node = Raftlb::spawn_in(&site.lab.ns(BALANCERS[i]), &site.config(i));
+            site.nodes.push(node);
+        }
+        for node in &mut site.nodes {
+            node.ready(&[]).await;
+        }
+        site.client = Some(client(
+            site.lab.ns("client"),
+            Arc::clone(&site.attempts),
+            Arc::clone(&site.stop_client),
+        ));
+        let start = Instant::now();
+        site.wait_for("the VIP answers", Duration::from_secs(10), || {
+            site.answered_since(start)
+        })
+        .await;
+        site
+    }
+
+    /// Node `i`'s configuration file.
+    pub fn config(&self, i: usize) -> String {
+        let peers: Vec<String> = BALANCERS
+            .iter()
+            .enumerate()
+            .map(|(n, h)| format!("{} = \"{}:7000\"", n + 1, self.lab.address(h)))
+            .collect();
+        format!(
+            "[node]\nid = {id}\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
+             [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n\n\
+             [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:8080\"\npool = \"app\"\n\n\
+             [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}:80\" }}]\n\n\
+             [[vip]]\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n",
+            id = i + 1,
+            dir = self.root.path().join(format!("node{}", i + 1)).display(),
+            me = self.lab.address(BALANCERS[i]),
+            peers = peers.join(", "),
+            backend = self.lab.address("backend"),
+        )
+    }
+
+    /// When the first request that started after `since` got a 200.
+    pub fn answered_since(&self, since: Instant) -> Option<Instant> {
+        let attempts = self.attempts.lock().expect("attempts");
+        attempts.iter().find(|a| a.ok && a.start > since).map(|a| a.end)
+    }
+
+    /// The requests after `since` that failed.
+    pub fn failed_since(&self, since: Instant) -> usize {
+        let attempts = self.attempts.lock().expect("attempts");
+        attempts.iter().filter(|a| !a.ok && a.start > since).count()
+    }
+
+    /// The balancers whose eth0 carries the VIP (a killed or frozen one
+    /// keeps the address; its fence disowns it).
+    pub fn holders(&self) -> Vec<usize> {
+        (0..BALANCERS.len())
+            .filter(|i| {
+                let output = Command::new("ip")
+                    .args([
+                        "-n",
+                        &self.lab.ns(BALANCERS[*i]),
+                        "-4",
+                        "addr",
+                        "show",
+                        "dev",
+                        "eth0",
+                    ])
+                    .output()
+                    .expect("ip addr show");
+                String::from_utf8_lossy(&output.stdout).contains(&format!("{VIP}/"))
+            })
+            .collect()
+    }
+
+    /// The one balancer holding the VIP; waits until there is exactly one.
+    pub async fn owner(&self) -> usize {
+        self.wait_for("exactly one VIP holder", Duration::from_secs(5), || {
+            match self.holders().as_slice() {
+                [one] => Some(*one),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Starts node `i` again and waits until it has caught up with the leader.
+    pub async fn restart(&mut self, i: usize) {
+        self.nodes[i] = Raftlb::spawn_in(&self.lab.ns(BALANCERS[i]), &self.config(i));
+        self.nodes[i].ready(&[]).await;
+        // Ready means serving the state it had on disk; wait until it has
+        // heard the current leader too.
+        self.wait_for("the restarted node catches up", Duration::from_secs(10), || {
+            self.caught_up(i).then_some(())
+        })
+        .await;
+    }
+
+    /// Whether every member, as node `i` reports them, has applied the same index.
+    pub fn caught_up(&self, i: usize) -> bool {
+        let json = self.ctl(i, &["--json", "status"]);
+        let applied: Vec<&str> = json
+            .split("\"applied_index\":")
+            .skip(1)
+            .filter_map(|rest| rest.split([',', '}']).next())
+            .map(str::trim)
+            .collect();
+        applied.len() == BALANCERS.len() && applied.iter().all(|a| *a == applied[0] && *a != "0")
+    }
+
+    /// `raftlb ctl ARGS` against node `i`, run on node `i`'s host; its stdout.
+    pub fn ctl(&self, i: usize, args: &[&str]) -> String {
+        let node = format!("{}:7000", self.lab.address(BALANCERS[i]));
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.lab.ns(BALANCERS[i])])
+            .arg(binary())
+            .args(["ctl", "--node", &node, "--cluster", CLUSTER, "--token", TOKEN])
+            .args(args)
+            .output()
+            .expect("run raftlb ctl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Polls `probe` every 5 ms until it returns a value.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = probe() {
+                return value;
+            }
+            assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.stop_client.store(true, Ordering::Relaxed);
+        if let Some(client) = self.client.take() {
+            let _ = client.join();
+        }
+    }
+}
+
+fn request(to: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&to, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// The client host: a new connection and request to the VIP every 5 ms.
+fn client(
+    ns: String,
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        netns::enter(&ns);
+        let to = SocketAddr::from((VIP, 8080));
+        while !stop.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            let ok = request(to);
+            let end = Instant::now();
+            attempts
+                .lock()
+                .expect("attempts")
+                .push(Attempt { start, end, ok });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// Sends `signal` (`"STOP"`, `"CONT"`, `"KILL"`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// p-th percentile of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
