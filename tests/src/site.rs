@@ -58,8 +58,8 @@ impl Site {
             stop_client: Arc::default(),
             client: None,
         };
-        for i in 0..BALANCERS.len() {
-            let node = Raftlb::spawn_in(&site.lab.ns(BALANCERS[i]), &site.config(i));
+        for (i, host) in BALANCERS.iter().enumerate() {
+            let node = Raftlb::spawn_in(&site.lab.ns(host), &site.config(i));
             site.nodes.push(node);
         }
         for node in &mut site.nodes {
