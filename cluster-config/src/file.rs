@@ -6,7 +6,7 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
     AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
-    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, TokenSource, VipSpec,
+    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipSpec,
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
 use std::collections::BTreeMap;
@@ -30,6 +30,18 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let pools = each(&mut reader, root.optional("pool"), pool);
     let listeners = each(&mut reader, root.optional("listener"), listener);
     let vip_fields = root.optional("vip");
+    if let (
+        Some(f),
+        Some(NodeSpec {
+            role: Role::Witness, ..
+        }),
+    ) = (&vip_fields, &node)
+    {
+        reader.field_error(
+            f,
+            "a witness owns no VIP (it runs no data plane); remove [[vip]] or set role = \"balancer\"",
+        );
+    }
     let vips = each(&mut reader, vip_fields, vip);
     root.finish(&mut reader);
 
@@ -104,9 +116,18 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
         }
         parsed
     });
+    let role = match s.optional("role") {
+        Some(f) => reader.choice(
+            &f,
+            "role",
+            &[("balancer", Role::Balancer), ("witness", Role::Witness)],
+        ),
+        None => Some(Role::Balancer),
+    };
     s.finish(reader);
     let id = id?;
     Some(NodeSpec {
+        role: role?,
         id,
         data_dir: data_dir.unwrap_or_else(|| Some(format!("./data/node{id}")))?,
         drain_timeout: drain_timeout.unwrap_or(Some(NodeSpec::DEFAULT_DRAIN_TIMEOUT))?,

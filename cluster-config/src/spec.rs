@@ -45,6 +45,7 @@ pub enum Placement {
 pub struct NodeSpec {
     /// Node id, unique in the cluster, ≥ 1.
     pub id: u64,
+    pub role: Role,
     /// Where the node keeps its state.
     pub data_dir: String,
     /// How long a stopping node lets in-flight requests and connections finish.
@@ -53,6 +54,16 @@ pub struct NodeSpec {
     /// bind on this node, so nodes sharing a host (demo, tests) can each serve
     /// the same replicated listener on their own address.
     pub bind_ip: Option<IpAddr>,
+}
+
+/// What a node does besides Raft (`[node] role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Serves the listeners and may own VIPs.
+    Balancer,
+    /// Votes and stores the log, never stands for leader, serves no traffic
+    /// and owns no VIP: the third vote of a two-balancer pair.
+    Witness,
 }
 
 impl NodeSpec {

@@ -7,7 +7,7 @@ use crate::dataplane::{DataPlane, StartError};
 use crate::view::{ClusterView, SharedView};
 use crate::vip::{VipError, VipManager};
 use arc_swap::ArcSwap;
-use raftlb_config::{ClusterState, Config, ConfigErrors, ListenerSpec};
+use raftlb_config::{ClusterState, Config, ConfigErrors, ListenerSpec, Role};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,16 +58,21 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let control = ControlPlane::start(&config, config_path).await?;
+    let witness = config.node.role == Role::Witness;
     let vips = match config.vips.is_empty() {
         true => None,
         false => Some(VipManager::start(
             control.raft.clone(),
+            control.leadership.clone(),
             &config.vips,
             config.membership.timing,
         )?),
     };
     let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
-    let mut dataplane = DataPlane::start(Arc::clone(&view), workers)?;
+    let mut dataplane = match witness {
+        true => None,
+        false => Some(DataPlane::start(Arc::clone(&view), workers)?),
+    };
     let node = config.node.id;
     let mut applied = control.applied.clone();
     let follow = async {
@@ -89,13 +94,16 @@ pub async fn run(
                         ..l.clone()
                     })
                     .collect();
-                for error in dataplane.reconcile(&local).await {
-                    tracing::error!(error = %error, "listener not served");
+                if let Some(dataplane) = dataplane.as_mut() {
+                    for error in dataplane.reconcile(&local).await {
+                        tracing::error!(error = %error, "listener not served");
+                    }
                 }
                 let index = current.last_applied.map_or(0, |id| id.index);
                 if !ready {
                     ready = true;
-                    tracing::info!(node, listeners = spec.listeners.len(), index, "raftlb node ready");
+                    let listeners = if witness { 0 } else { spec.listeners.len() };
+                    tracing::info!(node, witness, listeners, index, "raftlb node ready");
                 } else {
                     tracing::debug!(index, "data plane follows the new state");
                 }
@@ -120,7 +128,10 @@ pub async fn run(
         vips.stop().await;
     }
     tracing::info!(timeout = ?config.node.drain_timeout, "stopping: no new connections, draining");
-    let open = dataplane.drain(config.node.drain_timeout).await;
+    let open = match dataplane {
+        Some(dataplane) => dataplane.drain(config.node.drain_timeout).await,
+        None => 0,
+    };
     if open > 0 {
         tracing::warn!(open, "drain timeout reached; closing the remaining connections");
     } else {

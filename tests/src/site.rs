@@ -32,6 +32,8 @@ pub struct Attempt {
 pub struct Site {
     pub lab: Lab,
     pub nodes: Vec<Raftlb>,
+    /// The node that is a witness (`role = "witness"`), if one is.
+    witness: Option<usize>,
     root: TempDir,
     _backend: HttpBackend,
     attempts: Arc<Mutex<Vec<Attempt>>>,
@@ -43,6 +45,11 @@ impl Site {
     /// Builds the lab, starts the backend, the three nodes and the client,
     /// and waits until the VIP answers.
     pub async fn start() -> Site {
+        Self::start_with(None).await
+    }
+
+    /// [`Site::start`] with node `witness` a witness: no listener, no VIP.
+    pub async fn start_with(witness: Option<usize>) -> Site {
         let lab = Lab::build(&HOSTS);
         let backend_address = lab.address("backend");
         let listener = netns::on_host(&lab.ns("backend"), move || {
@@ -52,6 +59,7 @@ impl Site {
         let mut site = Site {
             lab,
             nodes: Vec::new(),
+            witness,
             root: TempDir::new("site"),
             _backend: backend,
             attempts: Arc::default(),
@@ -85,12 +93,18 @@ impl Site {
             .enumerate()
             .map(|(n, h)| format!("{} = \"{}:7000\"", n + 1, self.lab.address(h)))
             .collect();
+        let witness = self.witness == Some(i);
+        let role = if witness { "witness" } else { "balancer" };
+        let vip = if witness {
+            String::new()
+        } else {
+            format!("[[vip]]\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n")
+        };
         format!(
-            "[node]\nid = {id}\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
+            "[node]\nid = {id}\nrole = \"{role}\"\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
              [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n\n\
              [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:8080\"\npool = \"app\"\n\n\
-             [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}:80\" }}]\n\n\
-             [[vip]]\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n",
+             [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}:80\" }}]\n\n{vip}",
             id = i + 1,
             dir = self.root.path().join(format!("node{}", i + 1)).display(),
             me = self.lab.address(BALANCERS[i]),
@@ -206,6 +220,11 @@ impl Drop for Site {
             let _ = client.join();
         }
     }
+}
+
+/// One request from the client host to `to`; whether it got a 200.
+pub fn get_from_client(site: &Site, to: SocketAddr) -> bool {
+    netns::on_host(&site.lab.ns("client"), move || request(to))
 }
 
 fn request(to: SocketAddr) -> bool {

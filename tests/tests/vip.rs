@@ -8,8 +8,9 @@
 
 use raftlb_tests::arp::{self, ArpProbe};
 use raftlb_tests::root_or_skip;
-use raftlb_tests::site::{BALANCERS, Site, VIP, percentile, signal};
+use raftlb_tests::site::{BALANCERS, Site, VIP, get_from_client, percentile, signal};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,11 @@ async fn a_killed_owner_hands_the_vip_over_without_overlap() {
         overlap,
     );
     let claims = arp::claims(&replies, PROBE_EVERY);
-    assert!(claims.len() > TRIALS, "the prober saw {} claims for {TRIALS} handovers", claims.len());
+    assert!(
+        claims.len() > TRIALS,
+        "the prober saw {} claims for {TRIALS} handovers",
+        claims.len()
+    );
     assert_eq!(
         overlap,
         Duration::ZERO,
@@ -217,5 +222,93 @@ async fn an_isolated_owner_lets_go_and_another_takes_over() {
         overlap,
         Duration::ZERO,
         "two hosts answered ARP for the VIP at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_balancers_and_a_witness_fail_over_and_the_witness_never_owns() {
+    if !root_or_skip("VIP with a witness", "build network namespaces") {
+        return;
+    }
+    const WITNESS: usize = 2;
+    let mut site = Site::start_with(Some(WITNESS)).await;
+    let arp = probe(&site);
+    let witness_http = SocketAddr::from((site.lab.address(BALANCERS[WITNESS]), 8080));
+    assert!(
+        !get_from_client(&site, witness_http),
+        "a witness serves no traffic"
+    );
+    let mut failovers = Vec::new();
+    for trial in 0..3 {
+        let victim = site.owner().await;
+        assert_ne!(victim, WITNESS, "trial {trial}: the witness owns the VIP");
+        let killed = Instant::now();
+        site.nodes[victim].kill();
+        let answered = site
+            .wait_for(
+                &format!("trial {trial}: an answer after the kill"),
+                FAILOVER_BOUND,
+                || site.answered_since(killed),
+            )
+            .await;
+        failovers.push(answered - killed);
+        assert!(
+            !site.holders().contains(&WITNESS),
+            "trial {trial}: the witness holds the VIP"
+        );
+        site.restart(victim).await;
+    }
+    let replies = arp.finish();
+    let overlap = arp::overlap(&replies, PROBE_EVERY);
+    report(
+        "2 balancers + witness, kill -9 of the owner → answer via the VIP",
+        failovers,
+        overlap,
+    );
+    assert_eq!(
+        overlap,
+        Duration::ZERO,
+        "two hosts answered ARP for the VIP at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_the_survivor_keeps_forwarding_on_its_own_address_and_holds_no_vip() {
+    if !root_or_skip("quorum loss", "build network namespaces") {
+        return;
+    }
+    let mut site = Site::start().await;
+    let owner = site.owner().await;
+    let survivor = (owner + 1) % BALANCERS.len();
+    for i in (0..BALANCERS.len()).filter(|i| *i != survivor) {
+        site.nodes[i].kill();
+    }
+    let own_address = SocketAddr::from((site.lab.address(BALANCERS[survivor]), 8080));
+    // The VIP is released (only the dead hold it), yet the survivor serves
+    // on its own address with its last committed state.
+    site.wait_for("the survivor releases the VIP", Duration::from_secs(2), || {
+        (!site.holders().contains(&survivor)).then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        assert!(
+            get_from_client(&site, own_address),
+            "the survivor stopped forwarding"
+        );
+    }
+    let status = site
+        .wait_for(
+            "ctl status reports the lost quorum",
+            Duration::from_secs(5),
+            || {
+                let text = site.ctl(survivor, &["status"]);
+                text.contains("no quorum for").then_some(text)
+            },
+        )
+        .await;
+    println!("{status}");
+    assert!(
+        !site.holders().contains(&survivor),
+        "the survivor took the VIP without a quorum"
     );
 }

@@ -6,12 +6,13 @@
 //! gets `Unavailable` with a sentence saying so, never a hang.
 
 use super::auth::{AttachCredentials, Credentials};
+use super::leadership::Leadership;
 use super::network::{MAX_MESSAGE_BYTES, status_text};
 use super::state_machine::Applied;
 use super::types::{Node, NodeId, Raft};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ServerState};
-use raftlb_config::{Command, Outcome};
+use raftlb_config::{Command, Outcome, RaftTiming};
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::admin_server;
 use raftlb_proto::admin::{
@@ -21,7 +22,7 @@ use raftlb_proto::admin::{
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -37,12 +38,22 @@ const FORWARDED_HEADER: &str = "x-raftlb-forwarded";
 
 type LeaderClient = AdminClient<InterceptedService<Channel, AttachCredentials>>;
 
+/// What `status` needs to say whether this node sees a quorum.
+#[derive(Clone, Debug)]
+pub struct QuorumView {
+    pub leadership: watch::Receiver<Leadership>,
+    pub timing: RaftTiming,
+    /// When the node started: without a quorum since then if it never saw one.
+    pub started: Instant,
+}
+
 #[derive(Clone)]
 pub struct AdminService {
     me: NodeId,
     raft: Raft,
     applied: watch::Receiver<Arc<Applied>>,
     credentials: Credentials,
+    quorum: QuorumView,
     /// The client to the last leader forwarded to, by its address.
     leader: Arc<Mutex<Option<(String, LeaderClient)>>>,
 }
@@ -61,12 +72,14 @@ impl AdminService {
         raft: Raft,
         applied: watch::Receiver<Arc<Applied>>,
         credentials: Credentials,
+        quorum: QuorumView,
     ) -> Self {
         AdminService {
             me,
             raft,
             applied,
             credentials,
+            quorum,
             leader: Arc::default(),
         }
     }
@@ -227,6 +240,12 @@ impl admin_server::Admin for AdminService {
             millis_since_quorum_ack: metrics
                 .millis_since_quorum_ack
                 .map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            no_quorum_ms: self
+                .quorum
+                .leadership
+                .borrow()
+                .without_quorum(self.quorum.timing, self.quorum.started)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }))
     }
 

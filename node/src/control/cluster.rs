@@ -4,16 +4,17 @@
 //! a second `initialize`), seed the replicated state from the file, and warn
 //! when the file and the cluster state have drifted apart.
 
-use super::admin_service::AdminService;
+use super::admin_service::{AdminService, QuorumView};
 use super::auth::{Credentials, RequireCredentials};
 use super::data_dir::{self, DataDirError};
+use super::leadership::{self, Leadership};
 use super::log_store::{LogStore, OpenError};
 use super::network::{MAX_MESSAGE_BYTES, Network};
 use super::proposer::Proposer;
 use super::raft_service::RaftService;
 use super::state_machine::{Applied, StateMachine};
 use super::types::{Node, NodeId, Raft};
-use raftlb_config::{ClusterSpec, ClusterState, Command, Config, RaftTiming, TokenSource};
+use raftlb_config::{ClusterSpec, ClusterState, Command, Config, RaftTiming, Role, TokenSource};
 use raftlb_proto::admin::admin_server::{Admin, AdminServer};
 use raftlb_proto::admin::{ReadRequest, WriteRequest};
 use raftlb_proto::raft::raft_server::RaftServer;
@@ -78,6 +79,9 @@ pub struct ControlPlane {
     /// Where the data plane proposes changes.
     pub proposer: Proposer,
     proposing: JoinHandle<()>,
+    /// This node's standing, confirmed every heartbeat (the VIP lease).
+    pub leadership: watch::Receiver<Leadership>,
+    leading: JoinHandle<()>,
     stop_server: CancellationToken,
     server: Option<JoinHandle<()>>,
     seeding: JoinHandle<()>,
@@ -111,14 +115,32 @@ impl ControlPlane {
         .map_err(|e| ControlError::Raft(e.to_string()))?;
 
         let stop_server = CancellationToken::new();
-        let admin = AdminService::new(me, raft.clone(), applied.clone(), credentials.clone());
+        let (leadership, leading) = leadership::watch(raft.clone(), membership.timing);
+        let admin = AdminService::new(
+            me,
+            raft.clone(),
+            applied.clone(),
+            credentials.clone(),
+            QuorumView {
+                leadership: leadership.clone(),
+                timing: membership.timing,
+                started: std::time::Instant::now(),
+            },
+        );
         let server = match membership.raft {
             Some(address) => {
                 Some(serve(address, &raft, admin.clone(), &credentials, stop_server.clone()).await?)
             }
             None => None,
         };
-        form_cluster(&raft, me, membership.raft, &membership.peers).await;
+        if config.node.role == Role::Witness {
+            // A witness votes but never stands, and leaves forming the
+            // cluster (which starts an election) to the balancers: the
+            // leader, which owns the VIPs, is always a balancer.
+            raft.runtime_config().elect(false);
+        } else {
+            form_cluster(&raft, me, membership.raft, &membership.peers).await;
+        }
         let (proposer, proposing) = Proposer::start(admin.clone());
         let seeding = tokio::spawn(seed(
             admin,
@@ -131,6 +153,8 @@ impl ControlPlane {
             applied,
             proposer,
             proposing,
+            leadership,
+            leading,
             stop_server,
             server,
             seeding,
@@ -156,6 +180,7 @@ impl ControlPlane {
     pub async fn stop(mut self) {
         self.seeding.abort();
         self.proposing.abort();
+        self.leading.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft did not shut down cleanly");
         }

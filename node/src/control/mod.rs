@@ -10,6 +10,8 @@
 //! - [`network`] and [`raft_service`]: node-to-node Raft over tonic gRPC.
 //! - [`admin_service`]: the admin API `raftlb ctl` speaks.
 //! - [`proposer`]: the data plane's batching door into the log.
+//! - [`leadership`]: leadership confirmed by a quorum every heartbeat, and
+//!   since when a quorum has been missing.
 //! - [`auth`]: the cluster id and token every call carries and is checked for.
 //! - [`data_dir`]: the identity file that keeps a node off another's data.
 
@@ -17,6 +19,7 @@ pub mod admin_service;
 pub mod auth;
 pub mod cluster;
 pub mod data_dir;
+pub mod leadership;
 pub mod log_store;
 pub mod network;
 pub mod proposer;

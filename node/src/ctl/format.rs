@@ -56,6 +56,7 @@ pub fn status(status: &ClusterStatus) -> String {
                     term,
                     last_log_index,
                     applied_index,
+                    ..
                 } => row.extend([
                     state.clone(),
                     term.to_string(),
@@ -70,6 +71,17 @@ pub fn status(status: &ClusterStatus) -> String {
             row
         })
         .collect();
+    for member in &status.members {
+        if let MemberView::Answered { no_quorum_ms, .. } = &member.view
+            && *no_quorum_ms > 0
+        {
+            out.push_str(&format!(
+                "node {}: no quorum for {:.1} s; it serves its last committed state and holds no VIP\n",
+                member.id,
+                *no_quorum_ms as f64 / 1000.0
+            ));
+        }
+    }
     out.push_str(&table(
         &["ID", "ADDRESS", "ROLE", "STATE", "TERM", "LAST LOG", "APPLIED"],
         &rows,
@@ -190,7 +202,34 @@ mod tests {
             term,
             last_log_index: last,
             applied_index: applied,
+            no_quorum_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_member_without_quorum_gets_a_line_saying_so() {
+        let cluster = ClusterStatus {
+            cluster_id: "prod".to_string(),
+            leader: None,
+            term: 3,
+            members: vec![MemberStatus {
+                id: 2,
+                address: "10.0.0.2:7000".to_string(),
+                role: "voter".to_string(),
+                view: MemberView::Answered {
+                    state: "candidate".to_string(),
+                    term: 9,
+                    last_log_index: 10,
+                    applied_index: 10,
+                    no_quorum_ms: 3250,
+                },
+            }],
+        };
+        let text = status(&cluster);
+        assert_eq!(
+            text.lines().nth(1),
+            Some("node 2: no quorum for 3.2 s; it serves its last committed state and holds no VIP")
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum MemberView {
         term: u64,
         last_log_index: u64,
         applied_index: u64,
+        /// 0 while the member sees a quorum; else for how long it has not.
+        no_quorum_ms: u64,
     },
     Unreachable {
         unreachable: String,
@@ -64,6 +66,7 @@ impl MemberView {
             term: reply.term,
             last_log_index: reply.last_log_index,
             applied_index: reply.applied_index,
+            no_quorum_ms: reply.no_quorum_ms,
         }
     }
 }
@@ -186,6 +189,7 @@ mod tests {
                 })
                 .collect(),
             millis_since_quorum_ack: -1,
+            no_quorum_ms: 0,
         }
     }
 

@@ -3,10 +3,9 @@
 //! A node holds its VIPs only while it holds a lease: it is leader and a
 //! quorum has answered it within the lease. Every heartbeat interval the
 //! leader confirms its leadership with a quorum round trip
-//! ([`Raft::get_read_log_id`], which sends every voter a heartbeat and
-//! waits for a quorum of answers) and, measured from just *before* that round trip
-//! on the monotonic clock, renews the kernel fence ([`fence`]) for what is
-//! left of the lease. The lease is one election timeout, half of openraft's
+//! ([`Leadership`]) and, measured from just *before* that round trip on the
+//! monotonic clock, renews the kernel fence ([`fence`]) for what is left of
+//! the lease. The lease is one election timeout, half of openraft's
 //! leader lease: a follower that answered the round trip refuses to vote for
 //! anyone else for two election timeouts after it answered, so no other node
 //! can become leader, and claim, before this node's fence has expired. A
@@ -24,11 +23,12 @@ pub mod announce;
 pub mod fence;
 pub mod netlink;
 
+use crate::control::leadership::Leadership;
 use crate::control::types::Raft;
-use openraft::ServerState;
 use raftlb_config::{RaftTiming, VipSpec};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +75,12 @@ pub struct VipManager {
 impl VipManager {
     /// Resolves the interfaces, removes any VIP address a previous run left
     /// behind, installs the fence holding no lease, then follows leadership.
-    pub fn start(raft: Raft, specs: &[VipSpec], timing: RaftTiming) -> Result<VipManager, VipError> {
+    pub fn start(
+        raft: Raft,
+        leadership: watch::Receiver<Leadership>,
+        specs: &[VipSpec],
+        timing: RaftTiming,
+    ) -> Result<VipManager, VipError> {
         let mut vips = Vec::new();
         for spec in specs {
             let interface_error = |source| VipError::Interface {
@@ -101,6 +106,8 @@ impl VipManager {
         let stop = CancellationToken::new();
         let owner = Owner {
             raft,
+            leadership,
+            renewed_for: None,
             vips,
             addresses,
             lease: timing.election_timeout,
@@ -125,6 +132,9 @@ impl VipManager {
 /// The lease loop's state.
 struct Owner {
     raft: Raft,
+    leadership: watch::Receiver<Leadership>,
+    /// The confirmation the fence was last renewed from.
+    renewed_for: Option<Instant>,
     vips: Vec<Vip>,
     addresses: Vec<Ipv4Addr>,
     lease: Duration,
@@ -140,9 +150,11 @@ impl Owner {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
+                changed = self.leadership.changed() => if changed.is_err() { break },
                 () = tokio::time::sleep(every) => {}
             }
-            match self.renew().await {
+            let confirmed = self.leadership.borrow_and_update().confirmed_at;
+            match self.renew(confirmed) {
                 Ok(()) => self.claim_or_announce(),
                 Err(reason) => self.release(&reason),
             }
@@ -150,24 +162,25 @@ impl Owner {
         self.release("shutting down");
     }
 
-    /// Renews the fence if this node is leader with a fresh quorum; says
-    /// why not otherwise.
-    async fn renew(&mut self) -> Result<(), String> {
-        if self.raft.metrics().borrow().state != ServerState::Leader {
-            return Err("not the leader".to_string());
-        }
-        let asked = Instant::now();
-        match tokio::time::timeout(self.lease, self.raft.get_read_log_id()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("leadership not confirmed: {e}")),
-            Err(_) => return Err(format!("no quorum answered within the lease ({:?})", self.lease)),
-        }
+    /// Renews the fence for what is left of the lease counted from the last
+    /// confirmation round; says why not when there is nothing left.
+    fn renew(&mut self, confirmed: Option<Instant>) -> Result<(), String> {
+        let Some(asked) = confirmed else {
+            return Err("not a leader confirmed by a quorum".to_string());
+        };
         let remaining = self.lease.saturating_sub(asked.elapsed());
         if remaining.is_zero() {
-            return Err("the lease ran out while it was being confirmed".to_string());
+            return Err(format!(
+                "no quorum confirmed the leader within the lease ({:?})",
+                self.lease
+            ));
+        }
+        if self.renewed_for == Some(asked) {
+            return Ok(()); // already granted up to the same expiry
         }
         self.fenced = true;
         fence::renew(&self.addresses, remaining).map_err(|e| format!("cannot renew the fence: {e}"))?;
+        self.renewed_for = Some(asked);
         // Stalled between measuring and renewing (a pause, a stop): the
         // kernel was just given more time than is left; take it back.
         if asked.elapsed() >= self.lease {
@@ -215,6 +228,7 @@ impl Owner {
                 tracing::warn!(error = %e, "could not revoke the VIP lease (it expires by itself)");
             }
             self.fenced = false;
+            self.renewed_for = None;
         }
         if !self.held {
             return;

@@ -1,0 +1,76 @@
+//! What this node knows about its standing, refreshed every heartbeat
+//! interval: as leader, the moment just before a quorum last confirmed it
+//! (a round of heartbeats answered by a majority, [`Raft::get_read_log_id`]);
+//! as any node, when it last saw a quorum at all (confirmed as leader, or
+//! following a known leader). The VIP lease is counted from the first; the
+//! "no quorum for …" of `raftlb ctl status` from the second.
+
+use super::types::Raft;
+use openraft::ServerState;
+use raftlb_config::RaftTiming;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// Leader only: when the last confirmation round was sent. A quorum
+    /// answered it, so no other node can win an election for two election
+    /// timeouts after this instant.
+    pub confirmed_at: Option<Instant>,
+    /// When this node last saw a quorum (None: not since it started).
+    pub quorum_seen_at: Option<Instant>,
+}
+
+impl Leadership {
+    /// How long this node has been without a quorum, if it is now; a node
+    /// that has not heard one for one election timeout beyond a heartbeat
+    /// counts as without.
+    pub fn without_quorum(&self, timing: RaftTiming, started: Instant) -> Option<Duration> {
+        let since = self.quorum_seen_at.unwrap_or(started);
+        let silent = since.elapsed();
+        (silent > timing.election_timeout + timing.heartbeat_interval).then_some(silent)
+    }
+}
+
+/// Starts confirming; the receiver sees every change.
+pub fn watch(raft: Raft, timing: RaftTiming) -> (watch::Receiver<Leadership>, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(Leadership {
+        confirmed_at: None,
+        quorum_seen_at: None,
+    });
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(timing.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (state, leader) = {
+                let metrics = raft.metrics();
+                let m = metrics.borrow();
+                (m.state, m.current_leader)
+            };
+            let now = Instant::now();
+            let confirmed = match state {
+                ServerState::Leader => {
+                    let round = raft.get_read_log_id();
+                    matches!(
+                        tokio::time::timeout(timing.election_timeout, round).await,
+                        Ok(Ok(_))
+                    )
+                }
+                _ => false,
+            };
+            let sees_quorum = confirmed || (state != ServerState::Leader && leader.is_some());
+            tx.send_modify(|l| {
+                l.confirmed_at = confirmed.then_some(now);
+                if sees_quorum {
+                    l.quorum_seen_at = Some(now);
+                }
+            });
+            if tx.is_closed() {
+                break;
+            }
+        }
+    });
+    (rx, task)
+}
