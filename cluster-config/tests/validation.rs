@@ -321,7 +321,10 @@ fn vips() {
 fn witness_role() {
     let config = parse("lb.toml", "[node]\nid = 3\nrole = \"witness\"\n").expect("valid");
     assert_eq!(config.node.role, raftlb_config::Role::Witness);
-    assert_eq!(parse("lb.toml", "[node]\nid = 3\n").expect("valid").node.role, raftlb_config::Role::Balancer);
+    assert_eq!(
+        parse("lb.toml", "[node]\nid = 3\n").expect("valid").node.role,
+        raftlb_config::Role::Balancer
+    );
     assert_one_error(
         "[node]\nid = 3\nrole = \"witness\"\n[[vip]]\naddress = \"198.18.0.100/24\"\ninterface = \"eth0\"\n",
         "lb.toml:4: vip: a witness owns no VIP (it runs no data plane); remove [[vip]] or set role = \"balancer\"",

@@ -116,11 +116,14 @@ pub async fn run(
     };
     let failure = tokio::select! {
         () = stop => None,
+        () = control.drain_requested() => None,
         () = follow => None,
         reason = control.failed() => Some(reason),
     };
-    if let Some(reason) = &failure {
-        tracing::error!(%reason, "Raft stopped: no further change can be persisted");
+    match &failure {
+        Some(reason) => tracing::error!(%reason, "Raft stopped: no further change can be persisted"),
+        // A planned stop: leadership, and with it the VIPs, move first.
+        None => control.hand_over_if_leader().await,
     }
     // The VIPs move first, so new clients reach another node while this
     // one drains the connections it has.

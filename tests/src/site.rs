@@ -36,9 +36,9 @@ pub struct Site {
     witness: Option<usize>,
     root: TempDir,
     _backend: HttpBackend,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    stop_client: Arc<AtomicBool>,
-    client: Option<std::thread::JoinHandle<()>>,
+    /// The client host's requests: a new connection every 5 ms, given up
+    /// after 100 ms without an answer, so an outage shows at once.
+    pub load: Load,
 }
 
 impl Site {
@@ -62,9 +62,7 @@ impl Site {
             witness,
             root: TempDir::new("site"),
             _backend: backend,
-            attempts: Arc::default(),
-            stop_client: Arc::default(),
-            client: None,
+            load: Load::idle(),
         };
         for (i, host) in BALANCERS.iter().enumerate() {
             let node = Raftlb::spawn_in(&site.lab.ns(host), &site.config(i));
@@ -73,11 +71,7 @@ impl Site {
         for node in &mut site.nodes {
             node.ready(&[]).await;
         }
-        site.client = Some(client(
-            site.lab.ns("client"),
-            Arc::clone(&site.attempts),
-            Arc::clone(&site.stop_client),
-        ));
+        site.load = Load::start(&site.lab.ns("client"), Duration::from_millis(100));
         let start = Instant::now();
         site.wait_for("the VIP answers", Duration::from_secs(10), || {
             site.answered_since(start)
@@ -113,16 +107,9 @@ impl Site {
         )
     }
 
-    /// When the first request that started after `since` got a 200.
+    /// When the first request through the VIP that started after `since` got a 200.
     pub fn answered_since(&self, since: Instant) -> Option<Instant> {
-        let attempts = self.attempts.lock().expect("attempts");
-        attempts.iter().find(|a| a.ok && a.start > since).map(|a| a.end)
-    }
-
-    /// The requests after `since` that failed.
-    pub fn failed_since(&self, since: Instant) -> usize {
-        let attempts = self.attempts.lock().expect("attempts");
-        attempts.iter().filter(|a| !a.ok && a.start > since).count()
+        self.load.answered_since(since)
     }
 
     /// The balancers whose eth0 carries the VIP (a killed or frozen one
@@ -213,22 +200,78 @@ impl Site {
     }
 }
 
-impl Drop for Site {
+/// Requests to the VIP from one host at a constant rate, each on a new
+/// connection, until dropped.
+#[derive(Debug)]
+pub struct Load {
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn idle() -> Load {
+        Load {
+            attempts: Arc::default(),
+            stop: Arc::default(),
+            thread: None,
+        }
+    }
+
+    /// Starts requesting from namespace `ns` every 5 ms; a connection not
+    /// made within `connect_timeout` is a failed request.
+    pub fn start(ns: &str, connect_timeout: Duration) -> Load {
+        let mut load = Load::idle();
+        let (ns, attempts, stop) = (ns.to_string(), Arc::clone(&load.attempts), Arc::clone(&load.stop));
+        load.thread = Some(std::thread::spawn(move || {
+            netns::enter(&ns);
+            let to = SocketAddr::from((VIP, 8080));
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let ok = request(to, connect_timeout);
+                let end = Instant::now();
+                attempts
+                    .lock()
+                    .expect("attempts")
+                    .push(Attempt { start, end, ok });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+        load
+    }
+
+    /// When the first request that started after `since` got a 200.
+    pub fn answered_since(&self, since: Instant) -> Option<Instant> {
+        let attempts = self.attempts.lock().expect("attempts");
+        attempts.iter().find(|a| a.ok && a.start > since).map(|a| a.end)
+    }
+
+    /// Requests started after `since`: (all, failed).
+    pub fn counts_since(&self, since: Instant) -> (usize, usize) {
+        let attempts = self.attempts.lock().expect("attempts");
+        let after: Vec<&Attempt> = attempts.iter().filter(|a| a.start > since).collect();
+        (after.len(), after.iter().filter(|a| !a.ok).count())
+    }
+}
+
+impl Drop for Load {
     fn drop(&mut self) {
-        self.stop_client.store(true, Ordering::Relaxed);
-        if let Some(client) = self.client.take() {
-            let _ = client.join();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
 
 /// One request from the client host to `to`; whether it got a 200.
 pub fn get_from_client(site: &Site, to: SocketAddr) -> bool {
-    netns::on_host(&site.lab.ns("client"), move || request(to))
+    netns::on_host(&site.lab.ns("client"), move || {
+        request(to, Duration::from_millis(100))
+    })
 }
 
-fn request(to: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&to, Duration::from_millis(100)) else {
+fn request(to: SocketAddr, connect_timeout: Duration) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&to, connect_timeout) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
@@ -241,28 +284,6 @@ fn request(to: SocketAddr) -> bool {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     answer.starts_with(b"HTTP/1.1 200")
-}
-
-/// The client host: a new connection and request to the VIP every 5 ms.
-fn client(
-    ns: String,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        netns::enter(&ns);
-        let to = SocketAddr::from((VIP, 8080));
-        while !stop.load(Ordering::Relaxed) {
-            let start = Instant::now();
-            let ok = request(to);
-            let end = Instant::now();
-            attempts
-                .lock()
-                .expect("attempts")
-                .push(Attempt { start, end, ok });
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    })
 }
 
 /// Sends `signal` (`"STOP"`, `"CONT"`, `"KILL"`) to process `pid`.

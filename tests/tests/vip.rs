@@ -8,7 +8,7 @@
 
 use raftlb_tests::arp::{self, ArpProbe};
 use raftlb_tests::root_or_skip;
-use raftlb_tests::site::{BALANCERS, Site, VIP, get_from_client, percentile, signal};
+use raftlb_tests::site::{BALANCERS, Load, Site, VIP, get_from_client, percentile, signal};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -311,4 +311,59 @@ async fn without_quorum_the_survivor_keeps_forwarding_on_its_own_address_and_hol
         !site.holders().contains(&survivor),
         "the survivor took the VIP without a quorum"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_transfer_and_drain_fail_no_request() {
+    if !root_or_skip("VIP planned handover", "build network namespaces") {
+        return;
+    }
+    let mut site = Site::start().await;
+    // A client like curl or a browser: it waits out a SYN retransmission
+    // (1 s) rather than giving up after 100 ms.
+    let patient = Load::start(&site.lab.ns("client"), Duration::from_secs(3));
+    let began = Instant::now();
+    site.wait_for("the patient client is answered", Duration::from_secs(5), || {
+        patient.answered_since(began)
+    })
+    .await;
+
+    // Transfer: the VIP follows leadership to the chosen node.
+    let old = site.owner().await;
+    let to = (old + 1) % BALANCERS.len();
+    let transferred = Instant::now();
+    let said = site.ctl(to, &["leader", "transfer", "--to", &(to + 1).to_string()]);
+    assert!(
+        said.contains(&format!("node {} is the leader now", to + 1)),
+        "{said}"
+    );
+    let owner = site
+        .wait_for("the VIP on the new leader", FAILOVER_BOUND, || {
+            (site.holders() == [to]).then_some(to)
+        })
+        .await;
+    println!(
+        "leader transfer → VIP on the new leader after {:?}",
+        transferred.elapsed()
+    );
+
+    // Drain the new owner: leadership and VIP move on, then it exits cleanly.
+    let drained = Instant::now();
+    let said = site.ctl(old, &["node", "drain", &(owner + 1).to_string()]);
+    assert!(said.contains("is draining"), "{said}");
+    let status = site.nodes[owner].wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "the drained node's exit: {status}");
+    let next = site.owner().await;
+    assert_ne!(next, owner);
+    println!("node drain → exited after {:?}", drained.elapsed());
+
+    // Let the patient client finish whatever it had in flight.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (requests, failed) = patient.counts_since(began);
+    println!("planned transfer and drain under load: {requests} requests, {failed} failed");
+    assert!(
+        requests > 100,
+        "only {requests} requests: the load was not constant"
+    );
+    assert_eq!(failed, 0, "requests failed during a planned handover");
 }

@@ -9,6 +9,7 @@ use super::auth::{AttachCredentials, Credentials};
 use super::leadership::Leadership;
 use super::network::{MAX_MESSAGE_BYTES, status_text};
 use super::state_machine::Applied;
+use super::transfer;
 use super::types::{Node, NodeId, Raft};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -16,14 +17,17 @@ use raftlb_config::{Command, Outcome, RaftTiming};
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::admin_server;
 use raftlb_proto::admin::{
-    AddMemberRequest, Member, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest, StatusReply,
-    StatusRequest, WriteReply, WriteRequest,
+    AddMemberRequest, CampaignReply, CampaignRequest, DrainReply, DrainRequest, Member, MembershipReply,
+    ReadReply, ReadRequest, RemoveMemberRequest, StatusReply, StatusRequest, TransferLeaderReply,
+    TransferLeaderRequest, WriteReply, WriteRequest,
 };
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -37,6 +41,17 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 const FORWARDED_HEADER: &str = "x-raftlb-forwarded";
 
 type LeaderClient = AdminClient<InterceptedService<Channel, AttachCredentials>>;
+
+/// What leadership transfer and drain need.
+#[derive(Clone, Debug)]
+pub struct Handover {
+    /// Set while this node, as leader, steps aside.
+    pub standing_down: Arc<AtomicBool>,
+    /// A witness never campaigns.
+    pub witness: bool,
+    /// Cancelled when an operator asks this node to drain and stop.
+    pub drain: CancellationToken,
+}
 
 /// What `status` needs to say whether this node sees a quorum.
 #[derive(Clone, Debug)]
@@ -54,6 +69,7 @@ pub struct AdminService {
     applied: watch::Receiver<Arc<Applied>>,
     credentials: Credentials,
     quorum: QuorumView,
+    handover: Handover,
     /// The client to the last leader forwarded to, by its address.
     leader: Arc<Mutex<Option<(String, LeaderClient)>>>,
 }
@@ -73,6 +89,7 @@ impl AdminService {
         applied: watch::Receiver<Arc<Applied>>,
         credentials: Credentials,
         quorum: QuorumView,
+        handover: Handover,
     ) -> Self {
         AdminService {
             me,
@@ -80,6 +97,7 @@ impl AdminService {
             applied,
             credentials,
             quorum,
+            handover,
             leader: Arc::default(),
         }
     }
@@ -104,15 +122,73 @@ impl AdminService {
         {
             return Ok(client.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{}", node.addr))
-            .map_err(|e| Status::internal(format!("leader address \"{}\": {e}", node.addr)))?
+        let client = self.connect(&node.addr)?;
+        *cached = Some((node.addr.clone(), client.clone()));
+        Ok(client)
+    }
+
+    /// A client to another node's admin API.
+    fn connect(&self, address: &str) -> Result<LeaderClient, Status> {
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::internal(format!("node address \"{address}\": {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy();
-        let client = AdminClient::with_interceptor(channel, AttachCredentials(self.credentials.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        *cached = Some((node.addr.clone(), client.clone()));
-        Ok(client)
+        Ok(
+            AdminClient::with_interceptor(channel, AttachCredentials(self.credentials.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+
+    /// As leader, hands leadership to `to` (or the most caught-up voter)
+    /// and returns the new leader; `Err(Ok(forward))` when this node is not
+    /// the leader.
+    pub async fn hand_over(
+        &self,
+        to: Option<NodeId>,
+    ) -> Result<NodeId, Result<ForwardToLeader<NodeId, Node>, Status>> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            let leader_node = metrics
+                .current_leader
+                .and_then(|id| metrics.membership_config.membership().get_node(&id).cloned());
+            return Err(Ok(ForwardToLeader {
+                leader_id: metrics.current_leader,
+                leader_node,
+            }));
+        }
+        let candidates =
+            transfer::candidates(&self.raft, self.me, to).map_err(|e| Err(Status::failed_precondition(e)))?;
+        let membership = metrics.membership_config.membership().clone();
+        let after = transfer::campaign_delay(self.quorum.timing);
+        let mut reasons = Vec::new();
+        let won = transfer::step_aside(&self.raft, &self.handover.standing_down, async {
+            for candidate in &candidates {
+                let Some(node) = membership.get_node(candidate) else {
+                    continue;
+                };
+                let ask = async {
+                    let mut client = self.connect(&node.addr)?;
+                    let request = CampaignRequest {
+                        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    };
+                    client.campaign(request).await.map(|_| ())
+                };
+                match tokio::time::timeout(after + transfer::CAMPAIGN_TIMEOUT * 2, ask).await {
+                    Ok(Ok(())) => return Some(*candidate),
+                    Ok(Err(status)) => reasons.push(format!("node {candidate}: {}", status_text(&status))),
+                    Err(_) => reasons.push(format!("node {candidate}: no answer")),
+                }
+            }
+            None
+        })
+        .await;
+        won.ok_or_else(|| {
+            Err(Status::unavailable(format!(
+                "leadership stays here: no candidate won ({})",
+                reasons.join("; ")
+            )))
+        })
     }
 
     fn forwarded<T>(&self, message: T) -> Request<T> {
@@ -319,6 +395,43 @@ impl admin_server::Admin for AdminService {
             }
         })
         .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderReply>, Status> {
+        let forwarded = was_forwarded(&request);
+        let message = request.into_inner();
+        let to = (message.to != 0).then_some(message.to);
+        match self.hand_over(to).await {
+            Ok(leader_id) => Ok(Response::new(TransferLeaderReply { leader_id })),
+            Err(Err(status)) => Err(status),
+            Err(Ok(forward)) => {
+                let mut leader = self.leader_client(&forward, forwarded)?;
+                leader
+                    .transfer_leader(self.forwarded(message))
+                    .await
+                    .map_err(remote)
+            }
+        }
+    }
+
+    async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignReply>, Status> {
+        if self.handover.witness {
+            return Err(Status::failed_precondition("a witness never leads"));
+        }
+        let after = Duration::from_millis(request.into_inner().after_ms.min(10_000));
+        transfer::campaign(&self.raft, after)
+            .await
+            .map_err(Status::unavailable)?;
+        Ok(Response::new(CampaignReply {}))
+    }
+
+    async fn drain(&self, _request: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
+        tracing::info!("drain requested through the admin API");
+        self.handover.drain.cancel();
+        Ok(Response::new(DrainReply { node_id: self.me }))
     }
 
     async fn remove_member(

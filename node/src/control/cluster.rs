@@ -4,7 +4,7 @@
 //! a second `initialize`), seed the replicated state from the file, and warn
 //! when the file and the cluster state have drifted apart.
 
-use super::admin_service::{AdminService, QuorumView};
+use super::admin_service::{AdminService, Handover, QuorumView};
 use super::auth::{Credentials, RequireCredentials};
 use super::data_dir::{self, DataDirError};
 use super::leadership::{self, Leadership};
@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -71,6 +72,9 @@ fn raft_config(cluster: &str, timing: RaftTiming) -> Result<openraft::Config, Co
     .map_err(|e| ControlError::RaftConfig(e.to_string()))
 }
 
+/// The longest a stopping leader spends handing leadership over.
+const HAND_OVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A running control plane.
 pub struct ControlPlane {
     pub raft: Raft,
@@ -82,6 +86,8 @@ pub struct ControlPlane {
     /// This node's standing, confirmed every heartbeat (the VIP lease).
     pub leadership: watch::Receiver<Leadership>,
     leading: JoinHandle<()>,
+    admin: AdminService,
+    drain: CancellationToken,
     stop_server: CancellationToken,
     server: Option<JoinHandle<()>>,
     seeding: JoinHandle<()>,
@@ -115,7 +121,10 @@ impl ControlPlane {
         .map_err(|e| ControlError::Raft(e.to_string()))?;
 
         let stop_server = CancellationToken::new();
-        let (leadership, leading) = leadership::watch(raft.clone(), membership.timing);
+        let standing_down = Arc::new(AtomicBool::new(false));
+        let (leadership, leading) =
+            leadership::watch(raft.clone(), membership.timing, Arc::clone(&standing_down));
+        let drain = CancellationToken::new();
         let admin = AdminService::new(
             me,
             raft.clone(),
@@ -125,6 +134,11 @@ impl ControlPlane {
                 leadership: leadership.clone(),
                 timing: membership.timing,
                 started: std::time::Instant::now(),
+            },
+            Handover {
+                standing_down,
+                witness: config.node.role == Role::Witness,
+                drain: drain.clone(),
             },
         );
         let server = match membership.raft {
@@ -142,6 +156,7 @@ impl ControlPlane {
             form_cluster(&raft, me, membership.raft, &membership.peers).await;
         }
         let (proposer, proposing) = Proposer::start(admin.clone());
+        let admin_for_handover = admin.clone();
         let seeding = tokio::spawn(seed(
             admin,
             applied.clone(),
@@ -155,6 +170,8 @@ impl ControlPlane {
             proposing,
             leadership,
             leading,
+            admin: admin_for_handover,
+            drain,
             stop_server,
             server,
             seeding,
@@ -173,6 +190,25 @@ impl ControlPlane {
             if metrics.changed().await.is_err() {
                 return "Raft stopped".to_string();
             }
+        }
+    }
+
+    /// Completes when an operator asks this node to drain (`raftlb ctl node drain`).
+    pub async fn drain_requested(&self) {
+        self.drain.cancelled().await;
+    }
+
+    /// If this node leads, hands leadership (and so the VIPs) to another
+    /// voter before it stops; says what happened.
+    pub async fn hand_over_if_leader(&self) {
+        if self.raft.metrics().borrow().state != openraft::ServerState::Leader {
+            return;
+        }
+        match tokio::time::timeout(HAND_OVER_TIMEOUT, self.admin.hand_over(None)).await {
+            Ok(Ok(leader)) => tracing::info!(leader, "leadership handed over"),
+            Ok(Err(Ok(_))) => {}
+            Ok(Err(Err(status))) => tracing::warn!(reason = status.message(), "leadership not handed over"),
+            Err(_) => tracing::warn!("leadership not handed over within {HAND_OVER_TIMEOUT:?}"),
         }
     }
 

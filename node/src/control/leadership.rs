@@ -8,6 +8,8 @@
 use super::types::Raft;
 use openraft::ServerState;
 use raftlb_config::RaftTiming;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,8 +35,14 @@ impl Leadership {
     }
 }
 
-/// Starts confirming; the receiver sees every change.
-pub fn watch(raft: Raft, timing: RaftTiming) -> (watch::Receiver<Leadership>, JoinHandle<()>) {
+/// Starts confirming; the receiver sees every change. While
+/// `standing_down` is set (a leadership transfer), the leader stops
+/// confirming: its VIP lease runs out and other voters may elect.
+pub fn watch(
+    raft: Raft,
+    timing: RaftTiming,
+    standing_down: Arc<AtomicBool>,
+) -> (watch::Receiver<Leadership>, JoinHandle<()>) {
     let (tx, rx) = watch::channel(Leadership {
         confirmed_at: None,
         quorum_seen_at: None,
@@ -51,7 +59,7 @@ pub fn watch(raft: Raft, timing: RaftTiming) -> (watch::Receiver<Leadership>, Jo
             };
             let now = Instant::now();
             let confirmed = match state {
-                ServerState::Leader => {
+                ServerState::Leader if !standing_down.load(Ordering::Relaxed) => {
                     let round = raft.get_read_log_id();
                     matches!(
                         tokio::time::timeout(timing.election_timeout, round).await,

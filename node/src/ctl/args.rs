@@ -75,6 +75,12 @@ pub enum CtlCommand {
     /// Add, remove, reweight, drain or enable one backend of a pool.
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Hand leadership, and with it the VIPs, to another voter.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
+    /// Act on one node: drain it before maintenance.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Add or remove a cluster member (a raftlb node).
     #[command(subcommand)]
     Member(MemberCommand),
@@ -158,6 +164,26 @@ pub enum MemberCommand {
     },
     /// Remove a node from the cluster.
     Remove {
+        /// The node's `[node] id`.
+        id: u64,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LeaderCommand {
+    /// Move leadership (and the VIPs) away from the current leader.
+    Transfer {
+        /// The node to hand over to [default: the most caught-up voter].
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Hand over leadership and VIPs if it has them, stop accepting, finish
+    /// in-flight requests, and exit (what SIGTERM does).
+    Drain {
         /// The node's `[node] id`.
         id: u64,
     },

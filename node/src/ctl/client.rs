@@ -7,8 +7,8 @@ use crate::control::auth::{AttachCredentials, Credentials};
 use crate::control::network::MAX_MESSAGE_BYTES;
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::{
-    AddMemberRequest, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest, StatusReply,
-    StatusRequest, WriteReply, WriteRequest,
+    AddMemberRequest, DrainReply, DrainRequest, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest,
+    StatusReply, StatusRequest, TransferLeaderReply, TransferLeaderRequest, WriteReply, WriteRequest,
 };
 use std::error::Error;
 use std::fmt;
@@ -215,6 +215,18 @@ impl Client {
 
     pub async fn remove_member(&mut self, id: u64) -> Result<MembershipReply, CallError> {
         let call = self.inner.remove_member(RemoveMemberRequest { id });
+        bounded(&self.address, self.timeout, call).await
+    }
+
+    pub async fn transfer_leader(&mut self, to: Option<u64>) -> Result<TransferLeaderReply, CallError> {
+        let call = self
+            .inner
+            .transfer_leader(TransferLeaderRequest { to: to.unwrap_or(0) });
+        bounded(&self.address, self.timeout, call).await
+    }
+
+    pub async fn drain(&mut self) -> Result<DrainReply, CallError> {
+        let call = self.inner.drain(DrainRequest {});
         bounded(&self.address, self.timeout, call).await
     }
 }

@@ -14,7 +14,7 @@ mod client;
 mod format;
 mod status;
 
-pub use args::{BackendCommand, CtlArgs, CtlCommand, MemberCommand};
+pub use args::{BackendCommand, CtlArgs, CtlCommand, LeaderCommand, MemberCommand, NodeCommand};
 
 use crate::control::auth::Credentials;
 use crate::node;
@@ -82,6 +82,33 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             let log_index = reply.log_index;
             render(json, &Membership { log_index }, || {
                 format!("node {id} ({address}) added as a voter at log index {log_index}\n")
+            })
+        }
+        CtlCommand::Leader(LeaderCommand::Transfer { to }) => {
+            let mut client = connect(&args, &credentials).await?;
+            let reply = client.transfer_leader(*to).await.map_err(|e| e.to_string())?;
+            let leader_id = reply.leader_id;
+            render(json, &Transferred { leader_id }, || {
+                format!("node {leader_id} is the leader now\n")
+            })
+        }
+        CtlCommand::Node(NodeCommand::Drain { id }) => {
+            // The drain call goes to the node itself, found through --node.
+            let mut client = connect(&args, &credentials).await?;
+            let status = client.status().await.map_err(|e| e.to_string())?;
+            let member = status
+                .members
+                .iter()
+                .find(|m| m.id == *id)
+                .ok_or_else(|| format!("node {id} is not a member of cluster {}", status.cluster_id))?;
+            let mut target = Client::connect(&member.address, credentials.clone(), args.timeout())
+                .await
+                .map_err(|e| e.to_string())?;
+            target.drain().await.map_err(|e| e.to_string())?;
+            render(json, &Draining { node_id: *id }, || {
+                format!(
+                    "node {id} is draining: leadership and VIPs move first, then in-flight requests finish and it exits\n"
+                )
             })
         }
         CtlCommand::Member(MemberCommand::Remove { id }) => {
@@ -161,6 +188,18 @@ struct Written<'a> {
 #[derive(Debug, Serialize)]
 struct Membership {
     log_index: u64,
+}
+
+/// What `leader transfer` prints with `--json`.
+#[derive(Debug, Serialize)]
+struct Transferred {
+    leader_id: u64,
+}
+
+/// What `node drain` prints with `--json`.
+#[derive(Debug, Serialize)]
+struct Draining {
+    node_id: u64,
 }
 
 /// What `apply` prints with `--json`; `log_index` is null when nothing changed.

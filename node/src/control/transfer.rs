@@ -1,0 +1,90 @@
+//! Planned leadership transfer on openraft 0.9, which has no transfer call
+//! of its own. The leader steps aside: it stops heartbeats and leadership
+//! confirmations (so its VIP lease runs out) and will not stand again for a
+//! while; it asks the target to campaign once the other voters' leases on
+//! the old leader have run out (two election timeouts after the last
+//! heartbeat, when they grant votes again); the target triggers an
+//! election at once, well before any other follower's own timer fires, and
+//! wins it. Then the old leader resumes its normal settings as a follower.
+//! If the target cannot win, the next candidate is asked, and if none can,
+//! the old leader resumes leading.
+
+use super::types::{NodeId, Raft};
+use openraft::ServerState;
+use raftlb_config::RaftTiming;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How long a campaigning node waits to see itself leader.
+pub const CAMPAIGN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long after the last heartbeat the target may stand and be heard.
+pub fn campaign_delay(timing: RaftTiming) -> Duration {
+    timing.election_timeout * 2 + timing.heartbeat_interval
+}
+
+/// The voters to hand over to, best first: `to` alone if given, otherwise
+/// every other voter, the most caught-up first.
+pub fn candidates(raft: &Raft, me: NodeId, to: Option<NodeId>) -> Result<Vec<NodeId>, String> {
+    let metrics = raft.metrics().borrow().clone();
+    let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+    if let Some(to) = to {
+        if to == me {
+            return Err(format!("node {me} is already the leader"));
+        }
+        if !voters.contains(&to) {
+            return Err(format!("node {to} is not a voter"));
+        }
+        return Ok(vec![to]);
+    }
+    let matched = |id: &NodeId| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(id).copied().flatten())
+            .map_or(0, |log| log.index)
+    };
+    let mut others: Vec<NodeId> = voters.into_iter().filter(|id| *id != me).collect();
+    others.sort_by_key(|id| std::cmp::Reverse(matched(id)));
+    if others.is_empty() {
+        return Err("there is no other voter to hand leadership to".to_string());
+    }
+    Ok(others)
+}
+
+/// The leader's side around the campaign: quiet while `campaign` runs,
+/// itself again afterwards whatever happened, even if the caller gives up
+/// on the campaign half-way.
+pub async fn step_aside<T>(raft: &Raft, standing_down: &AtomicBool, campaign: impl Future<Output = T>) -> T {
+    struct Aside<'a> {
+        raft: &'a Raft,
+        standing_down: &'a AtomicBool,
+    }
+    impl Drop for Aside<'_> {
+        fn drop(&mut self) {
+            self.raft.runtime_config().heartbeat(true);
+            self.raft.runtime_config().elect(true);
+            self.standing_down.store(false, Ordering::Relaxed);
+        }
+    }
+    standing_down.store(true, Ordering::Relaxed);
+    raft.runtime_config().heartbeat(false);
+    raft.runtime_config().elect(false);
+    let _aside = Aside { raft, standing_down };
+    campaign.await
+}
+
+/// The target's side: wait out the leases, stand, and report whether this
+/// node became leader.
+pub async fn campaign(raft: &Raft, after: Duration) -> Result<(), String> {
+    tokio::time::sleep(after).await;
+    raft.trigger()
+        .elect()
+        .await
+        .map_err(|e| format!("cannot stand for election: {e}"))?;
+    raft.wait(Some(CAMPAIGN_TIMEOUT))
+        .state(ServerState::Leader, "campaign")
+        .await
+        .map(|_| ())
+        .map_err(|_| format!("did not win the election within {CAMPAIGN_TIMEOUT:?}"))
+}
