@@ -166,7 +166,7 @@ async fn keepalived_failover_for_comparison() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(10);
     let lab = Lab::build(&HOSTS);
-    let mut balancers = vec![
+    let mut balancers = [
         Balancer::start(&lab, "ka1", "ka2", 150),
         Balancer::start(&lab, "ka2", "ka1", 100),
     ];
