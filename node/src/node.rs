@@ -64,6 +64,7 @@ pub async fn run(
         false => Some(VipManager::start(
             control.raft.clone(),
             control.leadership.clone(),
+            control.vips_held.clone(),
             &config.vips,
             config.membership.timing,
         )?),

@@ -374,3 +374,23 @@ async fn planned_transfer_and_drain_fail_no_request() {
     );
     assert_eq!(failed, 0, "requests failed during a planned handover");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vip_on_a_missing_interface_is_a_clear_start_error() {
+    // No root needed: the interface is looked up before anything changes.
+    let config = format!(
+        "[node]\nid = 1\ndata_dir = \"data\"\n\n\
+         [[pool]]\nname = \"app\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n\n\
+         [[vip]]\naddress = \"{VIP}/24\"\ninterface = \"nope0\"\n"
+    );
+    let mut node = raftlb_tests::process::Raftlb::spawn(&config);
+    let status = node.wait_exit(Duration::from_secs(10)).await;
+    let log = node.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!(
+            "VIP {VIP}: interface \"nope0\": no interface named \"nope0\""
+        )),
+        "{log}"
+    );
+}

@@ -60,6 +60,8 @@ pub struct QuorumView {
     pub timing: RaftTiming,
     /// When the node started: without a quorum since then if it never saw one.
     pub started: Instant,
+    /// The VIPs this node holds, as the VIP manager publishes them.
+    pub vips: watch::Receiver<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -322,6 +324,7 @@ impl admin_server::Admin for AdminService {
                 .borrow()
                 .without_quorum(self.quorum.timing, self.quorum.started)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            vips: self.quorum.vips.borrow().clone(),
         }))
     }
 

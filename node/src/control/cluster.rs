@@ -88,6 +88,8 @@ pub struct ControlPlane {
     leading: JoinHandle<()>,
     admin: AdminService,
     drain: CancellationToken,
+    /// Where the VIP manager says which VIPs this node holds (`ctl status`).
+    pub vips_held: watch::Sender<Vec<String>>,
     stop_server: CancellationToken,
     server: Option<JoinHandle<()>>,
     seeding: JoinHandle<()>,
@@ -125,6 +127,7 @@ impl ControlPlane {
         let (leadership, leading) =
             leadership::watch(raft.clone(), membership.timing, Arc::clone(&standing_down));
         let drain = CancellationToken::new();
+        let vips_held = watch::Sender::new(Vec::new());
         let admin = AdminService::new(
             me,
             raft.clone(),
@@ -134,6 +137,7 @@ impl ControlPlane {
                 leadership: leadership.clone(),
                 timing: membership.timing,
                 started: std::time::Instant::now(),
+                vips: vips_held.subscribe(),
             },
             Handover {
                 standing_down,
@@ -172,6 +176,7 @@ impl ControlPlane {
             leading,
             admin: admin_for_handover,
             drain,
+            vips_held,
             stop_server,
             server,
             seeding,

@@ -72,6 +72,11 @@ pub fn status(status: &ClusterStatus) -> String {
         })
         .collect();
     for member in &status.members {
+        if let MemberView::Answered { vips, .. } = &member.view
+            && !vips.is_empty()
+        {
+            out.push_str(&format!("node {} holds VIP {}\n", member.id, vips.join(", ")));
+        }
         if let MemberView::Answered { no_quorum_ms, .. } = &member.view
             && *no_quorum_ms > 0
         {
@@ -203,6 +208,7 @@ mod tests {
             last_log_index: last,
             applied_index: applied,
             no_quorum_ms: 0,
+            vips: Vec::new(),
         }
     }
 
@@ -222,6 +228,7 @@ mod tests {
                     last_log_index: 10,
                     applied_index: 10,
                     no_quorum_ms: 3250,
+                    vips: Vec::new(),
                 },
             }],
         };

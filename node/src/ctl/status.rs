@@ -53,6 +53,8 @@ pub enum MemberView {
         applied_index: u64,
         /// 0 while the member sees a quorum; else for how long it has not.
         no_quorum_ms: u64,
+        /// The VIPs it holds.
+        vips: Vec<String>,
     },
     Unreachable {
         unreachable: String,
@@ -67,6 +69,7 @@ impl MemberView {
             last_log_index: reply.last_log_index,
             applied_index: reply.applied_index,
             no_quorum_ms: reply.no_quorum_ms,
+            vips: reply.vips.clone(),
         }
     }
 }
@@ -190,6 +193,7 @@ mod tests {
                 .collect(),
             millis_since_quorum_ack: -1,
             no_quorum_ms: 0,
+            vips: Vec::new(),
         }
     }
 

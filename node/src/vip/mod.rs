@@ -78,6 +78,7 @@ impl VipManager {
     pub fn start(
         raft: Raft,
         leadership: watch::Receiver<Leadership>,
+        held: watch::Sender<Vec<String>>,
         specs: &[VipSpec],
         timing: RaftTiming,
     ) -> Result<VipManager, VipError> {
@@ -107,6 +108,7 @@ impl VipManager {
         let owner = Owner {
             raft,
             leadership,
+            held_report: held,
             renewed_for: None,
             vips,
             addresses,
@@ -133,6 +135,8 @@ impl VipManager {
 struct Owner {
     raft: Raft,
     leadership: watch::Receiver<Leadership>,
+    /// Where the VIPs held are reported (`ctl status`).
+    held_report: watch::Sender<Vec<String>>,
     /// The confirmation the fence was last renewed from.
     renewed_for: Option<Instant>,
     vips: Vec<Vip>,
@@ -201,6 +205,12 @@ impl Owner {
                 }
             }
             self.held = true;
+            self.held_report.send_replace(
+                self.vips
+                    .iter()
+                    .map(|v| format!("{}/{}", v.spec.address, v.spec.prefix_len))
+                    .collect(),
+            );
             let term = self.raft.metrics().borrow().current_term;
             tracing::info!(vips = ?self.addresses, term, lease = ?self.lease, "VIPs claimed");
             self.announce(CLAIM_ANNOUNCEMENTS);
@@ -239,6 +249,7 @@ impl Owner {
             }
         }
         self.held = false;
+        self.held_report.send_replace(Vec::new());
         tracing::info!(vips = ?self.addresses, reason, "VIPs released");
     }
 }
