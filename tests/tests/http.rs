@@ -150,9 +150,10 @@ async fn slow_backend_gives_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_both_ways_with_flat_memory() {
-    // 32 MiB each way against an 8 MiB allowance: buffering either body would
-    // show, while the allocator's own arenas (mimalloc commits 4 MiB segments
-    // per thread) stay inside it.
+    // 32 MiB each way against a 16 MiB allowance: buffering either body would
+    // show (≥ 32 MiB), while the allocator's own arenas (mimalloc commits
+    // 4 MiB segments per thread, and the control plane's threads allocate
+    // too) stay inside it. 8 MiB once failed under a loaded CI machine.
     const SIZE: u64 = 32 * 1024 * 1024;
     let backend = HttpBackend::start("big").await;
     let (node, url) = start("round_robin", &[&backend], &[1], "").await;
@@ -191,7 +192,7 @@ async fn large_bodies_stream_both_ways_with_flat_memory() {
 
     let grown = node.rss_kib().saturating_sub(before);
     assert!(
-        grown < 8 * 1024,
+        grown < 16 * 1024,
         "RSS grew {grown} KiB while streaming 2 × 32 MiB: bodies are being buffered"
     );
 }
