@@ -7,6 +7,7 @@
 use crate::backends::HttpBackend;
 use crate::netns::{self, Lab};
 use crate::process::{Raftlb, TempDir, binary};
+use crate::wait;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
@@ -73,7 +74,7 @@ impl Site {
         }
         site.load = Load::start(&site.lab.ns("client"), Duration::from_millis(25));
         let start = Instant::now();
-        site.wait_for("the VIP answers", Duration::from_secs(10), || {
+        wait::value("the VIP answers", Duration::from_secs(10), || {
             site.answered_since(start)
         })
         .await;
@@ -144,7 +145,7 @@ impl Site {
 
     /// The one balancer holding the VIP; waits until there is exactly one.
     pub async fn owner(&self) -> usize {
-        self.wait_for("exactly one VIP holder", Duration::from_secs(5), || {
+        wait::value("exactly one VIP holder", Duration::from_secs(5), || {
             match self.holders().as_slice() {
                 [one] => Some(*one),
                 _ => None,
@@ -159,7 +160,7 @@ impl Site {
         self.nodes[i].ready(&[]).await;
         // Ready means serving the state it had on disk; wait until it has
         // heard the current leader too.
-        self.wait_for("the restarted node catches up", Duration::from_secs(10), || {
+        wait::value("the restarted node catches up", Duration::from_secs(10), || {
             self.caught_up(i).then_some(())
         })
         .await;
@@ -188,23 +189,6 @@ impl Site {
             .output()
             .expect("run raftlb ctl");
         String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Polls `probe` every 5 ms until it returns a value.
-    pub async fn wait_for<T>(
-        &self,
-        what: &str,
-        deadline: Duration,
-        mut probe: impl FnMut() -> Option<T>,
-    ) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(value) = probe() {
-                return value;
-            }
-            assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 }
 

@@ -14,6 +14,19 @@ pub async fn until(what: &str, deadline: Duration, mut condition: impl FnMut() -
     }
 }
 
+/// Polls `probe` every 5 ms until it returns a value; panics naming `what`
+/// after `deadline`.
+pub async fn value<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Waits until something accepts TCP connections on `address`.
 pub async fn port_open(address: &str, deadline: Duration) {
     let start = Instant::now();

@@ -10,8 +10,8 @@
 use raftlb_tests::arp::{self, ArpProbe};
 use raftlb_tests::netns::Lab;
 use raftlb_tests::process::TempDir;
-use raftlb_tests::root_or_skip;
 use raftlb_tests::site::{Load, VIP, percentile};
+use raftlb_tests::{root_or_skip, wait};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -144,17 +144,6 @@ fn holders(lab: &Lab) -> Vec<usize> {
         .collect()
 }
 
-async fn wait_for<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a comparison, not a test of raftlb: bench/failover.sh runs it"]
 async fn keepalived_failover_for_comparison() {
@@ -173,7 +162,7 @@ async fn keepalived_failover_for_comparison() {
     let load = Load::start(&lab.ns("client"), Duration::from_millis(25));
     let probe = ArpProbe::start(&lab.ns("client"), "eth0", lab.address("client"), VIP, PROBE_EVERY);
     let began = Instant::now();
-    wait_for("keepalived's VIP answers", Duration::from_secs(10), || {
+    wait::value("keepalived's VIP answers", Duration::from_secs(10), || {
         load.answered_since(began)
     })
     .await;
@@ -181,7 +170,7 @@ async fn keepalived_failover_for_comparison() {
     let mut failovers = Vec::new();
     let mut overlaps = Vec::new();
     for trial in 0..trials {
-        let master = wait_for(
+        let master = wait::value(
             &format!("trial {trial}: one VIP holder"),
             Duration::from_secs(5),
             || match holders(&lab).as_slice() {
@@ -192,7 +181,7 @@ async fn keepalived_failover_for_comparison() {
         .await;
         let before = probe.replies().len();
         let crashed = balancers[master].crash();
-        let answered = wait_for(
+        let answered = wait::value(
             &format!("trial {trial}: an answer"),
             Duration::from_secs(5),
             || load.answered_since(crashed),

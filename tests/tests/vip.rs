@@ -7,8 +7,8 @@
 //! for it at once. Needs root; otherwise skips, saying so.
 
 use raftlb_tests::arp::{self, ArpProbe};
-use raftlb_tests::root_or_skip;
 use raftlb_tests::site::{BALANCERS, Load, Site, VIP, get_from_client, percentile, signal};
+use raftlb_tests::{root_or_skip, wait};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -53,25 +53,45 @@ fn report(what: &str, mut samples: Vec<Duration>, overlap: Duration) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_owner_hands_the_vip_over_without_overlap() {
-    if !root_or_skip("VIP failover after kill -9", "build network namespaces") {
-        return;
-    }
-    let mut site = Site::start().await;
-    let arp = probe(&site);
+/// Stops the prober, prints the failover figures and the overlap, and
+/// asserts the overlap is zero and the VIP was seen moving `moves` times.
+fn finish(arp: ArpProbe, what: &str, samples: Vec<Duration>, moves: usize) {
+    let replies = arp.finish();
+    let overlap = arp::overlap(&replies, PROBE_EVERY);
+    report(what, samples, overlap);
+    let claims = arp::claims(&replies, PROBE_EVERY);
+    assert!(
+        claims.len() > moves,
+        "the prober saw {} claims for {moves} handovers: {claims:?}",
+        claims.len()
+    );
+    assert_eq!(
+        overlap,
+        Duration::ZERO,
+        "two hosts answered ARP for the VIP at once"
+    );
+}
+
+/// `trials` times: kill -9 the VIP owner, time the first answer through the
+/// VIP, check exactly one live node holds it (never `never_owner`), restart
+/// the killed node.
+async fn kill_trials(site: &mut Site, trials: usize, never_owner: Option<usize>) -> Vec<Duration> {
     let mut failovers = Vec::new();
-    for trial in 0..trials() {
+    for trial in 0..trials {
         let victim = site.owner().await;
+        assert_ne!(
+            Some(victim),
+            never_owner,
+            "trial {trial}: node {victim} owns the VIP"
+        );
         let killed = Instant::now();
         site.nodes[victim].kill();
-        let answered = site
-            .wait_for(
-                &format!("trial {trial}: an answer after the kill"),
-                FAILOVER_BOUND,
-                || site.answered_since(killed),
-            )
-            .await;
+        let answered = wait::value(
+            &format!("trial {trial}: an answer after the kill"),
+            FAILOVER_BOUND,
+            || site.answered_since(killed),
+        )
+        .await;
         failovers.push(answered - killed);
         let live: Vec<usize> = site.holders().into_iter().filter(|h| *h != victim).collect();
         assert_eq!(
@@ -79,27 +99,31 @@ async fn a_killed_owner_hands_the_vip_over_without_overlap() {
             1,
             "trial {trial}: live nodes holding the VIP: {live:?}"
         );
+        assert_ne!(
+            Some(live[0]),
+            never_owner,
+            "trial {trial}: node {} holds the VIP",
+            live[0]
+        );
         // The killed node comes back, clears the stale VIP it left, rejoins.
         site.restart(victim).await;
     }
-    let replies = arp.finish();
-    let overlap = arp::overlap(&replies, PROBE_EVERY);
-    report(
+    failovers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_hands_the_vip_over_without_overlap() {
+    if !root_or_skip("VIP failover after kill -9", "build network namespaces") {
+        return;
+    }
+    let mut site = Site::start().await;
+    let arp = probe(&site);
+    let failovers = kill_trials(&mut site, trials(), None).await;
+    finish(
+        arp,
         "kill -9 of the VIP owner → answer via the VIP",
         failovers,
-        overlap,
-    );
-    let claims = arp::claims(&replies, PROBE_EVERY);
-    assert!(
-        claims.len() > trials(),
-        "the prober saw {} claims for {} handovers",
-        claims.len(),
-        trials()
-    );
-    assert_eq!(
-        overlap,
-        Duration::ZERO,
-        "two hosts answered ARP for the VIP at once"
+        trials(),
     );
 }
 
@@ -114,16 +138,15 @@ async fn a_frozen_owner_is_fenced_and_does_not_reclaim_when_it_resumes() {
     let pid = site.nodes[frozen].pid();
     signal(pid, "STOP");
     // Signals land asynchronously: the clock starts once it is stopped.
-    site.wait_for("the owner stops", Duration::from_secs(1), || {
+    wait::value("the owner stops", Duration::from_secs(1), || {
         stopped(pid).then_some(())
     })
     .await;
     let stopped = Instant::now();
-    let answered = site
-        .wait_for("an answer while the owner is frozen", FAILOVER_BOUND, || {
-            site.answered_since(stopped)
-        })
-        .await;
+    let answered = wait::value("an answer while the owner is frozen", FAILOVER_BOUND, || {
+        site.answered_since(stopped)
+    })
+    .await;
     // Frozen for 5 s, far past its lease.
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(stopped.elapsed())).await;
     let owner = site
@@ -133,7 +156,7 @@ async fn a_frozen_owner_is_fenced_and_does_not_reclaim_when_it_resumes() {
         .expect("a new owner while the old one is frozen");
     signal(pid, "CONT");
     // The resumed node finds it lost leadership and drops the stale address.
-    site.wait_for("the resumed node lets go", Duration::from_secs(2), || {
+    wait::value("the resumed node lets go", Duration::from_secs(2), || {
         (site.holders() == [owner]).then_some(())
     })
     .await;
@@ -145,19 +168,11 @@ async fn a_frozen_owner_is_fenced_and_does_not_reclaim_when_it_resumes() {
         "the VIP stopped answering"
     );
 
-    let replies = arp.finish();
-    let overlap = arp::overlap(&replies, PROBE_EVERY);
-    report(
+    finish(
+        arp,
         "SIGSTOP of the VIP owner → answer via the VIP",
         vec![answered - stopped],
-        overlap,
-    );
-    let claims = arp::claims(&replies, PROBE_EVERY);
-    assert!(claims.len() >= 2, "the prober never saw the VIP move: {claims:?}");
-    assert_eq!(
-        overlap,
-        Duration::ZERO,
-        "two hosts answered ARP for the VIP at once"
+        1,
     );
 }
 
@@ -196,39 +211,31 @@ async fn an_isolated_owner_lets_go_and_another_takes_over() {
     cut_raft(&site, BALANCERS[isolated], true);
     // It may serve clients until its lease runs out; then another node
     // must hold the VIP and answer.
-    let owner = site
-        .wait_for("another node holds the VIP", FAILOVER_BOUND, || {
-            match site.holders().as_slice() {
-                [one] if *one != isolated => Some(*one),
-                _ => None,
-            }
-        })
-        .await;
+    let owner = wait::value("another node holds the VIP", FAILOVER_BOUND, || {
+        match site.holders().as_slice() {
+            [one] if *one != isolated => Some(*one),
+            _ => None,
+        }
+    })
+    .await;
     let moved = Instant::now();
-    let answered = site
-        .wait_for("an answer from the new owner", FAILOVER_BOUND, || {
-            site.answered_since(moved)
-        })
-        .await;
+    let answered = wait::value("an answer from the new owner", FAILOVER_BOUND, || {
+        site.answered_since(moved)
+    })
+    .await;
     cut_raft(&site, BALANCERS[isolated], false);
     // Healed, it rejoins as a follower and does not take the VIP back.
-    site.wait_for("the healed node catches up", Duration::from_secs(10), || {
+    wait::value("the healed node catches up", Duration::from_secs(10), || {
         site.caught_up(isolated).then_some(())
     })
     .await;
     assert_eq!(site.holders(), [owner]);
 
-    let replies = arp.finish();
-    let overlap = arp::overlap(&replies, PROBE_EVERY);
-    report(
+    finish(
+        arp,
         "Raft links of the VIP owner cut → answer via the VIP",
         vec![answered - cut],
-        overlap,
-    );
-    assert_eq!(
-        overlap,
-        Duration::ZERO,
-        "two hosts answered ARP for the VIP at once"
+        1,
     );
 }
 
@@ -245,37 +252,12 @@ async fn two_balancers_and_a_witness_fail_over_and_the_witness_never_owns() {
         !get_from_client(&site, witness_http),
         "a witness serves no traffic"
     );
-    let mut failovers = Vec::new();
-    for trial in 0..3 {
-        let victim = site.owner().await;
-        assert_ne!(victim, WITNESS, "trial {trial}: the witness owns the VIP");
-        let killed = Instant::now();
-        site.nodes[victim].kill();
-        let answered = site
-            .wait_for(
-                &format!("trial {trial}: an answer after the kill"),
-                FAILOVER_BOUND,
-                || site.answered_since(killed),
-            )
-            .await;
-        failovers.push(answered - killed);
-        assert!(
-            !site.holders().contains(&WITNESS),
-            "trial {trial}: the witness holds the VIP"
-        );
-        site.restart(victim).await;
-    }
-    let replies = arp.finish();
-    let overlap = arp::overlap(&replies, PROBE_EVERY);
-    report(
+    let failovers = kill_trials(&mut site, 3, Some(WITNESS)).await;
+    finish(
+        arp,
         "2 balancers + witness, kill -9 of the owner → answer via the VIP",
         failovers,
-        overlap,
-    );
-    assert_eq!(
-        overlap,
-        Duration::ZERO,
-        "two hosts answered ARP for the VIP at once"
+        3,
     );
 }
 
@@ -293,7 +275,7 @@ async fn without_quorum_the_survivor_keeps_forwarding_on_its_own_address_and_hol
     let own_address = SocketAddr::from((site.lab.address(BALANCERS[survivor]), 8080));
     // The VIP is released (only the dead hold it), yet the survivor serves
     // on its own address with its last committed state.
-    site.wait_for("the survivor releases the VIP", Duration::from_secs(2), || {
+    wait::value("the survivor releases the VIP", Duration::from_secs(2), || {
         (!site.holders().contains(&survivor)).then_some(())
     })
     .await;
@@ -303,16 +285,15 @@ async fn without_quorum_the_survivor_keeps_forwarding_on_its_own_address_and_hol
             "the survivor stopped forwarding"
         );
     }
-    let status = site
-        .wait_for(
-            "ctl status reports the lost quorum",
-            Duration::from_secs(5),
-            || {
-                let text = site.ctl(survivor, &["status"]);
-                text.contains("no quorum for").then_some(text)
-            },
-        )
-        .await;
+    let status = wait::value(
+        "ctl status reports the lost quorum",
+        Duration::from_secs(5),
+        || {
+            let text = site.ctl(survivor, &["status"]);
+            text.contains("no quorum for").then_some(text)
+        },
+    )
+    .await;
     println!("{status}");
     assert!(
         !site.holders().contains(&survivor),
@@ -330,7 +311,7 @@ async fn planned_transfer_and_drain_fail_no_request() {
     // (1 s) rather than giving up after 100 ms.
     let patient = Load::start(&site.lab.ns("client"), Duration::from_secs(3));
     let began = Instant::now();
-    site.wait_for("the patient client is answered", Duration::from_secs(5), || {
+    wait::value("the patient client is answered", Duration::from_secs(5), || {
         patient.answered_since(began)
     })
     .await;
@@ -344,11 +325,10 @@ async fn planned_transfer_and_drain_fail_no_request() {
         said.contains(&format!("node {} is the leader now", to + 1)),
         "{said}"
     );
-    let owner = site
-        .wait_for("the VIP on the new leader", FAILOVER_BOUND, || {
-            (site.holders() == [to]).then_some(to)
-        })
-        .await;
+    let owner = wait::value("the VIP on the new leader", FAILOVER_BOUND, || {
+        (site.holders() == [to]).then_some(to)
+    })
+    .await;
     println!(
         "leader transfer → VIP on the new leader after {:?}",
         transferred.elapsed()
