@@ -184,7 +184,8 @@ impl AdminService {
             }
             None
         })
-        .await;
+        .await
+        .ok_or_else(|| Err(Status::aborted("a leadership transfer is already under way")))?;
         won.ok_or_else(|| {
             Err(Status::unavailable(format!(
                 "leadership stays here: no candidate won ({})",
@@ -424,7 +425,10 @@ impl admin_server::Admin for AdminService {
         if self.handover.witness {
             return Err(Status::failed_precondition("a witness never leads"));
         }
-        let after = Duration::from_millis(request.into_inner().after_ms.min(10_000));
+        // Never before the other voters' leases on the old leader can have
+        // run out, whatever the caller asks.
+        let least = transfer::campaign_delay(self.quorum.timing);
+        let after = Duration::from_millis(request.into_inner().after_ms.min(10_000)).max(least);
         transfer::campaign(&self.raft, after)
             .await
             .map_err(Status::unavailable)?;

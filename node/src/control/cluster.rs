@@ -147,7 +147,17 @@ impl ControlPlane {
         );
         let server = match membership.raft {
             Some(address) => {
-                Some(serve(address, &raft, admin.clone(), &credentials, stop_server.clone()).await?)
+                let raft_service = RaftService::new(raft.clone(), leadership.clone(), membership.timing);
+                Some(
+                    serve(
+                        address,
+                        raft_service,
+                        admin.clone(),
+                        &credentials,
+                        stop_server.clone(),
+                    )
+                    .await?,
+                )
             }
             None => None,
         };
@@ -253,7 +263,7 @@ fn read_token(source: &TokenSource) -> Result<String, ControlError> {
 /// services behind the credentials check until `stop`.
 async fn serve(
     address: SocketAddr,
-    raft: &Raft,
+    raft_service: RaftService,
     admin: AdminService,
     credentials: &Credentials,
     stop: CancellationToken,
@@ -262,7 +272,7 @@ async fn serve(
         .await
         .map_err(|source| ControlError::Bind { address, source })?;
     let check = RequireCredentials(credentials.clone());
-    let raft_service = RaftServer::new(RaftService::new(raft.clone()))
+    let raft_service = RaftServer::new(raft_service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin_service = AdminServer::new(admin).max_decoding_message_size(MAX_MESSAGE_BYTES);

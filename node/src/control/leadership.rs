@@ -35,6 +35,13 @@ impl Leadership {
     }
 }
 
+/// This node's Raft state, the leader it knows and the term, right now.
+fn standing(raft: &Raft) -> (ServerState, Option<u64>, u64) {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    (m.state, m.current_leader, m.current_term)
+}
+
 /// Starts confirming; the receiver sees every change. While
 /// `standing_down` is set (a leadership transfer), the leader stops
 /// confirming: its VIP lease runs out and other voters may elect.
@@ -52,19 +59,18 @@ pub fn watch(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (state, leader) = {
-                let metrics = raft.metrics();
-                let m = metrics.borrow();
-                (m.state, m.current_leader)
-            };
+            let (state, leader, term) = standing(&raft);
             let now = Instant::now();
             let confirmed = match state {
                 ServerState::Leader if !standing_down.load(Ordering::Relaxed) => {
                     let round = raft.get_read_log_id();
-                    matches!(
+                    let answered = matches!(
                         tokio::time::timeout(timing.election_timeout, round).await,
                         Ok(Ok(_))
-                    )
+                    );
+                    // A round answered by followers that still followed this
+                    // node proves nothing if it has meanwhile stepped down.
+                    answered && standing(&raft) == (ServerState::Leader, leader, term)
                 }
                 _ => false,
             };

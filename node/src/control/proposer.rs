@@ -25,10 +25,11 @@ pub enum ProposeError {
     Full,
     #[error("the control plane has stopped")]
     Stopped,
-    /// The batch could not be committed (no quorum, leader lost); the text
-    /// is the admin service's.
-    #[error("not committed: {0}")]
-    NotCommitted(String),
+    /// The batch was not confirmed (no quorum, leader lost, timeout): it
+    /// may or may not be applied, so only idempotent commands may be
+    /// proposed again blindly. The text is the admin service's.
+    #[error("not confirmed (it may still be applied): {0}")]
+    Unconfirmed(String),
 }
 
 struct Proposal {
@@ -72,11 +73,11 @@ async fn run(admin: AdminService, mut inbox: mpsc::Receiver<Proposal>) {
                 outcomes.into_iter().map(Ok).collect()
             }
             Ok((_, other)) => {
-                let error = ProposeError::NotCommitted(format!("unexpected outcome {other:?}"));
+                let error = ProposeError::Unconfirmed(format!("unexpected outcome {other:?}"));
                 vec![Err(error); replies.len()]
             }
             Err(status) => {
-                let error = ProposeError::NotCommitted(status.message().to_string());
+                let error = ProposeError::Unconfirmed(status.message().to_string());
                 vec![Err(error); replies.len()]
             }
         };

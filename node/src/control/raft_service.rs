@@ -3,16 +3,24 @@
 //! `Ok` or openraft's error, as postcard bytes. Credentials are checked by
 //! the interceptor in front of it ([`super::auth`]).
 
+use super::leadership::Leadership;
 use super::types::{NodeId, Raft};
+use raftlb_config::RaftTiming;
 use raftlb_proto::raft::raft_server;
 use raftlb_proto::raft::{RaftReply, RaftRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft,
+    leadership: watch::Receiver<Leadership>,
+    /// How long after its last confirmation as leader this node refuses
+    /// to vote: openraft's own follower lease (two election timeouts).
+    vote_hold: Duration,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -22,8 +30,28 @@ impl std::fmt::Debug for RaftService {
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+    pub fn new(raft: Raft, leadership: watch::Receiver<Leadership>, timing: RaftTiming) -> Self {
+        RaftService {
+            raft,
+            leadership,
+            vote_hold: timing.election_timeout * 2,
+        }
+    }
+
+    /// A leader's VIP lease is counted from its last confirmation round,
+    /// but openraft refreshes a node's own leader lease only when it hears
+    /// from a leader, never while it is one: a long-standing leader would
+    /// grant a vote at once, and a new leader (and VIP owner) could exist
+    /// while its fence still holds. Refuse, as followers do, until two
+    /// election timeouts after the last confirmation.
+    fn refuse_vote_while_leasing(&self) -> Result<(), Status> {
+        match self.leadership.borrow().confirmed_at {
+            Some(at) if at.elapsed() < self.vote_hold => Err(Status::unavailable(format!(
+                "vote refused: this node was confirmed leader {:?} ago and its VIP lease may still be live",
+                at.elapsed()
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -88,6 +116,7 @@ impl raft_server::Raft for RaftService {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
         self.check_sender(&request)?;
+        self.refuse_vote_while_leasing()?;
         let rpc = decode(&request, "Vote")?;
         reply(&self.raft.vote(rpc).await)
     }

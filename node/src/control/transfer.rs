@@ -54,8 +54,14 @@ pub fn candidates(raft: &Raft, me: NodeId, to: Option<NodeId>) -> Result<Vec<Nod
 
 /// The leader's side around the campaign: quiet while `campaign` runs,
 /// itself again afterwards whatever happened, even if the caller gives up
-/// on the campaign half-way.
-pub async fn step_aside<T>(raft: &Raft, standing_down: &AtomicBool, campaign: impl Future<Output = T>) -> T {
+/// on the campaign half-way. `None` if a transfer is already under way.
+/// Writes committed meanwhile reach the followers and renew their lease on
+/// this node, which can make the target lose; it is then retried or fails.
+pub async fn step_aside<T>(
+    raft: &Raft,
+    standing_down: &AtomicBool,
+    campaign: impl Future<Output = T>,
+) -> Option<T> {
     struct Aside<'a> {
         raft: &'a Raft,
         standing_down: &'a AtomicBool,
@@ -67,11 +73,16 @@ pub async fn step_aside<T>(raft: &Raft, standing_down: &AtomicBool, campaign: im
             self.standing_down.store(false, Ordering::Relaxed);
         }
     }
-    standing_down.store(true, Ordering::Relaxed);
+    if standing_down
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return None;
+    }
     raft.runtime_config().heartbeat(false);
     raft.runtime_config().elect(false);
     let _aside = Aside { raft, standing_down };
-    campaign.await
+    Some(campaign.await)
 }
 
 /// The target's side: wait out the leases, stand, and report whether this

@@ -25,6 +25,7 @@ pub mod netlink;
 
 use crate::control::leadership::Leadership;
 use crate::control::types::Raft;
+use openraft::ServerState;
 use raftlb_config::{RaftTiming, VipSpec};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -159,7 +160,7 @@ impl Owner {
             }
             let confirmed = self.leadership.borrow_and_update().confirmed_at;
             match self.renew(confirmed) {
-                Ok(()) => self.claim_or_announce(),
+                Ok(asked) => self.claim_or_announce(asked),
                 Err(reason) => self.release(&reason),
             }
         }
@@ -167,11 +168,15 @@ impl Owner {
     }
 
     /// Renews the fence for what is left of the lease counted from the last
-    /// confirmation round; says why not when there is nothing left.
-    fn renew(&mut self, confirmed: Option<Instant>) -> Result<(), String> {
+    /// confirmation round, and returns when that round was sent; says why
+    /// not when there is nothing left.
+    fn renew(&mut self, confirmed: Option<Instant>) -> Result<Instant, String> {
         let Some(asked) = confirmed else {
             return Err("not a leader confirmed by a quorum".to_string());
         };
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return Err("stepped down".to_string());
+        }
         let remaining = self.lease.saturating_sub(asked.elapsed());
         if remaining.is_zero() {
             return Err(format!(
@@ -180,21 +185,31 @@ impl Owner {
             ));
         }
         if self.renewed_for == Some(asked) {
-            return Ok(()); // already granted up to the same expiry
+            return Ok(asked); // already granted up to the same expiry
         }
         self.fenced = true;
+        let sent = Instant::now();
         fence::renew(&self.addresses, remaining).map_err(|e| format!("cannot renew the fence: {e}"))?;
         self.renewed_for = Some(asked);
-        // Stalled between measuring and renewing (a pause, a stop): the
-        // kernel was just given more time than is left; take it back.
-        if asked.elapsed() >= self.lease {
-            return Err("the lease ran out while the fence was renewed".to_string());
+        // The kernel counts `remaining` from when it took the message. A
+        // stall in between (a pause, a stop, a slow kernel) grants more
+        // than is left; beyond a small slack, take it back. (The lease is
+        // half of what the other voters wait, so the slack is safe.)
+        if sent.elapsed() > self.lease / 4 || asked.elapsed() >= self.lease {
+            return Err("the fence renewal stalled; lease withdrawn".to_string());
         }
-        Ok(())
+        Ok(asked)
     }
 
-    fn claim_or_announce(&mut self) {
+    /// Adds the addresses if this node does not hold them yet, and announces
+    /// them, but only while the lease confirmed at `asked` lasts: a gratuitous
+    /// ARP leaves on a packet socket, which the kernel fence does not see.
+    fn claim_or_announce(&mut self, asked: Instant) {
+        let in_lease = |owner: &Self| asked.elapsed() < owner.lease;
         if !self.held {
+            // Held from the first address on, so a failure part-way
+            // removes the ones already added.
+            self.held = true;
             for vip in &self.vips {
                 if let Err(e) = address::add(vip.index, vip.spec.address, vip.spec.prefix_len) {
                     self.release(&format!(
@@ -204,7 +219,6 @@ impl Owner {
                     return;
                 }
             }
-            self.held = true;
             self.held_report.send_replace(
                 self.vips
                     .iter()
@@ -213,8 +227,10 @@ impl Owner {
             );
             let term = self.raft.metrics().borrow().current_term;
             tracing::info!(vips = ?self.addresses, term, lease = ?self.lease, "VIPs claimed");
-            self.announce(CLAIM_ANNOUNCEMENTS);
-        } else if Instant::now() >= self.next_announcement {
+            if in_lease(self) {
+                self.announce(CLAIM_ANNOUNCEMENTS);
+            }
+        } else if Instant::now() >= self.next_announcement && in_lease(self) {
             self.announce(1);
         }
     }

@@ -128,6 +128,12 @@ pub fn request(protocol: isize, messages: Vec<Message>, tolerated: &[i32]) -> io
             }
             if kind == NLMSG_ERROR && len >= 20 {
                 let errno = -i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
+                // An error for a message that asked for no answer (a batch
+                // header) means the kernel dropped the batch: nothing else
+                // will come.
+                if errno != 0 && !expected.contains(&seq) {
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
                 expected.retain(|s| *s != seq);
                 if errno != 0 && !tolerated.contains(&errno) && first_error.is_none() {
                     first_error = Some(io::Error::from_raw_os_error(errno));
