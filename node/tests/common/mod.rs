@@ -1,0 +1,94 @@
+//! A 3-node control plane in the test process: real sled stores in a temp
+//! dir, real gRPC on loopback ports, no data plane.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use raftlb_node::control::ControlPlane;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    let socket = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    socket.local_addr().expect("local address").port()
+}
+
+fn config(name: &str, id: u64, dir: &Path, ports: &[u16]) -> String {
+    let peers: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{} = \"127.0.0.1:{port}\"", i + 1))
+        .collect();
+    format!(
+        "[node]\nid = {id}\ndata_dir = \"{dir}\"\n\n\
+         [cluster]\nid = \"{name}\"\ntoken = \"t\"\nraft = \"127.0.0.1:{raft}\"\npeers = {{ {peers} }}\n\n\
+         [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:1\"\npool = \"app\"\n\n\
+         [[pool]]\nname = \"app\"\nbackends = [{{ address = \"127.0.0.1:2\" }}]\n",
+        dir = dir.display(),
+        raft = ports[id as usize - 1],
+        peers = peers.join(", "),
+    )
+}
+
+/// Three control planes forming cluster `name`; the dir goes on drop.
+pub struct Nodes {
+    pub nodes: Vec<ControlPlane>,
+    root: PathBuf,
+}
+
+impl Nodes {
+    pub async fn start(name: &str) -> Nodes {
+        let root = std::env::temp_dir().join(format!("raftlb-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for id in 1..=3u64 {
+            let dir = root.join(format!("n{id}"));
+            let text = config(name, id, &dir, &ports);
+            let config = raftlb_config::parse("n.toml", &text).expect("valid config");
+            let path = root.join(format!("n{id}.toml"));
+            nodes.push(
+                ControlPlane::start(&config, &path)
+                    .await
+                    .expect("control plane starts"),
+            );
+        }
+        wait_for(
+            "a bootstrapped state on every node",
+            Duration::from_secs(10),
+            || nodes.iter().all(|n| n.applied.borrow().state.is_bootstrapped()),
+        )
+        .await;
+        Nodes { nodes, root }
+    }
+
+    /// The leader's id, as node 1 knows it.
+    pub fn leader(&self) -> u64 {
+        self.nodes[0]
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .expect("a leader")
+    }
+
+    /// The node with id `id`.
+    pub fn node(&self, id: u64) -> &ControlPlane {
+        &self.nodes[id as usize - 1]
+    }
+
+    pub async fn stop(self) {
+        for node in self.nodes {
+            node.stop().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub async fn wait_for(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,83 @@
+//! The VIP's safety rests on this: while a leader is confirming its
+//! leadership (and so renewing its VIP lease), no other node can become
+//! leader. openraft's followers refuse votes for two election timeouts after
+//! they last heard the leader, but openraft never refreshes a leader's own
+//! lease, so a long-standing leader would grant a vote at once; raftlb's
+//! Raft service refuses it instead. Here a follower is made to stand while
+//! the leader is healthy: with one election timeout of the lease still
+//! possibly live, it must not win.
+
+mod common;
+
+use common::Nodes;
+use std::time::{Duration, Instant};
+
+/// The default election timeout (`[cluster] election_timeout`): the VIP lease.
+const LEASE: Duration = Duration::from_millis(150);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_election_cannot_win_while_the_leader_holds_its_lease() {
+    let cluster = Nodes::start("lease-test").await;
+    let leader = cluster.leader();
+    // Lead long past openraft's own lease on the leader's vote (2 × 300 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster.leader(), leader, "leadership moved on its own");
+    let challenger = (1..=3).find(|id| *id != leader).expect("a follower");
+
+    let forced = Instant::now();
+    cluster
+        .node(challenger)
+        .raft
+        .trigger()
+        .elect()
+        .await
+        .expect("trigger an election");
+    // Whoever leads next, not before the old leader's lease can have expired.
+    let next = loop {
+        let leaders: Vec<(u64, u64)> = cluster
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let m = n.raft.metrics().borrow().clone();
+                (m.state == openraft::ServerState::Leader && m.id != leader).then_some((m.id, m.current_term))
+            })
+            .collect();
+        if let Some(&(id, _)) = leaders.first() {
+            break Some((id, forced.elapsed()));
+        }
+        if forced.elapsed() > Duration::from_secs(3) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    if let Some((id, after)) = next {
+        println!("node {id} became leader {after:?} after the forced election");
+        assert!(
+            after >= LEASE,
+            "node {id} won {after:?} after a forced election, while the old leader's lease ({LEASE:?}) may still hold"
+        );
+    }
+    // And the cluster still has a leader afterwards (the old one, or the
+    // challenger once the lease has run out).
+    common::wait_for(
+        "a leader after the forced election",
+        Duration::from_secs(5),
+        || {
+            cluster
+                .nodes
+                .iter()
+                .any(|n| n.raft.metrics().borrow().state == openraft::ServerState::Leader)
+        },
+    )
+    .await;
+    let terms: Vec<(u64, u64, openraft::ServerState)> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let m = n.raft.metrics().borrow().clone();
+            (m.id, m.current_term, m.state)
+        })
+        .collect();
+    println!("after: {terms:?}");
+    cluster.stop().await;
+}
