@@ -21,6 +21,9 @@ use std::time::Duration;
 
 const TABLE: &str = "raftlb";
 const LEASE_SET: &str = "lease";
+/// A set in the `arp` table used once at start to check that this kernel
+/// moves an element's expiry when it is added again.
+const PROBE_SET: &str = "probe";
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -52,6 +55,7 @@ fn ruleset(vips: &[Ipv4Addr]) -> String {
         "table arp {TABLE} {{}}\ndelete table arp {TABLE}\n\
          table arp {TABLE} {{\n\
            set {LEASE_SET} {{ type ipv4_addr; flags timeout; }}\n\
+           set {PROBE_SET} {{ type ipv4_addr; flags timeout; }}\n\
            set vips {{ type ipv4_addr; elements = {{ {elements} }} }}\n\
            chain output {{ type filter hook output priority 0; policy accept;\n\
              arp saddr ip @{LEASE_SET} accept\n\
@@ -95,6 +99,47 @@ pub fn install(vips: &[Ipv4Addr]) -> io::Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
+    check_expiry_refresh()
+}
+
+/// Renewal re-adds an element with a new timeout and expiration; kernels
+/// before nftables learnt to update an existing element's expiry ignore
+/// that, and the lease would lapse once per period. Refuse such a kernel
+/// at start rather than flap the VIP: add a probe element for 10 s, add it
+/// again for 10 min, and read back which expiry stuck.
+fn check_expiry_refresh() -> io::Result<()> {
+    let probe = Ipv4Addr::new(192, 0, 2, 1); // TEST-NET-1: never a VIP
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+    for timeout in [Duration::from_secs(10), Duration::from_secs(600)] {
+        let message = element_in(
+            PROBE_SET,
+            NFT_MSG_NEWSETELEM,
+            flags,
+            NFPROTO_ARP,
+            probe,
+            Some(timeout),
+        );
+        netlink::request(NETLINK_NETFILTER, batch([message]), &[])?;
+    }
+    let listed = Command::new("nft")
+        .args(["list", "set", "arp", TABLE, PROBE_SET])
+        .output()?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    // "elements = { 192.0.2.1 timeout 10m expires 9m59s… }": minutes left
+    // mean the second add moved the expiry; seconds, that it did not.
+    let minutes_left = text
+        .split("expires ")
+        .nth(1)
+        .and_then(|rest| rest.split('m').next())
+        .and_then(|minutes| minutes.parse::<u32>().ok());
+    let refreshed = minutes_left.is_some_and(|m| m >= 5);
+    if !refreshed {
+        return Err(io::Error::other(format!(
+            "this kernel does not refresh an nftables set element's expiry when it is added again, \
+             so the VIP lease cannot be renewed (nft shows: {})",
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        )));
+    }
     Ok(())
 }
 
@@ -112,10 +157,21 @@ fn batch(messages: impl IntoIterator<Item = Message>) -> Vec<Message> {
 }
 
 fn element_message(kind: u16, flags: u16, family: u8, vip: Ipv4Addr, timeout: Option<Duration>) -> Message {
+    element_in(LEASE_SET, kind, flags, family, vip, timeout)
+}
+
+fn element_in(
+    set: &str,
+    kind: u16,
+    flags: u16,
+    family: u8,
+    vip: Ipv4Addr,
+    timeout: Option<Duration>,
+) -> Message {
     let mut m = Message::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags)
         .fixed(&nfgen(family, 0))
         .attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
-        .attr_str(NFTA_SET_ELEM_LIST_SET, LEASE_SET)
+        .attr_str(NFTA_SET_ELEM_LIST_SET, set)
         .begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS)
         .begin_nested(NFTA_LIST_ELEM)
         .begin_nested(NFTA_SET_ELEM_KEY)
