@@ -290,7 +290,7 @@ async fn without_quorum_the_survivor_keeps_forwarding_on_its_own_address_and_hol
         Duration::from_secs(5),
         || {
             let text = site.ctl(survivor, &["status"]);
-            text.contains("no quorum for").then_some(text)
+            text.contains("no quorum since").then_some(text)
         },
     )
     .await;

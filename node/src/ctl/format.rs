@@ -80,8 +80,9 @@ pub fn status(status: &ClusterStatus) -> String {
         if let MemberView::Answered { no_quorum_ms, .. } = &member.view
             && *no_quorum_ms > 0
         {
+            let since = clock_time(std::time::SystemTime::now(), *no_quorum_ms);
             out.push_str(&format!(
-                "node {}: no quorum for {:.1} s; it serves its last committed state and holds no VIP\n",
+                "node {}: no quorum since {since} UTC ({:.1} s); it serves its last committed state and holds no VIP\n",
                 member.id,
                 *no_quorum_ms as f64 / 1000.0
             ));
@@ -185,6 +186,16 @@ pub fn diff_line(command: &Command) -> String {
     format!("{sign} {command}")
 }
 
+/// The UTC time of day `ago_ms` before `now`, as HH:MM:SS.
+fn clock_time(now: std::time::SystemTime, ago_ms: u64) -> String {
+    let then = now
+        .checked_sub(std::time::Duration::from_millis(ago_ms))
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let day = then % 86_400;
+    format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
+}
+
 /// `word` or `words`.
 pub fn plural(n: usize, word: &str) -> String {
     if n == 1 {
@@ -233,10 +244,14 @@ mod tests {
             }],
         };
         let text = status(&cluster);
-        assert_eq!(
-            text.lines().nth(1),
-            Some("node 2: no quorum for 3.2 s; it serves its last committed state and holds no VIP")
+        let line = text.lines().nth(1).expect("a second line");
+        assert!(line.starts_with("node 2: no quorum since "), "{line}");
+        assert!(
+            line.ends_with(" UTC (3.2 s); it serves its last committed state and holds no VIP"),
+            "{line}"
         );
+        let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400 + 13 * 3600 + 5 * 60 + 9);
+        assert_eq!(clock_time(epoch, 3_000), "13:05:06");
     }
 
     #[test]
