@@ -51,6 +51,12 @@ pub enum Command {
     /// rejected on its own: what the batching proposer commits, so a burst
     /// of data-plane proposals costs one Raft round trip, not one each.
     Independent(Vec<Command>),
+    /// Gives a `placement = "spread"` VIP to a node, or takes it from
+    /// whoever had it (`owner: None`). Proposed by the leader only.
+    AssignVip {
+        address: std::net::Ipv4Addr,
+        owner: Option<u64>,
+    },
 }
 
 /// What applying a command did.
@@ -145,6 +151,10 @@ impl fmt::Display for Command {
             Command::SetAdminState { pool, address, state } => {
                 write!(f, "set {address} in pool {pool} to {}", state.name())
             }
+            Command::AssignVip { address, owner } => match owner {
+                Some(node) => write!(f, "assign VIP {address} to node {node}"),
+                None => write!(f, "unassign VIP {address}"),
+            },
             Command::Batch(commands) | Command::Independent(commands) => {
                 let kind = if matches!(self, Command::Batch(_)) {
                     "batch"

@@ -469,11 +469,11 @@ fn vip(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<VipSpec> {
         Some(name.to_string())
     });
     let placement = match s.optional("placement") {
-        Some(f) if reader.str(&f) == Some("spread") => {
-            reader.field_error(&f, "placement \"spread\" is not supported yet; use \"leader\"");
-            None
-        }
-        Some(f) => reader.choice(&f, "placement", &[("leader", Placement::Leader)]),
+        Some(f) => reader.choice(
+            &f,
+            "placement",
+            &[("leader", Placement::Leader), ("spread", Placement::Spread)],
+        ),
         None => Some(Placement::Leader),
     };
     s.finish(reader);

@@ -38,6 +38,9 @@ pub struct VipSpec {
 pub enum Placement {
     /// The Raft leader, while it holds its lease.
     Leader,
+    /// One balancer per VIP, chosen by the leader (replicated), while the
+    /// leader grants it a lease: several VIPs spread over the balancers.
+    Spread,
 }
 
 /// This node's own settings (`[node]`).

@@ -8,8 +8,8 @@
 use crate::command::{Command, Outcome};
 use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, binds_overlap};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
 
 /// Everything the cluster agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,11 +18,23 @@ pub struct ClusterState {
     /// if every listener and pool has since been removed.
     bootstrapped: bool,
     spec: ClusterSpec,
+    /// Which node owns each `placement = "spread"` VIP.
+    vip_owners: BTreeMap<Ipv4Addr, u64>,
 }
 
 impl ClusterState {
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
+    }
+
+    /// The node a spread VIP is assigned to.
+    pub fn vip_owner(&self, address: Ipv4Addr) -> Option<u64> {
+        self.vip_owners.get(&address).copied()
+    }
+
+    /// Every spread VIP's owner.
+    pub fn vip_owners(&self) -> &BTreeMap<Ipv4Addr, u64> {
+        &self.vip_owners
     }
 
     /// Whether the cluster has been seeded from a configuration file.
@@ -35,6 +47,13 @@ impl ClusterState {
     pub fn apply(&mut self, command: Command) -> Outcome {
         if let Command::Independent(commands) = command {
             return Outcome::Each(commands.into_iter().map(|c| self.apply(c)).collect());
+        }
+        if let Command::AssignVip { address, owner } = command {
+            match owner {
+                Some(node) => self.vip_owners.insert(address, node),
+                None => self.vip_owners.remove(&address),
+            };
+            return Outcome::Applied;
         }
         if let Command::Bootstrap(_) = &command
             && self.bootstrapped
@@ -136,6 +155,9 @@ fn change(spec: &mut ClusterSpec, command: Command) -> Result<(), String> {
         }
         Command::Independent(_) => {
             return Err("independent commands cannot be part of an atomic batch".to_string());
+        }
+        Command::AssignVip { .. } => {
+            return Err("a VIP assignment cannot be part of an atomic batch".to_string());
         }
     }
     Ok(())

@@ -307,9 +307,13 @@ fn vips() {
         &format!("{base}address = \"fd00::1/64\"\n"),
         "lb.toml:5: vip[0].address: IPv6 VIPs are not supported yet (only IPv4)",
     );
-    assert_one_error(
+    let spread = parse(
+        "lb.toml",
         &format!("{base}address = \"198.18.0.100/24\"\nplacement = \"spread\"\n"),
-        "lb.toml:6: vip[0].placement: placement \"spread\" is not supported yet; use \"leader\"",
+    );
+    assert_eq!(
+        spread.expect("valid").vips[0].placement,
+        raftlb_config::Placement::Spread
     );
     assert_one_error(
         "[node]\nid = 1\n[[vip]]\naddress = \"198.18.0.100/24\"\ninterface = \"a/b\"\n",

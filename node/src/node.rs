@@ -62,9 +62,8 @@ pub async fn run(
     let vips = match config.vips.is_empty() {
         true => None,
         false => Some(VipManager::start(
-            control.raft.clone(),
-            control.leadership.clone(),
-            control.vips_held.clone(),
+            &control,
+            config.node.id,
             &config.vips,
             config.membership.timing,
         )?),

@@ -35,6 +35,8 @@ pub struct Site {
     pub nodes: Vec<Raftlb>,
     /// The node that is a witness (`role = "witness"`), if one is.
     witness: Option<usize>,
+    /// `placement = "spread"` VIPs instead of the one leader VIP.
+    spread: Vec<Ipv4Addr>,
     root: TempDir,
     _backend: HttpBackend,
     /// The client host's requests: a new connection every 5 ms, given up
@@ -46,11 +48,21 @@ impl Site {
     /// Builds the lab, starts the backend, the three nodes and the client,
     /// and waits until the VIP answers.
     pub async fn start() -> Site {
-        Self::start_with(None).await
+        Self::build(None, Vec::new()).await
     }
 
     /// [`Site::start`] with node `witness` a witness: no listener, no VIP.
     pub async fn start_with(witness: Option<usize>) -> Site {
+        Self::build(witness, Vec::new()).await
+    }
+
+    /// [`Site::start`] with `spread` as `placement = "spread"` VIPs (the
+    /// first is [`VIP`], which the client requests) instead of the leader's.
+    pub async fn start_spread(spread: Vec<Ipv4Addr>) -> Site {
+        Self::build(None, spread).await
+    }
+
+    async fn build(witness: Option<usize>, spread: Vec<Ipv4Addr>) -> Site {
         let lab = Lab::build(&HOSTS);
         let backend_address = lab.address("backend");
         let listener = netns::on_host(&lab.ns("backend"), move || {
@@ -61,6 +73,7 @@ impl Site {
             lab,
             nodes: Vec::new(),
             witness,
+            spread,
             root: TempDir::new("site"),
             _backend: backend,
             load: Load::idle(),
@@ -100,8 +113,15 @@ impl Site {
         let role = if witness { "witness" } else { "balancer" };
         let vip = if witness {
             String::new()
-        } else {
+        } else if self.spread.is_empty() {
             format!("[[vip]]\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n")
+        } else {
+            self.spread
+                .iter()
+                .map(|v| {
+                    format!("[[vip]]\naddress = \"{v}/24\"\ninterface = \"eth0\"\nplacement = \"spread\"\n")
+                })
+                .collect()
         };
         format!(
             "[node]\nid = {id}\nrole = \"{role}\"\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
@@ -124,6 +144,11 @@ impl Site {
     /// The balancers whose eth0 carries the VIP (a killed or frozen one
     /// keeps the address; its fence disowns it).
     pub fn holders(&self) -> Vec<usize> {
+        self.holders_of(VIP)
+    }
+
+    /// The balancers whose eth0 carries `vip`.
+    pub fn holders_of(&self, vip: Ipv4Addr) -> Vec<usize> {
         (0..BALANCERS.len())
             .filter(|i| {
                 let output = Command::new("ip")
@@ -138,7 +163,7 @@ impl Site {
                     ])
                     .output()
                     .expect("ip addr show");
-                String::from_utf8_lossy(&output.stdout).contains(&format!("{VIP}/"))
+                String::from_utf8_lossy(&output.stdout).contains(&format!("{vip}/"))
             })
             .collect()
     }

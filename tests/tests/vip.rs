@@ -10,7 +10,7 @@ use raftlb_tests::arp::{self, ArpProbe};
 use raftlb_tests::site::{BALANCERS, Load, Site, VIP, get_from_client, percentile, signal};
 use raftlb_tests::{root_or_skip, wait};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -373,4 +373,77 @@ async fn a_vip_on_a_missing_interface_is_a_clear_start_error() {
         )),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_vips_land_one_per_node_and_only_a_dead_nodes_vip_moves() {
+    if !root_or_skip("spread VIPs", "build network namespaces") {
+        return;
+    }
+    let vips: Vec<Ipv4Addr> = (100..103).map(|n| Ipv4Addr::new(198, 18, 0, n)).collect();
+    let mut site = Site::start_spread(vips.clone()).await;
+    // One VIP per node.
+    let placed: Vec<usize> = wait::value("one spread VIP per node", Duration::from_secs(10), || {
+        let holders: Vec<Vec<usize>> = vips.iter().map(|v| site.holders_of(*v)).collect();
+        let single: Vec<usize> = holders.iter().filter(|h| h.len() == 1).map(|h| h[0]).collect();
+        let distinct: std::collections::BTreeSet<usize> = single.iter().copied().collect();
+        (single.len() == vips.len() && distinct.len() == vips.len()).then_some(single)
+    })
+    .await;
+    let status = site.ctl(0, &["status"]);
+    for (vip, node) in vips.iter().zip(&placed) {
+        assert!(
+            status.contains(&format!("node {} holds VIP {vip}/24", node + 1)),
+            "{status}"
+        );
+    }
+
+    // Kill the node holding the second VIP: that VIP moves, the others stay.
+    let moving = vips[1];
+    let victim = placed[1];
+    let client = site.lab.address("client");
+    let arp = ArpProbe::start(&site.lab.ns("client"), "eth0", client, moving, PROBE_EVERY);
+    wait::value("the prober sees the VIP", Duration::from_secs(2), || {
+        (!arp.replies().is_empty()).then_some(())
+    })
+    .await;
+    let killed = Instant::now();
+    site.nodes[victim].kill();
+    let new_owner = wait::value(
+        "the dead node's VIP on a live node",
+        FAILOVER_BOUND,
+        || match site
+            .holders_of(moving)
+            .into_iter()
+            .filter(|h| *h != victim)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [one] => Some(*one),
+            _ => None,
+        },
+    )
+    .await;
+    let moved_after = killed.elapsed();
+    // Give the prober time to see the new owner answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, vip) in vips.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(
+            site.holders_of(*vip),
+            [placed[i]],
+            "VIP {vip} moved although its node lives"
+        );
+    }
+    println!(
+        "spread: node {}'s VIP {moving} on node {} after {moved_after:?}",
+        victim + 1,
+        new_owner + 1
+    );
+    finish(
+        arp,
+        "spread VIP of a killed node → held by a live node",
+        vec![moved_after],
+        1,
+    );
+    site.restart(victim).await;
 }

@@ -8,6 +8,7 @@
 use super::auth::{AttachCredentials, Credentials};
 use super::leadership::Leadership;
 use super::network::{MAX_MESSAGE_BYTES, status_text};
+use super::spread::SharedLeases;
 use super::state_machine::Applied;
 use super::transfer;
 use super::types::{Node, NodeId, Raft};
@@ -17,9 +18,9 @@ use raftlb_config::{Command, Outcome, RaftTiming};
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::admin_server;
 use raftlb_proto::admin::{
-    AddMemberRequest, CampaignReply, CampaignRequest, DrainReply, DrainRequest, Member, MembershipReply,
-    ReadReply, ReadRequest, RemoveMemberRequest, StatusReply, StatusRequest, TransferLeaderReply,
-    TransferLeaderRequest, WriteReply, WriteRequest,
+    AddMemberRequest, CampaignReply, CampaignRequest, DrainReply, DrainRequest, LeaseVipsReply,
+    LeaseVipsRequest, Member, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest, StatusReply,
+    StatusRequest, TransferLeaderReply, TransferLeaderRequest, WriteReply, WriteRequest,
 };
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -51,6 +52,8 @@ pub struct Handover {
     pub witness: bool,
     /// Cancelled when an operator asks this node to drain and stop.
     pub drain: CancellationToken,
+    /// Spread-VIP leases this node grants while it leads.
+    pub leases: SharedLeases,
 }
 
 /// What `status` needs to say whether this node sees a quorum.
@@ -140,6 +143,23 @@ impl AdminService {
             AdminClient::with_interceptor(channel, AttachCredentials(self.credentials.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
+    }
+
+    /// Asks the leader for the lease on `vips` (this node's spread VIPs);
+    /// returns those granted.
+    pub async fn ask_lease(&self, vips: &[std::net::Ipv4Addr]) -> Result<Vec<std::net::Ipv4Addr>, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics
+            .current_leader
+            .and_then(|id| metrics.membership_config.membership().get_node(&id).cloned())
+            .ok_or_else(|| Status::unavailable("no leader known"))?;
+        let mut client = self.connect(&leader.addr)?;
+        let request = LeaseVipsRequest {
+            node_id: self.me,
+            vips: vips.iter().map(ToString::to_string).collect(),
+        };
+        let reply = client.lease_vips(request).await?.into_inner();
+        Ok(reply.granted.iter().filter_map(|v| v.parse().ok()).collect())
     }
 
     /// As leader, hands leadership to `to` (or the most caught-up voter)
@@ -433,6 +453,37 @@ impl admin_server::Admin for AdminService {
             .await
             .map_err(Status::unavailable)?;
         Ok(Response::new(CampaignReply {}))
+    }
+
+    async fn lease_vips(
+        &self,
+        request: Request<LeaseVipsRequest>,
+    ) -> Result<Response<LeaseVipsReply>, Status> {
+        let message = request.into_inner();
+        let fresh = self
+            .quorum
+            .leadership
+            .borrow()
+            .confirmed_at
+            .is_some_and(|at| at.elapsed() < self.quorum.timing.election_timeout);
+        if !fresh {
+            return Err(Status::unavailable("not a leader confirmed by a quorum just now"));
+        }
+        let applied = Arc::clone(&self.applied.borrow());
+        let granted: Vec<std::net::Ipv4Addr> = message
+            .vips
+            .iter()
+            .filter_map(|v| v.parse().ok())
+            .filter(|vip| applied.state.vip_owner(*vip) == Some(message.node_id))
+            .collect();
+        self.handover
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(message.node_id, &granted);
+        Ok(Response::new(LeaseVipsReply {
+            granted: granted.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     async fn drain(&self, _request: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {

@@ -12,6 +12,7 @@ use super::log_store::{LogStore, OpenError};
 use super::network::{MAX_MESSAGE_BYTES, Network};
 use super::proposer::Proposer;
 use super::raft_service::RaftService;
+use super::spread::SharedLeases;
 use super::state_machine::{Applied, StateMachine};
 use super::types::{Node, NodeId, Raft};
 use raftlb_config::{ClusterSpec, ClusterState, Command, Config, RaftTiming, Role, TokenSource};
@@ -86,7 +87,10 @@ pub struct ControlPlane {
     /// This node's standing, confirmed every heartbeat (the VIP lease).
     pub leadership: watch::Receiver<Leadership>,
     leading: JoinHandle<()>,
-    admin: AdminService,
+    /// The admin service, for what the VIP manager asks of the leader.
+    pub admin: AdminService,
+    /// Spread-VIP leases granted while this node leads.
+    pub leases: SharedLeases,
     drain: CancellationToken,
     /// Where the VIP manager says which VIPs this node holds (`ctl status`).
     pub vips_held: watch::Sender<Vec<String>>,
@@ -128,6 +132,7 @@ impl ControlPlane {
             leadership::watch(raft.clone(), membership.timing, Arc::clone(&standing_down));
         let drain = CancellationToken::new();
         let vips_held = watch::Sender::new(Vec::new());
+        let leases = SharedLeases::default();
         let admin = AdminService::new(
             me,
             raft.clone(),
@@ -143,6 +148,7 @@ impl ControlPlane {
                 standing_down,
                 witness: config.node.role == Role::Witness,
                 drain: drain.clone(),
+                leases: leases.clone(),
             },
         );
         let server = match membership.raft {
@@ -185,6 +191,7 @@ impl ControlPlane {
             leadership,
             leading,
             admin: admin_for_handover,
+            leases,
             drain,
             vips_held,
             stop_server,

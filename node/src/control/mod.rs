@@ -12,6 +12,7 @@
 //! - [`proposer`]: the data plane's batching door into the log.
 //! - [`leadership`]: leadership confirmed by a quorum every heartbeat, and
 //!   since when a quorum has been missing.
+//! - [`spread`]: leases on and assignment of `placement = "spread"` VIPs.
 //! - [`transfer`]: planned leadership transfer (openraft 0.9 has none).
 //! - [`auth`]: the cluster id and token every call carries and is checked for.
 //! - [`data_dir`]: the identity file that keeps a node off another's data.
@@ -25,6 +26,7 @@ pub mod log_store;
 pub mod network;
 pub mod proposer;
 pub mod raft_service;
+pub mod spread;
 pub mod state_machine;
 pub mod transfer;
 pub mod types;

@@ -181,7 +181,8 @@ pub fn diff_line(command: &Command) -> String {
         | Command::SetWeight { .. }
         | Command::SetAdminState { .. }
         | Command::Batch(_)
-        | Command::Independent(_) => '~',
+        | Command::Independent(_)
+        | Command::AssignVip { .. } => '~',
     };
     format!("{sign} {command}")
 }

@@ -22,11 +22,13 @@ pub mod address;
 pub mod announce;
 pub mod fence;
 pub mod netlink;
+mod spread;
 
+use crate::control::ControlPlane;
 use crate::control::leadership::Leadership;
-use crate::control::types::Raft;
+use crate::control::types::{NodeId, Raft};
 use openraft::ServerState;
-use raftlb_config::{RaftTiming, VipSpec};
+use raftlb_config::{Placement, RaftTiming, VipSpec};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -60,26 +62,49 @@ pub enum VipError {
 
 /// One VIP, resolved on this host.
 #[derive(Debug, Clone)]
-struct Vip {
+pub(crate) struct Vip {
     spec: VipSpec,
     index: u32,
     mac: [u8; 6],
+}
+
+impl Vip {
+    /// `address/prefix`, as `ctl status` shows it.
+    fn label(&self) -> String {
+        format!("{}/{}", self.spec.address, self.spec.prefix_len)
+    }
+
+    fn add(&self) -> std::io::Result<()> {
+        address::add(self.index, self.spec.address, self.spec.prefix_len)
+    }
+
+    fn remove(&self) -> std::io::Result<()> {
+        address::remove(self.index, self.spec.address, self.spec.prefix_len)
+    }
+
+    /// Sends `times` gratuitous ARPs.
+    fn announce(&self, times: usize) {
+        for _ in 0..times {
+            if let Err(e) = announce::gratuitous_arp(self.index, self.mac, self.spec.address) {
+                tracing::warn!(vip = %self.spec.address, error = %e, "gratuitous ARP not sent");
+            }
+        }
+    }
 }
 
 /// The running VIP manager; [`VipManager::stop`] releases every VIP.
 #[derive(Debug)]
 pub struct VipManager {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl VipManager {
     /// Resolves the interfaces, removes any VIP address a previous run left
     /// behind, installs the fence holding no lease, then follows leadership.
     pub fn start(
-        raft: Raft,
-        leadership: watch::Receiver<Leadership>,
-        held: watch::Sender<Vec<String>>,
+        control: &ControlPlane,
+        me: NodeId,
         specs: &[VipSpec],
         timing: RaftTiming,
     ) -> Result<VipManager, VipError> {
@@ -106,26 +131,38 @@ impl VipManager {
         let addresses: Vec<Ipv4Addr> = vips.iter().map(|v| v.spec.address).collect();
         fence::install(&addresses).map_err(VipError::Fence)?;
         let stop = CancellationToken::new();
-        let owner = Owner {
-            raft,
-            leadership,
-            held_report: held,
-            renewed_for: None,
-            vips,
-            addresses,
-            lease: timing.election_timeout,
-            fenced: false,
-            held: false,
-            next_announcement: Instant::now(),
-        };
-        let task = tokio::spawn(owner.run(timing.heartbeat_interval, stop.clone()));
-        Ok(VipManager { stop, task })
+        let (leader_vips, spread_vips): (Vec<Vip>, Vec<Vip>) = vips
+            .into_iter()
+            .partition(|v| v.spec.placement == Placement::Leader);
+        let mut tasks = Vec::new();
+        if !leader_vips.is_empty() {
+            let owner = Owner {
+                raft: control.raft.clone(),
+                leadership: control.leadership.clone(),
+                held_report: control.vips_held.clone(),
+                renewed_for: None,
+                addresses: leader_vips.iter().map(|v| v.spec.address).collect(),
+                vips: leader_vips,
+                lease: timing.election_timeout,
+                fenced: false,
+                held: false,
+                next_announcement: Instant::now(),
+            };
+            tasks.push(tokio::spawn(owner.run(timing.heartbeat_interval, stop.clone())));
+        }
+        if !spread_vips.is_empty() {
+            let owner = spread::SpreadOwner::new(control, me, spread_vips, timing);
+            tasks.push(tokio::spawn(owner.run(stop.clone())));
+        }
+        Ok(VipManager { stop, tasks })
     }
 
     /// Releases every VIP and removes the fence.
     pub async fn stop(self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
         if let Err(e) = fence::remove() {
             tracing::warn!(error = %e, "could not remove the VIP fence tables");
         }
@@ -211,7 +248,7 @@ impl Owner {
             // removes the ones already added.
             self.held = true;
             for vip in &self.vips {
-                if let Err(e) = address::add(vip.index, vip.spec.address, vip.spec.prefix_len) {
+                if let Err(e) = vip.add() {
                     self.release(&format!(
                         "cannot add {} to {}: {e}",
                         vip.spec.address, vip.spec.interface
@@ -219,12 +256,8 @@ impl Owner {
                     return;
                 }
             }
-            self.held_report.send_replace(
-                self.vips
-                    .iter()
-                    .map(|v| format!("{}/{}", v.spec.address, v.spec.prefix_len))
-                    .collect(),
-            );
+            let labels: Vec<String> = self.vips.iter().map(Vip::label).collect();
+            self.held_report.send_modify(|held| held.extend(labels));
             let term = self.raft.metrics().borrow().current_term;
             tracing::info!(vips = ?self.addresses, term, lease = ?self.lease, "VIPs claimed");
             if in_lease(self) {
@@ -237,11 +270,7 @@ impl Owner {
 
     fn announce(&mut self, times: usize) {
         for vip in &self.vips {
-            for _ in 0..times {
-                if let Err(e) = announce::gratuitous_arp(vip.index, vip.mac, vip.spec.address) {
-                    tracing::warn!(vip = %vip.spec.address, error = %e, "gratuitous ARP not sent");
-                }
-            }
+            vip.announce(times);
         }
         self.next_announcement = Instant::now() + REANNOUNCE_EVERY;
     }
@@ -260,12 +289,14 @@ impl Owner {
             return;
         }
         for vip in &self.vips {
-            if let Err(e) = address::remove(vip.index, vip.spec.address, vip.spec.prefix_len) {
+            if let Err(e) = vip.remove() {
                 tracing::warn!(vip = %vip.spec.address, error = %e, "could not remove the VIP (fenced anyway)");
             }
         }
         self.held = false;
-        self.held_report.send_replace(Vec::new());
+        let labels: Vec<String> = self.vips.iter().map(Vip::label).collect();
+        self.held_report
+            .send_modify(|held| held.retain(|h| !labels.contains(h)));
         tracing::info!(vips = ?self.addresses, reason, "VIPs released");
     }
 }

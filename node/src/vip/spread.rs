@@ -1,0 +1,180 @@
+//! `placement = "spread"` VIPs on one node: each heartbeat it asks the
+//! leader for the lease on them (the leader grants the ones its replicated
+//! state assigns to this node, see [`crate::control::spread`]) and holds
+//! exactly those, fenced like the leader's VIPs for one election timeout
+//! counted from before it asked. While this node leads, it also assigns
+//! unowned VIPs, and those of nodes that stopped asking, to live nodes.
+
+use super::{Vip, fence};
+use crate::control::ControlPlane;
+use crate::control::admin_service::AdminService;
+use crate::control::leadership::Leadership;
+use crate::control::spread::{self, SharedLeases};
+use crate::control::state_machine::Applied;
+use crate::control::types::{NodeId, Raft};
+use raftlb_config::{Command, RaftTiming};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Gratuitous ARPs sent back to back when a VIP is claimed.
+const CLAIM_ANNOUNCEMENTS: usize = 3;
+
+pub(crate) struct SpreadOwner {
+    me: NodeId,
+    raft: Raft,
+    admin: AdminService,
+    leases: SharedLeases,
+    applied: watch::Receiver<Arc<Applied>>,
+    leadership: watch::Receiver<Leadership>,
+    held_report: watch::Sender<Vec<String>>,
+    vips: Vec<Vip>,
+    timing: RaftTiming,
+    /// The VIPs whose address is on the interface.
+    held: HashSet<Ipv4Addr>,
+}
+
+impl SpreadOwner {
+    pub(crate) fn new(control: &ControlPlane, me: NodeId, vips: Vec<Vip>, timing: RaftTiming) -> Self {
+        SpreadOwner {
+            me,
+            raft: control.raft.clone(),
+            admin: control.admin.clone(),
+            leases: control.leases.clone(),
+            applied: control.applied.clone(),
+            leadership: control.leadership.clone(),
+            held_report: control.vips_held.clone(),
+            vips,
+            timing,
+            held: HashSet::new(),
+        }
+    }
+
+    fn lease(&self) -> Duration {
+        self.timing.election_timeout
+    }
+
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.timing.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            self.assign_if_leading().await;
+            self.hold_what_is_granted().await;
+        }
+        let all: Vec<Ipv4Addr> = self.held.iter().copied().collect();
+        self.release(&all, "shutting down");
+    }
+
+    /// As a confirmed leader: give every unowned VIP, and every VIP of a
+    /// node that stopped asking, to a live node, once no other node's grant
+    /// on it can still be running.
+    async fn assign_if_leading(&self) {
+        let confirmed = self.leadership.borrow().confirmed_at;
+        if confirmed.is_none_or(|at| at.elapsed() >= self.lease()) {
+            return;
+        }
+        let addresses: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.spec.address).collect();
+        let owners = self.applied.borrow().state.vip_owners().clone();
+        let changes = {
+            let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let live = leases.live(self.lease() * 2);
+            spread::plan(&addresses, &owners, &live)
+                .into_iter()
+                .filter(|(vip, node)| node.is_none_or(|node| leases.may_assign(*vip, node, self.lease())))
+                .collect::<Vec<_>>()
+        };
+        for (address, owner) in changes {
+            let command = Command::AssignVip { address, owner };
+            match tokio::time::timeout(self.lease(), self.raft.client_write(command)).await {
+                Ok(Ok(_)) => tracing::info!(vip = %address, ?owner, "spread VIP assigned"),
+                Ok(Err(e)) => tracing::warn!(vip = %address, error = %e, "spread VIP not assigned"),
+                Err(_) => tracing::warn!(vip = %address, "spread VIP assignment not committed in time"),
+            }
+        }
+    }
+
+    /// Asks the leader for the lease on this node's VIPs and holds exactly
+    /// the granted ones for what is left of the lease.
+    async fn hold_what_is_granted(&mut self) {
+        let addresses: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.spec.address).collect();
+        let asked = Instant::now();
+        let granted = match tokio::time::timeout(self.lease(), self.admin.ask_lease(&addresses)).await {
+            Ok(Ok(granted)) => granted,
+            Ok(Err(status)) => {
+                let held: Vec<Ipv4Addr> = self.held.iter().copied().collect();
+                self.release(&held, status.message());
+                return;
+            }
+            Err(_) => {
+                let held: Vec<Ipv4Addr> = self.held.iter().copied().collect();
+                self.release(&held, "the leader did not answer within the lease");
+                return;
+            }
+        };
+        let lost: Vec<Ipv4Addr> = self
+            .held
+            .iter()
+            .filter(|v| !granted.contains(v))
+            .copied()
+            .collect();
+        self.release(&lost, "not granted");
+        let remaining = self.lease().saturating_sub(asked.elapsed());
+        if granted.is_empty() || remaining.is_zero() {
+            return;
+        }
+        let sent = Instant::now();
+        if let Err(e) = fence::renew(&granted, remaining) {
+            self.release(&granted, &format!("cannot renew the fence: {e}"));
+            return;
+        }
+        // As for the leader's VIPs: a stalled renewal is withdrawn.
+        if sent.elapsed() > self.lease() / 4 || asked.elapsed() >= self.lease() {
+            self.release(&granted, "the fence renewal stalled");
+            return;
+        }
+        for vip in self.vips.iter().filter(|v| granted.contains(&v.spec.address)) {
+            if self.held.contains(&vip.spec.address) {
+                continue;
+            }
+            self.held.insert(vip.spec.address);
+            if let Err(e) = vip.add() {
+                tracing::warn!(vip = %vip.spec.address, error = %e, "cannot add the spread VIP");
+                continue;
+            }
+            let label = vip.label();
+            self.held_report.send_modify(|held| held.push(label));
+            tracing::info!(vip = %vip.spec.address, node = self.me, "spread VIP claimed");
+            if asked.elapsed() < self.lease() {
+                vip.announce(CLAIM_ANNOUNCEMENTS);
+            }
+        }
+    }
+
+    /// Revokes the fence on `vips` and removes those held.
+    fn release(&mut self, vips: &[Ipv4Addr], reason: &str) {
+        if vips.is_empty() {
+            return;
+        }
+        if let Err(e) = fence::revoke(vips) {
+            tracing::warn!(error = %e, "could not revoke a spread VIP lease (it expires by itself)");
+        }
+        for vip in self.vips.iter().filter(|v| vips.contains(&v.spec.address)) {
+            if !self.held.remove(&vip.spec.address) {
+                continue;
+            }
+            if let Err(e) = vip.remove() {
+                tracing::warn!(vip = %vip.spec.address, error = %e, "could not remove the spread VIP (fenced anyway)");
+            }
+            let label = vip.label();
+            self.held_report.send_modify(|held| held.retain(|h| *h != label));
+            tracing::info!(vip = %vip.spec.address, reason, "spread VIP released");
+        }
+    }
+}
