@@ -203,6 +203,22 @@ impl Site {
         applied.len() == BALANCERS.len() && applied.iter().all(|a| *a == applied[0] && *a != "0")
     }
 
+    /// The Raft leader's index, as node `i` reports it.
+    pub fn leader_seen_by(&self, i: usize) -> Option<usize> {
+        let json = self.ctl(i, &["--json", "status"]);
+        let id: usize = json
+            .split("\"leader\":")
+            .nth(1)?
+            .split("\"id\":")
+            .nth(1)?
+            .split([',', '}'])
+            .next()?
+            .trim()
+            .parse()
+            .ok()?;
+        id.checked_sub(1)
+    }
+
     /// `raftlb ctl ARGS` against node `i`, run on node `i`'s host; its stdout.
     pub fn ctl(&self, i: usize, args: &[&str]) -> String {
         let node = format!("{}:7000", self.lab.address(BALANCERS[i]));

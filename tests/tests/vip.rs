@@ -398,9 +398,15 @@ async fn spread_vips_land_one_per_node_and_only_a_dead_nodes_vip_moves() {
         );
     }
 
-    // Kill the node holding the second VIP: that VIP moves, the others stay.
-    let moving = vips[1];
-    let victim = placed[1];
+    // Kill the leader, the hardest case: a new leader must move only the
+    // VIP the dead node held, not take the others before it hears their
+    // owners ask.
+    let victim = site.leader_seen_by(0).expect("a leader");
+    let moving_index = placed
+        .iter()
+        .position(|n| *n == victim)
+        .expect("the leader holds a VIP");
+    let moving = vips[moving_index];
     let client = site.lab.address("client");
     let arp = ArpProbe::start(&site.lab.ns("client"), "eth0", client, moving, PROBE_EVERY);
     wait::value("the prober sees the VIP", Duration::from_secs(2), || {
@@ -427,7 +433,7 @@ async fn spread_vips_land_one_per_node_and_only_a_dead_nodes_vip_moves() {
     let moved_after = killed.elapsed();
     // Give the prober time to see the new owner answer.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for (i, vip) in vips.iter().enumerate().filter(|(i, _)| *i != 1) {
+    for (i, vip) in vips.iter().enumerate().filter(|(i, _)| *i != moving_index) {
         assert_eq!(
             site.holders_of(*vip),
             [placed[i]],

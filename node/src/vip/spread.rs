@@ -35,6 +35,8 @@ pub(crate) struct SpreadOwner {
     timing: RaftTiming,
     /// The VIPs whose address is on the interface.
     held: HashSet<Ipv4Addr>,
+    /// Since when this node leads (confirmed), if it does.
+    leading_since: Option<Instant>,
 }
 
 impl SpreadOwner {
@@ -50,6 +52,7 @@ impl SpreadOwner {
             vips,
             timing,
             held: HashSet::new(),
+            leading_since: None,
         }
     }
 
@@ -75,9 +78,16 @@ impl SpreadOwner {
     /// As a confirmed leader: give every unowned VIP, and every VIP of a
     /// node that stopped asking, to a live node, once no other node's grant
     /// on it can still be running.
-    async fn assign_if_leading(&self) {
+    async fn assign_if_leading(&mut self) {
         let confirmed = self.leadership.borrow().confirmed_at;
         if confirmed.is_none_or(|at| at.elapsed() >= self.lease()) {
+            self.leading_since = None;
+            return;
+        }
+        // A new leader first hears who is alive (everyone asks every
+        // heartbeat) rather than take VIPs from nodes it has not heard yet.
+        let since = *self.leading_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.lease() * 2 {
             return;
         }
         let addresses: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.spec.address).collect();
