@@ -57,9 +57,26 @@ pub fn watch(
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(timing.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = raft.metrics();
+        let mut was = None;
         loop {
-            tick.tick().await;
+            // Every heartbeat, and at once when this node's role or term
+            // changes: a new leader confirms (and claims its VIPs) without
+            // waiting for the next tick.
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = standing(&raft);
+                    if Some((now.0, now.2)) == was {
+                        continue;
+                    }
+                }
+            }
             let (state, leader, term) = standing(&raft);
+            was = Some((state, term));
             let now = Instant::now();
             let confirmed = match state {
                 ServerState::Leader if !standing_down.load(Ordering::Relaxed) => {
