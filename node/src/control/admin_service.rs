@@ -121,14 +121,20 @@ impl AdminService {
         if already_forwarded {
             return Err(Status::unavailable("leadership is changing; retry the request"));
         }
+        self.leader_at(&node.addr)
+    }
+
+    /// The cached client to the leader at `address` (one HTTP/2 channel,
+    /// reused by forwarded calls and spread-VIP lease requests alike).
+    fn leader_at(&self, address: &str) -> Result<LeaderClient, Status> {
         let mut cached = self.leader.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((address, client)) = cached.as_ref()
-            && *address == node.addr
+        if let Some((known, client)) = cached.as_ref()
+            && known == address
         {
             return Ok(client.clone());
         }
-        let client = self.connect(&node.addr)?;
-        *cached = Some((node.addr.clone(), client.clone()));
+        let client = self.connect(address)?;
+        *cached = Some((address.to_string(), client.clone()));
         Ok(client)
     }
 
@@ -153,7 +159,7 @@ impl AdminService {
             .current_leader
             .and_then(|id| metrics.membership_config.membership().get_node(&id).cloned())
             .ok_or_else(|| Status::unavailable("no leader known"))?;
-        let mut client = self.connect(&leader.addr)?;
+        let mut client = self.leader_at(&leader.addr)?;
         let request = LeaseVipsRequest {
             node_id: self.me,
             vips: vips.iter().map(ToString::to_string).collect(),
