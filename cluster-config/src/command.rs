@@ -4,6 +4,7 @@
 //! either applied whole or rejected whole with the reason.
 
 use crate::spec::{AdminState, BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
+use crate::sticky::{StickyChange, StickySecret};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -57,6 +58,12 @@ pub enum Command {
         address: std::net::Ipv4Addr,
         owner: Option<u64>,
     },
+    /// A change to the sticky-session tables (see
+    /// [`StickyTables`](crate::StickyTables)).
+    Sticky(StickyChange),
+    /// Sets the secret `cookie` sessions are authenticated with; refused
+    /// once one is set. Proposed by the leader only.
+    SetStickySecret(StickySecret),
 }
 
 /// What applying a command did.
@@ -155,6 +162,8 @@ impl fmt::Display for Command {
                 Some(node) => write!(f, "assign VIP {address} to node {node}"),
                 None => write!(f, "unassign VIP {address}"),
             },
+            Command::Sticky(change) => write!(f, "{change}"),
+            Command::SetStickySecret(_) => write!(f, "set the sticky-cookie secret"),
             Command::Batch(commands) | Command::Independent(commands) => {
                 let kind = if matches!(self, Command::Batch(_)) {
                     "batch"

@@ -10,6 +10,8 @@
 //!   same types are what later versions replicate through Raft.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
+//! - [`sticky`]: sticky-session policies, keys and the changes the log carries.
+//! - [`sticky_table`]: [`StickyTables`], the committed sessions, changed in place.
 //! - [`diff`]: the commands that turn one spec into another (`ctl diff/apply`).
 //! - [`duration`]: the `"250ms"`, `"10s"`, `"30m"` duration syntax.
 //! - [`error`]: [`ConfigError`] (one problem) and [`ConfigErrors`] (all of them).
@@ -27,6 +29,8 @@ mod file;
 mod reader;
 pub mod spec;
 pub mod state;
+pub mod sticky;
+pub mod sticky_table;
 mod validate;
 
 pub use command::{Command, Outcome};
@@ -36,6 +40,8 @@ pub use spec::{
     NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipSpec,
 };
 pub use state::ClusterState;
+pub use sticky::{StickyChange, StickyContract, StickyKey, StickyKind, StickyPolicy, StickySecret};
+pub use sticky_table::{Session, StickyTables, TableStats};
 
 /// Parses and validates a configuration file's text. `file` is how errors name
 /// the file (usually the path the operator gave).

@@ -3,6 +3,7 @@
 //! [`NodeSpec`] is this node's own settings. Defaults live here, next to the
 //! fields they fill, so the file reference and the code cannot drift apart.
 
+use crate::sticky::StickyPolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -314,6 +315,8 @@ pub struct PoolSpec {
     pub response_timeout: Duration,
     /// Backends tried for one connection or request when connecting fails.
     pub max_connect_attempts: u32,
+    /// `[pool.sticky]`: how clients are kept on one backend, if at all.
+    pub sticky: Option<StickyPolicy>,
 }
 
 impl PoolSpec {

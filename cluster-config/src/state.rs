@@ -6,7 +6,9 @@
 //! would break one.
 
 use crate::command::{Command, Outcome};
-use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, binds_overlap};
+use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, Protocol, binds_overlap};
+use crate::sticky::StickySecret;
+use crate::sticky_table::StickyTables;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,6 +22,8 @@ pub struct ClusterState {
     spec: ClusterSpec,
     /// Which node owns each `placement = "spread"` VIP.
     vip_owners: BTreeMap<Ipv4Addr, u64>,
+    /// What `cookie` sticky sessions are authenticated with.
+    sticky_secret: Option<StickySecret>,
 }
 
 impl ClusterState {
@@ -37,16 +41,48 @@ impl ClusterState {
         &self.vip_owners
     }
 
+    /// The secret `cookie` sticky sessions are authenticated with, once the
+    /// first leader has set it.
+    pub fn sticky_secret(&self) -> Option<&StickySecret> {
+        self.sticky_secret.as_ref()
+    }
+
     /// Whether the cluster has been seeded from a configuration file.
     pub fn is_bootstrapped(&self) -> bool {
         self.bootstrapped
     }
 
     /// Applies `command` if the result keeps every invariant; otherwise
-    /// leaves the state unchanged and says why.
+    /// leaves the state unchanged and says why. Sticky-table changes are
+    /// refused: they need the tables ([`apply_with`](Self::apply_with)).
     pub fn apply(&mut self, command: Command) -> Outcome {
-        if let Command::Independent(commands) = command {
-            return Outcome::Each(commands.into_iter().map(|c| self.apply(c)).collect());
+        self.apply_to(command, None)
+    }
+
+    /// Applies `command`, sending sticky-table changes to `sticky`.
+    pub fn apply_with(&mut self, command: Command, sticky: &StickyTables) -> Outcome {
+        self.apply_to(command, Some(sticky))
+    }
+
+    fn apply_to(&mut self, command: Command, sticky: Option<&StickyTables>) -> Outcome {
+        match command {
+            Command::Independent(commands) => {
+                return Outcome::Each(commands.into_iter().map(|c| self.apply_to(c, sticky)).collect());
+            }
+            Command::Sticky(change) => {
+                return match sticky {
+                    Some(tables) => tables.apply(&self.spec, change),
+                    None => Outcome::Rejected("sticky changes need the sticky tables".to_string()),
+                };
+            }
+            Command::SetStickySecret(secret) => {
+                if self.sticky_secret.is_some() {
+                    return Outcome::Rejected("the sticky-cookie secret is already set".to_string());
+                }
+                self.sticky_secret = Some(secret);
+                return Outcome::Applied;
+            }
+            _ => {}
         }
         if let Command::AssignVip { address, owner } = command {
             match owner {
@@ -156,8 +192,8 @@ fn change(spec: &mut ClusterSpec, command: Command) -> Result<(), String> {
         Command::Independent(_) => {
             return Err("independent commands cannot be part of an atomic batch".to_string());
         }
-        Command::AssignVip { .. } => {
-            return Err("a VIP assignment cannot be part of an atomic batch".to_string());
+        Command::AssignVip { .. } | Command::Sticky(_) | Command::SetStickySecret(_) => {
+            return Err(format!("\"{command}\" cannot be part of an atomic batch"));
         }
     }
     Ok(())
@@ -225,10 +261,22 @@ pub fn check(spec: &ClusterSpec) -> Result<(), String> {
         if !names.insert(listener.name.as_str()) {
             return Err(format!("duplicate listener name \"{}\"", listener.name));
         }
-        if spec.pool(&listener.pool).is_none() {
+        let Some(pool) = spec.pool(&listener.pool) else {
             return Err(format!(
                 "listener \"{}\" uses pool \"{}\", which does not exist",
                 listener.name, listener.pool
+            ));
+        };
+        if let Some(sticky) = &pool.sticky
+            && sticky.kind.needs_http()
+            && listener.protocol != Protocol::Http
+        {
+            return Err(format!(
+                "{} listener \"{}\" uses pool \"{}\", whose sticky kind \"{}\" needs HTTP (use kind = \"source_ip\")",
+                listener.protocol.name(),
+                listener.name,
+                pool.name,
+                sticky.kind.name()
             ));
         }
         let clash = spec.listeners[..i]

@@ -84,6 +84,33 @@ pub(crate) fn cluster(
         }
     }
 
+    for (listener, site) in listeners {
+        let (Some(listener), Some(pool_site)) = (listener, &site.pool) else {
+            continue;
+        };
+        let sticky = pools
+            .iter()
+            .filter_map(|(pool, _)| pool.as_ref())
+            .find(|pool| pool.name == listener.pool)
+            .and_then(|pool| pool.sticky.as_ref());
+        if let Some(sticky) = sticky
+            && sticky.kind.needs_http()
+            && listener.protocol != Protocol::Http
+        {
+            reader.error(
+                pool_site.span.clone(),
+                &pool_site.path,
+                format!(
+                    "pool \"{}\" keeps sessions by {} (kind = \"{}\"), which a {} listener cannot see; use kind = \"source_ip\"",
+                    listener.pool,
+                    if sticky.kind == crate::sticky::StickyKind::Header { "header" } else { "cookie" },
+                    sticky.kind.name(),
+                    listener.protocol.name()
+                ),
+            );
+        }
+    }
+
     let binds: Vec<&(Site, SocketAddr, Protocol)> =
         listeners.iter().filter_map(|(_, s)| s.bind.as_ref()).collect();
     for (i, (site, addr, protocol)) in binds.iter().enumerate() {

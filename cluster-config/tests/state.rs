@@ -22,6 +22,7 @@ fn pool(name: &str, ports: &[u16]) -> PoolSpec {
         connect_timeout: Duration::from_secs(3),
         response_timeout: Duration::from_secs(60),
         max_connect_attempts: 3,
+        sticky: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::{DataPlane, StartError};
+use crate::sticky::{self, Sticky};
 use crate::view::{ClusterView, SharedView};
 use crate::vip::{VipError, VipManager};
 use arc_swap::ArcSwap;
@@ -68,6 +69,8 @@ pub async fn run(
             config.membership.timing,
         )?),
     };
+    let sticky = Sticky::new(&control);
+    let upkeep = sticky::upkeep::start(&control, Arc::clone(&sticky));
     let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
     let mut dataplane = match witness {
         true => None,
@@ -85,7 +88,11 @@ pub async fn run(
             if current.state.is_bootstrapped() && served.as_ref() != Some(&current.state) {
                 served = Some(current.state.clone());
                 let spec = current.state.spec();
-                view.store(Arc::new(ClusterView::build(spec, Some(&view.load()))));
+                view.store(Arc::new(ClusterView::build(
+                    &current.state,
+                    Some(&sticky),
+                    Some(&view.load()),
+                )));
                 let local: Vec<ListenerSpec> = spec
                     .listeners
                     .iter()
@@ -140,6 +147,7 @@ pub async fn run(
     } else {
         tracing::info!("drained");
     }
+    upkeep.abort();
     control.stop().await;
     match failure {
         Some(reason) if reason.contains("StorageFull") || reason.contains("No space left") => {

@@ -1,14 +1,17 @@
 //! [`ClusterView`]: the immutable picture of the cluster the data plane works
-//! from. It is built from a [`ClusterSpec`] and published through an
+//! from. It is built from a [`ClusterState`] and published through an
 //! [`ArcSwap`]; a request loads the current view once (no lock, no await) and
 //! keeps using that snapshot to its end. Rebuilding the view keeps each
 //! backend's live [`Backend`] state (its active-connection count) when the
 //! backend is still present, so a new view changes
-//! where new work goes without disturbing work in flight.
+//! where new work goes without disturbing work in flight. A pool with a
+//! sticky policy carries its [`PoolSticky`], built with the cluster's
+//! cookie secret and the node's [`Sticky`] runtime.
 
 use crate::balance::{self, Balancer};
+use crate::sticky::{PoolSticky, Sticky};
 use arc_swap::ArcSwap;
-use raftlb_config::{AdminState, BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
+use raftlb_config::{AdminState, BackendSpec, ClusterState, ListenerSpec, PoolSpec, StickySecret};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +45,17 @@ pub struct PoolView {
     /// index for index with `spec.backends`.
     members: Vec<Arc<Backend>>,
     pub balancer: Box<dyn Balancer>,
+    /// The pool's sticky policy at work, if it has one.
+    pub sticky: Option<PoolSticky>,
+}
+
+/// The backends one connection or request has tried: the session's backend
+/// first, if it has one that may take it, then the balancer's picks.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    tried: Vec<usize>,
+    preferred_done: bool,
+    made: usize,
 }
 
 /// One backend's live state, which outlives view rebuilds (its weight and
@@ -93,17 +107,24 @@ impl Drop for ActiveGuard {
 }
 
 impl ClusterView {
-    /// Builds a view of `spec`, reusing live backend state from `previous`
-    /// for every (pool, address) pair that survives.
-    pub fn build(spec: &ClusterSpec, previous: Option<&ClusterView>) -> ClusterView {
+    /// Builds a view of `state`, reusing live backend state from `previous`
+    /// for every (pool, address) pair that survives. Sticky pools use
+    /// `sticky` (without it they are served without stickiness).
+    pub fn build(
+        state: &ClusterState,
+        sticky: Option<&Arc<Sticky>>,
+        previous: Option<&ClusterView>,
+    ) -> ClusterView {
+        let spec = state.spec();
         let pools: HashMap<String, Arc<PoolView>> = spec
             .pools
             .iter()
             .map(|pool| {
                 let old = previous.and_then(|v| v.pools.get(&pool.name));
+                let sticky = sticky.map(|s| (s, state.sticky_secret()));
                 (
                     pool.name.clone(),
-                    Arc::new(PoolView::build(pool, old.map(|p| &**p))),
+                    Arc::new(PoolView::build(pool, old.map(|p| &**p), sticky)),
                 )
             })
             .collect();
@@ -132,7 +153,11 @@ impl ClusterView {
 }
 
 impl PoolView {
-    fn build(spec: &PoolSpec, previous: Option<&PoolView>) -> PoolView {
+    fn build(
+        spec: &PoolSpec,
+        previous: Option<&PoolView>,
+        sticky: Option<(&Arc<Sticky>, Option<&StickySecret>)>,
+    ) -> PoolView {
         let members: Vec<Arc<Backend>> = spec
             .backends
             .iter()
@@ -149,16 +174,72 @@ impl PoolView {
             .filter(|(b, _)| b.state == AdminState::Enabled)
             .collect();
         let serving_specs: Vec<BackendSpec> = serving.iter().map(|(b, _)| (*b).clone()).collect();
+        let sticky = spec
+            .sticky
+            .clone()
+            .zip(sticky)
+            .map(|(policy, (runtime, secret))| {
+                PoolSticky::new(
+                    policy,
+                    &spec.name,
+                    runtime,
+                    secret,
+                    spec.backends.iter().map(|b| b.address),
+                )
+            });
         PoolView {
             spec: spec.clone(),
             backends: serving.iter().map(|(_, live)| Arc::clone(live)).collect(),
             balancer: balance::build(spec.algorithm, &serving_specs),
             members,
+            sticky,
         }
     }
 
     /// Picks a backend not in `tried` (indices into `backends`).
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         self.balancer.pick(&self.backends, tried)
+    }
+
+    /// Whether `address` may still take its sticky sessions: it is in the
+    /// pool and enabled or draining (drain keeps sessions until they
+    /// expire; maintenance moves them).
+    pub fn keeps_sessions(&self, address: SocketAddr) -> bool {
+        self.sticky_member(address).is_some()
+    }
+
+    fn sticky_member(&self, address: SocketAddr) -> Option<&Arc<Backend>> {
+        self.spec
+            .backends
+            .iter()
+            .zip(&self.members)
+            .find(|(spec, _)| spec.address == address && spec.state != AdminState::Maintenance)
+            .map(|(_, live)| live)
+    }
+
+    /// The next backend to try, up to the pool's `max_connect_attempts`:
+    /// `preferred` (a session's backend) first if it may take the work, then
+    /// the balancer's picks among the rest.
+    pub fn next_backend(
+        &self,
+        preferred: Option<SocketAddr>,
+        attempts: &mut Attempts,
+    ) -> Option<Arc<Backend>> {
+        if attempts.made >= self.spec.max_connect_attempts as usize {
+            return None;
+        }
+        attempts.made += 1;
+        if !attempts.preferred_done {
+            attempts.preferred_done = true;
+            if let Some(member) = preferred.and_then(|a| self.sticky_member(a)) {
+                if let Some(i) = self.backends.iter().position(|b| Arc::ptr_eq(b, member)) {
+                    attempts.tried.push(i);
+                }
+                return Some(Arc::clone(member));
+            }
+        }
+        let index = self.pick(&attempts.tried)?;
+        attempts.tried.push(index);
+        Some(Arc::clone(&self.backends[index]))
     }
 }

@@ -40,11 +40,11 @@ async fn a_burst_on_a_follower_commits_in_few_entries_with_one_outcome_each() {
         .proposer
         .propose(Command::RemovePool { name: "nope".into() });
     match doomed.await {
-        Ok(Outcome::Rejected(reason)) => assert!(reason.contains("nope"), "{reason}"),
+        Ok((_, Outcome::Rejected(reason))) => assert!(reason.contains("nope"), "{reason}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
     for proposal in waiting {
-        let outcome = proposal.await.expect("task").expect("committed");
+        let (_, outcome) = proposal.await.expect("task").expect("committed");
         assert_eq!(outcome, Outcome::Applied);
     }
 

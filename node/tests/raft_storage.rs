@@ -51,7 +51,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
         let dir = TempDir::new("suite");
         let open_failed = |e: &dyn std::fmt::Display| StorageIOError::write(AnyError::error(e));
         let log = LogStore::open(&dir.path().join("raft")).map_err(|e| open_failed(&e))?;
-        let (state_machine, _applied) = StateMachine::open(dir.path()).map_err(|e| open_failed(&e))?;
+        let (state_machine, _applied) =
+            StateMachine::open(dir.path(), Default::default()).map_err(|e| open_failed(&e))?;
         Ok((dir, log, state_machine))
     }
 }
@@ -113,6 +114,7 @@ fn bootstrap() -> Command {
             connect_timeout: PoolSpec::DEFAULT_CONNECT_TIMEOUT,
             response_timeout: PoolSpec::DEFAULT_RESPONSE_TIMEOUT,
             max_connect_attempts: PoolSpec::DEFAULT_MAX_CONNECT_ATTEMPTS,
+            sticky: None,
         }],
     })
 }
@@ -177,7 +179,7 @@ async fn log_vote_and_committed_survive_a_restart() {
 #[tokio::test]
 async fn snapshot_restores_the_state_on_reopen() {
     let dir = TempDir::new("snapshot");
-    let (mut machine, mut applied) = StateMachine::open(dir.path()).expect("open");
+    let (mut machine, mut applied) = StateMachine::open(dir.path(), Default::default()).expect("open");
     assert_eq!(applied.borrow_and_update().last_applied, None);
 
     let outcomes = machine
@@ -220,7 +222,7 @@ async fn snapshot_restores_the_state_on_reopen() {
         .expect("apply");
     drop(machine);
 
-    let (mut machine, restored) = StateMachine::open(dir.path()).expect("reopen");
+    let (mut machine, restored) = StateMachine::open(dir.path(), Default::default()).expect("reopen");
     assert_eq!(**restored.borrow(), *before);
     let (last_applied, last_membership) = machine.applied_state().await.expect("applied state");
     assert_eq!(last_applied, Some(log_id(1, 4)));
@@ -234,7 +236,8 @@ async fn snapshot_restores_the_state_on_reopen() {
 
     // A follower installing the snapshot keeps it across a restart too.
     let follower_dir = TempDir::new("install");
-    let (mut follower, mut followed) = StateMachine::open(follower_dir.path()).expect("open follower");
+    let (mut follower, mut followed) =
+        StateMachine::open(follower_dir.path(), Default::default()).expect("open follower");
     follower
         .install_snapshot(&current.meta, current.snapshot)
         .await
@@ -242,7 +245,8 @@ async fn snapshot_restores_the_state_on_reopen() {
     assert!(followed.has_changed().expect("sender alive"));
     assert_eq!(**followed.borrow_and_update(), *before);
     drop(follower);
-    let (_follower, refollowed) = StateMachine::open(follower_dir.path()).expect("reopen follower");
+    let (_follower, refollowed) =
+        StateMachine::open(follower_dir.path(), Default::default()).expect("reopen follower");
     assert_eq!(**refollowed.borrow(), *before);
 }
 
@@ -253,7 +257,8 @@ fn corrupt_snapshot_is_refused_and_kept() {
     let cases: [&[u8]; 3] = [b"not a snapshot at all", b"RLBSNAP1\xff\xff\xff\xff\xff\xff", b""];
     for garbage in cases {
         fs::write(&path, garbage).expect("write garbage");
-        let error = StateMachine::open(dir.path()).expect_err("a corrupt snapshot must not open");
+        let error =
+            StateMachine::open(dir.path(), Default::default()).expect_err("a corrupt snapshot must not open");
         let message = error.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains("corrupt"), "{message}");

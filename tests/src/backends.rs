@@ -5,7 +5,9 @@
 //! - `/slow?ms=N`: its name after N ms (if this backend is slow, see [`HttpBackend::start_slow`]);
 //! - `/bytes?n=N`: N bytes streamed in 64 KiB chunks;
 //! - `/upload`: reads the request body as it streams and answers its length;
-//! - `/headers`: the request headers it received, one `name: value` a line.
+//! - `/headers`: the request headers it received, one `name: value` a line;
+//! - `/login?id=ID`: its name, with `Set-Cookie: JSESSIONID=ID` (an
+//!   application starting a session).
 //!
 //! It counts requests served and requests in flight, so tests can wait on them.
 
@@ -73,12 +75,15 @@ impl HttpBackend {
         let shared = Arc::clone(&counters);
         let task = tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
+            // Connections end with the backend: dropping it is its death.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                while connections.try_join_next().is_some() {}
                 let (name, counters, builder) = (name.clone(), Arc::clone(&shared), builder.clone());
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let service = service_fn(move |request| {
                         let (name, counters) = (name.clone(), Arc::clone(&counters));
                         async move { Ok::<_, Infallible>(respond(request, name, slow, &counters).await) }
@@ -155,6 +160,19 @@ async fn respond(
                 .collect();
             Response::new(Either::Left(Full::new(Bytes::from(text))))
         }
+        "/login" => {
+            let id = request
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("id=")))
+                .unwrap_or("none")
+                .to_string();
+            let mut response = Response::new(Either::Left(Full::new(name)));
+            if let Ok(cookie) = hyper::header::HeaderValue::from_str(&format!("JSESSIONID={id}; Path=/")) {
+                response.headers_mut().insert(hyper::header::SET_COOKIE, cookie);
+            }
+            response
+        }
         _ => Response::new(Either::Left(Full::new(name))),
     };
     counters.served.fetch_add(1, Ordering::SeqCst);
@@ -185,6 +203,26 @@ pub async fn tcp_echo() -> (SocketAddr, JoinHandle<()>) {
                     }
                 }
                 let _ = stream.write_all(b"bye").await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (address, task)
+}
+
+/// A TCP backend that writes `name` to each connection and closes it.
+pub async fn tcp_hello(name: &str) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let name = name.as_bytes().to_vec();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let name = name.clone();
+            tokio::spawn(async move {
+                let _ = stream.write_all(&name).await;
                 let _ = stream.shutdown().await;
             });
         }

@@ -82,3 +82,58 @@ impl Body for RepeatBody {
         SizeHint::with_exact(self.remaining)
     }
 }
+
+/// What [`raw_get`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawReply {
+    pub status: u16,
+    /// Each `Set-Cookie` value.
+    pub set_cookies: Vec<String>,
+    pub body: String,
+}
+
+/// One `GET path` on its own connection to `target`, from `source` (any
+/// 127.0.0.0/8 address, to act as another client) with extra `headers`.
+/// `None` when the connection or the reply failed.
+pub async fn raw_get(
+    target: std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<RawReply> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    if let Some(ip) = source {
+        socket.bind((ip, 0).into()).ok()?;
+    }
+    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(5), socket.connect(target))
+        .await
+        .ok()?
+        .ok()?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let set_cookies = lines
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, value)| value.trim().to_string())
+        .collect();
+    // The test backends answer with Content-Length, so the body is whole.
+    Some(RawReply {
+        status,
+        set_cookies,
+        body: body.to_string(),
+    })
+}

@@ -10,6 +10,7 @@ use super::leadership::Leadership;
 use super::network::{MAX_MESSAGE_BYTES, status_text};
 use super::spread::SharedLeases;
 use super::state_machine::Applied;
+use super::sticky_admin::StickyAdmin;
 use super::transfer;
 use super::types::{Node, NodeId, Raft};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
@@ -19,8 +20,9 @@ use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::admin_server;
 use raftlb_proto::admin::{
     AddMemberRequest, CampaignReply, CampaignRequest, DrainReply, DrainRequest, LeaseVipsReply,
-    LeaseVipsRequest, Member, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest, StatusReply,
-    StatusRequest, TransferLeaderReply, TransferLeaderRequest, WriteReply, WriteRequest,
+    LeaseVipsRequest, Member, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest, SnapshotReply,
+    SnapshotRequest, StatusReply, StatusRequest, StickyGetReply, StickyGetRequest, StickyStatsReply,
+    StickyStatsRequest, TransferLeaderReply, TransferLeaderRequest, WriteReply, WriteRequest,
 };
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -38,6 +40,10 @@ use tonic::{Request, Response, Status};
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Catching a new member up may take longer than one write.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest a forwarded write waits for this node to apply it.
+const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
+/// The longest `snapshot` waits for the snapshot to be built.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Set on a forwarded call so it is never forwarded twice.
 const FORWARDED_HEADER: &str = "x-raftlb-forwarded";
 
@@ -75,6 +81,7 @@ pub struct AdminService {
     credentials: Credentials,
     quorum: QuorumView,
     handover: Handover,
+    sticky: StickyAdmin,
     /// The client to the last leader forwarded to, by its address.
     leader: Arc<Mutex<Option<(String, LeaderClient)>>>,
 }
@@ -95,6 +102,7 @@ impl AdminService {
         credentials: Credentials,
         quorum: QuorumView,
         handover: Handover,
+        sticky: StickyAdmin,
     ) -> Self {
         AdminService {
             me,
@@ -103,6 +111,7 @@ impl AdminService {
             credentials,
             quorum,
             handover,
+            sticky,
             leader: Arc::default(),
         }
     }
@@ -249,7 +258,14 @@ impl AdminService {
                 .into_inner();
             let outcome = postcard::from_bytes(&reply.outcome)
                 .map_err(|e| Status::internal(format!("the leader's outcome is undecodable: {e}")))?;
-            Ok((reply.log_index, outcome))
+            // Read your writes: this node answers once it has applied them
+            // too (or, if it lags far behind, after a while anyway: the
+            // write is committed either way).
+            let index = reply.log_index;
+            let mut applied = self.applied.clone();
+            let caught_up = applied.wait_for(|a| a.last_applied.is_some_and(|id| id.index >= index));
+            let _ = tokio::time::timeout(LOCAL_APPLY_WAIT, caught_up).await;
+            Ok((index, outcome))
         })
         .await
     }
@@ -303,6 +319,53 @@ fn remote(status: Status) -> Status {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
+    async fn sticky_stats(
+        &self,
+        _request: Request<StickyStatsRequest>,
+    ) -> Result<Response<StickyStatsReply>, Status> {
+        Ok(Response::new(self.sticky.stats(self.me)))
+    }
+
+    async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<SnapshotReply>, Status> {
+        let started = Instant::now();
+        let mut metrics = self.raft.metrics();
+        let target = metrics.borrow().last_applied;
+        let fatal = |e: openraft::error::Fatal<NodeId>| Status::unavailable(format!("Raft has stopped: {e}"));
+        self.raft.trigger().snapshot().await.map_err(fatal)?;
+        let built = tokio::time::timeout(SNAPSHOT_TIMEOUT, async {
+            loop {
+                let snapshot = metrics.borrow_and_update().snapshot;
+                if snapshot >= target {
+                    return Ok(snapshot);
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(Status::unavailable("Raft has stopped"));
+                }
+            }
+        })
+        .await
+        .map_err(|_| Status::deadline_exceeded(format!("no snapshot within {SNAPSHOT_TIMEOUT:?}")))??;
+        let build_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let index = built.map_or(0, |id| id.index);
+        if let Some(id) = built {
+            self.raft.trigger().purge_log(id.index).await.map_err(fatal)?;
+        }
+        Ok(Response::new(SnapshotReply {
+            index,
+            bytes: self.sticky.snapshot_bytes(),
+            build_ms,
+        }))
+    }
+
+    async fn sticky_get(
+        &self,
+        request: Request<StickyGetRequest>,
+    ) -> Result<Response<StickyGetReply>, Status> {
+        let request = request.into_inner();
+        let reply = self.sticky.get(&self.applied, &request.key, &request.pool)?;
+        Ok(Response::new(reply))
+    }
+
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();

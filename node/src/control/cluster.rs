@@ -14,8 +14,12 @@ use super::proposer::Proposer;
 use super::raft_service::RaftService;
 use super::spread::SharedLeases;
 use super::state_machine::{Applied, StateMachine};
+use super::sticky_admin::StickyAdmin;
 use super::types::{Node, NodeId, Raft};
-use raftlb_config::{ClusterSpec, ClusterState, Command, Config, RaftTiming, Role, TokenSource};
+use crate::sticky::metrics::StickyMetrics;
+use raftlb_config::{
+    ClusterSpec, ClusterState, Command, Config, RaftTiming, Role, StickyTables, TokenSource,
+};
 use raftlb_proto::admin::admin_server::{Admin, AdminServer};
 use raftlb_proto::admin::{ReadRequest, WriteRequest};
 use raftlb_proto::raft::raft_server::RaftServer;
@@ -83,6 +87,10 @@ pub struct ControlPlane {
     pub applied: watch::Receiver<Arc<Applied>>,
     /// Where the data plane proposes changes.
     pub proposer: Proposer,
+    /// The committed sticky sessions, read in place by the data plane.
+    pub sticky_tables: Arc<StickyTables>,
+    /// What the sticky tables report (`ctl sticky stats`).
+    pub sticky_metrics: Arc<StickyMetrics>,
     proposing: JoinHandle<()>,
     /// This node's standing, confirmed every heartbeat (the VIP lease).
     pub leadership: watch::Receiver<Leadership>,
@@ -115,7 +123,13 @@ impl ControlPlane {
         let dir = Path::new(&config.node.data_dir);
         data_dir::claim(dir, &membership.cluster_id, me)?;
         let log_store = LogStore::open(&dir.join("raft"))?;
-        let (state_machine, applied) = StateMachine::open(dir)?;
+        let sticky_metrics = Arc::new(StickyMetrics::default());
+        let (state_machine, applied) = StateMachine::open(dir, Arc::clone(&sticky_metrics))?;
+        let sticky_tables = state_machine.sticky_tables();
+        let sticky_admin = StickyAdmin {
+            machine: state_machine.clone(),
+            metrics: Arc::clone(&sticky_metrics),
+        };
         let raft = Raft::new(
             me,
             Arc::new(raft_config(&membership.cluster_id, membership.timing)?),
@@ -150,6 +164,7 @@ impl ControlPlane {
                 drain: drain.clone(),
                 leases: leases.clone(),
             },
+            sticky_admin,
         );
         let server = match membership.raft {
             Some(address) => {
@@ -187,6 +202,8 @@ impl ControlPlane {
             raft,
             applied,
             proposer,
+            sticky_tables,
+            sticky_metrics,
             proposing,
             leadership,
             leading,
@@ -363,7 +380,11 @@ async fn seed(
         if file.listeners.is_empty() && file.pools.is_empty() {
             break;
         }
-        let command = match postcard::to_allocvec(&Command::Bootstrap(file.clone())) {
+        // The cookie secret rides with the seed, so `cookie` sessions work
+        // from the first request.
+        let mut seed = vec![Command::Bootstrap(file.clone())];
+        seed.extend(crate::sticky::upkeep::draw_secret().map(Command::SetStickySecret));
+        let command = match postcard::to_allocvec(&Command::Independent(seed)) {
             Ok(command) => command,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode the bootstrap command");

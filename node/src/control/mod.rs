@@ -13,6 +13,7 @@
 //! - [`leadership`]: leadership confirmed by a quorum every heartbeat, and
 //!   since when a quorum has been missing.
 //! - [`spread`]: leases on and assignment of `placement = "spread"` VIPs.
+//! - [`sticky_admin`]: the admin API's sticky-table calls.
 //! - [`transfer`]: planned leadership transfer (openraft 0.9 has none).
 //! - [`auth`]: the cluster id and token every call carries and is checked for.
 //! - [`data_dir`]: the identity file that keeps a node off another's data.
@@ -28,6 +29,7 @@ pub mod proposer;
 pub mod raft_service;
 pub mod spread;
 pub mod state_machine;
+pub mod sticky_admin;
 pub mod transfer;
 pub mod types;
 

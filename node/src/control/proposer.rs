@@ -32,9 +32,12 @@ pub enum ProposeError {
     Unconfirmed(String),
 }
 
+/// A proposal's outcome and the log index of the entry that carried it.
+pub type Proposed = Result<(u64, Outcome), ProposeError>;
+
 struct Proposal {
     command: Command,
-    reply: oneshot::Sender<Result<Outcome, ProposeError>>,
+    reply: oneshot::Sender<Proposed>,
 }
 
 /// A handle to the node's proposer; cheap to clone into every worker.
@@ -50,8 +53,9 @@ impl Proposer {
         (Proposer { queue }, tokio::spawn(run(admin, inbox)))
     }
 
-    /// Queues `command` and waits for its own outcome.
-    pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
+    /// Queues `command` and waits for its own outcome (and log index: the
+    /// leader has applied it; this node may not have yet).
+    pub async fn propose(&self, command: Command) -> Proposed {
         let (reply, outcome) = oneshot::channel();
         self.queue
             .try_send(Proposal { command, reply })
@@ -69,8 +73,8 @@ async fn run(admin: AdminService, mut inbox: mpsc::Receiver<Proposal>) {
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.drain(..).map(|p| (p.command, p.reply)).unzip();
         let outcomes = match admin.submit(Command::Independent(commands), false).await {
-            Ok((_, Outcome::Each(outcomes))) if outcomes.len() == replies.len() => {
-                outcomes.into_iter().map(Ok).collect()
+            Ok((index, Outcome::Each(outcomes))) if outcomes.len() == replies.len() => {
+                outcomes.into_iter().map(|o| Ok((index, o))).collect()
             }
             Ok((_, other)) => {
                 let error = ProposeError::Unconfirmed(format!("unexpected outcome {other:?}"));

@@ -5,15 +5,22 @@
 //! fsync, rename, fsync of the directory) and restored on open; openraft then
 //! re-applies the log entries after the snapshot's last log id.
 //!
+//! The sticky-session tables ([`StickyTables`]) are applied in place rather
+//! than copied (they may hold millions of entries); the data plane reads
+//! them directly. A snapshot holds both: its data is the postcard encoding
+//! of the [`ClusterState`] followed by that of the tables, taken while no
+//! entry is being applied, so both are of one log position.
+//!
 //! `snapshot.bin` is an 8-byte magic followed by the postcard encoding of the
-//! snapshot's metadata and data (the postcard-encoded [`ClusterState`], which
-//! is also what is sent to a follower that installs it).
+//! snapshot's metadata and data (the data is also what is sent to a follower
+//! that installs it).
 
 use super::log_store::OpenError;
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::sticky::metrics::StickyMetrics;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
-use raftlb_config::{ClusterState, Outcome};
+use raftlb_config::{ClusterState, Command, Outcome, StickyChange, StickyTables, TableStats};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Cursor, Write};
@@ -34,14 +41,15 @@ pub struct Applied {
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
-/// Starts `snapshot.bin`; the digit is the format's version.
-const MAGIC: &[u8; 8] = b"RLBSNAP1";
+/// Starts `snapshot.bin`; the digit is the format's version (2: sticky
+/// tables follow the cluster state).
+const MAGIC: &[u8; 8] = b"RLBSNAP2";
 
 /// A snapshot as `snapshot.bin` holds it (after [`MAGIC`]).
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
-    /// The postcard-encoded [`ClusterState`].
+    /// The postcard-encoded [`ClusterState`], then the sticky tables.
     data: Vec<u8>,
 }
 
@@ -63,18 +71,29 @@ struct Inner {
     current: Mutex<Option<Arc<StoredSnapshot>>>,
     /// Snapshots built since open, for unique snapshot ids.
     built: AtomicU64,
+    /// The committed sticky sessions, changed in place.
+    sticky: Arc<StickyTables>,
+    /// Where applying a sticky session records its replication lag.
+    metrics: Arc<StickyMetrics>,
+    /// Held while entries are applied and while a snapshot copies the
+    /// state and tables, so a snapshot is of one log position.
+    applying: Mutex<()>,
 }
 
 impl StateMachine {
     /// Opens the state machine whose snapshot lives in `dir` (file
     /// `dir/snapshot.bin`), restoring the last persisted snapshot if present;
     /// returns it with a watch receiver that sees every applied change.
-    pub fn open(dir: &Path) -> Result<(StateMachine, watch::Receiver<Arc<Applied>>), OpenError> {
+    pub fn open(
+        dir: &Path,
+        metrics: Arc<StickyMetrics>,
+    ) -> Result<(StateMachine, watch::Receiver<Arc<Applied>>), OpenError> {
         fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
         let path = dir.join(SNAPSHOT_FILE);
+        let sticky = Arc::new(StickyTables::default());
         let (applied, current) = match fs::read(&path) {
             Ok(bytes) => {
                 let corrupt = |reason| OpenError::CorruptSnapshot {
@@ -82,8 +101,7 @@ impl StateMachine {
                     reason,
                 };
                 let stored = decode_file(&bytes).map_err(corrupt)?;
-                let state = postcard::from_bytes::<ClusterState>(&stored.data)
-                    .map_err(|e| corrupt(format!("its cluster state cannot be decoded: {e}")))?;
+                let state = decode_data(&stored.data, &sticky).map_err(corrupt)?;
                 let applied = Applied {
                     state,
                     last_applied: stored.meta.last_log_id,
@@ -101,9 +119,29 @@ impl StateMachine {
                 applied: sender,
                 current: Mutex::new(current),
                 built: AtomicU64::new(0),
+                sticky,
+                metrics,
+                applying: Mutex::new(()),
             }),
         };
         Ok((machine, receiver))
+    }
+
+    /// The sticky tables' statistics and the log position they are of.
+    pub fn sticky_stats(&self) -> (Option<LogId>, Vec<TableStats>) {
+        let _applying = self.inner.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = self.inner.applied.borrow().last_applied;
+        (index, self.inner.sticky.stats())
+    }
+
+    /// The size of the snapshot on disk, if any.
+    pub fn snapshot_bytes(&self) -> u64 {
+        fs::metadata(self.inner.dir.join(SNAPSHOT_FILE)).map_or(0, |m| m.len())
+    }
+
+    /// The committed sticky sessions, for the data plane.
+    pub fn sticky_tables(&self) -> Arc<StickyTables> {
+        Arc::clone(&self.inner.sticky)
     }
 
     /// Writes `stored` as `snapshot.bin` and makes it the current snapshot,
@@ -146,6 +184,39 @@ fn decode_file(bytes: &[u8]) -> Result<StoredSnapshot, String> {
     Ok(stored)
 }
 
+/// Decodes a snapshot's data: returns the cluster state and restores the
+/// sticky tables into `sticky`.
+fn decode_data(data: &[u8], sticky: &StickyTables) -> Result<ClusterState, String> {
+    let (state, tables) = postcard::take_from_bytes::<ClusterState>(data)
+        .map_err(|e| format!("its cluster state cannot be decoded: {e}"))?;
+    sticky
+        .restore(tables)
+        .map_err(|e| format!("its sticky tables cannot be decoded: {e}"))?;
+    Ok(state)
+}
+
+/// Applies one command, sticky changes to the tables, and records the
+/// replication lag of each sticky session applied.
+fn apply_command(
+    state: &mut ClusterState,
+    command: Command,
+    sticky: &StickyTables,
+    metrics: &StickyMetrics,
+) -> Outcome {
+    let stuck_at = |c: &Command| match c {
+        Command::Sticky(StickyChange::Stick { at_ms, .. }) => Some(*at_ms),
+        _ => None,
+    };
+    match &command {
+        Command::Independent(commands) => commands
+            .iter()
+            .filter_map(stuck_at)
+            .for_each(|at| metrics.applied(at)),
+        other => stuck_at(other).into_iter().for_each(|at| metrics.applied(at)),
+    }
+    state.apply_with(command, sticky)
+}
+
 /// Replaces `dir/snapshot.bin` atomically and durably.
 fn write_file(dir: &Path, stored: &StoredSnapshot) -> io::Result<()> {
     let mut bytes = MAGIC.to_vec();
@@ -174,7 +245,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         // openraft calls apply and install_snapshot one at a time (`&mut
         // self`); snapshot builders only read. So read, change a copy, publish.
-        let current = Arc::clone(&self.inner.applied.borrow());
+        let inner = &self.inner;
+        let _applying = inner.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = Arc::clone(&inner.applied.borrow());
         let mut next = Applied::clone(&current);
         drop(current);
         let mut outcomes = Vec::new();
@@ -182,7 +255,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             next.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Applied,
-                EntryPayload::Normal(command) => next.state.apply(command),
+                EntryPayload::Normal(command) => {
+                    apply_command(&mut next.state, command, &inner.sticky, &inner.metrics)
+                }
                 EntryPayload::Membership(membership) => {
                     next.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::Applied
@@ -210,8 +285,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let state = postcard::from_bytes::<ClusterState>(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let state = {
+            let _applying = self.inner.applying.lock().unwrap_or_else(PoisonError::into_inner);
+            decode_data(&data, &self.inner.sticky)
+                .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &io::Error::other(e)))?
+        };
         self.store(StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -241,9 +319,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let applied = Arc::clone(&self.inner.applied.borrow());
-        let data =
-            postcard::to_stdvec(&applied.state).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let (applied, data) = {
+            let _applying = self.inner.applying.lock().unwrap_or_else(PoisonError::into_inner);
+            let applied = Arc::clone(&self.inner.applied.borrow());
+            let state =
+                postcard::to_stdvec(&applied.state).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            let data = self
+                .inner
+                .sticky
+                .snapshot_into(state)
+                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            (applied, data)
+        };
         let built = self.inner.built.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match applied.last_applied {
             Some(id) => format!("{}-{}-{built}", id.leader_id.term, id.index),

@@ -84,6 +84,12 @@ pub enum CtlCommand {
     /// Add or remove a cluster member (a raftlb node).
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Make the node asked (--node) snapshot everything it has applied and
+    /// purge the log the snapshot covers.
+    Snapshot,
+    /// Inspect or flush the replicated sticky-session tables.
+    #[command(subcommand)]
+    Sticky(StickyCommand),
     /// Show the changes that would make the cluster match a configuration file.
     Diff {
         /// The configuration file whose listeners and pools to compare with.
@@ -167,6 +173,23 @@ pub enum MemberCommand {
         /// The node's `[node] id`.
         id: u64,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StickyCommand {
+    /// Every member's tables (entries and hash per pool), hits, misses,
+    /// re-sticks, proposals and replication lag.
+    Stats,
+    /// The session a key names: a cookie or header value, or a client IP
+    /// for `source_ip` pools.
+    Get {
+        key: String,
+        /// Only this pool [default: every sticky pool].
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Forget every session of a pool (committed through Raft).
+    Flush { pool: String },
 }
 
 #[derive(Debug, clap::Subcommand)]

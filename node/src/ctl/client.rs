@@ -8,7 +8,9 @@ use crate::control::network::MAX_MESSAGE_BYTES;
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::{
     AddMemberRequest, DrainReply, DrainRequest, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest,
-    StatusReply, StatusRequest, TransferLeaderReply, TransferLeaderRequest, WriteReply, WriteRequest,
+    SnapshotReply, SnapshotRequest, StatusReply, StatusRequest, StickyGetReply, StickyGetRequest,
+    StickyStatsReply, StickyStatsRequest, TransferLeaderReply, TransferLeaderRequest, WriteReply,
+    WriteRequest,
 };
 use std::error::Error;
 use std::fmt;
@@ -222,6 +224,21 @@ impl Client {
         let call = self
             .inner
             .transfer_leader(TransferLeaderRequest { to: to.unwrap_or(0) });
+        bounded(&self.address, self.timeout, call).await
+    }
+
+    pub async fn snapshot(&mut self) -> Result<SnapshotReply, CallError> {
+        let call = self.inner.snapshot(SnapshotRequest {});
+        bounded(&self.address, self.timeout, call).await
+    }
+
+    pub async fn sticky_stats(&mut self) -> Result<StickyStatsReply, CallError> {
+        let call = self.inner.sticky_stats(StickyStatsRequest {});
+        bounded(&self.address, self.timeout, call).await
+    }
+
+    pub async fn sticky_get(&mut self, key: String, pool: String) -> Result<StickyGetReply, CallError> {
+        let call = self.inner.sticky_get(StickyGetRequest { key, pool });
         bounded(&self.address, self.timeout, call).await
     }
 

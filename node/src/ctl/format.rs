@@ -150,6 +150,21 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
             pool.max_connect_attempts,
             plural(pool.max_connect_attempts as usize, "attempt"),
         ));
+        if let Some(sticky) = &pool.sticky {
+            let name = match sticky.kind {
+                raftlb_config::StickyKind::SourceIp => String::new(),
+                _ => format!(" {}", sticky.name),
+            };
+            out.push_str(&format!(
+                "  sticky: {}{name}, ttl {}, {}\n",
+                sticky.kind.name(),
+                duration::format(sticky.ttl),
+                match sticky.contract {
+                    raftlb_config::StickyContract::Async => "async",
+                    raftlb_config::StickyContract::Sync => "sync",
+                }
+            ));
+        }
         let rows: Vec<Vec<String>> = pool
             .backends
             .iter()
@@ -182,7 +197,9 @@ pub fn diff_line(command: &Command) -> String {
         | Command::SetAdminState { .. }
         | Command::Batch(_)
         | Command::Independent(_)
-        | Command::AssignVip { .. } => '~',
+        | Command::AssignVip { .. }
+        | Command::Sticky(_)
+        | Command::SetStickySecret(_) => '~',
     };
     format!("{sign} {command}")
 }
@@ -346,6 +363,7 @@ mod tests {
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(60),
             max_connect_attempts: 1,
+            sticky: None,
         };
         let other = PoolSpec {
             name: "api".to_string(),

@@ -7,14 +7,18 @@
 //! - `client`: one node's admin API with credentials, timeouts and
 //!   operator-readable errors.
 //! - `status`: asks every member for its own view of the cluster.
+//! - `sticky`: the sticky-table calls, asked of every member for `stats`.
 //! - `format`: the human tables; `--json` serializes the same data instead.
 
 mod args;
 mod client;
 mod format;
 mod status;
+mod sticky;
 
-pub use args::{BackendCommand, CtlArgs, CtlCommand, LeaderCommand, MemberCommand, NodeCommand};
+pub use args::{
+    BackendCommand, CtlArgs, CtlCommand, LeaderCommand, MemberCommand, NodeCommand, StickyCommand,
+};
 
 use crate::control::auth::Credentials;
 use crate::node;
@@ -117,6 +121,42 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             let log_index = reply.log_index;
             render(json, &Membership { log_index }, || {
                 format!("node {id} removed at log index {log_index}\n")
+            })
+        }
+        CtlCommand::Snapshot => {
+            let mut client = connect(&args, &credentials).await?;
+            let reply = client.snapshot().await.map_err(|e| e.to_string())?;
+            let shown = (reply.index, reply.bytes, reply.build_ms);
+            render(json, &shown, || {
+                format!(
+                    "snapshot at log index {} ({} bytes) built in {} ms; the log up to it is purged\n",
+                    reply.index, reply.bytes, reply.build_ms
+                )
+            })
+        }
+        CtlCommand::Sticky(StickyCommand::Stats) => {
+            let mut client = connect(&args, &credentials).await?;
+            let members = sticky::gather(&mut client, &credentials, args.timeout()).await?;
+            render(json, &members, || sticky::format_stats(&members))
+        }
+        CtlCommand::Sticky(StickyCommand::Get { key, pool }) => {
+            let mut client = connect(&args, &credentials).await?;
+            let reply = client
+                .sticky_get(key.clone(), pool.clone().unwrap_or_default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let sessions: Vec<_> = reply
+                .sessions
+                .iter()
+                .map(|s| (s.pool.as_str(), s.backend.as_str(), s.age_ms, s.key.as_str()))
+                .collect();
+            render(json, &sessions, || sticky::format_get(key, &reply))
+        }
+        CtlCommand::Sticky(StickyCommand::Flush { pool }) => {
+            let command = Command::Sticky(raftlb_config::StickyChange::Flush { pool: pool.clone() });
+            let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
+            render(json, &Membership { log_index }, || {
+                format!("flushed the sticky sessions of pool {pool} at log index {log_index}\n")
             })
         }
         CtlCommand::Diff { config } => {

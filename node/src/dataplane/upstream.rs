@@ -6,7 +6,7 @@
 //! connection's driver task lives on the worker that opened it, so reusing it
 //! there keeps each request on one thread, with no lock at all.
 
-use crate::view::{ActiveGuard, PoolView};
+use crate::view::{ActiveGuard, Attempts, PoolView};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use std::cell::RefCell;
@@ -27,15 +27,16 @@ pub enum ConnectError {
     Io { address: SocketAddr, source: io::Error },
 }
 
-/// Opens a connection to one of `pool`'s backends. The returned guard counts
-/// the connection against its backend for least-connections.
-pub async fn connect(pool: &PoolView) -> Result<(TcpStream, ActiveGuard), ConnectError> {
-    let mut tried = Vec::new();
+/// Opens a connection to one of `pool`'s backends, `preferred` (a sticky
+/// session's) first. The returned guard counts the connection against its
+/// backend for least-connections.
+pub async fn connect(
+    pool: &PoolView,
+    preferred: Option<SocketAddr>,
+) -> Result<(TcpStream, ActiveGuard), ConnectError> {
+    let mut attempts = Attempts::default();
     let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
-    while tried.len() < pool.spec.max_connect_attempts as usize {
-        let Some(index) = pool.pick(&tried) else { break };
-        tried.push(index);
-        let backend = &pool.backends[index];
+    while let Some(backend) = pool.next_backend(preferred, &mut attempts) {
         let guard = backend.track();
         match connect_one(backend.address(), pool.spec.connect_timeout).await {
             Ok(stream) => return Ok((stream, guard)),

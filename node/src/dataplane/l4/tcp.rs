@@ -1,4 +1,5 @@
-//! TCP proxying: connect to a backend (trying others on failure), then copy
+//! TCP proxying: connect to a backend (the client's sticky session's first,
+//! with `source_ip` stickiness; trying others on failure), then copy
 //! bytes both ways. A half-close is passed on (EOF from one side shuts down
 //! writing to the other while the reverse direction keeps flowing). A
 //! connection with no bytes either way for the listener's idle timeout is
@@ -20,7 +21,13 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, view: &S
     let Some(route) = view.load().listener(listener).cloned() else {
         return;
     };
-    let (backend, guard) = match upstream::connect(&route.pool).await {
+    let pool = &route.pool;
+    let affinity = pool
+        .sticky
+        .as_ref()
+        .map(|sticky| sticky.by_source(peer.ip(), |b| pool.keeps_sessions(b)));
+    let preferred = affinity.as_ref().and_then(|a| a.preferred);
+    let (backend, guard) = match upstream::connect(pool, preferred).await {
         Ok(connected) => connected,
         Err(e) => {
             tracing::warn!(listener, client = %peer, error = %e, "no backend for TCP connection");
@@ -28,6 +35,14 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, view: &S
         }
     };
     let address = guard.backend().address();
+    if let (Some(sticky), Some(affinity)) = (&pool.sticky, &affinity)
+        && let Some(commit) = sticky.settle(affinity, address).commit
+        && let Err(reason) = commit.await
+    {
+        // `sync`: a session the client sees must be committed.
+        tracing::warn!(listener, client = %peer, %reason, "sticky session not committed; connection closed");
+        return;
+    }
     match splice(client, backend, route.spec.idle_timeout).await {
         Ok((up, down)) => {
             tracing::debug!(listener, client = %peer, backend = %address, up, down, "TCP connection closed")

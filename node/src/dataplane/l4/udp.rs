@@ -1,12 +1,13 @@
 //! UDP relaying. Each client address gets a session: a socket connected to
-//! the backend the balancer chose for it, so replies arrive on that socket
+//! the backend its sticky session names (`source_ip`) or the balancer
+//! chose, so replies arrive on that socket
 //! and go back to that client from the listener's address. A session with no
 //! datagram either way for the listener's idle timeout is forgotten; at most
 //! `max_connections` sessions live at once (datagrams from new clients beyond
 //! that are dropped).
 
 use crate::dataplane::Shutdown;
-use crate::view::{ActiveGuard, SharedView};
+use crate::view::{ActiveGuard, Attempts, SharedView};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -86,8 +87,20 @@ async fn open_session(
         tracing::warn!(listener, %client, "UDP session limit reached; datagram dropped");
         return None;
     }
-    let index = route.pool.pick(&[])?;
-    let backend = &route.pool.backends[index];
+    let pool = &route.pool;
+    let affinity = pool
+        .sticky
+        .as_ref()
+        .map(|sticky| sticky.by_source(client.ip(), |b| pool.keeps_sessions(b)));
+    let preferred = affinity.as_ref().and_then(|a| a.preferred);
+    let backend = pool.next_backend(preferred, &mut Attempts::default())?;
+    if let (Some(sticky), Some(affinity)) = (&pool.sticky, &affinity)
+        && let Some(commit) = sticky.settle(affinity, backend.address()).commit
+    {
+        // One task relays every client's datagrams: it cannot wait for a
+        // commit, so `sync` is `async` here.
+        tokio::spawn(commit);
+    }
     let local: SocketAddr = if backend.address().is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {

@@ -5,3 +5,4 @@ mod body;
 mod headers;
 mod proxy;
 pub mod server;
+mod sticky;

@@ -1,14 +1,17 @@
 //! One HTTP request through the proxy: find the listener's pool in the current
 //! view, rewrite the request for the backend, send it on a pooled (or new)
 //! keep-alive connection, and hand back the response with its body streaming.
-//! Local answers: 502 when no backend can be reached or the backend fails,
+//! A sticky pool's request goes to its session's backend first
+//! ([`sticky`]). Local answers: 502 when no backend can be reached or the
+//! backend fails,
 //! 504 when the backend's response headers do not arrive in time, 503 when the
 //! listener has no pool in the current view.
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers;
+use super::sticky;
 use crate::dataplane::upstream::{self, ConnectError, Sender};
-use crate::view::{ActiveGuard, PoolView, SharedView};
+use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -40,9 +43,25 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     });
     prepare(&mut request, &conn.forwarding);
 
-    let outcome = forward(request, &listener.pool).await;
+    let pool = &listener.pool;
+    let affinity = sticky::affinity(pool, request.headers(), conn.client.ip());
+    let outcome = forward(request, pool, affinity.as_ref().and_then(|a| a.preferred)).await;
     let (response, backend) = match outcome {
-        Ok((response, backend)) => (response, Some(backend)),
+        Ok((mut response, backend)) => {
+            match sticky::settle(pool, affinity.as_ref(), backend, &mut response).await {
+                Ok(()) => (response, Some(backend)),
+                Err(reason) => {
+                    tracing::warn!(listener = %conn.listener, pool = %pool.spec.name, %reason, "sticky session not committed (contract = \"sync\")");
+                    (
+                        local(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "session could not be replicated; retry\n",
+                        ),
+                        Some(backend),
+                    )
+                }
+            }
+        }
         Err(failure) => {
             tracing::warn!(listener = %conn.listener, pool = %listener.pool.spec.name, error = %failure, "request failed");
             (failure.response(), None)
@@ -116,12 +135,14 @@ impl Failure {
     }
 }
 
-/// Sends the request to a backend of `pool` and returns its response.
+/// Sends the request to a backend of `pool` (`preferred`, a sticky
+/// session's, first) and returns its response.
 async fn forward(
     mut request: Request<Incoming>,
     pool: &PoolView,
+    preferred: Option<SocketAddr>,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
-    let (mut sender, guard, mut fresh) = checkout(pool).await?;
+    let (mut sender, guard, mut fresh) = checkout(pool, preferred).await?;
     let backend = guard.backend().address();
     let timeout = pool.spec.response_timeout;
     loop {
@@ -155,15 +176,15 @@ fn wrap(response: Response<Incoming>, sender: Sender, guard: ActiveGuard) -> Res
 }
 
 /// A ready connection to one of the pool's backends: an idle pooled one when
-/// the balancer's pick has one, else a new one (trying other backends when
+/// the chosen backend has one, else a new one (trying other backends when
 /// connecting fails). The bool is true for a new connection.
-async fn checkout(pool: &PoolView) -> Result<(Sender, ActiveGuard, bool), ConnectError> {
-    let mut tried = Vec::new();
+async fn checkout(
+    pool: &PoolView,
+    preferred: Option<SocketAddr>,
+) -> Result<(Sender, ActiveGuard, bool), ConnectError> {
+    let mut attempts = Attempts::default();
     let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
-    while tried.len() < pool.spec.max_connect_attempts as usize {
-        let Some(index) = pool.pick(&tried) else { break };
-        tried.push(index);
-        let backend = &pool.backends[index];
+    while let Some(backend) = pool.next_backend(preferred, &mut attempts) {
         let guard = backend.track();
         while let Some(mut sender) = upstream::take_idle(backend.address()) {
             if sender.ready().await.is_ok() {
