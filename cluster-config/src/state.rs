@@ -9,7 +9,7 @@ use crate::command::{Command, Outcome};
 use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, binds_overlap};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Everything the cluster agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,7 +19,7 @@ pub struct ClusterState {
     bootstrapped: bool,
     spec: ClusterSpec,
     /// Which node owns each `placement = "spread"` VIP.
-    vip_owners: BTreeMap<Ipv4Addr, u64>,
+    vip_owners: BTreeMap<IpAddr, u64>,
 }
 
 impl ClusterState {
@@ -28,12 +28,12 @@ impl ClusterState {
     }
 
     /// The node a spread VIP is assigned to.
-    pub fn vip_owner(&self, address: Ipv4Addr) -> Option<u64> {
+    pub fn vip_owner(&self, address: IpAddr) -> Option<u64> {
         self.vip_owners.get(&address).copied()
     }
 
     /// Every spread VIP's owner.
-    pub fn vip_owners(&self) -> &BTreeMap<Ipv4Addr, u64> {
+    pub fn vip_owners(&self) -> &BTreeMap<IpAddr, u64> {
         &self.vip_owners
     }
 
