@@ -66,6 +66,7 @@ pub async fn run(
             config.node.id,
             &config.vips,
             config.membership.timing,
+            config.membership.vip_on_quorum_loss,
         )?),
     };
     let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
