@@ -13,6 +13,7 @@ pub mod arp;
 pub mod backends;
 pub mod client;
 pub mod cluster;
+pub mod ndp;
 pub mod netns;
 pub mod process;
 pub mod site;
