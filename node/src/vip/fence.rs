@@ -294,3 +294,37 @@ pub fn remove() -> io::Result<()> {
     });
     netlink::request(NETLINK_NETFILTER, batch(messages), &[libc::ENOENT])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_lists_each_family_in_its_sets_and_leaves_empty_sets_empty() {
+        let v6: IpAddr = "2001:2::100".parse().unwrap();
+        let only_v6 = ruleset(&[v6]);
+        assert!(only_v6.contains("set vips6 { type ipv6_addr; elements = { 2001:2::100 }; }"));
+        assert!(only_v6.contains("elements = { 0x20010002000000000000000000000100 }"));
+        assert!(only_v6.contains("set vips { type ipv4_addr; }"), "{only_v6}");
+        let v4: IpAddr = "198.18.0.100".parse().unwrap();
+        let both = ruleset(&[v4, v6]);
+        assert!(both.contains("set vips { type ipv4_addr; elements = { 198.18.0.100 }; }"));
+        assert!(!both.contains("{  }"));
+    }
+
+    #[test]
+    fn an_ipv6_lease_is_two_inet_elements_keyed_by_sixteen_bytes() {
+        let v6: IpAddr = "2001:2::100".parse().unwrap();
+        assert_eq!(
+            lease_sets(v6),
+            [(NFPROTO_INET, LEASE6_SET), (NFPROTO_INET, LEASE6_TARGET_SET)]
+        );
+        let message = element_message(lease_sets(v6)[0], NFT_MSG_NEWSETELEM, 0, v6, None);
+        let bytes = message.bytes();
+        let key = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert!(
+            bytes.windows(16).any(|w| w == key),
+            "the 16-byte key is in the message"
+        );
+    }
+}
