@@ -151,6 +151,11 @@ impl AdminService {
         )
     }
 
+    /// Set while this node, as leader, steps aside (transfer, drain).
+    pub fn standing_down(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.handover.standing_down)
+    }
+
     /// Asks the leader for the lease on `vips` (this node's spread VIPs);
     /// returns those granted.
     pub async fn ask_lease(&self, vips: &[std::net::IpAddr]) -> Result<Vec<std::net::IpAddr>, Status> {

@@ -40,6 +40,8 @@ use crate::control::types::{NodeId, Raft};
 use openraft::ServerState;
 use raftlb_config::{Placement, RaftTiming, VipOnQuorumLoss, VipSpec};
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -167,6 +169,7 @@ impl VipManager {
                 lease: timing.election_timeout,
                 on_quorum_loss,
                 claimed_in_term: None,
+                standing_down: control.admin.standing_down(),
                 holding: false,
                 fenced: false,
                 held: false,
@@ -208,6 +211,9 @@ struct Owner {
     /// The term in which a quorum last confirmed this node while it held
     /// the VIPs: what `hold` keeps holding.
     claimed_in_term: Option<u64>,
+    /// Set while this node hands leadership over: then its lease must run
+    /// out, hold or not.
+    standing_down: Arc<AtomicBool>,
     /// Holding without a quorum right now (logged once per episode).
     holding: bool,
     /// The fence may hold a lease element (renewed and not yet revoked).
@@ -240,8 +246,8 @@ impl Owner {
     /// in the term a quorum last confirmed it in (openraft 0.9 leaders do
     /// not step down on quorum loss), counts the lease from now, as if
     /// confirmed. That ends when this node sees another leader or a higher
-    /// term: it is then no longer leader in that term. With "release",
-    /// returns `confirmed` unchanged.
+    /// term: it is then no longer leader in that term. Never while handing
+    /// leadership over. With "release", returns `confirmed` unchanged.
     fn hold_without_quorum(&mut self, confirmed: Option<Instant>) -> Option<Instant> {
         let (state, term) = {
             let metrics = self.raft.metrics();
@@ -257,7 +263,8 @@ impl Owner {
         let hold = self.on_quorum_loss == VipOnQuorumLoss::Hold
             && self.held
             && leading
-            && self.claimed_in_term == Some(term);
+            && self.claimed_in_term == Some(term)
+            && !self.standing_down.load(Ordering::Relaxed);
         if !hold {
             self.holding = false;
             return confirmed;
