@@ -140,6 +140,11 @@ async fn an_ipv6_vip_fails_over_after_a_kill_without_overlap() {
     let mut site = Site::start_v6().await;
     let ndp = probe(&site);
     let failovers = kill_trials(&mut site, 5, None).await;
+    // Each claim sent its unsolicited neighbour advertisements.
+    for node in &site.nodes {
+        let log = node.log();
+        assert!(!log.contains("VIP announcement not sent"), "{log}");
+    }
     finish(
         ndp,
         "IPv6: kill -9 of the VIP owner → answer via [2001:2::100]:8080",
