@@ -55,7 +55,7 @@ pub enum Command {
     /// Gives a `placement = "spread"` VIP to a node, or takes it from
     /// whoever had it (`owner: None`). Proposed by the leader only.
     AssignVip {
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
         owner: Option<u64>,
     },
     /// A change to the sticky-session tables (see

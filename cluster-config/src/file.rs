@@ -6,7 +6,7 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
     AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
-    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipSpec,
+    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss, VipSpec,
 };
 use crate::sticky::{CookieAttributes, SameSite, StickyContract, StickyKind, StickyPolicy};
 use crate::validate::{self, ListenerSite, PoolSite, Site};
@@ -183,6 +183,17 @@ fn membership(
         None => Some(BTreeMap::new()),
     };
     let timing = raft_timing(reader, &mut s);
+    let vip_on_quorum_loss = match s.optional("vip_on_quorum_loss") {
+        Some(f) => reader.choice(
+            &f,
+            "vip_on_quorum_loss",
+            &[
+                ("release", VipOnQuorumLoss::Release),
+                ("hold", VipOnQuorumLoss::Hold),
+            ],
+        ),
+        None => Some(VipOnQuorumLoss::default()),
+    };
     s.finish(reader);
 
     let (raft, peers, node) = (raft?, peers?, node?);
@@ -205,6 +216,7 @@ fn membership(
         raft: Some(raft),
         peers,
         timing: timing?,
+        vip_on_quorum_loss: vip_on_quorum_loss?,
     })
 }
 
@@ -538,28 +550,39 @@ fn backend(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<BackendSpe
     })
 }
 
-/// `[[vip]]`: `address = "198.18.0.100/24"`, `interface = "eth0"`,
-/// `placement = "leader"`.
+/// `[[vip]]`: `address = "198.18.0.100/24"` (or `"2001:db8::100/64"`),
+/// `interface = "eth0"`, `placement = "leader"`.
 fn vip(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<VipSpec> {
     let address = s.required(reader, "address").and_then(|f| {
         let text = reader.str(&f)?;
         let parsed = text.split_once('/').and_then(|(ip, prefix)| {
             Some((ip.parse::<std::net::IpAddr>().ok()?, prefix.parse::<u8>().ok()?))
         });
-        match parsed {
-            Some((std::net::IpAddr::V4(ip), prefix)) if prefix <= 32 => Some((ip, prefix)),
-            Some((std::net::IpAddr::V6(_), _)) => {
-                reader.field_error(&f, "IPv6 VIPs are not supported yet (only IPv4)");
-                None
-            }
-            _ => {
-                reader.field_error(
-                    &f,
-                    format!("invalid VIP \"{text}\" (expected ADDRESS/PREFIX, e.g. \"10.10.0.100/24\")"),
-                );
-                None
-            }
+        let Some((ip, prefix)) = parsed else {
+            reader.field_error(
+                &f,
+                format!(
+                    "invalid VIP \"{text}\" (expected ADDRESS/PREFIX, e.g. \"10.10.0.100/24\" or \"2001:db8::100/64\")"
+                ),
+            );
+            return None;
+        };
+        let (family, longest) = if ip.is_ipv4() { ("IPv4", 32) } else { ("IPv6", 128) };
+        if prefix > longest {
+            reader.field_error(
+                &f,
+                format!("invalid VIP \"{text}\": an {family} prefix is at most /{longest}"),
+            );
+            return None;
         }
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+            reader.field_error(
+                &f,
+                format!("invalid VIP \"{text}\": a VIP is a unicast address of the interface's subnet"),
+            );
+            return None;
+        }
+        Some((ip, prefix))
     });
     let interface = s.required(reader, "interface").and_then(|f| {
         let name = reader.str(&f)?;

@@ -25,8 +25,11 @@ pub struct Config {
 /// A virtual IP (`[[vip]]`): owned by one node at a time, fenced by a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VipSpec {
-    pub address: std::net::Ipv4Addr,
-    /// The subnet's prefix length, as the address is added to `interface`.
+    /// IPv4 (announced by gratuitous ARP) or IPv6 (by unsolicited
+    /// neighbour advertisement).
+    pub address: IpAddr,
+    /// The subnet's prefix length (≤ 32 for IPv4, ≤ 128 for IPv6), as the
+    /// address is added to `interface`.
     pub prefix_len: u8,
     /// The interface on the VIP's subnet (on this node; names may differ
     /// from node to node).
@@ -100,6 +103,24 @@ pub struct MembershipSpec {
     pub peers: BTreeMap<u64, SocketAddr>,
     /// How fast a lost leader is noticed and replaced.
     pub timing: RaftTiming,
+    /// What a leader owning a VIP does when it cannot confirm a quorum.
+    pub vip_on_quorum_loss: VipOnQuorumLoss,
+}
+
+/// `[cluster] vip_on_quorum_loss`: what the owner of a `placement =
+/// "leader"` VIP does when it can no longer confirm its leadership with a
+/// quorum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VipOnQuorumLoss {
+    /// Release it once the lease runs out: two nodes never answer for one
+    /// VIP at once (safety over availability).
+    #[default]
+    Release,
+    /// Keep renewing the lease while this node still believes it leads
+    /// (until it hears a newer leader or term): the VIP stays up through a
+    /// quorum loss, but a partitioned old leader and a new leader on the
+    /// majority side can both answer for it.
+    Hold,
 }
 
 /// Raft's clocks (`heartbeat_interval`, `election_timeout` in `[cluster]`).
@@ -139,6 +160,7 @@ impl MembershipSpec {
             raft: None,
             peers: BTreeMap::new(),
             timing: RaftTiming::default(),
+            vip_on_quorum_loss: VipOnQuorumLoss::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::sticky::StickySecret;
 use crate::sticky_table::StickyTables;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Everything the cluster agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct ClusterState {
     bootstrapped: bool,
     spec: ClusterSpec,
     /// Which node owns each `placement = "spread"` VIP.
-    vip_owners: BTreeMap<Ipv4Addr, u64>,
+    vip_owners: BTreeMap<IpAddr, u64>,
     /// What `cookie` sticky sessions are authenticated with.
     sticky_secret: Option<StickySecret>,
 }
@@ -32,12 +32,12 @@ impl ClusterState {
     }
 
     /// The node a spread VIP is assigned to.
-    pub fn vip_owner(&self, address: Ipv4Addr) -> Option<u64> {
+    pub fn vip_owner(&self, address: IpAddr) -> Option<u64> {
         self.vip_owners.get(&address).copied()
     }
 
     /// Every spread VIP's owner.
-    pub fn vip_owners(&self) -> &BTreeMap<Ipv4Addr, u64> {
+    pub fn vip_owners(&self) -> &BTreeMap<IpAddr, u64> {
         &self.vip_owners
     }
 

@@ -280,6 +280,20 @@ fn cluster_section_and_raft_timing() {
         &format!("{CLUSTER}election_timeout = \"100ms\"\n"),
         "lb.toml:7: cluster.election_timeout: election_timeout (100ms) must be at least 3 × heartbeat_interval (50ms)",
     );
+    assert_eq!(
+        config.membership.vip_on_quorum_loss,
+        raftlb_config::VipOnQuorumLoss::Release,
+        "the default"
+    );
+    let hold = parse("lb.toml", &format!("{CLUSTER}vip_on_quorum_loss = \"hold\"\n")).expect("valid");
+    assert_eq!(
+        hold.membership.vip_on_quorum_loss,
+        raftlb_config::VipOnQuorumLoss::Hold
+    );
+    assert_one_error(
+        &format!("{CLUSTER}vip_on_quorum_loss = \"keep\"\n"),
+        "lb.toml:7: cluster.vip_on_quorum_loss: unknown vip_on_quorum_loss \"keep\" (valid: \"release\", \"hold\")",
+    );
     assert_one_error(
         &format!("{CLUSTER}token_file = \"/etc/t\"\n"),
         "lb.toml:7: cluster.token_file: give either token or token_file, not both",
@@ -293,7 +307,7 @@ fn vips() {
     assert_eq!(config.vips.len(), 1);
     assert_eq!(
         config.vips[0].address,
-        "198.18.0.100".parse::<std::net::Ipv4Addr>().unwrap()
+        "198.18.0.100".parse::<std::net::IpAddr>().unwrap()
     );
     assert_eq!(config.vips[0].prefix_len, 24);
     assert_eq!(config.vips[0].placement, raftlb_config::Placement::Leader);
@@ -301,12 +315,34 @@ fn vips() {
     let base = "[node]\nid = 1\n[[vip]]\ninterface = \"eth0\"\n";
     assert_one_error(
         &format!("{base}address = \"198.18.0.100\"\n"),
-        "lb.toml:5: vip[0].address: invalid VIP \"198.18.0.100\" (expected ADDRESS/PREFIX, e.g. \"10.10.0.100/24\")",
+        "lb.toml:5: vip[0].address: invalid VIP \"198.18.0.100\" (expected ADDRESS/PREFIX, e.g. \"10.10.0.100/24\" or \"2001:db8::100/64\")",
     );
     assert_one_error(
-        &format!("{base}address = \"fd00::1/64\"\n"),
-        "lb.toml:5: vip[0].address: IPv6 VIPs are not supported yet (only IPv4)",
+        &format!("{base}address = \"198.18.0.100/33\"\n"),
+        "lb.toml:5: vip[0].address: invalid VIP \"198.18.0.100/33\": an IPv4 prefix is at most /32",
     );
+    assert_one_error(
+        &format!("{base}address = \"2001:2::100/129\"\n"),
+        "lb.toml:5: vip[0].address: invalid VIP \"2001:2::100/129\": an IPv6 prefix is at most /128",
+    );
+    assert_one_error(
+        &format!("{base}address = \"ff02::1/64\"\n"),
+        "lb.toml:5: vip[0].address: invalid VIP \"ff02::1/64\": a VIP is a unicast address of the interface's subnet",
+    );
+    for (text, prefix) in [
+        ("2001:2::100/64", 64),
+        ("2001:2::100/128", 128),
+        ("198.18.0.100/32", 32),
+    ] {
+        let v = parse(
+            "lb.toml",
+            &format!("{base}address = \"{text}\"\nplacement = \"spread\"\n"),
+        )
+        .expect("valid");
+        let (ip, _) = text.split_once('/').unwrap();
+        assert_eq!(v.vips[0].address, ip.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(v.vips[0].prefix_len, prefix);
+    }
     let spread = parse(
         "lb.toml",
         &format!("{base}address = \"198.18.0.100/24\"\nplacement = \"spread\"\n"),

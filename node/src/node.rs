@@ -67,6 +67,7 @@ pub async fn run(
             config.node.id,
             &config.vips,
             config.membership.timing,
+            config.membership.vip_on_quorum_loss,
         )?),
     };
     let sticky = Sticky::new(&control);

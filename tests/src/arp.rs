@@ -1,11 +1,14 @@
-//! Who answers ARP for an address, seen from one host: a prober that asks
-//! every few milliseconds on a raw packet socket and records every reply
-//! with its sender's MAC on the monotonic clock (all namespaces share it).
-//! Two different MACs answering the same round of questions is two hosts
-//! claiming one address at once: the overlap a VIP must never have.
+//! Who answers for an address, seen from one host: a prober that asks
+//! every few milliseconds on a raw packet socket (ARP for IPv4, a neighbour
+//! solicitation for IPv6, see [`crate::ndp`]) and records every answer
+//! (ARP reply, neighbour advertisement) with its sender's MAC on the
+//! monotonic clock (all namespaces share it). Two different MACs answering
+//! the same round of questions is two hosts claiming one address at once:
+//! the overlap a VIP must never have.
 #![allow(unsafe_code)] // AF_PACKET sockets: std has none.
 
-use std::net::Ipv4Addr;
+use crate::ndp;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,8 +32,8 @@ pub struct ArpProbe {
     listening: std::thread::JoinHandle<()>,
 }
 
-fn packet_socket() -> OwnedFd {
-    let protocol = i32::from(ETH_P_ARP.to_be());
+fn packet_socket(ethertype: u16) -> OwnedFd {
+    let protocol = i32::from(ethertype.to_be());
     // SAFETY: plain socket(2); owned right away.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
     assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
@@ -77,22 +80,50 @@ fn who_has(mac: [u8; 6], me: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     frame
 }
 
+/// Whether a frame answers for the probed address.
+type Answers = Box<dyn Fn(&[u8]) -> bool + Send>;
+
+/// Whether `frame` is an ARP reply from `target`.
+fn arp_reply(frame: &[u8], target: Ipv4Addr) -> bool {
+    frame.len() >= 42
+        && frame[12..14] == ETH_P_ARP.to_be_bytes()
+        && frame[20..22] == [0, 2]
+        && frame[28..32] == target.octets()
+}
+
 impl ArpProbe {
-    /// Starts asking "who has `target`" every `every` from `me` on
-    /// `interface` of namespace `ns`, and recording the replies.
-    pub fn start(ns: &str, interface: &str, me: Ipv4Addr, target: Ipv4Addr, every: Duration) -> ArpProbe {
+    /// Starts asking who has `target` every `every` from `me` (of the same
+    /// family) on `interface` of namespace `ns`, and recording the answers:
+    /// ARP for IPv4, neighbour discovery for IPv6.
+    pub fn start(ns: &str, interface: &str, me: IpAddr, target: IpAddr, every: Duration) -> ArpProbe {
+        let (index, mac) = link(ns, interface);
+        let (ethertype, destination, question, answers): (u16, [u8; 6], Vec<u8>, Answers) = match (me, target)
+        {
+            (IpAddr::V4(me), IpAddr::V4(target)) => (
+                ETH_P_ARP,
+                [0xff; 6],
+                who_has(mac, me, target),
+                Box::new(move |frame| arp_reply(frame, target)),
+            ),
+            (IpAddr::V6(me), IpAddr::V6(target)) => (
+                ndp::ETH_P_IPV6,
+                ndp::solicitation_destination(target),
+                ndp::solicitation(mac, me, target),
+                Box::new(move |frame| ndp::advertises(frame, target)),
+            ),
+            _ => panic!("probing {target} from {me}: not one family"),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let replies = Arc::new(Mutex::new(Vec::new()));
-        let (index, mac) = link(ns, interface);
         let (ns_l, stop_l, replies_l) = (ns.to_string(), Arc::clone(&stop), Arc::clone(&replies));
         let listening = std::thread::spawn(move || {
             crate::netns::enter(&ns_l);
-            listen(index, target, &stop_l, &replies_l);
+            listen(index, ethertype, &*answers, &stop_l, &replies_l);
         });
         let (ns_a, stop_a) = (ns.to_string(), Arc::clone(&stop));
         let asking = std::thread::spawn(move || {
             crate::netns::enter(&ns_a);
-            ask(index, who_has(mac, me, target), every, &stop_a);
+            ask(index, ethertype, destination, question, every, &stop_a);
         });
         ArpProbe {
             stop,
@@ -116,15 +147,15 @@ impl ArpProbe {
     }
 }
 
-fn ask(index: i32, frame: Vec<u8>, every: Duration, stop: &AtomicBool) {
-    let socket = packet_socket();
+fn ask(index: i32, ethertype: u16, destination: [u8; 6], frame: Vec<u8>, every: Duration, stop: &AtomicBool) {
+    let socket = packet_socket(ethertype);
     // SAFETY: a zeroed sockaddr_ll, filled in below.
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;
-    to.sll_protocol = ETH_P_ARP.to_be();
+    to.sll_protocol = ethertype.to_be();
     to.sll_ifindex = index;
     to.sll_halen = 6;
-    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    to.sll_addr[..6].copy_from_slice(&destination);
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: the frame and address outlive the call.
         unsafe {
@@ -141,8 +172,14 @@ fn ask(index: i32, frame: Vec<u8>, every: Duration, stop: &AtomicBool) {
     }
 }
 
-fn listen(index: i32, target: Ipv4Addr, stop: &AtomicBool, replies: &Mutex<Vec<Reply>>) {
-    let socket = packet_socket();
+fn listen(
+    index: i32,
+    ethertype: u16,
+    answers: &(dyn Fn(&[u8]) -> bool + Send),
+    stop: &AtomicBool,
+    replies: &Mutex<Vec<Reply>>,
+) {
+    let socket = packet_socket(ethertype);
     let timeout = libc::timeval {
         tv_sec: 0,
         tv_usec: 50_000,
@@ -174,16 +211,14 @@ fn listen(index: i32, target: Ipv4Addr, stop: &AtomicBool, replies: &Mutex<Vec<R
             )
         };
         let at = Instant::now();
-        if n < 42 || from.sll_ifindex != index {
+        let Ok(n) = usize::try_from(n) else { continue };
+        if from.sll_ifindex != index || !answers(&frame[..n]) {
             continue;
         }
-        let is_reply = frame[20..22] == [0, 2];
-        let sender_ip = Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
-        if is_reply && sender_ip == target {
-            let mut mac = [0u8; 6];
-            mac.copy_from_slice(&frame[22..28]);
-            replies.lock().expect("replies").push(Reply { at, mac });
-        }
+        // The Ethernet source: for ARP the same as the sender MAC.
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&frame[6..12]);
+        replies.lock().expect("replies").push(Reply { at, mac });
     }
 }
 

@@ -6,13 +6,16 @@
 //! API ([`admin`]), real backends on
 //! loopback sockets ([`backends`]), an HTTP client ([`client`]), and
 //! condition waits with deadlines ([`wait`]), and network namespaces for
-//! multi-host tests ([`netns`]). Nothing here is a mock.
+//! multi-host tests ([`netns`], [`site`]) with a prober of who answers
+//! ARP or IPv6 neighbour solicitations for an address ([`arp`], [`ndp`]).
+//! Nothing here is a mock.
 
 pub mod admin;
 pub mod arp;
 pub mod backends;
 pub mod client;
 pub mod cluster;
+pub mod ndp;
 pub mod netns;
 pub mod process;
 pub mod site;

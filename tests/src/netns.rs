@@ -1,8 +1,12 @@
 //! A small network of Linux network namespaces, built by the test as root
 //! and torn down on drop (even on panic): hosts on one Ethernet segment, a
 //! bridge in a namespace of its own. Host N gets `eth0` with 198.18.0.N/24
-//! (198.18.0.0/15 is reserved for benchmarking), no default route, and
-//! nothing leaves the machine. The bridge lives outside the root namespace,
+//! and 2001:2::N/64 (198.18.0.0/15 and 2001:2::/48 are reserved for
+//! benchmarking, RFC 2544 and RFC 5180), no default route, and nothing
+//! leaves the machine. Duplicate address detection is off in every
+//! namespace (`accept_dad = 0`), so IPv6 addresses are usable at once, and
+//! the bridge floods multicast (no MLD snooping), so neighbour
+//! solicitations reach every host whatever group reports it saw. The bridge lives outside the root namespace,
 //! so a Docker engine's iptables FORWARD policy there never sees its
 //! traffic, and no rule needs adding.
 //!
@@ -11,7 +15,7 @@
 //! ([`on_host`]): sockets it creates stay in that namespace.
 #![allow(unsafe_code)] // setns(2): std has no wrapper.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Mutex;
@@ -28,6 +32,24 @@ pub struct Lab {
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
 
+/// Turns duplicate address detection off in namespace `ns`, for the
+/// interfaces there and those moved in later.
+fn no_dad(ns: &str) {
+    let output = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-qw"])
+        .args([
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ])
+        .output()
+        .expect("run sysctl");
+    assert!(
+        output.status.success(),
+        "sysctl accept_dad in {ns}: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+}
+
 fn ip(args: &[&str]) {
     let output = Command::new("ip").args(args).output().expect("run ip");
     assert!(
@@ -39,7 +61,8 @@ fn ip(args: &[&str]) {
 }
 
 impl Lab {
-    /// Hosts `names[0]` = 198.18.0.1, `names[1]` = 198.18.0.2, … on one bridge.
+    /// Hosts `names[0]` = 198.18.0.1 and 2001:2::1, `names[1]` = 198.18.0.2
+    /// and 2001:2::2, … on one bridge.
     pub fn build(names: &[&str]) -> Lab {
         let guard = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
         let lab = Lab {
@@ -50,18 +73,32 @@ impl Lab {
         lab.teardown(); // leftovers of a crashed run with the same pid
         let switch = lab.ns("sw");
         ip(&["netns", "add", &switch]);
-        ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"]);
+        no_dad(&switch);
+        ip(&[
+            "-n",
+            &switch,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         ip(&["-n", &switch, "link", "set", "br0", "up"]);
         for (i, name) in names.iter().enumerate() {
             let host = lab.ns(name);
             let port = format!("p{}", i + 1);
             let address = format!("{}/24", lab.address(name));
+            let address6 = format!("{}/64", lab.address6(name));
             ip(&["netns", "add", &host]);
+            no_dad(&host);
             ip(&[
                 "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host,
             ]);
             ip(&["-n", &switch, "link", "set", &port, "master", "br0", "up"]);
             ip(&["-n", &host, "addr", "add", &address, "dev", "eth0"]);
+            ip(&["-n", &host, "addr", "add", &address6, "dev", "eth0", "nodad"]);
             ip(&["-n", &host, "link", "set", "eth0", "up"]);
             ip(&["-n", &host, "link", "set", "lo", "up"]);
         }
@@ -81,6 +118,12 @@ impl Lab {
             .position(|h| h == name)
             .expect("a host of this lab");
         Ipv4Addr::new(198, 18, 0, u8::try_from(i + 1).expect("fewer than 255 hosts"))
+    }
+
+    /// Host `name`'s IPv6 address.
+    pub fn address6(&self, name: &str) -> Ipv6Addr {
+        let [.., n] = self.address(name).octets();
+        Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, n.into())
     }
 
     fn teardown(&self) {

@@ -1,15 +1,16 @@
 //! A balancer site in network namespaces: three `raftlb` nodes (lb1–lb3,
-//! 198.18.0.1–3) forming one cluster that owns the VIP 198.18.0.100, a
-//! backend host (198.18.0.5) served by an in-process HTTP backend, and a
-//! client host (198.18.0.4) that requests the VIP at a constant rate. Built
-//! on [`Lab`](crate::netns::Lab); everything goes away on drop.
+//! 198.18.0.1–3) forming one cluster that owns the VIP 198.18.0.100 (or
+//! 2001:2::100, [`Site::start_v6`]), a backend host (198.18.0.5) served by
+//! an in-process HTTP backend, and a client host (198.18.0.4, 2001:2::4)
+//! that requests the VIP at a constant rate. Built on
+//! [`Lab`](crate::netns::Lab); everything goes away on drop.
 
 use crate::backends::HttpBackend;
 use crate::netns::{self, Lab};
 use crate::process::{Raftlb, TempDir, binary};
 use crate::wait;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 pub const BALANCERS: [&str; 3] = ["lb1", "lb2", "lb3"];
 const HOSTS: [&str; 5] = ["lb1", "lb2", "lb3", "client", "backend"];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
 const CLUSTER: &str = "vip-test";
 const TOKEN: &str = "t";
 
@@ -29,14 +31,38 @@ pub struct Attempt {
     pub ok: bool,
 }
 
+/// How a [`Site`] differs from the default one.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The node that is a witness (`role = "witness"`), if one is.
+    pub witness: Option<usize>,
+    /// `placement = "spread"` VIPs instead of the one leader VIP.
+    pub spread: Vec<IpAddr>,
+    /// The leader's VIP ([`VIP`] or [`VIP6`]), which the client requests
+    /// (with spread VIPs, the first of them).
+    pub vip: IpAddr,
+    /// `[cluster] vip_on_quorum_loss = "hold"` instead of the default.
+    pub hold_on_quorum_loss: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            witness: None,
+            spread: Vec::new(),
+            vip: VIP.into(),
+            hold_on_quorum_loss: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Site {
     pub lab: Lab,
     pub nodes: Vec<Raftlb>,
-    /// The node that is a witness (`role = "witness"`), if one is.
-    witness: Option<usize>,
-    /// `placement = "spread"` VIPs instead of the one leader VIP.
-    spread: Vec<Ipv4Addr>,
+    options: Options,
+    /// The VIP the client requests.
+    pub vip: IpAddr,
     root: TempDir,
     _backend: HttpBackend,
     /// The client host's requests: a new connection every 5 ms, given up
@@ -48,21 +74,39 @@ impl Site {
     /// Builds the lab, starts the backend, the three nodes and the client,
     /// and waits until the VIP answers.
     pub async fn start() -> Site {
-        Self::build(None, Vec::new()).await
+        Self::build(Options::default()).await
     }
 
     /// [`Site::start`] with node `witness` a witness: no listener, no VIP.
     pub async fn start_with(witness: Option<usize>) -> Site {
-        Self::build(witness, Vec::new()).await
+        Self::build(Options {
+            witness,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// [`Site::start`] with the IPv6 VIP [`VIP6`], on listeners bound to `[::]`.
+    pub async fn start_v6() -> Site {
+        Self::build(Options {
+            vip: VIP6.into(),
+            ..Options::default()
+        })
+        .await
     }
 
     /// [`Site::start`] with `spread` as `placement = "spread"` VIPs (the
-    /// first is [`VIP`], which the client requests) instead of the leader's.
-    pub async fn start_spread(spread: Vec<Ipv4Addr>) -> Site {
-        Self::build(None, spread).await
+    /// client requests the first) instead of the leader's.
+    pub async fn start_spread(spread: Vec<IpAddr>) -> Site {
+        Self::build(Options {
+            vip: spread[0],
+            spread,
+            ..Options::default()
+        })
+        .await
     }
 
-    async fn build(witness: Option<usize>, spread: Vec<Ipv4Addr>) -> Site {
+    pub async fn build(options: Options) -> Site {
         let lab = Lab::build(&HOSTS);
         let backend_address = lab.address("backend");
         let listener = netns::on_host(&lab.ns("backend"), move || {
@@ -72,8 +116,8 @@ impl Site {
         let mut site = Site {
             lab,
             nodes: Vec::new(),
-            witness,
-            spread,
+            vip: options.vip,
+            options,
             root: TempDir::new("site"),
             _backend: backend,
             load: Load::idle(),
@@ -85,7 +129,7 @@ impl Site {
         for node in &mut site.nodes {
             node.ready(&[]).await;
         }
-        site.load = Load::start(&site.lab.ns("client"), Duration::from_millis(25));
+        site.load = Load::start(&site.lab.ns("client"), site.vip, Duration::from_millis(25));
         let start = Instant::now();
         wait::value("the VIP answers", Duration::from_secs(10), || {
             site.answered_since(start)
@@ -101,7 +145,7 @@ impl Site {
             .enumerate()
             .map(|(n, h)| format!("{} = \"{}:7000\"", n + 1, self.lab.address(h)))
             .collect();
-        let witness = self.witness == Some(i);
+        let witness = self.options.witness == Some(i);
         // bench/failover.sh tunes Raft's clocks; the test suite keeps the defaults.
         let timing: String = [
             ("heartbeat_interval", "RAFTLB_HEARTBEAT_INTERVAL"),
@@ -111,22 +155,43 @@ impl Site {
         .filter_map(|(key, var)| std::env::var(var).ok().map(|v| format!("{key} = \"{v}\"\n")))
         .collect();
         let role = if witness { "witness" } else { "balancer" };
+        let prefix = |v: &IpAddr| if v.is_ipv4() { 24 } else { 64 };
         let vip = if witness {
             String::new()
-        } else if self.spread.is_empty() {
-            format!("[[vip]]\naddress = \"{VIP}/24\"\ninterface = \"eth0\"\n")
+        } else if self.options.spread.is_empty() {
+            let v = self.vip;
+            format!(
+                "[[vip]]\naddress = \"{v}/{}\"\ninterface = \"eth0\"\n",
+                prefix(&v)
+            )
         } else {
-            self.spread
+            self.options
+                .spread
                 .iter()
                 .map(|v| {
-                    format!("[[vip]]\naddress = \"{v}/24\"\ninterface = \"eth0\"\nplacement = \"spread\"\n")
+                    format!(
+                        "[[vip]]\naddress = \"{v}/{}\"\ninterface = \"eth0\"\nplacement = \"spread\"\n",
+                        prefix(v)
+                    )
                 })
                 .collect()
         };
+        let policy = if self.options.hold_on_quorum_loss {
+            "vip_on_quorum_loss = \"hold\"\n"
+        } else {
+            ""
+        };
+        // `[::]` takes IPv4 too (dual stack), but the IPv4 site keeps its
+        // historical bind.
+        let bind = if self.vip.is_ipv4() {
+            "0.0.0.0:8080"
+        } else {
+            "[::]:8080"
+        };
         format!(
             "[node]\nid = {id}\nrole = \"{role}\"\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
-             [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n{timing}\n\
-             [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:8080\"\npool = \"app\"\n\n\
+             [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n{timing}{policy}\n\
+             [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
              [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}:80\" }}]\n\n{vip}",
             id = i + 1,
             dir = self.root.path().join(format!("node{}", i + 1)).display(),
@@ -144,26 +209,26 @@ impl Site {
     /// The balancers whose eth0 carries the VIP (a killed or frozen one
     /// keeps the address; its fence disowns it).
     pub fn holders(&self) -> Vec<usize> {
-        self.holders_of(VIP)
+        self.holders_of(self.vip)
+    }
+
+    /// The client host's address in the VIP's family.
+    pub fn client_address(&self) -> IpAddr {
+        match self.vip {
+            IpAddr::V4(_) => self.lab.address("client").into(),
+            IpAddr::V6(_) => self.lab.address6("client").into(),
+        }
     }
 
     /// The balancers whose eth0 carries `vip`.
-    pub fn holders_of(&self, vip: Ipv4Addr) -> Vec<usize> {
+    pub fn holders_of(&self, vip: IpAddr) -> Vec<usize> {
         (0..BALANCERS.len())
             .filter(|i| {
                 let output = Command::new("ip")
-                    .args([
-                        "-n",
-                        &self.lab.ns(BALANCERS[*i]),
-                        "-4",
-                        "addr",
-                        "show",
-                        "dev",
-                        "eth0",
-                    ])
+                    .args(["-n", &self.lab.ns(BALANCERS[*i]), "addr", "show", "dev", "eth0"])
                     .output()
                     .expect("ip addr show");
-                String::from_utf8_lossy(&output.stdout).contains(&format!("{vip}/"))
+                String::from_utf8_lossy(&output.stdout).contains(&format!(" {vip}/"))
             })
             .collect()
     }
@@ -251,14 +316,14 @@ impl Load {
         }
     }
 
-    /// Starts requesting from namespace `ns` every 5 ms; a connection not
-    /// made within `connect_timeout` is a failed request.
-    pub fn start(ns: &str, connect_timeout: Duration) -> Load {
+    /// Starts requesting `vip` port 8080 from namespace `ns` every 5 ms; a
+    /// connection not made within `connect_timeout` is a failed request.
+    pub fn start(ns: &str, vip: IpAddr, connect_timeout: Duration) -> Load {
         let mut load = Load::idle();
         let (ns, attempts, stop) = (ns.to_string(), Arc::clone(&load.attempts), Arc::clone(&load.stop));
         load.thread = Some(std::thread::spawn(move || {
             netns::enter(&ns);
-            let to = SocketAddr::from((VIP, 8080));
+            let to = SocketAddr::new(vip, 8080);
             while !stop.load(Ordering::Relaxed) {
                 let start = Instant::now();
                 let ok = request(to, connect_timeout);

@@ -159,8 +159,14 @@ async fn keepalived_failover_for_comparison() {
         Balancer::start(&lab, "ka1", "ka2", 150),
         Balancer::start(&lab, "ka2", "ka1", 100),
     ];
-    let load = Load::start(&lab.ns("client"), Duration::from_millis(25));
-    let probe = ArpProbe::start(&lab.ns("client"), "eth0", lab.address("client"), VIP, PROBE_EVERY);
+    let load = Load::start(&lab.ns("client"), VIP.into(), Duration::from_millis(25));
+    let probe = ArpProbe::start(
+        &lab.ns("client"),
+        "eth0",
+        lab.address("client").into(),
+        VIP.into(),
+        PROBE_EVERY,
+    );
     let began = Instant::now();
     wait::value("keepalived's VIP answers", Duration::from_secs(10), || {
         load.answered_since(began)

@@ -1,16 +1,17 @@
 //! The VIP in network namespaces ([`Site`]): the Raft leader owns
-//! 198.18.0.100 while a client requests it every 5 ms and an ARP prober on
-//! the client's host asks who has it every 5 ms. The owner is killed
-//! (`kill -9`), frozen (`SIGSTOP` past its lease) or cut off from the other
-//! balancers (Raft port dropped, clients still reach it); each time the VIP
-//! must answer again within the bound, and no two hosts may ever answer ARP
-//! for it at once. Needs root; otherwise skips, saying so.
+//! 198.18.0.100 (or 2001:2::100) while a client requests it every 5 ms and
+//! a prober on the client's host asks who has it every 5 ms (ARP, or IPv6
+//! neighbour solicitations). The owner is killed (`kill -9`), frozen
+//! (`SIGSTOP` past its lease) or cut off from the other balancers (Raft
+//! port dropped, clients still reach it); each time the VIP must answer
+//! again within the bound, and no two hosts may ever answer for it at
+//! once. Needs root; otherwise skips, saying so.
 
 use raftlb_tests::arp::{self, ArpProbe};
-use raftlb_tests::site::{BALANCERS, Load, Site, VIP, get_from_client, percentile, signal};
+use raftlb_tests::site::{BALANCERS, Load, Options, Site, VIP, get_from_client, percentile, signal};
 use raftlb_tests::{root_or_skip, wait};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,9 +26,17 @@ const PROBE_EVERY: Duration = Duration::from_millis(5);
 /// The bound on one failover in the test suite.
 const FAILOVER_BOUND: Duration = Duration::from_secs(2);
 
+/// Asks who has the site's VIP from the client host (ARP or NDP).
 fn probe(site: &Site) -> ArpProbe {
-    let client = site.lab.address("client");
-    ArpProbe::start(&site.lab.ns("client"), "eth0", client, VIP, PROBE_EVERY)
+    probe_for(site, site.vip)
+}
+
+fn probe_for(site: &Site, vip: IpAddr) -> ArpProbe {
+    let client = match vip {
+        IpAddr::V4(_) => site.lab.address("client").into(),
+        IpAddr::V6(_) => site.lab.address6("client").into(),
+    };
+    ArpProbe::start(&site.lab.ns("client"), "eth0", client, vip, PROBE_EVERY)
 }
 
 /// Whether process `pid` is stopped (state `T` in /proc).
@@ -45,7 +54,7 @@ fn stopped(pid: u32) -> bool {
 fn report(what: &str, mut samples: Vec<Duration>, overlap: Duration) {
     samples.sort();
     println!(
-        "{what}: n={} p50={:?} p99={:?} max={:?}; ARP overlap {overlap:?}",
+        "{what}: n={} p50={:?} p99={:?} max={:?}; ARP/NDP overlap {overlap:?}",
         samples.len(),
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),
@@ -65,11 +74,7 @@ fn finish(arp: ArpProbe, what: &str, samples: Vec<Duration>, moves: usize) {
         "the prober saw {} claims for {moves} handovers: {claims:?}",
         claims.len()
     );
-    assert_eq!(
-        overlap,
-        Duration::ZERO,
-        "two hosts answered ARP for the VIP at once"
-    );
+    assert_eq!(overlap, Duration::ZERO, "two hosts answered for the VIP at once");
 }
 
 /// `trials` times: kill -9 the VIP owner, time the first answer through the
@@ -128,11 +133,53 @@ async fn a_killed_owner_hands_the_vip_over_without_overlap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_vip_fails_over_after_a_kill_without_overlap() {
+    if !root_or_skip("IPv6 VIP failover after kill -9", "build network namespaces") {
+        return;
+    }
+    let mut site = Site::start_v6().await;
+    let ndp = probe(&site);
+    let failovers = kill_trials(&mut site, 5, None).await;
+    // Each claim sent its unsolicited neighbour advertisements.
+    for node in &site.nodes {
+        let log = node.log();
+        assert!(!log.contains("VIP announcement not sent"), "{log}");
+    }
+    finish(
+        ndp,
+        "IPv6: kill -9 of the VIP owner → answer via [2001:2::100]:8080",
+        failovers,
+        5,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_owner_is_fenced_and_does_not_reclaim_when_it_resumes() {
     if !root_or_skip("VIP frozen owner", "build network namespaces") {
         return;
     }
-    let site = Site::start().await;
+    frozen_owner(
+        Site::start().await,
+        "SIGSTOP of the VIP owner → answer via the VIP",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_ipv6_owner_stops_advertising_and_does_not_reclaim() {
+    if !root_or_skip("IPv6 VIP frozen owner", "build network namespaces") {
+        return;
+    }
+    frozen_owner(
+        Site::start_v6().await,
+        "IPv6: SIGSTOP of the VIP owner → answer via the VIP",
+    )
+    .await;
+}
+
+/// Freezes the VIP owner past its lease: another node must answer, no two
+/// hosts may answer ARP/NDP at once, and the resumed node must not reclaim.
+async fn frozen_owner(site: Site, what: &str) {
     let arp = probe(&site);
     let frozen = site.owner().await;
     let pid = site.nodes[frozen].pid();
@@ -168,12 +215,7 @@ async fn a_frozen_owner_is_fenced_and_does_not_reclaim_when_it_resumes() {
         "the VIP stopped answering"
     );
 
-    finish(
-        arp,
-        "SIGSTOP of the VIP owner → answer via the VIP",
-        vec![answered - stopped],
-        1,
-    );
+    finish(arp, what, vec![answered - stopped], 1);
 }
 
 /// Drops the Raft port (7000) both ways on `host`, or heals it.
@@ -302,6 +344,90 @@ async fn without_quorum_the_survivor_keeps_forwarding_on_its_own_address_and_hol
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_quorum_releases_its_vip_by_default() {
+    if !root_or_skip("quorum loss, release", "build network namespaces") {
+        return;
+    }
+    leader_loses_quorum(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_quorum_holds_its_vip_with_hold() {
+    if !root_or_skip("quorum loss, hold", "build network namespaces") {
+        return;
+    }
+    leader_loses_quorum(true).await;
+}
+
+/// Kills both followers of the VIP owner (the leader). With the default
+/// `vip_on_quorum_loss = "release"` it must let the VIP go once its lease
+/// runs out, and stop answering for it; with `"hold"` it must keep holding
+/// and answering for it, well past the lease.
+async fn leader_loses_quorum(hold: bool) {
+    let mut site = Site::build(Options {
+        hold_on_quorum_loss: hold,
+        ..Options::default()
+    })
+    .await;
+    let owner = site.owner().await;
+    let arp = probe(&site);
+    for i in (0..BALANCERS.len()).filter(|i| *i != owner) {
+        site.nodes[i].kill();
+    }
+    let killed = Instant::now();
+    // The lease is one election timeout (150 ms); watch 20 times that.
+    let window = Duration::from_secs(3);
+    if hold {
+        while killed.elapsed() < window {
+            assert_eq!(
+                site.holders(),
+                [owner],
+                "the VIP left its leader after {:?}",
+                killed.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let late = killed + window - Duration::from_millis(500);
+        assert!(
+            site.answered_since(late).is_some(),
+            "the held VIP stopped answering"
+        );
+        let replies = arp.finish();
+        assert!(
+            replies.iter().any(|r| r.at > late),
+            "nobody answered ARP for the held VIP {:?} after the quorum loss",
+            window
+        );
+        println!(
+            "vip_on_quorum_loss = \"hold\": node {} still holds and answers the VIP {window:?} after losing its quorum",
+            owner + 1
+        );
+    } else {
+        wait::value("the leader releases the VIP", Duration::from_secs(2), || {
+            site.holders().is_empty().then_some(())
+        })
+        .await;
+        let released = Instant::now();
+        println!(
+            "vip_on_quorum_loss = \"release\": node {} released the VIP {:?} after losing its quorum",
+            owner + 1,
+            released - killed
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(site.holders().is_empty(), "the VIP came back without a quorum");
+        assert!(
+            site.answered_since(released).is_none(),
+            "the released VIP still answered"
+        );
+        let replies = arp.finish();
+        assert!(
+            !replies.iter().any(|r| r.at > released),
+            "a host answered ARP for the released VIP"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planned_transfer_and_drain_fail_no_request() {
     if !root_or_skip("VIP planned handover", "build network namespaces") {
         return;
@@ -309,7 +435,7 @@ async fn planned_transfer_and_drain_fail_no_request() {
     let mut site = Site::start().await;
     // A client like curl or a browser: it waits out a SYN retransmission
     // (1 s) rather than giving up after 100 ms.
-    let patient = Load::start(&site.lab.ns("client"), Duration::from_secs(3));
+    let patient = Load::start(&site.lab.ns("client"), site.vip, Duration::from_secs(3));
     let began = Instant::now();
     wait::value("the patient client is answered", Duration::from_secs(5), || {
         patient.answered_since(began)
@@ -380,7 +506,26 @@ async fn spread_vips_land_one_per_node_and_only_a_dead_nodes_vip_moves() {
     if !root_or_skip("spread VIPs", "build network namespaces") {
         return;
     }
-    let vips: Vec<Ipv4Addr> = (100..103).map(|n| Ipv4Addr::new(198, 18, 0, n)).collect();
+    spread((100..103).map(|n| Ipv4Addr::new(198, 18, 0, n).into()).collect()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_ipv6_vips_land_one_per_node_and_only_a_dead_nodes_vip_moves() {
+    if !root_or_skip("spread IPv6 VIPs", "build network namespaces") {
+        return;
+    }
+    spread(
+        (0x100..0x103)
+            .map(|n| Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, n).into())
+            .collect(),
+    )
+    .await;
+}
+
+/// One spread VIP per node; killing the leader moves only its VIP, with no
+/// overlap.
+async fn spread(vips: Vec<IpAddr>) {
+    let prefix = if vips[0].is_ipv4() { 24 } else { 64 };
     let mut site = Site::start_spread(vips.clone()).await;
     // One VIP per node.
     let placed: Vec<usize> = wait::value("one spread VIP per node", Duration::from_secs(10), || {
@@ -393,7 +538,7 @@ async fn spread_vips_land_one_per_node_and_only_a_dead_nodes_vip_moves() {
     let status = site.ctl(0, &["status"]);
     for (vip, node) in vips.iter().zip(&placed) {
         assert!(
-            status.contains(&format!("node {} holds VIP {vip}/24", node + 1)),
+            status.contains(&format!("node {} holds VIP {vip}/{prefix}", node + 1)),
             "{status}"
         );
     }
@@ -407,8 +552,7 @@ async fn spread_vips_land_one_per_node_and_only_a_dead_nodes_vip_moves() {
         .position(|n| *n == victim)
         .expect("the leader holds a VIP");
     let moving = vips[moving_index];
-    let client = site.lab.address("client");
-    let arp = ArpProbe::start(&site.lab.ns("client"), "eth0", client, moving, PROBE_EVERY);
+    let arp = probe_for(&site, moving);
     wait::value("the prober sees the VIP", Duration::from_secs(2), || {
         (!arp.replies().is_empty()).then_some(())
     })

@@ -160,9 +160,14 @@ impl AdminService {
         )
     }
 
+    /// Set while this node, as leader, steps aside (transfer, drain).
+    pub fn standing_down(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.handover.standing_down)
+    }
+
     /// Asks the leader for the lease on `vips` (this node's spread VIPs);
     /// returns those granted.
-    pub async fn ask_lease(&self, vips: &[std::net::Ipv4Addr]) -> Result<Vec<std::net::Ipv4Addr>, Status> {
+    pub async fn ask_lease(&self, vips: &[std::net::IpAddr]) -> Result<Vec<std::net::IpAddr>, Status> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics
             .current_leader
@@ -539,7 +544,7 @@ impl admin_server::Admin for AdminService {
             return Err(Status::unavailable("not a leader confirmed by a quorum just now"));
         }
         let applied = Arc::clone(&self.applied.borrow());
-        let granted: Vec<std::net::Ipv4Addr> = message
+        let granted: Vec<std::net::IpAddr> = message
             .vips
             .iter()
             .filter_map(|v| v.parse().ok())

@@ -14,7 +14,7 @@
 
 use super::types::NodeId;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct Leases {
     seen: HashMap<NodeId, Instant>,
-    grants: HashMap<Ipv4Addr, (NodeId, Instant)>,
+    grants: HashMap<IpAddr, (NodeId, Instant)>,
 }
 
 /// Shared by the admin service (granting) and the VIP manager (assigning).
@@ -30,7 +30,7 @@ pub type SharedLeases = Arc<Mutex<Leases>>;
 
 impl Leases {
     /// `node` asked for the VIPs in `granted`, which it is given now.
-    pub fn record(&mut self, node: NodeId, granted: &[Ipv4Addr]) {
+    pub fn record(&mut self, node: NodeId, granted: &[IpAddr]) {
         let now = Instant::now();
         self.seen.insert(node, now);
         for vip in granted {
@@ -52,7 +52,7 @@ impl Leases {
 
     /// Whether `vip` may go to `node`: nobody else holds a grant on it that
     /// may still be running.
-    pub fn may_assign(&self, vip: Ipv4Addr, node: NodeId, lease: Duration) -> bool {
+    pub fn may_assign(&self, vip: IpAddr, node: NodeId, lease: Duration) -> bool {
         match self.grants.get(&vip) {
             Some((holder, at)) => *holder == node || at.elapsed() > lease,
             None => true,
@@ -69,10 +69,10 @@ impl Leases {
 /// the emptier node: a move between live nodes never hands over a VIP whose
 /// old lease may still run.
 pub fn plan(
-    vips: &[Ipv4Addr],
-    owners: &std::collections::BTreeMap<Ipv4Addr, NodeId>,
+    vips: &[IpAddr],
+    owners: &std::collections::BTreeMap<IpAddr, NodeId>,
     live: &[NodeId],
-) -> Vec<(Ipv4Addr, Option<NodeId>)> {
+) -> Vec<(IpAddr, Option<NodeId>)> {
     if live.is_empty() {
         return Vec::new();
     }
@@ -120,8 +120,8 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn ip(n: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 0, 0, n)
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n))
     }
 
     #[test]

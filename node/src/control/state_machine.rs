@@ -172,6 +172,14 @@ impl StateMachine {
 /// Decodes `snapshot.bin`; the error says what is wrong with it.
 fn decode_file(bytes: &[u8]) -> Result<StoredSnapshot, String> {
     let Some(body) = bytes.strip_prefix(MAGIC) else {
+        if let Some(version) = bytes.strip_prefix(&MAGIC[..7]).and_then(|rest| rest.first()) {
+            return Err(format!(
+                "it is in snapshot format {}, written by another raftlb version; this one reads format {} \
+                 (move the data dir aside and let the node catch up from the cluster)",
+                char::from(*version),
+                char::from(MAGIC[7])
+            ));
+        }
         return Err(format!(
             "it does not start with {:?}",
             String::from_utf8_lossy(MAGIC)

@@ -1,14 +1,19 @@
 //! Adding and removing a VIP on its interface through rtnetlink
-//! (`RTM_NEWADDR` / `RTM_DELADDR`), as `ip addr add|del` would.
+//! (`RTM_NEWADDR` / `RTM_DELADDR`), as `ip addr add|del` would. An IPv6
+//! VIP is added with `IFA_F_NODAD` (`ip addr add … nodad`): the Raft lease
+//! already says no other node holds it, and duplicate address detection
+//! would leave it unusable (tentative) for a second or more.
 
 use super::netlink::{self, Message, NETLINK_ROUTE, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+/// `ifa_flags`: skip duplicate address detection (IPv6).
+const IFA_F_NODAD: u8 = 0x02;
 
 /// The index of interface `name`, or an error naming it.
 pub fn interface_index(name: &str) -> io::Result<u32> {
@@ -20,18 +25,22 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: \"{}\"", text.trim())))
 }
 
-fn message(kind: u16, flags: u16, index: u32, address: Ipv4Addr, prefix_len: u8) -> Message {
+fn message(kind: u16, flags: u16, index: u32, address: IpAddr, prefix_len: u8) -> Message {
+    let (family, ifa_flags, octets) = match address {
+        IpAddr::V4(v4) => (libc::AF_INET, 0, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (libc::AF_INET6, IFA_F_NODAD, v6.octets().to_vec()),
+    };
     // struct ifaddrmsg { family, prefixlen, flags, scope, index }
-    let mut fixed = vec![libc::AF_INET as u8, prefix_len, 0, 0];
+    let mut fixed = vec![family as u8, prefix_len, ifa_flags, 0];
     fixed.extend_from_slice(&index.to_ne_bytes());
     Message::new(kind, flags)
         .fixed(&fixed)
-        .attr(IFA_LOCAL, &address.octets())
-        .attr(IFA_ADDRESS, &address.octets())
+        .attr(IFA_LOCAL, &octets)
+        .attr(IFA_ADDRESS, &octets)
 }
 
 /// Adds `address/prefix_len` to interface `index`; adding it again is fine.
-pub fn add(index: u32, address: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+pub fn add(index: u32, address: IpAddr, prefix_len: u8) -> io::Result<()> {
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
     netlink::request(
         NETLINK_ROUTE,
@@ -41,7 +50,7 @@ pub fn add(index: u32, address: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
 }
 
 /// Removes `address/prefix_len` from interface `index`; absent is fine.
-pub fn remove(index: u32, address: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+pub fn remove(index: u32, address: IpAddr, prefix_len: u8) -> io::Result<()> {
     netlink::request(
         NETLINK_ROUTE,
         vec![message(

@@ -1,26 +1,44 @@
-//! The kernel-side fence: nftables rules that let this host answer ARP for
-//! a VIP, and accept traffic to it, only while the VIP is an element of a
-//! `lease` set whose elements expire by themselves. Each renewal re-adds
-//! the element with a fresh timeout; a process that is killed, frozen or
-//! wedged stops renewing, and within one lease its kernel stops claiming
-//! the address even though the address is still configured.
+//! The kernel-side fence: nftables rules that let this host claim a VIP
+//! on the link (answer ARP or neighbour discovery for it), and accept
+//! traffic to it, only while the VIP is an element of a lease set whose
+//! elements expire by themselves. Each renewal re-adds the element with a
+//! fresh timeout; a process that is killed, frozen or wedged stops
+//! renewing, and within one lease its kernel stops claiming the address
+//! even though the address is still configured.
 //!
 //! ```text
-//! table arp raftlb  { output: arp saddr ip @lease accept; arp saddr ip @vips drop }
-//! table inet raftlb { input:  ip daddr @lease accept;     ip daddr @vips drop }
+//! table arp raftlb  { output: arp saddr ip @lease accept;  arp saddr ip @vips drop }
+//! table inet raftlb {
+//!   input:  ip daddr @lease accept;   ip daddr @vips drop
+//!           ip6 daddr @lease6 accept; ip6 daddr @vips6 drop
+//!   output: neighbour advertisements whose target (@th,64,128) is in
+//!           @lease6_target accept, in @vips6_target drop; neighbour
+//!           solicitations and advertisements from ip6 saddr @lease6
+//!           accept, from @vips6 drop
+//! }
 //! ```
+//!
+//! IPv6 neighbour discovery is ICMPv6 inside IPv6, so it passes the `inet`
+//! output hook: the kernel's own advertisements for a VIP (sent from the
+//! VIP, to answer a solicitation) and this process's unsolicited ones stop
+//! when the lease lapses. The target is matched too, through a raw payload
+//! set: nftables 1.0 has no ND-target expression to compare with an
+//! `ipv6_addr` set. So an IPv6 lease is two elements, renewed together.
 //!
 //! The tables are created once at start (by `nft -f -`, replacing any a
 //! previous run left), renewals go through netlink from the process.
 
 use super::netlink::{self, Message, NETLINK_NETFILTER, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const TABLE: &str = "raftlb";
 const LEASE_SET: &str = "lease";
+const LEASE6_SET: &str = "lease6";
+/// IPv6 leases again, keyed by the raw ND target field (`@th,64,128`).
+const LEASE6_TARGET_SET: &str = "lease6_target";
 /// A set in the `arp` table used once at start to check that this kernel
 /// moves an element's expiry when it is added again.
 const PROBE_SET: &str = "probe";
@@ -44,19 +62,55 @@ const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
 
-/// The two families whose tables hold a `lease` set.
+/// The two families with a `raftlb` table.
 const FAMILIES: [u8; 2] = [NFPROTO_ARP, NFPROTO_INET];
 
+/// The lease sets (family, set) holding `vip` while it is leased.
+fn lease_sets(vip: IpAddr) -> [(u8, &'static str); 2] {
+    match vip {
+        IpAddr::V4(_) => [(NFPROTO_ARP, LEASE_SET), (NFPROTO_INET, LEASE_SET)],
+        IpAddr::V6(_) => [(NFPROTO_INET, LEASE6_SET), (NFPROTO_INET, LEASE6_TARGET_SET)],
+    }
+}
+
+/// `elements = { … }` of a set, or nothing for none (nft refuses `{ }`).
+fn elements(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(" elements = {{ {} }};", items.join(", "))
+    }
+}
+
 /// The ruleset fencing `vips`, replacing whatever a previous run left.
-fn ruleset(vips: &[Ipv4Addr]) -> String {
-    let list: Vec<String> = vips.iter().map(ToString::to_string).collect();
-    let elements = list.join(", ");
+fn ruleset(vips: &[IpAddr]) -> String {
+    let v4: Vec<String> = vips
+        .iter()
+        .filter(|v| v.is_ipv4())
+        .map(ToString::to_string)
+        .collect();
+    let v6: Vec<String> = vips
+        .iter()
+        .filter(|v| v.is_ipv6())
+        .map(ToString::to_string)
+        .collect();
+    // The raw payload set's elements are 128-bit integers.
+    let v6_raw: Vec<String> = vips
+        .iter()
+        .filter_map(|v| match v {
+            IpAddr::V6(v6) => Some(format!("0x{:032x}", u128::from(*v6))),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    let (v4, v6, v6_raw) = (elements(&v4), elements(&v6), elements(&v6_raw));
+    let nd = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }";
+    let na_target = "icmpv6 type nd-neighbor-advert @th,64,128";
     format!(
         "table arp {TABLE} {{}}\ndelete table arp {TABLE}\n\
          table arp {TABLE} {{\n\
            set {LEASE_SET} {{ type ipv4_addr; flags timeout; }}\n\
            set {PROBE_SET} {{ type ipv4_addr; flags timeout; }}\n\
-           set vips {{ type ipv4_addr; elements = {{ {elements} }} }}\n\
+           set vips {{ type ipv4_addr;{v4} }}\n\
            chain output {{ type filter hook output priority 0; policy accept;\n\
              arp saddr ip @{LEASE_SET} accept\n\
              arp saddr ip @vips drop\n\
@@ -65,18 +119,31 @@ fn ruleset(vips: &[Ipv4Addr]) -> String {
          table inet {TABLE} {{}}\ndelete table inet {TABLE}\n\
          table inet {TABLE} {{\n\
            set {LEASE_SET} {{ type ipv4_addr; flags timeout; }}\n\
-           set vips {{ type ipv4_addr; elements = {{ {elements} }} }}\n\
+           set vips {{ type ipv4_addr;{v4} }}\n\
+           set {LEASE6_SET} {{ type ipv6_addr; flags timeout; }}\n\
+           set vips6 {{ type ipv6_addr;{v6} }}\n\
+           set {LEASE6_TARGET_SET} {{ typeof @th,64,128; flags timeout; }}\n\
+           set vips6_target {{ typeof @th,64,128;{v6_raw} }}\n\
            chain input {{ type filter hook input priority -150; policy accept;\n\
              ip daddr @{LEASE_SET} accept\n\
              ip daddr @vips drop\n\
+             ip6 daddr @{LEASE6_SET} accept\n\
+             ip6 daddr @vips6 drop\n\
+           }}\n\
+           chain output {{ type filter hook output priority 0; policy accept;\n\
+             {na_target} @{LEASE6_TARGET_SET} accept\n\
+             {na_target} @vips6_target drop\n\
+             {nd} ip6 saddr @{LEASE6_SET} accept\n\
+             {nd} ip6 saddr @vips6 drop\n\
            }}\n\
          }}\n"
     )
 }
 
 /// Installs the fence for `vips` with no lease held: until [`renew`], this
-/// host neither answers ARP for them nor accepts traffic to them.
-pub fn install(vips: &[Ipv4Addr]) -> io::Result<()> {
+/// host neither answers ARP or neighbour solicitations for them nor
+/// accepts traffic to them.
+pub fn install(vips: &[IpAddr]) -> io::Result<()> {
     let mut nft = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -111,12 +178,11 @@ fn check_expiry_refresh() -> io::Result<()> {
     let probe = Ipv4Addr::new(192, 0, 2, 1); // TEST-NET-1: never a VIP
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
     for timeout in [Duration::from_secs(10), Duration::from_secs(600)] {
-        let message = element_in(
-            PROBE_SET,
+        let message = element_message(
+            (NFPROTO_ARP, PROBE_SET),
             NFT_MSG_NEWSETELEM,
             flags,
-            NFPROTO_ARP,
-            probe,
+            IpAddr::V4(probe),
             Some(timeout),
         );
         netlink::request(NETLINK_NETFILTER, batch([message]), &[])?;
@@ -156,18 +222,19 @@ fn batch(messages: impl IntoIterator<Item = Message>) -> Vec<Message> {
     all
 }
 
-fn element_message(kind: u16, flags: u16, family: u8, vip: Ipv4Addr, timeout: Option<Duration>) -> Message {
-    element_in(LEASE_SET, kind, flags, family, vip, timeout)
-}
-
-fn element_in(
-    set: &str,
+/// A message adding or deleting `vip` in `set` of table family `family`;
+/// the key is the address's 4 or 16 bytes.
+fn element_message(
+    (family, set): (u8, &str),
     kind: u16,
     flags: u16,
-    family: u8,
-    vip: Ipv4Addr,
+    vip: IpAddr,
     timeout: Option<Duration>,
 ) -> Message {
+    let key = match vip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
     let mut m = Message::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags)
         .fixed(&nfgen(family, 0))
         .attr_str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
@@ -175,7 +242,7 @@ fn element_in(
         .begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS)
         .begin_nested(NFTA_LIST_ELEM)
         .begin_nested(NFTA_SET_ELEM_KEY)
-        .attr(NFTA_DATA_VALUE, &vip.octets())
+        .attr(NFTA_DATA_VALUE, &key)
         .end_nested();
     if let Some(timeout) = timeout {
         let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -189,22 +256,23 @@ fn element_in(
 }
 
 /// Grants this host `vips` for `lease` from now, in one transaction.
-pub fn renew(vips: &[Ipv4Addr], lease: Duration) -> io::Result<()> {
+pub fn renew(vips: &[IpAddr], lease: Duration) -> io::Result<()> {
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
-    let messages = FAMILIES
-        .iter()
-        .flat_map(|family| vips.iter().map(move |vip| (*family, *vip)))
-        .map(|(family, vip)| element_message(NFT_MSG_NEWSETELEM, flags, family, vip, Some(lease)));
+    let messages = vips.iter().flat_map(|vip| {
+        lease_sets(*vip)
+            .into_iter()
+            .map(move |set| element_message(set, NFT_MSG_NEWSETELEM, flags, *vip, Some(lease)))
+    });
     netlink::request(NETLINK_NETFILTER, batch(messages), &[])
 }
 
 /// Withdraws the lease on `vips` now (absent elements are fine).
-pub fn revoke(vips: &[Ipv4Addr]) -> io::Result<()> {
+pub fn revoke(vips: &[IpAddr]) -> io::Result<()> {
     // One transaction per element: a missing one must not abort the rest.
     let mut result = Ok(());
-    for family in FAMILIES {
-        for vip in vips {
-            let message = element_message(NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, family, *vip, None);
+    for vip in vips {
+        for set in lease_sets(*vip) {
+            let message = element_message(set, NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, *vip, None);
             let outcome = netlink::request(NETLINK_NETFILTER, batch([message]), &[libc::ENOENT]);
             if result.is_ok() {
                 result = outcome;
@@ -225,4 +293,38 @@ pub fn remove() -> io::Result<()> {
         .attr_str(NFTA_TABLE_NAME, TABLE)
     });
     netlink::request(NETLINK_NETFILTER, batch(messages), &[libc::ENOENT])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_lists_each_family_in_its_sets_and_leaves_empty_sets_empty() {
+        let v6: IpAddr = "2001:2::100".parse().unwrap();
+        let only_v6 = ruleset(&[v6]);
+        assert!(only_v6.contains("set vips6 { type ipv6_addr; elements = { 2001:2::100 }; }"));
+        assert!(only_v6.contains("elements = { 0x20010002000000000000000000000100 }"));
+        assert!(only_v6.contains("set vips { type ipv4_addr; }"), "{only_v6}");
+        let v4: IpAddr = "198.18.0.100".parse().unwrap();
+        let both = ruleset(&[v4, v6]);
+        assert!(both.contains("set vips { type ipv4_addr; elements = { 198.18.0.100 }; }"));
+        assert!(!both.contains("{  }"));
+    }
+
+    #[test]
+    fn an_ipv6_lease_is_two_inet_elements_keyed_by_sixteen_bytes() {
+        let v6: IpAddr = "2001:2::100".parse().unwrap();
+        assert_eq!(
+            lease_sets(v6),
+            [(NFPROTO_INET, LEASE6_SET), (NFPROTO_INET, LEASE6_TARGET_SET)]
+        );
+        let message = element_message(lease_sets(v6)[0], NFT_MSG_NEWSETELEM, 0, v6, None);
+        let bytes = message.bytes();
+        let key = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert!(
+            bytes.windows(16).any(|w| w == key),
+            "the 16-byte key is in the message"
+        );
+    }
 }

@@ -13,10 +13,20 @@
 //! answering ARP for the VIP and accepting traffic to it when the lease runs
 //! out, with no code of ours running.
 //!
+//! With `[cluster] vip_on_quorum_loss = "hold"` a leader that can no
+//! longer confirm a quorum keeps renewing its own fence while it still
+//! believes it leads ([`Owner::hold_without_quorum`]): availability over
+//! the no-overlap guarantee above.
+//!
+//! IPv4 and IPv6 VIPs are handled alike; they differ only in how the
+//! address is added (IPv6: no duplicate address detection), announced
+//! (gratuitous ARP or unsolicited neighbour advertisement) and fenced (ARP
+//! or neighbour discovery rules).
+//!
 //! - [`netlink`]: the netlink requests both of the following use.
 //! - [`address`]: adding and removing the address (rtnetlink).
 //! - [`fence`]: the nftables lease sets and their renewal.
-//! - [`announce`]: gratuitous ARP.
+//! - [`announce`]: gratuitous ARP and unsolicited neighbour advertisements.
 
 pub mod address;
 pub mod announce;
@@ -28,14 +38,16 @@ use crate::control::ControlPlane;
 use crate::control::leadership::Leadership;
 use crate::control::types::{NodeId, Raft};
 use openraft::ServerState;
-use raftlb_config::{Placement, RaftTiming, VipSpec};
-use std::net::Ipv4Addr;
+use raftlb_config::{Placement, RaftTiming, VipOnQuorumLoss, VipSpec};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Gratuitous ARPs sent back to back when a VIP is claimed (one may be lost).
+/// Announcements sent back to back when a VIP is claimed (one may be lost).
 const CLAIM_ANNOUNCEMENTS: usize = 3;
 /// How often a held VIP is announced again, for caches that aged out.
 const REANNOUNCE_EVERY: Duration = Duration::from_secs(5);
@@ -44,7 +56,7 @@ const REANNOUNCE_EVERY: Duration = Duration::from_secs(5);
 pub enum VipError {
     #[error("VIP {vip}: interface \"{interface}\": {source}")]
     Interface {
-        vip: Ipv4Addr,
+        vip: IpAddr,
         interface: String,
         source: std::io::Error,
     },
@@ -52,7 +64,7 @@ pub enum VipError {
         "cannot remove a stale VIP {vip} from \"{interface}\" (raftlb needs CAP_NET_ADMIN to manage VIPs): {source}"
     )]
     Stale {
-        vip: Ipv4Addr,
+        vip: IpAddr,
         interface: String,
         source: std::io::Error,
     },
@@ -82,11 +94,21 @@ impl Vip {
         address::remove(self.index, self.spec.address, self.spec.prefix_len)
     }
 
-    /// Sends `times` gratuitous ARPs.
+    /// Sends `times` gratuitous ARPs (IPv4) or unsolicited neighbour
+    /// advertisements (IPv6).
     fn announce(&self, times: usize) {
         for _ in 0..times {
-            if let Err(e) = announce::gratuitous_arp(self.index, self.mac, self.spec.address) {
-                tracing::warn!(vip = %self.spec.address, error = %e, "gratuitous ARP not sent");
+            let sent = match self.spec.address {
+                IpAddr::V4(v4) => announce::gratuitous_arp(self.index, self.mac, v4),
+                IpAddr::V6(v6) => announce::unsolicited_neighbour_advertisement(
+                    &self.spec.interface,
+                    self.index,
+                    self.mac,
+                    v6,
+                ),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(vip = %self.spec.address, error = %e, "VIP announcement not sent");
             }
         }
     }
@@ -107,6 +129,7 @@ impl VipManager {
         me: NodeId,
         specs: &[VipSpec],
         timing: RaftTiming,
+        on_quorum_loss: VipOnQuorumLoss,
     ) -> Result<VipManager, VipError> {
         let mut vips = Vec::new();
         for spec in specs {
@@ -128,7 +151,7 @@ impl VipManager {
                 mac,
             });
         }
-        let addresses: Vec<Ipv4Addr> = vips.iter().map(|v| v.spec.address).collect();
+        let addresses: Vec<IpAddr> = vips.iter().map(|v| v.spec.address).collect();
         fence::install(&addresses).map_err(VipError::Fence)?;
         let stop = CancellationToken::new();
         let (leader_vips, spread_vips): (Vec<Vip>, Vec<Vip>) = vips
@@ -144,6 +167,10 @@ impl VipManager {
                 addresses: leader_vips.iter().map(|v| v.spec.address).collect(),
                 vips: leader_vips,
                 lease: timing.election_timeout,
+                on_quorum_loss,
+                claimed_in_term: None,
+                standing_down: control.admin.standing_down(),
+                holding: false,
                 fenced: false,
                 held: false,
                 next_announcement: Instant::now(),
@@ -178,8 +205,17 @@ struct Owner {
     /// The confirmation the fence was last renewed from.
     renewed_for: Option<Instant>,
     vips: Vec<Vip>,
-    addresses: Vec<Ipv4Addr>,
+    addresses: Vec<IpAddr>,
     lease: Duration,
+    on_quorum_loss: VipOnQuorumLoss,
+    /// The term in which a quorum last confirmed this node while it held
+    /// the VIPs: what `hold` keeps holding.
+    claimed_in_term: Option<u64>,
+    /// Set while this node hands leadership over: then its lease must run
+    /// out, hold or not.
+    standing_down: Arc<AtomicBool>,
+    /// Holding without a quorum right now (logged once per episode).
+    holding: bool,
     /// The fence may hold a lease element (renewed and not yet revoked).
     fenced: bool,
     /// The addresses are on their interfaces.
@@ -196,12 +232,51 @@ impl Owner {
                 () = tokio::time::sleep(every) => {}
             }
             let confirmed = self.leadership.borrow_and_update().confirmed_at;
+            let confirmed = self.hold_without_quorum(confirmed);
             match self.renew(confirmed) {
                 Ok(asked) => self.claim_or_announce(asked),
                 Err(reason) => self.release(&reason),
             }
         }
         self.release("shutting down");
+    }
+
+    /// `vip_on_quorum_loss = "hold"`: when the last confirmation is half a
+    /// lease old or gone, yet this node still holds the VIPs and is leader
+    /// in the term a quorum last confirmed it in (openraft 0.9 leaders do
+    /// not step down on quorum loss), counts the lease from now, as if
+    /// confirmed. That ends when this node sees another leader or a higher
+    /// term: it is then no longer leader in that term. Never while handing
+    /// leadership over. With "release", returns `confirmed` unchanged.
+    fn hold_without_quorum(&mut self, confirmed: Option<Instant>) -> Option<Instant> {
+        let (state, term) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.state, m.current_term)
+        };
+        let leading = state == ServerState::Leader;
+        if leading && confirmed.is_some_and(|at| at.elapsed() < self.lease / 2) {
+            self.claimed_in_term = Some(term);
+            self.holding = false;
+            return confirmed;
+        }
+        let hold = self.on_quorum_loss == VipOnQuorumLoss::Hold
+            && self.held
+            && leading
+            && self.claimed_in_term == Some(term)
+            && !self.standing_down.load(Ordering::Relaxed);
+        if !hold {
+            self.holding = false;
+            return confirmed;
+        }
+        if !self.holding {
+            self.holding = true;
+            tracing::warn!(
+                term,
+                "no quorum confirms this leader; holding the VIPs anyway (vip_on_quorum_loss = \"hold\")"
+            );
+        }
+        Some(Instant::now())
     }
 
     /// Renews the fence for what is left of the lease counted from the last

@@ -76,6 +76,12 @@ impl Message {
         self
     }
 
+    /// The message as built so far.
+    #[cfg(test)]
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     fn pad(&mut self) {
         while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);

@@ -14,7 +14,7 @@ use crate::control::state_machine::Applied;
 use crate::control::types::{NodeId, Raft};
 use raftlb_config::{Command, RaftTiming};
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -34,7 +34,7 @@ pub(crate) struct SpreadOwner {
     vips: Vec<Vip>,
     timing: RaftTiming,
     /// The VIPs whose address is on the interface.
-    held: HashSet<Ipv4Addr>,
+    held: HashSet<IpAddr>,
     /// Since when this node leads (confirmed), if it does.
     leading_since: Option<Instant>,
 }
@@ -71,7 +71,7 @@ impl SpreadOwner {
             self.assign_if_leading().await;
             self.hold_what_is_granted().await;
         }
-        let all: Vec<Ipv4Addr> = self.held.iter().copied().collect();
+        let all: Vec<IpAddr> = self.held.iter().copied().collect();
         self.release(&all, "shutting down");
     }
 
@@ -90,7 +90,7 @@ impl SpreadOwner {
         if since.elapsed() < self.lease() * 2 {
             return;
         }
-        let addresses: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.spec.address).collect();
+        let addresses: Vec<IpAddr> = self.vips.iter().map(|v| v.spec.address).collect();
         let owners = self.applied.borrow().state.vip_owners().clone();
         let changes = {
             let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,22 +113,22 @@ impl SpreadOwner {
     /// Asks the leader for the lease on this node's VIPs and holds exactly
     /// the granted ones for what is left of the lease.
     async fn hold_what_is_granted(&mut self) {
-        let addresses: Vec<Ipv4Addr> = self.vips.iter().map(|v| v.spec.address).collect();
+        let addresses: Vec<IpAddr> = self.vips.iter().map(|v| v.spec.address).collect();
         let asked = Instant::now();
         let granted = match tokio::time::timeout(self.lease(), self.admin.ask_lease(&addresses)).await {
             Ok(Ok(granted)) => granted,
             Ok(Err(status)) => {
-                let held: Vec<Ipv4Addr> = self.held.iter().copied().collect();
+                let held: Vec<IpAddr> = self.held.iter().copied().collect();
                 self.release(&held, status.message());
                 return;
             }
             Err(_) => {
-                let held: Vec<Ipv4Addr> = self.held.iter().copied().collect();
+                let held: Vec<IpAddr> = self.held.iter().copied().collect();
                 self.release(&held, "the leader did not answer within the lease");
                 return;
             }
         };
-        let lost: Vec<Ipv4Addr> = self
+        let lost: Vec<IpAddr> = self
             .held
             .iter()
             .filter(|v| !granted.contains(v))
@@ -168,7 +168,7 @@ impl SpreadOwner {
     }
 
     /// Revokes the fence on `vips` and removes those held.
-    fn release(&mut self, vips: &[Ipv4Addr], reason: &str) {
+    fn release(&mut self, vips: &[IpAddr], reason: &str) {
         if vips.is_empty() {
             return;
         }
