@@ -132,10 +132,12 @@ impl StickyTables {
                 shard.stick(key, backend, replaces, at_ms)
             }
             StickyChange::Expire { now_ms } => {
-                let mut pools = write(&self.pools);
-                pools.retain(|name, _| spec.pool(name).is_some_and(|p| p.sticky.is_some()));
+                let pools: Vec<_> = {
+                    let mut pools = write(&self.pools);
+                    pools.retain(|name, _| spec.pool(name).is_some_and(|p| p.sticky.is_some()));
+                    pools.iter().map(|(n, t)| (n.clone(), Arc::clone(t))).collect()
+                };
                 // Shard by shard: lookups elsewhere go on meanwhile.
-                let pools: Vec<_> = pools.iter().map(|(n, t)| (n.clone(), Arc::clone(t))).collect();
                 for (name, table) in pools {
                     let Some(pool) = spec.pool(&name) else { continue };
                     let Some(policy) = &pool.sticky else { continue };

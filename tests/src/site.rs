@@ -43,6 +43,10 @@ pub struct Options {
     pub vip: IpAddr,
     /// `[cluster] vip_on_quorum_loss = "hold"` instead of the default.
     pub hold_on_quorum_loss: bool,
+    /// Three backends (`b1`–`b3` on ports 80–82) instead of one, pool
+    /// `app` sticky by header `X-Session`, and a second listener on 8081
+    /// whose pool `sync` is the same with `contract = "sync"`.
+    pub sticky: bool,
 }
 
 impl Default for Options {
@@ -52,6 +56,7 @@ impl Default for Options {
             spread: Vec::new(),
             vip: VIP.into(),
             hold_on_quorum_loss: false,
+            sticky: false,
         }
     }
 }
@@ -64,7 +69,7 @@ pub struct Site {
     /// The VIP the client requests.
     pub vip: IpAddr,
     root: TempDir,
-    _backend: HttpBackend,
+    _backends: Vec<HttpBackend>,
     /// The client host's requests: a new connection every 5 ms, given up
     /// after 25 ms without a connection, so an outage shows at once.
     pub load: Load,
@@ -109,17 +114,27 @@ impl Site {
     pub async fn build(options: Options) -> Site {
         let lab = Lab::build(&HOSTS);
         let backend_address = lab.address("backend");
-        let listener = netns::on_host(&lab.ns("backend"), move || {
-            std::net::TcpListener::bind((backend_address, 80)).expect("bind the backend")
-        });
-        let backend = HttpBackend::serve("backend", listener);
+        let names: Vec<String> = match options.sticky {
+            false => vec!["backend".to_string()],
+            true => (1..=3).map(|i| format!("b{i}")).collect(),
+        };
+        let backends = names
+            .iter()
+            .zip(80u16..)
+            .map(|(name, port)| {
+                let listener = netns::on_host(&lab.ns("backend"), move || {
+                    std::net::TcpListener::bind((backend_address, port)).expect("bind the backend")
+                });
+                HttpBackend::serve(name, listener)
+            })
+            .collect();
         let mut site = Site {
             lab,
             nodes: Vec::new(),
             vip: options.vip,
             options,
             root: TempDir::new("site"),
-            _backend: backend,
+            _backends: backends,
             load: Load::idle(),
         };
         for (i, host) in BALANCERS.iter().enumerate() {
@@ -188,16 +203,31 @@ impl Site {
         } else {
             "[::]:8080"
         };
+        let backend = self.lab.address("backend");
+        let pools = match self.options.sticky {
+            false => format!("[[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}:80\" }}]\n\n"),
+            true => {
+                let list = format!(
+                    "[{{ address = \"{backend}:80\" }}, {{ address = \"{backend}:81\" }}, {{ address = \"{backend}:82\" }}]"
+                );
+                let sticky = "[pool.sticky]\nkind = \"header\"\nname = \"X-Session\"\n";
+                let sync_bind = bind.replace("8080", "8081");
+                format!(
+                    "[[pool]]\nname = \"app\"\nbackends = {list}\n\n{sticky}\n\
+                     [[listener]]\nname = \"sync\"\nprotocol = \"http\"\nbind = \"{sync_bind}\"\npool = \"sync\"\n\n\
+                     [[pool]]\nname = \"sync\"\nbackends = {list}\n\n{sticky}contract = \"sync\"\n\n"
+                )
+            }
+        };
         format!(
             "[node]\nid = {id}\nrole = \"{role}\"\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
              [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n{timing}{policy}\n\
              [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
-             [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}:80\" }}]\n\n{vip}",
+             {pools}{vip}",
             id = i + 1,
             dir = self.root.path().join(format!("node{}", i + 1)).display(),
             me = self.lab.address(BALANCERS[i]),
             peers = peers.join(", "),
-            backend = self.lab.address("backend"),
         )
     }
 

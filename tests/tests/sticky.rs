@@ -6,6 +6,7 @@
 //! leaves identical tables on every node; a node restarted from a snapshot
 //! and a node that joins later hold the same table.
 
+use raftlb_tests::admin::Admin;
 use raftlb_tests::backends::{HttpBackend, tcp_hello};
 use raftlb_tests::client::{RawReply, raw_get};
 use raftlb_tests::cluster::Cluster;
@@ -307,10 +308,29 @@ async fn sessions_survive_the_death_of_the_node_that_made_them() {
     let sync_made = maker.await.expect("maker");
     assert!(sync_made.len() >= 50, "only {} sync sessions", sync_made.len());
 
-    cluster.wait_leader(Duration::from_secs(10)).await;
+    // The new leader, once it has applied what its predecessor committed
+    // (a linearizable read waits for that): what the VIP's new owner is.
+    let old_leader = cluster.members[leader].id;
+    let mut new_leader = old_leader;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while new_leader == old_leader {
+        assert!(std::time::Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        new_leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    }
+    let new_leader = cluster.index_of(new_leader);
+    let mut admin = Admin::new(&cluster.members[new_leader].raft, Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = admin.read(false).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no linearizable read on the new leader: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (user, backend) in &made {
         let reply = get(
-            at(&cluster, survivor, ports.header),
+            at(&cluster, new_leader, ports.header),
             None,
             "/",
             &[("X-Session", user)],
@@ -320,7 +340,7 @@ async fn sessions_survive_the_death_of_the_node_that_made_them() {
     }
     for (user, backend) in &sync_made {
         let reply = get(
-            at(&cluster, survivor, ports.sync),
+            at(&cluster, new_leader, ports.sync),
             None,
             "/",
             &[("X-Session", user)],

@@ -247,6 +247,11 @@ impl PoolSticky {
     /// moved one, or a refresh once half the ttl has passed.
     pub fn settle(&self, affinity: &Affinity, backend: SocketAddr) -> Settled {
         let metrics = &self.runtime.metrics;
+        let sessionless = affinity.key.is_none() && self.policy.kind != StickyKind::Cookie;
+        if sessionless {
+            // No cookie or header to stick by (yet): nothing to count or keep.
+            return Settled::default();
+        }
         let hit = affinity.preferred == Some(backend);
         let counter = match (hit, affinity.existed) {
             (true, _) => &metrics.hits,

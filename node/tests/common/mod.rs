@@ -13,7 +13,7 @@ fn free_port() -> u16 {
     socket.local_addr().expect("local address").port()
 }
 
-fn config(name: &str, id: u64, dir: &Path, ports: &[u16]) -> String {
+fn config(name: &str, id: u64, dir: &Path, ports: &[u16], extra: &str) -> String {
     let peers: Vec<String> = ports
         .iter()
         .enumerate()
@@ -23,7 +23,7 @@ fn config(name: &str, id: u64, dir: &Path, ports: &[u16]) -> String {
         "[node]\nid = {id}\ndata_dir = \"{dir}\"\n\n\
          [cluster]\nid = \"{name}\"\ntoken = \"t\"\nraft = \"127.0.0.1:{raft}\"\npeers = {{ {peers} }}\n\n\
          [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:1\"\npool = \"app\"\n\n\
-         [[pool]]\nname = \"app\"\nbackends = [{{ address = \"127.0.0.1:2\" }}]\n",
+         [[pool]]\nname = \"app\"\nbackends = [{{ address = \"127.0.0.1:2\" }}]\n{extra}",
         dir = dir.display(),
         raft = ports[id as usize - 1],
         peers = peers.join(", "),
@@ -38,13 +38,18 @@ pub struct Nodes {
 
 impl Nodes {
     pub async fn start(name: &str) -> Nodes {
+        Self::start_with(name, "").await
+    }
+
+    /// [`Nodes::start`] with `extra` TOML (more listeners and pools) in the seed.
+    pub async fn start_with(name: &str, extra: &str) -> Nodes {
         let root = std::env::temp_dir().join(format!("raftlb-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut nodes = Vec::new();
         for id in 1..=3u64 {
             let dir = root.join(format!("n{id}"));
-            let text = config(name, id, &dir, &ports);
+            let text = config(name, id, &dir, &ports, extra);
             let config = raftlb_config::parse("n.toml", &text).expect("valid config");
             let path = root.join(format!("n{id}.toml"));
             nodes.push(
