@@ -1,6 +1,7 @@
 //! The configuration file's schema, one function per section. Each function
 //! reads its keys through the [`Reader`], which records every problem, and
-//! returns the typed spec when its own section was sound.
+//! returns the typed spec when its own section was sound; `sticky` holds
+//! the `[pool.sticky]` section.
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
@@ -8,10 +9,12 @@ use crate::spec::{
     AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
     NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss, VipSpec,
 };
-use crate::sticky::{CookieAttributes, SameSite, StickyContract, StickyKind, StickyPolicy};
 use crate::validate::{self, ListenerSite, PoolSite, Site};
 use std::collections::BTreeMap;
+use sticky::sticky;
 use toml::de::DeTable;
+
+mod sticky;
 
 pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let document = DeTable::parse(text).map_err(|e| syntax_error(file, text, &e))?;
@@ -427,100 +430,6 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
         })
     })();
     (spec, site)
-}
-
-/// `[pool.sticky]`: `kind`, `name`, `ttl`, `contract`, `source_prefix`,
-/// `source_prefix_v6` and the cookie attributes.
-fn sticky(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<StickyPolicy> {
-    let kind_field = s.required(reader, "kind");
-    let kind = kind_field
-        .as_ref()
-        .and_then(|f| reader.choice(f, "sticky kind", &StickyKind::ALL));
-    let name = match (s.optional("name"), kind) {
-        (Some(f), Some(StickyKind::SourceIp)) => {
-            reader.field_error(&f, "kind \"source_ip\" takes no name");
-            None
-        }
-        (Some(f), _) => reader.str(&f).and_then(|n| {
-            let token = !n.is_empty()
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
-                reader.field_error(&f, format!("invalid cookie or header name \"{n}\""));
-                return None;
-            }
-            Some(n.to_string())
-        }),
-        (None, Some(StickyKind::Cookie)) => Some(StickyPolicy::DEFAULT_COOKIE.to_string()),
-        (None, Some(StickyKind::SourceIp)) => Some(String::new()),
-        (None, Some(other)) => {
-            if let Some(f) = &kind_field {
-                reader.field_error(
-                    f,
-                    format!(
-                        "kind \"{}\" needs a name (the cookie or header that identifies a session)",
-                        other.name()
-                    ),
-                );
-            }
-            None
-        }
-        (None, None) => None,
-    };
-    let ttl = s.optional("ttl").map(|f| {
-        reader.duration(&f).and_then(|ttl| {
-            if ttl < std::time::Duration::from_secs(1) {
-                reader.field_error(&f, "a sticky ttl must be at least 1s");
-                return None;
-            }
-            Some(ttl)
-        })
-    });
-    let contract = s
-        .optional("contract")
-        .map(|f| reader.choice(&f, "contract", &StickyContract::ALL));
-    let prefix_v4 = s
-        .optional("source_prefix")
-        .map(|f| reader.uint(&f, 0, 32).map(|n| n as u8));
-    let prefix_v6 = s
-        .optional("source_prefix_v6")
-        .map(|f| reader.uint(&f, 0, 128).map(|n| n as u8));
-    let mut cookie = CookieAttributes::default();
-    let mut cookie_ok = true;
-    for key in ["path", "secure", "http_only", "same_site", "max_age"] {
-        let Some(f) = s.optional(key) else { continue };
-        if kind.is_some_and(|k| k != StickyKind::Cookie) {
-            reader.field_error(&f, format!("\"{key}\" only applies to kind = \"cookie\""));
-            cookie_ok = false;
-            continue;
-        }
-        let ok = match key {
-            "path" => reader.str(&f).map(|p| cookie.path = p.to_string()).is_some(),
-            "secure" => reader.bool(&f).map(|b| cookie.secure = b).is_some(),
-            "http_only" => reader.bool(&f).map(|b| cookie.http_only = b).is_some(),
-            "max_age" => reader.bool(&f).map(|b| cookie.max_age = b).is_some(),
-            _ => match reader.str(&f) {
-                Some("") => {
-                    cookie.same_site = None;
-                    true
-                }
-                Some(_) => reader
-                    .choice(&f, "same_site", &SameSite::ALL)
-                    .map(|v| cookie.same_site = Some(v))
-                    .is_some(),
-                None => false,
-            },
-        };
-        cookie_ok &= ok;
-    }
-    s.finish(reader);
-    let mut policy = StickyPolicy::new(kind?, &name?);
-    policy.ttl = ttl.unwrap_or(Some(StickyPolicy::DEFAULT_TTL))?;
-    policy.contract = contract.unwrap_or(Some(StickyContract::Async))?;
-    policy.source_prefix_v4 = prefix_v4.unwrap_or(Some(32))?;
-    policy.source_prefix_v6 = prefix_v6.unwrap_or(Some(128))?;
-    policy.cookie = cookie;
-    cookie_ok.then_some(policy)
 }
 
 fn backend(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<BackendSpec> {
