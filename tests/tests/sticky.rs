@@ -510,4 +510,16 @@ async fn restarted_and_joined_nodes_hold_the_same_table() {
         .await;
         assert_eq!(reply.body, expected, "node index {node} sends {user} elsewhere");
     }
+
+    // Flush forgets the pool's sessions on every node.
+    let (status, out, err) = cluster.ctl(1, &["sticky", "flush", "header"]);
+    assert!(status.success(), "flush: {err}");
+    assert!(out.contains("flushed the sticky sessions of pool header"), "{out}");
+    wait::until("no session left on any node", Duration::from_secs(10), || {
+        let all = stats(&cluster, 0);
+        all.len() == 4 && all.values().all(|s| table(s, "header").0 == 0)
+    })
+    .await;
+    let (_, out, _) = cluster.ctl(0, &["sticky", "get", user]);
+    assert!(out.contains("no session"), "{out}");
 }
