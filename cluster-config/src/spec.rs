@@ -61,6 +61,8 @@ pub struct NodeSpec {
     /// bind on this node, so nodes sharing a host (demo, tests) can each serve
     /// the same replicated listener on their own address.
     pub bind_ip: Option<IpAddr>,
+    /// Where to serve Prometheus `/metrics` and `/healthz`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What a node does besides Raft (`[node] role`).

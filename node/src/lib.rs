@@ -12,6 +12,7 @@
 //! - [`dataplane`]: listeners and their accept loops; `l4/` (TCP splice, UDP
 //!   sessions), `l7/` (HTTP server, proxying, header rewriting, response
 //!   bodies), `upstream` (connecting to backends, keep-alive pools).
+//! - [`metrics`]: Prometheus `/metrics` (`[node] metrics`).
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
 //! - [`demo`]: built-in backends for `raftlb demo`.
@@ -25,6 +26,7 @@ pub mod control;
 pub mod ctl;
 pub mod dataplane;
 pub mod demo;
+pub mod metrics;
 pub mod node;
 pub mod sticky;
 pub mod view;

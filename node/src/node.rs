@@ -42,6 +42,11 @@ pub enum RunError {
     Vip(#[from] VipError),
     #[error("Raft stopped, so this node stopped too: {0}")]
     RaftFailed(String),
+    #[error("cannot serve /metrics on {address}: {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error(
         "the disk holding {data_dir} is full, so this node stopped rather than acknowledge what it \
          cannot persist ({reason}); free space and restart it: it catches up from the cluster"
@@ -72,6 +77,14 @@ pub async fn run(
     };
     let sticky = Sticky::new(&control);
     let upkeep = sticky::upkeep::start(&control, Arc::clone(&sticky));
+    let metrics = match config.node.metrics {
+        Some(address) => Some(
+            crate::metrics::serve(address, &control, config.membership.timing)
+                .await
+                .map_err(|source| RunError::Metrics { address, source })?,
+        ),
+        None => None,
+    };
     let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
     let mut dataplane = match witness {
         true => None,
@@ -149,6 +162,9 @@ pub async fn run(
         tracing::info!("drained");
     }
     upkeep.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     control.stop().await;
     match failure {
         Some(reason) if reason.contains("StorageFull") || reason.contains("No space left") => {

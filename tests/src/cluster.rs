@@ -31,6 +31,8 @@ pub struct Member {
 pub struct Cluster {
     pub members: Vec<Member>,
     http_port: u16,
+    /// Every node serves `/metrics` on 127.0.0.N:this port.
+    pub metrics_port: u16,
     /// The seed listeners and pools every initial node's file carries.
     seed: String,
     _root: TempDir,
@@ -69,6 +71,7 @@ impl Cluster {
         Cluster {
             members,
             http_port,
+            metrics_port: free_port(),
             seed: seed.replace("{HTTP}", &http_port.to_string()),
             _root: root,
         }
@@ -84,11 +87,12 @@ impl Cluster {
             .map(|m| format!("{} = \"{}\"", m.id, m.raft))
             .collect();
         format!(
-            "[node]\nid = {id}\ndata_dir = \"{dir}\"\ndrain_timeout = \"5s\"\nbind_ip = \"127.0.0.{id}\"\n\n\
+            "[node]\nid = {id}\ndata_dir = \"{dir}\"\ndrain_timeout = \"5s\"\nbind_ip = \"127.0.0.{id}\"\nmetrics = \"127.0.0.{id}:{metrics}\"\n\n\
              [cluster]\nid = \"{CLUSTER_ID}\"\ntoken = \"{TOKEN}\"\nraft = \"{raft}\"\npeers = {{ {peers} }}\n\n{seed}",
             id = me.id,
             dir = me.data_dir.display(),
             raft = me.raft,
+            metrics = self.metrics_port,
             peers = peers.join(", "),
             seed = self.seed,
         )

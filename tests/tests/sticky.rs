@@ -235,6 +235,22 @@ async fn every_policy_keeps_a_client_on_one_backend() {
     let stats = stats(&cluster, 0);
     let hits = stats[&1]["hits"].as_u64().unwrap_or(0);
     assert!(hits >= 1000, "node 1 counted {hits} sticky hits");
+    // The same counters, scraped from /metrics.
+    let scrape = at(&cluster, 0, cluster.metrics_port);
+    let metrics = get(scrape, None, "/metrics", &[]).await.body;
+    let scraped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("raftlb_sticky_hits_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no raftlb_sticky_hits_total in\n{metrics}"));
+    assert!(
+        scraped >= hits as f64,
+        "/metrics says {scraped} hits, ctl said {hits}"
+    );
+    assert!(
+        metrics.contains("raftlb_sticky_entries{pool=\"header\"} 6"),
+        "{metrics}"
+    );
 }
 
 /// Connects to `target` from `source` and returns what the TCP backend wrote.
@@ -514,7 +530,10 @@ async fn restarted_and_joined_nodes_hold_the_same_table() {
     // Flush forgets the pool's sessions on every node.
     let (status, out, err) = cluster.ctl(1, &["sticky", "flush", "header"]);
     assert!(status.success(), "flush: {err}");
-    assert!(out.contains("flushed the sticky sessions of pool header"), "{out}");
+    assert!(
+        out.contains("flushed the sticky sessions of pool header"),
+        "{out}"
+    );
     wait::until("no session left on any node", Duration::from_secs(10), || {
         let all = stats(&cluster, 0);
         all.len() == 4 && all.values().all(|s| table(s, "header").0 == 0)

@@ -128,6 +128,7 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
         ),
         None => Some(Role::Balancer),
     };
+    let metrics = s.optional("metrics").map(|f| reader.socket_addr(&f));
     s.finish(reader);
     let id = id?;
     Some(NodeSpec {
@@ -136,6 +137,10 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
         data_dir: data_dir.unwrap_or_else(|| Some(format!("./data/node{id}")))?,
         drain_timeout: drain_timeout.unwrap_or(Some(NodeSpec::DEFAULT_DRAIN_TIMEOUT))?,
         bind_ip: match bind_ip {
+            Some(parsed) => Some(parsed?),
+            None => None,
+        },
+        metrics: match metrics {
             Some(parsed) => Some(parsed?),
             None => None,
         },

@@ -1,0 +1,185 @@
+//! `[node] metrics = "IP:PORT"`: Prometheus text exposition on `GET
+//! /metrics` (and `GET /healthz`), served on the control plane's runtime,
+//! never on a data-plane worker. What it shows: Raft (term, leader,
+//! applied index, seconds without a quorum), the VIPs held, and the sticky
+//! tables (entries per pool, hits, misses, re-sticks, proposals,
+//! replication lag).
+
+use crate::control::ControlPlane;
+use crate::control::leadership::Leadership;
+use crate::control::types::Raft;
+use crate::sticky::metrics::StickyMetrics;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use openraft::ServerState;
+use raftlb_config::{RaftTiming, StickyTables};
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the metrics are read from.
+#[derive(Clone)]
+struct Sources {
+    raft: Raft,
+    leadership: watch::Receiver<Leadership>,
+    timing: RaftTiming,
+    started: Instant,
+    vips: watch::Receiver<Vec<String>>,
+    tables: Arc<StickyTables>,
+    sticky: Arc<StickyMetrics>,
+}
+
+/// Serves `/metrics` on `address` until the task is aborted.
+pub async fn serve(
+    address: SocketAddr,
+    control: &ControlPlane,
+    timing: RaftTiming,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let sources = Sources {
+        raft: control.raft.clone(),
+        leadership: control.leadership.clone(),
+        timing,
+        started: Instant::now(),
+        vips: control.vips_held.subscribe(),
+        tables: Arc::clone(&control.sticky_tables),
+        sticky: Arc::clone(&control.sticky_metrics),
+    };
+    tracing::info!(%address, "serving /metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let sources = sources.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let sources = sources.clone();
+                    async move { Ok::<_, Infallible>(answer(&request, &sources)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }))
+}
+
+fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, render(sources)),
+        (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
+        _ => (StatusCode::NOT_FOUND, "try /metrics or /healthz\n".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+/// The exposition text.
+fn render(s: &Sources) -> String {
+    let mut out = String::new();
+    let raft = s.raft.metrics().borrow().clone();
+    let no_quorum = s.leadership.borrow().without_quorum(s.timing, s.started);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP raftlb_{name} {help}\n# TYPE raftlb_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "raftlb_{name}{labels} {value}");
+        }
+    };
+    let one = |value: f64| vec![(String::new(), value)];
+    metric(
+        "raft_term",
+        "gauge",
+        "Current Raft term.",
+        &one(raft.current_term as f64),
+    );
+    metric(
+        "raft_leader",
+        "gauge",
+        "1 while this node is the Raft leader.",
+        &one(f64::from(u8::from(raft.state == ServerState::Leader))),
+    );
+    metric(
+        "raft_applied_index",
+        "gauge",
+        "Last log index applied here.",
+        &one(raft.last_applied.map_or(0, |id| id.index) as f64),
+    );
+    metric(
+        "no_quorum_seconds",
+        "gauge",
+        "How long this node has not seen a quorum (0 while it does).",
+        &one(no_quorum.map_or(0.0, |d| d.as_secs_f64())),
+    );
+    let vips: Vec<(String, f64)> = s
+        .vips
+        .borrow()
+        .iter()
+        .map(|vip| (format!("{{vip=\"{vip}\"}}"), 1.0))
+        .collect();
+    metric("vip_held", "gauge", "VIPs this node holds.", &vips);
+    let entries: Vec<(String, f64)> = s
+        .tables
+        .stats()
+        .into_iter()
+        .map(|t| (format!("{{pool=\"{}\"}}", t.pool), t.entries as f64))
+        .collect();
+    metric(
+        "sticky_entries",
+        "gauge",
+        "Committed sticky sessions per pool.",
+        &entries,
+    );
+    let m = &s.sticky;
+    for (name, help, counter) in [
+        (
+            "sticky_hits_total",
+            "Requests and connections sent to their session's backend.",
+            &m.hits,
+        ),
+        ("sticky_misses_total", "New sticky sessions.", &m.misses),
+        (
+            "sticky_resticks_total",
+            "Sessions moved because their backend could not take them.",
+            &m.resticks,
+        ),
+        (
+            "sticky_proposals_total",
+            "Sticky sessions this node proposed.",
+            &m.proposals,
+        ),
+        (
+            "sticky_failed_proposals_total",
+            "Sticky proposals refused or lost.",
+            &m.failed_proposals,
+        ),
+    ] {
+        metric(
+            name,
+            "counter",
+            help,
+            &one(counter.load(Ordering::Relaxed) as f64),
+        );
+    }
+    let lag = m.lag();
+    metric(
+        "sticky_replication_lag_seconds",
+        "summary",
+        "Stuck (on any node) to applied here, over the last sessions applied.",
+        &[
+            ("{quantile=\"0.5\"}".to_string(), f64::from(lag.p50_ms) / 1000.0),
+            ("{quantile=\"0.99\"}".to_string(), f64::from(lag.p99_ms) / 1000.0),
+        ],
+    );
+    out
+}
