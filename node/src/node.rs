@@ -76,7 +76,7 @@ pub async fn run(
         )?),
     };
     let sticky = Sticky::new(&control);
-    let upkeep = sticky::upkeep::start(&control, Arc::clone(&sticky));
+    let upkeep = sticky::upkeep::start(&control);
     let metrics = match config.node.metrics {
         Some(address) => Some(
             crate::metrics::serve(address, &control, config.membership.timing)

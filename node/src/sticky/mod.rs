@@ -55,15 +55,6 @@ impl Sticky {
         })
     }
 
-    pub fn metrics(&self) -> &StickyMetrics {
-        &self.metrics
-    }
-
-    /// Sessions stuck here and not yet committed.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// This node's view of a session: its own proposal in flight, else the
     /// committed table.
     pub fn lookup(&self, pool: &str, key: &StickyKey) -> Option<Session> {

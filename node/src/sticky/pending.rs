@@ -63,11 +63,4 @@ impl Pending {
             shard.remove(&id);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
-    }
 }

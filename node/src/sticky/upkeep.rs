@@ -4,7 +4,6 @@
 //! same sessions at the same log position. On every node: the proposal-rate
 //! sample `ctl sticky stats` shows.
 
-use super::Sticky;
 use super::metrics::now_ms;
 use crate::control::ControlPlane;
 use openraft::ServerState;
@@ -29,17 +28,18 @@ pub fn draw_secret() -> Option<StickySecret> {
 }
 
 /// Runs the upkeep until the returned task is aborted.
-pub fn start(control: &ControlPlane, sticky: Arc<Sticky>) -> JoinHandle<()> {
+pub fn start(control: &ControlPlane) -> JoinHandle<()> {
     let raft = control.raft.clone();
     let applied = control.applied.clone();
     let proposer = control.proposer.clone();
     let tables = Arc::clone(&control.sticky_tables);
+    let metrics = Arc::clone(&control.sticky_metrics);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EXPIRY_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            sticky.metrics().sample_rate();
+            metrics.sample_rate();
             if raft.metrics().borrow().state != ServerState::Leader {
                 continue;
             }
