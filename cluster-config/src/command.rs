@@ -110,22 +110,8 @@ impl fmt::Display for Command {
                 spec.listeners.len(),
                 spec.pools.len()
             ),
-            Command::AddListener(l) => write!(
-                f,
-                "add listener {} ({} {} → pool {})",
-                l.name,
-                l.protocol.name(),
-                l.bind,
-                l.pool
-            ),
-            Command::UpdateListener(l) => write!(
-                f,
-                "update listener {} ({} {} → pool {})",
-                l.name,
-                l.protocol.name(),
-                l.bind,
-                l.pool
-            ),
+            Command::AddListener(l) => write!(f, "add listener {}", l.summary()),
+            Command::UpdateListener(l) => write!(f, "update listener {}", l.summary()),
             Command::RemoveListener { name } => write!(f, "remove listener {name}"),
             Command::AddPool(p) => write!(
                 f,

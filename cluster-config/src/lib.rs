@@ -10,6 +10,7 @@
 //!   same types are what later versions replicate through Raft.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
+//! - [`route`]: content-routing rules of HTTP listeners.
 //! - [`sticky`]: sticky-session policies, keys and the changes the log carries.
 //! - [`sticky_table`]: [`StickyTables`], the committed sessions, changed in place.
 //! - [`diff`]: the commands that turn one spec into another (`ctl diff/apply`).
@@ -27,6 +28,7 @@ pub mod duration;
 pub mod error;
 mod file;
 mod reader;
+pub mod route;
 pub mod spec;
 pub mod state;
 pub mod sticky;
@@ -35,6 +37,7 @@ mod validate;
 
 pub use command::{Command, Outcome};
 pub use error::{ConfigError, ConfigErrors};
+pub use route::{RouteMatch, RouteSpec};
 pub use spec::{
     AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
     NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss, VipSpec,

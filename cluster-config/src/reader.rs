@@ -148,6 +148,18 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// A string, or an array whose items are read one by one.
+    pub fn str_or_array<'t, 'i>(
+        &mut self,
+        field: &Field<'t, 'i>,
+    ) -> Option<Result<String, Vec<Field<'t, 'i>>>> {
+        match field.value.get_ref() {
+            DeValue::String(s) => Some(Ok(s.to_string())),
+            DeValue::Array(_) => self.array(field).map(Err),
+            other => self.wrong_type(field, "a string or an array of strings", other),
+        }
+    }
+
     /// A table, as a section whose unknown keys will be reported.
     pub fn table<'t, 'i>(&mut self, field: &Field<'t, 'i>) -> Option<Section<'t, 'i>> {
         match field.value.get_ref() {
@@ -189,7 +201,7 @@ impl<'s> Reader<'s> {
 }
 
 /// A value with the dotted path that names it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Field<'t, 'i> {
     pub path: String,
     pub value: &'t Value<'i>,
@@ -244,6 +256,11 @@ impl<'t, 'i> Section<'t, 'i> {
                 path: self.key_path(key),
                 value,
             })
+    }
+
+    /// Records that `key` is missing, and why it is needed.
+    pub fn missing(&self, reader: &mut Reader<'_>, key: &str, message: &str) {
+        reader.error(self.span(), &self.key_path(key), message);
     }
 
     /// The key's value; its absence is recorded as an error.

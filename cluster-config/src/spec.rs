@@ -3,6 +3,7 @@
 //! [`NodeSpec`] is this node's own settings. Defaults live here, next to the
 //! fields they fill, so the file reference and the code cannot drift apart.
 
+use crate::route::RouteSpec;
 use crate::sticky::StickyPolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -245,7 +246,11 @@ pub struct ListenerSpec {
     pub name: String,
     pub protocol: Protocol,
     pub bind: SocketAddr,
-    pub pool: String,
+    /// Where traffic goes when no route takes it; `None` (HTTP with routes
+    /// only): such requests get 404.
+    pub pool: Option<String>,
+    /// HTTP only: ordered content-routing rules (`[[listener.route]]`).
+    pub routes: Vec<RouteSpec>,
     /// Connections (TCP, HTTP) or sessions (UDP) served at once; more wait in the backlog.
     pub max_connections: u32,
     /// TCP: a spliced connection idle this long in both directions is closed.
@@ -258,6 +263,30 @@ pub struct ListenerSpec {
 
 impl ListenerSpec {
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+
+    /// `name (protocol bind → pool, N routes)`, as commands print it.
+    pub fn summary(&self) -> String {
+        let pool = self.pool.as_deref().unwrap_or("404");
+        let routes = match self.routes.len() {
+            0 => String::new(),
+            1 => ", 1 route".to_string(),
+            n => format!(", {n} routes"),
+        };
+        format!(
+            "{} ({} {} → pool {pool}{routes})",
+            self.name,
+            self.protocol.name(),
+            self.bind
+        )
+    }
+
+    /// Every pool the listener sends to: its own and its routes'.
+    pub fn pools(&self) -> impl Iterator<Item = &str> {
+        self.pool
+            .as_deref()
+            .into_iter()
+            .chain(self.routes.iter().map(|r| r.pool.as_str()))
+    }
     pub fn default_idle_timeout(protocol: Protocol) -> Duration {
         match protocol {
             Protocol::Http => HttpLimits::default().header_read_timeout,

@@ -261,23 +261,38 @@ pub fn check(spec: &ClusterSpec) -> Result<(), String> {
         if !names.insert(listener.name.as_str()) {
             return Err(format!("duplicate listener name \"{}\"", listener.name));
         }
-        let Some(pool) = spec.pool(&listener.pool) else {
+        if listener.protocol != Protocol::Http && (listener.pool.is_none() || !listener.routes.is_empty()) {
             return Err(format!(
-                "listener \"{}\" uses pool \"{}\", which does not exist",
-                listener.name, listener.pool
-            ));
-        };
-        if let Some(sticky) = &pool.sticky
-            && sticky.kind.needs_http()
-            && listener.protocol != Protocol::Http
-        {
-            return Err(format!(
-                "{} listener \"{}\" uses pool \"{}\", whose sticky kind \"{}\" needs HTTP (use kind = \"source_ip\")",
+                "{} listener \"{}\" needs a pool and takes no routes",
                 listener.protocol.name(),
-                listener.name,
-                pool.name,
-                sticky.kind.name()
+                listener.name
             ));
+        }
+        if listener.pool.is_none() && listener.routes.is_empty() {
+            return Err(format!(
+                "listener \"{}\" has neither a pool nor routes",
+                listener.name
+            ));
+        }
+        for name in listener.pools() {
+            let Some(pool) = spec.pool(name) else {
+                return Err(format!(
+                    "listener \"{}\" uses pool \"{name}\", which does not exist",
+                    listener.name
+                ));
+            };
+            if let Some(sticky) = &pool.sticky
+                && sticky.kind.needs_http()
+                && listener.protocol != Protocol::Http
+            {
+                return Err(format!(
+                    "{} listener \"{}\" uses pool \"{}\", whose sticky kind \"{}\" needs HTTP (use kind = \"source_ip\")",
+                    listener.protocol.name(),
+                    listener.name,
+                    pool.name,
+                    sticky.kind.name()
+                ));
+            }
         }
         let clash = spec.listeners[..i]
             .iter()

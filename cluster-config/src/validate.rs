@@ -31,6 +31,8 @@ pub(crate) struct ListenerSite {
     pub name: Option<Site>,
     pub bind: Option<(Site, SocketAddr, Protocol)>,
     pub pool: Option<Site>,
+    /// Where each route named its pool.
+    pub route_pools: Vec<Site>,
 }
 
 #[derive(Debug)]
@@ -67,9 +69,10 @@ pub(crate) fn cluster(
     unique(reader, "listener", &listener_names);
 
     for (_, site) in listeners {
-        if let Some(pool) = &site.pool
-            && !pool_names.iter().any(|p| p.text == pool.text)
-        {
+        for pool in site.pool.iter().chain(&site.route_pools) {
+            if pool_names.iter().any(|p| p.text == pool.text) {
+                continue;
+            }
             let known: Vec<String> = pool_names.iter().map(|p| format!("\"{}\"", p.text)).collect();
             let known = if known.is_empty() {
                 "none defined".to_string()
@@ -91,7 +94,7 @@ pub(crate) fn cluster(
         let sticky = pools
             .iter()
             .filter_map(|(pool, _)| pool.as_ref())
-            .find(|pool| pool.name == listener.pool)
+            .find(|pool| Some(&pool.name) == listener.pool.as_ref())
             .and_then(|pool| pool.sticky.as_ref());
         if let Some(sticky) = sticky
             && sticky.kind.needs_http()
@@ -102,7 +105,7 @@ pub(crate) fn cluster(
                 &pool_site.path,
                 format!(
                     "pool \"{}\" keeps sessions by {} (kind = \"{}\"), which a {} listener cannot see; use kind = \"source_ip\"",
-                    listener.pool,
+                    pool_site.text,
                     if sticky.kind == crate::sticky::StickyKind::Header { "header" } else { "cookie" },
                     sticky.kind.name(),
                     listener.protocol.name()

@@ -31,7 +31,8 @@ fn listener(name: &str, port: u16, pool: &str) -> ListenerSpec {
         name: name.to_string(),
         protocol: Protocol::Http,
         bind: addr(port),
-        pool: pool.to_string(),
+        pool: Some(pool.to_string()),
+        routes: Vec::new(),
         max_connections: 100,
         idle_timeout: Duration::from_secs(30),
         http: HttpLimits::default(),
@@ -169,7 +170,7 @@ fn batches_are_atomic() {
         Command::AddListener(listener("web", 8080, "api")),
     ]);
     assert!(state.apply(swap).is_applied());
-    assert_eq!(state.spec().listeners[0].pool, "api");
+    assert_eq!(state.spec().listeners[0].pool.as_deref(), Some("api"));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! cookie secret and the node's [`Sticky`] runtime.
 
 use crate::balance::{self, Balancer};
+use crate::dataplane::l7::route::RouteView;
 use crate::sticky::{PoolSticky, Sticky};
 use arc_swap::ArcSwap;
 use raftlb_config::{AdminState, BackendSpec, ClusterState, ListenerSpec, PoolSpec, StickySecret};
@@ -27,11 +28,14 @@ pub struct ClusterView {
     pools: HashMap<String, Arc<PoolView>>,
 }
 
-/// A listener's settings and the pool it sends to.
+/// A listener's settings, its routes and the pool it sends the rest to.
 #[derive(Debug)]
 pub struct ListenerView {
     pub spec: ListenerSpec,
-    pub pool: Arc<PoolView>,
+    /// Where requests no route takes go (`None`: they get 404).
+    pub pool: Option<Arc<PoolView>>,
+    /// HTTP only, in order.
+    pub routes: Vec<RouteView>,
 }
 
 /// A pool: its backends and the balancer that chooses among them.
@@ -132,10 +136,19 @@ impl ClusterView {
             .listeners
             .iter()
             .filter_map(|listener| {
-                let pool = pools.get(&listener.pool)?;
+                let pool = match &listener.pool {
+                    Some(name) => Some(Arc::clone(pools.get(name)?)),
+                    None => None,
+                };
+                let routes = listener
+                    .routes
+                    .iter()
+                    .map(|route| RouteView::build(route, &pools))
+                    .collect::<Option<Vec<_>>>()?;
                 let view = ListenerView {
                     spec: listener.clone(),
-                    pool: Arc::clone(pool),
+                    pool,
+                    routes,
                 };
                 Some((listener.name.clone(), Arc::new(view)))
             })

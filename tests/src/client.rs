@@ -101,6 +101,17 @@ pub async fn raw_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<RawReply> {
+    raw_request(target, source, "GET", path, headers).await
+}
+
+/// [`raw_get`] with any method; a `Host` among `headers` replaces the default.
+pub async fn raw_request(
+    target: std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<RawReply> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().ok()?;
     if let Some(ip) = source {
@@ -110,7 +121,10 @@ pub async fn raw_get(
         .await
         .ok()?
         .ok()?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        request.push_str("Host: test\r\n");
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

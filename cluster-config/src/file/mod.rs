@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use sticky::sticky;
 use toml::de::DeTable;
 
+mod route;
 mod sticky;
 
 pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
@@ -305,11 +306,43 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
         .and_then(|f| reader.choice(&f, "protocol", &Protocol::ALL));
     let bind_field = s.required(reader, "bind");
     let bind = bind_field.as_ref().and_then(|f| reader.socket_addr(f));
-    let pool_field = s.required(reader, "pool");
+    let pool_field = s.optional("pool");
     let pool = pool_field
         .as_ref()
         .and_then(|f| reader.str(f))
         .map(str::to_string);
+    let route_field = s.optional("route");
+    let mut route_pools = Vec::new();
+    let routes = match &route_field {
+        Some(f) => reader.array(f).map(|items| {
+            let parsed: Vec<_> = items
+                .iter()
+                .map(|item| match reader.table(item) {
+                    Some(section) => {
+                        let (spec, site) = route::route(reader, section);
+                        route_pools.extend(site);
+                        spec
+                    }
+                    None => None,
+                })
+                .collect();
+            parsed.into_iter().collect::<Option<Vec<_>>>()
+        }),
+        None => Some(Some(Vec::new())),
+    }
+    .flatten();
+    match (protocol, &pool_field, &route_field) {
+        (Some(Protocol::Http), None, None) => s.missing(
+            reader,
+            "pool",
+            "an http listener needs a pool (where requests go by default), routes ([[listener.route]]), or both",
+        ),
+        (Some(p), None, _) if p != Protocol::Http => s.missing(reader, "pool", "missing required key"),
+        (Some(p), _, Some(f)) if p != Protocol::Http => {
+            reader.field_error(f, format!("routes only apply to http listeners, this one is {}", p.name()));
+        }
+        _ => {}
+    }
     let max_connections = s
         .optional("max_connections")
         .map(|f| reader.uint(&f, 1, 1_000_000).map(|n| n as u32));
@@ -363,6 +396,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
             .as_ref()
             .zip(pool.clone())
             .map(|(f, p)| Site::new(f, p)),
+        route_pools,
     };
     let spec = (|| {
         let protocol = protocol?;
@@ -371,7 +405,11 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
             name: name_value?,
             protocol,
             bind: bind?,
-            pool: pool?,
+            pool: match pool_field {
+                Some(_) => Some(pool?),
+                None => None,
+            },
+            routes: routes?,
             max_connections: max_connections.unwrap_or(Some(ListenerSpec::DEFAULT_MAX_CONNECTIONS))?,
             idle_timeout: idle_timeout.unwrap_or(Some(ListenerSpec::default_idle_timeout(protocol)))?,
             http,

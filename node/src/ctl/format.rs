@@ -112,7 +112,11 @@ pub fn listeners(listeners: &[ListenerSpec]) -> String {
                 l.name.clone(),
                 l.protocol.name().to_string(),
                 l.bind.to_string(),
-                l.pool.clone(),
+                match (&l.pool, l.routes.len()) {
+                    (Some(pool), 0) => pool.clone(),
+                    (Some(pool), n) => format!("{pool} (+{n} {})", plural(n, "route")),
+                    (None, n) => format!("{n} {} (else 404)", plural(n, "route")),
+                },
                 l.max_connections.to_string(),
                 duration::format(idle),
             ]
@@ -333,7 +337,8 @@ mod tests {
             name: name.to_string(),
             protocol,
             bind: bind.parse().unwrap(),
-            pool: "web".to_string(),
+            pool: Some("web".to_string()),
+            routes: Vec::new(),
             max_connections: 10_000,
             idle_timeout: idle,
             http: HttpLimits::default(),

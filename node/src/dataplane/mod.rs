@@ -198,7 +198,7 @@ impl DataPlane {
                 tracing::error!(listener = %spec.name, "a data plane worker has stopped");
             }
         }
-        tracing::info!(listener = %spec.name, protocol = spec.protocol.name(), bind = %spec.bind, pool = %spec.pool, "listening");
+        tracing::info!(listener = %spec.name, protocol = spec.protocol.name(), bind = %spec.bind, pool = spec.pool.as_deref().unwrap_or("-"), routes = spec.routes.len(), "listening");
         self.running.insert(
             spec.name.clone(),
             Running {

@@ -21,7 +21,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, view: &S
     let Some(route) = view.load().listener(listener).cloned() else {
         return;
     };
-    let pool = &route.pool;
+    let Some(pool) = &route.pool else { return };
     let affinity = pool
         .sticky
         .as_ref()

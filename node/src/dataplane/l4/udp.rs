@@ -87,7 +87,7 @@ async fn open_session(
         tracing::warn!(listener, %client, "UDP session limit reached; datagram dropped");
         return None;
     }
-    let pool = &route.pool;
+    let pool = route.pool.as_ref()?;
     let affinity = pool
         .sticky
         .as_ref()

@@ -2,7 +2,9 @@
 //! keep-alive to backends.
 
 mod body;
+mod cookies;
 mod headers;
 mod proxy;
+pub mod route;
 pub mod server;
 mod sticky;

@@ -9,7 +9,7 @@
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers;
-use super::sticky;
+use super::{route, sticky};
 use crate::dataplane::upstream::{self, ConnectError, Sender};
 use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
 use http::header::{self, HeaderValue};
@@ -42,8 +42,16 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         )
     });
     prepare(&mut request, &conn.forwarding);
-
-    let pool = &listener.pool;
+    let pool = match route::find(&listener.routes, &request) {
+        Some(route) => {
+            route.rewrite(request.headers_mut());
+            &route.pool
+        }
+        None => match &listener.pool {
+            Some(pool) => pool,
+            None => return local(StatusCode::NOT_FOUND, "no route for this request\n"),
+        },
+    };
     let affinity = sticky::affinity(pool, request.headers(), conn.client.ip());
     let outcome = forward(request, pool, affinity.as_ref().and_then(|a| a.preferred)).await;
     let (response, backend) = match outcome {
@@ -63,7 +71,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
             }
         }
         Err(failure) => {
-            tracing::warn!(listener = %conn.listener, pool = %listener.pool.spec.name, error = %failure, "request failed");
+            tracing::warn!(listener = %conn.listener, pool = %pool.spec.name, error = %failure, "request failed");
             (failure.response(), None)
         }
     };
