@@ -307,6 +307,12 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// Most request headers → 431.
     pub max_headers: usize,
+    /// Largest request body in bytes → 413 (announced by `Content-Length`:
+    /// refused before any backend sees it; chunked: cut off when it
+    /// exceeds, and answered 413).
+    pub max_body_bytes: u64,
+    /// An upgraded connection (WebSocket) silent both ways this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// Log one line per request.
     pub access_log: bool,
 }
@@ -317,6 +323,8 @@ impl Default for HttpLimits {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             max_headers: 100,
+            max_body_bytes: 100 * 1024 * 1024,
+            tunnel_idle_timeout: Duration::from_secs(3600),
             access_log: true,
         }
     }

@@ -116,16 +116,30 @@ fn the_replicated_state_keeps_route_pools_existing() {
     let text = config("protocol = \"http\"\npool = \"app\"\n");
     let config = parse("lb.toml", &text).expect("valid");
     let mut state = ClusterState::default();
-    assert!(state.apply(Command::Bootstrap(config.cluster.clone())).is_applied());
+    assert!(
+        state
+            .apply(Command::Bootstrap(config.cluster.clone()))
+            .is_applied()
+    );
     let mut listener = config.cluster.listeners[0].clone();
     listener.routes.push(RouteSpec {
         pool: "gone".to_string(),
         ..RouteSpec::default()
     });
     let outcome = state.apply(Command::UpdateListener(listener.clone()));
-    assert!(outcome.rejection().contains("uses pool \"gone\", which does not exist"), "{outcome:?}");
+    assert!(
+        outcome
+            .rejection()
+            .contains("uses pool \"gone\", which does not exist"),
+        "{outcome:?}"
+    );
     listener.routes[0].pool = "api".to_string();
     assert!(state.apply(Command::UpdateListener(listener)).is_applied());
-    let outcome = state.apply(Command::RemovePool { name: "api".to_string() });
-    assert!(!outcome.is_applied(), "a pool a route uses cannot go: {outcome:?}");
+    let outcome = state.apply(Command::RemovePool {
+        name: "api".to_string(),
+    });
+    assert!(
+        !outcome.is_applied(),
+        "a pool a route uses cannot go: {outcome:?}"
+    );
 }

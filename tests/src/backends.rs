@@ -248,3 +248,39 @@ pub async fn udp_echo(name: &str) -> (SocketAddr, JoinHandle<()>) {
     });
     (address, task)
 }
+
+/// A WebSocket backend that echoes every text or binary message, prefixed
+/// with `name:`.
+pub async fn ws_echo(name: &str) -> (SocketAddr, JoinHandle<()>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let name = name.to_string();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let name = name.clone();
+            connections.spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    let reply = match message {
+                        Message::Text(text) => Message::text(format!("{name}:{text}")),
+                        Message::Binary(data) => Message::binary(data),
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (address, task)
+}

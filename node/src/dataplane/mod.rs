@@ -10,6 +10,7 @@
 pub mod l4;
 pub mod l7;
 pub mod listener;
+pub mod splice;
 pub mod upstream;
 
 use crate::view::SharedView;

@@ -6,8 +6,8 @@
 //! connection's driver task lives on the worker that opened it, so reusing it
 //! there keeps each request on one thread, with no lock at all.
 
+use crate::dataplane::l7::request_body::RequestBody;
 use crate::view::{ActiveGuard, Attempts, PoolView};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -62,7 +62,7 @@ pub async fn connect_one(address: SocketAddr, timeout: Duration) -> Result<TcpSt
 }
 
 /// A keep-alive HTTP/1.1 connection to a backend.
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<RequestBody>;
 
 /// Most idle connections kept per backend per worker.
 const MAX_IDLE: usize = 256;
@@ -115,7 +115,8 @@ pub async fn handshake(address: SocketAddr, timeout: Duration) -> Result<Sender,
             source: io::Error::other(e),
         })?;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        // With upgrades: a `101` hands the connection to a tunnel.
+        if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(%address, error = %e, "upstream connection ended");
         }
     });

@@ -24,6 +24,10 @@ impl ProxyBody {
     pub fn local(text: &'static str) -> Self {
         ProxyBody::Local(Full::new(Bytes::from_static(text.as_bytes())))
     }
+
+    pub fn bytes(bytes: Bytes) -> Self {
+        ProxyBody::Local(Full::new(bytes))
+    }
 }
 
 /// A backend's response body, holding the connection it came on and the

@@ -5,6 +5,8 @@ mod body;
 mod cookies;
 mod headers;
 mod proxy;
+pub mod request_body;
 pub mod route;
 pub mod server;
 mod sticky;
+mod upgrade;

@@ -2,18 +2,23 @@
 //! view, rewrite the request for the backend, send it on a pooled (or new)
 //! keep-alive connection, and hand back the response with its body streaming.
 //! A sticky pool's request goes to its session's backend first
-//! ([`sticky`]). Local answers: 502 when no backend can be reached or the
-//! backend fails,
-//! 504 when the backend's response headers do not arrive in time, 503 when the
-//! listener has no pool in the current view.
+//! ([`sticky`]); an `Upgrade` request becomes a tunnel ([`upgrade`]).
+//! Local answers: 502 when no backend can be reached or the backend fails,
+//! 504 when the backend's response headers do not arrive in time, 503 when
+//! the listener has no pool in the current view, 404 when no route takes
+//! the request and the listener has no pool, 413 when the body passes the
+//! listener's `max_body_bytes`.
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers;
+use super::request_body::{self, RequestBody, RequestBodyError, TooLarge};
+use super::upgrade::{self, UpgradeError};
 use super::{route, sticky};
 use crate::dataplane::upstream::{self, ConnectError, Sender};
 use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +46,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
             request.uri().path().to_string(),
         )
     });
+    let upgrade = upgrade::requested(&request);
     prepare(&mut request, &conn.forwarding);
     let pool = match route::find(&listener.routes, &request) {
         Some(route) => {
@@ -53,7 +59,35 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         },
     };
     let affinity = sticky::affinity(pool, request.headers(), conn.client.ip());
-    let outcome = forward(request, pool, affinity.as_ref().and_then(|a| a.preferred)).await;
+    let preferred = affinity.as_ref().and_then(|a| a.preferred);
+    let limits = &listener.spec.http;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let outcome = if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        // Refused before any backend sees it.
+        Err(Failure::TooLarge {
+            limit: limits.max_body_bytes,
+        })
+    } else if let Some(upgrade) = upgrade {
+        let idle = limits.tunnel_idle_timeout;
+        upgrade::forward(request, upgrade, pool, preferred, limits.max_body_bytes, idle)
+            .await
+            .map_err(Failure::from)
+    } else {
+        let (parts, body) = request.into_parts();
+        let body = match declared {
+            Some(_) => Ok(RequestBody::streaming(body, limits.max_body_bytes)),
+            None if body.is_end_stream() => Ok(RequestBody::streaming(body, limits.max_body_bytes)),
+            None => RequestBody::read_ahead(body, limits.max_body_bytes).await,
+        };
+        match body {
+            Ok(body) => forward(Request::from_parts(parts, body), pool, preferred).await,
+            Err(RequestBodyError::TooLarge(TooLarge { limit })) => Err(Failure::TooLarge { limit }),
+            Err(RequestBodyError::Client(e)) => Err(Failure::BadBody(e)),
+        }
+    };
     let (response, backend) = match outcome {
         Ok((mut response, backend)) => {
             match sticky::settle(pool, affinity.as_ref(), backend, &mut response).await {
@@ -93,7 +127,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
 /// Rewrites a client's request into what the backend receives: HTTP/1.1 in
 /// origin form with a Host header, hop-by-hop headers removed, forwarding
 /// headers added.
-fn prepare(request: &mut Request<Incoming>, forwarding: &headers::Forwarding) {
+fn prepare<B>(request: &mut Request<B>, forwarding: &headers::Forwarding) {
     if let Some(authority) = request.uri().authority()
         && !request.headers().contains_key(header::HOST)
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
@@ -130,13 +164,21 @@ enum Failure {
         backend: SocketAddr,
         timeout: std::time::Duration,
     },
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("malformed request body: {0}")]
+    BadBody(hyper::Error),
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
 }
 
 impl Failure {
     fn response(&self) -> Response<ProxyBody> {
         match self {
             Failure::Timeout { .. } => local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n"),
-            Failure::Connect(_) | Failure::Backend { .. } => {
+            Failure::TooLarge { .. } => local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+            Failure::BadBody(_) => local(StatusCode::BAD_REQUEST, "malformed request body\n"),
+            Failure::Connect(_) | Failure::Backend { .. } | Failure::Upgrade(_) => {
                 local(StatusCode::BAD_GATEWAY, "no backend answered\n")
             }
         }
@@ -146,7 +188,7 @@ impl Failure {
 /// Sends the request to a backend of `pool` (`preferred`, a sticky
 /// session's, first) and returns its response.
 async fn forward(
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
@@ -167,10 +209,11 @@ async fn forward(
                     fresh = true;
                 }
                 _ => {
-                    return Err(Failure::Backend {
-                        backend,
-                        source: e.into_error(),
-                    });
+                    let source = e.into_error();
+                    if let Some(limit) = request_body::too_large(&source) {
+                        return Err(Failure::TooLarge { limit });
+                    }
+                    return Err(Failure::Backend { backend, source });
                 }
             },
         }

@@ -60,7 +60,9 @@ impl HttpListener {
             let context = Arc::clone(&context);
             async move { Ok::<_, Infallible>(proxy::handle(request, context).await) }
         });
-        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,

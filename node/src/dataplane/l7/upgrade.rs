@@ -1,0 +1,106 @@
+//! HTTP/1.1 `Upgrade` (WebSocket and the like): the request goes to a
+//! backend on a connection of its own, with its `Upgrade` and `Connection`
+//! headers kept; when the backend answers `101 Switching Protocols`, the
+//! client's and the backend's connections are spliced both ways until
+//! both close or the tunnel is silent for the listener's
+//! `tunnel_idle_timeout`. The tunnel counts as an active connection of its
+//! backend (least connections) for as long as it lives, and, being its own
+//! task, outlives any change of configuration.
+
+use super::body::ProxyBody;
+use super::request_body::RequestBody;
+use crate::dataplane::splice::splice;
+use crate::dataplane::upstream::{self, ConnectError};
+use crate::view::{Attempts, PoolView};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The `Upgrade` header of an HTTP/1.1 request that asks to upgrade.
+pub fn requested(request: &Request<Incoming>) -> Option<HeaderValue> {
+    let connection_upgrade = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    (request.version() == Version::HTTP_11 && connection_upgrade)
+        .then(|| request.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Why an upgrade got no backend answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("backend {backend}: {source}")]
+    Backend {
+        backend: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+/// Sends the upgrade request (`upgrade`: its `Upgrade` value, which
+/// header rewriting removed) to a backend of `pool` on a new connection and
+/// returns the backend's answer; a `101` starts the tunnel.
+pub async fn forward(
+    mut request: Request<Incoming>,
+    upgrade: HeaderValue,
+    pool: &PoolView,
+    preferred: Option<SocketAddr>,
+    max_body: u64,
+    idle: Duration,
+) -> Result<(Response<ProxyBody>, SocketAddr), UpgradeError> {
+    let client_side = hyper::upgrade::on(&mut request);
+    let mut request = request.map(|body| RequestBody::streaming(body, max_body));
+    let headers: &mut HeaderMap = request.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade);
+    let mut attempts = Attempts::default();
+    let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
+    let (mut sender, guard) = loop {
+        let Some(backend) = pool.next_backend(preferred, &mut attempts) else {
+            return Err(last_error.into());
+        };
+        let guard = backend.track();
+        match upstream::handshake(backend.address(), pool.spec.connect_timeout).await {
+            Ok(sender) => break (sender, guard),
+            Err(e) => last_error = e,
+        }
+    };
+    let backend = guard.backend().address();
+    let mut response = sender
+        .send_request(request)
+        .await
+        .map_err(|source| UpgradeError::Backend { backend, source })?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused: an ordinary response, on a connection not worth keeping.
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Ok((Response::from_parts(parts, ProxyBody::bytes(body)), backend));
+    }
+    let backend_side = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let _counted = guard;
+        match tokio::try_join!(client_side, backend_side) {
+            Ok((client, server)) => {
+                let result = splice(TokioIo::new(client), TokioIo::new(server), idle).await;
+                tracing::debug!(%backend, ?result, "tunnel closed");
+            }
+            Err(e) => tracing::debug!(%backend, error = %e, "upgrade not completed"),
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Ok((
+        Response::from_parts(parts, ProxyBody::bytes(Default::default())),
+        backend,
+    ))
+}
