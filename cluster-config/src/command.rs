@@ -3,6 +3,7 @@
 //! carries every value it sets (time included, from the proposer), and is
 //! either applied whole or rejected whole with the reason.
 
+use crate::certificate::Certificate;
 use crate::spec::{AdminState, BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
 use crate::sticky::{StickyChange, StickySecret};
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,14 @@ pub enum Command {
     /// Sets the secret `cookie` sessions are authenticated with; refused
     /// once one is set. Proposed by the leader only.
     SetStickySecret(StickySecret),
+    /// Adds or replaces the certificate called `name` (`ctl cert add`).
+    PutCertificate {
+        name: String,
+        certificate: Certificate,
+    },
+    RemoveCertificate {
+        name: String,
+    },
 }
 
 /// What applying a command did.
@@ -150,6 +159,8 @@ impl fmt::Display for Command {
             },
             Command::Sticky(change) => write!(f, "{change}"),
             Command::SetStickySecret(_) => write!(f, "set the sticky-cookie secret"),
+            Command::PutCertificate { name, .. } => write!(f, "put certificate {name}"),
+            Command::RemoveCertificate { name } => write!(f, "remove certificate {name}"),
             Command::Batch(commands) | Command::Independent(commands) => {
                 let kind = if matches!(self, Command::Batch(_)) {
                     "batch"

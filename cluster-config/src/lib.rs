@@ -8,6 +8,7 @@
 //! ## Layout
 //! - [`spec`]: the typed model (listeners, pools, backends, node settings). The
 //!   same types are what later versions replicate through Raft.
+//! - [`certificate`]: TLS certificates with their keys, as replicated.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
 //! - [`route`]: content-routing rules of HTTP listeners.
@@ -22,6 +23,7 @@
 //! - `validate` (private): the checks that look across sections (duplicate names,
 //!   dangling pool references, bind conflicts).
 
+pub mod certificate;
 pub mod command;
 pub mod diff;
 pub mod duration;
@@ -35,6 +37,7 @@ pub mod sticky;
 pub mod sticky_table;
 mod validate;
 
+pub use certificate::Certificate;
 pub use command::{Command, Outcome};
 pub use error::{ConfigError, ConfigErrors};
 pub use route::{RouteMatch, RouteSpec};

@@ -203,6 +203,8 @@ impl ClusterSpec {
 pub enum Protocol {
     /// HTTP/1.1 and cleartext HTTP/2 (prior knowledge), proxied at L7.
     Http,
+    /// HTTP over TLS (certificates chosen by SNI, HTTP/2 by ALPN), proxied at L7.
+    Https,
     /// TCP, spliced at L4.
     Tcp,
     /// UDP datagrams, relayed per client session at L4.
@@ -210,8 +212,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const ALL: [(&'static str, Protocol); 3] = [
+    pub const ALL: [(&'static str, Protocol); 4] = [
         ("http", Protocol::Http),
+        ("https", Protocol::Https),
         ("tcp", Protocol::Tcp),
         ("udp", Protocol::Udp),
     ];
@@ -219,6 +222,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Http => "http",
+            Protocol::Https => "https",
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
         }
@@ -227,6 +231,11 @@ impl Protocol {
     /// True when the listener binds a TCP socket (HTTP and TCP share the port space).
     pub fn is_stream(self) -> bool {
         !matches!(self, Protocol::Udp)
+    }
+
+    /// True when the listener speaks HTTP (in the clear or over TLS).
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https)
     }
 }
 
@@ -289,7 +298,7 @@ impl ListenerSpec {
     }
     pub fn default_idle_timeout(protocol: Protocol) -> Duration {
         match protocol {
-            Protocol::Http => HttpLimits::default().header_read_timeout,
+            Protocol::Http | Protocol::Https => HttpLimits::default().header_read_timeout,
             Protocol::Tcp => Duration::from_secs(3600),
             Protocol::Udp => Duration::from_secs(30),
         }
@@ -313,6 +322,11 @@ pub struct HttpLimits {
     pub max_body_bytes: u64,
     /// An upgraded connection (WebSocket) silent both ways this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// `https`: the certificate for clients whose SNI names no certificate
+    /// (or who send none); without it, the first certificate by name.
+    pub default_certificate: Option<String>,
+    /// `http`: answer every request with a 301 to the same URL over https.
+    pub redirect_https: bool,
     /// Log one line per request.
     pub access_log: bool,
 }
@@ -325,6 +339,8 @@ impl Default for HttpLimits {
             max_headers: 100,
             max_body_bytes: 100 * 1024 * 1024,
             tunnel_idle_timeout: Duration::from_secs(3600),
+            default_certificate: None,
+            redirect_https: false,
             access_log: true,
         }
     }

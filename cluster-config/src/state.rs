@@ -5,8 +5,9 @@
 //! the state's invariants before it takes effect and rejected whole if it
 //! would break one.
 
+use crate::certificate::Certificate;
 use crate::command::{Command, Outcome};
-use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, Protocol, binds_overlap};
+use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, binds_overlap};
 use crate::sticky::StickySecret;
 use crate::sticky_table::StickyTables;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ pub struct ClusterState {
     vip_owners: BTreeMap<IpAddr, u64>,
     /// What `cookie` sticky sessions are authenticated with.
     sticky_secret: Option<StickySecret>,
+    /// TLS certificates by name, for `https` listeners.
+    certificates: BTreeMap<String, Certificate>,
 }
 
 impl ClusterState {
@@ -45,6 +48,11 @@ impl ClusterState {
     /// first leader has set it.
     pub fn sticky_secret(&self) -> Option<&StickySecret> {
         self.sticky_secret.as_ref()
+    }
+
+    /// TLS certificates by name.
+    pub fn certificates(&self) -> &BTreeMap<String, Certificate> {
+        &self.certificates
     }
 
     /// Whether the cluster has been seeded from a configuration file.
@@ -73,6 +81,24 @@ impl ClusterState {
                 return match sticky {
                     Some(tables) => tables.apply(&self.spec, change),
                     None => Outcome::Rejected("sticky changes need the sticky tables".to_string()),
+                };
+            }
+            Command::PutCertificate { name, certificate } => {
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                {
+                    return Outcome::Rejected(format!("invalid certificate name \"{name}\""));
+                }
+                self.certificates.insert(name, certificate);
+                return Outcome::Applied;
+            }
+            Command::RemoveCertificate { name } => {
+                return match self.certificates.remove(&name) {
+                    Some(_) => Outcome::Applied,
+                    None => Outcome::Rejected(format!("no certificate named \"{name}\"")),
                 };
             }
             Command::SetStickySecret(secret) => {
@@ -192,7 +218,11 @@ fn change(spec: &mut ClusterSpec, command: Command) -> Result<(), String> {
         Command::Independent(_) => {
             return Err("independent commands cannot be part of an atomic batch".to_string());
         }
-        Command::AssignVip { .. } | Command::Sticky(_) | Command::SetStickySecret(_) => {
+        Command::AssignVip { .. }
+        | Command::Sticky(_)
+        | Command::SetStickySecret(_)
+        | Command::PutCertificate { .. }
+        | Command::RemoveCertificate { .. } => {
             return Err(format!("\"{command}\" cannot be part of an atomic batch"));
         }
     }
@@ -261,7 +291,7 @@ pub fn check(spec: &ClusterSpec) -> Result<(), String> {
         if !names.insert(listener.name.as_str()) {
             return Err(format!("duplicate listener name \"{}\"", listener.name));
         }
-        if listener.protocol != Protocol::Http && (listener.pool.is_none() || !listener.routes.is_empty()) {
+        if !listener.protocol.is_http() && (listener.pool.is_none() || !listener.routes.is_empty()) {
             return Err(format!(
                 "{} listener \"{}\" needs a pool and takes no routes",
                 listener.protocol.name(),
@@ -283,7 +313,7 @@ pub fn check(spec: &ClusterSpec) -> Result<(), String> {
             };
             if let Some(sticky) = &pool.sticky
                 && sticky.kind.needs_http()
-                && listener.protocol != Protocol::Http
+                && !listener.protocol.is_http()
             {
                 return Err(format!(
                     "{} listener \"{}\" uses pool \"{}\", whose sticky kind \"{}\" needs HTTP (use kind = \"source_ip\")",

@@ -98,7 +98,7 @@ pub(crate) fn cluster(
             .and_then(|pool| pool.sticky.as_ref());
         if let Some(sticky) = sticky
             && sticky.kind.needs_http()
-            && listener.protocol != Protocol::Http
+            && !listener.protocol.is_http()
         {
             reader.error(
                 pool_site.span.clone(),

@@ -14,6 +14,7 @@
 //!   bodies), `upstream` (connecting to backends, keep-alive pools).
 //! - [`metrics`]: Prometheus `/metrics` (`[node] metrics`).
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
+//! - [`tls`]: certificates by SNI and the rustls configuration of `https` listeners.
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
 //! - [`demo`]: built-in backends for `raftlb demo`.
 //! - [`ctl`]: `raftlb ctl`, the admin CLI client that talks to any node's admin API.
@@ -29,5 +30,6 @@ pub mod demo;
 pub mod metrics;
 pub mod node;
 pub mod sticky;
+pub mod tls;
 pub mod view;
 pub mod vip;

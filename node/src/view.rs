@@ -11,6 +11,7 @@
 use crate::balance::{self, Balancer};
 use crate::dataplane::l7::route::RouteView;
 use crate::sticky::{PoolSticky, Sticky};
+use crate::tls::Certificates;
 use arc_swap::ArcSwap;
 use raftlb_config::{AdminState, BackendSpec, ClusterState, ListenerSpec, PoolSpec, StickySecret};
 use std::collections::HashMap;
@@ -26,6 +27,9 @@ pub type SharedView = Arc<ArcSwap<ClusterView>>;
 pub struct ClusterView {
     listeners: HashMap<String, Arc<ListenerView>>,
     pools: HashMap<String, Arc<PoolView>>,
+    certificates: Arc<Certificates>,
+    /// What `certificates` was parsed from.
+    certificate_source: std::collections::BTreeMap<String, raftlb_config::Certificate>,
 }
 
 /// A listener's settings, its routes and the pool it sends the rest to.
@@ -153,7 +157,22 @@ impl ClusterView {
                 Some((listener.name.clone(), Arc::new(view)))
             })
             .collect();
-        ClusterView { listeners, pools }
+        // Certificates change rarely: parse them again only when they did.
+        let certificates = match previous {
+            Some(p) if p.certificate_source == *state.certificates() => Arc::clone(&p.certificates),
+            _ => Arc::new(Certificates::build(state.certificates())),
+        };
+        ClusterView {
+            listeners,
+            pools,
+            certificates,
+            certificate_source: state.certificates().clone(),
+        }
+    }
+
+    /// The certificates `https` listeners serve.
+    pub fn certificates(&self) -> &Certificates {
+        &self.certificates
     }
 
     pub fn listener(&self, name: &str) -> Option<&Arc<ListenerView>> {

@@ -334,13 +334,13 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
     }
     .flatten();
     match (protocol, &pool_field, &route_field) {
-        (Some(Protocol::Http), None, None) => s.missing(
+        (Some(p), None, None) if p.is_http() => s.missing(
             reader,
             "pool",
             "an http listener needs a pool (where requests go by default), routes ([[listener.route]]), or both",
         ),
-        (Some(p), None, _) if p != Protocol::Http => s.missing(reader, "pool", "missing required key"),
-        (Some(p), _, Some(f)) if p != Protocol::Http => {
+        (Some(p), None, _) if !p.is_http() => s.missing(reader, "pool", "missing required key"),
+        (Some(p), _, Some(f)) if !p.is_http() => {
             reader.field_error(f, format!("routes only apply to http listeners, this one is {}", p.name()));
         }
         _ => {}
@@ -350,7 +350,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
         .map(|f| reader.uint(&f, 1, 1_000_000).map(|n| n as u32));
     let idle_timeout_field = s.optional("idle_timeout");
     let idle_timeout = idle_timeout_field.as_ref().map(|f| reader.duration(f));
-    if let (Some(f), Some(Protocol::Http)) = (&idle_timeout_field, protocol) {
+    if let (Some(f), Some(true)) = (&idle_timeout_field, protocol.map(Protocol::is_http)) {
         reader.field_error(
             f,
             "does not apply to http listeners: header_read_timeout bounds both the wait for a request and keep-alive idle time",
@@ -376,13 +376,32 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
             http_keys.push(f);
         }
     }
-    if let Some(p) = protocol.filter(|p| *p != Protocol::Http) {
+    if let Some(p) = protocol.filter(|p| !p.is_http()) {
         for f in &http_keys {
             reader.field_error(
                 f,
                 format!("only applies to http listeners, this one is {}", p.name()),
             );
         }
+    }
+    // Keys for one of the two HTTP protocols only.
+    for (key, only) in [
+        ("default_certificate", Protocol::Https),
+        ("redirect_https", Protocol::Http),
+    ] {
+        let Some(f) = s.optional(key) else { continue };
+        if protocol.is_some_and(|p| p != only) {
+            reader.field_error(&f, format!("only applies to {} listeners", only.name()));
+            http_ok = false;
+            continue;
+        }
+        let ok = match key {
+            "default_certificate" => reader
+                .str(&f)
+                .map(|n| http.default_certificate = Some(n.to_string())),
+            _ => reader.bool(&f).map(|b| http.redirect_https = b),
+        };
+        http_ok &= ok.is_some();
     }
     s.finish(reader);
 

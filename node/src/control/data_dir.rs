@@ -44,6 +44,11 @@ pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<(), DataDirError> 
         source,
     };
     fs::create_dir_all(path).map_err(io)?;
+    // The log and snapshots hold TLS private keys: the owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
     let identity = path.join(IDENTITY_FILE);
     match fs::read_to_string(&identity) {
         Ok(text) => {
@@ -115,6 +120,11 @@ mod tests {
     fn claims_once_then_refuses_another_identity() {
         let dir = scratch("identity");
         claim(&dir, "prod", 1).expect("fresh dir");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&dir).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "the data dir is private");
+        }
         claim(&dir, "prod", 1).expect("same identity again");
         let other_node = claim(&dir, "prod", 2).expect_err("other node").to_string();
         assert!(

@@ -75,6 +75,9 @@ pub enum CtlCommand {
     /// Add, remove, reweight, drain or enable one backend of a pool.
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Add, list or remove the TLS certificates https listeners serve.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Hand leadership, and with it the VIPs, to another voter.
     #[command(subcommand)]
     Leader(LeaderCommand),
@@ -172,6 +175,26 @@ pub enum MemberCommand {
     Remove {
         /// The node's `[node] id`.
         id: u64,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CertCommand {
+    /// Store a certificate chain and its key (PEM) under NAME, replacing
+    /// any of that name; checked first (readable, key matches, not expired).
+    Add {
+        name: String,
+        /// The certificate chain, leaf first.
+        #[arg(long)]
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Every certificate: the names it is valid for and its expiry.
+    List,
+    Remove {
+        name: String,
     },
 }
 

@@ -105,7 +105,7 @@ pub fn listeners(listeners: &[ListenerSpec]) -> String {
         .map(|l| {
             // An HTTP listener's idle limit is its header read timeout.
             let idle = match l.protocol {
-                Protocol::Http => l.http.header_read_timeout,
+                Protocol::Http | Protocol::Https => l.http.header_read_timeout,
                 Protocol::Tcp | Protocol::Udp => l.idle_timeout,
             };
             vec![
@@ -203,7 +203,9 @@ pub fn diff_line(command: &Command) -> String {
         | Command::Independent(_)
         | Command::AssignVip { .. }
         | Command::Sticky(_)
-        | Command::SetStickySecret(_) => '~',
+        | Command::SetStickySecret(_)
+        | Command::PutCertificate { .. }
+        | Command::RemoveCertificate { .. } => '~',
     };
     format!("{sign} {command}")
 }

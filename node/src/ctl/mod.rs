@@ -7,17 +7,20 @@
 //! - `client`: one node's admin API with credentials, timeouts and
 //!   operator-readable errors.
 //! - `status`: asks every member for its own view of the cluster.
+//! - `cert`: reading and checking certificates before they are stored.
 //! - `sticky`: the sticky-table calls, asked of every member for `stats`.
 //! - `format`: the human tables; `--json` serializes the same data instead.
 
 mod args;
+mod cert;
 mod client;
 mod format;
 mod status;
 mod sticky;
 
 pub use args::{
-    BackendCommand, CtlArgs, CtlCommand, LeaderCommand, MemberCommand, NodeCommand, StickyCommand,
+    BackendCommand, CertCommand, CtlArgs, CtlCommand, LeaderCommand, MemberCommand, NodeCommand,
+    StickyCommand,
 };
 
 use crate::control::auth::Credentials;
@@ -121,6 +124,28 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             let log_index = reply.log_index;
             render(json, &Membership { log_index }, || {
                 format!("node {id} removed at log index {log_index}\n")
+            })
+        }
+        CtlCommand::Cert(CertCommand::Add { name, cert, key }) => {
+            let (command, summary) = cert::add(name, cert, key)?;
+            let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
+            render(json, &summary, || {
+                format!(
+                    "certificate {name} stored at log index {log_index}: {}\n",
+                    summary.describe()
+                )
+            })
+        }
+        CtlCommand::Cert(CertCommand::List) => {
+            let state = read_state(&mut connect(&args, &credentials).await?, false).await?;
+            let list = cert::list(&state);
+            render(json, &list, || cert::format_list(&list))
+        }
+        CtlCommand::Cert(CertCommand::Remove { name }) => {
+            let command = Command::RemoveCertificate { name: name.clone() };
+            let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
+            render(json, &Membership { log_index }, || {
+                format!("certificate {name} removed at log index {log_index}\n")
             })
         }
         CtlCommand::Snapshot => {

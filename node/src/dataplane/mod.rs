@@ -71,6 +71,7 @@ struct Running {
 #[derive(Debug)]
 enum Bound {
     Http(std::net::TcpListener),
+    Https(std::net::TcpListener),
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
 }
@@ -174,6 +175,11 @@ impl DataPlane {
                 .map_err(bind_error)?
                 .into_iter()
                 .map(Bound::Http)
+                .collect(),
+            Protocol::Https => listener::bind_tcp_group(spec.bind, self.inboxes.len())
+                .map_err(bind_error)?
+                .into_iter()
+                .map(Bound::Https)
                 .collect(),
             Protocol::Tcp => listener::bind_tcp_group(spec.bind, self.inboxes.len())
                 .map_err(bind_error)?
@@ -298,9 +304,28 @@ async fn serve_listener(
     match socket {
         Bound::Http(socket) => {
             let listener = tokio::net::TcpListener::from_std(socket)?;
-            let http = Arc::new(l7::server::HttpListener::new(&name, &spec.http, view));
+            let http = Arc::new(l7::server::HttpListener::new(&name, &spec.http, view, "http"));
             listener::accept_loop(listener, &name, limit, &shutdown, |stream, peer, shutdown| {
                 Arc::clone(&http).serve(stream, peer, shutdown)
+            })
+            .await;
+        }
+        Bound::Https(socket) => {
+            let listener = tokio::net::TcpListener::from_std(socket)?;
+            let config = crate::tls::server_config(Arc::clone(&view), spec.http.default_certificate.clone())
+                .map_err(io::Error::other)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let handshake_timeout = spec.http.header_read_timeout;
+            let http = Arc::new(l7::server::HttpListener::new(&name, &spec.http, view, "https"));
+            listener::accept_loop(listener, &name, limit, &shutdown, |stream, peer, shutdown| {
+                let (http, acceptor) = (Arc::clone(&http), acceptor.clone());
+                async move {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => http.serve(tls, peer, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                    }
+                }
             })
             .await;
         }

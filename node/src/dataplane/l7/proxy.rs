@@ -38,6 +38,9 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     let Some(listener) = conn.view.load().listener(&conn.listener).cloned() else {
         return local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n");
     };
+    if listener.spec.http.redirect_https {
+        return redirect_to_https(&request);
+    }
     // Only what the access log needs is copied, and only when it is on.
     let access = listener.spec.http.access_log.then(|| {
         (
@@ -251,6 +254,23 @@ async fn checkout(
         }
     }
     Err(last_error)
+}
+
+/// `301` to the same host (default port) and path over https.
+fn redirect_to_https(request: &Request<Incoming>) -> Response<ProxyBody> {
+    let host = request.uri().host().map(str::to_string).or_else(|| {
+        let value = request.headers().get(header::HOST)?.to_str().ok()?;
+        Some(value.parse::<http::uri::Authority>().ok()?.host().to_string())
+    });
+    let Some(host) = host else {
+        return local(StatusCode::BAD_REQUEST, "no host to redirect to\n");
+    };
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut response = local(StatusCode::MOVED_PERMANENTLY, "moved to https\n");
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {

@@ -16,18 +16,20 @@ use raftlb_config::HttpLimits;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What every connection of one HTTP listener shares.
 #[derive(Debug)]
 pub struct HttpListener {
     name: String,
     view: SharedView,
+    /// `http` or `https`, for `X-Forwarded-Proto` and `Forwarded`.
+    scheme: &'static str,
     builder: auto::Builder<TokioExecutor>,
 }
 
 impl HttpListener {
-    pub fn new(name: &str, limits: &HttpLimits, view: SharedView) -> Self {
+    pub fn new(name: &str, limits: &HttpLimits, view: SharedView, scheme: &'static str) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -44,16 +46,20 @@ impl HttpListener {
         HttpListener {
             name: name.to_string(),
             view,
+            scheme,
             builder,
         }
     }
 
     /// Serves one client connection until it closes or shutdown drains it.
-    pub async fn serve(self: Arc<Self>, stream: TcpStream, client: SocketAddr, shutdown: Shutdown) {
+    pub async fn serve<S>(self: Arc<Self>, stream: S, client: SocketAddr, shutdown: Shutdown)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let context = Arc::new(ConnContext {
             listener: self.name.clone(),
             client,
-            forwarding: Forwarding::new(client, "http"),
+            forwarding: Forwarding::new(client, self.scheme),
             view: Arc::clone(&self.view),
         });
         let service = service_fn(move |request| {
