@@ -2,14 +2,17 @@
 # raftlb benchmark harness: raftlb vs HAProxy vs nginx on loopback, in one run.
 #
 # Starts two nginx backends (127.0.0.1:9001, :9002) answering "ok", then for each
-# scenario (http, tcp) starts HAProxy (:8080, 2 threads), nginx (:8081, 2 workers)
-# and raftlb (:8082, 2 worker threads), checks each answers "ok", and runs wrk
-# against them interleaved (round 1: haproxy, nginx, raftlb; round 2: ...):
-#   keep-alive req/s + p99 latency, and connection-per-request req/s.
+# scenario (http, tcp, https) starts HAProxy (:8080, 2 threads), nginx (:8081, 2
+# workers) and raftlb (:8082, 2 worker threads), checks each answers "ok", and runs
+# wrk against them interleaved (round 1: haproxy, nginx, raftlb; round 2: ...):
+#   keep-alive req/s + p99 latency, and connection-per-request req/s (for https:
+#   a full TLS handshake per request), and for https h2load's HTTP/2 req/s.
+# https uses one ECDSA P-256 certificate for all three, TLS 1.3 (raftlb gets it
+# with `raftlb ctl cert add` on a one-node cluster, as an operator would).
 # Prints medians and raftlb/haproxy, raftlb/nginx ratios; raw wrk output and the
 # table go to bench/results/<timestamp>/. Nothing is pinned: all shares the cores.
 #
-# Env: DURATION=10 RUNS=3 SCENARIOS="http tcp" SMOKE=1 (=DURATION=2 RUNS=1)
+# Env: DURATION=10 RUNS=3 SCENARIOS="http tcp https" SMOKE=1 (=DURATION=2 RUNS=1)
 #      RAFTLB_BIN=target/release/raftlb  BENCH_NO_BUILD=1 (never cargo build)
 # Exit status: non-zero when a proxy fails its correctness check (never on ratios).
 set -euo pipefail
@@ -19,7 +22,7 @@ CONF=bench/conf
 if [[ "${SMOKE:-0}" == 1 ]]; then DURATION=2 RUNS=1; fi
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
-SCENARIOS=${SCENARIOS:-http tcp}
+SCENARIOS=${SCENARIOS:-http tcp https}
 RAFTLB_BIN=${RAFTLB_BIN:-target/release/raftlb}
 TARGETS=(haproxy nginx raftlb)
 declare -A PORT=([haproxy]=8080 [nginx]=8081 [raftlb]=8082)
@@ -61,8 +64,8 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # wait_ok NAME PORT PID: poll until the port serves "ok" (10 s deadline); also
 # requests a second time so both round-robin backends are exercised.
 wait_ok() {
-    local name=$1 port=$2 pid=$3 deadline=$((SECONDS + 10)) body
-    until curl -fsS --max-time 1 "http://127.0.0.1:$port/" >/dev/null 2>&1; do
+    local name=$1 port=$2 pid=$3 deadline=$((SECONDS + 10)) body scheme=${4:-http}
+    until curl -kfsS --max-time 1 "$scheme://127.0.0.1:$port/" >/dev/null 2>&1; do
         if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
             log "$name: not serving on :$port"; tail -n 20 "$BENCH_DIR/logs/$name".* >&2 || true
             return 1
@@ -70,7 +73,7 @@ wait_ok() {
         sleep 0.1
     done
     for _ in 1 2; do
-        body=$(curl -fsS --max-time 2 "http://127.0.0.1:$port/" 2>&1) || body="curl failed: $body"
+        body=$(curl -kfsS --max-time 2 "$scheme://127.0.0.1:$port/" 2>&1) || body="curl failed: $body"
         [[ "$body" == ok ]] || { log "$name: expected \"ok\", got \"$body\""; return 1; }
     done
 }
@@ -80,11 +83,11 @@ render() { sed "s#BENCH_DIR#$BENCH_DIR#g" "$@"; }     # template -> stdout
 # ---- setup ------------------------------------------------------------------
 ensure_tools() {
     local missing=() t
-    for t in haproxy nginx wrk curl; do command -v "$t" >/dev/null || missing+=("$t"); done
+    for t in haproxy nginx wrk curl h2load openssl; do command -v "$t" >/dev/null || missing+=("$t"); done
     ((${#missing[@]} == 0)) && return 0
     log "installing missing tools: ${missing[*]}"
-    apt-get install -y haproxy nginx-light wrk curl \
-        || { apt-get update && apt-get install -y haproxy nginx-light wrk curl; }
+    apt-get install -y haproxy nginx-light wrk curl nghttp2-client openssl \
+        || { apt-get update && apt-get install -y haproxy nginx-light wrk curl nghttp2-client openssl; }
 }
 
 # Prints the load_module line nginx needs for `stream`, or fails if unavailable.
@@ -104,11 +107,16 @@ raftlb_available() {
 }
 
 raftlb_config() {               # raftlb_config PROTOCOL
-    local access_log=''; [[ $1 == http ]] && access_log='access_log = false'
+    local access_log=''; [[ $1 == http* ]] && access_log='access_log = false'
+    # https: a one-node cluster, so that `raftlb ctl cert add` can store the certificate.
+    local cluster=''
+    [[ $1 == https ]] && cluster=$'[cluster]\nid = "bench"\ntoken = "bench"\nraft = "127.0.0.1:7099"\npeers = { 1 = "127.0.0.1:7099" }'
     cat <<EOF
 [node]
 id = 1
 data_dir = "$BENCH_DIR/raftlb-data"
+
+$cluster
 
 [[listener]]
 name = "web"
@@ -158,9 +166,42 @@ start_proxy() {
         ((HAVE_RAFTLB)) || { log "raftlb: binary missing, skipped"; return 2; }
         cfg=$BENCH_DIR/raftlb-$sc.toml; raftlb_config "$sc" >"$cfg"
         rm -rf "$BENCH_DIR/raftlb-data"; mkdir -p "$BENCH_DIR/raftlb-data"
-        start raftlb env RAFTLB_WORKER_THREADS=2 "$RAFTLB_BIN" run --config "$cfg" ;;
+        start raftlb env RAFTLB_WORKER_THREADS=2 "$RAFTLB_BIN" run --config "$cfg"
+        if [[ $sc == https ]]; then
+            local pid=$LAST_PID deadline=$((SECONDS + 10))
+            until "$RAFTLB_BIN" ctl --node 127.0.0.1:7099 --cluster bench --token bench --timeout 2s \
+                cert add bench --cert "$BENCH_DIR/bench-cert.pem" --key "$BENCH_DIR/bench-key.pem" >/dev/null 2>&1; do
+                ((SECONDS < deadline)) && kill -0 "$pid" 2>/dev/null || { log "raftlb: cert add failed"; return 1; }
+                sleep 0.2
+            done
+        fi ;;
     esac
-    wait_ok "$t" "${PORT[$t]}" "$LAST_PID" || return 1
+    wait_ok "$t" "${PORT[$t]}" "$LAST_PID" "$(scheme "$sc")" || return 1
+}
+
+scheme() { [[ $1 == https ]] && echo https || echo http; }
+
+# One certificate for every proxy: ECDSA P-256, self-signed.
+make_certificate() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=bench.local -addext subjectAltName=DNS:bench.local,IP:127.0.0.1 \
+        -keyout "$BENCH_DIR/bench-key.pem" -out "$BENCH_DIR/bench-cert.pem" 2>/dev/null \
+        || die "openssl could not make the benchmark certificate"
+    cat "$BENCH_DIR/bench-cert.pem" "$BENCH_DIR/bench-key.pem" >"$BENCH_DIR/bench-combined.pem"
+}
+
+# run_h2load SCENARIO TARGET ROUND: HTTP/2 over TLS (ALPN h2), 64 connections x 10 streams.
+run_h2load() {
+    local sc=$1 t=$2 r=$3 f rps
+    f=$OUT/raw/$sc-$t-h2-r$r.txt
+    timeout $((DURATION + 30)) h2load -c64 -m10 -t2 -D "$DURATION" "https://127.0.0.1:${PORT[$t]}/" >"$f" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || log "$t: h2load exited non-zero (see $f)"
+    WRK_PID=
+    rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$f"); rps=${rps:-n/a}
+    add "$sc" "$t" "h2 rps" "$rps"
+    add "$sc" "$t" "h2 err" "$(awk '/^requests:/ { print $10 + $12 + 0 }' "$f")"
+    log "$sc r$r $t h2: ${rps} req/s"
 }
 
 # ---- measuring ----------------------------------------------------------------
@@ -178,7 +219,7 @@ run_wrk() {
     [[ $mode == close ]] && args+=(-H "Connection: close")
     # background + wait: a trapped INT/TERM interrupts `wait` at once (a foreground
     # wrk catches SIGINT and exits 0, which would make bash ignore the Ctrl-C)
-    timeout $((DURATION + 30)) wrk "${args[@]}" "http://127.0.0.1:${PORT[$t]}/" >"$f" 2>&1 &
+    timeout $((DURATION + 30)) wrk "${args[@]}" "$(scheme "$sc")://127.0.0.1:${PORT[$t]}/" >"$f" 2>&1 &
     WRK_PID=$!
     wait "$WRK_PID" || log "$t: wrk exited non-zero (see $f)"
     WRK_PID=
@@ -205,7 +246,8 @@ print_table() {
     for sc in $SCENARIOS; do
         for key in "ka rps|keepalive req/s|median|0" "ka p99|keepalive p99 ms|median|2" \
                    "close rps|conn/req req/s|median|0" "ka err|keepalive errors|total|0" \
-                   "close err|conn/req errors|total|0"; do
+                   "close err|conn/req errors|total|0" "h2 rps|h2 req/s|median|0" "h2 err|h2 errors|total|0"; do
+            [[ $key == h2* && $sc != https ]] && continue
             IFS='|' read -r key label agg dec <<<"$key"
             declare -A val=()
             for t in "${TARGETS[@]}"; do val[$t]=$($agg <<<"${RES[$sc|$t|$key]:-}"); done
@@ -230,6 +272,7 @@ HAVE_RAFTLB=0; raftlb_available && HAVE_RAFTLB=1 || log "raftlb: binary missing,
   echo "DURATION=$DURATION RUNS=$RUNS SCENARIOS=\"$SCENARIOS\" wrk -t2 -c64"
   echo "$(haproxy -v | head -1); $(nginx -v 2>&1); raftlb: $RAFTLB_BIN (available=$HAVE_RAFTLB)"; } >"$OUT/meta.txt"
 
+[[ " $SCENARIOS " == *" https "* ]] && make_certificate
 start_backends
 BACKEND_PIDS=("${PIDS[@]}")
 for sc in $SCENARIOS; do
@@ -247,6 +290,9 @@ for sc in $SCENARIOS; do
         for mode in ka close; do
             for t in "${live[@]}"; do run_wrk "$sc" "$t" "$mode" "$r"; done
         done
+        if [[ $sc == https ]]; then
+            for t in "${live[@]}"; do run_h2load "$sc" "$t" "$r"; done
+        fi
     done
     # stop this scenario's proxies, keep the backends
     for p in "${PIDS[@]:${#BACKEND_PIDS[@]}}"; do stop_pid "$p"; done

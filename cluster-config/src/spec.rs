@@ -394,6 +394,21 @@ pub struct PoolSpec {
     pub max_connect_attempts: u32,
     /// `[pool.sticky]`: how clients are kept on one backend, if at all.
     pub sticky: Option<StickyPolicy>,
+    /// `[pool.tls]`: HTTP to the backends over TLS, if set.
+    pub tls: Option<BackendTls>,
+}
+
+/// TLS from the balancer to a pool's backends (`[pool.tls]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendTls {
+    /// The name the backends' certificates must carry, sent as SNI; without
+    /// it, each backend's IP address.
+    pub server_name: Option<String>,
+    /// PEM file of the CAs that sign the backends' certificates (a path on
+    /// each node).
+    pub ca_file: Option<String>,
+    /// Accept any certificate: encryption without authentication.
+    pub insecure: bool,
 }
 
 impl PoolSpec {

@@ -23,6 +23,7 @@ fn pool(name: &str, ports: &[u16]) -> PoolSpec {
         response_timeout: Duration::from_secs(60),
         max_connect_attempts: 3,
         sticky: None,
+        tls: None,
     }
 }
 

@@ -118,6 +118,7 @@ fn sticky_pool(kind: StickyKind, ttl: Duration, ports: &[u16]) -> PoolSpec {
         response_timeout: Duration::from_secs(60),
         max_connect_attempts: 3,
         sticky: Some(policy),
+        tls: None,
     }
 }
 

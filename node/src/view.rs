@@ -12,6 +12,7 @@ use crate::balance::{self, Balancer};
 use crate::dataplane::l7::route::RouteView;
 use crate::sticky::{PoolSticky, Sticky};
 use crate::tls::Certificates;
+use crate::tls::backend::BackendConnector;
 use arc_swap::ArcSwap;
 use raftlb_config::{AdminState, BackendSpec, ClusterState, ListenerSpec, PoolSpec, StickySecret};
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub struct PoolView {
     pub balancer: Box<dyn Balancer>,
     /// The pool's sticky policy at work, if it has one.
     pub sticky: Option<PoolSticky>,
+    /// `[pool.tls]`: how to reach the backends over TLS, or why it cannot.
+    pub tls: Option<Result<BackendConnector, String>>,
 }
 
 /// The backends one connection or request has tried: the session's backend
@@ -219,12 +222,25 @@ impl PoolView {
                     spec.backends.iter().map(|b| b.address),
                 )
             });
+        // The connector (and CA file) is kept while the settings stay.
+        let tls = match (previous, &spec.tls) {
+            (Some(p), Some(settings)) if p.spec.tls.as_ref() == Some(settings) => p.tls.clone(),
+            (_, Some(settings)) => {
+                let built = BackendConnector::build(settings);
+                if let Err(e) = &built {
+                    tracing::error!(pool = %spec.name, error = %e, "TLS to backends unavailable");
+                }
+                Some(built)
+            }
+            (_, None) => None,
+        };
         PoolView {
             spec: spec.clone(),
             backends: serving.iter().map(|(_, live)| Arc::clone(live)).collect(),
             balancer: balance::build(spec.algorithm, &serving_specs),
             members,
             sticky,
+            tls,
         }
     }
 

@@ -115,6 +115,7 @@ fn bootstrap() -> Command {
             response_timeout: PoolSpec::DEFAULT_RESPONSE_TIMEOUT,
             max_connect_attempts: PoolSpec::DEFAULT_MAX_CONNECT_ATTEMPTS,
             sticky: None,
+            tls: None,
         }],
     })
 }

@@ -60,15 +60,46 @@ impl HttpBackend {
             name,
             false,
             TcpListener::from_std(listener).expect("tokio listener"),
+            None,
+        )
+    }
+
+    /// A backend on loopback that speaks HTTPS with `cert_pem` and `key_pem`.
+    pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> HttpBackend {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("certificate");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("server config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        Self::run(
+            name,
+            false,
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
         )
     }
 
     async fn spawn(name: &str, slow: bool) -> HttpBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
-        Self::run(name, slow, listener)
+        Self::run(name, slow, listener, None)
     }
 
-    fn run(name: &str, slow: bool, listener: TcpListener) -> HttpBackend {
+    fn run(
+        name: &str,
+        slow: bool,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> HttpBackend {
         let address = listener.local_addr().expect("address");
         let counters = Arc::new(Counters::default());
         let name = Bytes::from(name.to_string());
@@ -83,12 +114,22 @@ impl HttpBackend {
                 };
                 while connections.try_join_next().is_some() {}
                 let (name, counters, builder) = (name.clone(), Arc::clone(&shared), builder.clone());
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
                         let (name, counters) = (name.clone(), Arc::clone(&counters));
                         async move { Ok::<_, Infallible>(respond(request, name, slow, &counters).await) }
                     });
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });

@@ -180,3 +180,64 @@ async fn certificates_by_sni_from_the_cluster_http2_and_redirects() {
     assert!(ok, "{err}");
     assert_eq!(out, "301 https://a.example.test/x?y=1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_over_tls_verified_against_the_pools_ca_or_not_at_all() {
+    let dir = TempDir::new("backend-tls");
+    let (pem, key) = certificate(&dir, "backend", &["backend.internal"], false);
+    let (other_pem, _) = certificate(&dir, "other", &["other.internal"], false);
+    let read = |p: &PathBuf| std::fs::read_to_string(p).expect("read");
+    let backend = HttpBackend::start_tls("secure-backend", &read(&pem), &read(&key)).await;
+    let config = |tls: &str| {
+        let bind = format!("127.0.0.1:{}", free_port());
+        let text = format!(
+            "[node]\nid = 1\ndrain_timeout = \"1s\"\n\n[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
+             [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}]\n\n[pool.tls]\n{tls}\n",
+            backend.address
+        );
+        (bind, text)
+    };
+    let cases = [
+        (
+            format!(
+                "server_name = \"backend.internal\"\nca_file = \"{}\"",
+                pem.display()
+            ),
+            "200",
+        ),
+        ("insecure = true".to_string(), "200"),
+        // The backend's certificate is not signed by this CA: 502.
+        (
+            format!(
+                "server_name = \"backend.internal\"\nca_file = \"{}\"",
+                other_pem.display()
+            ),
+            "502",
+        ),
+        // Nor is it valid for this name.
+        (
+            format!(
+                "server_name = \"wrong.internal\"\nca_file = \"{}\"",
+                pem.display()
+            ),
+            "502",
+        ),
+    ];
+    for (tls, expected) in cases {
+        let (bind, text) = config(&tls);
+        let _node = raftlb_tests::process::Raftlb::start(&text, &[&bind]).await;
+        let (ok, out, err) = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{bind}/"),
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(out, expected, "with [pool.tls] {tls}");
+    }
+    assert!(
+        backend.served() >= 2,
+        "the TLS backend served the verified requests"
+    );
+}

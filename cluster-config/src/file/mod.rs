@@ -10,10 +10,12 @@ use crate::spec::{
     NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss, VipSpec,
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
+use backend_tls::backend_tls;
 use std::collections::BTreeMap;
 use sticky::sticky;
 use toml::de::DeTable;
 
+mod backend_tls;
 mod route;
 mod sticky;
 
@@ -472,6 +474,9 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
     let sticky = s
         .optional("sticky")
         .map(|f| reader.table(&f).and_then(|section| sticky(reader, section)));
+    let tls = s
+        .optional("tls")
+        .map(|f| reader.table(&f).and_then(|section| backend_tls(reader, section)));
     s.finish(reader);
 
     let site = PoolSite {
@@ -491,6 +496,10 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
                 .unwrap_or(Some(PoolSpec::DEFAULT_MAX_CONNECT_ATTEMPTS))?,
             sticky: match sticky {
                 Some(policy) => Some(policy?),
+                None => None,
+            },
+            tls: match tls {
+                Some(tls) => Some(tls?),
                 None => None,
             },
         })

@@ -371,6 +371,7 @@ mod tests {
             response_timeout: Duration::from_secs(60),
             max_connect_attempts: 1,
             sticky: None,
+            tls: None,
         };
         let other = PoolSpec {
             name: "api".to_string(),

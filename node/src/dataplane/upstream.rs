@@ -70,15 +70,18 @@ const MAX_IDLE: usize = 256;
 /// clear of backends' own keep-alive timeouts (Apache and Node.js: 5 s).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 
+/// Idle connections are kept by backend address and whether they are TLS.
+type IdleKey = (SocketAddr, bool);
+
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<IdleKey, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
 }
 
 /// The most recently used open idle connection to `backend` on this worker.
-pub fn take_idle(backend: SocketAddr) -> Option<Sender> {
+pub fn take_idle(backend: SocketAddr, tls: bool) -> Option<Sender> {
     let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.get_mut(&backend)?;
+        let list = idle.get_mut(&(backend, tls))?;
         while let Some((sender, since)) = list.pop() {
             if !sender.is_closed() && now.duration_since(since) < MAX_IDLE_AGE {
                 return Some(sender);
@@ -89,12 +92,12 @@ pub fn take_idle(backend: SocketAddr) -> Option<Sender> {
 }
 
 /// Keeps a connection whose last response was fully read, for reuse on this worker.
-pub fn put_idle(backend: SocketAddr, sender: Sender) {
+pub fn put_idle(backend: SocketAddr, tls: bool, sender: Sender) {
     if sender.is_closed() {
         return;
     }
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.entry(backend).or_default();
+        let list = idle.entry((backend, tls)).or_default();
         if list.len() >= MAX_IDLE {
             list.remove(0);
         }
@@ -102,13 +105,36 @@ pub fn put_idle(backend: SocketAddr, sender: Sender) {
     });
 }
 
-/// Opens a new HTTP/1.1 connection to `address` and spawns its driver task
-/// on this worker.
-pub async fn handshake(address: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+/// Opens a new HTTP/1.1 connection to `address`, a backend of `pool` (over
+/// TLS if the pool says so, the handshake within the connect timeout too),
+/// and spawns its driver task on this worker.
+pub async fn handshake(address: SocketAddr, pool: &PoolView) -> Result<Sender, ConnectError> {
+    let timeout = pool.spec.connect_timeout;
     let stream = connect_one(address, timeout).await?;
+    let io_error = |source| ConnectError::Io { address, source };
+    match &pool.tls {
+        None => http1(address, stream).await,
+        Some(Err(reason)) => Err(io_error(io::Error::other(format!(
+            "TLS to backends unavailable: {reason}"
+        )))),
+        Some(Ok(connector)) => {
+            let tls = tokio::time::timeout(timeout, connector.connect(stream, address))
+                .await
+                .map_err(|_| ConnectError::Timeout { address, timeout })?
+                .map_err(|e| io_error(io::Error::other(format!("TLS handshake: {e}"))))?;
+            http1(address, tls).await
+        }
+    }
+}
+
+/// HTTP/1.1 over `io`, its driver spawned on this worker.
+async fn http1<I>(address: SocketAddr, io: I) -> Result<Sender, ConnectError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(256 * 1024)
-        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .handshake(hyper_util::rt::TokioIo::new(io))
         .await
         .map_err(|e| ConnectError::Io {
             address,

@@ -8,9 +8,11 @@
 //! certificate committed through Raft is served by every node at once,
 //! with no restart and no lost session cache.
 //!
+//! - [`backend`]: TLS from the balancer to a pool's backends.
 //! - [`parse`]: PEM → a certified key with its names and validity, with an
 //!   error an operator can act on (`ctl cert add` checks with it too).
 
+pub mod backend;
 pub mod parse;
 
 use crate::view::SharedView;

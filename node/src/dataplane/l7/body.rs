@@ -37,14 +37,17 @@ pub struct UpstreamBody {
     inner: Incoming,
     sender: Option<Sender>,
     guard: Option<ActiveGuard>,
+    /// Whether the connection is TLS (idle connections are kept apart).
+    tls: bool,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, sender: Sender, guard: ActiveGuard) -> Self {
+    pub fn new(inner: Incoming, sender: Sender, guard: ActiveGuard, tls: bool) -> Self {
         let mut body = UpstreamBody {
             inner,
             sender: Some(sender),
             guard: Some(guard),
+            tls,
         };
         if body.inner.is_end_stream() {
             body.release();
@@ -55,7 +58,7 @@ impl UpstreamBody {
     /// The response is complete: reuse the connection, stop counting the request.
     fn release(&mut self) {
         if let (Some(sender), Some(guard)) = (self.sender.take(), self.guard.take()) {
-            upstream::put_idle(guard.backend().address(), sender);
+            upstream::put_idle(guard.backend().address(), self.tls, sender);
         }
     }
 }

@@ -202,13 +202,13 @@ async fn forward(
         let sent = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
         match sent {
             Err(_) => return Err(Failure::Timeout { backend, timeout }),
-            Ok(Ok(response)) => return Ok((wrap(response, sender, guard), backend)),
+            Ok(Ok(response)) => return Ok((wrap(response, sender, guard, pool.tls.is_some()), backend)),
             Ok(Err(mut e)) => match e.take_message() {
                 // A pooled connection the backend closed before taking the
                 // request: the request is intact, send it on a new connection.
                 Some(unsent) if !fresh => {
                     request = unsent;
-                    sender = upstream::handshake(backend, pool.spec.connect_timeout).await?;
+                    sender = upstream::handshake(backend, pool).await?;
                     fresh = true;
                 }
                 _ => {
@@ -223,10 +223,13 @@ async fn forward(
     }
 }
 
-fn wrap(response: Response<Incoming>, sender: Sender, guard: ActiveGuard) -> Response<ProxyBody> {
+fn wrap(response: Response<Incoming>, sender: Sender, guard: ActiveGuard, tls: bool) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, sender, guard)))
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream(UpstreamBody::new(body, sender, guard, tls)),
+    )
 }
 
 /// A ready connection to one of the pool's backends: an idle pooled one when
@@ -240,12 +243,12 @@ async fn checkout(
     let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
     while let Some(backend) = pool.next_backend(preferred, &mut attempts) {
         let guard = backend.track();
-        while let Some(mut sender) = upstream::take_idle(backend.address()) {
+        while let Some(mut sender) = upstream::take_idle(backend.address(), pool.tls.is_some()) {
             if sender.ready().await.is_ok() {
                 return Ok((sender, guard, false));
             }
         }
-        match upstream::handshake(backend.address(), pool.spec.connect_timeout).await {
+        match upstream::handshake(backend.address(), pool).await {
             Ok(sender) => return Ok((sender, guard, true)),
             Err(e) => {
                 tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");

@@ -133,6 +133,7 @@ mod tests {
             response_timeout: Duration::from_secs(1),
             max_connect_attempts: 1,
             sticky: None,
+            tls: None,
         };
         let state = {
             let mut state = raftlb_config::ClusterState::default();

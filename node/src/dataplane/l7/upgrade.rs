@@ -68,7 +68,7 @@ pub async fn forward(
             return Err(last_error.into());
         };
         let guard = backend.track();
-        match upstream::handshake(backend.address(), pool.spec.connect_timeout).await {
+        match upstream::handshake(backend.address(), pool).await {
             Ok(sender) => break (sender, guard),
             Err(e) => last_error = e,
         }
