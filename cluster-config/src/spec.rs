@@ -396,6 +396,24 @@ pub struct PoolSpec {
     pub sticky: Option<StickyPolicy>,
     /// `[pool.tls]`: HTTP to the backends over TLS, if set.
     pub tls: Option<BackendTls>,
+    /// What HTTP listeners speak to the backends.
+    pub backend_protocol: BackendProtocol,
+}
+
+/// HTTP version towards a pool's backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 with keep-alive (the default).
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge in the clear, ALPN `h2` over TLS; requests
+    /// are multiplexed on one connection per backend and worker.
+    H2,
+}
+
+impl BackendProtocol {
+    pub const ALL: [(&'static str, BackendProtocol); 2] =
+        [("http1", BackendProtocol::Http1), ("h2", BackendProtocol::H2)];
 }
 
 /// TLS from the balancer to a pool's backends (`[pool.tls]`).

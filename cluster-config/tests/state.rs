@@ -24,6 +24,7 @@ fn pool(name: &str, ports: &[u16]) -> PoolSpec {
         max_connect_attempts: 3,
         sticky: None,
         tls: None,
+        backend_protocol: Default::default(),
     }
 }
 

@@ -119,6 +119,7 @@ fn sticky_pool(kind: StickyKind, ttl: Duration, ports: &[u16]) -> PoolSpec {
         max_connect_attempts: 3,
         sticky: Some(policy),
         tls: None,
+        backend_protocol: Default::default(),
     }
 }
 

@@ -224,9 +224,14 @@ impl PoolView {
             });
         // The connector (and CA file) is kept while the settings stay.
         let tls = match (previous, &spec.tls) {
-            (Some(p), Some(settings)) if p.spec.tls.as_ref() == Some(settings) => p.tls.clone(),
+            (Some(p), Some(settings))
+                if p.spec.tls.as_ref() == Some(settings)
+                    && p.spec.backend_protocol == spec.backend_protocol =>
+            {
+                p.tls.clone()
+            }
             (_, Some(settings)) => {
-                let built = BackendConnector::build(settings);
+                let built = BackendConnector::build(settings, spec.backend_protocol);
                 if let Err(e) = &built {
                     tracing::error!(pool = %spec.name, error = %e, "TLS to backends unavailable");
                 }

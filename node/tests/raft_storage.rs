@@ -116,6 +116,7 @@ fn bootstrap() -> Command {
             max_connect_attempts: PoolSpec::DEFAULT_MAX_CONNECT_ATTEMPTS,
             sticky: None,
             tls: None,
+            backend_protocol: Default::default(),
         }],
     })
 }

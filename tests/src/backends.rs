@@ -6,6 +6,7 @@
 //! - `/bytes?n=N`: N bytes streamed in 64 KiB chunks;
 //! - `/upload`: reads the request body as it streams and answers its length;
 //! - `/headers`: the request headers it received, one `name: value` a line;
+//! - `/version`: the HTTP version the request came in (`HTTP/1.1`, `HTTP/2.0`);
 //! - `/login?id=ID`: its name, with `Set-Cookie: JSESSIONID=ID` (an
 //!   application starting a session).
 //!
@@ -73,13 +74,14 @@ impl HttpBackend {
             .collect::<Result<_, _>>()
             .expect("certificate");
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
-        let config =
+        let mut config =
             rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .expect("versions")
                 .with_no_client_auth()
                 .with_single_cert(chain, key)
                 .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
         Self::run(
             name,
@@ -201,6 +203,10 @@ async fn respond(
                 .collect();
             Response::new(Either::Left(Full::new(Bytes::from(text))))
         }
+        "/version" => Response::new(Either::Left(Full::new(Bytes::from(format!(
+            "{:?}",
+            request.version()
+        ))))),
         "/login" => {
             let id = request
                 .uri()

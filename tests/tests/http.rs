@@ -198,6 +198,33 @@ async fn large_bodies_stream_both_ways_with_flat_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_get_http1_by_default_and_http2_per_pool() {
+    let backend = HttpBackend::start("b").await;
+    let (_default, url) = start("round_robin", &[&backend], &[1], "").await;
+    let client = client::http1();
+    assert_eq!(
+        client::get(&client, &format!("{url}/version")).await.1,
+        "HTTP/1.1"
+    );
+    let (_h2, url) = start("round_robin", &[&backend], &[1], "backend_protocol = \"h2\"").await;
+    // Concurrent requests share one multiplexed connection per worker.
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let (client, url) = (client.clone(), format!("{url}/version"));
+        answers.push(tokio::spawn(async move { client::get(&client, &url).await }));
+    }
+    for answer in answers {
+        assert_eq!(answer.await.expect("task"), (200, "HTTP/2.0".to_string()));
+    }
+    // An HTTP/2 client alike.
+    let h2_client = client::http2();
+    assert_eq!(
+        client::get(&h2_client, &format!("{url}/version")).await.1,
+        "HTTP/2.0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_prior_knowledge_client_works() {
     let (a, b) = (HttpBackend::start("a").await, HttpBackend::start("b").await);
     let (_node, url) = start("round_robin", &[&a, &b], &[1, 1], "").await;

@@ -240,4 +240,12 @@ async fn backends_over_tls_verified_against_the_pools_ca_or_not_at_all() {
         backend.served() >= 2,
         "the TLS backend served the verified requests"
     );
+
+    // HTTP/2 to the backend over TLS (ALPN h2), per pool.
+    let (bind, text) = config("insecure = true");
+    let text = text.replace("[pool.tls]", "backend_protocol = \"h2\"\n\n[pool.tls]");
+    let _node = raftlb_tests::process::Raftlb::start(&text, &[&bind]).await;
+    let (ok, out, err) = curl(&[&format!("http://{bind}/version")]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "HTTP/2.0", "the backend is spoken to in HTTP/2");
 }

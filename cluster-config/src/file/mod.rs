@@ -6,8 +6,9 @@
 use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
-    AdminState, Algorithm, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
-    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss, VipSpec,
+    AdminState, Algorithm, BackendProtocol, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec,
+    MembershipSpec, NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss,
+    VipSpec,
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
 use backend_tls::backend_tls;
@@ -474,6 +475,10 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
     let sticky = s
         .optional("sticky")
         .map(|f| reader.table(&f).and_then(|section| sticky(reader, section)));
+    let backend_protocol = match s.optional("backend_protocol") {
+        Some(f) => reader.choice(&f, "backend_protocol", &BackendProtocol::ALL),
+        None => Some(BackendProtocol::Http1),
+    };
     let tls = s
         .optional("tls")
         .map(|f| reader.table(&f).and_then(|section| backend_tls(reader, section)));
@@ -502,6 +507,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
                 Some(tls) => Some(tls?),
                 None => None,
             },
+            backend_protocol: backend_protocol?,
         })
     })();
     (spec, site)

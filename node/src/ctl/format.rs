@@ -372,6 +372,7 @@ mod tests {
             max_connect_attempts: 1,
             sticky: None,
             tls: None,
+            backend_protocol: Default::default(),
         };
         let other = PoolSpec {
             name: "api".to_string(),

@@ -8,7 +8,12 @@
 
 use crate::dataplane::l7::request_body::RequestBody;
 use crate::view::{ActiveGuard, Attempts, PoolView};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http2;
+use raftlb_config::BackendProtocol;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -61,8 +66,40 @@ pub async fn connect_one(address: SocketAddr, timeout: Duration) -> Result<TcpSt
     Ok(stream)
 }
 
-/// A keep-alive HTTP/1.1 connection to a backend.
-pub type Sender = SendRequest<RequestBody>;
+/// A connection to a backend: HTTP/1.1 with keep-alive (one request at a
+/// time), or HTTP/2 (requests multiplexed; the idle pool keeps it listed
+/// while it is in use, so every request of this worker shares it).
+#[derive(Debug)]
+pub enum Sender {
+    Http1(SendRequest<RequestBody>),
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+impl Sender {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+
+    pub async fn try_send_request(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        match self {
+            Sender::Http1(s) => s.try_send_request(request).await,
+            Sender::Http2(s) => s.try_send_request(request).await,
+        }
+    }
+}
 
 /// Most idle connections kept per backend per worker.
 const MAX_IDLE: usize = 256;
@@ -83,9 +120,14 @@ pub fn take_idle(backend: SocketAddr, tls: bool) -> Option<Sender> {
     IDLE.with_borrow_mut(|idle| {
         let list = idle.get_mut(&(backend, tls))?;
         while let Some((sender, since)) = list.pop() {
-            if !sender.is_closed() && now.duration_since(since) < MAX_IDLE_AGE {
-                return Some(sender);
+            if sender.is_closed() || now.duration_since(since) >= MAX_IDLE_AGE {
+                continue;
             }
+            if let Sender::Http2(shared) = &sender {
+                // Multiplexed: stays listed for the next request.
+                list.push((Sender::Http2(shared.clone()), now));
+            }
+            return Some(sender);
         }
         None
     })
@@ -93,7 +135,8 @@ pub fn take_idle(backend: SocketAddr, tls: bool) -> Option<Sender> {
 
 /// Keeps a connection whose last response was fully read, for reuse on this worker.
 pub fn put_idle(backend: SocketAddr, tls: bool, sender: Sender) {
-    if sender.is_closed() {
+    // An HTTP/2 connection never left the list.
+    if sender.is_closed() || matches!(sender, Sender::Http2(_)) {
         return;
     }
     IDLE.with_borrow_mut(|idle| {
@@ -109,11 +152,41 @@ pub fn put_idle(backend: SocketAddr, tls: bool, sender: Sender) {
 /// TLS if the pool says so, the handshake within the connect timeout too),
 /// and spawns its driver task on this worker.
 pub async fn handshake(address: SocketAddr, pool: &PoolView) -> Result<Sender, ConnectError> {
+    let h2 = pool.spec.backend_protocol == BackendProtocol::H2;
+    match connect_transport(address, pool).await? {
+        Transport::Plain(io) if h2 => http2(address, io).await,
+        Transport::Plain(io) => http1(address, io).await.map(Sender::Http1),
+        Transport::Tls(io) if h2 => http2(address, *io).await,
+        Transport::Tls(io) => http1(address, *io).await.map(Sender::Http1),
+    }
+}
+
+/// An HTTP/1.1 connection whatever the pool's protocol: what an `Upgrade`
+/// (WebSocket) needs. Over TLS when the pool says so.
+pub async fn handshake_http1(
+    address: SocketAddr,
+    pool: &PoolView,
+) -> Result<SendRequest<RequestBody>, ConnectError> {
+    match connect_transport(address, pool).await? {
+        Transport::Plain(io) => http1(address, io).await,
+        Transport::Tls(io) => http1(address, *io).await,
+    }
+}
+
+/// A connected stream to a backend, TLS or not.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// TCP to `address`, then TLS if the pool says so, each within the pool's
+/// connect timeout.
+async fn connect_transport(address: SocketAddr, pool: &PoolView) -> Result<Transport, ConnectError> {
     let timeout = pool.spec.connect_timeout;
     let stream = connect_one(address, timeout).await?;
     let io_error = |source| ConnectError::Io { address, source };
     match &pool.tls {
-        None => http1(address, stream).await,
+        None => Ok(Transport::Plain(stream)),
         Some(Err(reason)) => Err(io_error(io::Error::other(format!(
             "TLS to backends unavailable: {reason}"
         )))),
@@ -122,13 +195,35 @@ pub async fn handshake(address: SocketAddr, pool: &PoolView) -> Result<Sender, C
                 .await
                 .map_err(|_| ConnectError::Timeout { address, timeout })?
                 .map_err(|e| io_error(io::Error::other(format!("TLS handshake: {e}"))))?;
-            http1(address, tls).await
+            Ok(Transport::Tls(Box::new(tls)))
         }
     }
 }
 
+/// HTTP/2 over `io` (prior knowledge, or ALPN `h2` already agreed), its
+/// driver spawned on this worker.
+async fn http2<I>(address: SocketAddr, io: I) -> Result<Sender, ConnectError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| ConnectError::Io {
+            address,
+            source: io::Error::other(e),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(%address, error = %e, "upstream HTTP/2 connection ended");
+        }
+    });
+    Ok(Sender::Http2(sender))
+}
+
 /// HTTP/1.1 over `io`, its driver spawned on this worker.
-async fn http1<I>(address: SocketAddr, io: I) -> Result<Sender, ConnectError>
+async fn http1<I>(address: SocketAddr, io: I) -> Result<SendRequest<RequestBody>, ConnectError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

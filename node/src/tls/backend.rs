@@ -2,7 +2,7 @@
 //! client that checks the backends' certificates against the pool's CA
 //! file, or, with `insecure = true`, encrypts without checking.
 
-use raftlb_config::BackendTls;
+use raftlb_config::{BackendProtocol, BackendTls};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -32,7 +32,7 @@ impl std::fmt::Debug for BackendConnector {
 impl BackendConnector {
     /// The connector for `tls`; the error says why there is none (an
     /// unreadable CA file, a bad server name).
-    pub fn build(tls: &BackendTls) -> Result<BackendConnector, String> {
+    pub fn build(tls: &BackendTls, protocol: BackendProtocol) -> Result<BackendConnector, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -55,7 +55,10 @@ impl BackendConnector {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = match protocol {
+            BackendProtocol::Http1 => vec![b"http/1.1".to_vec()],
+            BackendProtocol::H2 => vec![b"h2".to_vec()],
+        };
         let server_name = match &tls.server_name {
             Some(name) => {
                 Some(ServerName::try_from(name.clone()).map_err(|e| format!("server_name {name}: {e}"))?)

@@ -20,6 +20,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use raftlb_config::BackendProtocol;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -197,6 +198,9 @@ async fn forward(
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
     let (mut sender, guard, mut fresh) = checkout(pool, preferred).await?;
     let backend = guard.backend().address();
+    if pool.spec.backend_protocol == BackendProtocol::H2 {
+        for_http2(&mut request, backend, pool.tls.is_some());
+    }
     let timeout = pool.spec.response_timeout;
     loop {
         let sent = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
@@ -221,6 +225,23 @@ async fn forward(
             },
         }
     }
+}
+
+/// Rewrites an HTTP/1.1-shaped request for an HTTP/2 backend: the version,
+/// and the target in absolute form (`:scheme` and `:authority` come from it;
+/// the authority is the client's `Host`, else the backend's address).
+fn for_http2(request: &mut Request<RequestBody>, backend: SocketAddr, tls: bool) {
+    let authority = request
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| backend.to_string());
+    let scheme = if tls { "https" } else { "http" };
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if let Ok(uri) = format!("{scheme}://{authority}{path}").parse::<Uri>() {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = Version::HTTP_2;
 }
 
 fn wrap(response: Response<Incoming>, sender: Sender, guard: ActiveGuard, tls: bool) -> Response<ProxyBody> {

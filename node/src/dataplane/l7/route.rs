@@ -134,6 +134,7 @@ mod tests {
             max_connect_attempts: 1,
             sticky: None,
             tls: None,
+            backend_protocol: Default::default(),
         };
         let state = {
             let mut state = raftlb_config::ClusterState::default();

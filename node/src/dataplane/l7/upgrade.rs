@@ -68,7 +68,7 @@ pub async fn forward(
             return Err(last_error.into());
         };
         let guard = backend.track();
-        match upstream::handshake(backend.address(), pool).await {
+        match upstream::handshake_http1(backend.address(), pool).await {
             Ok(sender) => break (sender, guard),
             Err(e) => last_error = e,
         }
