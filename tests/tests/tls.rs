@@ -147,6 +147,55 @@ async fn certificates_by_sni_from_the_cluster_http2_and_redirects() {
         "a.example.test must not get b's certificate: {err}"
     );
 
+    // TLS 1.2 as well as 1.3.
+    let (ok, body, err) = curl(&[
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        "--resolve",
+        &resolve("a.example.test"),
+        "--cacert",
+        &path(&a_pem),
+        &url("a.example.test"),
+    ]);
+    assert!(ok && body == "tls-backend", "TLS 1.2: {err}");
+
+    // Session resumption: a second connection resumes the first's session.
+    let session = dir.path().join("session.pem").display().to_string();
+    let s_client = |extra: &[&str]| {
+        let mut command = Command::new("openssl");
+        command
+            .args([
+                "s_client",
+                "-ign_eof",
+                "-connect",
+                &format!("{node2}:{port}"),
+                "-servername",
+                "a.example.test",
+            ])
+            .args(extra)
+            .stdin(std::process::Stdio::piped());
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl");
+        // A request, so the server's session ticket arrives before the close.
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n");
+        }
+        let output = child.wait_with_output().expect("openssl output");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = s_client(&["-sess_out", &session]);
+    assert!(first.contains("tls-backend"), "{first}");
+    let second = s_client(&["-sess_in", &session]);
+    assert!(
+        second.contains("Reused, TLSv1.3"),
+        "the session was not resumed:\n{second}"
+    );
+
     // ALPN: h2 when the client offers it, HTTP/1.1 when it does not.
     let version = |extra: &str| {
         let (ok, out, err) = curl(&[

@@ -58,6 +58,8 @@ pub struct DataPlane {
     /// Each worker's inbox of listeners to start serving.
     inboxes: Vec<mpsc::UnboundedSender<Serve>>,
     running: HashMap<String, Running>,
+    /// What `https` listeners pick their certificates from.
+    view: SharedView,
 }
 
 /// A listener being served, and how to stop it.
@@ -71,7 +73,9 @@ struct Running {
 #[derive(Debug)]
 enum Bound {
     Http(std::net::TcpListener),
-    Https(std::net::TcpListener),
+    /// With the listener's TLS configuration, shared by its workers (one
+    /// session cache and ticket key, so any worker resumes any session).
+    Https(std::net::TcpListener, Arc<rustls::ServerConfig>),
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
 }
@@ -95,6 +99,7 @@ impl DataPlane {
         let hard_stop = CancellationToken::new();
         let mut threads = Vec::with_capacity(workers);
         let mut inboxes = Vec::with_capacity(workers);
+        let shared_view = Arc::clone(&view);
         for index in 0..workers {
             let (inbox, listeners) = mpsc::unbounded_channel();
             let (view, hard_stop) = (Arc::clone(&view), hard_stop.clone());
@@ -111,6 +116,7 @@ impl DataPlane {
             workers: threads,
             inboxes,
             running: HashMap::new(),
+            view: shared_view,
         })
     }
 
@@ -176,11 +182,16 @@ impl DataPlane {
                 .into_iter()
                 .map(Bound::Http)
                 .collect(),
-            Protocol::Https => listener::bind_tcp_group(spec.bind, self.inboxes.len())
-                .map_err(bind_error)?
-                .into_iter()
-                .map(Bound::Https)
-                .collect(),
+            Protocol::Https => {
+                let tls =
+                    crate::tls::server_config(Arc::clone(&self.view), spec.http.default_certificate.clone())
+                        .map_err(|e| bind_error(io::Error::other(e)))?;
+                listener::bind_tcp_group(spec.bind, self.inboxes.len())
+                    .map_err(bind_error)?
+                    .into_iter()
+                    .map(|socket| Bound::Https(socket, Arc::clone(&tls)))
+                    .collect()
+            }
             Protocol::Tcp => listener::bind_tcp_group(spec.bind, self.inboxes.len())
                 .map_err(bind_error)?
                 .into_iter()
@@ -310,10 +321,8 @@ async fn serve_listener(
             })
             .await;
         }
-        Bound::Https(socket) => {
+        Bound::Https(socket, config) => {
             let listener = tokio::net::TcpListener::from_std(socket)?;
-            let config = crate::tls::server_config(Arc::clone(&view), spec.http.default_certificate.clone())
-                .map_err(io::Error::other)?;
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let handshake_timeout = spec.http.header_read_timeout;
             let http = Arc::new(l7::server::HttpListener::new(&name, &spec.http, view, "https"));
