@@ -160,7 +160,7 @@ start_proxy() {
         if [[ $sc == tcp ]]; then
             local line; line=$(nginx_stream_line) || { log "nginx: no stream module, tcp n/a"; return 2; }
             render "$CONF/nginx-tcp.conf" | sed "s|^LOAD_STREAM_MODULE|$line|" >"$cfg"
-        else render "$CONF/nginx-http.conf" >"$cfg"; fi
+        else render "$CONF/nginx-$sc.conf" >"$cfg"; fi
         start nginx nginx -c "$cfg" ;;
     raftlb)
         ((HAVE_RAFTLB)) || { log "raftlb: binary missing, skipped"; return 2; }

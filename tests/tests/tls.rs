@@ -147,6 +147,10 @@ async fn certificates_by_sni_from_the_cluster_http2_and_redirects() {
         "a.example.test must not get b's certificate: {err}"
     );
 
+    // No SNI at all (an IP address): the first certificate, not a refusal.
+    let (ok, body, err) = curl(&["-k", &format!("https://{node2}:{port}/")]);
+    assert!(ok && body == "tls-backend", "without SNI: {err}");
+
     // TLS 1.2 as well as 1.3.
     let (ok, body, err) = curl(&[
         "--tlsv1.2",

@@ -71,10 +71,11 @@ impl Certificates {
                 })
                 .cloned()
         });
-        let name = named.or_else(|| default.map(str::to_string))?;
-        self.by_name
-            .get(&name)
-            .cloned()
+        // No SNI (an IP address), or one no certificate covers: the
+        // default, else the first certificate by name.
+        named
+            .or_else(|| default.map(str::to_string))
+            .and_then(|name| self.by_name.get(&name).cloned())
             .or_else(|| self.by_name.values().next().cloned())
     }
 
