@@ -20,7 +20,9 @@
 //! - [`ctl`]: `raftlb ctl`, the admin CLI client that talks to any node's admin API.
 //!
 //! The request path loads the view once per connection or request and never
-//! takes a lock shared beyond one backend, nor awaits anything but sockets.
+//! takes a lock shared beyond one backend (but a sticky pool's table-shard
+//! read lock), nor awaits anything but sockets (and, with `sync` sticky
+//! sessions, a new session's commit).
 
 pub mod balance;
 pub mod control;

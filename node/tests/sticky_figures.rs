@@ -40,6 +40,23 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until every node's table holds at least `expected` sessions.
+async fn all_applied(cluster: &Nodes, expected: usize) {
+    wait_for(
+        "every session applied on every node",
+        Duration::from_secs(60),
+        || {
+            cluster.nodes.iter().all(|node| {
+                node.sticky_tables
+                    .stats()
+                    .first()
+                    .is_some_and(|t| t.entries >= expected)
+            })
+        },
+    )
+    .await;
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -92,20 +109,7 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
             });
         }
     }
-    let expected = (total_before + n) as usize;
-    wait_for(
-        "every session applied on every node",
-        Duration::from_secs(60),
-        || {
-            cluster.nodes.iter().all(|node| {
-                node.sticky_tables
-                    .stats()
-                    .first()
-                    .is_some_and(|t| t.entries >= expected)
-            })
-        },
-    )
-    .await;
+    all_applied(&cluster, (total_before + n) as usize).await;
     let elapsed = started.elapsed();
     let hashes: Vec<u64> = cluster
         .nodes
@@ -150,20 +154,7 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
             });
         }
     }
-    let expected = (total_before + n) as usize;
-    wait_for(
-        "the paced sessions applied on every node",
-        Duration::from_secs(60),
-        || {
-            cluster.nodes.iter().all(|node| {
-                node.sticky_tables
-                    .stats()
-                    .first()
-                    .is_some_and(|t| t.entries >= expected)
-            })
-        },
-    )
-    .await;
+    all_applied(&cluster, (total_before + n) as usize).await;
     println!(
         "paced: {offered} sessions offered at {:.0}/s",
         offered as f64 / rate_started.elapsed().as_secs_f64()

@@ -2,7 +2,8 @@
 //! each with its own single-threaded async runtime and its own `SO_REUSEPORT`
 //! socket for every TCP listener (HAProxy's and nginx's model: a connection,
 //! its backend connection and every task serving them stay on one thread, so
-//! a request never crosses threads or takes a lock). UDP listeners are served
+//! a request never crosses threads or takes a lock, but for a sticky pool's
+//! shard read lock). UDP listeners are served
 //! by the first worker. Listeners come and go as the replicated state
 //! changes ([`DataPlane::reconcile`]); routing is read only from the shared
 //! [`ClusterView`](crate::view::ClusterView).
