@@ -320,6 +320,9 @@ pub struct HttpLimits {
     /// refused before any backend sees it; chunked: cut off when it
     /// exceeds, and answered 413).
     pub max_body_bytes: u64,
+    /// Longest wait for the next piece of a request's body → 408 (a
+    /// client stalling a body would hold a backend connection).
+    pub body_timeout: Duration,
     /// An upgraded connection (WebSocket) silent both ways this long is closed.
     pub tunnel_idle_timeout: Duration,
     /// `https`: the certificate for clients whose SNI names no certificate
@@ -338,6 +341,7 @@ impl Default for HttpLimits {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_body_bytes: 100 * 1024 * 1024,
+            body_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
             default_certificate: None,
             redirect_https: false,

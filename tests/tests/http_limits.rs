@@ -3,7 +3,9 @@
 //! `max_body_bytes` get 413 (announced or chunked) before a backend sees
 //! them; malformed chunked bodies and conflicting lengths get 400 and never
 //! reach the backend; `Content-Length` beside `Transfer-Encoding` is
-//! dropped (RFC 9112 §6.3) and the body re-framed, so nothing rides along.
+//! dropped (RFC 9112 §6.3) and the body re-framed, so nothing rides along;
+//! a stalled body gets 408; `max_connections` caps connections served at
+//! once.
 
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::free_port;
@@ -13,10 +15,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start(backend: &HttpBackend) -> (Raftlb, String) {
+    start_with(backend, "").await
+}
+
+/// [`start`] with `extra` listener keys.
+async fn start_with(backend: &HttpBackend, extra: &str) -> (Raftlb, String) {
     let bind = format!("127.0.0.1:{}", free_port());
     let config = format!(
         "[node]\nid = 1\ndrain_timeout = \"1s\"\n\n[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\
-         header_read_timeout = \"2s\"\nmax_body_bytes = 1024\n\n\
+         header_read_timeout = \"2s\"\nmax_body_bytes = 1024\n{extra}\n\n\
          [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}]\n",
         backend.address
     );
@@ -134,4 +141,63 @@ async fn smuggling_attempts_get_400_and_never_reach_the_backend() {
         answer.contains("\r\n\r\n0"),
         "the backend saw an empty body: {answer}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408() {
+    let backend = HttpBackend::start("b").await;
+    let (_node, address) = start_with(&backend, "body_timeout = \"1s\"").await;
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    let started = Instant::now();
+    // 10 of the 100 bytes announced, then nothing.
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "408 after {after:?}"
+    );
+    // The backend saw the start of the body (it streams) and its end cut off.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_caps_connections_served_at_once() {
+    let backend = HttpBackend::start("b").await;
+    let (_node, address) = start_with(&backend, "max_connections = 2").await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Two keep-alive connections, each answered and kept open.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(&address).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut buf = vec![0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    // A third waits in the backlog: no answer while both are open.
+    let mut third = TcpStream::connect(&address).await.expect("connect");
+    third.write_all(request).await.expect("write");
+    let mut buf = vec![0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served beyond max_connections = 2"
+    );
+    // One closes: the third is served.
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf))
+        .await
+        .expect("served once a connection closed")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }

@@ -291,11 +291,12 @@ fn peers(
     ok.then_some(peers)
 }
 
-const HTTP_ONLY_KEYS: [&str; 6] = [
+const HTTP_ONLY_KEYS: [&str; 7] = [
     "header_read_timeout",
     "max_header_bytes",
     "max_headers",
     "max_body_bytes",
+    "body_timeout",
     "tunnel_idle_timeout",
     "access_log",
 ];
@@ -373,6 +374,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
                 "max_headers" => reader.uint(&f, 1, 1000).map(|n| http.max_headers = n as usize),
                 "max_body_bytes" => reader.uint(&f, 1, 1 << 40).map(|n| http.max_body_bytes = n),
                 "tunnel_idle_timeout" => reader.duration(&f).map(|d| http.tunnel_idle_timeout = d),
+                "body_timeout" => reader.duration(&f).map(|d| http.body_timeout = d),
                 _ => reader.bool(&f).map(|b| http.access_log = b),
             };
             http_ok &= ok.is_some();

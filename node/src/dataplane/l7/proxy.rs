@@ -11,7 +11,7 @@
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers;
-use super::request_body::{self, RequestBody, RequestBodyError, TooLarge};
+use super::request_body::{self, BodyLimits, Cut, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
 use super::{route, sticky};
 use crate::dataplane::upstream::{self, ConnectError, Sender};
@@ -65,30 +65,32 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     let affinity = sticky::affinity(pool, request.headers(), conn.client.ip());
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
     let limits = &listener.spec.http;
+    let body_limits = BodyLimits {
+        max_bytes: limits.max_body_bytes,
+        timeout: limits.body_timeout,
+    };
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let outcome = if declared.is_some_and(|n| n > limits.max_body_bytes) {
         // Refused before any backend sees it.
-        Err(Failure::TooLarge {
-            limit: limits.max_body_bytes,
-        })
+        Err(Failure::Cut(Cut::TooLarge(limits.max_body_bytes)))
     } else if let Some(upgrade) = upgrade {
         let idle = limits.tunnel_idle_timeout;
-        upgrade::forward(request, upgrade, pool, preferred, limits.max_body_bytes, idle)
+        upgrade::forward(request, upgrade, pool, preferred, body_limits, idle)
             .await
             .map_err(Failure::from)
     } else {
         let (parts, body) = request.into_parts();
         let body = match declared {
-            Some(_) => Ok(RequestBody::streaming(body, limits.max_body_bytes)),
-            None if body.is_end_stream() => Ok(RequestBody::streaming(body, limits.max_body_bytes)),
-            None => RequestBody::read_ahead(body, limits.max_body_bytes).await,
+            Some(_) => Ok(RequestBody::streaming(body, body_limits)),
+            None if body.is_end_stream() => Ok(RequestBody::streaming(body, body_limits)),
+            None => RequestBody::read_ahead(body, body_limits).await,
         };
         match body {
             Ok(body) => forward(Request::from_parts(parts, body), pool, preferred).await,
-            Err(RequestBodyError::TooLarge(TooLarge { limit })) => Err(Failure::TooLarge { limit }),
+            Err(RequestBodyError::Cut(cut)) => Err(Failure::Cut(cut)),
             Err(RequestBodyError::Client(e)) => Err(Failure::BadBody(e)),
         }
     };
@@ -168,8 +170,8 @@ enum Failure {
         backend: SocketAddr,
         timeout: std::time::Duration,
     },
-    #[error("the request body is larger than {limit} bytes")]
-    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Cut(Cut),
     #[error("malformed request body: {0}")]
     BadBody(hyper::Error),
     #[error(transparent)]
@@ -180,7 +182,10 @@ impl Failure {
     fn response(&self) -> Response<ProxyBody> {
         match self {
             Failure::Timeout { .. } => local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n"),
-            Failure::TooLarge { .. } => local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+            Failure::Cut(Cut::TooLarge(_)) => {
+                local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+            }
+            Failure::Cut(Cut::TimedOut(_)) => local(StatusCode::REQUEST_TIMEOUT, "request body too slow\n"),
             Failure::BadBody(_) => local(StatusCode::BAD_REQUEST, "malformed request body\n"),
             Failure::Connect(_) | Failure::Backend { .. } | Failure::Upgrade(_) => {
                 local(StatusCode::BAD_GATEWAY, "no backend answered\n")
@@ -217,8 +222,8 @@ async fn forward(
                 }
                 _ => {
                     let source = e.into_error();
-                    if let Some(limit) = request_body::too_large(&source) {
-                        return Err(Failure::TooLarge { limit });
+                    if let Some(cut) = request_body::cut(&source) {
+                        return Err(Failure::Cut(cut));
                     }
                     return Err(Failure::Backend { backend, source });
                 }

@@ -4,7 +4,10 @@
 //! is answered 400 without a backend seeing the request (request
 //! smuggling), and a small one goes on with a `Content-Length`; a longer
 //! one streams on after what was read ahead. Either way the body is cut
-//! off with [`TooLarge`] once it passes the listener's `max_body_bytes`.
+//! off ([`Cut`]) once it passes the listener's `max_body_bytes` (413), or
+//! when its next piece does not arrive within `body_timeout` (408: a
+//! client stalling a body would hold a backend connection; nginx's
+//! `client_body_timeout`).
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -12,15 +15,19 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 /// How much of a chunked body is read before the request is forwarded.
 pub const READ_AHEAD: usize = 64 * 1024;
 
-/// The client's request body passed the listener's limit.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body is larger than {limit} bytes")]
-pub struct TooLarge {
-    pub limit: u64,
+/// Why the proxy cut a client's request body off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Cut {
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("the request body stalled for {0:?}")]
+    TimedOut(Duration),
 }
 
 /// Why a request body ended early.
@@ -30,7 +37,14 @@ pub enum RequestBodyError {
     #[error(transparent)]
     Client(#[from] hyper::Error),
     #[error(transparent)]
-    TooLarge(#[from] TooLarge),
+    Cut(#[from] Cut),
+}
+
+/// The listener's limits on a request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: u64,
+    pub timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -39,41 +53,48 @@ pub struct RequestBody {
     ahead: Option<Bytes>,
     /// The rest, if the body had not ended.
     rest: Option<Incoming>,
-    limit: u64,
+    limits: BodyLimits,
     seen: u64,
+    /// When the next piece must have arrived.
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl RequestBody {
     /// Streams `body` as it arrives.
-    pub fn streaming(body: Incoming, limit: u64) -> Self {
+    pub fn streaming(body: Incoming, limits: BodyLimits) -> Self {
         RequestBody {
             ahead: None,
             rest: Some(body),
-            limit,
+            limits,
             seen: 0,
+            deadline: Box::pin(tokio::time::sleep(limits.timeout)),
         }
     }
 
     /// Reads a chunked body ahead (see the module's doc); `Err` for a
-    /// malformed or oversized one, before anything was forwarded.
-    pub async fn read_ahead(mut body: Incoming, limit: u64) -> Result<Self, RequestBodyError> {
+    /// malformed, oversized or late one, before anything was forwarded.
+    pub async fn read_ahead(mut body: Incoming, limits: BodyLimits) -> Result<Self, RequestBodyError> {
         let mut ahead = BytesMut::new();
         while ahead.len() < READ_AHEAD {
-            match body.frame().await {
+            let frame = tokio::time::timeout(limits.timeout, body.frame())
+                .await
+                .map_err(|_| Cut::TimedOut(limits.timeout))?;
+            match frame {
                 None => {
                     return Ok(RequestBody {
                         ahead: Some(ahead.freeze()),
                         rest: None,
-                        limit,
+                        limits,
                         seen: 0,
+                        deadline: Box::pin(tokio::time::sleep(limits.timeout)),
                     });
                 }
                 Some(frame) => {
                     if let Ok(data) = frame?.into_data() {
                         ahead.extend_from_slice(&data);
                     }
-                    if ahead.len() as u64 > limit {
-                        return Err(TooLarge { limit }.into());
+                    if ahead.len() as u64 > limits.max_bytes {
+                        return Err(Cut::TooLarge(limits.max_bytes).into());
                     }
                 }
             }
@@ -81,8 +102,9 @@ impl RequestBody {
         Ok(RequestBody {
             ahead: Some(ahead.freeze()),
             rest: Some(body),
-            limit,
+            limits,
             seen: 0,
+            deadline: Box::pin(tokio::time::sleep(limits.timeout)),
         })
     }
 }
@@ -105,14 +127,21 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(rest).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.seen += data.len() as u64;
-            if self.seen > self.limit {
-                let limit = self.limit;
-                return Poll::Ready(Some(Err(TooLarge { limit }.into())));
+        match &polled {
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                return Poll::Ready(Some(Err(Cut::TimedOut(self.limits.timeout).into())));
             }
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = Instant::now() + self.limits.timeout;
+                self.deadline.as_mut().reset(next);
+                if let Some(data) = frame.data_ref() {
+                    self.seen += data.len() as u64;
+                    if self.seen > self.limits.max_bytes {
+                        return Poll::Ready(Some(Err(Cut::TooLarge(self.limits.max_bytes).into())));
+                    }
+                }
+            }
+            _ => {}
         }
         polled.map(|frame| frame.map(|result| result.map_err(RequestBodyError::from)))
     }
@@ -139,12 +168,15 @@ impl Body for RequestBody {
     }
 }
 
-/// The limit, if `error` (from sending a request) came from a body over it.
-pub fn too_large(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+/// The cut, if `error` (from sending a request) came from one.
+pub fn cut(error: &(dyn std::error::Error + 'static)) -> Option<Cut> {
     let mut cause = Some(error);
     while let Some(e) = cause {
-        if let Some(too_large) = e.downcast_ref::<TooLarge>() {
-            return Some(too_large.limit);
+        if let Some(cut) = e.downcast_ref::<Cut>() {
+            return Some(*cut);
+        }
+        if let Some(RequestBodyError::Cut(cut)) = e.downcast_ref::<RequestBodyError>() {
+            return Some(*cut);
         }
         cause = e.source();
     }

@@ -8,7 +8,7 @@
 //! task, outlives any change of configuration.
 
 use super::body::ProxyBody;
-use super::request_body::RequestBody;
+use super::request_body::{BodyLimits, RequestBody};
 use crate::dataplane::splice::splice;
 use crate::dataplane::upstream::{self, ConnectError};
 use crate::view::{Attempts, PoolView};
@@ -53,11 +53,11 @@ pub async fn forward(
     upgrade: HeaderValue,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
-    max_body: u64,
+    body_limits: BodyLimits,
     idle: Duration,
 ) -> Result<(Response<ProxyBody>, SocketAddr), UpgradeError> {
     let client_side = hyper::upgrade::on(&mut request);
-    let mut request = request.map(|body| RequestBody::streaming(body, max_body));
+    let mut request = request.map(|body| RequestBody::streaming(body, body_limits));
     let headers: &mut HeaderMap = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
