@@ -174,7 +174,7 @@ fn unknown_algorithm_and_protocol_list_the_valid_ones() {
     let text = VALID.replace("protocol = \"http\"", "protocol = \"quic\"");
     assert_one_error(
         &text,
-        "lb.toml:8: listener[0].protocol: unknown protocol \"quic\" (valid: \"http\", \"tcp\", \"udp\")",
+        "lb.toml:8: listener[0].protocol: unknown protocol \"quic\" (valid: \"http\", \"https\", \"tcp\", \"udp\")",
     );
 }
 
