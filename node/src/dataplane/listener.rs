@@ -48,7 +48,12 @@ pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 /// Accepts connections until shutdown, each handed to `serve` on its own
 /// task of this worker, tracked for draining. `limit` (shared by the workers
-/// of one listener) caps the connections served at once.
+/// of one listener) caps the connections served at once. A worker accepts
+/// first and then waits for a permit: each worker has its own
+/// `SO_REUSEPORT` queue, and a worker that took a permit before accepting
+/// could hold it idle while another worker's queue has a client waiting.
+/// At most one accepted connection per worker waits for a permit; the rest
+/// wait in the kernel's backlog.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     name: &str,
@@ -60,6 +65,19 @@ pub async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.token.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of spinning.
+                tracing::error!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
         let permit: OwnedSemaphorePermit = tokio::select! {
             permit = Arc::clone(&limit).acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -67,26 +85,13 @@ pub async fn accept_loop<F, Fut>(
             },
             () = shutdown.token.cancelled() => return,
         };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.token.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(listener = name, error = %e, "set_nodelay failed");
-                }
-                let served = serve(stream, peer, shutdown.clone());
-                shutdown.tracker.spawn(async move {
-                    served.await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors or memory: back off instead of spinning.
-                tracing::error!(listener = name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(listener = name, error = %e, "set_nodelay failed");
         }
+        let served = serve(stream, peer, shutdown.clone());
+        shutdown.tracker.spawn(async move {
+            served.await;
+            drop(permit);
+        });
     }
 }
