@@ -21,6 +21,18 @@ pub struct Config {
     pub cluster: ClusterSpec,
     /// The virtual addresses this node may own (`[[vip]]`).
     pub vips: Vec<VipSpec>,
+    /// `[[certificate]]`: PEM files the node stores in the cluster at start
+    /// (under their name, unless the cluster already has that name).
+    pub certificate_files: Vec<CertificateFile>,
+}
+
+/// One `[[certificate]]`: a name and the paths of its PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateFile {
+    pub name: String,
+    /// The certificate chain, leaf first.
+    pub cert: String,
+    pub key: String,
 }
 
 /// A virtual IP (`[[vip]]`): owned by one node at a time, fenced by a lease.

@@ -370,3 +370,20 @@ fn witness_role() {
         "lb.toml:4: vip: a witness owns no VIP (it runs no data plane); remove [[vip]] or set role = \"balancer\"",
     );
 }
+
+#[test]
+fn certificate_files_need_name_cert_and_key() {
+    let text = format!("{VALID}\n[[certificate]]\nname = \"site\"\ncert = \"/etc/site.pem\"\n");
+    let errors = errors(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("certificate[0].key: missing required key")),
+        "{errors:?}"
+    );
+    let good = format!(
+        "{VALID}\n[[certificate]]\nname = \"site\"\ncert = \"/etc/site.pem\"\nkey = \"/etc/site.key\"\n"
+    );
+    let config = parse("lb.toml", &good).expect("valid");
+    assert_eq!(config.certificate_files[0].key, "/etc/site.key");
+}

@@ -42,6 +42,8 @@ pub enum RunError {
     Vip(#[from] VipError),
     #[error("Raft stopped, so this node stopped too: {0}")]
     RaftFailed(String),
+    #[error("{0}")]
+    Certificate(String),
     #[error("cannot serve /metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -63,7 +65,9 @@ pub async fn run(
     workers: usize,
     stop: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let certificates = crate::tls::seed::read(&config.certificate_files).map_err(RunError::Certificate)?;
     let control = ControlPlane::start(&config, config_path).await?;
+    let storing = crate::tls::seed::start(&control, certificates);
     let witness = config.node.role == Role::Witness;
     let vips = match config.vips.is_empty() {
         true => None,
@@ -162,6 +166,7 @@ pub async fn run(
         tracing::info!("drained");
     }
     upkeep.abort();
+    storing.abort();
     if let Some(metrics) = metrics {
         metrics.abort();
     }

@@ -302,3 +302,56 @@ async fn backends_over_tls_verified_against_the_pools_ca_or_not_at_all() {
     assert!(ok, "{err}");
     assert_eq!(out, "HTTP/2.0", "the backend is spoken to in HTTP/2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_node_serves_certificates_from_its_config_file() {
+    let backend = HttpBackend::start("file-backend").await;
+    let dir = TempDir::new("file-certs");
+    let (pem, key) = certificate(&dir, "site", &["site.example.test"], false);
+    let bind = format!("127.0.0.1:{}", free_port());
+    let config = |cert: &PathBuf| {
+        format!(
+            "[node]\nid = 1\ndata_dir = \"{}\"\ndrain_timeout = \"1s\"\n\n[[certificate]]\nname = \"site\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+             [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
+             [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}]\n",
+            dir.path().join("data").display(),
+            cert.display(),
+            key.display(),
+            backend.address
+        )
+    };
+
+    // A file that is not a certificate stops the node, naming it.
+    let bad = dir.write("bad.pem", "nope\n");
+    let bad_config = dir.write("bad.toml", &config(&bad));
+    let (status, _, err) =
+        raftlb_tests::process::run_to_end(&["run", "--config", &bad_config.display().to_string()]);
+    assert!(!status.success(), "a bad certificate file must stop the node");
+    assert!(
+        err.contains("certificate \"site\"") && err.contains("bad.pem"),
+        "{err}"
+    );
+
+    let _node = raftlb_tests::process::Raftlb::start(&config(&pem), &[&bind]).await;
+    let port = bind.rsplit(':').next().expect("port");
+    let resolve = format!("site.example.test:{port}:127.0.0.1");
+    let url = format!("https://site.example.test:{port}/");
+    let started = Instant::now();
+    loop {
+        let (ok, body, err) = curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &pem.display().to_string(),
+            &url,
+        ]);
+        if ok && body == "file-backend" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the file's certificate was never served: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

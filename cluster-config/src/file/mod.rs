@@ -12,11 +12,13 @@ use crate::spec::{
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
 use backend_tls::backend_tls;
+use certificate::certificate_file;
 use std::collections::BTreeMap;
 use sticky::sticky;
 use toml::de::DeTable;
 
 mod backend_tls;
+mod certificate;
 mod route;
 mod sticky;
 
@@ -51,6 +53,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         );
     }
     let vips = each(&mut reader, vip_fields, vip);
+    let certificate_files = each(&mut reader, root.optional("certificate"), certificate_file);
     root.finish(&mut reader);
 
     validate::cluster(&mut reader, &listeners, &pools);
@@ -64,6 +67,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             membership,
             cluster,
             vips: vips.into_iter().flatten().collect(),
+            certificate_files: certificate_files.into_iter().flatten().collect(),
         }),
         None => reader.finish(()).and_then(|()| unreachable_missing_node(file)),
     }

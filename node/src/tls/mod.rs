@@ -9,11 +9,13 @@
 //! with no restart and no lost session cache.
 //!
 //! - [`backend`]: TLS from the balancer to a pool's backends.
+//! - [`seed`]: `[[certificate]]` files, stored in the cluster at start.
 //! - [`parse`]: PEM → a certified key with its names and validity, with an
 //!   error an operator can act on (`ctl cert add` checks with it too).
 
 pub mod backend;
 pub mod parse;
+pub mod seed;
 
 use crate::view::SharedView;
 use parse::Parsed;
