@@ -9,9 +9,13 @@ use std::sync::{Mutex, PoisonError};
 
 const SHARDS: usize = 16;
 
+/// Per shard: pool name → session key → session. Looking up borrows the
+/// pool's name (no allocation on the request path).
+type Shard = HashMap<String, HashMap<StickyKey, Session>>;
+
 #[derive(Debug)]
 pub(super) struct Pending {
-    shards: Vec<Mutex<HashMap<(String, StickyKey), Session>>>,
+    shards: Vec<Mutex<Shard>>,
 }
 
 impl Default for Pending {
@@ -23,44 +27,42 @@ impl Default for Pending {
 }
 
 impl Pending {
-    fn shard(&self, key: &StickyKey) -> std::sync::MutexGuard<'_, HashMap<(String, StickyKey), Session>> {
+    fn shard(&self, key: &StickyKey) -> std::sync::MutexGuard<'_, Shard> {
         self.shards[usize::from(key.0[1]) % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn get(&self, pool: &str, key: &StickyKey) -> Option<Session> {
-        let shard = self.shard(key);
-        if shard.is_empty() {
-            return None;
-        }
-        shard.get(&(pool.to_string(), *key)).copied()
+        self.shard(key).get(pool)?.get(key).copied()
     }
 
     /// Records `session` unless one is already in flight for the key;
     /// returns whether it was recorded.
     pub fn insert(&self, pool: &str, key: StickyKey, session: Session, replace: bool) -> bool {
         let mut shard = self.shard(&key);
-        let slot = shard.entry((pool.to_string(), key));
-        match slot {
-            std::collections::hash_map::Entry::Occupied(mut e) if replace => {
-                e.insert(session);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(session);
-                true
-            }
+        let sessions = match shard.get_mut(pool) {
+            Some(sessions) => sessions,
+            None => shard.entry(pool.to_string()).or_default(),
+        };
+        if !replace && sessions.contains_key(&key) {
+            return false;
         }
+        sessions.insert(key, session);
+        true
     }
 
     /// Drops the entry if it is still `session` (a later one stays).
     pub fn settle(&self, pool: &str, key: &StickyKey, session: Session) {
         let mut shard = self.shard(key);
-        let id = (pool.to_string(), *key);
-        if shard.get(&id) == Some(&session) {
-            shard.remove(&id);
+        let Some(sessions) = shard.get_mut(pool) else {
+            return;
+        };
+        if sessions.get(key) == Some(&session) {
+            sessions.remove(key);
+        }
+        if sessions.is_empty() {
+            shard.remove(pool);
         }
     }
 }
