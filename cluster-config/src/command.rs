@@ -73,6 +73,14 @@ pub enum Command {
     RemoveCertificate {
         name: String,
     },
+    /// `node`'s active checks found `address` in `pool` up or down (a
+    /// transition; see [`HealthReports`](crate::HealthReports)).
+    ReportHealth {
+        node: u64,
+        pool: String,
+        address: SocketAddr,
+        up: bool,
+    },
 }
 
 /// What applying a command did.
@@ -161,6 +169,15 @@ impl fmt::Display for Command {
             Command::SetStickySecret(_) => write!(f, "set the sticky-cookie secret"),
             Command::PutCertificate { name, .. } => write!(f, "put certificate {name}"),
             Command::RemoveCertificate { name } => write!(f, "remove certificate {name}"),
+            Command::ReportHealth {
+                node,
+                pool,
+                address,
+                up,
+            } => {
+                let verdict = if *up { "up" } else { "down" };
+                write!(f, "node {node} sees {address} in pool {pool} {verdict}")
+            }
             Command::Batch(commands) | Command::Independent(commands) => {
                 let kind = if matches!(self, Command::Batch(_)) {
                     "batch"

@@ -11,6 +11,8 @@
 //! - [`certificate`]: TLS certificates with their keys, as replicated.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
+//! - [`health`]: active and passive health settings, retries, and the
+//!   health verdicts each node commits.
 //! - [`route`]: content-routing rules of HTTP listeners.
 //! - [`sticky`]: sticky-session policies, keys and the changes the log carries.
 //! - [`sticky_table`]: [`StickyTables`], the committed sessions, changed in place.
@@ -29,6 +31,7 @@ pub mod diff;
 pub mod duration;
 pub mod error;
 mod file;
+pub mod health;
 mod reader;
 pub mod route;
 pub mod spec;
@@ -40,6 +43,7 @@ mod validate;
 pub use certificate::Certificate;
 pub use command::{Command, Outcome};
 pub use error::{ConfigError, ConfigErrors};
+pub use health::{HealthCheck, HealthReports, HttpProbe, OutlierDetection, PoolHealth, Probe, RetryPolicy};
 pub use route::{RouteMatch, RouteSpec};
 pub use spec::{
     AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, CertificateFile, ClusterSpec, Config,

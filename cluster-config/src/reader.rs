@@ -211,6 +211,10 @@ impl Field<'_, '_> {
     pub fn span(&self) -> Range<usize> {
         self.value.span()
     }
+
+    pub fn is_integer(&self) -> bool {
+        matches!(self.value.get_ref(), DeValue::Integer(_))
+    }
 }
 
 /// A table being read; remembers which keys the schema asked for, so

@@ -3,6 +3,7 @@
 //! [`NodeSpec`] is this node's own settings. Defaults live here, next to the
 //! fields they fill, so the file reference and the code cannot drift apart.
 
+use crate::health::PoolHealth;
 use crate::route::RouteSpec;
 use crate::sticky::StickyPolicy;
 use serde::{Deserialize, Serialize};
@@ -414,6 +415,8 @@ pub struct PoolSpec {
     pub tls: Option<BackendTls>,
     /// What HTTP listeners speak to the backends.
     pub backend_protocol: BackendProtocol,
+    /// Health checks, outlier ejection, panic threshold, slow start, retries.
+    pub health: PoolHealth,
 }
 
 /// HTTP version towards a pool's backends.

@@ -7,6 +7,7 @@
 
 use crate::certificate::Certificate;
 use crate::command::{Command, Outcome};
+use crate::health::HealthReports;
 use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, binds_overlap};
 use crate::sticky::StickySecret;
 use crate::sticky_table::StickyTables;
@@ -27,6 +28,8 @@ pub struct ClusterState {
     sticky_secret: Option<StickySecret>,
     /// TLS certificates by name, for `https` listeners.
     certificates: BTreeMap<String, Certificate>,
+    /// Each node's last active-check verdict on each backend.
+    health: HealthReports,
 }
 
 impl ClusterState {
@@ -53,6 +56,11 @@ impl ClusterState {
     /// TLS certificates by name.
     pub fn certificates(&self) -> &BTreeMap<String, Certificate> {
         &self.certificates
+    }
+
+    /// Each node's last active-check verdict on each backend.
+    pub fn health(&self) -> &HealthReports {
+        &self.health
     }
 
     /// Whether the cluster has been seeded from a configuration file.
@@ -101,6 +109,22 @@ impl ClusterState {
                     None => Outcome::Rejected(format!("no certificate named \"{name}\"")),
                 };
             }
+            Command::ReportHealth {
+                node,
+                pool,
+                address,
+                up,
+            } => {
+                if self
+                    .spec
+                    .pool(&pool)
+                    .is_none_or(|p| p.backends.iter().all(|b| b.address != address))
+                {
+                    return Outcome::Rejected(format!("no backend {address} in pool \"{pool}\""));
+                }
+                self.health.record(&pool, address, node, up);
+                return Outcome::Applied;
+            }
             Command::SetStickySecret(secret) => {
                 if self.sticky_secret.is_some() {
                     return Outcome::Rejected("the sticky-cookie secret is already set".to_string());
@@ -129,6 +153,11 @@ impl ClusterState {
             Ok(()) => {
                 self.spec = next;
                 self.bootstrapped |= bootstraps;
+                let spec = &self.spec;
+                self.health.retain(|pool, address| {
+                    spec.pool(pool)
+                        .is_some_and(|p| p.backends.iter().any(|b| b.address == address))
+                });
                 Outcome::Applied
             }
             Err(reason) => Outcome::Rejected(reason),
@@ -222,7 +251,8 @@ fn change(spec: &mut ClusterSpec, command: Command) -> Result<(), String> {
         | Command::Sticky(_)
         | Command::SetStickySecret(_)
         | Command::PutCertificate { .. }
-        | Command::RemoveCertificate { .. } => {
+        | Command::RemoveCertificate { .. }
+        | Command::ReportHealth { .. } => {
             return Err(format!("\"{command}\" cannot be part of an atomic batch"));
         }
     }

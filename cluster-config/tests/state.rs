@@ -25,6 +25,7 @@ fn pool(name: &str, ports: &[u16]) -> PoolSpec {
         sticky: None,
         tls: None,
         backend_protocol: Default::default(),
+        health: Default::default(),
     }
 }
 

@@ -120,6 +120,7 @@ fn sticky_pool(kind: StickyKind, ttl: Duration, ports: &[u16]) -> PoolSpec {
         sticky: Some(policy),
         tls: None,
         backend_protocol: Default::default(),
+        health: Default::default(),
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`dataplane`]: listeners and their accept loops; `l4/` (TCP splice, UDP
 //!   sessions), `l7/` (HTTP server, proxying, header rewriting, response
 //!   bodies), `upstream` (connecting to backends, keep-alive pools).
+//! - [`health`]: active checks, outlier ejection, panic, slow start and the
+//!   retry budget: which backends this node sends new work to.
 //! - [`metrics`]: Prometheus `/metrics` (`[node] metrics`).
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
 //! - [`tls`]: certificates by SNI and the rustls configuration of `https` listeners.
@@ -29,6 +31,7 @@ pub mod control;
 pub mod ctl;
 pub mod dataplane;
 pub mod demo;
+pub mod health;
 pub mod metrics;
 pub mod node;
 pub mod sticky;

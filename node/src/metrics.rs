@@ -3,12 +3,14 @@
 //! never on a data-plane worker. What it shows: Raft (term, leader,
 //! applied index, seconds without a quorum), the VIPs held, and the sticky
 //! tables (entries per pool, hits, misses, re-sticks, proposals,
-//! replication lag).
+//! replication lag), and backend health as this node routes by it
+//! (availability, panic, ejections, retries).
 
 use crate::control::ControlPlane;
 use crate::control::leadership::Leadership;
 use crate::control::types::Raft;
 use crate::sticky::metrics::StickyMetrics;
+use crate::view::SharedView;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -36,6 +38,7 @@ struct Sources {
     vips: watch::Receiver<Vec<String>>,
     tables: Arc<StickyTables>,
     sticky: Arc<StickyMetrics>,
+    view: SharedView,
 }
 
 /// Serves `/metrics` on `address` until the task is aborted.
@@ -43,6 +46,7 @@ pub async fn serve(
     address: SocketAddr,
     control: &ControlPlane,
     timing: RaftTiming,
+    view: SharedView,
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let sources = Sources {
@@ -53,6 +57,7 @@ pub async fn serve(
         vips: control.vips_held.subscribe(),
         tables: Arc::clone(&control.sticky_tables),
         sticky: Arc::clone(&control.sticky_metrics),
+        view,
     };
     tracing::info!(%address, "serving /metrics");
     Ok(tokio::spawn(async move {
@@ -181,5 +186,60 @@ fn render(s: &Sources) -> String {
             ("{quantile=\"0.99\"}".to_string(), f64::from(lag.p99_ms) / 1000.0),
         ],
     );
+    health(&mut metric, &s.view);
     out
+}
+
+/// Backend health as this node's data plane sees it.
+fn health(metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)]), view: &SharedView) {
+    let view = view.load();
+    let mut pools: Vec<_> = view.pools().collect();
+    pools.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let mut available = Vec::new();
+    for pool in &pools {
+        for backend in pool.members() {
+            let labels = format!(
+                "{{pool=\"{}\",backend=\"{}\"}}",
+                pool.spec.name,
+                backend.address()
+            );
+            available.push((labels, f64::from(u8::from(backend.available()))));
+        }
+    }
+    metric(
+        "backend_available",
+        "gauge",
+        "1 while this node may send new work to the backend (health checks, ejection, panic).",
+        &available,
+    );
+    let per_pool = |value: &dyn Fn(&crate::health::PoolRuntime) -> f64| -> Vec<(String, f64)> {
+        pools
+            .iter()
+            .map(|p| (format!("{{pool=\"{}\"}}", p.spec.name), value(&p.runtime)))
+            .collect()
+    };
+    metric(
+        "pool_panic",
+        "gauge",
+        "1 while too few backends are healthy and health is ignored.",
+        &per_pool(&|r| f64::from(u8::from(r.panic.load(Ordering::Relaxed)))),
+    );
+    metric(
+        "outlier_ejections_total",
+        "counter",
+        "Backends ejected by outlier detection.",
+        &per_pool(&|r| r.ejections_total.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "retries_total",
+        "counter",
+        "Requests sent again to another backend.",
+        &per_pool(&|r| r.retries_total.load(Ordering::Relaxed) as f64),
+    );
+    metric(
+        "retries_refused_total",
+        "counter",
+        "Retries the retry budget refused.",
+        &per_pool(&|r| r.retries_refused_total.load(Ordering::Relaxed) as f64),
+    );
 }

@@ -4,6 +4,7 @@
 
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::{DataPlane, StartError};
+use crate::health::{self, checker::Checkers};
 use crate::sticky::{self, Sticky};
 use crate::view::{ClusterView, SharedView};
 use crate::vip::{VipError, VipManager};
@@ -81,20 +82,23 @@ pub async fn run(
     };
     let sticky = Sticky::new(&control);
     let upkeep = sticky::upkeep::start(&control);
+    let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
     let metrics = match config.node.metrics {
         Some(address) => Some(
-            crate::metrics::serve(address, &control, config.membership.timing)
+            crate::metrics::serve(address, &control, config.membership.timing, Arc::clone(&view))
                 .await
                 .map_err(|source| RunError::Metrics { address, source })?,
         ),
         None => None,
     };
-    let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
     let mut dataplane = match witness {
         true => None,
         false => Some(DataPlane::start(Arc::clone(&view), workers)?),
     };
     let node = config.node.id;
+    // A witness forwards nothing, so it checks nothing.
+    let checkers = (!witness).then(|| Checkers::start(&control, node));
+    let health_upkeep = health::upkeep::start(Arc::clone(&view));
     let mut applied = control.applied.clone();
     let follow = async {
         let mut ready = false;
@@ -108,9 +112,13 @@ pub async fn run(
                 let spec = current.state.spec();
                 view.store(Arc::new(ClusterView::build(
                     &current.state,
+                    node,
                     Some(&sticky),
                     Some(&view.load()),
                 )));
+                if let Some(checkers) = &checkers {
+                    checkers.follow(&view.load());
+                }
                 let local: Vec<ListenerSpec> = spec
                     .listeners
                     .iter()
@@ -166,6 +174,8 @@ pub async fn run(
         tracing::info!("drained");
     }
     upkeep.abort();
+    health_upkeep.abort();
+    drop(checkers);
     storing.abort();
     if let Some(metrics) = metrics {
         metrics.abort();

@@ -10,6 +10,7 @@
 
 use crate::balance::{self, Balancer};
 use crate::dataplane::l7::route::RouteView;
+use crate::health::{BackendHealth, PoolRuntime};
 use crate::sticky::{PoolSticky, Sticky};
 use crate::tls::Certificates;
 use crate::tls::backend::BackendConnector;
@@ -58,6 +59,8 @@ pub struct PoolView {
     pub sticky: Option<PoolSticky>,
     /// `[pool.tls]`: how to reach the backends over TLS, or why it cannot.
     pub tls: Option<Result<BackendConnector, String>>,
+    /// Retry budget, panic and counters, kept while the pool exists.
+    pub runtime: Arc<PoolRuntime>,
 }
 
 /// The backends one connection or request has tried: the session's backend
@@ -76,13 +79,19 @@ pub struct Backend {
     address: SocketAddr,
     /// Open L4 connections plus in-flight L7 requests.
     active: AtomicUsize,
+    health: BackendHealth,
 }
 
 impl Backend {
     pub fn new(address: SocketAddr) -> Self {
+        Backend::with_health(address, BackendHealth::default())
+    }
+
+    pub fn with_health(address: SocketAddr, health: BackendHealth) -> Self {
         Backend {
             address,
             active: AtomicUsize::new(0),
+            health,
         }
     }
 
@@ -97,7 +106,11 @@ impl Backend {
     /// Whether this node may send new work here: every balancer skips a
     /// backend that is not (health checks and outlier ejection decide).
     pub fn available(&self) -> bool {
-        true
+        self.health.available()
+    }
+
+    pub fn health(&self) -> &BackendHealth {
+        &self.health
     }
 
     /// Counts one connection or request against this backend until the guard drops.
@@ -127,8 +140,10 @@ impl ClusterView {
     /// Builds a view of `state`, reusing live backend state from `previous`
     /// for every (pool, address) pair that survives. Sticky pools use
     /// `sticky` (without it they are served without stickiness).
+    /// A backend this node (`node`) last reported down starts down.
     pub fn build(
         state: &ClusterState,
+        node: u64,
         sticky: Option<&Arc<Sticky>>,
         previous: Option<&ClusterView>,
     ) -> ClusterView {
@@ -141,7 +156,10 @@ impl ClusterView {
                 let sticky = sticky.map(|s| (s, state.sticky_secret()));
                 (
                     pool.name.clone(),
-                    Arc::new(PoolView::build(pool, old.map(|p| &**p), sticky)),
+                    Arc::new(PoolView::build(pool, old.map(|p| &**p), sticky, |address| {
+                        pool.health.check.is_some()
+                            && state.health().verdict(&pool.name, address, node) == Some(false)
+                    })),
                 )
             })
             .collect();
@@ -191,21 +209,35 @@ impl ClusterView {
     pub fn pool(&self, name: &str) -> Option<&Arc<PoolView>> {
         self.pools.get(name)
     }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<PoolView>> {
+        self.pools.values()
+    }
 }
 
 impl PoolView {
+    /// `reported_down`: whether this node last committed the backend at
+    /// that address down (it then starts down).
     fn build(
         spec: &PoolSpec,
         previous: Option<&PoolView>,
         sticky: Option<(&Arc<Sticky>, Option<&StickySecret>)>,
+        reported_down: impl Fn(SocketAddr) -> bool,
     ) -> PoolView {
         let members: Vec<Arc<Backend>> = spec
             .backends
             .iter()
             .map(|b| {
                 let kept = previous.and_then(|p| p.members.iter().find(|old| old.address == b.address));
-                kept.map(Arc::clone)
-                    .unwrap_or_else(|| Arc::new(Backend::new(b.address)))
+                kept.map(Arc::clone).unwrap_or_else(|| {
+                    // Added to a running pool: slow start; at start-up: as last reported.
+                    let health = match (previous, reported_down(b.address)) {
+                        (_, true) => BackendHealth::starting_down(),
+                        (Some(_), false) => BackendHealth::ramping(),
+                        (None, false) => BackendHealth::default(),
+                    };
+                    Arc::new(Backend::with_health(b.address, health))
+                })
             })
             .collect();
         let serving: Vec<(&BackendSpec, &Arc<Backend>)> = spec
@@ -252,7 +284,13 @@ impl PoolView {
             members,
             sticky,
             tls,
+            runtime: previous.map_or_else(Default::default, |p| Arc::clone(&p.runtime)),
         }
+    }
+
+    /// Every backend of the spec, whatever its admin state, in spec order.
+    pub fn members(&self) -> &[Arc<Backend>] {
+        &self.members
     }
 
     /// Picks a backend not in `tried` (indices into `backends`).
@@ -274,6 +312,13 @@ impl PoolView {
             .zip(&self.members)
             .find(|(spec, _)| spec.address == address && spec.state != AdminState::Maintenance)
             .map(|(_, live)| live)
+    }
+
+    /// Whether [`next_backend`](Self::next_backend) could still offer an
+    /// available backend this work has not tried.
+    pub fn can_try_another(&self, attempts: &Attempts) -> bool {
+        attempts.made < self.spec.max_connect_attempts as usize
+            && (0..self.backends.len()).any(|i| !attempts.tried.contains(&i) && self.backends[i].available())
     }
 
     /// The next backend to try, up to the pool's `max_connect_attempts`:

@@ -117,6 +117,7 @@ fn bootstrap() -> Command {
             sticky: None,
             tls: None,
             backend_protocol: Default::default(),
+            health: Default::default(),
         }],
     })
 }

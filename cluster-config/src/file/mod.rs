@@ -19,6 +19,7 @@ use toml::de::DeTable;
 
 mod backend_tls;
 mod certificate;
+mod health;
 mod route;
 mod sticky;
 
@@ -488,6 +489,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
     let tls = s
         .optional("tls")
         .map(|f| reader.table(&f).and_then(|section| backend_tls(reader, section)));
+    let health = health::pool_health(reader, &mut s);
     s.finish(reader);
 
     let site = PoolSite {
@@ -514,6 +516,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
                 None => None,
             },
             backend_protocol: backend_protocol?,
+            health: health?,
         })
     })();
     (spec, site)

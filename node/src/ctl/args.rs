@@ -109,6 +109,14 @@ pub enum CtlCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BackendCommand {
+    /// Each backend with its admin state and every node's health verdict.
+    List {
+        /// Only this pool.
+        pool: Option<String>,
+        /// Answer from the node's own copy without confirming it is current.
+        #[arg(long)]
+        stale: bool,
+    },
     /// Add a backend to a pool.
     Add {
         /// The pool's name.
@@ -246,14 +254,15 @@ impl CtlArgs {
 }
 
 impl BackendCommand {
-    /// The command this subcommand writes to the cluster.
-    pub fn to_command(&self) -> Command {
+    /// The command this subcommand writes to the cluster (`list` writes none).
+    pub fn to_command(&self) -> Option<Command> {
         let set_state = |pool: &String, address: &SocketAddr, state| Command::SetAdminState {
             pool: pool.clone(),
             address: *address,
             state,
         };
-        match self {
+        Some(match self {
+            BackendCommand::List { .. } => return None,
             BackendCommand::Add {
                 pool,
                 address,
@@ -286,7 +295,7 @@ impl BackendCommand {
             BackendCommand::Maintenance { pool, address } => {
                 set_state(pool, address, AdminState::Maintenance)
             }
-        }
+        })
     }
 }
 
@@ -329,7 +338,7 @@ mod tests {
 
     fn backend_command(args: &[&str]) -> Command {
         match parse(args).expect("valid arguments").command {
-            CtlCommand::Backend(backend) => backend.to_command(),
+            CtlCommand::Backend(backend) => backend.to_command().expect("a write"),
             other => panic!("not a backend command: {other:?}"),
         }
     }

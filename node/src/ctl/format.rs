@@ -187,6 +187,75 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
     out
 }
 
+/// One backend as `raftlb ctl backend list` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct BackendRow {
+    pub pool: String,
+    pub address: std::net::SocketAddr,
+    pub weight: u32,
+    pub state: &'static str,
+    /// Each node's last active-check verdict (`true`: up), by node id;
+    /// empty when the pool has no checks or none has been committed.
+    pub health: std::collections::BTreeMap<u64, bool>,
+}
+
+/// The backends of `pool` (or of every pool), in spec order.
+pub fn backend_rows(state: &raftlb_config::ClusterState, pool: Option<&str>) -> Vec<BackendRow> {
+    let pools = state
+        .spec()
+        .pools
+        .iter()
+        .filter(|p| pool.is_none_or(|name| p.name == name));
+    pools
+        .flat_map(|p| {
+            p.backends.iter().map(|b| BackendRow {
+                pool: p.name.clone(),
+                address: b.address,
+                weight: b.weight,
+                state: b.state.name(),
+                health: state
+                    .health()
+                    .verdicts(&p.name, b.address)
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// `raftlb ctl backend list`: HEALTH lists `node:up|down` for every node
+/// that has reported, `-` when none has (no checks, or none yet).
+pub fn backends(rows: &[BackendRow]) -> String {
+    if rows.is_empty() {
+        return "no backends\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let health: Vec<String> = r
+                .health
+                .iter()
+                .map(|(node, up)| format!("{node}:{}", if *up { "up" } else { "down" }))
+                .collect();
+            vec![
+                r.pool.clone(),
+                r.address.to_string(),
+                r.weight.to_string(),
+                r.state.to_string(),
+                if health.is_empty() {
+                    "-".to_string()
+                } else {
+                    health.join(" ")
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["POOL", "ADDRESS", "WEIGHT", "STATE", "HEALTH (NODE:VERDICT)"],
+        &rows,
+    )
+}
+
 /// One line of `raftlb ctl diff`: `+` adds, `-` removes, `~` changes.
 pub fn diff_line(command: &Command) -> String {
     let sign = match command {
@@ -205,7 +274,8 @@ pub fn diff_line(command: &Command) -> String {
         | Command::Sticky(_)
         | Command::SetStickySecret(_)
         | Command::PutCertificate { .. }
-        | Command::RemoveCertificate { .. } => '~',
+        | Command::RemoveCertificate { .. }
+        | Command::ReportHealth { .. } => '~',
     };
     format!("{sign} {command}")
 }
@@ -373,6 +443,7 @@ mod tests {
             sticky: None,
             tls: None,
             backend_protocol: Default::default(),
+            health: Default::default(),
         };
         let other = PoolSpec {
             name: "api".to_string(),

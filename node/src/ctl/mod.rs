@@ -69,8 +69,16 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
                 }
             }
         }
+        CtlCommand::Backend(BackendCommand::List { pool, stale }) => {
+            let state = read_state(&mut connect(&args, &credentials).await?, *stale).await?;
+            if let Some(name) = pool {
+                state.spec().pool(name).ok_or_else(|| no_pool(name, &state))?;
+            }
+            let rows = format::backend_rows(&state, pool.as_deref());
+            render(json, &rows, || format::backends(&rows))
+        }
         CtlCommand::Backend(backend) => {
-            let command = backend.to_command();
+            let command = backend.to_command().ok_or("nothing to write")?;
             let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
             let written = Written {
                 log_index,

@@ -7,6 +7,7 @@
 //! there keeps each request on one thread, with no lock at all.
 
 use crate::dataplane::l7::request_body::RequestBody;
+use crate::health::outlier::{self, Outcome};
 use crate::view::{ActiveGuard, Attempts, PoolView};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -44,9 +45,13 @@ pub async fn connect(
     while let Some(backend) = pool.next_backend(preferred, &mut attempts) {
         let guard = backend.track();
         match connect_one(backend.address(), pool.spec.connect_timeout).await {
-            Ok(stream) => return Ok((stream, guard)),
+            Ok(stream) => {
+                outlier::record(pool, &backend, Outcome::Success);
+                return Ok((stream, guard));
+            }
             Err(e) => {
                 tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");
+                outlier::record(pool, &backend, Outcome::Failure);
                 last_error = e;
             }
         }

@@ -6,6 +6,7 @@ mod cookies;
 mod headers;
 mod proxy;
 pub mod request_body;
+mod retry;
 pub mod route;
 pub mod server;
 mod sticky;

@@ -13,8 +13,9 @@ use super::body::{ProxyBody, UpstreamBody};
 use super::headers;
 use super::request_body::{self, BodyLimits, Cut, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
-use super::{route, sticky};
+use super::{retry, route, sticky};
 use crate::dataplane::upstream::{self, ConnectError, Sender};
+use crate::health::outlier::{self, Outcome};
 use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -23,6 +24,7 @@ use hyper::body::Incoming;
 use raftlb_config::BackendProtocol;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// What a request needs to know about the connection it came on.
@@ -82,11 +84,14 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
             .await
             .map_err(Failure::from)
     } else {
+        // A request that may be retried has a small body read whole, to send again.
+        let replayable = retry::wanted(&pool.spec.health.retry, request.method(), request.headers())
+            && declared.is_some_and(|n| n <= request_body::READ_AHEAD as u64);
         let (parts, body) = request.into_parts();
         let body = match declared {
-            Some(_) => Ok(RequestBody::streaming(body, body_limits)),
-            None if body.is_end_stream() => Ok(RequestBody::streaming(body, body_limits)),
-            None => RequestBody::read_ahead(body, body_limits).await,
+            _ if body.is_end_stream() => Ok(RequestBody::complete(bytes::Bytes::new())),
+            Some(_) if !replayable => Ok(RequestBody::streaming(body, body_limits)),
+            _ => RequestBody::read_ahead(body, body_limits).await,
         };
         match body {
             Ok(body) => forward(Request::from_parts(parts, body), pool, preferred).await,
@@ -195,37 +200,96 @@ impl Failure {
 }
 
 /// Sends the request to a backend of `pool` (`preferred`, a sticky
-/// session's, first) and returns its response.
+/// session's, first) and returns its response. A request that failed
+/// before any response byte is sent again to another backend when it may
+/// be ([`retry`]) and the pool's retry budget allows.
 async fn forward(
-    mut request: Request<RequestBody>,
+    request: Request<RequestBody>,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
-    let (mut sender, guard, mut fresh) = checkout(pool, preferred).await?;
-    let backend = guard.backend().address();
+    let policy = &pool.spec.health.retry;
+    let replay = retry::Replay::of(&request, policy);
+    pool.runtime.retry_budget.deposit(policy);
+    let mut attempts = Attempts::default();
+    let mut request = request;
+    let mut retries = 0;
+    loop {
+        let failure = match try_backend(request, pool, preferred, &mut attempts).await {
+            Ok(answered) => return Ok(answered),
+            Err(failure) => failure,
+        };
+        let Some(replay) = replay.as_ref() else {
+            return Err(failure);
+        };
+        if !matches!(failure, Failure::Backend { .. })
+            || retries >= policy.attempts
+            || !pool.can_try_another(&attempts)
+        {
+            return Err(failure);
+        }
+        if !pool.runtime.retry_budget.withdraw() {
+            pool.runtime.retries_refused_total.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(pool = %pool.spec.name, "retry budget spent; not retrying");
+            return Err(failure);
+        }
+        retries += 1;
+        pool.runtime.retries_total.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(pool = %pool.spec.name, error = %failure, retry = retries, "retrying on another backend");
+        request = replay.request();
+    }
+}
+
+/// One try: a backend of `pool` not yet in `attempts`, and its response.
+/// Each outcome counts for the backend's outlier detection.
+async fn try_backend(
+    mut request: Request<RequestBody>,
+    pool: &PoolView,
+    preferred: Option<SocketAddr>,
+    attempts: &mut Attempts,
+) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
+    let (mut sender, mut guard, mut fresh) = checkout(pool, preferred, attempts).await?;
+    let mut backend = guard.backend().address();
     if pool.spec.backend_protocol == BackendProtocol::H2 {
         for_http2(&mut request, backend, pool.tls.is_some());
     }
     let timeout = pool.spec.response_timeout;
+    let failed = |guard: &ActiveGuard, failure: Failure| {
+        outlier::record(pool, guard.backend(), Outcome::Failure);
+        Err(failure)
+    };
     loop {
         let sent = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
         match sent {
-            Err(_) => return Err(Failure::Timeout { backend, timeout }),
-            Ok(Ok(response)) => return Ok((wrap(response, sender, guard, pool.tls.is_some()), backend)),
+            Err(_) => return failed(&guard, Failure::Timeout { backend, timeout }),
+            Ok(Ok(response)) => {
+                outlier::record(pool, guard.backend(), Outcome::of_status(response.status()));
+                return Ok((wrap(response, sender, guard, pool.tls.is_some()), backend));
+            }
             Ok(Err(mut e)) => match e.take_message() {
                 // A pooled connection the backend closed before taking the
-                // request: the request is intact, send it on a new connection.
+                // request: the request is intact, send it on a new
+                // connection, to another backend if this one is gone.
                 Some(unsent) if !fresh => {
                     request = unsent;
-                    sender = upstream::handshake(backend, pool).await?;
                     fresh = true;
+                    match upstream::handshake(backend, pool).await {
+                        Ok(new) => sender = new,
+                        Err(e) => {
+                            tracing::warn!(pool = %pool.spec.name, error = %e, "reconnect failed, trying another backend");
+                            outlier::record(pool, guard.backend(), Outcome::Failure);
+                            (sender, guard, _) = checkout(pool, None, attempts).await?;
+                            backend = guard.backend().address();
+                        }
+                    }
                 }
                 _ => {
                     let source = e.into_error();
+                    // The client's body, not the backend, failed.
                     if let Some(cut) = request_body::cut(&source) {
                         return Err(Failure::Cut(cut));
                     }
-                    return Err(Failure::Backend { backend, source });
+                    return failed(&guard, Failure::Backend { backend, source });
                 }
             },
         }
@@ -264,10 +328,10 @@ fn wrap(response: Response<Incoming>, sender: Sender, guard: ActiveGuard, tls: b
 async fn checkout(
     pool: &PoolView,
     preferred: Option<SocketAddr>,
+    attempts: &mut Attempts,
 ) -> Result<(Sender, ActiveGuard, bool), ConnectError> {
-    let mut attempts = Attempts::default();
     let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
-    while let Some(backend) = pool.next_backend(preferred, &mut attempts) {
+    while let Some(backend) = pool.next_backend(preferred, attempts) {
         let guard = backend.track();
         while let Some(mut sender) = upstream::take_idle(backend.address(), pool.tls.is_some()) {
             if sender.ready().await.is_ok() {
@@ -278,6 +342,7 @@ async fn checkout(
             Ok(sender) => return Ok((sender, guard, true)),
             Err(e) => {
                 tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");
+                outlier::record(pool, &backend, Outcome::Failure);
                 last_error = e;
             }
         }

@@ -55,8 +55,8 @@ pub struct RequestBody {
     rest: Option<Incoming>,
     limits: BodyLimits,
     seen: u64,
-    /// When the next piece must have arrived.
-    deadline: Pin<Box<Sleep>>,
+    /// When the next piece must have arrived (while there is a rest).
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
@@ -67,7 +67,30 @@ impl RequestBody {
             rest: Some(body),
             limits,
             seen: 0,
-            deadline: Box::pin(tokio::time::sleep(limits.timeout)),
+            deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
+        }
+    }
+
+    /// A body already read whole (maybe empty).
+    pub fn complete(bytes: Bytes) -> Self {
+        RequestBody {
+            ahead: Some(bytes),
+            rest: None,
+            limits: BodyLimits {
+                max_bytes: u64::MAX,
+                timeout: Duration::ZERO,
+            },
+            seen: 0,
+            deadline: None,
+        }
+    }
+
+    /// The whole body, if it was read whole and none of it sent yet: what
+    /// a retry sends again.
+    pub fn replay(&self) -> Option<Bytes> {
+        match (&self.rest, self.seen) {
+            (None, 0) => Some(self.ahead.clone().unwrap_or_default()),
+            _ => None,
         }
     }
 
@@ -86,7 +109,7 @@ impl RequestBody {
                         rest: None,
                         limits,
                         seen: 0,
-                        deadline: Box::pin(tokio::time::sleep(limits.timeout)),
+                        deadline: None,
                     });
                 }
                 Some(frame) => {
@@ -104,7 +127,7 @@ impl RequestBody {
             rest: Some(body),
             limits,
             seen: 0,
-            deadline: Box::pin(tokio::time::sleep(limits.timeout)),
+            deadline: Some(Box::pin(tokio::time::sleep(limits.timeout))),
         })
     }
 }
@@ -127,13 +150,20 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(rest).poll_frame(cx);
+        let timeout = self.limits.timeout;
         match &polled {
-            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
-                return Poll::Ready(Some(Err(Cut::TimedOut(self.limits.timeout).into())));
+            Poll::Pending
+                if self
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready()) =>
+            {
+                return Poll::Ready(Some(Err(Cut::TimedOut(timeout).into())));
             }
             Poll::Ready(Some(Ok(frame))) => {
-                let next = Instant::now() + self.limits.timeout;
-                self.deadline.as_mut().reset(next);
+                if let Some(deadline) = self.deadline.as_mut() {
+                    deadline.as_mut().reset(Instant::now() + timeout);
+                }
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;
                     if self.seen > self.limits.max_bytes {

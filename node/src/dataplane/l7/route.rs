@@ -135,6 +135,7 @@ mod tests {
             sticky: None,
             tls: None,
             backend_protocol: Default::default(),
+            health: Default::default(),
         };
         let state = {
             let mut state = raftlb_config::ClusterState::default();
@@ -145,7 +146,7 @@ mod tests {
             state.apply(raftlb_config::Command::Bootstrap(seed));
             state
         };
-        let view = crate::view::ClusterView::build(&state, None, None);
+        let view = crate::view::ClusterView::build(&state, 0, None, None);
         HashMap::from([("p".to_string(), Arc::clone(view.pool("p").unwrap()))])
     }
 

@@ -1,0 +1,73 @@
+//! One active health probe: a TCP connection, or an HTTP/1.1 request whose
+//! status and body are checked. HTTP probes go the way traffic goes (over
+//! TLS when the pool's backends speak it), on a fresh connection closed
+//! after the answer. The error says what was wrong, for the log.
+
+use crate::dataplane::l7::request_body::RequestBody;
+use crate::dataplane::upstream;
+use crate::view::PoolView;
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, USER_AGENT};
+use http::{HeaderValue, Request};
+use http_body_util::{BodyExt, Limited};
+use raftlb_config::{HealthCheck, HttpProbe, Probe};
+use std::net::SocketAddr;
+
+/// Most of a probe's answer body read to look for `expect_body`.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Probes `address` (a backend of `pool`) once, within the check's timeout.
+pub async fn probe(pool: &PoolView, address: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+    let attempt = async {
+        match &check.probe {
+            Probe::Tcp => upstream::connect_one(address, check.timeout)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Probe::Http(http) => http_probe(pool, address, http).await,
+        }
+    };
+    match tokio::time::timeout(check.timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+    }
+}
+
+async fn http_probe(pool: &PoolView, address: SocketAddr, probe: &HttpProbe) -> Result<(), String> {
+    let mut sender = upstream::handshake_http1(address, pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let host = probe.host.clone().unwrap_or_else(|| address.to_string());
+    let request = Request::builder()
+        .method(probe.method.as_str())
+        .uri(probe.path.as_str())
+        .header(HOST, host)
+        .header(USER_AGENT, HeaderValue::from_static("raftlb-health-check"))
+        .header(CONNECTION, HeaderValue::from_static("close"))
+        .body(RequestBody::complete(Bytes::new()))
+        .map_err(|e| format!("cannot build the probe request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP probe: {e}"))?;
+    let status = response.status().as_u16();
+    let (low, high) = probe.expect_status;
+    if !(low..=high).contains(&status) {
+        return Err(format!("status {status}, expected {low}-{high}"));
+    }
+    if let Some(expected) = &probe.expect_body {
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body: {e}"))?
+            .to_bytes();
+        if !contains(&body, expected.as_bytes()) {
+            return Err(format!("body does not contain \"{expected}\""));
+        }
+    }
+    Ok(())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
