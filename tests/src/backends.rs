@@ -10,7 +10,11 @@
 //! - `/login?id=ID`: its name, with `Set-Cookie: JSESSIONID=ID` (an
 //!   application starting a session).
 //!
-//! It counts requests served and requests in flight, so tests can wait on them.
+//! - `/healthz`: `ok`, or 503 while [`Counters::unhealthy`] is set.
+//!
+//! While [`Counters::fail_status`] is set, every path but `/healthz` answers
+//! with that status. It counts requests served and requests in flight, and
+//! `/healthz` probes apart, so tests can wait on them.
 
 use crate::client::RepeatBody;
 use bytes::Bytes;
@@ -23,7 +27,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -33,6 +37,12 @@ use tokio::task::JoinHandle;
 pub struct Counters {
     pub served: AtomicUsize,
     pub in_flight: AtomicUsize,
+    /// `/healthz` requests answered.
+    pub probes: AtomicUsize,
+    /// `/healthz` answers 503.
+    pub unhealthy: AtomicBool,
+    /// Non-zero: every other path answers this status.
+    pub fail_status: AtomicU16,
 }
 
 #[derive(Debug)]
@@ -165,7 +175,23 @@ async fn respond(
     slow: bool,
     counters: &Counters,
 ) -> Response<BackendBody> {
+    if request.uri().path() == "/healthz" {
+        counters.probes.fetch_add(1, Ordering::SeqCst);
+        let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(b"ok"))));
+        if counters.unhealthy.load(Ordering::SeqCst) {
+            *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        return response;
+    }
     counters.in_flight.fetch_add(1, Ordering::SeqCst);
+    let fail = counters.fail_status.load(Ordering::SeqCst);
+    if fail != 0 {
+        let mut response = Response::new(Either::Left(Full::new(name)));
+        *response.status_mut() = hyper::StatusCode::from_u16(fail).expect("a status");
+        counters.served.fetch_add(1, Ordering::SeqCst);
+        counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+        return response;
+    }
     let query_number = |key: &str| -> u64 {
         request
             .uri()
@@ -225,6 +251,65 @@ async fn respond(
     counters.served.fetch_add(1, Ordering::SeqCst);
     counters.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
+}
+
+/// A backend that accepts TCP connections and never answers: reads what
+/// comes and holds each connection open until the task is aborted.
+pub async fn blackhole() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let mut held = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            held.spawn(async move {
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (address, task)
+}
+
+/// A backend that reads each request's head, counts it, and closes the
+/// connection without answering: a backend failing before any response byte.
+#[derive(Debug)]
+pub struct Closer {
+    pub address: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Closer {
+    /// Request heads read.
+    pub fn received(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn closer() -> (Closer, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&requests);
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer).await {
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buffer[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (Closer { address, requests }, task)
 }
 
 /// A TCP backend that echoes what it reads and, once the client half-closes,
