@@ -10,7 +10,7 @@
 
 use crate::balance::{self, Balancer};
 use crate::dataplane::l7::route::RouteView;
-use crate::health::{BackendHealth, PoolRuntime};
+use crate::health::{self, BackendHealth, PoolRuntime};
 use crate::sticky::{PoolSticky, Sticky};
 use crate::tls::Certificates;
 use crate::tls::backend::BackendConnector;
@@ -342,8 +342,16 @@ impl PoolView {
                 return Some(Arc::clone(member));
             }
         }
-        let index = self.pick(&attempts.tried)?;
+        let mut index = self.pick(&attempts.tried)?;
         attempts.tried.push(index);
+        let window = self.spec.health.slow_start;
+        if !window.is_zero() && !self.backends[index].health().admit(window, health::now_ms()) {
+            // Ramping up and not its turn: the work goes elsewhere if it can.
+            if let Some(other) = self.pick(&attempts.tried) {
+                attempts.tried.push(other);
+                index = other;
+            }
+        }
         Some(Arc::clone(&self.backends[index]))
     }
 }

@@ -52,6 +52,8 @@ pub struct BackendHealth {
     pub(crate) ejection_mark_ms: AtomicU64,
     /// When the backend last came (back) into service, for slow start; 0: long ago.
     ramp_from_ms: AtomicU64,
+    /// Slow start's admission credit, in thousandths of a pick.
+    ramp_credit: AtomicU32,
 }
 
 impl BackendHealth {
@@ -134,6 +136,23 @@ impl BackendHealth {
         };
     }
 
+    /// Slow start: whether this pick may go to the backend, so that while
+    /// it ramps it takes [`ramp`](Self::ramp) of the picks that chose it
+    /// (each pick earns it that much credit; a whole one admits).
+    pub fn admit(&self, window: Duration, now: u64) -> bool {
+        let ramp = self.ramp(window, now);
+        if ramp >= 1.0 {
+            return true;
+        }
+        let earned = (ramp * 1000.0) as u32;
+        let credit = self.ramp_credit.fetch_add(earned, Ordering::Relaxed) + earned;
+        if credit < 1000 {
+            return false;
+        }
+        self.ramp_credit.fetch_sub(1000, Ordering::Relaxed);
+        true
+    }
+
     /// The share of its normal traffic it takes now, in (0, 1]: 1 outside
     /// a slow-start window, else growing linearly from 10 % across it.
     pub fn ramp(&self, window: Duration, now: u64) -> f64 {
@@ -197,5 +216,11 @@ mod tests {
         assert!((0.45..=0.55).contains(&half), "{half}");
         assert_eq!(health.ramp(window, start + 10_001), 1.0);
         assert_eq!(health.ramp(Duration::ZERO, start), 1.0, "no slow start");
+        let admitted = (0..1000).filter(|_| health.admit(window, start + 2_500)).count();
+        assert!(
+            (240..=260).contains(&admitted),
+            "a quarter of the picks: {admitted}"
+        );
+        assert!(health.admit(window, start + 10_001));
     }
 }
