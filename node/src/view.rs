@@ -3,12 +3,14 @@
 //! [`ArcSwap`]; a request loads the current view once (no lock, no await) and
 //! keeps using that snapshot to its end. Rebuilding the view keeps each
 //! backend's live [`Backend`] state (its active-connection count) when the
-//! backend is still present, so a new view changes
+//! backend is still present (and the pool's balancer while its algorithm
+//! and enabled backends are unchanged), so a new view changes
 //! where new work goes without disturbing work in flight. A pool with a
 //! sticky policy carries its [`PoolSticky`], built with the cluster's
 //! cookie secret and the node's [`Sticky`] runtime.
 
-use crate::balance::{self, Balancer};
+use crate::balance::peak_ewma::Latency;
+use crate::balance::{self, Balancer, Pick};
 use crate::dataplane::l7::route::RouteView;
 use crate::sticky::{PoolSticky, Sticky};
 use crate::tls::Certificates;
@@ -53,7 +55,9 @@ pub struct PoolView {
     /// Live state of every backend in the spec, whatever its admin state,
     /// index for index with `spec.backends`.
     members: Vec<Arc<Backend>>,
-    pub balancer: Box<dyn Balancer>,
+    /// Kept across view rebuilds while the algorithm and the enabled
+    /// backends stay (Maglev's table is built once).
+    pub balancer: Arc<dyn Balancer>,
     /// The pool's sticky policy at work, if it has one.
     pub sticky: Option<PoolSticky>,
     /// `[pool.tls]`: how to reach the backends over TLS, or why it cannot.
@@ -67,6 +71,19 @@ pub struct Attempts {
     tried: Vec<usize>,
     preferred_done: bool,
     made: usize,
+    /// The request's key hash for hashing algorithms.
+    hash: Option<u64>,
+}
+
+impl Attempts {
+    /// Attempts for a request whose key hashes to `hash` (see
+    /// [`PoolView::request_hash`], [`PoolView::source_hash`]).
+    pub fn with_hash(hash: Option<u64>) -> Self {
+        Attempts {
+            hash,
+            ..Attempts::default()
+        }
+    }
 }
 
 /// One backend's live state, which outlives view rebuilds (its weight and
@@ -76,6 +93,7 @@ pub struct Backend {
     address: SocketAddr,
     /// Open L4 connections plus in-flight L7 requests.
     active: AtomicUsize,
+    latency: Latency,
 }
 
 impl Backend {
@@ -83,6 +101,7 @@ impl Backend {
         Backend {
             address,
             active: AtomicUsize::new(0),
+            latency: Latency::default(),
         }
     }
 
@@ -92,6 +111,11 @@ impl Backend {
 
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Response (L7) or connect (L4) latency, for `peak_ewma`.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
     }
 
     /// Whether this node may send new work here: every balancer skips a
@@ -245,19 +269,32 @@ impl PoolView {
             }
             (_, None) => None,
         };
+        let balancer = match previous {
+            Some(p)
+                if p.spec.algorithm == spec.algorithm
+                    && p.spec
+                        .backends
+                        .iter()
+                        .filter(|b| b.state == AdminState::Enabled)
+                        .eq(&serving_specs) =>
+            {
+                Arc::clone(&p.balancer)
+            }
+            _ => balance::build(spec.algorithm, &serving_specs),
+        };
         PoolView {
             spec: spec.clone(),
             backends: serving.iter().map(|(_, live)| Arc::clone(live)).collect(),
-            balancer: balance::build(spec.algorithm, &serving_specs),
+            balancer,
             members,
             sticky,
             tls,
         }
     }
 
-    /// Picks a backend not in `tried` (indices into `backends`).
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        self.balancer.pick(&self.backends, tried)
+    /// Picks an available backend `pick` allows (indices into `backends`).
+    pub fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
+        self.balancer.pick(&self.backends, pick)
     }
 
     /// Whether `address` may still take its sticky sessions: it is in the
@@ -297,7 +334,10 @@ impl PoolView {
                 return Some(Arc::clone(member));
             }
         }
-        let index = self.pick(&attempts.tried)?;
+        let index = self.pick(&Pick {
+            tried: &attempts.tried,
+            hash: attempts.hash,
+        })?;
         attempts.tried.push(index);
         Some(Arc::clone(&self.backends[index]))
     }

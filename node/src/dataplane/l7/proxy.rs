@@ -64,6 +64,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     };
     let affinity = sticky::affinity(pool, request.headers(), conn.client.ip());
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
+    let hash = pool.request_hash(conn.client.ip(), request.headers(), request.uri().path());
     let limits = &listener.spec.http;
     let body_limits = BodyLimits {
         max_bytes: limits.max_body_bytes,
@@ -78,7 +79,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         Err(Failure::Cut(Cut::TooLarge(limits.max_body_bytes)))
     } else if let Some(upgrade) = upgrade {
         let idle = limits.tunnel_idle_timeout;
-        upgrade::forward(request, upgrade, pool, preferred, body_limits, idle)
+        upgrade::forward(request, upgrade, pool, preferred, hash, body_limits, idle)
             .await
             .map_err(Failure::from)
     } else {
@@ -89,7 +90,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
             None => RequestBody::read_ahead(body, body_limits).await,
         };
         match body {
-            Ok(body) => forward(Request::from_parts(parts, body), pool, preferred).await,
+            Ok(body) => forward(Request::from_parts(parts, body), pool, preferred, hash).await,
             Err(RequestBodyError::Cut(cut)) => Err(Failure::Cut(cut)),
             Err(RequestBodyError::Client(e)) => Err(Failure::BadBody(e)),
         }
@@ -195,20 +196,27 @@ impl Failure {
 }
 
 /// Sends the request to a backend of `pool` (`preferred`, a sticky
-/// session's, first) and returns its response.
+/// session's, first, else the balancer's pick for key `hash`) and returns
+/// its response. The time from sending to the response headers (or the
+/// timeout) is the backend's latency sample for peak EWMA.
 async fn forward(
     mut request: Request<RequestBody>,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
+    hash: Option<u64>,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
-    let (mut sender, guard, mut fresh) = checkout(pool, preferred).await?;
+    let (mut sender, guard, mut fresh) = checkout(pool, preferred, hash).await?;
     let backend = guard.backend().address();
     if pool.spec.backend_protocol == BackendProtocol::H2 {
         for_http2(&mut request, backend, pool.tls.is_some());
     }
     let timeout = pool.spec.response_timeout;
     loop {
+        let started = Instant::now();
         let sent = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
+        if let Err(_) | Ok(Ok(_)) = &sent {
+            guard.backend().latency().record(started.elapsed());
+        }
         match sent {
             Err(_) => return Err(Failure::Timeout { backend, timeout }),
             Ok(Ok(response)) => return Ok((wrap(response, sender, guard, pool.tls.is_some()), backend)),
@@ -264,8 +272,9 @@ fn wrap(response: Response<Incoming>, sender: Sender, guard: ActiveGuard, tls: b
 async fn checkout(
     pool: &PoolView,
     preferred: Option<SocketAddr>,
+    hash: Option<u64>,
 ) -> Result<(Sender, ActiveGuard, bool), ConnectError> {
-    let mut attempts = Attempts::default();
+    let mut attempts = Attempts::with_hash(hash);
     let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
     while let Some(backend) = pool.next_backend(preferred, &mut attempts) {
         let guard = backend.track();
