@@ -374,13 +374,26 @@ pub enum Algorithm {
     RoundRobin,
     WeightedRoundRobin,
     LeastConnections,
+    /// Rendezvous hashing of the client's source IP: a client stays on its
+    /// backend while the backend set is unchanged.
+    IpHash,
+    /// Google's Maglev consistent hashing of the pool's [`HashKey`].
+    Maglev,
+    /// Power of two choices on in-flight requests per unit of weight.
+    RandomTwo,
+    /// Power of two choices on peak-EWMA latency × (in-flight + 1).
+    PeakEwma,
 }
 
 impl Algorithm {
-    pub const ALL: [(&'static str, Algorithm); 3] = [
+    pub const ALL: [(&'static str, Algorithm); 7] = [
         ("round_robin", Algorithm::RoundRobin),
         ("weighted_round_robin", Algorithm::WeightedRoundRobin),
         ("least_connections", Algorithm::LeastConnections),
+        ("ip_hash", Algorithm::IpHash),
+        ("maglev", Algorithm::Maglev),
+        ("random_two", Algorithm::RandomTwo),
+        ("peak_ewma", Algorithm::PeakEwma),
     ];
 
     pub fn name(self) -> &'static str {
@@ -388,12 +401,66 @@ impl Algorithm {
             Algorithm::RoundRobin => "round_robin",
             Algorithm::WeightedRoundRobin => "weighted_round_robin",
             Algorithm::LeastConnections => "least_connections",
+            Algorithm::IpHash => "ip_hash",
+            Algorithm::Maglev => "maglev",
+            Algorithm::RandomTwo => "random_two",
+            Algorithm::PeakEwma => "peak_ewma",
         }
     }
 
     /// True when backend weights change what the algorithm picks.
     pub fn uses_weight(self) -> bool {
         !matches!(self, Algorithm::RoundRobin)
+    }
+
+    /// True for the algorithms that hash a key to a backend (slow start
+    /// leaves their keys where they are).
+    pub fn is_hash(self) -> bool {
+        matches!(self, Algorithm::IpHash | Algorithm::Maglev)
+    }
+
+    /// The key a hashing algorithm hashes, or `None` when it hashes none:
+    /// `ip_hash` always the source IP, `maglev` the pool's `hash_key`.
+    pub fn hash_key(self, configured: &HashKey) -> Option<&HashKey> {
+        match self {
+            Algorithm::IpHash => Some(&HashKey::SourceIp),
+            Algorithm::Maglev => Some(configured),
+            _ => None,
+        }
+    }
+}
+
+/// `hash_key`: what a `maglev` pool hashes to choose a backend. A request
+/// without the header or cookie is hashed by its source IP; L4 listeners
+/// (TCP, UDP) only have the source IP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HashKey {
+    /// The client's IP address (`source_ip`, the default).
+    #[default]
+    SourceIp,
+    /// A request header's value (`header:NAME`).
+    Header(String),
+    /// A request cookie's value (`cookie:NAME`).
+    Cookie(String),
+    /// The request's path, without the query (`path`).
+    Path,
+}
+
+impl HashKey {
+    /// True when only an HTTP listener can see the key.
+    pub fn needs_http(&self) -> bool {
+        !matches!(self, HashKey::SourceIp)
+    }
+}
+
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::SourceIp => f.write_str("source_ip"),
+            HashKey::Header(name) => write!(f, "header:{name}"),
+            HashKey::Cookie(name) => write!(f, "cookie:{name}"),
+            HashKey::Path => f.write_str("path"),
+        }
     }
 }
 
@@ -402,6 +469,8 @@ impl Algorithm {
 pub struct PoolSpec {
     pub name: String,
     pub algorithm: Algorithm,
+    /// What `maglev` hashes (the other algorithms ignore it).
+    pub hash_key: HashKey,
     pub backends: Vec<BackendSpec>,
     /// Time allowed to open a connection to one backend before trying the next.
     pub connect_timeout: Duration,

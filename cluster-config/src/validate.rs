@@ -91,11 +91,25 @@ pub(crate) fn cluster(
         let (Some(listener), Some(pool_site)) = (listener, &site.pool) else {
             continue;
         };
-        let sticky = pools
+        let pool = pools
             .iter()
             .filter_map(|(pool, _)| pool.as_ref())
-            .find(|pool| Some(&pool.name) == listener.pool.as_ref())
-            .and_then(|pool| pool.sticky.as_ref());
+            .find(|pool| Some(&pool.name) == listener.pool.as_ref());
+        if let Some(key) = pool.and_then(|p| p.algorithm.hash_key(&p.hash_key))
+            && key.needs_http()
+            && !listener.protocol.is_http()
+        {
+            reader.error(
+                pool_site.span.clone(),
+                &pool_site.path,
+                format!(
+                    "pool \"{}\" hashes hash_key = \"{key}\", which a {} listener cannot see; use hash_key = \"source_ip\"",
+                    pool_site.text,
+                    listener.protocol.name()
+                ),
+            );
+        }
+        let sticky = pool.and_then(|pool| pool.sticky.as_ref());
         if let Some(sticky) = sticky
             && sticky.kind.needs_http()
             && !listener.protocol.is_http()

@@ -18,6 +18,7 @@ fn pool(name: &str, ports: &[u16]) -> PoolSpec {
     PoolSpec {
         name: name.to_string(),
         algorithm: Algorithm::RoundRobin,
+        hash_key: Default::default(),
         backends: ports.iter().map(|p| BackendSpec::new(addr(*p))).collect(),
         connect_timeout: Duration::from_secs(3),
         response_timeout: Duration::from_secs(60),

@@ -113,6 +113,7 @@ fn sticky_pool(kind: StickyKind, ttl: Duration, ports: &[u16]) -> PoolSpec {
     PoolSpec {
         name: "app".to_string(),
         algorithm: Algorithm::RoundRobin,
+        hash_key: Default::default(),
         backends: ports.iter().map(|p| BackendSpec::new(addr(*p))).collect(),
         connect_timeout: Duration::from_secs(3),
         response_timeout: Duration::from_secs(60),

@@ -169,7 +169,7 @@ fn unknown_algorithm_and_protocol_list_the_valid_ones() {
     let text = VALID.replace("algorithm = \"round_robin\"", "algorithm = \"fastest\"");
     assert_one_error(
         &text,
-        "lb.toml:14: pool[0].algorithm: unknown algorithm \"fastest\" (valid: \"round_robin\", \"weighted_round_robin\", \"least_connections\")",
+        "lb.toml:14: pool[0].algorithm: unknown algorithm \"fastest\" (valid: \"round_robin\", \"weighted_round_robin\", \"least_connections\", \"ip_hash\", \"maglev\", \"random_two\", \"peak_ewma\")",
     );
     let text = VALID.replace("protocol = \"http\"", "protocol = \"quic\"");
     assert_one_error(

@@ -3,12 +3,14 @@
 //! [`ArcSwap`]; a request loads the current view once (no lock, no await) and
 //! keeps using that snapshot to its end. Rebuilding the view keeps each
 //! backend's live [`Backend`] state (its active-connection count) when the
-//! backend is still present, so a new view changes
+//! backend is still present (and the pool's balancer while its algorithm
+//! and enabled backends are unchanged), so a new view changes
 //! where new work goes without disturbing work in flight. A pool with a
 //! sticky policy carries its [`PoolSticky`], built with the cluster's
 //! cookie secret and the node's [`Sticky`] runtime.
 
-use crate::balance::{self, Balancer};
+use crate::balance::peak_ewma::Latency;
+use crate::balance::{self, Balancer, Pick};
 use crate::dataplane::l7::route::RouteView;
 use crate::health::{self, BackendHealth, PoolRuntime};
 use crate::sticky::{PoolSticky, Sticky};
@@ -54,7 +56,9 @@ pub struct PoolView {
     /// Live state of every backend in the spec, whatever its admin state,
     /// index for index with `spec.backends`.
     members: Vec<Arc<Backend>>,
-    pub balancer: Box<dyn Balancer>,
+    /// Kept across view rebuilds while the algorithm and the enabled
+    /// backends stay (Maglev's table is built once).
+    pub balancer: Arc<dyn Balancer>,
     /// The pool's sticky policy at work, if it has one.
     pub sticky: Option<PoolSticky>,
     /// `[pool.tls]`: how to reach the backends over TLS, or why it cannot.
@@ -70,6 +74,19 @@ pub struct Attempts {
     tried: Vec<usize>,
     preferred_done: bool,
     made: usize,
+    /// The request's key hash for hashing algorithms.
+    hash: Option<u64>,
+}
+
+impl Attempts {
+    /// Attempts for a request whose key hashes to `hash` (see
+    /// [`PoolView::request_hash`], [`PoolView::source_hash`]).
+    pub fn with_hash(hash: Option<u64>) -> Self {
+        Attempts {
+            hash,
+            ..Attempts::default()
+        }
+    }
 }
 
 /// One backend's live state, which outlives view rebuilds (its weight and
@@ -80,6 +97,7 @@ pub struct Backend {
     /// Open L4 connections plus in-flight L7 requests.
     active: AtomicUsize,
     health: BackendHealth,
+    latency: Latency,
 }
 
 impl Backend {
@@ -92,6 +110,7 @@ impl Backend {
             address,
             active: AtomicUsize::new(0),
             health,
+            latency: Latency::default(),
         }
     }
 
@@ -101,6 +120,11 @@ impl Backend {
 
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Response (L7) or connect (L4) latency, for `peak_ewma`.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
     }
 
     /// Whether this node may send new work here: every balancer skips a
@@ -277,10 +301,23 @@ impl PoolView {
             }
             (_, None) => None,
         };
+        let balancer = match previous {
+            Some(p)
+                if p.spec.algorithm == spec.algorithm
+                    && p.spec
+                        .backends
+                        .iter()
+                        .filter(|b| b.state == AdminState::Enabled)
+                        .eq(&serving_specs) =>
+            {
+                Arc::clone(&p.balancer)
+            }
+            _ => balance::build(spec.algorithm, &serving_specs),
+        };
         PoolView {
             spec: spec.clone(),
             backends: serving.iter().map(|(_, live)| Arc::clone(live)).collect(),
-            balancer: balance::build(spec.algorithm, &serving_specs),
+            balancer,
             members,
             sticky,
             tls,
@@ -293,9 +330,9 @@ impl PoolView {
         &self.members
     }
 
-    /// Picks a backend not in `tried` (indices into `backends`).
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        self.balancer.pick(&self.backends, tried)
+    /// Picks an available backend `pick` allows (indices into `backends`).
+    pub fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
+        self.balancer.pick(&self.backends, pick)
     }
 
     /// Whether `address` may still take its sticky sessions: it is in the
@@ -342,12 +379,23 @@ impl PoolView {
                 return Some(Arc::clone(member));
             }
         }
-        let mut index = self.pick(&attempts.tried)?;
+        let mut index = self.pick(&Pick {
+            tried: &attempts.tried,
+            hash: attempts.hash,
+        })?;
         attempts.tried.push(index);
+        // Slow start; hash algorithms keep their keys where they are.
         let window = self.spec.health.slow_start;
-        if !window.is_zero() && !self.backends[index].health().admit(window, health::now_ms()) {
+        if !window.is_zero()
+            && !self.spec.algorithm.is_hash()
+            && !self.backends[index].health().admit(window, health::now_ms())
+        {
             // Ramping up and not its turn: the work goes elsewhere if it can.
-            if let Some(other) = self.pick(&attempts.tried) {
+            let again = Pick {
+                tried: &attempts.tried,
+                hash: attempts.hash,
+            };
+            if let Some(other) = self.pick(&again) {
                 attempts.tried.push(other);
                 index = other;
             }

@@ -110,6 +110,7 @@ fn bootstrap() -> Command {
         pools: vec![PoolSpec {
             name: "web".to_string(),
             algorithm: Algorithm::WeightedRoundRobin,
+            hash_key: Default::default(),
             backends: vec![BackendSpec::new(backend())],
             connect_timeout: PoolSpec::DEFAULT_CONNECT_TIMEOUT,
             response_timeout: PoolSpec::DEFAULT_RESPONSE_TIMEOUT,

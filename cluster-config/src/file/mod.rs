@@ -6,9 +6,8 @@
 use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
-    AdminState, Algorithm, BackendProtocol, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec,
-    MembershipSpec, NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss,
-    VipSpec,
+    AdminState, BackendProtocol, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
+    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss, VipSpec,
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
 use backend_tls::backend_tls;
@@ -18,6 +17,7 @@ use sticky::sticky;
 use toml::de::DeTable;
 
 mod backend_tls;
+mod balance;
 mod certificate;
 mod health;
 mod route;
@@ -457,10 +457,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
     if let (Some(f), Some(n)) = (&name, &name_value) {
         validate::name(reader, f, n);
     }
-    let algorithm = match s.optional("algorithm") {
-        Some(f) => reader.choice(&f, "algorithm", &Algorithm::ALL),
-        None => Some(Algorithm::RoundRobin),
-    };
+    let (algorithm, hash_key) = balance::algorithm(reader, &mut s);
     let connect_timeout = s.optional("connect_timeout").map(|f| reader.duration(&f));
     let response_timeout = s.optional("response_timeout").map(|f| reader.duration(&f));
     let max_connect_attempts = s
@@ -502,6 +499,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
         Some(PoolSpec {
             name: name_value?,
             algorithm: algorithm?,
+            hash_key: hash_key?,
             backends: backends?,
             connect_timeout: connect_timeout.unwrap_or(Some(PoolSpec::DEFAULT_CONNECT_TIMEOUT))?,
             response_timeout: response_timeout.unwrap_or(Some(PoolSpec::DEFAULT_RESPONSE_TIMEOUT))?,

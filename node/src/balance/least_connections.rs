@@ -2,7 +2,7 @@
 //! connections (L4) or in-flight requests (L7) per unit of weight. Ties are
 //! broken by a rotating start so equally idle backends share the load.
 
-use super::Balancer;
+use super::{Balancer, Pick, weights};
 use crate::view::Backend;
 use raftlb_config::BackendSpec;
 use std::sync::Arc;
@@ -17,14 +17,14 @@ pub struct LeastConnections {
 impl LeastConnections {
     pub fn new(backends: &[BackendSpec]) -> Self {
         LeastConnections {
-            weights: backends.iter().map(|b| u64::from(b.weight.max(1))).collect(),
+            weights: weights(backends),
             rotation: AtomicUsize::new(0),
         }
     }
 }
 
 impl Balancer for LeastConnections {
-    fn pick(&self, backends: &[Arc<Backend>], tried: &[usize]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], pick: &Pick<'_>) -> Option<usize> {
         let n = backends.len();
         if n == 0 {
             return None;
@@ -33,7 +33,7 @@ impl Balancer for LeastConnections {
         let mut best: Option<(usize, u64, u64)> = None; // (index, active, weight)
         for k in 0..n {
             let i = (start + k) % n;
-            if tried.contains(&i) {
+            if !pick.allows(backends, i) {
                 continue;
             }
             let active = backends[i].active() as u64;
@@ -54,18 +54,7 @@ impl Balancer for LeastConnections {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_backends;
-
-    fn specs(weights: &[u32]) -> Vec<BackendSpec> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| BackendSpec {
-                weight,
-                ..BackendSpec::new(([127, 0, 0, 1], 9000 + i as u16).into())
-            })
-            .collect()
-    }
+    use crate::balance::{FRESH, test_backends, test_specs as specs, tried};
 
     #[test]
     fn prefers_the_idle_backend() {
@@ -73,7 +62,7 @@ mod tests {
         let lc = LeastConnections::new(&specs(&[1, 1]));
         let _busy = [backends[0].track(), backends[0].track()];
         for _ in 0..10 {
-            assert_eq!(lc.pick(&backends, &[]), Some(1));
+            assert_eq!(lc.pick(&backends, &FRESH), Some(1));
         }
     }
 
@@ -81,14 +70,14 @@ mod tests {
     fn spreads_ties_and_respects_weight() {
         let backends = test_backends(2);
         let lc = LeastConnections::new(&specs(&[1, 1]));
-        let picks: Vec<_> = (0..4).map(|_| lc.pick(&backends, &[]).unwrap()).collect();
+        let picks: Vec<_> = (0..4).map(|_| lc.pick(&backends, &FRESH).unwrap()).collect();
         assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
 
         let weighted = LeastConnections::new(&specs(&[1, 4]));
         let _load = [backends[1].track(), backends[1].track(), backends[1].track()];
         // 3 active / weight 4 < 1 / 1 only once backend 0 holds one.
         let _one = backends[0].track();
-        assert_eq!(weighted.pick(&backends, &[]), Some(1));
-        assert_eq!(weighted.pick(&backends, &[1]), Some(0));
+        assert_eq!(weighted.pick(&backends, &FRESH), Some(1));
+        assert_eq!(weighted.pick(&backends, &tried(&[1])), Some(0));
     }
 }

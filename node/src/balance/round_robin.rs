@@ -1,6 +1,7 @@
-//! Round robin: each backend in turn, one shared atomic counter.
+//! Round robin: each backend in turn, one shared atomic counter; an
+//! unavailable or tried backend's turn goes to the next.
 
-use super::Balancer;
+use super::{Balancer, Pick};
 use crate::view::Backend;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,26 +12,28 @@ pub struct RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, backends: &[Arc<Backend>], tried: &[usize]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], pick: &Pick<'_>) -> Option<usize> {
         let n = backends.len();
         if n == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|k| (start + k) % n).find(|i| !tried.contains(i))
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| pick.allows(backends, i))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_backends;
+    use crate::balance::{FRESH, test_backends, tried};
 
     #[test]
     fn alternates_exactly() {
         let backends = test_backends(3);
         let rr = RoundRobin::default();
-        let picks: Vec<_> = (0..6).map(|_| rr.pick(&backends, &[]).unwrap()).collect();
+        let picks: Vec<_> = (0..6).map(|_| rr.pick(&backends, &FRESH).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
 
@@ -38,8 +41,8 @@ mod tests {
     fn skips_tried_and_gives_up_when_all_tried() {
         let backends = test_backends(3);
         let rr = RoundRobin::default();
-        assert_eq!(rr.pick(&backends, &[0]), Some(1));
-        assert_eq!(rr.pick(&backends, &[0, 1, 2]), None);
-        assert_eq!(rr.pick(&[], &[]), None);
+        assert_eq!(rr.pick(&backends, &tried(&[0])), Some(1));
+        assert_eq!(rr.pick(&backends, &tried(&[0, 1, 2])), None);
+        assert_eq!(rr.pick(&[], &FRESH), None);
     }
 }

@@ -7,7 +7,7 @@
 //! an atomic increment and a table read — no lock, unlike nginx's per-pick
 //! update of running weights.
 
-use super::Balancer;
+use super::{Balancer, Pick};
 use crate::view::Backend;
 use raftlb_config::BackendSpec;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ fn smooth_schedule(weights: &[i64]) -> Vec<u32> {
 }
 
 impl Balancer for WeightedRoundRobin {
-    fn pick(&self, backends: &[Arc<Backend>], tried: &[usize]) -> Option<usize> {
+    fn pick(&self, backends: &[Arc<Backend>], pick: &Pick<'_>) -> Option<usize> {
         let len = self.schedule.len();
         if len == 0 || backends.is_empty() {
             return None;
@@ -57,14 +57,14 @@ impl Balancer for WeightedRoundRobin {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..len)
             .map(|k| self.schedule[(start + k) % len] as usize)
-            .find(|i| *i < backends.len() && !tried.contains(i))
+            .find(|&i| pick.allows(backends, i))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::test_backends;
+    use crate::balance::{FRESH, test_backends, test_specs, tried};
 
     #[test]
     fn nginx_sequence_for_5_1_1() {
@@ -73,22 +73,14 @@ mod tests {
 
     #[test]
     fn shares_follow_weights() {
-        let specs: Vec<BackendSpec> = [1, 3]
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| BackendSpec {
-                weight,
-                ..BackendSpec::new(([127, 0, 0, 1], 9000 + i as u16).into())
-            })
-            .collect();
-        let wrr = WeightedRoundRobin::new(&specs);
+        let wrr = WeightedRoundRobin::new(&test_specs(&[1, 3]));
         let backends = test_backends(2);
         let mut counts = [0; 2];
         for _ in 0..400 {
-            counts[wrr.pick(&backends, &[]).unwrap()] += 1;
+            counts[wrr.pick(&backends, &FRESH).unwrap()] += 1;
         }
         assert_eq!(counts, [100, 300]);
-        assert_eq!(wrr.pick(&backends, &[1]), Some(0));
-        assert_eq!(wrr.pick(&backends, &[0, 1]), None);
+        assert_eq!(wrr.pick(&backends, &tried(&[1])), Some(0));
+        assert_eq!(wrr.pick(&backends, &tried(&[0, 1])), None);
     }
 }

@@ -148,7 +148,10 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
         out.push_str(&format!(
             "pool {}: {}, connect timeout {}, response timeout {}, {} connect {}\n",
             pool.name,
-            pool.algorithm.name(),
+            match pool.algorithm {
+                raftlb_config::Algorithm::Maglev => format!("maglev by {}", pool.hash_key),
+                other => other.name().to_string(),
+            },
             duration::format(pool.connect_timeout),
             duration::format(pool.response_timeout),
             pool.max_connect_attempts,
@@ -436,6 +439,7 @@ mod tests {
         let pool = PoolSpec {
             name: "web".to_string(),
             algorithm: Algorithm::WeightedRoundRobin,
+            hash_key: Default::default(),
             backends: vec![BackendSpec::new("10.0.0.5:8080".parse().unwrap()), drained],
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(60),

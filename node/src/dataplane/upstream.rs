@@ -18,7 +18,7 @@ use raftlb_config::BackendProtocol;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -33,18 +33,25 @@ pub enum ConnectError {
     Io { address: SocketAddr, source: io::Error },
 }
 
-/// Opens a connection to one of `pool`'s backends, `preferred` (a sticky
-/// session's) first. The returned guard counts the connection against its
-/// backend for least-connections.
+/// Opens a connection for `client` to one of `pool`'s backends,
+/// `preferred` (a sticky session's) first. The returned guard counts the
+/// connection against its backend for least-connections; the connect time
+/// (or the timeout) is the backend's latency sample for peak EWMA.
 pub async fn connect(
     pool: &PoolView,
     preferred: Option<SocketAddr>,
+    client: IpAddr,
 ) -> Result<(TcpStream, ActiveGuard), ConnectError> {
-    let mut attempts = Attempts::default();
+    let mut attempts = Attempts::with_hash(pool.source_hash(client));
     let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
     while let Some(backend) = pool.next_backend(preferred, &mut attempts) {
         let guard = backend.track();
-        match connect_one(backend.address(), pool.spec.connect_timeout).await {
+        let started = Instant::now();
+        let connected = connect_one(backend.address(), pool.spec.connect_timeout).await;
+        if let Ok(_) | Err(ConnectError::Timeout { .. }) = &connected {
+            backend.latency().record(started.elapsed());
+        }
+        match connected {
             Ok(stream) => {
                 outlier::record(pool, &backend, Outcome::Success);
                 return Ok((stream, guard));

@@ -21,7 +21,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, view: &S
         .as_ref()
         .map(|sticky| sticky.by_source(peer.ip(), |b| pool.keeps_sessions(b)));
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
-    let (backend, guard) = match upstream::connect(pool, preferred).await {
+    let (backend, guard) = match upstream::connect(pool, preferred, peer.ip()).await {
         Ok(connected) => connected,
         Err(e) => {
             tracing::warn!(listener, client = %peer, error = %e, "no backend for TCP connection");

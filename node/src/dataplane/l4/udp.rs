@@ -93,7 +93,8 @@ async fn open_session(
         .as_ref()
         .map(|sticky| sticky.by_source(client.ip(), |b| pool.keeps_sessions(b)));
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
-    let backend = pool.next_backend(preferred, &mut Attempts::default())?;
+    let mut attempts = Attempts::with_hash(pool.source_hash(client.ip()));
+    let backend = pool.next_backend(preferred, &mut attempts)?;
     if let (Some(sticky), Some(affinity)) = (&pool.sticky, &affinity)
         && let Some(commit) = sticky.settle(affinity, backend.address()).commit
     {

@@ -2,7 +2,7 @@
 //! keep-alive to backends.
 
 mod body;
-mod cookies;
+pub(crate) mod cookies;
 mod headers;
 mod proxy;
 pub mod request_body;

@@ -66,6 +66,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     };
     let affinity = sticky::affinity(pool, request.headers(), conn.client.ip());
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
+    let hash = pool.request_hash(conn.client.ip(), request.headers(), request.uri().path());
     let limits = &listener.spec.http;
     let body_limits = BodyLimits {
         max_bytes: limits.max_body_bytes,
@@ -80,7 +81,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         Err(Failure::Cut(Cut::TooLarge(limits.max_body_bytes)))
     } else if let Some(upgrade) = upgrade {
         let idle = limits.tunnel_idle_timeout;
-        upgrade::forward(request, upgrade, pool, preferred, body_limits, idle)
+        upgrade::forward(request, upgrade, pool, preferred, hash, body_limits, idle)
             .await
             .map_err(Failure::from)
     } else {
@@ -94,7 +95,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
             _ => RequestBody::read_ahead(body, body_limits).await,
         };
         match body {
-            Ok(body) => forward(Request::from_parts(parts, body), pool, preferred).await,
+            Ok(body) => forward(Request::from_parts(parts, body), pool, preferred, hash).await,
             Err(RequestBodyError::Cut(cut)) => Err(Failure::Cut(cut)),
             Err(RequestBodyError::Client(e)) => Err(Failure::BadBody(e)),
         }
@@ -200,18 +201,20 @@ impl Failure {
 }
 
 /// Sends the request to a backend of `pool` (`preferred`, a sticky
-/// session's, first) and returns its response. A request that failed
-/// before any response byte is sent again to another backend when it may
-/// be ([`retry`]) and the pool's retry budget allows.
+/// session's, first, else the balancer's pick for key `hash`) and returns
+/// its response. A request that failed before any response byte is sent
+/// again to another backend when it may be ([`retry`]) and the pool's
+/// retry budget allows.
 async fn forward(
     request: Request<RequestBody>,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
+    hash: Option<u64>,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
     let policy = &pool.spec.health.retry;
     let replay = retry::Replay::of(&request, policy);
     pool.runtime.retry_budget.deposit(policy);
-    let mut attempts = Attempts::default();
+    let mut attempts = Attempts::with_hash(hash);
     let mut request = request;
     let mut retries = 0;
     loop {
@@ -241,7 +244,9 @@ async fn forward(
 }
 
 /// One try: a backend of `pool` not yet in `attempts`, and its response.
-/// Each outcome counts for the backend's outlier detection.
+/// Each outcome counts for the backend's outlier detection; the time from
+/// sending to the response headers (or the timeout) is its latency sample
+/// for peak EWMA.
 async fn try_backend(
     mut request: Request<RequestBody>,
     pool: &PoolView,
@@ -259,7 +264,11 @@ async fn try_backend(
         Err(failure)
     };
     loop {
+        let started = Instant::now();
         let sent = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
+        if let Err(_) | Ok(Ok(_)) = &sent {
+            guard.backend().latency().record(started.elapsed());
+        }
         match sent {
             Err(_) => return failed(&guard, Failure::Timeout { backend, timeout }),
             Ok(Ok(response)) => {

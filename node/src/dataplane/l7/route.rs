@@ -128,6 +128,7 @@ mod tests {
         let spec = PoolSpec {
             name: "p".to_string(),
             algorithm: Algorithm::RoundRobin,
+            hash_key: Default::default(),
             backends: vec![raftlb_config::BackendSpec::new("127.0.0.1:1".parse().unwrap())],
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),

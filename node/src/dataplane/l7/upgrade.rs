@@ -46,13 +46,15 @@ pub enum UpgradeError {
 }
 
 /// Sends the upgrade request (`upgrade`: its `Upgrade` value, which
-/// header rewriting removed) to a backend of `pool` on a new connection and
+/// header rewriting removed) to a backend of `pool` (`preferred` first,
+/// else the balancer's pick for key `hash`) on a new connection and
 /// returns the backend's answer; a `101` starts the tunnel.
 pub async fn forward(
     mut request: Request<Incoming>,
     upgrade: HeaderValue,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
+    hash: Option<u64>,
     body_limits: BodyLimits,
     idle: Duration,
 ) -> Result<(Response<ProxyBody>, SocketAddr), UpgradeError> {
@@ -61,7 +63,7 @@ pub async fn forward(
     let headers: &mut HeaderMap = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
-    let mut attempts = Attempts::default();
+    let mut attempts = Attempts::with_hash(hash);
     let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
     let (mut sender, guard) = loop {
         let Some(backend) = pool.next_backend(preferred, &mut attempts) else {
