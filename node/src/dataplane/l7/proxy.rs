@@ -302,7 +302,7 @@ fn redirect_to_https(request: &Request<Incoming>) -> Response<ProxyBody> {
     response
 }
 
-fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+pub(super) fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::local(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
