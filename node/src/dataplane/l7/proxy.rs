@@ -24,6 +24,7 @@ use raftlb_config::BackendProtocol;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::task::TaskTracker;
 
 /// What a request needs to know about the connection it came on.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct ConnContext {
     pub client: SocketAddr,
     pub forwarding: headers::Forwarding,
     pub view: SharedView,
+    /// Where upgraded connections' tunnels are spawned, so a drain waits for them.
+    pub tunnels: TaskTracker,
 }
 
 /// Proxies one request; never fails (errors become local responses).
@@ -78,9 +81,17 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         Err(Failure::Cut(Cut::TooLarge(limits.max_body_bytes)))
     } else if let Some(upgrade) = upgrade {
         let idle = limits.tunnel_idle_timeout;
-        upgrade::forward(request, upgrade, pool, preferred, body_limits, idle)
-            .await
-            .map_err(Failure::from)
+        upgrade::forward(
+            request,
+            upgrade,
+            pool,
+            preferred,
+            body_limits,
+            idle,
+            &conn.tunnels,
+        )
+        .await
+        .map_err(Failure::from)
     } else {
         let (parts, body) = request.into_parts();
         let body = match declared {

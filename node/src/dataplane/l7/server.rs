@@ -78,6 +78,7 @@ impl HttpListener {
             client,
             forwarding: Forwarding::new(client, self.scheme),
             view: Arc::clone(&self.view),
+            tunnels: shutdown.tracker.clone(),
         });
         let watch = Arc::new(ConnWatch::default());
         let stream = Watched::new(stream, Arc::clone(&watch), self.header_read_timeout);

@@ -5,7 +5,9 @@
 //! both close or the tunnel is silent for the listener's
 //! `tunnel_idle_timeout`. The tunnel counts as an active connection of its
 //! backend (least connections) for as long as it lives, and, being its own
-//! task, outlives any change of configuration.
+//! task, outlives any change of configuration. It is tracked like a
+//! connection: a draining node waits for it to end, up to the drain
+//! timeout, and the hard stop after that closes it.
 
 use super::body::ProxyBody;
 use super::request_body::{BodyLimits, RequestBody};
@@ -18,6 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio_util::task::TaskTracker;
 
 /// The `Upgrade` header of an HTTP/1.1 request that asks to upgrade.
 pub fn requested(request: &Request<Incoming>) -> Option<HeaderValue> {
@@ -55,6 +58,7 @@ pub async fn forward(
     preferred: Option<SocketAddr>,
     body_limits: BodyLimits,
     idle: Duration,
+    tunnels: &TaskTracker,
 ) -> Result<(Response<ProxyBody>, SocketAddr), UpgradeError> {
     let client_side = hyper::upgrade::on(&mut request);
     let mut request = request.map(|body| RequestBody::streaming(body, body_limits));
@@ -88,7 +92,7 @@ pub async fn forward(
         return Ok((Response::from_parts(parts, ProxyBody::bytes(body)), backend));
     }
     let backend_side = hyper::upgrade::on(&mut response);
-    tokio::spawn(async move {
+    tunnels.spawn(async move {
         let _counted = guard;
         match tokio::try_join!(client_side, backend_side) {
             Ok((client, server)) => {
