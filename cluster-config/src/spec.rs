@@ -277,7 +277,7 @@ pub struct ListenerSpec {
     pub max_connections: u32,
     /// TCP: a spliced connection idle this long in both directions is closed.
     /// UDP: a client session with no datagram either way this long is forgotten.
-    /// HTTP listeners use [`HttpLimits::header_read_timeout`] instead.
+    /// HTTP listeners use [`HttpLimits::keepalive_timeout`] instead.
     pub idle_timeout: Duration,
     /// HTTP only.
     pub http: HttpLimits,
@@ -311,7 +311,7 @@ impl ListenerSpec {
     }
     pub fn default_idle_timeout(protocol: Protocol) -> Duration {
         match protocol {
-            Protocol::Http | Protocol::Https => HttpLimits::default().header_read_timeout,
+            Protocol::Http | Protocol::Https => HttpLimits::default().keepalive_timeout,
             Protocol::Tcp => Duration::from_secs(3600),
             Protocol::Udp => Duration::from_secs(30),
         }
@@ -322,9 +322,13 @@ impl ListenerSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpLimits {
     /// Time allowed to receive a request's head (slowloris guard), counted from
-    /// the connection's start or the end of the previous response, so it is also
-    /// how long a keep-alive connection may sit idle. Expiry closes the connection.
+    /// the connection's start for its first request and from the head's first
+    /// byte after that. Expiry closes the connection.
     pub header_read_timeout: Duration,
+    /// How long a connection may sit idle (no request in flight, no head
+    /// arriving) after a response (HTTP/2: with no open stream) before it is
+    /// closed (HTTP/2: GOAWAY). nginx's `keepalive_timeout`.
+    pub keepalive_timeout: Duration,
     /// Largest request head (request line and headers) in bytes → 431.
     pub max_header_bytes: usize,
     /// Most request headers → 431.
@@ -351,6 +355,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             header_read_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(75),
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_body_bytes: 100 * 1024 * 1024,

@@ -1,15 +1,44 @@
 //! WebSocket through real `raftlb` processes: the `Upgrade` is passed to
 //! the backend, the `101` back, and the tunnel then carries messages both
 //! ways for 10 s while the cluster's configuration changes under it; a
-//! silent tunnel is closed after the listener's `tunnel_idle_timeout`.
+//! silent tunnel is closed after the listener's `tunnel_idle_timeout`; on
+//! SIGTERM a tunnel is work in flight: it carries on until it ends (and the
+//! node then exits at once) or until the drain timeout closes it.
 
 use futures_util::{SinkExt, StreamExt};
 use raftlb_tests::backends::ws_echo;
 use raftlb_tests::cluster::{Cluster, http_seed, marker};
-use raftlb_tests::free_port;
 use raftlb_tests::process::Raftlb;
+use raftlb_tests::{free_port, wait};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One node with one http listener in front of `backend`; `extra` goes
+/// into `[node]`. Returns the node and the listener's address.
+async fn single_node(backend: SocketAddr, node_keys: &str) -> (Raftlb, String) {
+    let bind = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "[node]\nid = 1\n{node_keys}\n\n[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\
+         tunnel_idle_timeout = \"1s\"\n\n[[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}\" }}]\n"
+    );
+    (Raftlb::start(&config, &[&bind]).await, bind)
+}
+
+/// Sends `text` and expects the echo within 2 s.
+async fn round_trip(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+    let echo = tokio::time::timeout(Duration::from_secs(2), ws.next())
+        .await
+        .expect("an echo within 2 s")
+        .expect("the tunnel is open")
+        .expect("a message");
+    assert_eq!(echo, Message::text(format!("ws:{text}")));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_flow_for_ten_seconds_across_configuration_changes() {
@@ -49,20 +78,11 @@ async fn messages_flow_for_ten_seconds_across_configuration_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_tunnel_is_closed_after_its_idle_timeout() {
     let (backend, _task) = ws_echo("ws").await;
-    let bind = format!("127.0.0.1:{}", free_port());
-    let config = format!(
-        "[node]\nid = 1\ndrain_timeout = \"1s\"\n\n[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\
-         tunnel_idle_timeout = \"1s\"\n\n[[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}\" }}]\n"
-    );
-    let _node = Raftlb::start(&config, &[&bind]).await;
+    let (_node, bind) = single_node(backend, "drain_timeout = \"1s\"").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{bind}/"))
         .await
         .expect("upgrade");
-    ws.send(Message::text("hello")).await.expect("send");
-    assert_eq!(
-        ws.next().await.expect("open").expect("echo"),
-        Message::text("ws:hello")
-    );
+    round_trip(&mut ws, "hello").await;
     let silent = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(4), async {
         loop {
@@ -79,4 +99,83 @@ async fn a_silent_tunnel_is_closed_after_its_idle_timeout() {
         after >= Duration::from_millis(900),
         "closed after {after:?}, before its 1 s idle timeout"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_an_open_tunnel_and_exits_once_it_closes() {
+    let (backend, _task) = ws_echo("ws").await;
+    let (mut node, bind) = single_node(backend, "drain_timeout = \"20s\"").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{bind}/"))
+        .await
+        .expect("upgrade");
+    round_trip(&mut ws, "before").await;
+
+    node.terminate();
+    let signalled = Instant::now();
+    wait::port_closed(&bind, Duration::from_secs(5)).await;
+    // The tunnel carries on while the node drains.
+    let mut sent = 0;
+    while signalled.elapsed() < Duration::from_millis(1500) {
+        round_trip(&mut ws, &format!("m{sent}")).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent >= 5, "{sent} round trips after SIGTERM");
+    assert!(
+        node.try_exit().is_none(),
+        "exited with a tunnel open:\n{}",
+        node.log()
+    );
+
+    ws.close(None).await.expect("close");
+    let closed = Instant::now();
+    let exit = node.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(exit.code(), Some(0), "{}", node.log());
+    assert!(
+        closed.elapsed() < Duration::from_secs(3),
+        "exited {:?} after the tunnel closed",
+        closed.elapsed()
+    );
+    assert!(node.log().contains("drained"), "{}", node.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_closes_a_tunnel_left_open() {
+    let (backend, _task) = ws_echo("ws").await;
+    // The tunnel's own idle timeout (1 s) is kept from firing by traffic.
+    let (mut node, bind) = single_node(backend, "drain_timeout = \"2s\"").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{bind}/"))
+        .await
+        .expect("upgrade");
+    round_trip(&mut ws, "before").await;
+
+    node.terminate();
+    let signalled = Instant::now();
+    let mut sent = 0;
+    let closed = loop {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(6),
+            "the tunnel was still open 6 s after SIGTERM"
+        );
+        let echoed = async {
+            ws.send(Message::text(format!("m{sent}"))).await.ok()?;
+            match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => Some(text),
+                _ => None,
+            }
+        };
+        match echoed.await {
+            Some(text) => assert_eq!(text.as_str(), format!("ws:m{sent}")),
+            None => break signalled.elapsed(),
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        closed >= Duration::from_millis(1800),
+        "closed {closed:?} after SIGTERM, before the 2 s drain timeout ({sent} round trips)"
+    );
+    let exit = node.wait_exit(Duration::from_secs(5)).await;
+    assert!(exit.success(), "{exit}: {}", node.log());
+    assert!(node.log().contains("drain timeout reached"), "{}", node.log());
 }

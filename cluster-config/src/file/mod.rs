@@ -296,8 +296,9 @@ fn peers(
     ok.then_some(peers)
 }
 
-const HTTP_ONLY_KEYS: [&str; 7] = [
+const HTTP_ONLY_KEYS: [&str; 8] = [
     "header_read_timeout",
+    "keepalive_timeout",
     "max_header_bytes",
     "max_headers",
     "max_body_bytes",
@@ -362,7 +363,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
     if let (Some(f), Some(true)) = (&idle_timeout_field, protocol.map(Protocol::is_http)) {
         reader.field_error(
             f,
-            "does not apply to http listeners: header_read_timeout bounds both the wait for a request and keep-alive idle time",
+            "does not apply to http listeners: keepalive_timeout bounds their idle time, header_read_timeout the wait for a head",
         );
     }
 
@@ -373,6 +374,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
         if let Some(f) = s.optional(key) {
             let ok = match key {
                 "header_read_timeout" => reader.duration(&f).map(|d| http.header_read_timeout = d),
+                "keepalive_timeout" => reader.duration(&f).map(|d| http.keepalive_timeout = d),
                 "max_header_bytes" => reader
                     .uint(&f, HttpLimits::MIN_HEADER_BYTES as u64, 1 << 20)
                     .map(|n| http.max_header_bytes = n as usize),

@@ -103,9 +103,9 @@ pub fn listeners(listeners: &[ListenerSpec]) -> String {
     let rows: Vec<Vec<String>> = listeners
         .iter()
         .map(|l| {
-            // An HTTP listener's idle limit is its header read timeout.
+            // An HTTP listener's idle limit is its keep-alive timeout.
             let idle = match l.protocol {
-                Protocol::Http | Protocol::Https => l.http.header_read_timeout,
+                Protocol::Http | Protocol::Https => l.http.keepalive_timeout,
                 Protocol::Tcp | Protocol::Udp => l.idle_timeout,
             };
             vec![

@@ -2,7 +2,9 @@
 //! keep-alive to backends.
 
 mod body;
+mod client_conn;
 pub(crate) mod cookies;
+mod framing;
 mod headers;
 mod proxy;
 pub mod request_body;

@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use tokio_util::task::TaskTracker;
 
 /// What a request needs to know about the connection it came on.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct ConnContext {
     pub client: SocketAddr,
     pub forwarding: headers::Forwarding,
     pub view: SharedView,
+    /// Where upgraded connections' tunnels are spawned, so a drain waits for them.
+    pub tunnels: TaskTracker,
 }
 
 /// Proxies one request; never fails (errors become local responses).
@@ -68,10 +71,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
     let hash = pool.request_hash(conn.client.ip(), request.headers(), request.uri().path());
     let limits = &listener.spec.http;
-    let body_limits = BodyLimits {
-        max_bytes: limits.max_body_bytes,
-        timeout: limits.body_timeout,
-    };
+    let body_limits = BodyLimits::of(limits);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -80,10 +80,17 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         // Refused before any backend sees it.
         Err(Failure::Cut(Cut::TooLarge(limits.max_body_bytes)))
     } else if let Some(upgrade) = upgrade {
-        let idle = limits.tunnel_idle_timeout;
-        upgrade::forward(request, upgrade, pool, preferred, hash, body_limits, idle)
-            .await
-            .map_err(Failure::from)
+        upgrade::forward(
+            request,
+            upgrade,
+            pool,
+            preferred,
+            Attempts::with_hash(hash),
+            limits,
+            &conn.tunnels,
+        )
+        .await
+        .map_err(Failure::from)
     } else {
         // A request that may be retried has a small body read whole, to send again.
         let replayable = retry::wanted(&pool.spec.health.retry, request.method(), request.headers())
@@ -376,7 +383,7 @@ fn redirect_to_https(request: &Request<Incoming>) -> Response<ProxyBody> {
     response
 }
 
-fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+pub(super) fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::local(text));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -47,6 +47,16 @@ pub struct BodyLimits {
     pub timeout: Duration,
 }
 
+impl BodyLimits {
+    /// A listener's limits on bodies.
+    pub fn of(limits: &raftlb_config::HttpLimits) -> Self {
+        BodyLimits {
+            max_bytes: limits.max_body_bytes,
+            timeout: limits.body_timeout,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct RequestBody {
     /// Read ahead, sent first.

@@ -1,14 +1,25 @@
 //! The HTTP side facing clients: one hyper connection per accepted socket,
 //! HTTP/1.1 or HTTP/2 with prior knowledge (told apart by the connection
 //! preface), with the listener's limits set explicitly: head size and header
-//! count (431 beyond them), head read timeout. Malformed requests are
-//! answered 400 by hyper's parser. On shutdown a connection finishes the
-//! request in flight and closes.
+//! count (431 beyond them), head read timeout and keep-alive idle timeout
+//! ([`client_conn`]). Malformed requests are answered 400 by hyper's
+//! parser; framing hyper lets through but a proxy must not pass on is
+//! answered here before any backend sees it: 400 for `Content-Length`
+//! beside `Transfer-Encoding` ([`framing`]), 501 for a transfer coding
+//! other than `chunked` (which could not be passed on, since bodies are
+//! re-framed). On shutdown a connection finishes the request in flight and
+//! closes; so does an idle one.
 
+use super::body::ProxyBody;
+use super::client_conn::{self, ConnWatch, Framing, Tracked, Watched};
+use super::framing::{self, Coding};
 use super::headers::Forwarding;
 use super::proxy::{self, ConnContext};
 use crate::dataplane::Shutdown;
 use crate::view::SharedView;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -16,6 +27,7 @@ use raftlb_config::HttpLimits;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What every connection of one HTTP listener shares.
@@ -26,6 +38,8 @@ pub struct HttpListener {
     /// `http` or `https`, for `X-Forwarded-Proto` and `Forwarded`.
     scheme: &'static str,
     builder: auto::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    keepalive_timeout: Duration,
 }
 
 impl HttpListener {
@@ -34,7 +48,8 @@ impl HttpListener {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            // Timed by `Watched` instead (see `client_conn`).
+            .header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             .keep_alive(true);
@@ -48,6 +63,8 @@ impl HttpListener {
             view,
             scheme,
             builder,
+            header_read_timeout: limits.header_read_timeout,
+            keepalive_timeout: limits.keepalive_timeout,
         }
     }
 
@@ -61,11 +78,27 @@ impl HttpListener {
             client,
             forwarding: Forwarding::new(client, self.scheme),
             view: Arc::clone(&self.view),
+            tunnels: shutdown.tracker.clone(),
         });
-        let service = service_fn(move |request| {
-            let context = Arc::clone(&context);
-            async move { Ok::<_, Infallible>(proxy::handle(request, context).await) }
-        });
+        let watch = Arc::new(ConnWatch::default());
+        let stream = Watched::new(stream, Arc::clone(&watch), self.header_read_timeout);
+        let service = {
+            let watch = Arc::clone(&watch);
+            service_fn(move |request| {
+                let (context, watch) = (Arc::clone(&context), Arc::clone(&watch));
+                async move {
+                    let (in_flight, index) = watch.request_started();
+                    let response = match refusal(&request, watch.framing(index)) {
+                        Some(refusal) => refusal,
+                        None => proxy::handle(request, context).await,
+                    };
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        watch.tunnel();
+                    }
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                }
+            })
+        };
         let connection = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -76,9 +109,39 @@ impl HttpListener {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
+            () = client_conn::idle(&watch, self.keepalive_timeout) => {
+                tracing::debug!(listener = %self.name, %client, "closing an idle connection");
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         };
         if let Err(e) = result {
             tracing::debug!(listener = %self.name, %client, error = %e, "HTTP connection ended with an error");
         }
     }
+}
+
+/// The local answer for a request whose framing must not be passed on, if
+/// it is one; the connection closes after it, its body unread.
+fn refusal(request: &Request<Incoming>, framing: Framing) -> Option<Response<ProxyBody>> {
+    let (status, text) = match framing {
+        Framing::Conflict => (
+            StatusCode::BAD_REQUEST,
+            "Content-Length and Transfer-Encoding together\n",
+        ),
+        Framing::Unknown => (StatusCode::BAD_REQUEST, "request framing not understood\n"),
+        Framing::Sound => match framing::transfer_coding(request.headers()) {
+            Coding::None | Coding::Chunked => return None,
+            Coding::Twice => (StatusCode::BAD_REQUEST, "chunked applied more than once\n"),
+            Coding::Other => (
+                StatusCode::NOT_IMPLEMENTED,
+                "only the chunked transfer coding is supported\n",
+            ),
+        },
+    };
+    let mut response = proxy::local(status, text);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Some(response)
 }

@@ -5,19 +5,23 @@
 //! both close or the tunnel is silent for the listener's
 //! `tunnel_idle_timeout`. The tunnel counts as an active connection of its
 //! backend (least connections) for as long as it lives, and, being its own
-//! task, outlives any change of configuration.
+//! task, outlives any change of configuration. It is tracked like a
+//! connection: a draining node waits for it to end, up to the drain
+//! timeout, and the hard stop after that closes it.
 
 use super::body::ProxyBody;
 use super::request_body::{BodyLimits, RequestBody};
 use crate::dataplane::splice::splice;
 use crate::dataplane::upstream::{self, ConnectError};
+use crate::health::outlier::{self, Outcome};
 use crate::view::{Attempts, PoolView};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use raftlb_config::HttpLimits;
 use std::net::SocketAddr;
-use std::time::Duration;
+use tokio_util::task::TaskTracker;
 
 /// The `Upgrade` header of an HTTP/1.1 request that asks to upgrade.
 pub fn requested(request: &Request<Incoming>) -> Option<HeaderValue> {
@@ -47,23 +51,23 @@ pub enum UpgradeError {
 
 /// Sends the upgrade request (`upgrade`: its `Upgrade` value, which
 /// header rewriting removed) to a backend of `pool` (`preferred` first,
-/// else the balancer's pick for key `hash`) on a new connection and
+/// else the balancer's picks under `attempts`) on a new connection and
 /// returns the backend's answer; a `101` starts the tunnel.
 pub async fn forward(
     mut request: Request<Incoming>,
     upgrade: HeaderValue,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
-    hash: Option<u64>,
-    body_limits: BodyLimits,
-    idle: Duration,
+    mut attempts: Attempts,
+    limits: &HttpLimits,
+    tunnels: &TaskTracker,
 ) -> Result<(Response<ProxyBody>, SocketAddr), UpgradeError> {
     let client_side = hyper::upgrade::on(&mut request);
-    let mut request = request.map(|body| RequestBody::streaming(body, body_limits));
+    let mut request = request.map(|body| RequestBody::streaming(body, BodyLimits::of(limits)));
+    let idle = limits.tunnel_idle_timeout;
     let headers: &mut HeaderMap = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
-    let mut attempts = Attempts::with_hash(hash);
     let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
     let (mut sender, guard) = loop {
         let Some(backend) = pool.next_backend(preferred, &mut attempts) else {
@@ -72,7 +76,10 @@ pub async fn forward(
         let guard = backend.track();
         match upstream::handshake_http1(backend.address(), pool).await {
             Ok(sender) => break (sender, guard),
-            Err(e) => last_error = e,
+            Err(e) => {
+                outlier::record(pool, &backend, Outcome::Failure);
+                last_error = e;
+            }
         }
     };
     let backend = guard.backend().address();
@@ -90,7 +97,7 @@ pub async fn forward(
         return Ok((Response::from_parts(parts, ProxyBody::bytes(body)), backend));
     }
     let backend_side = hyper::upgrade::on(&mut response);
-    tokio::spawn(async move {
+    tunnels.spawn(async move {
         let _counted = guard;
         match tokio::try_join!(client_side, backend_side) {
             Ok((client, server)) => {

@@ -1,0 +1,336 @@
+//! What one client connection's bytes and requests say about it, shared by
+//! its reader ([`Watched`]), its requests ([`InFlight`]) and its idle
+//! watch ([`idle`]):
+//!
+//! - **Framing.** [`Watched`] wraps the client stream and feeds every byte
+//!   hyper reads through a [`HeadScanner`] (HTTP/1 only: it stops at an
+//!   HTTP/2 preface and when an upgrade's `101` goes out). Request n asks
+//!   [`ConnWatch::framing`] whether head n was checked and sound.
+//! - **Head timeout.** A request head must arrive whole within the
+//!   listener's `header_read_timeout`, counted from the connection's start
+//!   for the first request and from a head's first byte after that (never
+//!   while a request is in flight). Expiry fails the read, so hyper drops
+//!   the connection without an answer, as its own header timeout did.
+//!   hyper's timeout is off: it also ran while a keep-alive connection sat
+//!   idle between requests, so idle time and head time were one setting.
+//! - **Keep-alive idle.** A connection with no request in flight and no
+//!   head arriving is idle; [`idle`] resolves once it has been idle for the
+//!   listener's `keepalive_timeout`, and the server then shuts it down
+//!   gracefully (HTTP/1: closed; HTTP/2: GOAWAY). A request counts as in
+//!   flight from the service call until its response body is dropped
+//!   ([`Tracked`] holds its [`InFlight`]).
+
+use super::framing::{HeadScanner, Stop};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+/// No conflicting head.
+const NONE: u64 = u64::MAX;
+
+/// One client connection's shared state (see the module doc).
+#[derive(Debug)]
+pub struct ConnWatch {
+    /// Requests whose response body has not been dropped.
+    in_flight: AtomicU64,
+    /// Requests started, the index of the next one.
+    requests: AtomicU64,
+    /// HTTP/1: requests with a lower index had their heads checked.
+    checked: AtomicU64,
+    /// HTTP/1: the index of a head with both `Content-Length` and
+    /// `Transfer-Encoding`, else [`NONE`].
+    conflict: AtomicU64,
+    http2: AtomicBool,
+    /// An upgrade's `101` went out: the connection is a tunnel now.
+    tunnel: AtomicBool,
+    /// HTTP/1: part of a head has arrived.
+    head_arriving: AtomicBool,
+    /// Bumped whenever a head or request starts.
+    activity: AtomicU64,
+    /// Told when the connection may have become idle.
+    went_idle: Notify,
+}
+
+/// What the service should make of a request's framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Sound,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    Conflict,
+    /// Not followed: refused, failing closed.
+    Unknown,
+}
+
+impl Default for ConnWatch {
+    fn default() -> Self {
+        ConnWatch {
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
+            conflict: AtomicU64::new(NONE),
+            http2: AtomicBool::new(false),
+            tunnel: AtomicBool::new(false),
+            head_arriving: AtomicBool::new(false),
+            activity: AtomicU64::new(0),
+            went_idle: Notify::new(),
+        }
+    }
+}
+
+impl ConnWatch {
+    /// A request has started; it is in flight until the guard drops.
+    /// Returns the guard and the request's index on the connection.
+    pub fn request_started(self: &Arc<Self>) -> (InFlight, u64) {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.activity.fetch_add(1, Relaxed);
+        let index = self.requests.fetch_add(1, Relaxed);
+        (InFlight(Arc::clone(self)), index)
+    }
+
+    /// The framing of request `index` as the client sent it.
+    pub fn framing(&self, index: u64) -> Framing {
+        if self.http2.load(Relaxed) {
+            Framing::Sound
+        } else if index == self.conflict.load(Relaxed) {
+            Framing::Conflict
+        } else if index < self.checked.load(Relaxed) {
+            Framing::Sound
+        } else {
+            Framing::Unknown
+        }
+    }
+
+    /// The connection has become a tunnel: stop reading it as HTTP.
+    pub fn tunnel(&self) {
+        self.tunnel.store(true, Relaxed);
+    }
+
+    fn is_idle(&self) -> bool {
+        let started = self.http2.load(Relaxed) || self.requests.load(Relaxed) > 0;
+        started
+            && self.in_flight.load(Relaxed) == 0
+            && !self.head_arriving.load(Relaxed)
+            && !self.tunnel.load(Relaxed)
+    }
+}
+
+/// Resolves once the connection has been idle (see the module doc) for
+/// `timeout`: from the end of its last response, or for HTTP/2 from its
+/// preface.
+pub async fn idle(watch: &ConnWatch, timeout: Duration) {
+    loop {
+        let notified = watch.went_idle.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so no notice between the two is lost.
+        notified.as_mut().enable();
+        if !watch.is_idle() {
+            notified.await;
+            continue;
+        }
+        let activity = watch.activity.load(Relaxed);
+        tokio::select! {
+            () = tokio::time::sleep(timeout) => {
+                if watch.activity.load(Relaxed) == activity && watch.is_idle() {
+                    return;
+                }
+            }
+            () = notified => {}
+        }
+    }
+}
+
+/// A request in flight (see [`ConnWatch::request_started`]).
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnWatch>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.0.went_idle.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, in_flight: InFlight) -> Self {
+        Tracked {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A client stream whose reads are followed (see the module doc).
+#[derive(Debug)]
+pub struct Watched<S> {
+    inner: S,
+    watch: Arc<ConnWatch>,
+    scanner: HeadScanner,
+    header_timeout: Duration,
+    /// When the head being awaited must be in, if `timing`.
+    deadline: Pin<Box<Sleep>>,
+    timing: bool,
+    /// A request was in flight while a head was arriving: the head's time
+    /// starts again when the request ends.
+    restart: bool,
+    /// Not HTTP/1 (any more): reads pass straight through.
+    through: bool,
+}
+
+impl<S> Watched<S> {
+    /// Wraps a new connection's stream; the first head's time starts now.
+    pub fn new(inner: S, watch: Arc<ConnWatch>, header_timeout: Duration) -> Self {
+        Watched {
+            inner,
+            watch,
+            scanner: HeadScanner::default(),
+            header_timeout,
+            deadline: Box::pin(tokio::time::sleep(header_timeout)),
+            timing: true,
+            restart: false,
+            through: false,
+        }
+    }
+
+    /// Follows `read`, bytes just read from the client.
+    fn follow(&mut self, read: &[u8]) {
+        let (was_arriving, heads) = (self.scanner.mid_head(), self.scanner.heads());
+        self.scanner.feed(read);
+        let watch = &self.watch;
+        if self.scanner.heads() != heads {
+            watch.checked.store(self.scanner.heads(), Relaxed);
+        }
+        if let Some(stop) = self.scanner.stopped() {
+            match stop {
+                Stop::Conflict => watch.conflict.store(self.scanner.heads(), Relaxed),
+                Stop::Http2 => {
+                    watch.http2.store(true, Relaxed);
+                    watch.went_idle.notify_waiters();
+                }
+                Stop::Lost => {}
+            }
+            watch.head_arriving.store(false, Relaxed);
+            self.through = true;
+            self.timing = false;
+            return;
+        }
+        let arriving = self.scanner.mid_head();
+        if arriving && (self.scanner.heads() != heads || !self.timing) {
+            // A new head began in this read.
+            self.deadline.as_mut().reset(Instant::now() + self.header_timeout);
+            self.timing = true;
+            self.restart = false;
+            watch.activity.fetch_add(1, Relaxed);
+        } else if !arriving {
+            self.timing = false;
+        }
+        if arriving != was_arriving {
+            watch.head_arriving.store(arriving, Relaxed);
+        }
+    }
+
+    /// `Pending` from the stream: is the head late?
+    fn head_late(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.timing {
+            return false;
+        }
+        if self.watch.in_flight.load(Relaxed) > 0 {
+            self.restart = true;
+            return false;
+        }
+        if self.restart {
+            self.restart = false;
+            self.deadline.as_mut().reset(Instant::now() + self.header_timeout);
+        }
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.through && this.watch.tunnel.load(Relaxed) {
+            this.through = true;
+            this.timing = false;
+        }
+        if this.through {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.follow(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.head_late(cx) => {
+                this.timing = false;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("request head not received within {:?}", this.header_timeout),
+                )))
+            }
+            polled => polled,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
