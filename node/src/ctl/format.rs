@@ -425,7 +425,7 @@ mod tests {
         assert_eq!(
             text,
             "NAME    PROTOCOL  BIND        POOL  MAX CONNECTIONS  IDLE TIMEOUT\n\
-             public  http      0.0.0.0:80  web   10000            30s\n\
+             public  http      0.0.0.0:80  web   10000            75s\n\
              dns     udp       0.0.0.0:53  web   10000            30s\n"
         );
         assert_eq!(listeners(&[]), "no listeners\n");
