@@ -323,9 +323,10 @@ mod tests {
                     sticky: None,
                     tls: None,
                     backend_protocol: Default::default(),
+                    health: Default::default(),
                 }],
             }));
-            ClusterView::build(&state, None, previous)
+            ClusterView::build(&state, 0, None, previous)
         };
         let specs = test_specs(&[1, 1, 1]);
         let first = view(specs.clone(), None);
