@@ -212,6 +212,23 @@ fn health(metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)]), view: &Sh
         "1 while this node may send new work to the backend (health checks, ejection, panic).",
         &available,
     );
+    // A u64 does not fit a float exactly, so the fingerprint is a label.
+    let tables: Vec<(String, f64)> = pools
+        .iter()
+        .filter_map(|p| {
+            let fingerprint = p.balancer.table_fingerprint()?;
+            Some((
+                format!("{{pool=\"{}\",fingerprint=\"{fingerprint:016x}\"}}", p.spec.name),
+                1.0,
+            ))
+        })
+        .collect();
+    metric(
+        "balancer_table",
+        "gauge",
+        "The fingerprint of a pool's lookup table (maglev): equal on every node.",
+        &tables,
+    );
     let per_pool = |value: &dyn Fn(&crate::health::PoolRuntime) -> f64| -> Vec<(String, f64)> {
         pools
             .iter()

@@ -121,4 +121,22 @@ async fn maglev_sends_a_key_to_one_backend_through_every_node() {
         "keys spread over every backend: {per_backend:?}"
     );
     assert!(per_backend.values().all(|&n| n >= 40), "{per_backend:?}");
+
+    // Every node built the identical table.
+    let mut fingerprints = Vec::new();
+    for id in 1..=3 {
+        let url = format!("http://127.0.0.{id}:{}/metrics", cluster.metrics_port);
+        let (_, text) = client::get(&http, &url).await;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("raftlb_balancer_table{pool=\"app\""))
+            .unwrap_or_else(|| panic!("no table fingerprint on node {id}:\n{text}"))
+            .to_string();
+        fingerprints.push(line);
+    }
+    eprintln!("{fingerprints:?}");
+    assert!(
+        fingerprints.iter().all(|f| *f == fingerprints[0]),
+        "the nodes built different tables: {fingerprints:?}"
+    );
 }
