@@ -18,7 +18,10 @@
 //!   listener's `keepalive_timeout`, and the server then shuts it down
 //!   gracefully (HTTP/1: closed; HTTP/2: GOAWAY). A request counts as in
 //!   flight from the service call until its response body is dropped
-//!   ([`Tracked`] holds its [`InFlight`]).
+//!   ([`Tracked`] holds its [`InFlight`]). The watch is lazy: requests only
+//!   stamp the time they start and end, and [`idle`] wakes once per
+//!   timeout to compare, so a busy keep-alive connection pays no timer
+//!   and no wake-up per request.
 
 use super::framing::{HeadScanner, Stop};
 use bytes::Bytes;
@@ -30,7 +33,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// No conflicting head.
@@ -53,10 +55,11 @@ pub struct ConnWatch {
     tunnel: AtomicBool,
     /// HTTP/1: part of a head has arrived.
     head_arriving: AtomicBool,
-    /// Bumped whenever a head or request starts.
-    activity: AtomicU64,
-    /// Told when the connection may have become idle.
-    went_idle: Notify,
+    /// When the connection started.
+    born: Instant,
+    /// When a head, request or HTTP/2 last started or a request ended, in
+    /// nanoseconds after `born`.
+    last_activity_ns: AtomicU64,
 }
 
 /// What the service should make of a request's framing.
@@ -79,8 +82,8 @@ impl Default for ConnWatch {
             http2: AtomicBool::new(false),
             tunnel: AtomicBool::new(false),
             head_arriving: AtomicBool::new(false),
-            activity: AtomicU64::new(0),
-            went_idle: Notify::new(),
+            born: Instant::now(),
+            last_activity_ns: AtomicU64::new(0),
         }
     }
 }
@@ -90,7 +93,7 @@ impl ConnWatch {
     /// Returns the guard and the request's index on the connection.
     pub fn request_started(self: &Arc<Self>) -> (InFlight, u64) {
         self.in_flight.fetch_add(1, Relaxed);
-        self.activity.fetch_add(1, Relaxed);
+        self.touch();
         let index = self.requests.fetch_add(1, Relaxed);
         (InFlight(Arc::clone(self)), index)
     }
@@ -113,6 +116,12 @@ impl ConnWatch {
         self.tunnel.store(true, Relaxed);
     }
 
+    /// Stamps activity now.
+    fn touch(&self) {
+        self.last_activity_ns
+            .store(self.born.elapsed().as_nanos() as u64, Relaxed);
+    }
+
     fn is_idle(&self) -> bool {
         let started = self.http2.load(Relaxed) || self.requests.load(Relaxed) > 0;
         started
@@ -126,24 +135,19 @@ impl ConnWatch {
 /// `timeout`: from the end of its last response, or for HTTP/2 from its
 /// preface.
 pub async fn idle(watch: &ConnWatch, timeout: Duration) {
+    let mut deadline = watch.born + timeout;
     loop {
-        let notified = watch.went_idle.notified();
-        tokio::pin!(notified);
-        // Registered before looking, so no notice between the two is lost.
-        notified.as_mut().enable();
-        if !watch.is_idle() {
-            notified.await;
-            continue;
+        tokio::time::sleep_until(deadline).await;
+        let last = watch.born + Duration::from_nanos(watch.last_activity_ns.load(Relaxed));
+        let idle = watch.is_idle();
+        if idle && Instant::now() >= last + timeout {
+            return;
         }
-        let activity = watch.activity.load(Relaxed);
-        tokio::select! {
-            () = tokio::time::sleep(timeout) => {
-                if watch.activity.load(Relaxed) == activity && watch.is_idle() {
-                    return;
-                }
-            }
-            () = notified => {}
-        }
+        // Idle since `last`: due then; busy: look again a timeout from now.
+        deadline = match idle {
+            true => last + timeout,
+            false => Instant::now() + timeout,
+        };
     }
 }
 
@@ -153,9 +157,8 @@ pub struct InFlight(Arc<ConnWatch>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
-            self.0.went_idle.notify_waiters();
-        }
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -202,7 +205,11 @@ pub struct Watched<S> {
     watch: Arc<ConnWatch>,
     scanner: HeadScanner,
     header_timeout: Duration,
-    /// When the head being awaited must be in, if `timing`.
+    /// When the head being awaited started (its time runs from there).
+    head_started: Instant,
+    /// A timer at or before `head_started + header_timeout`, moved there
+    /// only when it fires early: a head that arrives whole in one read
+    /// (the usual case) costs no timer operation.
     deadline: Pin<Box<Sleep>>,
     timing: bool,
     /// A request was in flight while a head was arriving: the head's time
@@ -220,6 +227,7 @@ impl<S> Watched<S> {
             watch,
             scanner: HeadScanner::default(),
             header_timeout,
+            head_started: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(header_timeout)),
             timing: true,
             restart: false,
@@ -240,7 +248,7 @@ impl<S> Watched<S> {
                 Stop::Conflict => watch.conflict.store(self.scanner.heads(), Relaxed),
                 Stop::Http2 => {
                     watch.http2.store(true, Relaxed);
-                    watch.went_idle.notify_waiters();
+                    watch.touch();
                 }
                 Stop::Lost => {}
             }
@@ -252,10 +260,10 @@ impl<S> Watched<S> {
         let arriving = self.scanner.mid_head();
         if arriving && (self.scanner.heads() != heads || !self.timing) {
             // A new head began in this read.
-            self.deadline.as_mut().reset(Instant::now() + self.header_timeout);
+            self.head_started = Instant::now();
             self.timing = true;
             self.restart = false;
-            watch.activity.fetch_add(1, Relaxed);
+            watch.touch();
         } else if !arriving {
             self.timing = false;
         }
@@ -275,9 +283,16 @@ impl<S> Watched<S> {
         }
         if self.restart {
             self.restart = false;
-            self.deadline.as_mut().reset(Instant::now() + self.header_timeout);
+            self.head_started = Instant::now();
         }
-        self.deadline.as_mut().poll(cx).is_ready()
+        let due = self.head_started + self.header_timeout;
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= due {
+                return true;
+            }
+            self.deadline.as_mut().reset(due);
+        }
+        false
     }
 }
 
