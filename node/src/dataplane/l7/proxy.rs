@@ -219,7 +219,10 @@ async fn forward(
     hash: Option<u64>,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
     let policy = &pool.spec.health.retry;
-    let replay = retry::Replay::of(&request, policy);
+    // With one backend there is nowhere to retry: no copy.
+    let replay = (pool.backends.len() > 1)
+        .then(|| retry::Replay::of(&request, policy))
+        .flatten();
     pool.runtime.retry_budget.deposit(policy);
     let mut attempts = Attempts::with_hash(hash);
     let mut request = request;
