@@ -107,7 +107,9 @@ pub fn faults(history: &[Op]) -> Vec<Fault> {
 
 /// Each fault's failover window: from its start to the end of the first
 /// request through the VIP that succeeded after the first one that failed
-/// (requests started from the fault's start until the next fault's);
+/// (requests started after the fault's start and ended before the next
+/// fault's: a heal can cause an outage of its own, a rejoining node forcing
+/// an election);
 /// `None` when no request failed, i.e. no outage.
 pub fn failover_windows(history: &[Op], faults: &[Fault]) -> Vec<(String, Option<Duration>)> {
     // (start, end, ok) of every request through the VIP.
@@ -128,9 +130,11 @@ pub fn failover_windows(history: &[Op], faults: &[Fault]) -> Vec<(String, Option
         .enumerate()
         .map(|(i, fault)| {
             let until = faults.get(i + 1).map_or(u64::MAX, |f| f.start_ns);
+            // Only requests that also ended before the next fault began: one
+            // cut short by the next fault is that fault's.
             let during = requests
                 .iter()
-                .filter(|(s, _, _)| *s >= fault.start_ns && *s < until);
+                .filter(|(s, e, _)| *s >= fault.start_ns && *e < until);
             let mut failed = false;
             let mut window = None;
             let mut last = fault.start_ns;
@@ -258,6 +262,7 @@ mod tests {
         vip(&mut history, 30, false);
         vip(&mut history, 500, true);
         history.push(Op::new("nemesis", Kind::Ok, "heal-kill", 600_000_000));
+        vip(&mut history, 699, false); // ends after the next fault began
         history.push(Op::new("nemesis", Kind::Ok, "pause", 700_000_000));
         vip(&mut history, 710, true);
         history.push(Op::new("nemesis", Kind::Ok, "heal-pause", 800_000_000));
