@@ -121,7 +121,8 @@ async fn execute(
     }
     let probe = ArpProbe::start(&client_ns, "eth0", site.client_address(), site.vip, PROBE_EVERY);
 
-    let until = Instant::now() + config.time_limit;
+    let began = Instant::now();
+    let until = began + config.time_limit;
     let (h, n, clients, client_rng) = (history.clone(), nodes.clone(), config.clients, rng.fork(1));
     let registers = workload::in_ns(&client_ns, move || {
         workload::registers(h, n, clients, until, client_rng)
@@ -147,7 +148,7 @@ async fn execute(
     let replies = probe.finish();
     let overlap = arp::overlap(&replies, PROBE_EVERY);
     let claims = arp::claims(&replies, PROBE_EVERY).len();
-    for op in workload::vip_ops(history, &site.load.attempts()) {
+    for op in workload::vip_ops(history, &site.load.attempts(), began) {
         history.record(op);
     }
     {

@@ -306,11 +306,13 @@ pub async fn after_heal(history: History, nodes: Vec<Ipv4Addr>, deadline: Durati
     healed
 }
 
-/// W4: the site's requests through the VIP as history (process `vip`,
-/// `get`, the request's number as its value), from `origin` on.
-pub fn vip_ops(history: &History, attempts: &[Attempt]) -> Vec<Op> {
+/// W4: the site's requests through the VIP that started at `since` or
+/// later (not those before the VIP first answered) as history: process
+/// `vip`, `get`, the request's number as its value.
+pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant) -> Vec<Op> {
     attempts
         .iter()
+        .filter(|a| a.start >= since)
         .enumerate()
         .flat_map(|(id, a)| {
             let id = Some(id as u64);

@@ -79,16 +79,14 @@ pub struct Fault {
     pub stop_ns: u64,
 }
 
-/// The faults in a history: each nemesis `ok` of `f` paired with the next `ok` of `heal-f`.
+/// The faults in a history: from the nemesis' `invoke` of `f` (the fault
+/// is under way from then on) to its `ok` of `heal-f`.
 pub fn faults(history: &[Op]) -> Vec<Fault> {
     let mut open: Option<(String, u64)> = None;
     let mut faults = Vec::new();
-    for op in history
-        .iter()
-        .filter(|o| o.process == "nemesis" && o.kind == Kind::Ok)
-    {
-        match op.f.strip_prefix("heal-") {
-            Some(kind) => {
+    for op in history.iter().filter(|o| o.process == "nemesis") {
+        match (op.f.strip_prefix("heal-"), op.kind) {
+            (Some(kind), Kind::Ok) => {
                 if let Some((started, start_ns)) = open.take()
                     && started == kind
                 {
@@ -99,7 +97,8 @@ pub fn faults(history: &[Op]) -> Vec<Fault> {
                     });
                 }
             }
-            None => open = Some((op.f.clone(), op.time_ns)),
+            (None, Kind::Invoke) => open = Some((op.f.clone(), op.time_ns)),
+            _ => {}
         }
     }
     faults
@@ -256,14 +255,16 @@ mod tests {
     fn a_window_runs_from_the_fault_to_the_first_success_after_a_failure() {
         let mut history = Vec::new();
         vip(&mut history, 0, true);
-        history.push(Op::new("nemesis", Kind::Ok, "kill", 10_000_000));
+        history.push(Op::new("nemesis", Kind::Invoke, "kill", 10_000_000));
+        history.push(Op::new("nemesis", Kind::Ok, "kill", 12_000_000));
         vip(&mut history, 10, true); // in flight: still answered
         vip(&mut history, 20, false);
         vip(&mut history, 30, false);
         vip(&mut history, 500, true);
         history.push(Op::new("nemesis", Kind::Ok, "heal-kill", 600_000_000));
         vip(&mut history, 699, false); // ends after the next fault began
-        history.push(Op::new("nemesis", Kind::Ok, "pause", 700_000_000));
+        history.push(Op::new("nemesis", Kind::Invoke, "pause", 700_000_000));
+        history.push(Op::new("nemesis", Kind::Ok, "pause", 701_000_000));
         vip(&mut history, 710, true);
         history.push(Op::new("nemesis", Kind::Ok, "heal-pause", 800_000_000));
         let faults = faults(&history);
