@@ -31,6 +31,12 @@ fn build_binary() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build.args(["build", "--quiet", "-p", "raftlb-node", "--bin", "raftlb"]);
+    // Into the target directory this executable was built in, from the
+    // workspace, whatever the caller's directory and $CARGO_TARGET_DIR.
+    build
+        .arg("--target-dir")
+        .arg(profile_dir.parent().expect("target dir"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     if release {
         build.arg("--release");
     }
