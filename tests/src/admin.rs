@@ -15,6 +15,8 @@ use tonic::transport::{Channel, Endpoint};
 pub struct Admin {
     client: AdminClient<Channel>,
     timeout: Duration,
+    cluster: &'static str,
+    token: &'static str,
 }
 
 /// A write the node acknowledged.
@@ -27,6 +29,17 @@ pub struct Written {
 impl Admin {
     /// A lazily connecting client; every call is bounded by `timeout`.
     pub fn new(address: &str, timeout: Duration) -> Admin {
+        Self::with_credentials(address, timeout, CLUSTER_ID, TOKEN)
+    }
+
+    /// [`Admin::new`] for a cluster with other credentials (a
+    /// [`Site`](crate::site::Site)'s, say).
+    pub fn with_credentials(
+        address: &str,
+        timeout: Duration,
+        cluster: &'static str,
+        token: &'static str,
+    ) -> Admin {
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .expect("address")
             .connect_timeout(Duration::from_millis(500))
@@ -35,14 +48,16 @@ impl Admin {
         Admin {
             client: AdminClient::new(channel).max_decoding_message_size(64 << 20),
             timeout,
+            cluster,
+            token,
         }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         let metadata = request.metadata_mut();
-        metadata.insert(CLUSTER_ID_HEADER, CLUSTER_ID.parse().expect("ascii"));
-        metadata.insert(CLUSTER_TOKEN_HEADER, TOKEN.parse().expect("ascii"));
+        metadata.insert(CLUSTER_ID_HEADER, self.cluster.parse().expect("ascii"));
+        metadata.insert(CLUSTER_TOKEN_HEADER, self.token.parse().expect("ascii"));
         request.set_timeout(self.timeout);
         request
     }

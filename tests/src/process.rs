@@ -20,11 +20,23 @@ fn build_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    // A test runs from `target/<profile>/deps`; a binary of this workspace
+    // that uses these fixtures (raftlb-jepsen) from `target/<profile>`.
+    let exe_dir = exe.parent().expect("the executable's directory");
+    let profile_dir = match exe_dir.file_name() {
+        Some(name) if name == "deps" => exe_dir.parent().expect("target profile dir"),
+        _ => exe_dir,
+    };
     let release = profile_dir.file_name().is_some_and(|name| name == "release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build.args(["build", "--quiet", "-p", "raftlb-node", "--bin", "raftlb"]);
+    // Into the target directory this executable was built in, from the
+    // workspace, whatever the caller's directory and $CARGO_TARGET_DIR.
+    build
+        .arg("--target-dir")
+        .arg(profile_dir.parent().expect("target dir"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     if release {
         build.arg("--release");
     }

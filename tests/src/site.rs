@@ -20,8 +20,8 @@ pub const BALANCERS: [&str; 3] = ["lb1", "lb2", "lb3"];
 const HOSTS: [&str; 5] = ["lb1", "lb2", "lb3", "client", "backend"];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
-const CLUSTER: &str = "vip-test";
-const TOKEN: &str = "t";
+pub const CLUSTER: &str = "vip-test";
+pub const TOKEN: &str = "t";
 
 /// One request through the VIP: when it started and ended, whether it got a 200.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +47,10 @@ pub struct Options {
     /// `app` sticky by header `X-Session`, and a second listener on 8081
     /// whose pool `sync` is the same with `contract = "sync"`.
     pub sticky: bool,
+    /// `[cluster]` `heartbeat_interval` and `election_timeout` (e.g.
+    /// `"50ms"`, `"150ms"`); `None`: `$RAFTLB_HEARTBEAT_INTERVAL` and
+    /// `$RAFTLB_ELECTION_TIMEOUT` if set, else the defaults.
+    pub raft_timing: Option<(String, String)>,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
             vip: VIP.into(),
             hold_on_quorum_loss: false,
             sticky: false,
+            raft_timing: None,
         }
     }
 }
@@ -162,13 +167,18 @@ impl Site {
             .collect();
         let witness = self.options.witness == Some(i);
         // bench/failover.sh tunes Raft's clocks; the test suite keeps the defaults.
-        let timing: String = [
-            ("heartbeat_interval", "RAFTLB_HEARTBEAT_INTERVAL"),
-            ("election_timeout", "RAFTLB_ELECTION_TIMEOUT"),
-        ]
-        .iter()
-        .filter_map(|(key, var)| std::env::var(var).ok().map(|v| format!("{key} = \"{v}\"\n")))
-        .collect();
+        let timing: String = match &self.options.raft_timing {
+            Some((heartbeat, election)) => {
+                format!("heartbeat_interval = \"{heartbeat}\"\nelection_timeout = \"{election}\"\n")
+            }
+            None => [
+                ("heartbeat_interval", "RAFTLB_HEARTBEAT_INTERVAL"),
+                ("election_timeout", "RAFTLB_ELECTION_TIMEOUT"),
+            ]
+            .iter()
+            .filter_map(|(key, var)| std::env::var(var).ok().map(|v| format!("{key} = \"{v}\"\n")))
+            .collect(),
+        };
         let role = if witness { "witness" } else { "balancer" };
         let prefix = |v: &IpAddr| if v.is_ipv4() { 24 } else { 64 };
         let vip = if witness {
@@ -372,6 +382,11 @@ impl Load {
     pub fn answered_since(&self, since: Instant) -> Option<Instant> {
         let attempts = self.attempts.lock().expect("attempts");
         attempts.iter().find(|a| a.ok && a.start > since).map(|a| a.end)
+    }
+
+    /// Every request so far, in order.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.attempts.lock().expect("attempts").clone()
     }
 
     /// Requests started after `since`: (all, failed).

@@ -1,0 +1,186 @@
+//! # raftlb-jepsen
+//!
+//! A failure-injection harness in the manner of Jepsen, against real
+//! `raftlb` processes in network namespaces (the `raftlb-tests` fixtures):
+//! clients and a nemesis driven by generators drawn from a seed, every
+//! operation recorded as invoke → ok / fail / info, checkers judging the
+//! history afterwards.
+//!
+//! ## Layout
+//!
+//! - [`history`]: the operation model and its JSONL form.
+//! - [`rng`]: the seeded PRNG every random choice comes from.
+//! - [`workload`]: W1 admin registers, W4 traffic through the VIP, C7 probes.
+//! - [`nemesis`]: kill, pause, partition, and the heal.
+//! - [`checker`]: C1 linearizability, C3 ARP overlap, C5 failover windows, C8 panics.
+//! - [`scenario`]: one run end to end; [`report`]: what it prints.
+//!
+//! Exit status: 0 valid, 1 a violation, 2 unknown (including: not root).
+
+mod checker;
+mod history;
+mod nemesis;
+mod report;
+mod rng;
+mod scenario;
+mod workload;
+
+use checker::Verdict;
+use clap::{Parser, Subcommand};
+use nemesis::Fault;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "raftlb-jepsen",
+    about = "Failure injection against a raftlb site in network namespaces (needs root)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Action,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Seed of every random choice (fault schedule, targets, Raft timing, client operations).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Admin client processes of the register workload.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Where each scenario's `<timestamp>-<scenario>/` folder goes.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    results: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// One scenario.
+    Run {
+        /// Faults to inject, comma-separated: kill, pause, partition (none if empty).
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        nemesis: Vec<String>,
+        /// Seconds of workload and faults.
+        #[arg(long, default_value_t = 60)]
+        time_limit: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Judges a saved history again (C1 and C5; no root needed).
+    Check {
+        /// A `history.jsonl` from a results folder.
+        history: PathBuf,
+    },
+    /// The scenarios none, kill, pause, partition and all, one after the other.
+    Matrix {
+        /// Seconds of workload and faults per scenario.
+        #[arg(long, default_value_t = 25)]
+        time_limit: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|id| id == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn config(name: &str, faults: Vec<Fault>, time_limit: u64, common: &Common) -> scenario::Config {
+    scenario::Config {
+        name: name.to_string(),
+        faults,
+        time_limit: Duration::from_secs(time_limit),
+        seed: common.seed,
+        clients: common.clients.max(1),
+        results: common.results.clone(),
+    }
+}
+
+/// `check`: C1 and C5 over a saved history.
+fn recheck(path: &std::path::Path) -> ExitCode {
+    let ops = match history::read_jsonl(path) {
+        Ok(ops) => ops,
+        Err(e) => {
+            eprintln!("raftlb-jepsen: cannot read the history {}: {e}", path.display());
+            return ExitCode::from(Verdict::Unknown.exit_code());
+        }
+    };
+    let checks = [
+        checker::linearizable(&ops, workload::KEYS, workload::INITIAL, scenario::SEARCH_BUDGET),
+        checker::failover(&ops),
+    ];
+    for check in &checks {
+        println!("{}: {}\n{}", check.name, check.verdict.word(), check.detail);
+    }
+    let worst = checks.iter().map(|c| c.verdict).max().unwrap_or(Verdict::Unknown);
+    ExitCode::from(worst.exit_code())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let configs = match &cli.command {
+        Action::Check { history } => return recheck(history),
+        Action::Run {
+            nemesis,
+            time_limit,
+            common,
+        } => {
+            let faults: Result<Vec<Fault>, String> = nemesis
+                .iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| Fault::parse(n))
+                .collect();
+            let faults = match faults {
+                Ok(faults) => faults,
+                Err(e) => {
+                    eprintln!("raftlb-jepsen: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let name = if faults.is_empty() {
+                "none".to_string()
+            } else {
+                faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+")
+            };
+            vec![config(&name, faults, *time_limit, common)]
+        }
+        Action::Matrix { time_limit, common } => {
+            let mut configs = vec![config("none", Vec::new(), *time_limit, common)];
+            for fault in Fault::ALL {
+                configs.push(config(fault.name(), vec![fault], *time_limit, common));
+            }
+            configs.push(config("all", Fault::ALL.to_vec(), *time_limit, common));
+            configs
+        }
+    };
+    if !is_root() {
+        eprintln!(
+            "raftlb-jepsen: must run as root: it builds network namespaces, moves the VIP, \
+             sends signals and sets nftables rules (try sudo -E). Nothing was run."
+        );
+        return ExitCode::from(Verdict::Unknown.exit_code());
+    }
+    let mut results = Vec::new();
+    for config in &configs {
+        let report = scenario::run(config);
+        println!("{}", report.text);
+        results.push((report.name, report.verdict));
+    }
+    if results.len() > 1 {
+        println!("== matrix");
+        for (name, verdict) in &results {
+            println!("{name:<10} {}", verdict.word());
+        }
+    }
+    let worst = results.iter().map(|(_, v)| *v).max().unwrap_or(Verdict::Unknown);
+    ExitCode::from(worst.exit_code())
+}

@@ -1,0 +1,242 @@
+//! One scenario, end to end: builds the site (3 balancers, a client host,
+//! a backend host), adds the register pool, starts the ARP prober, the
+//! admin clients and the nemesis for the time limit, heals everything,
+//! checks the cluster after the heal, then judges the history and writes
+//! it, the node logs and the report to the scenario's results folder.
+//! A harness failure (a panic in a fixture: the site never came up, a
+//! restarted node never served) makes the run `unknown`, never `valid`.
+
+use crate::checker::{self, Check, Verdict};
+use crate::history::{self, History, Op};
+use crate::nemesis::{Fault, Nemesis};
+use crate::report::Report;
+use crate::rng::Rng;
+use crate::workload::{self, Healed};
+use raftlb_tests::arp::{self, ArpProbe};
+use raftlb_tests::site::{BALANCERS, Options, Site};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The ARP prober's period.
+const PROBE_EVERY: Duration = Duration::from_millis(5);
+/// Each wait after the heal (leader, final write, convergence, VIP).
+const HEAL_DEADLINE: Duration = Duration::from_secs(20);
+/// States the linearizability search may explore per key.
+pub const SEARCH_BUDGET: usize = 2_000_000;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub faults: Vec<Fault>,
+    pub time_limit: Duration,
+    pub seed: u64,
+    pub clients: usize,
+    /// Where `<timestamp>-<name>/` is created.
+    pub results: PathBuf,
+}
+
+/// Runs the scenario on a thread of its own (the site's fixtures are not
+/// `Send`), catches a harness panic, writes the results, returns the report.
+pub fn run(config: &Config) -> Report {
+    let dir = config.results.join(format!("{}-{}", timestamp(), config.name));
+    let history = History::new();
+    let logs: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let outcome = {
+        let (config, history, logs) = (config.clone(), history.clone(), Arc::clone(&logs));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(execute(&config, &history, &logs))
+        })
+        .join()
+    };
+    let (mut checks, timing) = match outcome {
+        Ok(done) => done,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_else(|| "a panic".to_string());
+            let check = Check {
+                name: "harness",
+                verdict: Verdict::Unknown,
+                detail: format!("the run did not finish: {why}"),
+            };
+            (vec![check], String::new())
+        }
+    };
+    let ops = history.ops();
+    if let Err(e) = write_results(&dir, &ops, &logs.lock().unwrap_or_else(|e| e.into_inner())) {
+        checks.push(Check {
+            name: "results",
+            verdict: Verdict::Unknown,
+            detail: format!("could not write {}: {e}", dir.display()),
+        });
+    }
+    Report::new(config, timing, dir, &ops, checks)
+}
+
+fn write_results(dir: &PathBuf, ops: &[Op], logs: &[(String, String)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    history::write_jsonl(ops, &dir.join("history.jsonl"))?;
+    for (name, text) in logs {
+        std::fs::write(dir.join(format!("{name}.log")), text)?;
+    }
+    Ok(())
+}
+
+/// The run itself; returns the checks and the Raft timing used.
+async fn execute(
+    config: &Config,
+    history: &History,
+    logs: &Mutex<Vec<(String, String)>>,
+) -> (Vec<Check>, String) {
+    let mut rng = Rng::new(config.seed);
+    // Raft's clocks from the seed: heartbeat 40–80 ms, election 3–4 × that.
+    let heartbeat = 40 + 10 * rng.below(5);
+    let election = 3 * heartbeat + rng.below(heartbeat + 1);
+    let timing = format!("heartbeat {heartbeat}ms, election timeout {election}ms");
+    let mut site = Site::build(Options {
+        raft_timing: Some((format!("{heartbeat}ms"), format!("{election}ms"))),
+        ..Options::default()
+    })
+    .await;
+    let nodes: Vec<Ipv4Addr> = BALANCERS.iter().map(|h| site.lab.address(h)).collect();
+    let client_ns = site.lab.ns("client");
+    let (n, deadline) = (nodes.clone(), Duration::from_secs(10));
+    let set_up = workload::in_ns(&client_ns, move || workload::setup(n, deadline)).await;
+    if let Ok(Err(why)) | Err(why) = set_up.map_err(|_| "the setup thread panicked".to_string()) {
+        let check = Check {
+            name: "setup",
+            verdict: Verdict::Unknown,
+            detail: why,
+        };
+        return (vec![check], timing);
+    }
+    let probe = ArpProbe::start(&client_ns, "eth0", site.client_address(), site.vip, PROBE_EVERY);
+
+    let began = Instant::now();
+    let until = began + config.time_limit;
+    let (h, n, clients, client_rng) = (history.clone(), nodes.clone(), config.clients, rng.fork(1));
+    let registers = workload::in_ns(&client_ns, move || {
+        workload::registers(h, n, clients, until, client_rng)
+    });
+    let mut nemesis = Nemesis::new(config.faults.clone(), rng.fork(2), history.clone());
+    nemesis.run(&mut site, until).await;
+    nemesis.heal(&mut site).await;
+    let _ = registers.await;
+
+    let healed_at = Instant::now();
+    let (h, n) = (history.clone(), nodes.clone());
+    let healed = workload::in_ns(&client_ns, move || workload::after_heal(h, n, HEAL_DEADLINE))
+        .await
+        .unwrap_or_else(|_| Healed {
+            problems: vec!["the checking thread panicked".to_string()],
+            ..Healed::default()
+        });
+    let mut vip_answered = None;
+    while vip_answered.is_none() && healed_at.elapsed() < HEAL_DEADLINE {
+        vip_answered = site.answered_since(healed_at);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let replies = probe.finish();
+    let overlap = arp::overlap(&replies, PROBE_EVERY);
+    let claims = arp::claims(&replies, PROBE_EVERY).len();
+    for op in workload::vip_ops(history, &site.load.attempts(), began) {
+        history.record(op);
+    }
+    {
+        let mut logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.append(&mut nemesis.logs);
+        for (i, node) in site.nodes.iter().enumerate() {
+            logs.push((BALANCERS[i].to_string(), node.log()));
+        }
+    }
+
+    let ops = history.ops();
+    let logs = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let checks = vec![
+        checker::linearizable(&ops, workload::KEYS, workload::INITIAL, SEARCH_BUDGET),
+        checker::arp_overlap(overlap, claims),
+        checker::failover(&ops),
+        after_heal(&healed, vip_answered.map(|at| at - healed_at)),
+        checker::no_panics(&logs),
+    ];
+    (checks, timing)
+}
+
+/// C7 from what the scenario saw after the heal.
+fn after_heal(healed: &Healed, vip: Option<Duration>) -> Check {
+    let mut problems = healed.problems.clone();
+    if vip.is_none() {
+        problems.push(format!(
+            "no request through the VIP answered within {HEAL_DEADLINE:?}"
+        ));
+    }
+    let seen = format!(
+        "leader {}, final write {:?} read back as {:?}, every node applied {:?} with one state, VIP answered after {:?}",
+        healed
+            .leader
+            .map_or("none".to_string(), |l| BALANCERS[l].to_string()),
+        healed.final_write,
+        healed.final_read,
+        healed.converged,
+        vip
+    );
+    Check {
+        name: "C7 one cluster after the heal",
+        verdict: if problems.is_empty() {
+            Verdict::Valid
+        } else {
+            Verdict::Violation
+        },
+        detail: if problems.is_empty() {
+            seen
+        } else {
+            format!("{}; {seen}", problems.join("; "))
+        },
+    }
+}
+
+/// Now in UTC as `YYYYMMDDTHHMMSSZ`.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_timestamp_is_sortable_utc() {
+        let t = super::timestamp();
+        assert_eq!(t.len(), 16, "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[8] == b'T',
+            "{t}"
+        );
+    }
+}
