@@ -105,9 +105,13 @@ pub async fn run(
         let mut served: Option<ClusterState> = None;
         loop {
             let current = Arc::clone(&applied.borrow_and_update());
+            // A restart serves nothing older than what it knew committed
+            // (a backend it had seen fail, say) while it replays its log.
+            let index = current.last_applied.map_or(0, |id| id.index);
+            let current_enough = ready || index >= control.committed_at_start;
             // Entries that change nothing here (membership, refused commands)
             // leave the view, and the balancers' positions, as they are.
-            if current.state.is_bootstrapped() && served.as_ref() != Some(&current.state) {
+            if current_enough && current.state.is_bootstrapped() && served.as_ref() != Some(&current.state) {
                 served = Some(current.state.clone());
                 let spec = current.state.spec();
                 view.store(Arc::new(ClusterView::build(
@@ -132,7 +136,6 @@ pub async fn run(
                         tracing::error!(error = %error, "listener not served");
                     }
                 }
-                let index = current.last_applied.map_or(0, |id| id.index);
                 if !ready {
                     ready = true;
                     let listeners = if witness { 0 } else { spec.listeners.len() };

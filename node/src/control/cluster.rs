@@ -85,6 +85,9 @@ pub struct ControlPlane {
     pub raft: Raft,
     /// Every applied change, for the data plane and local reads.
     pub applied: watch::Receiver<Arc<Applied>>,
+    /// What this node knew committed when it started: the data plane
+    /// serves no older state (a restart replays its log up to here first).
+    pub committed_at_start: u64,
     /// Where the data plane proposes changes.
     pub proposer: Proposer,
     /// The committed sticky sessions, read in place by the data plane.
@@ -123,6 +126,7 @@ impl ControlPlane {
         let dir = Path::new(&config.node.data_dir);
         data_dir::claim(dir, &membership.cluster_id, me)?;
         let log_store = LogStore::open(&dir.join("raft"))?;
+        let committed_at_start = log_store.committed_index();
         let sticky_metrics = Arc::new(StickyMetrics::default());
         let (state_machine, applied) = StateMachine::open(dir, Arc::clone(&sticky_metrics))?;
         let sticky_tables = state_machine.sticky_tables();
@@ -201,6 +205,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             raft,
             applied,
+            committed_at_start,
             proposer,
             sticky_tables,
             sticky_metrics,

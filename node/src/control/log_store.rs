@@ -156,6 +156,15 @@ impl LogStore {
         Ok(())
     }
 
+    /// The index of the last entry this node knew committed when it last
+    /// stopped (a lower bound: the id is saved lazily); 0 if none.
+    pub fn committed_index(&self) -> u64 {
+        self.read_meta::<LogId>(COMMITTED)
+            .ok()
+            .flatten()
+            .map_or(0, |id| id.index)
+    }
+
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
         match self.meta.get(key).map_err(|e| AnyError::new(&e))? {
             Some(bytes) => postcard::from_bytes(&bytes)
