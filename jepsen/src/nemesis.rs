@@ -16,7 +16,7 @@
 
 use crate::history::{History, Kind, Op};
 use crate::rng::Rng;
-use raftlb_tests::process::Raftlb;
+use raftlb_tests::process::{Raftlb, stopped};
 use raftlb_tests::site::{BALANCERS, Site, signal};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -143,18 +143,6 @@ impl Nemesis {
         }
         self.record(Kind::Ok, &f, node);
     }
-}
-
-/// Whether process `pid` is stopped (state `T` in /proc).
-fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .map(|rest| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
 }
 
 /// Cuts balancer `node` off from the other balancers (both ways), or heals it.

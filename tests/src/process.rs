@@ -246,3 +246,15 @@ impl Drop for Raftlb {
         }
     }
 }
+
+/// Whether process `pid` is stopped (state `T` in /proc).
+pub fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}

@@ -8,6 +8,7 @@
 //! once. Needs root; otherwise skips, saying so.
 
 use raftlb_tests::arp::{self, ArpProbe};
+use raftlb_tests::process::stopped;
 use raftlb_tests::site::{BALANCERS, Load, Options, Site, VIP, get_from_client, percentile, signal};
 use raftlb_tests::{root_or_skip, wait};
 use std::io::Write;
@@ -37,18 +38,6 @@ fn probe_for(site: &Site, vip: IpAddr) -> ArpProbe {
         IpAddr::V6(_) => site.lab.address6("client").into(),
     };
     ArpProbe::start(&site.lab.ns("client"), "eth0", client, vip, PROBE_EVERY)
-}
-
-/// Whether process `pid` is stopped (state `T` in /proc).
-fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .map(|rest| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
 }
 
 fn report(what: &str, mut samples: Vec<Duration>, overlap: Duration) {
