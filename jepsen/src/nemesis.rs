@@ -16,10 +16,9 @@
 
 use crate::history::{History, Kind, Op};
 use crate::rng::Rng;
+use raftlb_tests::netns;
 use raftlb_tests::process::{Raftlb, stopped};
 use raftlb_tests::site::{BALANCERS, Site, signal};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,19 +163,5 @@ fn partition(site: &Site, node: usize, cut: bool) {
     } else {
         "delete table inet jepsen\n".to_string()
     };
-    let mut nft = Command::new("ip")
-        .args(["netns", "exec", &site.lab.ns(BALANCERS[node]), "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    nft.stdin
-        .take()
-        .expect("stdin")
-        .write_all(rules.as_bytes())
-        .expect("write the rules");
-    assert!(
-        nft.wait().expect("nft").success(),
-        "nft in {}: {rules}",
-        BALANCERS[node]
-    );
+    netns::nft(&site.lab.ns(BALANCERS[node]), &rules);
 }

@@ -158,3 +158,19 @@ pub fn on_host<T: Send + 'static>(ns: &str, work: impl FnOnce() -> T + Send + 's
     .join()
     .expect("thread in namespace")
 }
+
+/// Loads nftables `rules` (an `nft -f` script) inside namespace `ns`.
+pub fn nft(ns: &str, rules: &str) {
+    use std::io::Write;
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    nft.stdin
+        .take()
+        .expect("stdin")
+        .write_all(rules.as_bytes())
+        .expect("write the rules");
+    assert!(nft.wait().expect("nft").success(), "nft in {ns}: {rules}");
+}

@@ -10,10 +10,8 @@
 use raftlb_tests::arp::{self, ArpProbe};
 use raftlb_tests::process::stopped;
 use raftlb_tests::site::{BALANCERS, Load, Options, Site, VIP, get_from_client, percentile, signal};
-use raftlb_tests::{root_or_skip, wait};
-use std::io::Write;
+use raftlb_tests::{netns, root_or_skip, wait};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Kill trials; `bench/failover.sh` raises it.
@@ -217,17 +215,7 @@ fn cut_raft(site: &Site, host: &str, cut: bool) {
     } else {
         "delete table inet cut\n"
     };
-    let mut nft = Command::new("ip")
-        .args(["netns", "exec", &site.lab.ns(host), "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    nft.stdin
-        .take()
-        .expect("stdin")
-        .write_all(rules.as_bytes())
-        .expect("write the rules");
-    assert!(nft.wait().expect("nft").success(), "nft in {host}: {rules}");
+    netns::nft(&site.lab.ns(host), rules);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
