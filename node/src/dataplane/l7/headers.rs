@@ -3,7 +3,7 @@
 //! address and scheme added as `X-Forwarded-For`, `X-Forwarded-Proto` and
 //! `Forwarded` (RFC 7239), appending to what earlier proxies wrote.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -11,7 +11,8 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 and the obsolete ones still seen).
+/// Hop-by-hop headers (RFC 9110 §7.6.1 and the obsolete ones still seen),
+/// `Connection` first ([`remove_hop_by_hop`] relies on it).
 static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
@@ -24,25 +25,71 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, and those the `Connection` header names.
+///
+/// One pass over the names finds the hop-by-hop ones present, and only
+/// those are removed: a keep-alive backend puts `Connection` on every
+/// response, and removing all eight names (a hash and a probe each) and
+/// parsing `keep-alive` into a new name cost as much as all the rest of a
+/// request's header handling.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names settles it.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    // Bit i: HOP_BY_HOP[i] is present.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop(name) {
+            present |= 1 << i;
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        remove_connection_options(headers);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
+    }
+}
+
+/// The index of `name` in [`HOP_BY_HOP`], if it is there: one match on the
+/// (lower-case) text instead of eight comparisons of names.
+fn hop_by_hop(name: &HeaderName) -> Option<usize> {
+    let index = match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "te" => 3,
+        "trailer" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        "proxy-authorization" => 7,
+        _ => return None,
+    };
+    debug_assert!(HOP_BY_HOP[index] == name);
+    Some(index)
+}
+
+/// Removes the headers `Connection` names. The values are cloned (a
+/// reference count, no copy) so that the names can be looked up as they
+/// are, with no new `HeaderName`s.
+fn remove_connection_options(headers: &mut HeaderMap) {
+    debug_assert!(*HOP_BY_HOP[0] == header::CONNECTION);
+    let mut values = headers.get_all(header::CONNECTION).iter().cloned();
+    let first = values.next();
+    // More than one `Connection` line is rare: no allocation otherwise.
+    let rest: Vec<HeaderValue> = values.collect();
+    for value in first.iter().chain(&rest) {
+        // What a keep-alive backend sends with every response: it names
+        // only a hop-by-hop header, removed anyway.
+        if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+            continue;
+        }
+        let Ok(list) = value.to_str() else { continue };
+        for option in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            // Not a valid name: nothing to remove.
+            headers.remove(option);
+        }
     }
 }
 
@@ -82,17 +129,22 @@ impl Forwarding {
     }
 }
 
-/// Appends `value` to a comma-separated header, creating it if absent.
+/// Appends `value` to a comma-separated header, creating it if absent (one
+/// lookup either way).
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
-    let combined = match headers.get(name).map(HeaderValue::as_bytes) {
-        Some(existing) if !existing.is_empty() => [existing, b", ", value.as_bytes()].concat(),
-        _ => {
-            headers.insert(name, value.clone());
-            return;
+    match headers.entry(name) {
+        Entry::Occupied(mut entry) if !entry.get().is_empty() => {
+            let combined = [entry.get().as_bytes(), b", ", value.as_bytes()].concat();
+            if let Ok(v) = HeaderValue::from_bytes(&combined) {
+                entry.insert(v);
+            }
         }
-    };
-    if let Ok(v) = HeaderValue::from_bytes(&combined) {
-        headers.insert(name, v);
+        Entry::Occupied(mut entry) => {
+            entry.insert(value.clone());
+        }
+        Entry::Vacant(entry) => {
+            entry.insert(value.clone());
+        }
     }
 }
 
@@ -114,6 +166,50 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn connection_may_name_hop_by_hop_headers_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive,TE, x-a"));
+        h.append(header::CONNECTION, HeaderValue::from_static("X-B"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("2"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_found_at_its_index() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop(&header::HOST), None);
+    }
+
+    #[test]
+    fn a_keep_alive_response_loses_connection_and_keep_alive_only() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.insert("x-connection", HeaderValue::from_static("keep-alive"));
+        let before = h.clone();
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]
