@@ -18,6 +18,7 @@ use crate::dataplane::upstream::{self, ConnectError, Sender};
 use crate::health::outlier::{self, Outcome};
 use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -154,14 +155,15 @@ fn prepare<B>(request: &mut Request<B>, forwarding: &headers::Forwarding) {
         request.headers_mut().insert(header::HOST, host);
     }
     if request.uri().scheme().is_some() {
-        let origin_form = request
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/")
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        *request.uri_mut() = origin_form;
+        // Origin form: the path and query alone, moved (not copied and
+        // parsed again); every HTTP/2 request comes here.
+        let mut parts = std::mem::take(request.uri_mut()).into_parts();
+        parts.scheme = None;
+        parts.authority = None;
+        parts
+            .path_and_query
+            .get_or_insert_with(|| PathAndQuery::from_static("/"));
+        *request.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
     }
     *request.version_mut() = Version::HTTP_11;
     headers::remove_hop_by_hop(request.headers_mut());
@@ -399,6 +401,44 @@ pub(super) fn local(status: StatusCode, text: &'static str) -> Response<ProxyBod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn forwarding() -> headers::Forwarding {
+        headers::Forwarding::new("10.0.0.9:4000".parse().unwrap(), "https")
+    }
+
+    #[test]
+    fn an_absolute_target_becomes_origin_form_with_its_host() {
+        // How HTTP/2 requests arrive (:scheme, :authority, :path).
+        let mut request = Request::new(());
+        *request.uri_mut() = "https://example.com:8443/a/b?c=d".parse().unwrap();
+        *request.version_mut() = Version::HTTP_2;
+        prepare(&mut request, &forwarding());
+        assert_eq!(request.uri(), "/a/b?c=d");
+        assert_eq!(request.uri().scheme(), None);
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()[header::HOST], "example.com:8443");
+        assert_eq!(request.headers()["x-forwarded-for"], "10.0.0.9");
+    }
+
+    #[test]
+    fn a_host_header_wins_over_the_authority() {
+        let mut request = Request::new(());
+        *request.uri_mut() = "http://a.example/".parse().unwrap();
+        request
+            .headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("b.example"));
+        prepare(&mut request, &forwarding());
+        assert_eq!(request.uri(), "/");
+        assert_eq!(request.headers()[header::HOST], "b.example");
+    }
+
+    #[test]
+    fn an_origin_form_target_is_kept() {
+        let mut request = Request::new(());
+        *request.uri_mut() = "/x?y".parse().unwrap();
+        prepare(&mut request, &forwarding());
+        assert_eq!(request.uri(), "/x?y");
+    }
 
     /// A request's future is copied whole when an HTTP/2 stream's task is
     /// spawned and when an HTTP/1 request starts, so the cold paths in it
