@@ -26,18 +26,26 @@ pub enum Kind {
 /// One line of the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Op {
-    /// Who performed it: `w3` (an admin client; a new number after an
-    /// `info`, as a crashed Jepsen process), `vip` (the traffic client),
-    /// `nemesis`, `final` (the write and read after the heal).
+    /// Who performed it: `w3` (a register client; a new number after an
+    /// `info`, as a crashed Jepsen process), `s1` (a set client, the same),
+    /// `set-final` (the set's read after the heal), `st0` (a sticky
+    /// client), `vip` (the traffic client), `nemesis`, `final` (the
+    /// register write and read after the heal).
     pub process: String,
     pub kind: Kind,
-    /// `write`, `read`, `get` (a request through the VIP), or a fault
-    /// (`kill`, `pause`, `partition`, `heal-kill` …).
+    /// `write`, `read` (registers), `add`, `read` (the set), `login`,
+    /// `visit` (sticky sessions: key the session, value the backend that
+    /// answered), `get` / `tcp` (a request through the VIP's `http` /
+    /// `tcp` listener, value its `X-Request-Id`), or a fault (`kill`, `pause`, `partition`,
+    /// `heal-kill` …; backend faults carry the backend as key).
     pub f: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<u64>,
+    /// A read of a whole set (W2's final read): its elements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<u64>>,
     /// Nanoseconds since the run's origin.
     pub time_ns: u64,
     /// The balancer (0-based) the operation was sent to or done to.
@@ -55,6 +63,7 @@ impl Op {
             f: f.to_string(),
             key: None,
             value: None,
+            values: None,
             time_ns,
             node: None,
             error: None,
@@ -68,6 +77,11 @@ impl Op {
 
     pub fn value(mut self, value: Option<u64>) -> Op {
         self.value = value;
+        self
+    }
+
+    pub fn values(mut self, values: Vec<u64>) -> Op {
+        self.values = Some(values);
         self
     }
 

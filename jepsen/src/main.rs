@@ -68,7 +68,7 @@ enum Action {
         #[command(flatten)]
         common: Common,
     },
-    /// Judges a saved history again (C1 and C5; no root needed).
+    /// Judges a saved history again (C1, C2, C4 and C5; no root needed).
     Check {
         /// A `history.jsonl` from a results folder.
         history: PathBuf,
@@ -105,7 +105,7 @@ fn config(name: &str, faults: Vec<Fault>, time_limit: u64, common: &Common) -> s
     }
 }
 
-/// `check`: C1 and C5 over a saved history.
+/// `check`: C1, C2, C4 and C5 over a saved history.
 fn recheck(path: &std::path::Path) -> ExitCode {
     let ops = match history::read_jsonl(path) {
         Ok(ops) => ops,
@@ -116,6 +116,8 @@ fn recheck(path: &std::path::Path) -> ExitCode {
     };
     let checks = [
         checker::linearizable(&ops, workload::KEYS, workload::INITIAL, scenario::SEARCH_BUDGET),
+        checker::set::check(&ops),
+        checker::sticky::check(&ops),
         checker::failover(&ops),
     ];
     for check in &checks {

@@ -1,8 +1,10 @@
 //! One scenario, end to end: builds the site (3 balancers, a client host,
-//! a backend host), adds the register pool, starts the ARP prober, the
-//! admin clients and the nemesis for the time limit, heals everything,
-//! checks the cluster after the heal, then judges the history and writes
-//! it, the node logs and the report to the scenario's results folder.
+//! a backend host with three backends behind a sticky pool), adds the
+//! register and set pools, starts the ARP prober, the workloads (W1
+//! registers, W2 set, W3 sticky sessions, W4 VIP traffic) and the nemesis
+//! for the time limit, heals everything, checks the cluster after the heal
+//! and reads the set, then judges the history and writes it, the node logs
+//! and the report to the scenario's results folder.
 //! A harness failure (a panic in a fixture: the site never came up, a
 //! restarted node never served) makes the run `unknown`, never `valid`.
 
@@ -11,9 +13,10 @@ use crate::history::{self, History, Op};
 use crate::nemesis::{Fault, Nemesis};
 use crate::report::Report;
 use crate::rng::Rng;
-use crate::workload::{self, Healed};
+use crate::workload::{self, Healed, set, sticky};
 use raftlb_tests::arp::{self, ArpProbe};
 use raftlb_tests::site::{BALANCERS, Options, Site};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 /// Each wait after the heal (leader, final write, convergence, VIP).
 const HEAL_DEADLINE: Duration = Duration::from_secs(20);
+/// Clients of the set workload (W2).
+const SET_CLIENTS: usize = 2;
 /// States the linearizability search may explore per key.
 pub const SEARCH_BUDGET: usize = 2_000_000;
 
@@ -104,6 +109,9 @@ async fn execute(
     let timing = format!("heartbeat {heartbeat}ms, election timeout {election}ms");
     let mut site = Site::build(Options {
         raft_timing: Some((format!("{heartbeat}ms"), format!("{election}ms"))),
+        sticky: true,
+        session_cookie: true,
+        tcp: true,
         ..Options::default()
     })
     .await;
@@ -127,10 +135,16 @@ async fn execute(
     let registers = workload::in_ns(&client_ns, move || {
         workload::registers(h, n, clients, until, client_rng)
     });
+    let (h, n, set_rng) = (history.clone(), nodes.clone(), rng.fork(3));
+    let adds = workload::in_ns(&client_ns, move || set::adds(h, n, SET_CLIENTS, until, set_rng));
+    let (h, vip, sticky_rng) = (history.clone(), site.vip, rng.fork(4));
+    let sessions = workload::in_ns(&client_ns, move || sticky::sessions(h, vip, until, sticky_rng));
     let mut nemesis = Nemesis::new(config.faults.clone(), rng.fork(2), history.clone());
     nemesis.run(&mut site, until).await;
     nemesis.heal(&mut site).await;
     let _ = registers.await;
+    let _ = adds.await;
+    let _ = sessions.await;
 
     let healed_at = Instant::now();
     let (h, n) = (history.clone(), nodes.clone());
@@ -140,6 +154,8 @@ async fn execute(
             problems: vec!["the checking thread panicked".to_string()],
             ..Healed::default()
         });
+    let (h, n) = (history.clone(), nodes.clone());
+    let _ = workload::in_ns(&client_ns, move || set::final_read(h, n, HEAL_DEADLINE)).await;
     let mut vip_answered = None;
     while vip_answered.is_none() && healed_at.elapsed() < HEAL_DEADLINE {
         vip_answered = site.answered_since(healed_at);
@@ -148,7 +164,15 @@ async fn execute(
     let replies = probe.finish();
     let overlap = arp::overlap(&replies, PROBE_EVERY);
     let claims = arp::claims(&replies, PROBE_EVERY).len();
-    for op in workload::vip_ops(history, &site.load.attempts(), began) {
+    // The attempts first: every request answered by then was logged by
+    // its backend before its answer left.
+    let attempts = site.load.attempts();
+    let served: HashSet<u64> = site
+        .backends()
+        .iter()
+        .flat_map(|b| b.counters.ids.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .collect();
+    for op in workload::vip_ops(history, &attempts, began) {
         history.record(op);
     }
     {
@@ -163,8 +187,11 @@ async fn execute(
     let logs = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let checks = vec![
         checker::linearizable(&ops, workload::KEYS, workload::INITIAL, SEARCH_BUDGET),
+        checker::set::check(&ops),
         checker::arp_overlap(overlap, claims),
+        checker::sticky::check(&ops),
         checker::failover(&ops),
+        checker::delivery::check(&ops, &served),
         after_heal(&healed, vip_answered.map(|at| at - healed_at)),
         checker::no_panics(&logs),
     ];

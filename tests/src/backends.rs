@@ -12,6 +12,10 @@
 //!
 //! - `/healthz`: `ok`, or 503 while [`Counters::unhealthy`] is set.
 //!
+//! A request carrying `X-Request-Id: N` (a number) is logged in
+//! [`Counters::ids`] as it arrives, so a test can tell which requests a
+//! backend really served.
+//!
 //! While [`Counters::fail_status`] is set, every path but `/healthz` answers
 //! with that status. It counts requests served and requests in flight, and
 //! `/healthz` probes apart, so tests can wait on them.
@@ -43,6 +47,8 @@ pub struct Counters {
     pub unhealthy: AtomicBool,
     /// Non-zero: every other path answers this status.
     pub fail_status: AtomicU16,
+    /// The `X-Request-Id`s of the requests received, in order.
+    pub ids: std::sync::Mutex<Vec<u64>>,
 }
 
 #[derive(Debug)]
@@ -184,6 +190,13 @@ async fn respond(
         return response;
     }
     counters.in_flight.fetch_add(1, Ordering::SeqCst);
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(id) = id {
+        counters.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+    }
     let fail = counters.fail_status.load(Ordering::SeqCst);
     if fail != 0 {
         let mut response = Response::new(Either::Left(Full::new(name)));

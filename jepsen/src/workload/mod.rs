@@ -1,4 +1,5 @@
-//! The client workloads, run from the client host's namespace. W1: an
+//! The client workloads, run from the client host's namespace; W2 (the
+//! set) is in [`set`], W3 (sticky sessions) in [`sticky`]. W1: an
 //! admin register per key — key k is the weight of marker backend k in
 //! pool `jepsen`, written with `SetWeight` and read linearizably
 //! (`stale = false`) by several client processes, each bound to one node.
@@ -8,6 +9,9 @@
 //! is the site's constant-rate load ([`vip_ops`] turns it into history).
 //! Also here: the cluster checks after the heal (C7), which need the same
 //! admin clients.
+
+pub mod set;
+pub mod sticky;
 
 use crate::history::{History, Kind, Op};
 use crate::rng::Rng;
@@ -27,7 +31,7 @@ pub const POOL: &str = "jepsen";
 /// Every register's value before the first write: a new backend's weight.
 pub const INITIAL: u64 = BackendSpec::DEFAULT_WEIGHT as u64;
 /// How long one admin call may take before it counts as unanswered.
-const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Key `key`'s marker backend.
 pub fn marker(key: u32) -> SocketAddr {
@@ -73,27 +77,50 @@ where
     rx
 }
 
-/// Adds pool `jepsen` (pool `app`'s settings, the marker backends at the
-/// initial weight) through any node that answers, within `deadline`.
+/// Adds pool `jepsen` (W1: pool `app`'s settings, the marker backends at
+/// the initial weight) and pool `jepsen-set` (W2: a sentinel backend
+/// outside the set) through any node that answers, within `deadline`.
 pub async fn setup(nodes: Vec<Ipv4Addr>, deadline: Duration) -> Result<(), String> {
     let start = Instant::now();
     let mut last = String::new();
     for attempt in 0usize.. {
         if start.elapsed() > deadline {
-            return Err(format!("could not add pool {POOL} within {deadline:?}: {last}"));
+            return Err(format!(
+                "could not add pools {POOL} and {} within {deadline:?}: {last}",
+                set::POOL
+            ));
         }
         let mut admin = admin(nodes[attempt % nodes.len()]);
         match admin.read(false).await {
-            Ok((state, _)) if weight(&state, 0).is_some() => return Ok(()),
             Ok((state, _)) => {
-                let Some(app) = state.spec().pools.iter().find(|p| p.name == "app") else {
+                let pools = &state.spec().pools;
+                let Some(app) = pools.iter().find(|p| p.name == "app") else {
                     return Err("the site has no pool app".to_string());
                 };
-                let mut pool = app.clone();
-                pool.name = POOL.to_string();
-                pool.backends = (0..KEYS).map(|k| BackendSpec::new(marker(k))).collect();
-                if let Err(e) = admin.write(&Command::AddPool(pool)).await {
-                    last = e.message().to_string();
+                let mut missing = Vec::new();
+                if weight(&state, 0).is_none() {
+                    let mut pool = app.clone();
+                    pool.name = POOL.to_string();
+                    pool.backends = (0..KEYS).map(|k| BackendSpec::new(marker(k))).collect();
+                    missing.push(pool);
+                }
+                if !pools.iter().any(|p| p.name == set::POOL) {
+                    let mut pool = app.clone();
+                    pool.name = set::POOL.to_string();
+                    pool.sticky = None;
+                    pool.backends = vec![BackendSpec::new(SocketAddr::new(
+                        Ipv4Addr::new(198, 19, 0, 2).into(),
+                        9,
+                    ))];
+                    missing.push(pool);
+                }
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                for pool in missing {
+                    if let Err(e) = admin.write(&Command::AddPool(pool)).await {
+                        last = e.message().to_string();
+                    }
                 }
             }
             Err(e) => last = e.message().to_string(),
@@ -308,18 +335,19 @@ pub async fn after_heal(history: History, nodes: Vec<Ipv4Addr>, deadline: Durati
 
 /// W4: the site's requests through the VIP that started at `since` or
 /// later (not those before the VIP first answered) as history: process
-/// `vip`, `get`, the request's number as its value.
+/// `vip`, `get` (through the `http` listener) or `tcp` (HTTP through the
+/// `tcp` listener), the request's `X-Request-Id` as its value.
 pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant) -> Vec<Op> {
     attempts
         .iter()
         .filter(|a| a.start >= since)
-        .enumerate()
-        .flat_map(|(id, a)| {
-            let id = Some(id as u64);
+        .flat_map(|a| {
+            let id = Some(a.id);
             let end = if a.ok { Kind::Ok } else { Kind::Fail };
+            let f = if a.port == 9000 { "tcp" } else { "get" };
             [
-                Op::new("vip", Kind::Invoke, "get", history.ns(a.start)).value(id),
-                Op::new("vip", end, "get", history.ns(a.end)).value(id),
+                Op::new("vip", Kind::Invoke, f, history.ns(a.start)).value(id),
+                Op::new("vip", end, f, history.ns(a.end)).value(id),
             ]
         })
         .collect()
