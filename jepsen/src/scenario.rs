@@ -8,16 +8,17 @@
 //! A harness failure (a panic in a fixture: the site never came up, a
 //! restarted node never served) makes the run `unknown`, never `valid`.
 
-use crate::checker::{self, Check, Verdict};
+use crate::checker::{self, Check, Verdict, owner};
 use crate::history::{self, History, Op};
 use crate::nemesis::{Fault, Nemesis};
 use crate::report::Report;
 use crate::rng::Rng;
 use crate::workload::{self, Healed, set, sticky};
 use raftlb_tests::arp::{self, ArpProbe};
+use raftlb_tests::backends::Logged;
 use raftlb_tests::site::{BALANCERS, Options, Site};
-use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -162,15 +163,34 @@ async fn execute(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let replies = probe.finish();
-    let overlap = arp::overlap(&replies, PROBE_EVERY);
-    let claims = arp::claims(&replies, PROBE_EVERY).len();
+    let macs: Vec<[u8; 6]> = BALANCERS.iter().map(|b| site.lab.mac(b)).collect();
+    let claims: Vec<owner::Claim> = arp::claims(&replies, PROBE_EVERY)
+        .into_iter()
+        .map(|(mac, from, to)| owner::Claim {
+            balancer: macs.iter().position(|m| *m == mac),
+            from_ns: history.ns(from),
+            to_ns: history.ns(to),
+        })
+        .collect();
     // The attempts first: every request answered by then was logged by
     // its backend before its answer left.
     let attempts = site.load.attempts();
-    let served: HashSet<u64> = site
+    let logged: HashMap<u64, Logged> = site
         .backends()
         .iter()
         .flat_map(|b| b.counters.ids.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .map(|l| (l.id, l))
+        .collect();
+    let served: HashSet<u64> = logged.keys().copied().collect();
+    let forwarded: Vec<owner::Forwarded> = attempts
+        .iter()
+        .filter(|a| a.ok && a.start >= began)
+        .filter_map(|a| logged.get(&a.id))
+        .map(|l| owner::Forwarded {
+            id: l.id,
+            balancer: nodes.iter().position(|n| IpAddr::V4(*n) == l.from),
+            at_ns: history.ns(l.at),
+        })
         .collect();
     for op in workload::vip_ops(history, &attempts, began) {
         history.record(op);
@@ -188,7 +208,7 @@ async fn execute(
     let checks = vec![
         checker::linearizable(&ops, workload::KEYS, workload::INITIAL, SEARCH_BUDGET),
         checker::set::check(&ops),
-        checker::arp_overlap(overlap, claims),
+        owner::check(&claims, &forwarded),
         checker::sticky::check(&ops),
         checker::failover(&ops),
         checker::delivery::check(&ops, &served),

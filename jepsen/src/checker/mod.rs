@@ -10,6 +10,7 @@
 
 pub mod delivery;
 pub mod linear;
+pub mod owner;
 pub mod set;
 pub mod sticky;
 
@@ -266,19 +267,6 @@ pub fn no_panics(logs: &[(String, String)]) -> Check {
         } else {
             panicked.join("\n")
         },
-    }
-}
-
-/// C3: no two hosts answered ARP for the VIP at the same instant.
-pub fn arp_overlap(overlap: Duration, claims: usize) -> Check {
-    Check {
-        name: "C3 one ARP answer for the VIP",
-        verdict: if overlap.is_zero() {
-            Verdict::Valid
-        } else {
-            Verdict::Violation
-        },
-        detail: format!("overlap {overlap:?} over {claims} claims"),
     }
 }
 

@@ -1,0 +1,167 @@
+//! C3, one VIP owner: no two hosts answered ARP for the VIP at the same
+//! instant (the prober's replies on the client's segment, one monotonic
+//! clock), and every request through the VIP that was answered reached
+//! its backend through a balancer that was answering ARP for the VIP at
+//! that instant — so no host without the lease served the VIP. The
+//! instant is when the backend logged the request; [`SLACK`] absorbs the
+//! prober's period and a stalled prober thread.
+
+use super::{Check, Verdict};
+use std::time::Duration;
+
+/// How far outside its forwarder's claim a forwarded request may be.
+pub const SLACK: Duration = Duration::from_millis(100);
+/// At most this many requests are listed as evidence.
+const EVIDENCE: usize = 5;
+
+/// A run of ARP replies from one balancer (`None`: a MAC of no balancer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub balancer: Option<usize>,
+    pub from_ns: u64,
+    pub to_ns: u64,
+}
+
+/// An answered request as its backend logged it: which balancer forwarded
+/// it (`None`: an address of no balancer) and when it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub id: u64,
+    pub balancer: Option<usize>,
+    pub at_ns: u64,
+}
+
+fn seconds(ns: u64) -> String {
+    format!("{:.3}s", ns as f64 / 1e9)
+}
+
+fn host(balancer: Option<usize>) -> String {
+    balancer.map_or("a host that is no balancer".to_string(), |b| {
+        format!("lb{}", b + 1)
+    })
+}
+
+/// C3 from the claims and the forwarded requests.
+pub fn check(claims: &[Claim], forwarded: &[Forwarded]) -> Check {
+    let mut overlaps = Vec::new();
+    let mut overlap_ns = 0u64;
+    for (i, a) in claims.iter().enumerate() {
+        for b in &claims[i + 1..] {
+            let (from, to) = (a.from_ns.max(b.from_ns), a.to_ns.min(b.to_ns));
+            if a.balancer != b.balancer && to > from {
+                overlap_ns += to - from;
+                overlaps.push(format!(
+                    "{} and {} both answered ARP from {} to {}",
+                    host(a.balancer),
+                    host(b.balancer),
+                    seconds(from),
+                    seconds(to)
+                ));
+            }
+        }
+    }
+    let slack = u64::try_from(SLACK.as_nanos()).unwrap_or(u64::MAX);
+    let strays: Vec<&Forwarded> = forwarded
+        .iter()
+        .filter(|f| {
+            f.balancer.is_none()
+                || !claims.iter().any(|c| {
+                    c.balancer == f.balancer
+                        && c.from_ns.saturating_sub(slack) <= f.at_ns
+                        && f.at_ns <= c.to_ns.saturating_add(slack)
+                })
+        })
+        .collect();
+    let figures = format!(
+        "overlap {:?} over {} claims; {} answered requests, {} forwarded by a host not answering ARP for the VIP",
+        Duration::from_nanos(overlap_ns),
+        claims.len(),
+        forwarded.len(),
+        strays.len()
+    );
+    let mut evidence: Vec<String> = overlaps.into_iter().take(EVIDENCE).collect();
+    evidence.extend(strays.iter().take(EVIDENCE).map(|f| {
+        format!(
+            "request {} reached its backend through {} at {}, which was not answering ARP for the VIP",
+            f.id,
+            host(f.balancer),
+            seconds(f.at_ns)
+        )
+    }));
+    Check {
+        name: "C3 one VIP owner",
+        verdict: match (evidence.is_empty(), claims.is_empty()) {
+            (true, false) => Verdict::Valid,
+            (true, true) => Verdict::Unknown,
+            (false, _) => Verdict::Violation,
+        },
+        detail: if evidence.is_empty() {
+            figures
+        } else {
+            format!("{}\n{figures}", evidence.join("\n"))
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn claim(balancer: usize, from_ms: u64, to_ms: u64) -> Claim {
+        Claim {
+            balancer: Some(balancer),
+            from_ns: from_ms * MS,
+            to_ns: to_ms * MS,
+        }
+    }
+
+    fn forwarded(id: u64, balancer: usize, at_ms: u64) -> Forwarded {
+        Forwarded {
+            id,
+            balancer: Some(balancer),
+            at_ns: at_ms * MS,
+        }
+    }
+
+    #[test]
+    fn a_handover_with_requests_through_each_owner_is_valid() {
+        let claims = [claim(0, 0, 1_000), claim(1, 1_500, 3_000)];
+        let requests = [
+            forwarded(1, 0, 500),
+            forwarded(2, 0, 1_050),
+            forwarded(3, 1, 2_000),
+        ];
+        let check = check(&claims, &requests);
+        assert_eq!(check.verdict, Verdict::Valid, "{}", check.detail);
+    }
+
+    #[test]
+    fn two_owners_at_once_are_a_violation_with_their_span() {
+        let claims = [claim(0, 0, 1_000), claim(2, 800, 3_000)];
+        let check = check(&claims, &[]);
+        assert_eq!(check.verdict, Verdict::Violation);
+        assert!(
+            check
+                .detail
+                .starts_with("lb1 and lb3 both answered ARP from 0.800s to 1.000s"),
+            "{}",
+            check.detail
+        );
+    }
+
+    #[test]
+    fn a_request_served_by_a_former_owner_is_a_violation() {
+        let claims = [claim(0, 0, 1_000), claim(1, 1_500, 3_000)];
+        let check = check(&claims, &[forwarded(9, 0, 1_400)]);
+        assert_eq!(check.verdict, Verdict::Violation);
+        assert!(
+            check
+                .detail
+                .starts_with("request 9 reached its backend through lb1 at 1.400s"),
+            "{}",
+            check.detail
+        );
+    }
+}
