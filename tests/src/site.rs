@@ -246,6 +246,12 @@ impl Site {
         self.load.answered_since(since)
     }
 
+    /// The backend host's in-process backends' addresses, in the order they
+    /// were started: backend k listens on port 80 + k.
+    pub fn backend_addresses(&self) -> Vec<SocketAddr> {
+        self._backends.iter().map(|b| b.address).collect()
+    }
+
     /// The balancers whose eth0 carries the VIP (a killed or frozen one
     /// keeps the address; its fence disowns it).
     pub fn holders(&self) -> Vec<usize> {
