@@ -145,6 +145,8 @@ fn main() -> ExitCode {
             };
             let name = if faults.is_empty() {
                 "none".to_string()
+            } else if faults == Fault::ALL {
+                "all".to_string()
             } else {
                 faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+")
             };
