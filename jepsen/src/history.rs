@@ -36,9 +36,12 @@ pub struct Op {
     /// `write`, `read` (registers), `add`, `read` (the set), `login`,
     /// `visit` (sticky sessions: key the session, value the backend that
     /// answered), `get` / `tcp` (a request through the VIP's `http` /
-    /// `tcp` listener, value its `X-Request-Id`), or a fault (`kill`, `pause`, `partition`,
-    /// `heal-kill` …; backend faults carry the backend as key).
+    /// `tcp` listener, value its `X-Request-Id`), or a fault (`kill`,
+    /// `partition-ring`, `backend-kill`, `heal-kill` …: the nemesis'
+    /// names; backend faults carry the backend as key).
     pub f: String,
+    /// A register's key; for a nemesis operation on a backend, the
+    /// backend's index (backend k listens on port 80 + k).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +56,10 @@ pub struct Op {
     pub node: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What a nemesis operation did beyond `node` and `key`: a partition's
+    /// shape, netem's parameters, a transfer's target, a target's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Op {
@@ -67,6 +74,7 @@ impl Op {
             time_ns,
             node: None,
             error: None,
+            detail: None,
         }
     }
 
@@ -92,6 +100,11 @@ impl Op {
 
     pub fn error(mut self, error: impl Into<String>) -> Op {
         self.error = Some(error.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Op {
+        self.detail = Some(detail.into());
         self
     }
 }
@@ -175,6 +188,9 @@ mod tests {
                 .value(Some(7))
                 .error("timeout"),
             Op::new("nemesis", Kind::Ok, "kill", 10),
+            Op::new("nemesis", Kind::Invoke, "partition-ring", 11)
+                .node(0)
+                .detail("lb1 <-> lb3 cut"),
         ];
         let path = std::env::temp_dir().join(format!("jepsen-history-{}.jsonl", std::process::id()));
         write_jsonl(&ops, &path).expect("write");

@@ -11,7 +11,7 @@
 //! - [`history`]: the operation model and its JSONL form.
 //! - [`rng`]: the seeded PRNG every random choice comes from.
 //! - [`workload`]: W1 admin registers, W4 traffic through the VIP, C7 probes.
-//! - [`nemesis`]: kill, pause, partition, and the heal.
+//! - [`nemesis`]: process, network, backend and membership faults, and the heal.
 //! - [`checker`]: C1 linearizability, C3 ARP overlap, C5 failover windows, C8 panics.
 //! - [`scenario`]: one run end to end; [`report`]: what it prints.
 //!
@@ -59,7 +59,9 @@ struct Common {
 enum Action {
     /// One scenario.
     Run {
-        /// Faults to inject, comma-separated: kill, pause, partition (none if empty).
+        /// Faults to inject, comma-separated (none if empty): kill, pause, partition,
+        /// partition-ring, partition-oneway, netem, backend-kill, backend-partition,
+        /// member-remove, transfer, drain; or all, backend (both backend faults), member.
         #[arg(long, value_delimiter = ',', default_value = "")]
         nemesis: Vec<String>,
         /// Seconds of workload and faults.
@@ -136,12 +138,7 @@ fn main() -> ExitCode {
             time_limit,
             common,
         } => {
-            let faults: Result<Vec<Fault>, String> = nemesis
-                .iter()
-                .filter(|n| !n.is_empty())
-                .map(|n| Fault::parse(n))
-                .collect();
-            let faults = match faults {
+            let faults = match Fault::parse_list(nemesis) {
                 Ok(faults) => faults,
                 Err(e) => {
                     eprintln!("raftlb-jepsen: {e}");
@@ -150,6 +147,8 @@ fn main() -> ExitCode {
             };
             let name = if faults.is_empty() {
                 "none".to_string()
+            } else if faults == Fault::ALL {
+                "all".to_string()
             } else {
                 faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+")
             };
@@ -169,6 +168,10 @@ fn main() -> ExitCode {
             "raftlb-jepsen: must run as root: it builds network namespaces, moves the VIP, \
              sends signals and sets nftables rules (try sudo -E). Nothing was run."
         );
+        return ExitCode::from(Verdict::Unknown.exit_code());
+    }
+    if let Err(e) = configs.iter().try_for_each(|c| nemesis::preflight(&c.faults)) {
+        eprintln!("raftlb-jepsen: {e}. Nothing was run.");
         return ExitCode::from(Verdict::Unknown.exit_code());
     }
     let mut results = Vec::new();
