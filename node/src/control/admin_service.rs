@@ -26,7 +26,7 @@ use raftlb_proto::admin::{
 };
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -42,6 +42,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest a forwarded write waits for this node to apply it.
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
+/// How often a write held back by a leadership transfer looks again.
+const HANDOVER_POLL: Duration = Duration::from_millis(10);
 /// The longest `snapshot` waits for the snapshot to be built.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Set on a forwarded call so it is never forwarded twice.
@@ -244,13 +246,21 @@ impl AdminService {
     }
 
     /// Commits `command` through the leader (this node or, once, the one it
-    /// knows) and returns its log index and what applying it did.
+    /// knows) and returns its log index and what applying it did. While
+    /// this node steps aside for a leadership transfer, the write waits
+    /// for the transfer to end and then goes to whoever leads: an entry
+    /// appended meanwhile would renew the followers' lease on this node
+    /// and make them refuse the target's votes (seen in jepsen's
+    /// `transfer` and `drain` runs under steady admin writes).
     pub async fn submit(&self, command: Command, forwarded: bool) -> Result<(u64, Outcome), Status> {
         // Encoded up front: `client_write` consumes the command, and a
         // follower must still send it on to the leader.
         let encoded = postcard::to_allocvec(&command)
             .map_err(|e| Status::internal(format!("cannot encode the command: {e}")))?;
         bounded(WRITE_TIMEOUT, "write", async {
+            while self.handover.standing_down.load(Ordering::Acquire) {
+                tokio::time::sleep(HANDOVER_POLL).await;
+            }
             let forward = match self.raft.client_write(command).await {
                 Ok(written) => return Ok((written.log_id.index, written.data)),
                 Err(e) => write_error(e)?,
