@@ -16,7 +16,7 @@ use crate::rng::Rng;
 use crate::workload::{self, Healed, set, sticky};
 use raftlb_tests::arp::{self, ArpProbe};
 use raftlb_tests::backends::Logged;
-use raftlb_tests::site::{BALANCERS, Options, Site};
+use raftlb_tests::site::{BALANCERS, Load, Options, Site};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 /// Each wait after the heal (leader, final write, convergence, VIP).
 const HEAL_DEADLINE: Duration = Duration::from_secs(20);
+/// The patient VIP client's connect timeout: a SYN retried as browsers do.
+const PATIENT_CONNECT: Duration = Duration::from_secs(3);
+/// The patient client's first request id (the site's client counts from 0).
+const PATIENT_IDS: u64 = 1 << 40;
 /// Clients of the set workload (W2).
 const SET_CLIENTS: usize = 2;
 /// States the linearizability search may explore per key.
@@ -130,6 +134,7 @@ async fn execute(
     }
     let probe = ArpProbe::start(&client_ns, "eth0", site.client_address(), site.vip, PROBE_EVERY);
 
+    let patient = Load::start_on(&client_ns, site.vip, &[8080, 9000], PATIENT_CONNECT, PATIENT_IDS);
     let began = Instant::now();
     let until = began + config.time_limit;
     let (h, n, clients, client_rng) = (history.clone(), nodes.clone(), config.clients, rng.fork(1));
@@ -175,6 +180,7 @@ async fn execute(
     // The attempts first: every request answered by then was logged by
     // its backend before its answer left.
     let attempts = site.load.attempts();
+    let patient = patient.attempts();
     let logged: HashMap<u64, Logged> = site
         .backends()
         .iter()
@@ -184,6 +190,7 @@ async fn execute(
     let served: HashSet<u64> = logged.keys().copied().collect();
     let forwarded: Vec<owner::Forwarded> = attempts
         .iter()
+        .chain(&patient)
         .filter(|a| a.ok && a.start >= began)
         .filter_map(|a| logged.get(&a.id))
         .map(|l| owner::Forwarded {
@@ -192,7 +199,10 @@ async fn execute(
             at_ns: history.ns(l.at),
         })
         .collect();
-    for op in workload::vip_ops(history, &attempts, began) {
+    for op in workload::vip_ops(history, &attempts, began, "vip")
+        .into_iter()
+        .chain(workload::vip_ops(history, &patient, began, "patient"))
+    {
         history.record(op);
     }
     {

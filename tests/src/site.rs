@@ -165,7 +165,13 @@ impl Site {
             node.ready(&[]).await;
         }
         let ports: &[u16] = if site.options.tcp { &[8080, 9000] } else { &[8080] };
-        site.load = Load::start_on(&site.lab.ns("client"), site.vip, ports, Duration::from_millis(25));
+        site.load = Load::start_on(
+            &site.lab.ns("client"),
+            site.vip,
+            ports,
+            Duration::from_millis(25),
+            0,
+        );
         let start = Instant::now();
         wait::value("the VIP answers", Duration::from_secs(10), || {
             site.answered_since(start)
@@ -398,17 +404,18 @@ impl Load {
     /// with `X-Request-Id` 0, 1, 2, …; a connection not made within
     /// `connect_timeout` is a failed request.
     pub fn start(ns: &str, vip: IpAddr, connect_timeout: Duration) -> Load {
-        Self::start_on(ns, vip, &[8080], connect_timeout)
+        Self::start_on(ns, vip, &[8080], connect_timeout, 0)
     }
 
-    /// [`Load::start`] with request `id` sent to port `ports[id % len]`.
-    pub fn start_on(ns: &str, vip: IpAddr, ports: &[u16], connect_timeout: Duration) -> Load {
+    /// [`Load::start`] with ids from `first_id` on, and the n-th request
+    /// sent to port `ports[n % len]`.
+    pub fn start_on(ns: &str, vip: IpAddr, ports: &[u16], connect_timeout: Duration, first_id: u64) -> Load {
         let mut load = Load::idle();
         let (ns, attempts, stop) = (ns.to_string(), Arc::clone(&load.attempts), Arc::clone(&load.stop));
         let ports = ports.to_vec();
         load.thread = Some(std::thread::spawn(move || {
             netns::enter(&ns);
-            for (id, port) in (0u64..).zip(ports.iter().cycle()) {
+            for (id, port) in (first_id..).zip(ports.iter().cycle()) {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }

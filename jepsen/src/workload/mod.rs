@@ -6,7 +6,10 @@
 //! A write that times out or finds the node unavailable ends `info` (it may
 //! still commit) and its process is replaced, as a crashed Jepsen process
 //! is; a read that does not answer ends `fail`. W4 (traffic through the VIP)
-//! is the site's constant-rate load ([`vip_ops`] turns it into history).
+//! is the site's constant-rate load, which gives up on a connection after
+//! 25 ms (so an outage shows at once), plus a patient one that waits 3 s
+//! as a browser would (SYN retries; so a planned handover must fail none
+//! of its requests); [`vip_ops`] turns both into history.
 //! Also here: the cluster checks after the heal (C7), which need the same
 //! admin clients.
 
@@ -333,11 +336,12 @@ pub async fn after_heal(history: History, nodes: Vec<Ipv4Addr>, deadline: Durati
     healed
 }
 
-/// W4: the site's requests through the VIP that started at `since` or
-/// later (not those before the VIP first answered) as history: process
-/// `vip`, `get` (through the `http` listener) or `tcp` (HTTP through the
-/// `tcp` listener), the request's `X-Request-Id` as its value.
-pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant) -> Vec<Op> {
+/// W4: requests through the VIP that started at `since` or later (not
+/// those before the VIP first answered) as history: process `process`
+/// (`vip`, the site's impatient client, or `patient`), `get` (through the
+/// `http` listener) or `tcp` (HTTP through the `tcp` listener), the
+/// request's `X-Request-Id` as its value.
+pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant, process: &str) -> Vec<Op> {
     attempts
         .iter()
         .filter(|a| a.start >= since)
@@ -346,8 +350,8 @@ pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant) -> Vec<O
             let end = if a.ok { Kind::Ok } else { Kind::Fail };
             let f = if a.port == 9000 { "tcp" } else { "get" };
             [
-                Op::new("vip", Kind::Invoke, f, history.ns(a.start)).value(id),
-                Op::new("vip", end, f, history.ns(a.end)).value(id),
+                Op::new(process, Kind::Invoke, f, history.ns(a.start)).value(id),
+                Op::new(process, end, f, history.ns(a.end)).value(id),
             ]
         })
         .collect()
