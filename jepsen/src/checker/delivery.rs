@@ -129,20 +129,18 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_outside_faults_or_during_a_planned_transfer_is_a_violation() {
+    fn a_failure_outside_faults_or_a_patient_one_in_a_planned_transfer_is_a_violation() {
         let mut history = Vec::new();
         fault(&mut history, "transfer", 0, 100);
-        get(&mut history, 0, 50, false);
+        get(&mut history, 0, 50, false); // impatient: the transfer excuses it
+        history.push(Op::new("patient", Kind::Invoke, "get", 60_000_000).value(Some(7)));
+        history.push(Op::new("patient", Kind::Fail, "get", 70_000_000).value(Some(7)));
         get(&mut history, 1, 20_000, false);
         history.sort_by_key(|o| o.time_ns);
         let check = check(&history, &HashSet::new());
         assert_eq!(check.verdict, Verdict::Violation);
-        assert!(
-            check
-                .detail
-                .contains("2 requests failed outside any fault window"),
-            "{}",
-            check.detail
-        );
+        let expected =
+            "2 requests failed outside any fault window, e.g. patient 7 at 0.060s, vip 1 at 20.000s";
+        assert!(check.detail.contains(expected), "{}", check.detail);
     }
 }
