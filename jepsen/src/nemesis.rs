@@ -17,7 +17,7 @@
 use crate::history::{History, Kind, Op};
 use crate::rng::Rng;
 use raftlb_tests::netns;
-use raftlb_tests::process::{Raftlb, stopped};
+use raftlb_tests::process::stopped;
 use raftlb_tests::site::{BALANCERS, Site, signal};
 use std::time::{Duration, Instant};
 
@@ -134,7 +134,7 @@ impl Nemesis {
         self.record(Kind::Invoke, &f, node);
         match fault {
             Fault::Kill => {
-                site.nodes[node] = Raftlb::spawn_in(&site.lab.ns(BALANCERS[node]), &site.config(node));
+                site.nodes[node] = site.spawn(node);
                 site.nodes[node].ready(&[]).await;
             }
             Fault::Pause => signal(site.nodes[node].pid(), "CONT"),
