@@ -14,12 +14,18 @@
 //! - [`nemesis`]: process, network, backend and membership faults, and the heal.
 //! - [`checker`]: C1 linearizability, C3 ARP overlap, C5 failover windows, C8 panics.
 //! - [`scenario`]: one run end to end; [`report`]: what it prints.
+//! - [`failpoints`]: nodes built and run with planted bugs; [`prove`]: the
+//!   runs showing the checkers catch them.
 //!
-//! Exit status: 0 valid, 1 a violation, 2 unknown (including: not root).
+//! Exit status: 0 valid, 1 a violation, 2 unknown (including: not root);
+//! `prove`: 0 when every planted bug was caught and every control run
+//! was valid.
 
 mod checker;
+mod failpoints;
 mod history;
 mod nemesis;
+mod prove;
 mod report;
 mod rng;
 mod scenario;
@@ -67,6 +73,10 @@ enum Action {
         /// Seconds of workload and faults.
         #[arg(long, default_value_t = 60)]
         time_limit: u64,
+        /// Bugs to plant, comma-separated: vip-skip-lease-wait,
+        /// admin-ack-before-commit (builds raftlb with the `failpoints` feature).
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        failpoints: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -80,8 +90,29 @@ enum Action {
         /// Seconds of workload and faults per scenario.
         #[arg(long, default_value_t = 25)]
         time_limit: u64,
+        /// Bugs to plant in every scenario (as for `run`).
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        failpoints: Vec<String>,
         #[command(flatten)]
         common: Common,
+    },
+    /// The proof that the checkers catch planted bugs: vip-skip-lease-wait
+    /// under pause and partition must give a C3 violation,
+    /// admin-ack-before-commit under partition a C1 violation, and the same
+    /// runs without failpoints must be valid.
+    Prove {
+        /// Seconds of workload and faults per scenario.
+        #[arg(long, default_value_t = prove::TIME_LIMIT)]
+        time_limit: u64,
+        /// Seed of every scenario.
+        #[arg(long, default_value_t = prove::SEED)]
+        seed: u64,
+        /// Only the planted runs, not the control runs without failpoints.
+        #[arg(long)]
+        no_control: bool,
+        /// Where each scenario's `<timestamp>-<scenario>/` folder goes.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+        results: PathBuf,
     },
 }
 
@@ -96,14 +127,25 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn config(name: &str, faults: Vec<Fault>, time_limit: u64, common: &Common) -> scenario::Config {
+fn config(
+    name: &str,
+    faults: Vec<Fault>,
+    time_limit: u64,
+    common: &Common,
+    failpoints: &[String],
+) -> scenario::Config {
+    let name = match failpoints {
+        [] => name.to_string(),
+        points => format!("{name}-planted-{}", points.join("+")),
+    };
     scenario::Config {
-        name: name.to_string(),
+        name,
         faults,
         time_limit: Duration::from_secs(time_limit),
         seed: common.seed,
         clients: common.clients.max(1),
         results: common.results.clone(),
+        failpoints: failpoints.to_vec(),
     }
 }
 
@@ -136,8 +178,12 @@ fn main() -> ExitCode {
         Action::Run {
             nemesis,
             time_limit,
+            failpoints,
             common,
         } => {
+            let Some(points) = failpoint_list(failpoints) else {
+                return ExitCode::from(2);
+            };
             let faults = match Fault::parse_list(nemesis) {
                 Ok(faults) => faults,
                 Err(e) => {
@@ -152,17 +198,55 @@ fn main() -> ExitCode {
             } else {
                 faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+")
             };
-            vec![config(&name, faults, *time_limit, common)]
+            vec![config(&name, faults, *time_limit, common, &points)]
         }
-        Action::Matrix { time_limit, common } => {
-            let mut configs = vec![config("none", Vec::new(), *time_limit, common)];
+        Action::Matrix {
+            time_limit,
+            failpoints,
+            common,
+        } => {
+            let Some(points) = failpoint_list(failpoints) else {
+                return ExitCode::from(2);
+            };
+            let mut configs = vec![config("none", Vec::new(), *time_limit, common, &points)];
             for fault in Fault::ALL {
-                configs.push(config(fault.name(), vec![fault], *time_limit, common));
+                configs.push(config(fault.name(), vec![fault], *time_limit, common, &points));
             }
-            configs.push(config("all", Fault::ALL.to_vec(), *time_limit, common));
+            configs.push(config("all", Fault::ALL.to_vec(), *time_limit, common, &points));
             configs
         }
+        Action::Prove {
+            time_limit,
+            seed,
+            no_control,
+            results,
+        } => {
+            let common = Common {
+                seed: *seed,
+                clients: 4,
+                results: results.clone(),
+            };
+            let runs = prove::runs(!*no_control);
+            let configs = runs
+                .iter()
+                .map(|r| config(r.name, r.faults.to_vec(), *time_limit, &common, &r.failpoints()))
+                .collect();
+            return run_all(configs, Some(&runs));
+        }
     };
+    run_all(configs, None)
+}
+
+/// The failpoints asked for, checked; `None` (after saying why) if unknown.
+fn failpoint_list(names: &[String]) -> Option<Vec<String>> {
+    failpoints::parse(names)
+        .inspect_err(|e| eprintln!("raftlb-jepsen: --failpoints: {e}"))
+        .ok()
+}
+
+/// Runs `configs` one after the other and prints each report, then the
+/// matrix (several) or the proof (`prove`, one expectation per config).
+fn run_all(configs: Vec<scenario::Config>, proof: Option<&[prove::Run]>) -> ExitCode {
     if !is_root() {
         eprintln!(
             "raftlb-jepsen: must run as root: it builds network namespaces, moves the VIP, \
@@ -174,12 +258,27 @@ fn main() -> ExitCode {
         eprintln!("raftlb-jepsen: {e}. Nothing was run.");
         return ExitCode::from(Verdict::Unknown.exit_code());
     }
-    let mut results = Vec::new();
+    if configs.iter().any(|c| !c.failpoints.is_empty()) {
+        match failpoints::binary() {
+            Ok(bin) => println!("failpoints binary: {}", bin.display()),
+            Err(e) => {
+                eprintln!("raftlb-jepsen: cannot build raftlb with failpoints: {e}");
+                return ExitCode::from(Verdict::Unknown.exit_code());
+            }
+        }
+    }
+    let mut reports = Vec::new();
     for config in &configs {
         let report = scenario::run(config);
         println!("{}", report.text);
-        results.push((report.name, report.verdict));
+        reports.push(report);
     }
+    if let Some(runs) = proof {
+        let (text, code) = prove::judge(runs, &reports);
+        println!("{text}");
+        return ExitCode::from(code);
+    }
+    let results: Vec<(String, Verdict)> = reports.into_iter().map(|r| (r.name, r.verdict)).collect();
     if results.len() > 1 {
         println!("== matrix");
         for (name, verdict) in &results {

@@ -17,6 +17,7 @@ pub struct Report {
     pub name: String,
     pub verdict: Verdict,
     pub text: String,
+    pub checks: Vec<Check>,
 }
 
 impl Report {
@@ -37,6 +38,9 @@ impl Report {
             config.time_limit,
             config.clients,
         );
+        if !config.failpoints.is_empty() {
+            let _ = writeln!(text, "failpoints: {} (planted bugs)", config.failpoints.join(","));
+        }
         let _ = writeln!(text, "history: {}", summary(ops));
         text.push_str(&timeline(ops));
         let _ = writeln!(text, "{}", traffic(ops));
@@ -65,6 +69,7 @@ impl Report {
             name: config.name.clone(),
             verdict,
             text,
+            checks,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! restarted node never served) makes the run `unknown`, never `valid`.
 
 use crate::checker::{self, Check, Verdict, owner};
+use crate::failpoints;
 use crate::history::{self, History, Op};
 use crate::nemesis::{Fault, Nemesis};
 use crate::report::Report;
@@ -45,6 +46,8 @@ pub struct Config {
     pub clients: usize,
     /// Where `<timestamp>-<name>/` is created.
     pub results: PathBuf,
+    /// Failpoints the nodes run with (see [`crate::failpoints`]).
+    pub failpoints: Vec<String>,
 }
 
 /// Runs the scenario on a thread of its own (the site's fixtures are not
@@ -114,6 +117,8 @@ async fn execute(
     let timing = format!("heartbeat {heartbeat}ms, election timeout {election}ms");
     let mut site = Site::build(Options {
         raft_timing: Some((format!("{heartbeat}ms"), format!("{election}ms"))),
+        node_binary: failpoints::node_binary(&config.failpoints),
+        node_env: failpoints::env(&config.failpoints),
         sticky: true,
         session_cookie: true,
         tcp: true,
@@ -225,6 +230,10 @@ async fn execute(
         after_heal(&healed, vip_answered.map(|at| at - healed_at)),
         checker::no_panics(&logs),
     ];
+    let checks = checks
+        .into_iter()
+        .chain(failpoints::check(&config.failpoints, &logs))
+        .collect();
     (checks, timing)
 }
 

@@ -11,6 +11,7 @@ use crate::process::{Raftlb, TempDir, binary};
 use crate::wait;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,10 @@ pub struct Options {
     /// `"50ms"`, `"150ms"`); `None`: `$RAFTLB_HEARTBEAT_INTERVAL` and
     /// `$RAFTLB_ELECTION_TIMEOUT` if set, else the defaults.
     pub raft_timing: Option<(String, String)>,
+    /// The nodes' binary instead of [`binary()`], and variables added to
+    /// their environment (a failpoints build and `RAFTLB_FAILPOINTS`).
+    pub node_binary: Option<PathBuf>,
+    pub node_env: Vec<(String, String)>,
     /// With `sticky`: both pools learn sessions from the backends'
     /// `JSESSIONID` cookie (`kind = "learn_cookie"`, set by `/login?id=…`)
     /// instead of the `X-Session` header.
@@ -75,6 +80,8 @@ impl Default for Options {
             hold_on_quorum_loss: false,
             sticky: false,
             raft_timing: None,
+            node_binary: None,
+            node_env: Vec::new(),
             session_cookie: false,
             tcp: false,
         }
@@ -157,8 +164,8 @@ impl Site {
             backends,
             load: Load::idle(),
         };
-        for (i, host) in BALANCERS.iter().enumerate() {
-            let node = Raftlb::spawn_in(&site.lab.ns(host), &site.config(i));
+        for i in 0..BALANCERS.len() {
+            let node = site.spawn(i);
             site.nodes.push(node);
         }
         for node in &mut site.nodes {
@@ -178,6 +185,17 @@ impl Site {
         })
         .await;
         site
+    }
+
+    /// Starts node `i` (again) in its namespace, without waiting for it.
+    pub fn spawn(&self, i: usize) -> Raftlb {
+        let bin = self.options.node_binary.clone().unwrap_or_else(binary);
+        Raftlb::spawn_in_as(
+            &self.lab.ns(BALANCERS[i]),
+            &self.config(i),
+            &bin,
+            &self.options.node_env,
+        )
     }
 
     /// Node `i`'s configuration file.
@@ -330,7 +348,7 @@ impl Site {
 
     /// Starts node `i` again and waits until it has caught up with the leader.
     pub async fn restart(&mut self, i: usize) {
-        self.nodes[i] = Raftlb::spawn_in(&self.lab.ns(BALANCERS[i]), &self.config(i));
+        self.nodes[i] = self.spawn(i);
         self.nodes[i].ready(&[]).await;
         // Ready means serving the state it had on disk; wait until it has
         // heard the current leader too.

@@ -12,8 +12,8 @@
 
 use super::{About, Aim, save_log};
 use crate::nemesis::Fault;
-use raftlb_tests::process::{Raftlb, stopped};
-use raftlb_tests::site::{BALANCERS, Site, signal};
+use raftlb_tests::process::stopped;
+use raftlb_tests::site::{Site, signal};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -70,6 +70,6 @@ pub async fn heal(site: &mut Site, plan: &Plan, logs: &mut Vec<(String, String)>
 /// Starts node `node` again on its data dir and waits until it is ready
 /// (a node that never gets ready fails the run as a harness failure).
 pub async fn restart(site: &mut Site, node: usize) {
-    site.nodes[node] = Raftlb::spawn_in(&site.lab.ns(BALANCERS[node]), &site.config(node));
+    site.nodes[node] = site.spawn(node); // with the site's failpoints, if any
     site.nodes[node].ready(&[]).await;
 }

@@ -437,6 +437,10 @@ impl admin_server::Admin for AdminService {
         let forwarded = was_forwarded(&request);
         let command: Command = postcard::from_bytes(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        #[cfg(feature = "failpoints")]
+        if let Some(early) = crate::failpoint::ack_before_commit(&self.raft, &self.applied, &command).await {
+            return Ok(Response::new(early));
+        }
         let (log_index, outcome) = self.submit(command, forwarded).await?;
         Ok(Response::new(WriteReply {
             log_index,
