@@ -85,10 +85,13 @@ enum Action {
         /// A `history.jsonl` from a results folder.
         history: PathBuf,
     },
-    /// The scenarios none, kill, pause, partition and all, one after the other.
+    /// The CI set, one scenario after the other: none, kill, pause,
+    /// partitions (isolated, ring, one-way), netem, backends (kill,
+    /// partition), membership (remove, re-add), handover (transfer, drain),
+    /// all.
     Matrix {
         /// Seconds of workload and faults per scenario.
-        #[arg(long, default_value_t = 25)]
+        #[arg(long, default_value_t = 60)]
         time_limit: u64,
         /// Bugs to plant in every scenario (as for `run`).
         #[arg(long, value_delimiter = ',', default_value = "")]
@@ -115,6 +118,19 @@ enum Action {
         results: PathBuf,
     },
 }
+
+/// `matrix`: (scenario, its `--nemesis` list).
+const MATRIX: [(&str, &str); 9] = [
+    ("none", ""),
+    ("kill", "kill"),
+    ("pause", "pause"),
+    ("partitions", "partition,partition-ring,partition-oneway"),
+    ("netem", "netem"),
+    ("backends", "backend-kill,backend-partition"),
+    ("membership", "member-remove"),
+    ("handover", "transfer,drain"),
+    ("all", "all"),
+];
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -208,11 +224,17 @@ fn main() -> ExitCode {
             let Some(points) = failpoint_list(failpoints) else {
                 return ExitCode::from(2);
             };
-            let mut configs = vec![config("none", Vec::new(), *time_limit, common, &points)];
-            for fault in Fault::ALL {
-                configs.push(config(fault.name(), vec![fault], *time_limit, common, &points));
+            let mut configs = Vec::new();
+            for (name, nemeses) in MATRIX {
+                let names: Vec<String> = nemeses.split(',').map(str::to_string).collect();
+                match Fault::parse_list(&names) {
+                    Ok(faults) => configs.push(config(name, faults, *time_limit, common, &points)),
+                    Err(e) => {
+                        eprintln!("raftlb-jepsen: matrix scenario {name}: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
             }
-            configs.push(config("all", Fault::ALL.to_vec(), *time_limit, common, &points));
             configs
         }
         Action::Prove {
@@ -287,4 +309,22 @@ fn run_all(configs: Vec<scenario::Config>, proof: Option<&[prove::Run]>) -> Exit
     }
     let worst = results.iter().map(|(_, v)| *v).max().unwrap_or(Verdict::Unknown);
     ExitCode::from(worst.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matrix_is_at_least_eight_scenarios_that_parse_and_cover_every_fault() {
+        assert!(MATRIX.len() >= 8);
+        let mut covered = Vec::new();
+        for (name, nemeses) in MATRIX {
+            let names: Vec<String> = nemeses.split(',').map(str::to_string).collect();
+            let faults = Fault::parse_list(&names).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(faults.is_empty(), name == "none", "{name}");
+            covered.extend(faults);
+        }
+        assert!(Fault::ALL.iter().all(|f| covered.contains(f)));
+    }
 }
