@@ -255,19 +255,7 @@ fn after_heal(healed: &Healed, vip: Option<Duration>) -> Check {
         healed.converged,
         vip
     );
-    Check {
-        name: "C7 one cluster after the heal",
-        verdict: if problems.is_empty() {
-            Verdict::Valid
-        } else {
-            Verdict::Violation
-        },
-        detail: if problems.is_empty() {
-            seen
-        } else {
-            format!("{}; {seen}", problems.join("; "))
-        },
-    }
+    Check::judged("C7 one cluster after the heal", problems, seen, true)
 }
 
 /// Now in UTC as `YYYYMMDDTHHMMSSZ`.

@@ -493,7 +493,8 @@ fn request(to: SocketAddr, connect_timeout: Duration, id: u64) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&to, connect_timeout) else {
         return false;
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+    // A patient client (a long connect timeout) waits as long for the answer.
+    let _ = stream.set_read_timeout(Some(connect_timeout.max(Duration::from_millis(300))));
     let head = format!("GET / HTTP/1.1\r\nHost: vip\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n");
     if stream.write_all(head.as_bytes()).is_err() {
         return false;

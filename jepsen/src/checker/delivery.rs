@@ -1,13 +1,15 @@
 //! C6, delivery (W4): every request through the VIP that a client saw
 //! answered `200` was logged by a backend (its `X-Request-Id`), so no
-//! answer was made up on the way; and every request that failed overlaps
-//! a fault, its heal plus [`GRACE`] included (a healed node rejoining can
-//! force one more election). For the patient client (process `patient`,
-//! which retries a connection for 3 s as browsers do) planned handovers
-//! ([`PLANNED`]) excuse no failure: they must drop nothing. The impatient
-//! client (`vip`, 25 ms) measures outages and fails in any of them.
+//! answer was made up on the way; and every request of the patient client
+//! (process `patient`, which retries a connection for 3 s as browsers do)
+//! that failed overlaps a fault, its heal plus [`GRACE`] included (a healed
+//! node rejoining can force one more election) — planned handovers
+//! ([`PLANNED`]) excepted: they must drop nothing. The impatient client
+//! (`vip`, 25 ms to connect) measures outages for C5; its failures are
+//! counted here, not judged: a connection a loaded 2-core machine
+//! schedules 25 ms late is no fault of the cluster.
 
-use super::{Check, Verdict, completed, faults};
+use super::{Check, completed, faults};
 use crate::history::{Kind, Op};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -23,7 +25,7 @@ const EVIDENCE: usize = 5;
 pub fn check(history: &[Op], served: &HashSet<u64>) -> Check {
     let faults = faults(history);
     let requests = completed(history, |o| o.process == "vip" || o.process == "patient");
-    let (mut answered, mut failed) = (0usize, 0usize);
+    let (mut answered, mut failed, mut patient_failed) = (0usize, 0usize, 0usize);
     let (mut unlogged, mut unexcused) = (Vec::new(), Vec::new());
     for (invoke, done) in &requests {
         let id = done.value.unwrap_or(u64::MAX);
@@ -34,18 +36,21 @@ pub fn check(history: &[Op], served: &HashSet<u64>) -> Check {
             }
         } else {
             failed += 1;
-            let patient = done.process == "patient";
+            if done.process != "patient" {
+                continue;
+            }
+            patient_failed += 1;
             if !faults
                 .iter()
-                .filter(|f| !(patient && PLANNED.contains(&f.kind.as_str())))
+                .filter(|f| !PLANNED.contains(&f.kind.as_str()))
                 .any(|f| f.overlaps(invoke.time_ns, done.time_ns, GRACE))
             {
-                unexcused.push((id, done.process.as_str(), invoke.time_ns));
+                unexcused.push((id, invoke.time_ns));
             }
         }
     }
     let figures = format!(
-        "{answered} answered (all logged by a backend: {}), {failed} failed ({} outside any fault)",
+        "{answered} answered (all logged by a backend: {}), {failed} failed, {patient_failed} of them patient ({} outside any unplanned fault)",
         unlogged.is_empty(),
         unexcused.len()
     );
@@ -62,57 +67,47 @@ pub fn check(history: &[Op], served: &HashSet<u64>) -> Check {
         let shown: Vec<String> = unexcused
             .iter()
             .take(EVIDENCE)
-            .map(|(id, process, at)| format!("{process} {id} at {:.3}s", *at as f64 / 1e9))
+            .map(|(id, at)| format!("{id} at {:.3}s", *at as f64 / 1e9))
             .collect();
         problems.push(format!(
-            "{} requests failed outside any fault window, e.g. {}",
+            "{} patient requests failed outside any unplanned fault, e.g. {}",
             unexcused.len(),
             shown.join(", ")
         ));
     }
-    Check {
-        name: "C6 answers served, failures in faults",
-        verdict: match (problems.is_empty(), requests.is_empty()) {
-            (true, false) => Verdict::Valid,
-            (true, true) => Verdict::Unknown,
-            (false, _) => Verdict::Violation,
-        },
-        detail: if problems.is_empty() {
-            figures
-        } else {
-            format!("{}\n{figures}", problems.join("\n"))
-        },
-    }
+    Check::judged(
+        "C6 answers served, failures in faults",
+        problems,
+        figures,
+        !requests.is_empty(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::Verdict;
 
-    fn get(history: &mut Vec<Op>, id: u64, at_ms: u64, ok: bool) {
+    fn get(history: &mut Vec<Op>, process: &str, id: u64, at_ms: u64, ok: bool) {
         let ns = at_ms * 1_000_000;
-        history.push(Op::new("vip", Kind::Invoke, "get", ns).value(Some(id)));
+        history.push(Op::new(process, Kind::Invoke, "get", ns).value(Some(id)));
         let end = if ok { Kind::Ok } else { Kind::Fail };
-        history.push(Op::new("vip", end, "get", ns + 1_000_000).value(Some(id)));
+        history.push(Op::new(process, end, "get", ns + 1_000_000).value(Some(id)));
     }
 
     fn fault(history: &mut Vec<Op>, kind: &str, from_ms: u64, to_ms: u64) {
         history.push(Op::new("nemesis", Kind::Invoke, kind, from_ms * 1_000_000));
-        history.push(Op::new(
-            "nemesis",
-            Kind::Ok,
-            &format!("heal-{kind}"),
-            to_ms * 1_000_000,
-        ));
+        let heal = format!("heal-{kind}");
+        history.push(Op::new("nemesis", Kind::Ok, &heal, to_ms * 1_000_000));
     }
 
     #[test]
     fn failures_inside_a_fault_and_logged_answers_are_valid() {
         let mut history = Vec::new();
-        get(&mut history, 0, 0, true);
+        get(&mut history, "patient", 0, 0, true);
         fault(&mut history, "kill", 10, 100);
-        get(&mut history, 1, 20, false);
-        get(&mut history, 2, 3_000, false); // within the grace after the heal
+        get(&mut history, "patient", 1, 20, false);
+        get(&mut history, "patient", 2, 3_000, false); // within the grace after the heal
         history.sort_by_key(|o| o.time_ns);
         let check = check(&history, &HashSet::from([0]));
         assert_eq!(check.verdict, Verdict::Valid, "{}", check.detail);
@@ -121,26 +116,31 @@ mod tests {
     #[test]
     fn an_answer_no_backend_logged_is_a_violation() {
         let mut history = Vec::new();
-        get(&mut history, 0, 0, true);
-        get(&mut history, 1, 10, true);
+        get(&mut history, "vip", 0, 0, true);
+        get(&mut history, "patient", 1, 10, true);
         let check = check(&history, &HashSet::from([0]));
         assert_eq!(check.verdict, Verdict::Violation);
         assert!(check.detail.contains("e.g. ids 1"), "{}", check.detail);
     }
 
     #[test]
-    fn a_failure_outside_faults_or_a_patient_one_in_a_planned_transfer_is_a_violation() {
+    fn a_patient_failure_outside_faults_or_in_a_planned_transfer_is_a_violation() {
         let mut history = Vec::new();
         fault(&mut history, "transfer", 0, 100);
-        get(&mut history, 0, 50, false); // impatient: the transfer excuses it
-        history.push(Op::new("patient", Kind::Invoke, "get", 60_000_000).value(Some(7)));
-        history.push(Op::new("patient", Kind::Fail, "get", 70_000_000).value(Some(7)));
-        get(&mut history, 1, 20_000, false);
+        get(&mut history, "vip", 0, 50, false); // impatient: counted, not judged
+        get(&mut history, "patient", 7, 60, false);
+        get(&mut history, "vip", 1, 20_000, false);
+        get(&mut history, "patient", 8, 20_000, false);
         history.sort_by_key(|o| o.time_ns);
         let check = check(&history, &HashSet::new());
         assert_eq!(check.verdict, Verdict::Violation);
         let expected =
-            "2 requests failed outside any fault window, e.g. patient 7 at 0.060s, vip 1 at 20.000s";
+            "2 patient requests failed outside any unplanned fault, e.g. 7 at 0.060s, 8 at 20.000s";
         assert!(check.detail.contains(expected), "{}", check.detail);
+        assert!(
+            check.detail.contains("4 failed, 2 of them patient"),
+            "{}",
+            check.detail
+        );
     }
 }

@@ -53,6 +53,28 @@ pub struct Check {
     pub detail: String,
 }
 
+impl Check {
+    /// A violation if there are `problems` (listed first, one a line, then
+    /// the `figures`), else valid when the checker `observed` anything to
+    /// judge and unknown when it did not.
+    pub fn judged(name: &'static str, problems: Vec<String>, figures: String, observed: bool) -> Check {
+        let verdict = match (problems.is_empty(), observed) {
+            (false, _) => Verdict::Violation,
+            (true, true) => Verdict::Valid,
+            (true, false) => Verdict::Unknown,
+        };
+        let detail = match problems.is_empty() {
+            true => figures,
+            false => format!("{}\n{figures}", problems.join("\n")),
+        };
+        Check {
+            name,
+            verdict,
+            detail,
+        }
+    }
+}
+
 /// C1: every register key's history is linearizable.
 pub fn linearizable(history: &[Op], keys: u32, initial: u64, budget: usize) -> Check {
     let mut verdict = Verdict::Valid;

@@ -9,7 +9,7 @@
 //! absorbs the prober's period and a request that left the old owner just
 //! before its successor's first reply.
 
-use super::{Check, Verdict};
+use super::Check;
 use std::time::Duration;
 
 /// How far a forwarded request may be from its forwarder's ownership.
@@ -93,24 +93,13 @@ pub fn check(claims: &[Claim], forwarded: &[Forwarded]) -> Check {
             seconds(f.at_ns)
         )
     }));
-    Check {
-        name: "C3 one VIP owner",
-        verdict: match (evidence.is_empty(), claims.is_empty()) {
-            (true, false) => Verdict::Valid,
-            (true, true) => Verdict::Unknown,
-            (false, _) => Verdict::Violation,
-        },
-        detail: if evidence.is_empty() {
-            figures
-        } else {
-            format!("{}\n{figures}", evidence.join("\n"))
-        },
-    }
+    Check::judged("C3 one VIP owner", evidence, figures, !claims.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::Verdict;
 
     const MS: u64 = 1_000_000;
 

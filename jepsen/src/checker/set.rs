@@ -73,19 +73,7 @@ pub fn check(history: &[Op]) -> Check {
             listed(&phantom)
         ));
     }
-    Check {
-        name,
-        verdict: if problems.is_empty() {
-            Verdict::Valid
-        } else {
-            Verdict::Violation
-        },
-        detail: if problems.is_empty() {
-            figures
-        } else {
-            format!("{}\n{figures}", problems.join("\n"))
-        },
-    }
+    Check::judged(name, problems, figures, true)
 }
 
 #[cfg(test)]

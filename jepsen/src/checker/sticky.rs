@@ -10,7 +10,7 @@
 //! harness removes no backend from the sticky pool, so no committed change
 //! excuses one either.
 
-use super::{Check, Fault, Verdict, completed, faults};
+use super::{Check, Fault, completed, faults};
 use crate::history::{Kind, Op};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -79,33 +79,23 @@ pub fn check(history: &[Op]) -> Check {
         sessions.len(),
         sessions.values().map(Vec::len).sum::<usize>()
     );
-    let name = "C4 sticky sessions stay";
-    if unexcused.is_empty() {
-        return Check {
-            name,
-            verdict: if sessions.is_empty() {
-                Verdict::Unknown
-            } else {
-                Verdict::Valid
-            },
-            detail: figures,
-        };
-    }
     let more = unexcused.len().saturating_sub(EVIDENCE);
     unexcused.truncate(EVIDENCE);
     if more > 0 {
         unexcused.push(format!("… {more} more"));
     }
-    Check {
-        name,
-        verdict: Verdict::Violation,
-        detail: format!("{}\n{figures}", unexcused.join("\n")),
-    }
+    Check::judged(
+        "C4 sticky sessions stay",
+        unexcused,
+        figures,
+        !sessions.is_empty(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::Verdict;
 
     fn visit(history: &mut Vec<Op>, session: u32, at_ms: u64, backend: u64) {
         let ns = at_ms * 1_000_000;

@@ -207,21 +207,13 @@ pub async fn heal(site: &mut Site, plan: &Plan, logs: &mut Vec<(String, String)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
-
-    fn aim(node: usize, leader: Option<usize>, seed: u64) -> Aim {
-        Aim {
-            node,
-            leader,
-            rng: Rng::new(seed),
-        }
-    }
 
     #[test]
     fn a_member_removal_takes_a_follower_through_the_leader() {
         let mut removed = [0usize; 3];
         for seed in 0..100 {
-            let Plan::Member { node, via, role } = plan(Fault::MemberRemove, &mut aim(1, Some(1), seed))
+            let Plan::Member { node, via, role } =
+                plan(Fault::MemberRemove, &mut Aim::fixed(1, Some(1), seed))
             else {
                 panic!("a member plan");
             };
@@ -235,18 +227,19 @@ mod tests {
     #[test]
     fn a_transfer_goes_from_the_leader_to_a_follower_and_a_drain_takes_the_leader() {
         for seed in 0..50 {
-            let Plan::Transfer { from, to, known } = plan(Fault::Transfer, &mut aim(0, Some(2), seed)) else {
+            let Plan::Transfer { from, to, known } = plan(Fault::Transfer, &mut Aim::fixed(0, Some(2), seed))
+            else {
                 panic!("a transfer");
             };
             assert_eq!((from, known), (2, true));
             assert_ne!(to, 2);
         }
-        let Plan::Drain { node, role, .. } = plan(Fault::Drain, &mut aim(0, Some(2), 3)) else {
+        let Plan::Drain { node, role, .. } = plan(Fault::Drain, &mut Aim::fixed(0, Some(2), 3)) else {
             panic!("a drain");
         };
         assert_eq!((node, role), (2, "leader"));
         // No single VIP owner: the aimed node stands in.
-        let Plan::Drain { node, role, .. } = plan(Fault::Drain, &mut aim(0, None, 3)) else {
+        let Plan::Drain { node, role, .. } = plan(Fault::Drain, &mut Aim::fixed(0, None, 3)) else {
             panic!("a drain");
         };
         assert_eq!((node, role), (0, "unknown"));

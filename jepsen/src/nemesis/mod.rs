@@ -183,6 +183,18 @@ pub struct Aim {
     pub rng: Rng,
 }
 
+#[cfg(test)]
+impl Aim {
+    /// An aim at `node` with `leader` as the VIP owner, drawing from `seed`.
+    pub fn fixed(node: usize, leader: Option<usize>, seed: u64) -> Aim {
+        Aim {
+            node,
+            leader,
+            rng: Rng::new(seed),
+        }
+    }
+}
+
 impl Aim {
     /// `node`'s role, for the history: `leader`, `follower` or `unknown`.
     pub fn role(&self, node: usize) -> &'static str {

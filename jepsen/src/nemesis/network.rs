@@ -389,19 +389,12 @@ async fn tc(site: &Site, args: &[String]) {
 mod tests {
     use super::*;
 
-    fn aim(node: usize, leader: Option<usize>, seed: u64) -> Aim {
-        Aim {
-            node,
-            leader,
-            rng: Rng::new(seed),
-        }
-    }
-
     #[test]
     fn a_ring_cuts_one_pair_with_the_leader_at_one_end() {
         let mut others = [0usize; 3];
         for seed in 0..200 {
-            let Plan::Partition { node, shape, .. } = plan(Fault::PartitionRing, &mut aim(2, Some(1), seed))
+            let Plan::Partition { node, shape, .. } =
+                plan(Fault::PartitionRing, &mut Aim::fixed(2, Some(1), seed))
             else {
                 panic!("a partition");
             };
@@ -423,7 +416,7 @@ mod tests {
             "both followers drawn: {others:?}"
         );
         // No leader known: the aimed node is the end.
-        let Plan::Partition { node, .. } = plan(Fault::PartitionRing, &mut aim(2, None, 1)) else {
+        let Plan::Partition { node, .. } = plan(Fault::PartitionRing, &mut Aim::fixed(2, None, 1)) else {
             panic!("a partition");
         };
         assert_eq!(node, 2);
@@ -434,7 +427,7 @@ mod tests {
         let (mut ins, mut outs) = (0, 0);
         for seed in 0..100 {
             let Plan::Partition { node, shape, .. } =
-                plan(Fault::PartitionOneway, &mut aim(0, Some(1), seed))
+                plan(Fault::PartitionOneway, &mut Aim::fixed(0, Some(1), seed))
             else {
                 panic!("a partition");
             };
@@ -546,7 +539,7 @@ mod tests {
     fn netem_takes_one_port_or_every_port() {
         let (mut one, mut every) = (0, 0);
         for seed in 0..200 {
-            let Plan::Netem { nodes, .. } = plan(Fault::Netem, &mut aim(2, Some(0), seed)) else {
+            let Plan::Netem { nodes, .. } = plan(Fault::Netem, &mut Aim::fixed(2, Some(0), seed)) else {
                 panic!("netem");
             };
             match nodes.as_slice() {

@@ -34,7 +34,7 @@ pub const POOL: &str = "jepsen";
 /// Every register's value before the first write: a new backend's weight.
 pub const INITIAL: u64 = BackendSpec::DEFAULT_WEIGHT as u64;
 /// How long one admin call may take before it counts as unanswered.
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Key `key`'s marker backend.
 pub fn marker(key: u32) -> SocketAddr {
@@ -161,13 +161,26 @@ async fn write(
             .value(Some(value))
             .node(node)
     };
-    history.record(op(Kind::Invoke));
     let command = Command::SetWeight {
         pool: POOL.to_string(),
         address: marker(key),
         weight: u32::try_from(value).unwrap_or(u32::MAX),
     };
-    match tokio::time::timeout(CALL_TIMEOUT * 2, admin.write(&command)).await {
+    write_recorded(history, admin, &command, op).await
+}
+
+/// Sends `command` through `admin`, recording `op`'s invocation and its
+/// end: `ok` once applied, `fail` if the state machine refused it, `info`
+/// if unanswered or refused by the node (it may still commit). Whether it
+/// ended `info`.
+pub(crate) async fn write_recorded(
+    history: &History,
+    admin: &mut Admin,
+    command: &Command,
+    op: impl Fn(Kind) -> Op,
+) -> bool {
+    history.record(op(Kind::Invoke));
+    match tokio::time::timeout(CALL_TIMEOUT * 2, admin.write(command)).await {
         Ok(Ok(written)) if written.applied => {
             history.record(op(Kind::Ok));
             false

@@ -6,7 +6,7 @@
 //! unavailable ends `info` (it may still commit) and its process is
 //! replaced; one the state machine refused ends `fail`. C2 judges it.
 
-use super::{CALL_TIMEOUT, admin};
+use super::{admin, write_recorded};
 use crate::history::{History, Kind, Op};
 use crate::rng::Rng;
 use raftlb_config::{BackendSpec, ClusterState, Command};
@@ -55,29 +55,11 @@ async fn add(
             .value(Some(e))
             .node(node)
     };
-    history.record(op(Kind::Invoke));
     let command = Command::AddBackend {
         pool: POOL.to_string(),
         backend: BackendSpec::new(element(e)),
     };
-    match tokio::time::timeout(CALL_TIMEOUT * 2, admin.write(&command)).await {
-        Ok(Ok(written)) if written.applied => {
-            history.record(op(Kind::Ok));
-            false
-        }
-        Ok(Ok(_)) => {
-            history.record(op(Kind::Fail).error("rejected by the state machine"));
-            false
-        }
-        Ok(Err(status)) => {
-            history.record(op(Kind::Info).error(format!("{:?}: {}", status.code(), status.message())));
-            true
-        }
-        Err(_) => {
-            history.record(op(Kind::Info).error("no answer"));
-            true
-        }
-    }
+    write_recorded(history, admin, &command, op).await
 }
 
 /// W2: `processes` clients (client i talks to node (i + 1) mod 3, so not
