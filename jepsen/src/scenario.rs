@@ -197,11 +197,11 @@ async fn execute(
         .iter()
         .chain(&patient)
         .filter(|a| a.ok && a.start >= began)
-        .filter_map(|a| logged.get(&a.id))
-        .map(|l| owner::Forwarded {
+        .filter_map(|a| Some((logged.get(&a.id)?, a.connected?)))
+        .map(|(l, connected)| owner::Forwarded {
             id: l.id,
             balancer: nodes.iter().position(|n| IpAddr::V4(*n) == l.from),
-            at_ns: history.ns(l.at),
+            at_ns: history.ns(connected),
         })
         .collect();
     for op in workload::vip_ops(history, &attempts, began, "vip")

@@ -32,6 +32,8 @@ pub struct Attempt {
     /// The VIP port it went to (8080 `http`, 9000 `tcp`).
     pub port: u16,
     pub start: Instant,
+    /// When its connection was made, if it was.
+    pub connected: Option<Instant>,
     pub end: Instant,
     pub ok: bool,
 }
@@ -438,12 +440,13 @@ impl Load {
                     break;
                 }
                 let start = Instant::now();
-                let ok = request(SocketAddr::new(vip, *port), connect_timeout, id);
+                let (ok, connected) = request(SocketAddr::new(vip, *port), connect_timeout, id);
                 let end = Instant::now();
                 attempts.lock().expect("attempts").push(Attempt {
                     id,
                     port: *port,
                     start,
+                    connected,
                     end,
                     ok,
                 });
@@ -484,24 +487,26 @@ impl Drop for Load {
 /// One request from the client host to `to`; whether it got a 200.
 pub fn get_from_client(site: &Site, to: SocketAddr) -> bool {
     netns::on_host(&site.lab.ns("client"), move || {
-        request(to, Duration::from_millis(100), u64::MAX)
+        request(to, Duration::from_millis(100), u64::MAX).0
     })
 }
 
-/// `GET /` with `X-Request-Id: id`; whether it got a 200.
-fn request(to: SocketAddr, connect_timeout: Duration, id: u64) -> bool {
+/// `GET /` with `X-Request-Id: id`; whether it got a 200, and when the
+/// connection was made (if it was).
+fn request(to: SocketAddr, connect_timeout: Duration, id: u64) -> (bool, Option<Instant>) {
     let Ok(mut stream) = TcpStream::connect_timeout(&to, connect_timeout) else {
-        return false;
+        return (false, None);
     };
+    let connected = Some(Instant::now());
     // A patient client (a long connect timeout) waits as long for the answer.
     let _ = stream.set_read_timeout(Some(connect_timeout.max(Duration::from_millis(300))));
     let head = format!("GET / HTTP/1.1\r\nHost: vip\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n");
     if stream.write_all(head.as_bytes()).is_err() {
-        return false;
+        return (false, connected);
     }
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    answer.starts_with(b"HTTP/1.1 200")
+    (answer.starts_with(b"HTTP/1.1 200"), connected)
 }
 
 /// Sends `signal` (`"STOP"`, `"CONT"`, `"KILL"`) to process `pid`.

@@ -1,13 +1,15 @@
 //! C3, one VIP owner: no two hosts answered ARP for the VIP at the same
 //! instant (the prober's replies on the client's segment, one monotonic
-//! clock), and every request through the VIP that was answered reached
-//! its backend through the VIP's owner at that instant — so no host
-//! without the lease served the VIP. The owner at an instant is the host
-//! whose run of ARP replies began last before it (a prober that stalls
-//! leaves gaps between one host's runs, and the owner stays the same);
-//! the instant is when the backend logged the request, and [`SLACK`]
-//! absorbs the prober's period and a request that left the old owner just
-//! before its successor's first reply.
+//! clock), and every request through the VIP that was answered was
+//! forwarded (the backend logs by whom) by the host that owned the VIP when
+//! the client's connection was made — so no host without the lease took a
+//! connection for the VIP. (A connection made with the owner may be served
+//! after it lost the VIP, as a draining balancer does: say, one accepted
+//! by its kernel just before it was frozen.) The owner at an instant is the
+//! host whose run of ARP replies began last before it (a prober that
+//! stalls leaves gaps between one host's runs, and the owner stays the
+//! same); [`SLACK`] absorbs the prober's period and a connection made with
+//! the old owner just before its successor's first reply.
 
 use super::Check;
 use std::time::Duration;
@@ -25,8 +27,9 @@ pub struct Claim {
     pub to_ns: u64,
 }
 
-/// An answered request as its backend logged it: which balancer forwarded
-/// it (`None`: an address of no balancer) and when it arrived.
+/// An answered request: which balancer forwarded it, as its backend logged
+/// it (`None`: an address of no balancer), and when the client's
+/// connection was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forwarded {
     pub id: u64,
@@ -87,7 +90,7 @@ pub fn check(claims: &[Claim], forwarded: &[Forwarded]) -> Check {
     let mut evidence: Vec<String> = overlaps.into_iter().take(EVIDENCE).collect();
     evidence.extend(strays.iter().take(EVIDENCE).map(|f| {
         format!(
-            "request {} reached its backend through {} at {}, which did not own the VIP then",
+            "request {} went through {}, which did not own the VIP when its connection was made at {}",
             f.id,
             host(f.balancer),
             seconds(f.at_ns)
@@ -150,7 +153,8 @@ mod tests {
         let claims = [claim(0, 0, 1_000), claim(1, 1_500, 3_000)];
         let check = check(&claims, &[forwarded(9, 0, 1_700)]);
         assert_eq!(check.verdict, Verdict::Violation);
-        let expected = "request 9 reached its backend through lb1 at 1.700s, which did not own the VIP then";
+        let expected =
+            "request 9 went through lb1, which did not own the VIP when its connection was made at 1.700s";
         assert!(check.detail.starts_with(expected), "{}", check.detail);
         // In the gap before its successor's first reply it still owns it.
         assert_eq!(
