@@ -29,8 +29,9 @@ pub struct Op {
     /// Who performed it: `w3` (a register client; a new number after an
     /// `info`, as a crashed Jepsen process), `s1` (a set client, the same),
     /// `set-final` (the set's read after the heal), `st0` (a sticky
-    /// client), `vip` (the traffic client), `nemesis`, `final` (the
-    /// register write and read after the heal).
+    /// client), `vip` and `patient` (the traffic clients), `nemesis`,
+    /// `final0`, `final1` … and `final-read` (the register write and read
+    /// after the heal).
     pub process: String,
     pub kind: Kind,
     /// `write`, `read` (registers), `add`, `read` (the set), `login`,

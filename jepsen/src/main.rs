@@ -10,9 +10,11 @@
 //!
 //! - [`history`]: the operation model and its JSONL form.
 //! - [`rng`]: the seeded PRNG every random choice comes from.
-//! - [`workload`]: W1 admin registers, W4 traffic through the VIP, C7 probes.
+//! - [`workload`]: W1 admin registers, W2 set, W3 sticky sessions, W4
+//!   traffic through the VIP (two clients), the C7 probes after the heal.
 //! - [`nemesis`]: process, network, backend and membership faults, and the heal.
-//! - [`checker`]: C1 linearizability, C3 ARP overlap, C5 failover windows, C8 panics.
+//! - [`checker`]: C1 linearizable registers, C2 set, C3 one VIP owner, C4
+//!   sticky sessions, C5 failover windows, C6 delivery, C8 panics.
 //! - [`scenario`]: one run end to end; [`report`]: what it prints.
 //! - [`failpoints`]: nodes built and run with planted bugs; [`prove`]: the
 //!   runs showing the checkers catch them.

@@ -1,7 +1,7 @@
 //! Failpoints: bugs planted on purpose, so that the jepsen harness can show
 //! it catches them (`raftlb-jepsen prove`). This module owns them: their
 //! names, the `RAFTLB_FAILPOINTS` variable that switches them on at start,
-//! and the two that need more than a line at their site.
+//! and the one that needs more than a line at its site.
 //!
 //! They exist only in a binary built with the cargo feature `failpoints`
 //! (`cargo build -p raftlb-node --features failpoints`); without it, as in

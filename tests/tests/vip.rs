@@ -478,7 +478,7 @@ const WRITERS: usize = 8;
 
 struct AdminWriter {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<usize>,
+    thread: Option<std::thread::JoinHandle<usize>>,
 }
 
 impl AdminWriter {
@@ -533,13 +533,28 @@ impl AdminWriter {
                 written
             })
         });
-        AdminWriter { stop, thread }
+        AdminWriter {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Stops writing; how many writes were applied.
-    fn stop(self) -> usize {
+    fn stop(mut self) -> usize {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().expect("the writer thread")
+        self.thread
+            .take()
+            .map_or(0, |t| t.join().expect("the writer thread"))
+    }
+}
+
+impl Drop for AdminWriter {
+    /// A failed test stops the writer too, before its lab goes.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

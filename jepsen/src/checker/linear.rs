@@ -119,11 +119,12 @@ pub fn check_register(initial: u64, ops: &[RegOp], budget: usize) -> (Linear, Se
     };
     // Invariant: ops[..hi] fails. Not every longer prefix of a failing one
     // fails (a later write can explain an earlier read), so this finds a
-    // short failing prefix, not always the shortest.
+    // short failing prefix, not always the shortest; each step searches
+    // with an eighth of the budget (one over it counts as not failing).
     let (mut lo, mut hi) = (0, ops.len());
     while lo + 1 < hi {
         let mid = lo + (hi - lo) / 2;
-        match search(initial, &ops[..mid], budget).0 {
+        match search(initial, &ops[..mid], budget / 8).0 {
             Linear::Violation(_) => hi = mid,
             _ => lo = mid,
         }

@@ -1,7 +1,8 @@
 //! The checkers: each judges the recorded history (or the node logs, or the
 //! ARP replies) after the run and returns a [`Check`]. C1 linearizable
 //! registers ([`linear`]), C2 no lost or phantom set element ([`set`]), C3
-//! at most one host answering ARP for the VIP, C4 no sticky session moved
+//! one VIP owner: one host answering ARP for it at a time, and every
+//! request taken by the owner of the moment ([`owner`]), C4 no sticky session moved
 //! without cause ([`sticky`]), C5 failover windows per fault kind (figures,
 //! no verdict of its own), C6 every answered request served by a backend
 //! and every failure inside a fault ([`delivery`]), C8 no panic in any node
@@ -121,13 +122,15 @@ impl Fault {
 }
 
 /// The faults in a history: from the nemesis' `invoke` of `f` (the fault
-/// is under way from then on) to its `ok` of `heal-f`.
+/// is under way from then on) to the end (`ok` or `info`) of `heal-f`.
 pub fn faults(history: &[Op]) -> Vec<Fault> {
     let mut open: Option<&Op> = None;
     let mut faults = Vec::new();
     for op in history.iter().filter(|o| o.process == "nemesis") {
         match (op.f.strip_prefix("heal-"), op.kind) {
-            (Some(kind), Kind::Ok) => {
+            // A heal that ended `info` (a re-add or drain that timed out)
+            // still ends the fault's window: the nemesis moved on.
+            (Some(kind), Kind::Ok | Kind::Info) => {
                 if let Some(started) = open.take()
                     && started.f == kind
                 {

@@ -38,8 +38,8 @@ pub enum Plan {
 }
 
 pub fn plan(fault: Fault, site: &Site, aim: &mut Aim) -> Plan {
-    let mut backends: Vec<_> = site.backends().iter().map(|b| b.address).collect();
-    backends.sort_by_key(SocketAddr::port);
+    // In port order: backend k listens on port 80 + k.
+    let backends: Vec<_> = site.backends().iter().map(|b| b.address).collect();
     let draw = aim.rng.next_u64();
     if backends.is_empty() {
         return Plan::Nothing;

@@ -145,8 +145,8 @@ impl Values {
     }
 }
 
-/// One write of `value` to `key` through `admin` as `process`, recorded.
-/// Whether it ended `info`.
+/// One write of `value` to `key` through `admin` as `process`, recorded;
+/// how it ended.
 async fn write(
     history: &History,
     admin: &mut Admin,
@@ -154,7 +154,7 @@ async fn write(
     node: usize,
     key: u32,
     value: u64,
-) -> bool {
+) -> Kind {
     let op = |kind| {
         Op::new(process, kind, "write", history.now())
             .key(key)
@@ -170,34 +170,25 @@ async fn write(
 }
 
 /// Sends `command` through `admin`, recording `op`'s invocation and its
-/// end: `ok` once applied, `fail` if the state machine refused it, `info`
-/// if unanswered or refused by the node (it may still commit). Whether it
-/// ended `info`.
+/// end, which it returns: `ok` once applied, `fail` if the state machine
+/// refused it, `info` if unanswered or refused by the node (it may still
+/// commit).
 pub(crate) async fn write_recorded(
     history: &History,
     admin: &mut Admin,
     command: &Command,
     op: impl Fn(Kind) -> Op,
-) -> bool {
+) -> Kind {
     history.record(op(Kind::Invoke));
-    match tokio::time::timeout(CALL_TIMEOUT * 2, admin.write(command)).await {
-        Ok(Ok(written)) if written.applied => {
-            history.record(op(Kind::Ok));
-            false
-        }
-        Ok(Ok(_)) => {
-            history.record(op(Kind::Fail).error("rejected by the state machine"));
-            false
-        }
-        Ok(Err(status)) => {
-            history.record(op(Kind::Info).error(format!("{:?}: {}", status.code(), status.message())));
-            true
-        }
-        Err(_) => {
-            history.record(op(Kind::Info).error("no answer"));
-            true
-        }
-    }
+    let end = match tokio::time::timeout(CALL_TIMEOUT * 2, admin.write(command)).await {
+        Ok(Ok(written)) if written.applied => op(Kind::Ok),
+        Ok(Ok(_)) => op(Kind::Fail).error("rejected by the state machine"),
+        Ok(Err(status)) => op(Kind::Info).error(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => op(Kind::Info).error("no answer"),
+    };
+    let kind = end.kind;
+    history.record(end);
+    kind
 }
 
 /// One linearizable read of `key` through `admin` as `process`, recorded.
@@ -252,7 +243,7 @@ pub async fn registers(
                 let name = format!("w{process}");
                 if rng.percent(50) {
                     let value = values.next(key);
-                    if write(&history, &mut admin, &name, node, key, value).await {
+                    if write(&history, &mut admin, &name, node, key, value).await == Kind::Info {
                         process += processes;
                     }
                 } else {
@@ -309,10 +300,11 @@ pub async fn after_heal(history: History, nodes: Vec<Ipv4Addr>, deadline: Durati
     let start = Instant::now();
     for attempt in 0.. {
         let name = format!("final{attempt}");
-        if !write(&history, &mut admins[leader], &name, leader, 0, value).await {
+        if write(&history, &mut admins[leader], &name, leader, 0, value).await == Kind::Ok {
             healed.final_write = Some(value);
             break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if start.elapsed() > deadline {
             healed.problems.push(format!(
                 "the final write was not acknowledged within {deadline:?}"

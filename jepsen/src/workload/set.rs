@@ -41,15 +41,15 @@ pub fn elements(state: &ClusterState) -> Vec<u64> {
     elements
 }
 
-/// One add of element `e` through `admin` as `process`, recorded; whether
-/// it ended `info`.
+/// One add of element `e` through `admin` as `process`, recorded; how it
+/// ended.
 async fn add(
     history: &History,
     admin: &mut raftlb_tests::admin::Admin,
     process: &str,
     node: usize,
     e: u64,
-) -> bool {
+) -> Kind {
     let op = |kind| {
         Op::new(process, kind, "add", history.now())
             .value(Some(e))
@@ -79,7 +79,7 @@ pub async fn adds(history: History, nodes: Vec<Ipv4Addr>, processes: usize, unti
                 if Instant::now() >= until || e >= MAX_ELEMENTS {
                     break;
                 }
-                if add(&history, &mut admin, &format!("s{process}"), node, e).await {
+                if add(&history, &mut admin, &format!("s{process}"), node, e).await == Kind::Info {
                     process += processes;
                 }
             }

@@ -248,19 +248,28 @@ impl AdminService {
     /// Commits `command` through the leader (this node or, once, the one it
     /// knows) and returns its log index and what applying it did. While
     /// this node steps aside for a leadership transfer, the write waits
-    /// for the transfer to end and then goes to whoever leads: an entry
-    /// appended meanwhile would renew the followers' lease on this node
-    /// and make them refuse the target's votes (seen in jepsen's
-    /// `transfer` and `drain` runs under steady admin writes).
+    /// (up to [`WRITE_TIMEOUT`]) for the transfer to end and then goes to
+    /// whoever leads: an entry appended meanwhile would renew the
+    /// followers' lease on this node and make them refuse the target's
+    /// votes (seen in jepsen's `transfer` and `drain` runs under steady
+    /// admin writes). A write already handed to Raft when the step-aside
+    /// begins still goes out; the campaign waits two election timeouts.
     pub async fn submit(&self, command: Command, forwarded: bool) -> Result<(u64, Outcome), Status> {
         // Encoded up front: `client_write` consumes the command, and a
         // follower must still send it on to the leader.
         let encoded = postcard::to_allocvec(&command)
             .map_err(|e| Status::internal(format!("cannot encode the command: {e}")))?;
-        bounded(WRITE_TIMEOUT, "write", async {
+        let handover = async {
             while self.handover.standing_down.load(Ordering::Acquire) {
                 tokio::time::sleep(HANDOVER_POLL).await;
             }
+        };
+        if tokio::time::timeout(WRITE_TIMEOUT, handover).await.is_err() {
+            return Err(Status::unavailable(format!(
+                "a leadership transfer is still under way after {WRITE_TIMEOUT:?}; the write was not submitted"
+            )));
+        }
+        bounded(WRITE_TIMEOUT, "write", async {
             let forward = match self.raft.client_write(command).await {
                 Ok(written) => return Ok((written.log_id.index, written.data)),
                 Err(e) => write_error(e)?,
