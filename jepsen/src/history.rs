@@ -26,18 +26,30 @@ pub enum Kind {
 /// One line of the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Op {
-    /// Who performed it: `w3` (an admin client; a new number after an
-    /// `info`, as a crashed Jepsen process), `vip` (the traffic client),
-    /// `nemesis`, `final` (the write and read after the heal).
+    /// Who performed it: `w3` (a register client; a new number after an
+    /// `info`, as a crashed Jepsen process), `s1` (a set client, the same),
+    /// `set-final` (the set's read after the heal), `st0` (a sticky
+    /// client), `vip` and `patient` (the traffic clients), `nemesis`,
+    /// `final0`, `final1` … and `final-read` (the register write and read
+    /// after the heal).
     pub process: String,
     pub kind: Kind,
-    /// `write`, `read`, `get` (a request through the VIP), or a fault
-    /// (`kill`, `pause`, `partition`, `heal-kill` …).
+    /// `write`, `read` (registers), `add`, `read` (the set), `login`,
+    /// `visit` (sticky sessions: key the session, value the backend that
+    /// answered), `get` / `tcp` (a request through the VIP's `http` /
+    /// `tcp` listener, value its `X-Request-Id`), or a fault (`kill`,
+    /// `partition-ring`, `backend-kill`, `heal-kill` …: the nemesis'
+    /// names; backend faults carry the backend as key).
     pub f: String,
+    /// A register's key; for a nemesis operation on a backend, the
+    /// backend's index (backend k listens on port 80 + k).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<u64>,
+    /// A read of a whole set (W2's final read): its elements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<u64>>,
     /// Nanoseconds since the run's origin.
     pub time_ns: u64,
     /// The balancer (0-based) the operation was sent to or done to.
@@ -45,6 +57,10 @@ pub struct Op {
     pub node: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What a nemesis operation did beyond `node` and `key`: a partition's
+    /// shape, netem's parameters, a transfer's target, a target's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Op {
@@ -55,9 +71,11 @@ impl Op {
             f: f.to_string(),
             key: None,
             value: None,
+            values: None,
             time_ns,
             node: None,
             error: None,
+            detail: None,
         }
     }
 
@@ -71,6 +89,11 @@ impl Op {
         self
     }
 
+    pub fn values(mut self, values: Vec<u64>) -> Op {
+        self.values = Some(values);
+        self
+    }
+
     pub fn node(mut self, node: usize) -> Op {
         self.node = Some(node);
         self
@@ -78,6 +101,11 @@ impl Op {
 
     pub fn error(mut self, error: impl Into<String>) -> Op {
         self.error = Some(error.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Op {
+        self.detail = Some(detail.into());
         self
     }
 }
@@ -161,6 +189,9 @@ mod tests {
                 .value(Some(7))
                 .error("timeout"),
             Op::new("nemesis", Kind::Ok, "kill", 10),
+            Op::new("nemesis", Kind::Invoke, "partition-ring", 11)
+                .node(0)
+                .detail("lb1 <-> lb3 cut"),
         ];
         let path = std::env::temp_dir().join(format!("jepsen-history-{}.jsonl", std::process::id()));
         write_jsonl(&ops, &path).expect("write");

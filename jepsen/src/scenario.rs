@@ -1,20 +1,25 @@
 //! One scenario, end to end: builds the site (3 balancers, a client host,
-//! a backend host), adds the register pool, starts the ARP prober, the
-//! admin clients and the nemesis for the time limit, heals everything,
-//! checks the cluster after the heal, then judges the history and writes
-//! it, the node logs and the report to the scenario's results folder.
+//! a backend host with three backends behind a sticky pool), adds the
+//! register and set pools, starts the ARP prober, the workloads (W1
+//! registers, W2 set, W3 sticky sessions, W4 VIP traffic) and the nemesis
+//! for the time limit, heals everything, checks the cluster after the heal
+//! and reads the set, then judges the history and writes it, the node logs
+//! and the report to the scenario's results folder.
 //! A harness failure (a panic in a fixture: the site never came up, a
 //! restarted node never served) makes the run `unknown`, never `valid`.
 
-use crate::checker::{self, Check, Verdict};
+use crate::checker::{self, Check, Verdict, owner};
+use crate::failpoints;
 use crate::history::{self, History, Op};
 use crate::nemesis::{Fault, Nemesis};
 use crate::report::Report;
 use crate::rng::Rng;
-use crate::workload::{self, Healed};
+use crate::workload::{self, Healed, set, sticky};
 use raftlb_tests::arp::{self, ArpProbe};
-use raftlb_tests::site::{BALANCERS, Options, Site};
-use std::net::Ipv4Addr;
+use raftlb_tests::backends::Logged;
+use raftlb_tests::site::{BALANCERS, Load, Options, Site};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +28,12 @@ use std::time::{Duration, Instant};
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 /// Each wait after the heal (leader, final write, convergence, VIP).
 const HEAL_DEADLINE: Duration = Duration::from_secs(20);
+/// The patient VIP client's connect timeout: a SYN retried as browsers do.
+const PATIENT_CONNECT: Duration = Duration::from_secs(3);
+/// The patient client's first request id (the site's client counts from 0).
+const PATIENT_IDS: u64 = 1 << 40;
+/// Clients of the set workload (W2).
+const SET_CLIENTS: usize = 2;
 /// States the linearizability search may explore per key.
 pub const SEARCH_BUDGET: usize = 2_000_000;
 
@@ -35,6 +46,8 @@ pub struct Config {
     pub clients: usize,
     /// Where `<timestamp>-<name>/` is created.
     pub results: PathBuf,
+    /// Failpoints the nodes run with (see [`crate::failpoints`]).
+    pub failpoints: Vec<String>,
 }
 
 /// Runs the scenario on a thread of its own (the site's fixtures are not
@@ -104,6 +117,11 @@ async fn execute(
     let timing = format!("heartbeat {heartbeat}ms, election timeout {election}ms");
     let mut site = Site::build(Options {
         raft_timing: Some((format!("{heartbeat}ms"), format!("{election}ms"))),
+        node_binary: failpoints::node_binary(&config.failpoints),
+        node_env: failpoints::env(&config.failpoints),
+        sticky: true,
+        session_cookie: true,
+        tcp: true,
         ..Options::default()
     })
     .await;
@@ -121,16 +139,23 @@ async fn execute(
     }
     let probe = ArpProbe::start(&client_ns, "eth0", site.client_address(), site.vip, PROBE_EVERY);
 
+    let patient = Load::start_on(&client_ns, site.vip, &[8080, 9000], PATIENT_CONNECT, PATIENT_IDS);
     let began = Instant::now();
     let until = began + config.time_limit;
     let (h, n, clients, client_rng) = (history.clone(), nodes.clone(), config.clients, rng.fork(1));
     let registers = workload::in_ns(&client_ns, move || {
         workload::registers(h, n, clients, until, client_rng)
     });
+    let (h, n, set_rng) = (history.clone(), nodes.clone(), rng.fork(3));
+    let adds = workload::in_ns(&client_ns, move || set::adds(h, n, SET_CLIENTS, until, set_rng));
+    let (h, vip, sticky_rng) = (history.clone(), site.vip, rng.fork(4));
+    let sessions = workload::in_ns(&client_ns, move || sticky::sessions(h, vip, until, sticky_rng));
     let mut nemesis = Nemesis::new(config.faults.clone(), rng.fork(2), history.clone());
     nemesis.run(&mut site, until).await;
     nemesis.heal(&mut site).await;
     let _ = registers.await;
+    let _ = adds.await;
+    let _ = sessions.await;
 
     let healed_at = Instant::now();
     let (h, n) = (history.clone(), nodes.clone());
@@ -140,15 +165,49 @@ async fn execute(
             problems: vec!["the checking thread panicked".to_string()],
             ..Healed::default()
         });
+    let (h, n) = (history.clone(), nodes.clone());
+    let _ = workload::in_ns(&client_ns, move || set::final_read(h, n, HEAL_DEADLINE)).await;
     let mut vip_answered = None;
     while vip_answered.is_none() && healed_at.elapsed() < HEAL_DEADLINE {
         vip_answered = site.answered_since(healed_at);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let replies = probe.finish();
-    let overlap = arp::overlap(&replies, PROBE_EVERY);
-    let claims = arp::claims(&replies, PROBE_EVERY).len();
-    for op in workload::vip_ops(history, &site.load.attempts(), began) {
+    let macs: Vec<[u8; 6]> = BALANCERS.iter().map(|b| site.lab.mac(b)).collect();
+    let claims: Vec<owner::Claim> = arp::claims(&replies, PROBE_EVERY)
+        .into_iter()
+        .map(|(mac, from, to)| owner::Claim {
+            balancer: macs.iter().position(|m| *m == mac),
+            from_ns: history.ns(from),
+            to_ns: history.ns(to),
+        })
+        .collect();
+    // The attempts first: every request answered by then was logged by
+    // its backend before its answer left.
+    let attempts = site.load.attempts();
+    let patient = patient.attempts();
+    let logged: HashMap<u64, Logged> = site
+        .backends()
+        .iter()
+        .flat_map(|b| b.counters.ids.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .map(|l| (l.id, l))
+        .collect();
+    let served: HashSet<u64> = logged.keys().copied().collect();
+    let forwarded: Vec<owner::Forwarded> = attempts
+        .iter()
+        .chain(&patient)
+        .filter(|a| a.ok && a.start >= began)
+        .filter_map(|a| Some((logged.get(&a.id)?, a.connected?)))
+        .map(|(l, connected)| owner::Forwarded {
+            id: l.id,
+            balancer: nodes.iter().position(|n| IpAddr::V4(*n) == l.from),
+            at_ns: history.ns(connected),
+        })
+        .collect();
+    for op in workload::vip_ops(history, &attempts, began, "vip")
+        .into_iter()
+        .chain(workload::vip_ops(history, &patient, began, "patient"))
+    {
         history.record(op);
     }
     {
@@ -163,11 +222,18 @@ async fn execute(
     let logs = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let checks = vec![
         checker::linearizable(&ops, workload::KEYS, workload::INITIAL, SEARCH_BUDGET),
-        checker::arp_overlap(overlap, claims),
+        checker::set::check(&ops),
+        owner::check(&claims, &forwarded),
+        checker::sticky::check(&ops),
         checker::failover(&ops),
+        checker::delivery::check(&ops, &served),
         after_heal(&healed, vip_answered.map(|at| at - healed_at)),
         checker::no_panics(&logs),
     ];
+    let checks = checks
+        .into_iter()
+        .chain(failpoints::check(&config.failpoints, &logs))
+        .collect();
     (checks, timing)
 }
 
@@ -189,19 +255,7 @@ fn after_heal(healed: &Healed, vip: Option<Duration>) -> Check {
         healed.converged,
         vip
     );
-    Check {
-        name: "C7 one cluster after the heal",
-        verdict: if problems.is_empty() {
-            Verdict::Valid
-        } else {
-            Verdict::Violation
-        },
-        detail: if problems.is_empty() {
-            seen
-        } else {
-            format!("{}; {seen}", problems.join("; "))
-        },
-    }
+    Check::judged("C7 one cluster after the heal", problems, seen, true)
 }
 
 /// Now in UTC as `YYYYMMDDTHHMMSSZ`.

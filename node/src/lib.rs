@@ -20,6 +20,8 @@
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
 //! - [`demo`]: built-in backends for `raftlb demo`.
 //! - [`ctl`]: `raftlb ctl`, the admin CLI client that talks to any node's admin API.
+//! - [`failpoint`]: bugs planted on purpose for the jepsen harness, compiled
+//!   only with the cargo feature `failpoints`.
 //!
 //! The request path loads the view once per connection or request and never
 //! takes a lock shared beyond one backend (but a sticky pool's table-shard
@@ -31,6 +33,7 @@ pub mod control;
 pub mod ctl;
 pub mod dataplane;
 pub mod demo;
+pub mod failpoint;
 pub mod health;
 pub mod metrics;
 pub mod node;

@@ -45,6 +45,8 @@ pub enum RunError {
     RaftFailed(String),
     #[error("{0}")]
     Certificate(String),
+    #[error("{0}")]
+    Failpoints(String),
     #[error("cannot serve /metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -66,6 +68,7 @@ pub async fn run(
     workers: usize,
     stop: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    crate::failpoint::init().map_err(RunError::Failpoints)?;
     let certificates = crate::tls::seed::read(&config.certificate_files).map_err(RunError::Certificate)?;
     let control = ControlPlane::start(&config, config_path).await?;
     let storing = crate::tls::seed::start(&control, certificates);

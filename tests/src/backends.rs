@@ -12,6 +12,11 @@
 //!
 //! - `/healthz`: `ok`, or 503 while [`Counters::unhealthy`] is set.
 //!
+//! A request carrying `X-Request-Id: N` (a number) is logged in
+//! [`Counters::ids`] as it arrives, with the address it came from and when,
+//! so a test can tell which requests a backend really served, and through
+//! which balancer.
+//!
 //! While [`Counters::fail_status`] is set, every path but `/healthz` answers
 //! with that status. It counts requests served and requests in flight, and
 //! `/healthz` probes apart, so tests can wait on them.
@@ -43,6 +48,17 @@ pub struct Counters {
     pub unhealthy: AtomicBool,
     /// Non-zero: every other path answers this status.
     pub fail_status: AtomicU16,
+    /// The requests received with an `X-Request-Id`, in order.
+    pub ids: std::sync::Mutex<Vec<Logged>>,
+}
+
+/// A request with an `X-Request-Id`, as the backend received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Logged {
+    pub id: u64,
+    /// The connection's peer: the balancer that forwarded it.
+    pub from: std::net::IpAddr,
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -121,7 +137,7 @@ impl HttpBackend {
             // Connections end with the backend: dropping it is its death.
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 while connections.try_join_next().is_some() {}
@@ -130,7 +146,7 @@ impl HttpBackend {
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
                         let (name, counters) = (name.clone(), Arc::clone(&counters));
-                        async move { Ok::<_, Infallible>(respond(request, name, slow, &counters).await) }
+                        async move { Ok::<_, Infallible>(respond(request, peer, name, slow, &counters).await) }
                     });
                     match tls {
                         None => {
@@ -171,6 +187,7 @@ type BackendBody = Either<Full<Bytes>, RepeatBody>;
 
 async fn respond(
     request: Request<Incoming>,
+    peer: SocketAddr,
     name: Bytes,
     slow: bool,
     counters: &Counters,
@@ -184,6 +201,22 @@ async fn respond(
         return response;
     }
     counters.in_flight.fetch_add(1, Ordering::SeqCst);
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(id) = id {
+        let logged = Logged {
+            id,
+            from: peer.ip(),
+            at: std::time::Instant::now(),
+        };
+        counters
+            .ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(logged);
+    }
     let fail = counters.fail_status.load(Ordering::SeqCst);
     if fail != 0 {
         let mut response = Response::new(Either::Left(Full::new(name)));

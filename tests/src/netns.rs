@@ -126,6 +126,29 @@ impl Lab {
         Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, n.into())
     }
 
+    /// The MAC address of host `name`'s `eth0`.
+    pub fn mac(&self, name: &str) -> [u8; 6] {
+        let output = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(name),
+                "cat",
+                "/sys/class/net/eth0/address",
+            ])
+            .output()
+            .expect("run ip netns exec");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let bytes: Vec<u8> = text
+            .trim()
+            .split(':')
+            .filter_map(|b| u8::from_str_radix(b, 16).ok())
+            .collect();
+        bytes
+            .try_into()
+            .unwrap_or_else(|_| panic!("the MAC of {name}'s eth0: {:?}", text.trim()))
+    }
+
     fn teardown(&self) {
         for name in self.hosts.iter().map(String::as_str).chain(["sw"]) {
             let _ = Command::new("ip").args(["netns", "del", &self.ns(name)]).output();

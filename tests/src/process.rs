@@ -19,6 +19,14 @@ fn build_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("RAFTLB_BIN") {
         return PathBuf::from(path);
     }
+    build_with_features("")
+}
+
+/// Runs `cargo build -p raftlb-node --bin raftlb --features FEATURES` into
+/// the target directory and profile this executable was built in (as
+/// [`binary`] does) and returns the binary's path, which the next build
+/// with other features overwrites.
+pub fn build_with_features(features: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // A test runs from `target/<profile>/deps`; a binary of this workspace
     // that uses these fixtures (raftlb-jepsen) from `target/<profile>`.
@@ -31,6 +39,9 @@ fn build_binary() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build.args(["build", "--quiet", "-p", "raftlb-node", "--bin", "raftlb"]);
+    if !features.is_empty() {
+        build.args(["--features", features]);
+    }
     // Into the target directory this executable was built in, from the
     // workspace, whatever the caller's directory and $CARGO_TARGET_DIR.
     build
@@ -41,7 +52,10 @@ fn build_binary() -> PathBuf {
         build.arg("--release");
     }
     let status = build.status().expect("run cargo build for the raftlb binary");
-    assert!(status.success(), "cargo build -p raftlb-node failed: {status}");
+    assert!(
+        status.success(),
+        "cargo build -p raftlb-node (features: {features:?}) failed: {status}"
+    );
     let bin = profile_dir.join("raftlb");
     assert!(bin.exists(), "{} is missing after cargo build", bin.display());
     bin
@@ -115,8 +129,15 @@ impl Raftlb {
 
     /// [`Raftlb::spawn`] inside network namespace `ns`.
     pub fn spawn_in(ns: &str, config: &str) -> Raftlb {
+        Self::spawn_in_as(ns, config, &binary(), &[])
+    }
+
+    /// [`Raftlb::spawn_in`] of the binary at `bin`, with `env` added to
+    /// its environment (the jepsen harness's failpoints).
+    pub fn spawn_in_as(ns: &str, config: &str, bin: &Path, env: &[(String, String)]) -> Raftlb {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", ns]).arg(binary());
+        command.args(["netns", "exec", ns]).arg(bin);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         Self::spawn_with(command, config)
     }
 

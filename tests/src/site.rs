@@ -11,6 +11,7 @@ use crate::process::{Raftlb, TempDir, binary};
 use crate::wait;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,10 +24,16 @@ pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
 pub const CLUSTER: &str = "vip-test";
 pub const TOKEN: &str = "t";
 
-/// One request through the VIP: when it started and ended, whether it got a 200.
+/// One request through the VIP: its `X-Request-Id`, when it started and
+/// ended, whether it got a 200.
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt {
+    pub id: u64,
+    /// The VIP port it went to (8080 `http`, 9000 `tcp`).
+    pub port: u16,
     pub start: Instant,
+    /// When its connection was made, if it was.
+    pub connected: Option<Instant>,
     pub end: Instant,
     pub ok: bool,
 }
@@ -51,6 +58,19 @@ pub struct Options {
     /// `"50ms"`, `"150ms"`); `None`: `$RAFTLB_HEARTBEAT_INTERVAL` and
     /// `$RAFTLB_ELECTION_TIMEOUT` if set, else the defaults.
     pub raft_timing: Option<(String, String)>,
+    /// The nodes' binary instead of [`binary()`], and variables added to
+    /// their environment (a failpoints build and `RAFTLB_FAILPOINTS`).
+    pub node_binary: Option<PathBuf>,
+    pub node_env: Vec<(String, String)>,
+    /// With `sticky`: both pools learn sessions from the backends'
+    /// `JSESSIONID` cookie (`kind = "learn_cookie"`, set by `/login?id=…`)
+    /// instead of the `X-Session` header.
+    pub session_cookie: bool,
+    /// A `tcp` listener on port 9000 too (pool `l4`: the same backends,
+    /// not sticky), and the client's requests alternate between it and
+    /// the `http` listener on 8080 (HTTP over an L4 proxy: the backend
+    /// still logs each request's id).
+    pub tcp: bool,
 }
 
 impl Default for Options {
@@ -62,6 +82,10 @@ impl Default for Options {
             hold_on_quorum_loss: false,
             sticky: false,
             raft_timing: None,
+            node_binary: None,
+            node_env: Vec::new(),
+            session_cookie: false,
+            tcp: false,
         }
     }
 }
@@ -74,7 +98,7 @@ pub struct Site {
     /// The VIP the client requests.
     pub vip: IpAddr,
     root: TempDir,
-    _backends: Vec<HttpBackend>,
+    backends: Vec<HttpBackend>,
     /// The client host's requests: a new connection every 5 ms, given up
     /// after 25 ms without a connection, so an outage shows at once.
     pub load: Load,
@@ -139,23 +163,41 @@ impl Site {
             vip: options.vip,
             options,
             root: TempDir::new("site"),
-            _backends: backends,
+            backends,
             load: Load::idle(),
         };
-        for (i, host) in BALANCERS.iter().enumerate() {
-            let node = Raftlb::spawn_in(&site.lab.ns(host), &site.config(i));
+        for i in 0..BALANCERS.len() {
+            let node = site.spawn(i);
             site.nodes.push(node);
         }
         for node in &mut site.nodes {
             node.ready(&[]).await;
         }
-        site.load = Load::start(&site.lab.ns("client"), site.vip, Duration::from_millis(25));
+        let ports: &[u16] = if site.options.tcp { &[8080, 9000] } else { &[8080] };
+        site.load = Load::start_on(
+            &site.lab.ns("client"),
+            site.vip,
+            ports,
+            Duration::from_millis(25),
+            0,
+        );
         let start = Instant::now();
         wait::value("the VIP answers", Duration::from_secs(10), || {
             site.answered_since(start)
         })
         .await;
         site
+    }
+
+    /// Starts node `i` (again) in its namespace, without waiting for it.
+    pub fn spawn(&self, i: usize) -> Raftlb {
+        let bin = self.options.node_binary.clone().unwrap_or_else(binary);
+        Raftlb::spawn_in_as(
+            &self.lab.ns(BALANCERS[i]),
+            &self.config(i),
+            &bin,
+            &self.options.node_env,
+        )
     }
 
     /// Node `i`'s configuration file.
@@ -220,7 +262,10 @@ impl Site {
                 let list = format!(
                     "[{{ address = \"{backend}:80\" }}, {{ address = \"{backend}:81\" }}, {{ address = \"{backend}:82\" }}]"
                 );
-                let sticky = "[pool.sticky]\nkind = \"header\"\nname = \"X-Session\"\n";
+                let sticky = match self.options.session_cookie {
+                    false => "[pool.sticky]\nkind = \"header\"\nname = \"X-Session\"\n",
+                    true => "[pool.sticky]\nkind = \"learn_cookie\"\nname = \"JSESSIONID\"\n",
+                };
                 let sync_bind = bind.replace("8080", "8081");
                 format!(
                     "[[pool]]\nname = \"app\"\nbackends = {list}\n\n{sticky}\n\
@@ -229,16 +274,35 @@ impl Site {
                 )
             }
         };
+        let tcp = match self.options.tcp {
+            false => String::new(),
+            true => format!(
+                "[[listener]]\nname = \"l4\"\nprotocol = \"tcp\"\nbind = \"{}\"\npool = \"l4\"\n\n\
+                 [[pool]]\nname = \"l4\"\nbackends = [{}]\n\n",
+                bind.replace("8080", "9000"),
+                self.backends
+                    .iter()
+                    .map(|b| format!("{{ address = \"{backend}:{}\" }}", b.address.port()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         format!(
             "[node]\nid = {id}\nrole = \"{role}\"\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
              [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n{timing}{policy}\n\
              [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
-             {pools}{vip}",
+             {pools}{tcp}{vip}",
             id = i + 1,
             dir = self.root.path().join(format!("node{}", i + 1)).display(),
             me = self.lab.address(BALANCERS[i]),
             peers = peers.join(", "),
         )
+    }
+
+    /// The backends (`b1`–`b3` on ports 80–82 with `sticky`, else one on
+    /// port 80), in port order.
+    pub fn backends(&self) -> &[HttpBackend] {
+        &self.backends
     }
 
     /// When the first request through the VIP that started after `since` got a 200.
@@ -286,7 +350,7 @@ impl Site {
 
     /// Starts node `i` again and waits until it has caught up with the leader.
     pub async fn restart(&mut self, i: usize) {
-        self.nodes[i] = Raftlb::spawn_in(&self.lab.ns(BALANCERS[i]), &self.config(i));
+        self.nodes[i] = self.spawn(i);
         self.nodes[i].ready(&[]).await;
         // Ready means serving the state it had on disk; wait until it has
         // heard the current leader too.
@@ -356,22 +420,36 @@ impl Load {
         }
     }
 
-    /// Starts requesting `vip` port 8080 from namespace `ns` every 5 ms; a
-    /// connection not made within `connect_timeout` is a failed request.
+    /// Starts requesting `vip` port 8080 from namespace `ns` every 5 ms,
+    /// with `X-Request-Id` 0, 1, 2, …; a connection not made within
+    /// `connect_timeout` is a failed request.
     pub fn start(ns: &str, vip: IpAddr, connect_timeout: Duration) -> Load {
+        Self::start_on(ns, vip, &[8080], connect_timeout, 0)
+    }
+
+    /// [`Load::start`] with ids from `first_id` on, and the n-th request
+    /// sent to port `ports[n % len]`.
+    pub fn start_on(ns: &str, vip: IpAddr, ports: &[u16], connect_timeout: Duration, first_id: u64) -> Load {
         let mut load = Load::idle();
         let (ns, attempts, stop) = (ns.to_string(), Arc::clone(&load.attempts), Arc::clone(&load.stop));
+        let ports = ports.to_vec();
         load.thread = Some(std::thread::spawn(move || {
             netns::enter(&ns);
-            let to = SocketAddr::new(vip, 8080);
-            while !stop.load(Ordering::Relaxed) {
+            for (id, port) in (first_id..).zip(ports.iter().cycle()) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let start = Instant::now();
-                let ok = request(to, connect_timeout);
+                let (ok, connected) = request(SocketAddr::new(vip, *port), connect_timeout, id);
                 let end = Instant::now();
-                attempts
-                    .lock()
-                    .expect("attempts")
-                    .push(Attempt { start, end, ok });
+                attempts.lock().expect("attempts").push(Attempt {
+                    id,
+                    port: *port,
+                    start,
+                    connected,
+                    end,
+                    ok,
+                });
                 std::thread::sleep(Duration::from_millis(5));
             }
         }));
@@ -409,24 +487,26 @@ impl Drop for Load {
 /// One request from the client host to `to`; whether it got a 200.
 pub fn get_from_client(site: &Site, to: SocketAddr) -> bool {
     netns::on_host(&site.lab.ns("client"), move || {
-        request(to, Duration::from_millis(100))
+        request(to, Duration::from_millis(100), u64::MAX).0
     })
 }
 
-fn request(to: SocketAddr, connect_timeout: Duration) -> bool {
+/// `GET /` with `X-Request-Id: id`; whether it got a 200, and when the
+/// connection was made (if it was).
+fn request(to: SocketAddr, connect_timeout: Duration, id: u64) -> (bool, Option<Instant>) {
     let Ok(mut stream) = TcpStream::connect_timeout(&to, connect_timeout) else {
-        return false;
+        return (false, None);
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
-    if stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
+    let connected = Some(Instant::now());
+    // A patient client (a long connect timeout) waits as long for the answer.
+    let _ = stream.set_read_timeout(Some(connect_timeout.max(Duration::from_millis(300))));
+    let head = format!("GET / HTTP/1.1\r\nHost: vip\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(head.as_bytes()).is_err() {
+        return (false, connected);
     }
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    answer.starts_with(b"HTTP/1.1 200")
+    (answer.starts_with(b"HTTP/1.1 200"), connected)
 }
 
 /// Sends `signal` (`"STOP"`, `"CONT"`, `"KILL"`) to process `pid`.

@@ -98,36 +98,79 @@ pub struct Searched {
     pub states: usize,
 }
 
+/// Operations shown as the evidence of a violation.
+const EVIDENCE: usize = 8;
+
 /// Whether `ops` (any order) are a linearizable history of a register that
-/// starts at `initial`, exploring at most `budget` states.
+/// starts at `initial`, exploring at most `budget` states. A violation's
+/// sentence ends with the last operations of the shortest failing prefix
+/// (by invocation) a binary search finds: where the history first breaks.
 pub fn check_register(initial: u64, ops: &[RegOp], budget: usize) -> (Linear, Searched) {
     let (mut ops, unobserved_info) = prune(ops);
     ops.sort_by_key(|o| o.call);
+    let (linear, states) = search(initial, &ops, budget);
+    let stats = Searched {
+        ops: ops.len(),
+        unobserved_info,
+        states,
+    };
+    let Linear::Violation(why) = linear else {
+        return (linear, stats);
+    };
+    // Invariant: ops[..hi] fails. Not every longer prefix of a failing one
+    // fails (a later write can explain an earlier read), so this finds a
+    // short failing prefix, not always the shortest; each step searches
+    // with an eighth of the budget (one over it counts as not failing).
+    let (mut lo, mut hi) = (0, ops.len());
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        match search(initial, &ops[..mid], budget / 8).0 {
+            Linear::Violation(_) => hi = mid,
+            _ => lo = mid,
+        }
+    }
+    let shown: Vec<String> = ops[hi.saturating_sub(EVIDENCE)..hi]
+        .iter()
+        .map(|o| {
+            let end = o
+                .ret
+                .map_or("info".to_string(), |r| format!("{:.3} s", r as f64 / 1e9));
+            let what = if o.write { "write" } else { "read" };
+            format!(
+                "{} {what} {} [{:.3} s, {end}]",
+                o.process,
+                o.value,
+                o.call as f64 / 1e9
+            )
+        })
+        .collect();
+    let why = format!(
+        "{why}\nthe first {hi} operations already fail; the last of them: {}",
+        shown.join("; ")
+    );
+    (Linear::Violation(why), stats)
+}
+
+/// The search over `ops`, sorted by invocation: its outcome and the states it explored.
+fn search(initial: u64, ops: &[RegOp], budget: usize) -> (Linear, usize) {
     let n = ops.len();
     let words = n.div_ceil(64).max(1);
     let must: usize = ops.iter().filter(|o| o.ret.is_some()).count();
-    let mut stats = Searched {
-        ops: n,
-        unobserved_info,
-        states: 0,
-    };
     let mut seen: HashSet<(Vec<u64>, u64)> = HashSet::new();
     // (linearized set, value, how many `ok` operations it holds)
     let mut stack: Vec<(Vec<u64>, u64, usize)> = vec![(vec![0; words], initial, 0)];
     let mut deepest: (usize, Vec<u64>, u64) = (0, vec![0; words], initial);
     while let Some((done, value, count)) = stack.pop() {
         if count == must {
-            stats.states = seen.len();
-            return (Linear::Valid, stats);
+            return (Linear::Valid, seen.len());
         }
         if count > deepest.0 {
             deepest = (count, done.clone(), value);
         }
         if seen.len() >= budget {
-            stats.states = seen.len();
             return (
                 Linear::Unknown(format!("gave up after {budget} states ({n} operations)")),
-                stats,
+                seen.len(),
             );
         }
         let pending = |i: usize| done[i / 64] & (1 << (i % 64)) == 0;
@@ -155,7 +198,7 @@ pub fn check_register(initial: u64, ops: &[RegOp], budget: usize) -> (Linear, Se
             }
         }
     }
-    stats.states = seen.len();
+    let states = seen.len();
     let (count, done, value) = deepest;
     let stuck = (0..n)
         .filter(|i| done[i / 64] & (1 << (i % 64)) == 0)
@@ -176,7 +219,7 @@ pub fn check_register(initial: u64, ops: &[RegOp], budget: usize) -> (Linear, Se
         }
         None => format!("no linearization (best: {count} of {must} operations)"),
     };
-    (Linear::Violation(detail), stats)
+    (Linear::Violation(detail), states)
 }
 
 #[cfg(test)]
@@ -226,6 +269,18 @@ mod tests {
             panic!("accepted a stale read")
         };
         assert!(why.contains("read 2"), "{why}");
+    }
+
+    #[test]
+    fn a_violation_names_the_prefix_where_the_history_breaks() {
+        // Fine until the stale read at 40; later operations change nothing.
+        let mut ops = vec![w(2, 0, Some(10)), w(3, 20, Some(30)), r(2, 40, 50)];
+        ops.extend((0..20).map(|i| r(3, 100 + 10 * i, 105 + 10 * i)));
+        let Linear::Violation(why) = verdict(&ops) else {
+            panic!("accepted a stale read")
+        };
+        assert!(why.contains("the first 3 operations already fail"), "{why}");
+        assert!(why.ends_with("w40 read 2 [0.000 s, 0.000 s]"), "{why}");
     }
 
     #[test]

@@ -1,11 +1,19 @@
 //! The checkers: each judges the recorded history (or the node logs, or the
 //! ARP replies) after the run and returns a [`Check`]. C1 linearizable
-//! registers ([`linear`]), C3 at most one host answering ARP for the VIP,
-//! C5 failover windows per fault kind (figures, no verdict of its own), C8
-//! no panic in any node log. C7 (the cluster after the heal) is measured
-//! live by the scenario and judged here from what it saw.
+//! registers ([`linear`]), C2 no lost or phantom set element ([`set`]), C3
+//! one VIP owner: one host answering ARP for it at a time, and every
+//! request taken by the owner of the moment ([`owner`]), C4 no sticky session moved
+//! without cause ([`sticky`]), C5 failover windows per fault kind (figures,
+//! no verdict of its own), C6 every answered request served by a backend
+//! and every failure inside a fault ([`delivery`]), C8 no panic in any node
+//! log. C7 (the cluster after the heal) is measured live by the scenario
+//! and judged here from what it saw.
 
+pub mod delivery;
 pub mod linear;
+pub mod owner;
+pub mod set;
+pub mod sticky;
 
 use crate::history::{Kind, Op};
 use std::collections::BTreeMap;
@@ -46,6 +54,28 @@ pub struct Check {
     pub detail: String,
 }
 
+impl Check {
+    /// A violation if there are `problems` (listed first, one a line, then
+    /// the `figures`), else valid when the checker `observed` anything to
+    /// judge and unknown when it did not.
+    pub fn judged(name: &'static str, problems: Vec<String>, figures: String, observed: bool) -> Check {
+        let verdict = match (problems.is_empty(), observed) {
+            (false, _) => Verdict::Violation,
+            (true, true) => Verdict::Valid,
+            (true, false) => Verdict::Unknown,
+        };
+        let detail = match problems.is_empty() {
+            true => figures,
+            false => format!("{}\n{figures}", problems.join("\n")),
+        };
+        Check {
+            name,
+            verdict,
+            detail,
+        }
+    }
+}
+
 /// C1: every register key's history is linearizable.
 pub fn linearizable(history: &[Op], keys: u32, initial: u64, budget: usize) -> Check {
     let mut verdict = Verdict::Valid;
@@ -71,37 +101,74 @@ pub fn linearizable(history: &[Op], keys: u32, initial: u64, budget: usize) -> C
     }
 }
 
-/// One fault the nemesis injected: its kind and when it started and ended.
+/// One fault the nemesis injected: its kind, its target (the backend of a
+/// backend fault as `key`, the balancer as `node`) and when it started and
+/// ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     pub kind: String,
+    pub key: Option<u32>,
+    pub node: Option<usize>,
     pub start_ns: u64,
     pub stop_ns: u64,
 }
 
+impl Fault {
+    /// Whether `[from_ns, to_ns]` meets the fault or the `grace` after its heal.
+    pub fn overlaps(&self, from_ns: u64, to_ns: u64, grace: Duration) -> bool {
+        let grace = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX);
+        from_ns <= self.stop_ns.saturating_add(grace) && to_ns >= self.start_ns
+    }
+}
+
 /// The faults in a history: from the nemesis' `invoke` of `f` (the fault
-/// is under way from then on) to its `ok` of `heal-f`.
+/// is under way from then on) to the end (`ok` or `info`) of `heal-f`.
 pub fn faults(history: &[Op]) -> Vec<Fault> {
-    let mut open: Option<(String, u64)> = None;
+    let mut open: Option<&Op> = None;
     let mut faults = Vec::new();
     for op in history.iter().filter(|o| o.process == "nemesis") {
         match (op.f.strip_prefix("heal-"), op.kind) {
-            (Some(kind), Kind::Ok) => {
-                if let Some((started, start_ns)) = open.take()
-                    && started == kind
+            // A heal that ended `info` (a re-add or drain that timed out)
+            // still ends the fault's window: the nemesis moved on.
+            (Some(kind), Kind::Ok | Kind::Info) => {
+                if let Some(started) = open.take()
+                    && started.f == kind
                 {
                     faults.push(Fault {
-                        kind: started,
-                        start_ns,
+                        kind: started.f.clone(),
+                        key: started.key,
+                        node: started.node,
+                        start_ns: started.time_ns,
                         stop_ns: op.time_ns,
                     });
                 }
             }
-            (None, Kind::Invoke) => open = Some((op.f.clone(), op.time_ns)),
+            (None, Kind::Invoke) => open = Some(op),
             _ => {}
         }
     }
     faults
+}
+
+/// The completed operations of `processes` (those `wanted` accepts), as
+/// (invocation, completion) pairs; each process has one operation in
+/// flight at a time.
+pub fn completed(history: &[Op], wanted: impl Fn(&Op) -> bool) -> Vec<(&Op, &Op)> {
+    let mut open: BTreeMap<&str, &Op> = BTreeMap::new();
+    let mut pairs = Vec::new();
+    for op in history.iter().filter(|o| wanted(o)) {
+        match op.kind {
+            Kind::Invoke => {
+                open.insert(op.process.as_str(), op);
+            }
+            _ => {
+                if let Some(invoke) = open.remove(op.process.as_str()) {
+                    pairs.push((invoke, op));
+                }
+            }
+        }
+    }
+    pairs
 }
 
 /// Each fault's failover window: from its start to the end of the first
@@ -225,19 +292,6 @@ pub fn no_panics(logs: &[(String, String)]) -> Check {
         } else {
             panicked.join("\n")
         },
-    }
-}
-
-/// C3: no two hosts answered ARP for the VIP at the same instant.
-pub fn arp_overlap(overlap: Duration, claims: usize) -> Check {
-    Check {
-        name: "C3 one ARP answer for the VIP",
-        verdict: if overlap.is_zero() {
-            Verdict::Valid
-        } else {
-            Verdict::Violation
-        },
-        detail: format!("overlap {overlap:?} over {claims} claims"),
     }
 }
 

@@ -26,7 +26,7 @@ use raftlb_proto::admin::{
 };
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -42,6 +42,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest a forwarded write waits for this node to apply it.
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
+/// How often a write held back by a leadership transfer looks again.
+const HANDOVER_POLL: Duration = Duration::from_millis(10);
 /// The longest `snapshot` waits for the snapshot to be built.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Set on a forwarded call so it is never forwarded twice.
@@ -244,12 +246,29 @@ impl AdminService {
     }
 
     /// Commits `command` through the leader (this node or, once, the one it
-    /// knows) and returns its log index and what applying it did.
+    /// knows) and returns its log index and what applying it did. While
+    /// this node steps aside for a leadership transfer, the write waits
+    /// (up to [`WRITE_TIMEOUT`]) for the transfer to end and then goes to
+    /// whoever leads: an entry appended meanwhile would renew the
+    /// followers' lease on this node and make them refuse the target's
+    /// votes (seen in jepsen's `transfer` and `drain` runs under steady
+    /// admin writes). A write already handed to Raft when the step-aside
+    /// begins still goes out; the campaign waits two election timeouts.
     pub async fn submit(&self, command: Command, forwarded: bool) -> Result<(u64, Outcome), Status> {
         // Encoded up front: `client_write` consumes the command, and a
         // follower must still send it on to the leader.
         let encoded = postcard::to_allocvec(&command)
             .map_err(|e| Status::internal(format!("cannot encode the command: {e}")))?;
+        let handover = async {
+            while self.handover.standing_down.load(Ordering::Acquire) {
+                tokio::time::sleep(HANDOVER_POLL).await;
+            }
+        };
+        if tokio::time::timeout(WRITE_TIMEOUT, handover).await.is_err() {
+            return Err(Status::unavailable(format!(
+                "a leadership transfer is still under way after {WRITE_TIMEOUT:?}; the write was not submitted"
+            )));
+        }
         bounded(WRITE_TIMEOUT, "write", async {
             let forward = match self.raft.client_write(command).await {
                 Ok(written) => return Ok((written.log_id.index, written.data)),
@@ -427,6 +446,10 @@ impl admin_server::Admin for AdminService {
         let forwarded = was_forwarded(&request);
         let command: Command = postcard::from_bytes(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        #[cfg(feature = "failpoints")]
+        if let Some(early) = crate::failpoint::ack_before_commit(&self.raft, &self.applied, &command).await {
+            return Ok(Response::new(early));
+        }
         let (log_index, outcome) = self.submit(command, forwarded).await?;
         Ok(Response::new(WriteReply {
             log_index,

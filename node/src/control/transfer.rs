@@ -55,8 +55,11 @@ pub fn candidates(raft: &Raft, me: NodeId, to: Option<NodeId>) -> Result<Vec<Nod
 /// The leader's side around the campaign: quiet while `campaign` runs,
 /// itself again afterwards whatever happened, even if the caller gives up
 /// on the campaign half-way. `None` if a transfer is already under way.
-/// Writes committed meanwhile reach the followers and renew their lease on
-/// this node, which can make the target lose; it is then retried or fails.
+/// Writes are held back meanwhile ([`AdminService::submit`]): committed,
+/// they would reach the followers and renew their lease on this node, and
+/// the target would lose. A target that loses anyway is retried or fails.
+///
+/// [`AdminService::submit`]: super::admin_service::AdminService::submit
 pub async fn step_aside<T>(
     raft: &Raft,
     standing_down: &AtomicBool,

@@ -166,7 +166,7 @@ impl VipManager {
                 renewed_for: None,
                 addresses: leader_vips.iter().map(|v| v.spec.address).collect(),
                 vips: leader_vips,
-                lease: timing.election_timeout,
+                lease: leader_lease(timing),
                 on_quorum_loss,
                 claimed_in_term: None,
                 standing_down: control.admin.standing_down(),
@@ -194,6 +194,17 @@ impl VipManager {
             tracing::warn!(error = %e, "could not remove the VIP fence tables");
         }
     }
+}
+
+/// The lease a leader holds its VIPs for, from before each confirmation:
+/// one election timeout, half the other voters' vote lease. (Failpoint
+/// `vip-skip-lease-wait`: many more, so a successor claims before it ends.)
+fn leader_lease(timing: RaftTiming) -> Duration {
+    #[cfg(feature = "failpoints")]
+    if crate::failpoint::active(crate::failpoint::Failpoint::VipSkipLeaseWait) {
+        return timing.election_timeout * crate::failpoint::STRETCHED_LEASE;
+    }
+    timing.election_timeout
 }
 
 /// The lease loop's state.
@@ -232,6 +243,12 @@ impl Owner {
                 () = tokio::time::sleep(every) => {}
             }
             let confirmed = self.leadership.borrow_and_update().confirmed_at;
+            // Failpoint `vip-skip-lease-wait`: a failed round does not end
+            // the lease; it runs from the last renewal to its (stretched) end.
+            #[cfg(feature = "failpoints")]
+            let confirmed = confirmed.or(self
+                .renewed_for
+                .filter(|_| crate::failpoint::active(crate::failpoint::Failpoint::VipSkipLeaseWait)));
             let confirmed = self.hold_without_quorum(confirmed);
             match self.renew(confirmed) {
                 Ok(asked) => self.claim_or_announce(asked),

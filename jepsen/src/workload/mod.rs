@@ -1,13 +1,20 @@
-//! The client workloads, run from the client host's namespace. W1: an
+//! The client workloads, run from the client host's namespace; W2 (the
+//! set) is in [`set`], W3 (sticky sessions) in [`sticky`]. W1: an
 //! admin register per key — key k is the weight of marker backend k in
 //! pool `jepsen`, written with `SetWeight` and read linearizably
 //! (`stale = false`) by several client processes, each bound to one node.
 //! A write that times out or finds the node unavailable ends `info` (it may
 //! still commit) and its process is replaced, as a crashed Jepsen process
 //! is; a read that does not answer ends `fail`. W4 (traffic through the VIP)
-//! is the site's constant-rate load ([`vip_ops`] turns it into history).
+//! is the site's constant-rate load, which gives up on a connection after
+//! 25 ms (so an outage shows at once), plus a patient one that waits 3 s
+//! as a browser would (SYN retries; so a planned handover must fail none
+//! of its requests); [`vip_ops`] turns both into history.
 //! Also here: the cluster checks after the heal (C7), which need the same
 //! admin clients.
+
+pub mod set;
+pub mod sticky;
 
 use crate::history::{History, Kind, Op};
 use crate::rng::Rng;
@@ -73,27 +80,50 @@ where
     rx
 }
 
-/// Adds pool `jepsen` (pool `app`'s settings, the marker backends at the
-/// initial weight) through any node that answers, within `deadline`.
+/// Adds pool `jepsen` (W1: pool `app`'s settings, the marker backends at
+/// the initial weight) and pool `jepsen-set` (W2: a sentinel backend
+/// outside the set) through any node that answers, within `deadline`.
 pub async fn setup(nodes: Vec<Ipv4Addr>, deadline: Duration) -> Result<(), String> {
     let start = Instant::now();
     let mut last = String::new();
     for attempt in 0usize.. {
         if start.elapsed() > deadline {
-            return Err(format!("could not add pool {POOL} within {deadline:?}: {last}"));
+            return Err(format!(
+                "could not add pools {POOL} and {} within {deadline:?}: {last}",
+                set::POOL
+            ));
         }
         let mut admin = admin(nodes[attempt % nodes.len()]);
         match admin.read(false).await {
-            Ok((state, _)) if weight(&state, 0).is_some() => return Ok(()),
             Ok((state, _)) => {
-                let Some(app) = state.spec().pools.iter().find(|p| p.name == "app") else {
+                let pools = &state.spec().pools;
+                let Some(app) = pools.iter().find(|p| p.name == "app") else {
                     return Err("the site has no pool app".to_string());
                 };
-                let mut pool = app.clone();
-                pool.name = POOL.to_string();
-                pool.backends = (0..KEYS).map(|k| BackendSpec::new(marker(k))).collect();
-                if let Err(e) = admin.write(&Command::AddPool(pool)).await {
-                    last = e.message().to_string();
+                let mut missing = Vec::new();
+                if weight(&state, 0).is_none() {
+                    let mut pool = app.clone();
+                    pool.name = POOL.to_string();
+                    pool.backends = (0..KEYS).map(|k| BackendSpec::new(marker(k))).collect();
+                    missing.push(pool);
+                }
+                if !pools.iter().any(|p| p.name == set::POOL) {
+                    let mut pool = app.clone();
+                    pool.name = set::POOL.to_string();
+                    pool.sticky = None;
+                    pool.backends = vec![BackendSpec::new(SocketAddr::new(
+                        Ipv4Addr::new(198, 19, 0, 2).into(),
+                        9,
+                    ))];
+                    missing.push(pool);
+                }
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                for pool in missing {
+                    if let Err(e) = admin.write(&Command::AddPool(pool)).await {
+                        last = e.message().to_string();
+                    }
                 }
             }
             Err(e) => last = e.message().to_string(),
@@ -115,8 +145,8 @@ impl Values {
     }
 }
 
-/// One write of `value` to `key` through `admin` as `process`, recorded.
-/// Whether it ended `info`.
+/// One write of `value` to `key` through `admin` as `process`, recorded;
+/// how it ended.
 async fn write(
     history: &History,
     admin: &mut Admin,
@@ -124,37 +154,41 @@ async fn write(
     node: usize,
     key: u32,
     value: u64,
-) -> bool {
+) -> Kind {
     let op = |kind| {
         Op::new(process, kind, "write", history.now())
             .key(key)
             .value(Some(value))
             .node(node)
     };
-    history.record(op(Kind::Invoke));
     let command = Command::SetWeight {
         pool: POOL.to_string(),
         address: marker(key),
         weight: u32::try_from(value).unwrap_or(u32::MAX),
     };
-    match tokio::time::timeout(CALL_TIMEOUT * 2, admin.write(&command)).await {
-        Ok(Ok(written)) if written.applied => {
-            history.record(op(Kind::Ok));
-            false
-        }
-        Ok(Ok(_)) => {
-            history.record(op(Kind::Fail).error("rejected by the state machine"));
-            false
-        }
-        Ok(Err(status)) => {
-            history.record(op(Kind::Info).error(format!("{:?}: {}", status.code(), status.message())));
-            true
-        }
-        Err(_) => {
-            history.record(op(Kind::Info).error("no answer"));
-            true
-        }
-    }
+    write_recorded(history, admin, &command, op).await
+}
+
+/// Sends `command` through `admin`, recording `op`'s invocation and its
+/// end, which it returns: `ok` once applied, `fail` if the state machine
+/// refused it, `info` if unanswered or refused by the node (it may still
+/// commit).
+pub(crate) async fn write_recorded(
+    history: &History,
+    admin: &mut Admin,
+    command: &Command,
+    op: impl Fn(Kind) -> Op,
+) -> Kind {
+    history.record(op(Kind::Invoke));
+    let end = match tokio::time::timeout(CALL_TIMEOUT * 2, admin.write(command)).await {
+        Ok(Ok(written)) if written.applied => op(Kind::Ok),
+        Ok(Ok(_)) => op(Kind::Fail).error("rejected by the state machine"),
+        Ok(Err(status)) => op(Kind::Info).error(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => op(Kind::Info).error("no answer"),
+    };
+    let kind = end.kind;
+    history.record(end);
+    kind
 }
 
 /// One linearizable read of `key` through `admin` as `process`, recorded.
@@ -209,7 +243,7 @@ pub async fn registers(
                 let name = format!("w{process}");
                 if rng.percent(50) {
                     let value = values.next(key);
-                    if write(&history, &mut admin, &name, node, key, value).await {
+                    if write(&history, &mut admin, &name, node, key, value).await == Kind::Info {
                         process += processes;
                     }
                 } else {
@@ -266,10 +300,11 @@ pub async fn after_heal(history: History, nodes: Vec<Ipv4Addr>, deadline: Durati
     let start = Instant::now();
     for attempt in 0.. {
         let name = format!("final{attempt}");
-        if !write(&history, &mut admins[leader], &name, leader, 0, value).await {
+        if write(&history, &mut admins[leader], &name, leader, 0, value).await == Kind::Ok {
             healed.final_write = Some(value);
             break;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if start.elapsed() > deadline {
             healed.problems.push(format!(
                 "the final write was not acknowledged within {deadline:?}"
@@ -306,20 +341,22 @@ pub async fn after_heal(history: History, nodes: Vec<Ipv4Addr>, deadline: Durati
     healed
 }
 
-/// W4: the site's requests through the VIP that started at `since` or
-/// later (not those before the VIP first answered) as history: process
-/// `vip`, `get`, the request's number as its value.
-pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant) -> Vec<Op> {
+/// W4: requests through the VIP that started at `since` or later (not
+/// those before the VIP first answered) as history: process `process`
+/// (`vip`, the site's impatient client, or `patient`), `get` (through the
+/// `http` listener) or `tcp` (HTTP through the `tcp` listener), the
+/// request's `X-Request-Id` as its value.
+pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant, process: &str) -> Vec<Op> {
     attempts
         .iter()
         .filter(|a| a.start >= since)
-        .enumerate()
-        .flat_map(|(id, a)| {
-            let id = Some(id as u64);
+        .flat_map(|a| {
+            let id = Some(a.id);
             let end = if a.ok { Kind::Ok } else { Kind::Fail };
+            let f = if a.port == 9000 { "tcp" } else { "get" };
             [
-                Op::new("vip", Kind::Invoke, "get", history.ns(a.start)).value(id),
-                Op::new("vip", end, "get", history.ns(a.end)).value(id),
+                Op::new(process, Kind::Invoke, f, history.ns(a.start)).value(id),
+                Op::new(process, end, f, history.ns(a.end)).value(id),
             ]
         })
         .collect()
