@@ -35,6 +35,9 @@ pub struct Cluster {
     pub metrics_port: u16,
     /// The seed listeners and pools every initial node's file carries.
     seed: String,
+    /// `[cluster]` `heartbeat_interval` and `election_timeout` (e.g.
+    /// `"50ms"`, `"3s"`) for nodes spawned from now on; `None`: defaults.
+    pub timing: Option<(&'static str, &'static str)>,
     _root: TempDir,
 }
 
@@ -73,6 +76,7 @@ impl Cluster {
             http_port,
             metrics_port: free_port(),
             seed: seed.replace("{HTTP}", &http_port.to_string()),
+            timing: None,
             _root: root,
         }
     }
@@ -86,9 +90,12 @@ impl Cluster {
             .filter(|m| m.id <= self.initial_voters())
             .map(|m| format!("{} = \"{}\"", m.id, m.raft))
             .collect();
+        let timing = self.timing.map_or(String::new(), |(heartbeat, election)| {
+            format!("heartbeat_interval = \"{heartbeat}\"\nelection_timeout = \"{election}\"\n")
+        });
         format!(
             "[node]\nid = {id}\ndata_dir = \"{dir}\"\ndrain_timeout = \"5s\"\nbind_ip = \"127.0.0.{id}\"\nmetrics = \"127.0.0.{id}:{metrics}\"\n\n\
-             [cluster]\nid = \"{CLUSTER_ID}\"\ntoken = \"{TOKEN}\"\nraft = \"{raft}\"\npeers = {{ {peers} }}\n\n{seed}",
+             [cluster]\nid = \"{CLUSTER_ID}\"\ntoken = \"{TOKEN}\"\nraft = \"{raft}\"\npeers = {{ {peers} }}\n{timing}\n{seed}",
             id = me.id,
             dir = me.data_dir.display(),
             raft = me.raft,

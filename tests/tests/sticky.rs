@@ -496,6 +496,9 @@ async fn restarted_and_joined_nodes_hold_the_same_table() {
     cluster.kill(2);
     cluster.spawn(2);
     cluster.wait_ready(2).await;
+    // If node 3 led, the cluster elects again (a restarted node never
+    // resumes leading).
+    cluster.wait_leader(Duration::from_secs(10)).await;
 
     let joiner = cluster.start_joiner(4).await;
     let (status, _, err) = cluster.ctl(0, &["member", "add", "4", &cluster.members[joiner].raft.clone()]);

@@ -3,7 +3,8 @@
 //! (the vote, the last purged log id, the committed log id), every value
 //! encoded with postcard. A vote or an appended batch is fsynced
 //! (`flush_async`) before openraft hears it is saved, so a node never
-//! acknowledges what a crash could take back.
+//! acknowledges what a crash could take back; the vote is read back
+//! uncommitted, so a restarted node never resumes leading (see `read_vote`).
 //!
 //! Also home of [`OpenError`], why the log or the state machine's snapshot
 //! could not be opened; a file that fails to decode is reported, never
@@ -269,8 +270,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// Read once, at startup, and returned *uncommitted*: the node starts as
+    /// a follower that still refuses other candidates of the saved term, never
+    /// as the leader its saved vote may name. openraft 0.9 would restore such
+    /// a node as leader of the same term, and its linearizable reads would
+    /// then wait only for the committed index saved (lazily) before the
+    /// crash: a write acknowledged just before it could read as undone
+    /// (jepsen `kill`, test `restarted_leader_serves_no_stale_read`). A new
+    /// election gives the node a term of its own, whose first entry bounds
+    /// its reads. etcd's raft, too, restarts every node as a follower.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.read_meta(VOTE).map_err(StorageIOError::read_vote)?)
+        let vote: Option<Vote> = self.read_meta(VOTE).map_err(StorageIOError::read_vote)?;
+        Ok(vote.map(|vote| Vote {
+            committed: false,
+            ..vote
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
