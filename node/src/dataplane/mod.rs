@@ -280,6 +280,7 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
+        tokio::spawn(upstream::sweep_idle());
         loop {
             let serve = tokio::select! {
                 serve = listeners.recv() => serve,

@@ -1,17 +1,18 @@
 //! Connections to backends. [`connect`] opens a TCP connection to a pool's
 //! backend, asking the balancer again (bounded by the pool's
 //! `max_connect_attempts`) when one refuses or times out; L4 listeners splice
-//! that stream, L7 listeners run HTTP/1.1 over it. Idle keep-alive HTTP
-//! connections are kept per worker thread ([`take_idle`], [`put_idle`]): a
-//! connection's driver task lives on the worker that opened it, so reusing it
-//! there keeps each request on one thread, with no lock at all.
+//! that stream, L7 listeners run HTTP/1.1 ([`H1Conn`]) or HTTP/2 over it.
+//! Idle keep-alive HTTP connections are kept per worker thread
+//! ([`take_idle`], [`put_idle`]): a connection's socket is registered with
+//! the worker that opened it, so reusing it there keeps each request on one
+//! thread, with no lock at all.
 
+use crate::dataplane::l7::h1_client::{BackendError, H1Conn, ResponseBody, SendError};
 use crate::dataplane::l7::request_body::RequestBody;
 use crate::health::outlier::{self, Outcome};
 use crate::view::{ActiveGuard, Attempts, PoolView};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use hyper::client::conn::http2;
 use raftlb_config::BackendProtocol;
@@ -19,7 +20,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Why no backend could be reached.
@@ -79,36 +83,53 @@ pub async fn connect_one(address: SocketAddr, timeout: Duration) -> Result<TcpSt
 }
 
 /// A connection to a backend: HTTP/1.1 with keep-alive (one request at a
-/// time), or HTTP/2 (requests multiplexed; the idle pool keeps it listed
-/// while it is in use, so every request of this worker shares it).
+/// time, driven by the request's task: [`H1Conn`]), or HTTP/2 (requests
+/// multiplexed by hyper's client; the idle pool keeps it listed while it
+/// is in use, so every request of this worker shares it).
 #[derive(Debug)]
 pub enum Sender {
-    Http1(SendRequest<RequestBody>),
+    Http1(H1Conn),
     Http2(http2::SendRequest<RequestBody>),
 }
 
+/// A backend's response body, as its connection delivers it.
+#[derive(Debug)]
+pub enum BackendBody {
+    Http1(ResponseBody),
+    Http2(Incoming),
+}
+
 impl Sender {
-    pub fn is_closed(&self) -> bool {
+    /// Whether the backend has closed the connection (for HTTP/1.1, one
+    /// read attempt that does not wait).
+    pub fn is_closed(&mut self) -> bool {
         match self {
-            Sender::Http1(s) => s.is_closed(),
+            Sender::Http1(conn) => !conn.is_open(),
             Sender::Http2(s) => s.is_closed(),
         }
     }
 
     pub async fn ready(&mut self) -> Result<(), hyper::Error> {
         match self {
-            Sender::Http1(s) => s.ready().await,
+            Sender::Http1(_) => Ok(()),
             Sender::Http2(s) => s.ready().await,
         }
     }
 
-    pub async fn try_send_request(
-        &mut self,
-        request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    /// Sends `request` and returns the response head with its body to come.
+    pub async fn send(self, request: Request<RequestBody>) -> Result<Response<BackendBody>, SendError> {
         match self {
-            Sender::Http1(s) => s.try_send_request(request).await,
-            Sender::Http2(s) => s.try_send_request(request).await,
+            Sender::Http1(conn) => {
+                let (response, body) = conn.send(request).await?;
+                Ok(response.map(|()| BackendBody::Http1(body)))
+            }
+            Sender::Http2(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => Ok(response.map(BackendBody::Http2)),
+                Err(mut e) => Err(SendError {
+                    unsent: e.take_message(),
+                    error: BackendError::Http2(e.into_error()),
+                }),
+            },
         }
     }
 }
@@ -131,8 +152,8 @@ pub fn take_idle(backend: SocketAddr, tls: bool) -> Option<Sender> {
     let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
         let list = idle.get_mut(&(backend, tls))?;
-        while let Some((sender, since)) = list.pop() {
-            if sender.is_closed() || now.duration_since(since) >= MAX_IDLE_AGE {
+        while let Some((mut sender, since)) = list.pop() {
+            if now.duration_since(since) >= MAX_IDLE_AGE || sender.is_closed() {
                 continue;
             }
             if let Sender::Http2(shared) = &sender {
@@ -148,7 +169,7 @@ pub fn take_idle(backend: SocketAddr, tls: bool) -> Option<Sender> {
 /// Keeps a connection whose last response was fully read, for reuse on this worker.
 pub fn put_idle(backend: SocketAddr, tls: bool, sender: Sender) {
     // An HTTP/2 connection never left the list.
-    if sender.is_closed() || matches!(sender, Sender::Http2(_)) {
+    if matches!(sender, Sender::Http2(_)) {
         return;
     }
     IDLE.with_borrow_mut(|idle| {
@@ -160,9 +181,30 @@ pub fn put_idle(backend: SocketAddr, tls: bool, sender: Sender) {
     });
 }
 
+/// Closes, every half [`MAX_IDLE_AGE`], this worker's idle connections
+/// that are too old to be reused or that their backend has closed. Idle
+/// HTTP/1.1 connections have no task watching them, so without this a
+/// backend's close would leave the socket half-closed until the next
+/// request to that backend. Runs for the worker's life.
+pub async fn sweep_idle() {
+    loop {
+        tokio::time::sleep(MAX_IDLE_AGE / 2).await;
+        let now = Instant::now();
+        IDLE.with_borrow_mut(|idle| {
+            for list in idle.values_mut() {
+                list.retain_mut(|(sender, since)| {
+                    now.duration_since(*since) < MAX_IDLE_AGE && !sender.is_closed()
+                });
+            }
+            idle.retain(|_, list| !list.is_empty());
+        });
+    }
+}
+
 /// Opens a new connection to `address`, a backend of `pool` (HTTP/1.1 or
 /// HTTP/2 as the pool says, over TLS if it says so, the handshake within the
-/// connect timeout too), and spawns its driver task on this worker.
+/// connect timeout too); an HTTP/2 connection's driver task is spawned on
+/// this worker.
 ///
 /// The work is boxed: connecting (a TLS client state above all) is a future
 /// of about 6.7 KB, which every request's future would otherwise carry
@@ -177,9 +219,8 @@ async fn open(address: SocketAddr, pool: &PoolView) -> Result<Sender, ConnectErr
     let h2 = pool.spec.backend_protocol == BackendProtocol::H2;
     match connect_transport(address, pool).await? {
         Transport::Plain(io) if h2 => http2(address, io).await,
-        Transport::Plain(io) => http1(address, io).await.map(Sender::Http1),
         Transport::Tls(io) if h2 => http2(address, *io).await,
-        Transport::Tls(io) => http1(address, *io).await.map(Sender::Http1),
+        transport => Ok(Sender::Http1(H1Conn::new(transport))),
     }
 }
 
@@ -199,9 +240,60 @@ pub async fn handshake_http1(
 }
 
 /// A connected stream to a backend, TLS or not.
-enum Transport {
+#[derive(Debug)]
+pub enum Transport {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(io) => io.is_write_vectored(),
+            Transport::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_flush(cx),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// TCP to `address`, then TLS if the pool says so, each within the pool's

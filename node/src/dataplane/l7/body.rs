@@ -5,14 +5,16 @@
 //! (client gone) takes its connection down with it, since the connection
 //! still holds unread bytes.
 
-use crate::dataplane::upstream::{self, Sender};
+use crate::dataplane::upstream::{self, BackendBody, Sender};
 use crate::view::ActiveGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// What a body fails with: a backend's connection error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug)]
 pub enum ProxyBody {
@@ -30,26 +32,24 @@ impl ProxyBody {
     }
 }
 
-/// A backend's response body, holding the connection it came on and the
-/// in-flight count of its backend until the body ends.
+/// A backend's response body, holding the in-flight count of its backend
+/// until the body ends, and (HTTP/1.1) the connection it comes on.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
-    sender: Option<Sender>,
+    inner: BackendBody,
     guard: Option<ActiveGuard>,
     /// Whether the connection is TLS (idle connections are kept apart).
     tls: bool,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, sender: Sender, guard: ActiveGuard, tls: bool) -> Self {
+    pub fn new(inner: BackendBody, guard: ActiveGuard, tls: bool) -> Self {
         let mut body = UpstreamBody {
             inner,
-            sender: Some(sender),
             guard: Some(guard),
             tls,
         };
-        if body.inner.is_end_stream() {
+        if body.is_end_stream() {
             body.release();
         }
         body
@@ -57,15 +57,20 @@ impl UpstreamBody {
 
     /// The response is complete: reuse the connection, stop counting the request.
     fn release(&mut self) {
-        if let (Some(sender), Some(guard)) = (self.sender.take(), self.guard.take()) {
-            upstream::put_idle(guard.backend().address(), self.tls, sender);
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        if let BackendBody::Http1(body) = &mut self.inner
+            && let Some(conn) = body.reusable()
+        {
+            upstream::put_idle(guard.backend().address(), self.tls, Sender::Http1(conn));
         }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             self.release();
         }
     }
@@ -73,42 +78,56 @@ impl Drop for UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled: Poll<Option<Result<Frame<Bytes>, BoxError>>> = match &mut self.inner {
+            BackendBody::Http1(body) => body
+                .poll_data(cx)
+                .map(|data| data.map(|data| data.map(Frame::data).map_err(BoxError::from))),
+            BackendBody::Http2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
+        };
         match &polled {
             Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => {
-                self.sender = None;
-                self.guard = None;
-            }
+            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.release(),
+            // The connection is gone with the error; stop counting.
+            Poll::Ready(Some(Err(_))) => self.guard = None,
             _ => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            BackendBody::Http1(body) => body.is_end_stream(),
+            BackendBody::Http2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            BackendBody::Http1(body) => match body.exact_len() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+            BackendBody::Http2(body) => body.size_hint(),
+        }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),

@@ -284,7 +284,7 @@ fn starts_with_ignore_case(line: &[u8], name: &[u8]) -> bool {
 }
 
 /// A `Content-Length` value: digits between optional spaces or tabs.
-fn parse_length(value: &[u8]) -> Option<u64> {
+pub(super) fn parse_length(value: &[u8]) -> Option<u64> {
     let value = value.trim_ascii();
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;

@@ -2,9 +2,11 @@
 //! keep-alive to backends.
 
 mod body;
+mod chunked;
 mod client_conn;
 pub(crate) mod cookies;
 mod framing;
+pub(crate) mod h1_client;
 mod headers;
 mod proxy;
 pub mod request_body;

@@ -10,11 +10,12 @@
 //! listener's `max_body_bytes`.
 
 use super::body::{ProxyBody, UpstreamBody};
+use super::h1_client::{BackendError, SendError};
 use super::headers;
 use super::request_body::{self, BodyLimits, Cut, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
 use super::{retry, route, sticky};
-use crate::dataplane::upstream::{self, ConnectError, Sender};
+use crate::dataplane::upstream::{self, BackendBody, ConnectError, Sender};
 use crate::health::outlier::{self, Outcome};
 use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
 use http::header::{self, HeaderValue};
@@ -178,7 +179,7 @@ enum Failure {
     #[error("backend {backend}: {source}")]
     Backend {
         backend: SocketAddr,
-        source: hyper::Error,
+        source: BackendError,
     },
     #[error("backend {backend}: no response headers within {timeout:?}")]
     Timeout {
@@ -277,7 +278,7 @@ async fn try_backend(
     };
     loop {
         let started = Instant::now();
-        let sent = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
+        let sent = tokio::time::timeout(timeout, sender.send(request)).await;
         if let Err(_) | Ok(Ok(_)) = &sent {
             guard.backend().latency().record(started.elapsed());
         }
@@ -285,9 +286,9 @@ async fn try_backend(
             Err(_) => return failed(&guard, Failure::Timeout { backend, timeout }),
             Ok(Ok(response)) => {
                 outlier::record(pool, guard.backend(), Outcome::of_status(response.status()));
-                return Ok((wrap(response, sender, guard, pool.tls.is_some()), backend));
+                return Ok((wrap(response, guard, pool.tls.is_some()), backend));
             }
-            Ok(Err(mut e)) => match e.take_message() {
+            Ok(Err(SendError { error, unsent })) => match unsent {
                 // A pooled connection the backend closed before taking the
                 // request: the request is intact, send it on a new
                 // connection, to another backend if this one is gone.
@@ -305,12 +306,17 @@ async fn try_backend(
                     }
                 }
                 _ => {
-                    let source = e.into_error();
                     // The client's body, not the backend, failed.
-                    if let Some(cut) = request_body::cut(&source) {
+                    if let Some(cut) = error.cut() {
                         return Err(Failure::Cut(cut));
                     }
-                    return failed(&guard, Failure::Backend { backend, source });
+                    return failed(
+                        &guard,
+                        Failure::Backend {
+                            backend,
+                            source: error,
+                        },
+                    );
                 }
             },
         }
@@ -334,13 +340,10 @@ fn for_http2(request: &mut Request<RequestBody>, backend: SocketAddr, tls: bool)
     *request.version_mut() = Version::HTTP_2;
 }
 
-fn wrap(response: Response<Incoming>, sender: Sender, guard: ActiveGuard, tls: bool) -> Response<ProxyBody> {
+fn wrap(response: Response<BackendBody>, guard: ActiveGuard, tls: bool) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(
-        parts,
-        ProxyBody::Upstream(UpstreamBody::new(body, sender, guard, tls)),
-    )
+    Response::from_parts(parts, ProxyBody::Upstream(UpstreamBody::new(body, guard, tls)))
 }
 
 /// A ready connection to one of the pool's backends: an idle pooled one when

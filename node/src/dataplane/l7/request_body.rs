@@ -98,8 +98,13 @@ impl RequestBody {
     /// The whole body, if it was read whole and none of it sent yet: what
     /// a retry sends again.
     pub fn replay(&self) -> Option<Bytes> {
+        self.whole().map(|_| self.ahead.clone().unwrap_or_default())
+    }
+
+    /// The whole body, if it was read whole and none of it sent yet.
+    pub fn whole(&self) -> Option<&[u8]> {
         match (&self.rest, self.seen) {
-            (None, 0) => Some(self.ahead.clone().unwrap_or_default()),
+            (None, 0) => Some(self.ahead.as_deref().unwrap_or_default()),
             _ => None,
         }
     }
