@@ -9,6 +9,7 @@
 
 use crate::dataplane::l7::h1_client::{BackendError, H1Conn, ResponseBody, SendError};
 use crate::dataplane::l7::request_body::RequestBody;
+use crate::dataplane::l7::retry;
 use crate::health::outlier::{self, Outcome};
 use crate::view::{ActiveGuard, Attempts, PoolView};
 use http::{Request, Response};
@@ -116,20 +117,38 @@ impl Sender {
         }
     }
 
-    /// Sends `request` and returns the response head with its body to come.
-    pub async fn send(self, request: Request<RequestBody>) -> Result<Response<BackendBody>, SendError> {
+    /// Sends `request` and returns the response head with its body to
+    /// come. The request stays the caller's: HTTP/1.1 only reads it (a body
+    /// still arriving is taken, leaving it spent); HTTP/2 takes it, or a
+    /// copy of it when `keep` asks for the original to stay whole.
+    pub async fn send(
+        self,
+        request: &mut Request<RequestBody>,
+        keep: bool,
+    ) -> Result<Response<BackendBody>, SendError> {
         match self {
             Sender::Http1(conn) => {
                 let (response, body) = conn.send(request).await?;
                 Ok(response.map(|()| BackendBody::Http1(body)))
             }
-            Sender::Http2(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => Ok(response.map(BackendBody::Http2)),
-                Err(mut e) => Err(SendError {
-                    unsent: e.take_message(),
-                    error: BackendError::Http2(e.into_error()),
-                }),
-            },
+            Sender::Http2(mut sender) => {
+                let copy = keep.then(|| retry::copy(request)).flatten();
+                let copied = copy.is_some();
+                let outgoing =
+                    copy.unwrap_or_else(|| std::mem::replace(request, Request::new(RequestBody::spent())));
+                match sender.try_send_request(outgoing).await {
+                    Ok(response) => Ok(response.map(BackendBody::Http2)),
+                    Err(mut e) => {
+                        let message = e.take_message();
+                        let unsent = message.is_some();
+                        if let Some(message) = message.filter(|_| !copied) {
+                            *request = message;
+                        }
+                        let error = BackendError::Http2(e.into_error());
+                        Err(SendError { error, unsent })
+                    }
+                }
+            }
         }
     }
 }

@@ -88,13 +88,13 @@ impl BackendError {
     }
 }
 
-/// A failed send; `unsent` gives the request back when none of it was
-/// written, on a reused connection the backend had closed: it can go on a
-/// new connection as it is.
+/// A failed send; `unsent` when none of the request was written, on a
+/// reused connection the backend had closed: the request, intact, can go on
+/// a new connection as it is.
 #[derive(Debug)]
 pub struct SendError {
     pub error: BackendError,
-    pub unsent: Option<Request<RequestBody>>,
+    pub unsent: bool,
 }
 
 /// How the request body goes out after the head.
@@ -130,13 +130,15 @@ impl H1Conn {
 
     /// Sends `request` (in origin form, HTTP/1.1, its headers final) and
     /// reads the response head; the body follows in the [`ResponseBody`],
-    /// which owns the connection from then on.
+    /// which owns the connection from then on. The request is only read,
+    /// except for a body still arriving from the client: that is taken
+    /// once the head is out, and the request's body is spent.
     pub async fn send(
         mut self,
-        request: Request<RequestBody>,
+        request: &mut Request<RequestBody>,
     ) -> Result<(Response<()>, ResponseBody), SendError> {
-        let failed = |error| SendError { error, unsent: None };
-        let outgoing = self.encode_head(&request).map_err(failed)?;
+        let failed = |error| SendError { error, unsent: false };
+        let outgoing = self.encode_head(request).map_err(failed)?;
         let reused = std::mem::replace(&mut self.reused, true);
         let mut written = 0;
         while written < self.out.len() {
@@ -144,7 +146,7 @@ impl H1Conn {
                 Ok(0) => return Err(failed(BackendError::Closed)),
                 Ok(n) => written += n,
                 Err(e) => {
-                    let unsent = (written == 0 && reused).then_some(request);
+                    let unsent = written == 0 && reused;
                     return Err(SendError {
                         error: e.into(),
                         unsent,
@@ -157,7 +159,7 @@ impl H1Conn {
         match outgoing {
             Outgoing::Written => {}
             Outgoing::Length(_) | Outgoing::Chunked => match self
-                .send_body(request.into_body(), outgoing)
+                .send_body(request.body_mut().take(), outgoing)
                 .await
             {
                 Ok(whole) => keep = whole,

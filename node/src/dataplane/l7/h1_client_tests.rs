@@ -39,11 +39,11 @@ async fn serve(server: &mut TcpStream, expect: &[u8], answer: &[u8]) {
 async fn exchange(
     conn: H1Conn,
     server: &mut TcpStream,
-    request: Request<RequestBody>,
+    mut request: Request<RequestBody>,
     expect: &[u8],
     answer: &[u8],
 ) -> Result<(Response<()>, ResponseBody), BackendError> {
-    let (sent, ()) = tokio::join!(conn.send(request), serve(server, expect, answer));
+    let (sent, ()) = tokio::join!(conn.send(&mut request), serve(server, expect, answer));
     sent.map_err(|e| e.error)
 }
 
@@ -180,16 +180,13 @@ async fn a_body_cut_short_is_an_error_and_a_silent_close_before_any_answer_too()
 
     let (conn, server) = pair().await;
     drop(server);
-    let error = conn.send(request(Method::GET, "/", b"")).await.unwrap_err();
+    let error = conn.send(&mut request(Method::GET, "/", b"")).await.unwrap_err();
     assert!(
         matches!(error.error, BackendError::Closed | BackendError::Io(_)),
         "{}",
         error.error
     );
-    assert!(
-        error.unsent.is_none(),
-        "a new connection's request is never given back"
-    );
+    assert!(!error.unsent, "a new connection's request is never unsent");
 }
 
 #[tokio::test]
@@ -204,4 +201,20 @@ async fn an_idle_connection_the_backend_closed_is_seen_as_closed() {
         assert!(tokio::time::Instant::now() < deadline, "the close was never seen");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test]
+async fn a_failed_send_leaves_a_request_read_whole_for_a_retry() {
+    let (conn, mut server) = pair().await;
+    let mut put = request(Method::PUT, "/r", b"abc");
+    let serve_then_close = async {
+        let mut head = vec![0; 64];
+        let _ = server.read(&mut head).await;
+        drop(server);
+    };
+    let (sent, ()) = tokio::join!(conn.send(&mut put), serve_then_close);
+    assert!(sent.is_err(), "the backend closed without an answer");
+    assert_eq!(put.uri(), "/r");
+    assert_eq!(put.headers()[header::HOST], "backend");
+    assert_eq!(put.body().whole().map(|b| &b[..]), Some(&b"abc"[..]));
 }

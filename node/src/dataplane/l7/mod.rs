@@ -10,7 +10,7 @@ pub(crate) mod h1_client;
 mod headers;
 mod proxy;
 pub mod request_body;
-mod retry;
+pub(crate) mod retry;
 pub mod route;
 pub mod server;
 mod sticky;

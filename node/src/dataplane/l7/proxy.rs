@@ -213,32 +213,30 @@ impl Failure {
 /// Sends the request to a backend of `pool` (`preferred`, a sticky
 /// session's, first, else the balancer's pick for key `hash`) and returns
 /// its response. A request that failed before any response byte is sent
-/// again to another backend when it may be ([`retry`]) and the pool's
-/// retry budget allows.
+/// again to another backend when it may be ([`retry`]), its body was read
+/// whole, and the pool's retry budget allows. The request stays here
+/// between tries: an HTTP/1.1 backend only reads it, and an HTTP/2 one is
+/// given a copy when a retry may need the original.
 async fn forward(
-    request: Request<RequestBody>,
+    mut request: Request<RequestBody>,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
     hash: Option<u64>,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
     let policy = &pool.spec.health.retry;
-    // With one backend there is nowhere to retry: no copy.
-    let replay = (pool.backends.len() > 1)
-        .then(|| retry::Replay::of(&request, policy))
-        .flatten();
+    // With one backend there is nowhere to retry.
+    let may_retry = pool.backends.len() > 1 && retry::wanted(policy, request.method(), request.headers());
     pool.runtime.retry_budget.deposit(policy);
     let mut attempts = Attempts::with_hash(hash);
-    let mut request = request;
     let mut retries = 0;
     loop {
-        let failure = match try_backend(request, pool, preferred, &mut attempts).await {
+        let failure = match try_backend(&mut request, may_retry, pool, preferred, &mut attempts).await {
             Ok(answered) => return Ok(answered),
             Err(failure) => failure,
         };
-        let Some(replay) = replay.as_ref() else {
-            return Err(failure);
-        };
-        if !matches!(failure, Failure::Backend { .. })
+        if !may_retry
+            || request.body().whole().is_none()
+            || !matches!(failure, Failure::Backend { .. })
             || retries >= policy.attempts
             || !pool.can_try_another(&attempts)
         {
@@ -252,16 +250,16 @@ async fn forward(
         retries += 1;
         pool.runtime.retries_total.fetch_add(1, Ordering::Relaxed);
         tracing::info!(pool = %pool.spec.name, error = %failure, retry = retries, "retrying on another backend");
-        request = replay.request();
     }
 }
 
-/// One try: a backend of `pool` not yet in `attempts`, and its response.
-/// Each outcome counts for the backend's outlier detection; the time from
-/// sending to the response headers (or the timeout) is its latency sample
-/// for peak EWMA.
+/// One try: a backend of `pool` not yet in `attempts`, and its response
+/// (`keep`: leave `request` whole for a retry). Each outcome counts for the
+/// backend's outlier detection; the time from sending to the response
+/// headers (or the timeout) is its latency sample for peak EWMA.
 async fn try_backend(
-    mut request: Request<RequestBody>,
+    request: &mut Request<RequestBody>,
+    keep: bool,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
     attempts: &mut Attempts,
@@ -269,7 +267,7 @@ async fn try_backend(
     let (mut sender, mut guard, mut fresh) = checkout(pool, preferred, attempts).await?;
     let mut backend = guard.backend().address();
     if pool.spec.backend_protocol == BackendProtocol::H2 {
-        for_http2(&mut request, backend, pool.tls.is_some());
+        for_http2(request, backend, pool.tls.is_some());
     }
     let timeout = pool.spec.response_timeout;
     let failed = |guard: &ActiveGuard, failure: Failure| {
@@ -278,7 +276,7 @@ async fn try_backend(
     };
     loop {
         let started = Instant::now();
-        let sent = tokio::time::timeout(timeout, sender.send(request)).await;
+        let sent = tokio::time::timeout(timeout, sender.send(request, keep)).await;
         if let Err(_) | Ok(Ok(_)) = &sent {
             guard.backend().latency().record(started.elapsed());
         }
@@ -288,45 +286,46 @@ async fn try_backend(
                 outlier::record(pool, guard.backend(), Outcome::of_status(response.status()));
                 return Ok((wrap(response, guard, pool.tls.is_some()), backend));
             }
-            Ok(Err(SendError { error, unsent })) => match unsent {
-                // A pooled connection the backend closed before taking the
-                // request: the request is intact, send it on a new
-                // connection, to another backend if this one is gone.
-                Some(unsent) if !fresh => {
-                    request = unsent;
-                    fresh = true;
-                    match upstream::handshake(backend, pool).await {
-                        Ok(new) => sender = new,
-                        Err(e) => {
-                            tracing::warn!(pool = %pool.spec.name, error = %e, "reconnect failed, trying another backend");
-                            outlier::record(pool, guard.backend(), Outcome::Failure);
-                            (sender, guard, _) = checkout(pool, None, attempts).await?;
-                            backend = guard.backend().address();
-                        }
+            // A pooled connection the backend closed before taking the
+            // request: the request is intact, send it on a new connection,
+            // to another backend if this one is gone.
+            Ok(Err(SendError { unsent: true, .. })) if !fresh => {
+                fresh = true;
+                match upstream::handshake(backend, pool).await {
+                    Ok(new) => sender = new,
+                    Err(e) => {
+                        tracing::warn!(pool = %pool.spec.name, error = %e, "reconnect failed, trying another backend");
+                        outlier::record(pool, guard.backend(), Outcome::Failure);
+                        (sender, guard, _) = checkout(pool, None, attempts).await?;
+                        backend = guard.backend().address();
                     }
                 }
-                _ => {
-                    // The client's body, not the backend, failed.
-                    if let Some(cut) = error.cut() {
-                        return Err(Failure::Cut(cut));
-                    }
-                    return failed(
-                        &guard,
-                        Failure::Backend {
-                            backend,
-                            source: error,
-                        },
-                    );
+            }
+            Ok(Err(SendError { error, .. })) => {
+                // The client's body, not the backend, failed.
+                if let Some(cut) = error.cut() {
+                    return Err(Failure::Cut(cut));
                 }
-            },
+                return failed(
+                    &guard,
+                    Failure::Backend {
+                        backend,
+                        source: error,
+                    },
+                );
+            }
         }
     }
 }
 
 /// Rewrites an HTTP/1.1-shaped request for an HTTP/2 backend: the version,
 /// and the target in absolute form (`:scheme` and `:authority` come from it;
-/// the authority is the client's `Host`, else the backend's address).
+/// the authority is the client's `Host`, else the backend's address). Once
+/// is enough: a request already in HTTP/2 form is left as it is.
 fn for_http2(request: &mut Request<RequestBody>, backend: SocketAddr, tls: bool) {
+    if request.version() == Version::HTTP_2 {
+        return;
+    }
     let authority = request
         .headers_mut()
         .remove(header::HOST)

@@ -95,16 +95,26 @@ impl RequestBody {
         }
     }
 
-    /// The whole body, if it was read whole and none of it sent yet: what
-    /// a retry sends again.
-    pub fn replay(&self) -> Option<Bytes> {
-        self.whole().map(|_| self.ahead.clone().unwrap_or_default())
+    /// A body handed on already ([`RequestBody::take`]): empty, and never
+    /// whole, so that nothing sends it again.
+    pub fn spent() -> Self {
+        RequestBody {
+            seen: u64::MAX,
+            ..RequestBody::complete(Bytes::new())
+        }
     }
 
-    /// The whole body, if it was read whole and none of it sent yet.
-    pub fn whole(&self) -> Option<&[u8]> {
+    /// The body, leaving this one [spent](RequestBody::spent).
+    pub fn take(&mut self) -> Self {
+        std::mem::replace(self, RequestBody::spent())
+    }
+
+    /// The whole body, if it was read whole and none of it sent yet: what
+    /// a retry can send again.
+    pub fn whole(&self) -> Option<&Bytes> {
+        static EMPTY: Bytes = Bytes::new();
         match (&self.rest, self.seen) {
-            (None, 0) => Some(self.ahead.as_deref().unwrap_or_default()),
+            (None, 0) => Some(self.ahead.as_ref().unwrap_or(&EMPTY)),
             _ => None,
         }
     }

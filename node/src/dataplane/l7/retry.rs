@@ -1,14 +1,12 @@
-//! Which requests may be sent again to another backend, and the copy they
-//! are sent again from. A request qualifies when it is idempotent (GET,
-//! HEAD, OPTIONS, PUT, DELETE, TRACE, or marked with an `Idempotency-Key`
-//! header), its pool allows retries, and its body was read whole (bodiless,
-//! or small enough to be read ahead). Whether a retry happens also depends
-//! on how the try failed (before any response byte) and on the pool's
-//! retry budget: see [`proxy`](super::proxy).
+//! Which requests may be sent again to another backend. A request
+//! qualifies when it is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE,
+//! or marked with an `Idempotency-Key` header), its pool allows retries, and
+//! its body was read whole (bodiless, or small enough to be read ahead).
+//! Whether a retry happens also depends on how the try failed (before any
+//! response byte) and on the pool's retry budget: see [`proxy`](super::proxy).
 
 use super::request_body::RequestBody;
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{HeaderMap, Method, Request};
 use raftlb_config::RetryPolicy;
 
 /// The header that marks any request idempotent (IETF httpapi draft).
@@ -28,45 +26,23 @@ pub fn wanted(policy: &RetryPolicy, method: &Method, headers: &HeaderMap) -> boo
     policy.attempts > 0 && idempotent(method, headers)
 }
 
-/// What a retry sends again.
-#[derive(Debug)]
-pub struct Replay {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Replay {
-    /// A copy of `request`, if it qualifies (see the module doc).
-    pub fn of(request: &Request<RequestBody>, policy: &RetryPolicy) -> Option<Replay> {
-        if !wanted(policy, request.method(), request.headers()) {
-            return None;
-        }
-        Some(Replay {
-            body: request.body().replay()?,
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            headers: request.headers().clone(),
-        })
-    }
-
-    /// The request again.
-    pub fn request(&self) -> Request<RequestBody> {
-        let mut request = Request::new(RequestBody::complete(self.body.clone()));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
+/// A copy of `request` for a transport that takes requests whole (hyper's
+/// HTTP/2 client), if its body was read whole; the original then stays
+/// whole for a retry.
+pub fn copy(request: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    let body = request.body().whole()?.clone();
+    let mut copy = Request::new(RequestBody::complete(body));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn idempotent_methods_and_marked_requests_qualify() {
@@ -93,15 +69,20 @@ mod tests {
     }
 
     #[test]
-    fn only_a_body_read_whole_can_be_replayed() {
-        let policy = RetryPolicy::default();
+    fn only_a_body_read_whole_can_be_copied() {
         let mut request = Request::new(RequestBody::complete(Bytes::from_static(b"abc")));
         *request.method_mut() = Method::PUT;
-        let replay = Replay::of(&request, &policy).expect("a whole body replays");
-        let again = replay.request();
-        assert_eq!(again.method(), Method::PUT);
-        assert_eq!(again.body().replay().as_deref(), Some(&b"abc"[..]));
-        *request.method_mut() = Method::POST;
-        assert!(Replay::of(&request, &policy).is_none(), "POST is not idempotent");
+        request.headers_mut().insert("x-a", "1".parse().unwrap());
+        let copy = copy(&request).expect("a whole body is copied");
+        assert_eq!(copy.method(), Method::PUT);
+        assert_eq!(copy.headers()["x-a"], "1");
+        assert_eq!(copy.body().whole().map(|b| &b[..]), Some(&b"abc"[..]));
+        let taken = request.body_mut().take();
+        assert!(copy_of_spent_is_none(&request), "a body handed on is not whole");
+        assert_eq!(taken.whole().map(|b| &b[..]), Some(&b"abc"[..]));
+    }
+
+    fn copy_of_spent_is_none(request: &Request<RequestBody>) -> bool {
+        copy(request).is_none()
     }
 }
