@@ -22,6 +22,7 @@
 
 use super::chunked::{self, Chunked, Step};
 use super::framing::parse_length;
+use super::headers::connection_has;
 use super::request_body::{Cut, RequestBody, RequestBodyError};
 use crate::dataplane::upstream::Transport;
 use bytes::{Buf, Bytes, BytesMut};
@@ -425,15 +426,6 @@ fn framing(headers: &HeaderMap, code: u16, head_only: bool) -> Result<(Framing, 
         Some(n) => (Framing::Length(n), true),
         None => (Framing::Close, false),
     })
-}
-
-/// Whether a `Connection` header lists `option`.
-fn connection_has(headers: &HeaderMap, option: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
 }
 
 /// A response body read from its connection as it is polled.

@@ -93,6 +93,15 @@ fn remove_connection_options(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a `Connection` header lists `option` (case-insensitive).
+pub fn connection_has(headers: &HeaderMap, option: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
+}
+
 /// The forwarding headers for one client connection, rendered once when the
 /// connection is accepted rather than on each of its requests.
 #[derive(Debug)]

@@ -64,6 +64,7 @@ pub struct RequestBody {
     /// The rest, if the body had not ended.
     rest: Option<Incoming>,
     limits: BodyLimits,
+    /// Bytes handed on so far; `u64::MAX` once [spent](RequestBody::spent).
     seen: u64,
     /// When the next piece must have arrived (while there is a rest).
     deadline: Option<Pin<Box<Sleep>>>,

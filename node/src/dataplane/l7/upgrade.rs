@@ -10,6 +10,7 @@
 //! timeout, and the hard stop after that closes it.
 
 use super::body::ProxyBody;
+use super::headers::connection_has;
 use super::request_body::{BodyLimits, RequestBody};
 use crate::dataplane::splice::splice;
 use crate::dataplane::upstream::{self, ConnectError};
@@ -25,14 +26,7 @@ use tokio_util::task::TaskTracker;
 
 /// The `Upgrade` header of an HTTP/1.1 request that asks to upgrade.
 pub fn requested(request: &Request<Incoming>) -> Option<HeaderValue> {
-    let connection_upgrade = request
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    (request.version() == Version::HTTP_11 && connection_upgrade)
+    (request.version() == Version::HTTP_11 && connection_has(request.headers(), "upgrade"))
         .then(|| request.headers().get(header::UPGRADE).cloned())
         .flatten()
 }
