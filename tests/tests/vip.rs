@@ -612,12 +612,24 @@ async fn spread(vips: Vec<IpAddr>) {
         (single.len() == vips.len() && distinct.len() == vips.len()).then_some(single)
     })
     .await;
-    let status = site.ctl(0, &["status"]);
-    for (vip, node) in vips.iter().zip(&placed) {
+    // `ctl status` reports the same placement (each node reports what it
+    // holds just after adding it, so the report may trail by a moment).
+    let expected: Vec<String> = vips
+        .iter()
+        .zip(&placed)
+        .map(|(vip, node)| format!("node {} holds VIP {vip}/{prefix}", node + 1))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = site.ctl(0, &["status"]);
+        if expected.iter().all(|line| status.contains(line)) {
+            break;
+        }
         assert!(
-            status.contains(&format!("node {} holds VIP {vip}/{prefix}", node + 1)),
-            "{status}"
+            Instant::now() < deadline,
+            "ctl status does not show {expected:?} within 5 s:\n{status}"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Kill the leader, the hardest case: a new leader must move only the

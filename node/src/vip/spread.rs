@@ -35,6 +35,10 @@ pub(crate) struct SpreadOwner {
     timing: RaftTiming,
     /// The VIPs whose address is on the interface.
     held: HashSet<IpAddr>,
+    /// When the last grant's lease ends (counted from before that ask): a
+    /// failed ask keeps the held VIPs until then, as a leader keeps its
+    /// VIPs from its last confirmation.
+    lease_ends: Option<Instant>,
     /// Since when this node leads (confirmed), if it does.
     leading_since: Option<Instant>,
 }
@@ -52,6 +56,7 @@ impl SpreadOwner {
             vips,
             timing,
             held: HashSet::new(),
+            lease_ends: None,
             leading_since: None,
         }
     }
@@ -64,9 +69,15 @@ impl SpreadOwner {
         let mut tick = tokio::time::interval(self.timing.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let lease_ends = self.lease_ends.filter(|_| !self.held.is_empty());
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {}
+                () = sleep_until(lease_ends) => {
+                    let held: Vec<IpAddr> = self.held.iter().copied().collect();
+                    self.release(&held, "the lease ran out with no grant renewing it");
+                    continue;
+                }
             }
             self.assign_if_leading().await;
             self.hold_what_is_granted().await;
@@ -111,20 +122,30 @@ impl SpreadOwner {
     }
 
     /// Asks the leader for the lease on this node's VIPs and holds exactly
-    /// the granted ones for what is left of the lease.
+    /// the granted ones for what is left of the lease. A failed ask (no
+    /// leader, a leader not confirmed just now, a slow answer) changes
+    /// nothing: the VIPs held stay until their lease ends, unless a grant
+    /// renews it first, so one missed round does not make them flap.
     async fn hold_what_is_granted(&mut self) {
         let addresses: Vec<IpAddr> = self.vips.iter().map(|v| v.spec.address).collect();
         let asked = Instant::now();
-        let granted = match tokio::time::timeout(self.lease(), self.admin.ask_lease(&addresses)).await {
+        // An answer after the lease held ends cannot be used for it.
+        let answer_by = match self.lease_ends.filter(|_| !self.held.is_empty()) {
+            Some(ends) => ends.min(asked + self.lease()),
+            None => asked + self.lease(),
+        };
+        let asking = self.admin.ask_lease(&addresses);
+        let granted = match tokio::time::timeout_at(answer_by.into(), asking).await {
             Ok(Ok(granted)) => granted,
             Ok(Err(status)) => {
-                let held: Vec<IpAddr> = self.held.iter().copied().collect();
-                self.release(&held, status.message());
+                tracing::debug!(
+                    reason = status.message(),
+                    "spread VIP lease not renewed this round"
+                );
                 return;
             }
             Err(_) => {
-                let held: Vec<IpAddr> = self.held.iter().copied().collect();
-                self.release(&held, "the leader did not answer within the lease");
+                tracing::debug!("the leader did not answer the spread VIP lease ask in time");
                 return;
             }
         };
@@ -144,6 +165,7 @@ impl SpreadOwner {
             self.release(&granted, &format!("cannot renew the fence: {e}"));
             return;
         }
+        self.lease_ends = Some(asked + self.lease());
         // As for the leader's VIPs: a stalled renewal is withdrawn.
         if sent.elapsed() > self.lease() / 4 || asked.elapsed() >= self.lease() {
             self.release(&granted, "the fence renewal stalled");
@@ -186,5 +208,13 @@ impl SpreadOwner {
             self.held_report.send_modify(|held| held.retain(|h| *h != label));
             tracing::info!(vip = %vip.spec.address, reason, "spread VIP released");
         }
+    }
+}
+
+/// Waits until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
