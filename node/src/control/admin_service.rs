@@ -8,7 +8,7 @@
 //! gets `Unavailable` with a sentence saying so, never a hang.
 
 use super::auth::Credentials;
-use super::leader_link::{LeaderClient, LeaderLink, mark_forwarded, remote, was_forwarded};
+use super::leader_link::{LeaderLink, mark_forwarded, remote, was_forwarded};
 use super::leadership::Leadership;
 use super::network::status_text;
 use super::spread::SharedLeases;
@@ -219,38 +219,41 @@ impl AdminService {
         }
         let deadline = Instant::now() + WRITE_TIMEOUT;
         bounded(WRITE_TIMEOUT, "write", async {
-            let here = || async {
-                match self.raft.client_write(command.clone()).await {
-                    Ok(written) => Ok(Ok((written.log_id.index, written.data))),
-                    Err(e) => write_error(e).map(Err),
+            let reply = loop {
+                let forward = match self.raft.client_write(command.clone()).await {
+                    Ok(written) => return Ok((written.log_id.index, written.data)),
+                    Err(e) => write_error(e)?,
+                };
+                let Some(mut leader) = self.leader.client_or_wait(&forward, forwarded, deadline).await?
+                else {
+                    continue;
+                };
+                match leader
+                    .write(mark_forwarded(WriteRequest {
+                        command: encoded.clone(),
+                    }))
+                    .await
+                {
+                    Ok(reply) => break reply.into_inner(),
+                    Err(status) => {
+                        self.leader
+                            .retry_if_never_sent(status, &forward, deadline)
+                            .await?
+                    }
                 }
             };
-            let there = |mut leader: LeaderClient| {
-                let request = mark_forwarded(WriteRequest {
-                    command: encoded.clone(),
-                });
-                async move {
-                    let reply = leader.write(request).await?.into_inner();
-                    let outcome = postcard::from_bytes(&reply.outcome)
-                        .map_err(|e| Status::internal(format!("the leader's outcome is undecodable: {e}")))?;
-                    self.await_applied(reply.log_index).await;
-                    Ok((reply.log_index, outcome))
-                }
-            };
-            self.leader
-                .here_or_at_leader(forwarded, deadline, here, there)
-                .await
+            let outcome = postcard::from_bytes(&reply.outcome)
+                .map_err(|e| Status::internal(format!("the leader's outcome is undecodable: {e}")))?;
+            // Read your writes: this node answers once it has applied them
+            // too (or, if it lags far behind, after a while anyway: the
+            // write is committed either way).
+            let index = reply.log_index;
+            let mut applied = self.applied.clone();
+            let caught_up = applied.wait_for(|a| a.last_applied.is_some_and(|id| id.index >= index));
+            let _ = tokio::time::timeout(LOCAL_APPLY_WAIT, caught_up).await;
+            Ok((index, outcome))
         })
         .await
-    }
-
-    /// Read your writes: a write the leader committed is answered once this
-    /// node has applied it too (or, if it lags far behind, after a while
-    /// anyway: the write is committed either way).
-    async fn await_applied(&self, index: u64) {
-        let mut applied = self.applied.clone();
-        let caught_up = applied.wait_for(|a| a.last_applied.is_some_and(|id| id.index >= index));
-        let _ = tokio::time::timeout(LOCAL_APPLY_WAIT, caught_up).await;
     }
 
     fn local_read(&self) -> Result<Response<ReadReply>, Status> {
@@ -418,20 +421,27 @@ impl admin_server::Admin for AdminService {
         }
         let deadline = Instant::now() + WRITE_TIMEOUT;
         bounded(WRITE_TIMEOUT, "linearizable read", async {
-            let here = || async {
-                match self.raft.ensure_linearizable().await {
-                    Ok(_) => self.local_read().map(Ok),
+            loop {
+                let forward = match self.raft.ensure_linearizable().await {
+                    Ok(_) => return self.local_read(),
                     Err(e) => e
                         .forward_to_leader::<Node>()
                         .cloned()
-                        .map(Err)
-                        .ok_or_else(|| Status::internal(format!("this node's Raft has stopped: {e}"))),
+                        .ok_or_else(|| Status::internal(format!("this node's Raft has stopped: {e}")))?,
+                };
+                let Some(mut leader) = self.leader.client_or_wait(&forward, forwarded, deadline).await?
+                else {
+                    continue;
+                };
+                match leader.read(mark_forwarded(message)).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(status) => {
+                        self.leader
+                            .retry_if_never_sent(status, &forward, deadline)
+                            .await?
+                    }
                 }
-            };
-            let there = |mut leader: LeaderClient| async move { leader.read(mark_forwarded(message)).await };
-            self.leader
-                .here_or_at_leader(forwarded, deadline, here, there)
-                .await
+            }
         })
         .await
     }

@@ -10,7 +10,6 @@ use super::network::{MAX_MESSAGE_BYTES, chain_has, status_text};
 use super::types::{Node, NodeId, Raft};
 use openraft::error::ForwardToLeader;
 use raftlb_proto::admin::admin_client::AdminClient;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::service::interceptor::InterceptedService;
@@ -58,40 +57,10 @@ impl LeaderLink {
         self.at(&node.addr)
     }
 
-    /// Serves a call `here` or, when Raft says another node leads, sends it
-    /// `there` (to the leader, once); through an election it waits for the
-    /// next leader and starts again, up to `deadline`. `here` answers
-    /// `Err(forward)` only for a call it did not carry out.
-    pub(crate) async fn here_or_at_leader<T, Here, There>(
-        &self,
-        already_forwarded: bool,
-        deadline: Instant,
-        mut here: impl FnMut() -> Here,
-        mut there: impl FnMut(LeaderClient) -> There,
-    ) -> Result<T, Status>
-    where
-        Here: Future<Output = Result<Result<T, ForwardToLeader<NodeId, Node>>, Status>>,
-        There: Future<Output = Result<T, Status>>,
-    {
-        loop {
-            let forward = match here().await? {
-                Ok(done) => return Ok(done),
-                Err(forward) => forward,
-            };
-            let Some(leader) = self.client_or_wait(&forward, already_forwarded, deadline).await? else {
-                continue;
-            };
-            match there(leader).await {
-                Ok(done) => return Ok(done),
-                Err(status) => self.retry_if_never_sent(status, &forward, deadline).await?,
-            }
-        }
-    }
-
     /// For a call this node cannot serve itself: the client to the leader
     /// `forward` names, or, while no leader is known (an election), `None`
     /// once one is, to try again; past `deadline`, the no-leader error.
-    async fn client_or_wait(
+    pub(crate) async fn client_or_wait(
         &self,
         forward: &ForwardToLeader<NodeId, Node>,
         already_forwarded: bool,
@@ -112,7 +81,7 @@ impl LeaderLink {
     /// connection was refused: the leader is gone, the request was not
     /// delivered), waits for another leader to try again; any other error,
     /// or no other leader by `deadline`, is the caller's.
-    async fn retry_if_never_sent(
+    pub(crate) async fn retry_if_never_sent(
         &self,
         status: Status,
         forward: &ForwardToLeader<NodeId, Node>,
