@@ -2,15 +2,12 @@
 //! node takes a write: a follower forwards it once to the leader it knows,
 //! and the call returns after the entry is committed and applied there.
 //! Reads confirm leadership first (linearizable) unless `stale` is set.
-//! A write or read that meets an election (no leader named, or the named
-//! one refusing connections) waits for the next leader and goes there.
 //! Every wait is bounded by [`WRITE_TIMEOUT`]: without a quorum the caller
 //! gets `Unavailable` with a sentence saying so, never a hang.
 
-use super::auth::Credentials;
-use super::leader_link::{LeaderLink, mark_forwarded, remote, was_forwarded};
+use super::auth::{AttachCredentials, Credentials};
 use super::leadership::Leadership;
-use super::network::status_text;
+use super::network::{MAX_MESSAGE_BYTES, status_text};
 use super::spread::SharedLeases;
 use super::state_machine::Applied;
 use super::sticky_admin::StickyAdmin;
@@ -19,6 +16,7 @@ use super::types::{Node, NodeId, Raft};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use raftlb_config::{Command, Outcome, RaftTiming};
+use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::admin_server;
 use raftlb_proto::admin::{
     AddMemberRequest, CampaignReply, CampaignRequest, DrainReply, DrainRequest, LeaseVipsReply,
@@ -28,11 +26,13 @@ use raftlb_proto::admin::{
 };
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// How long a write, a linearizable read or a membership change may wait
@@ -46,6 +46,10 @@ const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
 const HANDOVER_POLL: Duration = Duration::from_millis(10);
 /// The longest `snapshot` waits for the snapshot to be built.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Set on a forwarded call so it is never forwarded twice.
+const FORWARDED_HEADER: &str = "x-raftlb-forwarded";
+
+type LeaderClient = AdminClient<InterceptedService<Channel, AttachCredentials>>;
 
 /// What leadership transfer and drain need.
 #[derive(Clone, Debug)]
@@ -80,8 +84,8 @@ pub struct AdminService {
     quorum: QuorumView,
     handover: Handover,
     sticky: StickyAdmin,
-    /// The way to the leader for calls this node cannot serve.
-    leader: LeaderLink,
+    /// The client to the last leader forwarded to, by its address.
+    leader: Arc<Mutex<Option<(String, LeaderClient)>>>,
 }
 
 impl std::fmt::Debug for AdminService {
@@ -102,7 +106,6 @@ impl AdminService {
         handover: Handover,
         sticky: StickyAdmin,
     ) -> Self {
-        let leader = LeaderLink::new(raft.clone(), credentials.clone());
         AdminService {
             me,
             raft,
@@ -111,8 +114,52 @@ impl AdminService {
             quorum,
             handover,
             sticky,
-            leader,
+            leader: Arc::default(),
         }
+    }
+
+    /// A client to the leader `forward` names, refusing a second hop.
+    fn leader_client(
+        &self,
+        forward: &ForwardToLeader<NodeId, Node>,
+        already_forwarded: bool,
+    ) -> Result<LeaderClient, Status> {
+        let Some(node) = &forward.leader_node else {
+            return Err(Status::unavailable(
+                "no leader: the cluster has no quorum right now (are a majority of voters up and connected?)",
+            ));
+        };
+        if already_forwarded {
+            return Err(Status::unavailable("leadership is changing; retry the request"));
+        }
+        self.leader_at(&node.addr)
+    }
+
+    /// The cached client to the leader at `address` (one HTTP/2 channel,
+    /// reused by forwarded calls and spread-VIP lease requests alike).
+    fn leader_at(&self, address: &str) -> Result<LeaderClient, Status> {
+        let mut cached = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, client)) = cached.as_ref()
+            && known == address
+        {
+            return Ok(client.clone());
+        }
+        let client = self.connect(address)?;
+        *cached = Some((address.to_string(), client.clone()));
+        Ok(client)
+    }
+
+    /// A client to another node's admin API.
+    fn connect(&self, address: &str) -> Result<LeaderClient, Status> {
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::internal(format!("node address \"{address}\": {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(
+            AdminClient::with_interceptor(channel, AttachCredentials(self.credentials.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
     }
 
     /// Set while this node, as leader, steps aside (transfer, drain).
@@ -128,7 +175,7 @@ impl AdminService {
             .current_leader
             .and_then(|id| metrics.membership_config.membership().get_node(&id).cloned())
             .ok_or_else(|| Status::unavailable("no leader known"))?;
-        let mut client = self.leader.at(&leader.addr)?;
+        let mut client = self.leader_at(&leader.addr)?;
         let request = LeaseVipsRequest {
             node_id: self.me,
             vips: vips.iter().map(ToString::to_string).collect(),
@@ -165,7 +212,7 @@ impl AdminService {
                     continue;
                 };
                 let ask = async {
-                    let mut client = self.leader.connect(&node.addr)?;
+                    let mut client = self.connect(&node.addr)?;
                     let request = CampaignRequest {
                         after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
                     };
@@ -189,12 +236,17 @@ impl AdminService {
         })
     }
 
-    /// Commits `command` through the leader (this node, or the one it knows
-    /// by one forward) and returns its log index and what applying it did.
-    /// It is tried again, with the next leader, only when it surely was not
-    /// appended: Raft here answered "not the leader" (openraft says so for
-    /// an entry also when its log truncates it), or the forward's
-    /// connection was refused. While
+    fn forwarded<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            FORWARDED_HEADER,
+            tonic::metadata::AsciiMetadataValue::from_static("1"),
+        );
+        request
+    }
+
+    /// Commits `command` through the leader (this node or, once, the one it
+    /// knows) and returns its log index and what applying it did. While
     /// this node steps aside for a leadership transfer, the write waits
     /// (up to [`WRITE_TIMEOUT`]) for the transfer to end and then goes to
     /// whoever leads: an entry appended meanwhile would renew the
@@ -217,31 +269,17 @@ impl AdminService {
                 "a leadership transfer is still under way after {WRITE_TIMEOUT:?}; the write was not submitted"
             )));
         }
-        let deadline = Instant::now() + WRITE_TIMEOUT;
         bounded(WRITE_TIMEOUT, "write", async {
-            let reply = loop {
-                let forward = match self.raft.client_write(command.clone()).await {
-                    Ok(written) => return Ok((written.log_id.index, written.data)),
-                    Err(e) => write_error(e)?,
-                };
-                let Some(mut leader) = self.leader.client_or_wait(&forward, forwarded, deadline).await?
-                else {
-                    continue;
-                };
-                match leader
-                    .write(mark_forwarded(WriteRequest {
-                        command: encoded.clone(),
-                    }))
-                    .await
-                {
-                    Ok(reply) => break reply.into_inner(),
-                    Err(status) => {
-                        self.leader
-                            .retry_if_never_sent(status, &forward, deadline)
-                            .await?
-                    }
-                }
+            let forward = match self.raft.client_write(command).await {
+                Ok(written) => return Ok((written.log_id.index, written.data)),
+                Err(e) => write_error(e)?,
             };
+            let mut leader = self.leader_client(&forward, forwarded)?;
+            let reply = leader
+                .write(self.forwarded(WriteRequest { command: encoded }))
+                .await
+                .map_err(remote)?
+                .into_inner();
             let outcome = postcard::from_bytes(&reply.outcome)
                 .map_err(|e| Status::internal(format!("the leader's outcome is undecodable: {e}")))?;
             // Read your writes: this node answers once it has applied them
@@ -268,6 +306,10 @@ impl AdminService {
     }
 }
 
+fn was_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_HEADER)
+}
+
 /// Bounds `work` by `limit`, turning the timeout into a sentence.
 async fn bounded<T>(
     limit: Duration,
@@ -292,6 +334,11 @@ fn write_error(
         }
         RaftError::Fatal(e) => Err(Status::internal(format!("this node's Raft has stopped: {e}"))),
     }
+}
+
+fn remote(status: Status) -> Status {
+    let text = status_text(&status);
+    Status::new(status.code(), format!("via leader: {text}"))
 }
 
 #[tonic::async_trait]
@@ -419,27 +466,15 @@ impl admin_server::Admin for AdminService {
         if message.stale {
             return self.local_read();
         }
-        let deadline = Instant::now() + WRITE_TIMEOUT;
         bounded(WRITE_TIMEOUT, "linearizable read", async {
-            loop {
-                let forward = match self.raft.ensure_linearizable().await {
-                    Ok(_) => return self.local_read(),
-                    Err(e) => e
-                        .forward_to_leader::<Node>()
-                        .cloned()
-                        .ok_or_else(|| Status::internal(format!("this node's Raft has stopped: {e}")))?,
-                };
-                let Some(mut leader) = self.leader.client_or_wait(&forward, forwarded, deadline).await?
-                else {
-                    continue;
-                };
-                match leader.read(mark_forwarded(message)).await {
-                    Ok(reply) => return Ok(reply),
-                    Err(status) => {
-                        self.leader
-                            .retry_if_never_sent(status, &forward, deadline)
-                            .await?
-                    }
+            match self.raft.ensure_linearizable().await {
+                Ok(_) => self.local_read(),
+                Err(e) => {
+                    let Some(forward) = e.forward_to_leader::<Node>().cloned() else {
+                        return Err(Status::internal(format!("this node's Raft has stopped: {e}")));
+                    };
+                    let mut leader = self.leader_client(&forward, forwarded)?;
+                    leader.read(self.forwarded(message)).await.map_err(remote)
                 }
             }
         })
@@ -466,8 +501,8 @@ impl admin_server::Admin for AdminService {
             // As a learner first: it catches up without counting for quorum.
             if let Err(e) = self.raft.add_learner(message.id, node, true).await {
                 let forward = write_error(e)?;
-                let mut leader = self.leader.client(&forward, forwarded)?;
-                return leader.add_member(mark_forwarded(message)).await.map_err(remote);
+                let mut leader = self.leader_client(&forward, forwarded)?;
+                return leader.add_member(self.forwarded(message)).await.map_err(remote);
             }
             let promote = ChangeMembers::AddVoterIds(BTreeSet::from([message.id]));
             match self.raft.change_membership(promote, false).await {
@@ -494,9 +529,9 @@ impl admin_server::Admin for AdminService {
             Ok(leader_id) => Ok(Response::new(TransferLeaderReply { leader_id })),
             Err(Err(status)) => Err(status),
             Err(Ok(forward)) => {
-                let mut leader = self.leader.client(&forward, forwarded)?;
+                let mut leader = self.leader_client(&forward, forwarded)?;
                 leader
-                    .transfer_leader(mark_forwarded(message))
+                    .transfer_leader(self.forwarded(message))
                     .await
                     .map_err(remote)
             }
@@ -578,9 +613,9 @@ impl admin_server::Admin for AdminService {
                 })),
                 Err(e) => {
                     let forward = write_error(e)?;
-                    let mut leader = self.leader.client(&forward, forwarded)?;
+                    let mut leader = self.leader_client(&forward, forwarded)?;
                     leader
-                        .remove_member(mark_forwarded(message))
+                        .remove_member(self.forwarded(message))
                         .await
                         .map_err(remote)
                 }

@@ -22,7 +22,6 @@ pub mod admin_service;
 pub mod auth;
 pub mod cluster;
 pub mod data_dir;
-pub mod leader_link;
 pub mod leadership;
 pub mod log_store;
 pub mod network;

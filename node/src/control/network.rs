@@ -179,18 +179,6 @@ impl Peer {
     }
 }
 
-/// Whether `error` or any of its causes is an `E`.
-pub fn chain_has<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<E>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
 /// The innermost cause of a transport failure, without tonic's wrapping.
 pub fn status_text(status: &tonic::Status) -> String {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);

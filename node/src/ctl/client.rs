@@ -4,7 +4,7 @@
 //! wrong and where, without tonic's "transport error" wrapping.
 
 use crate::control::auth::{AttachCredentials, Credentials};
-use crate::control::network::{MAX_MESSAGE_BYTES, chain_has};
+use crate::control::network::MAX_MESSAGE_BYTES;
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::{
     AddMemberRequest, DrainReply, DrainRequest, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest,
@@ -130,6 +130,17 @@ fn innermost(error: &(dyn Error + 'static)) -> String {
         current = source;
     }
     current.to_string()
+}
+
+fn chain_has<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// A connected admin client for one node.
