@@ -14,7 +14,7 @@ use raftlb_tests::{free_port, wait};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 /// Listener ports of one test's cluster, by policy.
@@ -430,15 +430,29 @@ async fn dead_backends_resticks_drain_keeps_maintenance_moves() {
         let reply = get(target, None, "/", &[("X-Session", user)]).await;
         assert_eq!(reply.body, "b1", "drain moved {user}");
     }
-    let fresh = sessions(target, "after-drain", 10).await;
-    assert!(
-        fresh.values().all(|b| b == "b2"),
-        "new sessions on a draining backend: {fresh:?}"
-    );
+    // `ctl` returns once node 0 applied the change; its data plane takes
+    // the new view a moment later (its own task), so the first check waits.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for attempt in 0.. {
+        let fresh = sessions(target, &format!("after-drain-{attempt}"), 10).await;
+        if fresh.values().all(|b| b == "b2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new sessions on a draining backend: {fresh:?}"
+        );
+    }
 
-    // Maintenance on b1: its sessions move.
+    // Maintenance on b1: its sessions move (once the data plane has the
+    // change, as above).
     let (status, _, err) = cluster.ctl(0, &["backend", "maintenance", "header", &b1]);
     assert!(status.success(), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while get(target, None, "/", &[("X-Session", &b1_users[0])]).await.body != "b2" {
+        assert!(Instant::now() < deadline, "{} stayed in maintenance", b1_users[0]);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for user in &b1_users {
         assert_eq!(
             get(target, None, "/", &[("X-Session", user)]).await.body,
