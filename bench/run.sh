@@ -110,7 +110,7 @@ raftlb_config() {               # raftlb_config PROTOCOL
     local access_log=''; [[ $1 == http* ]] && access_log='access_log = false'
     # https: a one-node cluster, so that `raftlb ctl cert add` can store the certificate.
     local cluster=''
-    [[ $1 == https ]] && cluster=$'[cluster]\nid = "bench"\ntoken = "bench"\nraft = "127.0.0.1:7099"\npeers = { 1 = "127.0.0.1:7099" }'
+    [[ $1 == https ]] && cluster=$'[cluster]\nid = "bench"\ninsecure_cleartext = true\nraft = "127.0.0.1:7099"\npeers = { 1 = "127.0.0.1:7099" }'
     cat <<EOF
 [node]
 id = 1
@@ -169,8 +169,8 @@ start_proxy() {
         start raftlb env RAFTLB_WORKER_THREADS=2 "$RAFTLB_BIN" run --config "$cfg"
         if [[ $sc == https ]]; then
             local pid=$LAST_PID deadline=$((SECONDS + 10))
-            until "$RAFTLB_BIN" ctl --node 127.0.0.1:7099 --cluster bench --token bench --timeout 2s \
-                cert add bench --cert "$BENCH_DIR/bench-cert.pem" --key "$BENCH_DIR/bench-key.pem" >/dev/null 2>&1; do
+            until "$RAFTLB_BIN" ctl --node 127.0.0.1:7099 --timeout 2s \
+                cert add bench --cert-file "$BENCH_DIR/bench-cert.pem" --key-file "$BENCH_DIR/bench-key.pem" >/dev/null 2>&1; do
                 ((SECONDS < deadline)) && kill -0 "$pid" 2>/dev/null || { log "raftlb: cert add failed"; return 1; }
                 sleep 0.2
             done

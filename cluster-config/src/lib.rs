@@ -47,8 +47,8 @@ pub use health::{HealthCheck, HealthReports, HttpProbe, OutlierDetection, PoolHe
 pub use route::{RouteMatch, RouteSpec};
 pub use spec::{
     AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, CertificateFile, ClusterSpec, Config,
-    HashKey, HttpLimits, ListenerSpec, MembershipSpec, NodeSpec, Placement, PoolSpec, Protocol, RaftTiming,
-    Role, TokenSource, VipOnQuorumLoss, VipSpec,
+    HashKey, HttpLimits, LinkSecurity, ListenerSpec, MembershipSpec, NodeSpec, Placement, PoolSpec, Protocol,
+    RaftTiming, Role, TlsFiles, VipOnQuorumLoss, VipSpec,
 };
 pub use state::ClusterState;
 pub use sticky::{StickyChange, StickyContract, StickyKey, StickyKind, StickyPolicy, StickySecret};

@@ -107,10 +107,10 @@ impl NodeSpec {
 /// How a node finds its cluster and proves it belongs (`[cluster]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipSpec {
-    /// Names the cluster; every Raft and admin call carries it.
+    /// Names the cluster; bound into every certificate of it.
     pub cluster_id: String,
-    /// The shared secret every Raft and admin call carries.
-    pub token: TokenSource,
+    /// How node-to-node and admin links are secured.
+    pub links: LinkSecurity,
     /// This node's Raft and admin gRPC address. `None` (no `[cluster]`
     /// section) runs a cluster of one with no network service.
     pub raft: Option<SocketAddr>,
@@ -121,6 +121,31 @@ pub struct MembershipSpec {
     pub timing: RaftTiming,
     /// What a leader owning a VIP does when it cannot confirm a quorum.
     pub vip_on_quorum_loss: VipOnQuorumLoss,
+    /// The largest gRPC message this node sends or accepts (Raft and admin).
+    pub max_message_bytes: usize,
+}
+
+/// `[cluster.tls]`, or `insecure_cleartext = true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkSecurity {
+    /// No `[cluster]` section: no network service at all.
+    Standalone,
+    /// Mutual TLS 1.3 on every link, identities from the cluster's certificates.
+    Tls(TlsFiles),
+    /// Cleartext, unauthenticated: only when every Raft address is a
+    /// loopback address (tests, demos on one host).
+    InsecureCleartext,
+}
+
+/// `[cluster.tls]`: PEM files, as made by `raftlb certs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    /// The cluster CA (or two, while the CA is rotated).
+    pub ca_file: String,
+    /// This node's certificate (leaf first).
+    pub cert_file: String,
+    /// This node's private key.
+    pub key_file: String,
 }
 
 /// `[cluster] vip_on_quorum_loss`: what the owner of a `placement =
@@ -167,29 +192,21 @@ impl Default for RaftTiming {
 impl MembershipSpec {
     /// Cluster id of a node without a `[cluster]` section.
     pub const STANDALONE_ID: &str = "standalone";
+    /// Default of `[cluster] max_message_bytes`.
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 
     /// A cluster of one with no network service (no `[cluster]` section).
     pub fn standalone() -> Self {
         MembershipSpec {
             cluster_id: Self::STANDALONE_ID.to_string(),
-            token: TokenSource::None,
+            links: LinkSecurity::Standalone,
             raft: None,
             peers: BTreeMap::new(),
             timing: RaftTiming::default(),
             vip_on_quorum_loss: VipOnQuorumLoss::default(),
+            max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
-}
-
-/// Where the cluster token comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TokenSource {
-    /// Standalone node: nothing to authenticate.
-    None,
-    /// `token = "..."`, written in the file (demos, tests).
-    Inline(String),
-    /// `token_file = "/etc/raftlb/token"`, read by the node at start.
-    File(String),
 }
 
 /// The shared part: listeners and the pools they send to.

@@ -63,6 +63,18 @@ impl ClusterState {
         &self.health
     }
 
+    /// This state as admin replies carry it: certificates keep their chain
+    /// (public) but lose their private key, and the sticky-cookie secret is
+    /// left out. Secrets travel only inside Raft replication.
+    pub fn without_secrets(&self) -> ClusterState {
+        let mut public = self.clone();
+        public.sticky_secret = None;
+        for certificate in public.certificates.values_mut() {
+            certificate.key_pem = String::new();
+        }
+        public
+    }
+
     /// Whether the cluster has been seeded from a configuration file.
     pub fn is_bootstrapped(&self) -> bool {
         self.bootstrapped

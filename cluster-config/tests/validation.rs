@@ -250,7 +250,8 @@ fn syntax_error_has_a_line() {
     );
 }
 
-const CLUSTER: &str = "[node]\nid = 1\n[cluster]\nid = \"lb\"\ntoken = \"t\"\nraft = \"127.0.0.1:7000\"\n";
+const CLUSTER: &str =
+    "[node]\nid = 1\n[cluster]\nid = \"lb\"\ninsecure_cleartext = true\nraft = \"127.0.0.1:7000\"\n";
 
 #[test]
 fn cluster_section_and_raft_timing() {
@@ -294,9 +295,55 @@ fn cluster_section_and_raft_timing() {
         &format!("{CLUSTER}vip_on_quorum_loss = \"keep\"\n"),
         "lb.toml:7: cluster.vip_on_quorum_loss: unknown vip_on_quorum_loss \"keep\" (valid: \"release\", \"hold\")",
     );
-    assert_one_error(
-        &format!("{CLUSTER}token_file = \"/etc/t\"\n"),
-        "lb.toml:7: cluster.token_file: give either token or token_file, not both",
+}
+
+#[test]
+fn cluster_links_are_tls_or_cleartext_on_loopback() {
+    let base = "[node]\nid = 1\n[cluster]\nid = \"lb\"\nraft = \"10.0.0.1:7000\"\n";
+    let tls = format!(
+        "{base}[cluster.tls]\nca_file = \"/pki/ca.pem\"\ncert_file = \"/pki/node-1.pem\"\nkey_file = \"/pki/node-1.key\"\n"
+    );
+    let config = parse("lb.toml", &tls).expect("valid");
+    assert_eq!(
+        config.membership.links,
+        raftlb_config::LinkSecurity::Tls(raftlb_config::TlsFiles {
+            ca_file: "/pki/ca.pem".into(),
+            cert_file: "/pki/node-1.pem".into(),
+            key_file: "/pki/node-1.key".into(),
+        })
+    );
+    assert_eq!(config.membership.max_message_bytes, 16 << 20);
+    let missing = errors(base);
+    assert!(
+        missing[0].contains("cluster.tls: missing: set [cluster.tls] ca_file, cert_file and key_file"),
+        "{missing:?}"
+    );
+    let errors_of = |text: &str| errors(text).join("\n");
+    let outside = errors_of(&format!("{base}insecure_cleartext = true\n"));
+    assert!(
+        outside.contains("cluster.insecure_cleartext: insecure_cleartext is allowed only when every Raft address is a loopback address, and node 1's is 10.0.0.1:7000"),
+        "{outside}"
+    );
+    let peer_outside = errors_of(
+        "[node]\nid = 1\n[cluster]\nid = \"lb\"\nraft = \"127.0.0.1:7000\"\ninsecure_cleartext = true\npeers = { 1 = \"127.0.0.1:7000\", 2 = \"198.18.0.2:7000\" }\n",
+    );
+    assert!(
+        peer_outside.contains("node 2's is 198.18.0.2:7000"),
+        "{peer_outside}"
+    );
+    let both = errors_of(&format!(
+        "{CLUSTER}[cluster.tls]\nca_file = \"a\"\ncert_file = \"b\"\nkey_file = \"c\"\n"
+    ));
+    assert!(both.contains("not both"), "{both}");
+    let token = errors_of(&format!("{CLUSTER}token = \"s3cret\"\n"));
+    assert!(
+        token.contains("cluster.token: the shared cluster token is gone")
+            && token.contains("raftlb certs init"),
+        "{token}"
+    );
+    assert!(
+        errors_of(&format!("{base}[cluster.tls]\nca_file = \"a\"\n"))
+            .contains("cluster.tls.cert_file: missing")
     );
 }
 

@@ -2,7 +2,10 @@
 //! loopback, so a newcomer sees replicated balancing with one command and no
 //! root. The nodes are real `raftlb run` processes on 127.0.0.1, .2 and .3
 //! (so one can be killed); each backend answers every request with its own
-//! name (`backend-1`, …).
+//! name (`backend-1`, …). The cluster runs as a real one would, with mutual
+//! TLS: the demo makes a CA and certificates in its run directory (a new
+//! one each time, mode 0700) and a ctl config there, so the `raftlb ctl`
+//! lines it prints work as printed.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,8 +14,9 @@ use hyper::{Response, body::Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,7 +25,6 @@ use tokio::process::Child;
 pub const BACKENDS: u16 = 3;
 pub const NODES: u8 = 3;
 const CLUSTER: &str = "demo";
-const TOKEN: &str = "demo-token-not-for-production";
 
 /// Where the demo's processes listen.
 #[derive(Debug, Clone, Copy)]
@@ -35,8 +38,9 @@ pub struct Ports {
 }
 
 /// Node `n`'s configuration, as the TOML an operator would write. All three
-/// seed the same listener (bound on each node's own 127.0.0.N) and pool.
-pub fn config_text(n: u8, ports: Ports, data_dir: &Path) -> String {
+/// seed the same listener (bound on each node's own 127.0.0.N) and pool;
+/// certificates are in `dir/pki` ([`make_certificates`]).
+pub fn config_text(n: u8, ports: Ports, dir: &Path) -> String {
     let backends: Vec<String> = (0..BACKENDS)
         .map(|i| format!("  {{ address = \"127.0.0.1:{}\" }},", ports.backend + i))
         .collect();
@@ -45,10 +49,12 @@ pub fn config_text(n: u8, ports: Ports, data_dir: &Path) -> String {
         .collect();
     format!(
         "[node]\nid = {n}\ndata_dir = \"{data}\"\ndrain_timeout = \"2s\"\nbind_ip = \"127.0.0.{n}\"\n\n\
-         [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"127.0.0.{n}:{raft}\"\npeers = {{ {peers} }}\n\n\
+         [cluster]\nid = \"{CLUSTER}\"\nraft = \"127.0.0.{n}:{raft}\"\npeers = {{ {peers} }}\n\n\
+         [cluster.tls]\nca_file = \"{pki}/ca.pem\"\ncert_file = \"{pki}/node-{n}.pem\"\nkey_file = \"{pki}/node-{n}.key\"\n\n\
          [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{http}\"\npool = \"demo\"\n\n\
          [[pool]]\nname = \"demo\"\nalgorithm = \"round_robin\"\nbackends = [\n{backends}\n]\n",
-        data = data_dir.join(format!("node{n}")).display(),
+        data = dir.join(format!("node{n}")).display(),
+        pki = dir.join("pki").display(),
         raft = ports.raft,
         peers = peers.join(", "),
         http = ports.http,
@@ -60,8 +66,8 @@ pub fn config_text(n: u8, ports: Ports, data_dir: &Path) -> String {
 /// `raftlb run` child processes forming one cluster, and a guide printed.
 pub async fn run(ports: Ports) -> Result<(), String> {
     let stop = crate::node::stop_signal();
-    let dir = std::env::temp_dir().join(format!("raftlb-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = fresh_dir()?;
+    make_certificates(&dir, ports)?;
     start_backends(ports.backend).await.map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the raftlb binary: {e}"))?;
     let mut nodes = Vec::new();
@@ -87,12 +93,62 @@ pub async fn run(ports: Ports) -> Result<(), String> {
         stop_nodes(&mut nodes).await;
         return Err(e);
     }
-    print_guide(ports, &nodes, &dir);
+    print_guide(ports, &nodes, &dir, &exe);
     stop.await;
-    println!("stopping the demo cluster");
+    // Whoever read the guide may have gone (a closed pipe is no reason to panic).
+    let _ = writeln!(std::io::stdout(), "stopping the demo cluster");
     stop_nodes(&mut nodes).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// A new directory of this user's alone, never one that existed before.
+fn fresh_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for attempt in 0..100 {
+        let mut salt = [0u8; 4];
+        getrandom::fill(&mut salt).map_err(|e| format!("no randomness for the demo's directory: {e}"))?;
+        let dir = base.join(format!(
+            "raftlb-demo-{}-{:08x}",
+            std::process::id(),
+            u32::from_le_bytes(salt).wrapping_add(attempt)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    Err(format!("cannot find a new directory name in {}", base.display()))
+}
+
+/// The demo's CA, node certificates and admin client in `dir/pki`, and a
+/// ctl config (`dir/ctl.toml`) that uses the admin client.
+pub fn make_certificates(dir: &Path, ports: Ports) -> Result<(), String> {
+    use crate::pki::Role;
+    use crate::pki::issue::{Authority, KeyType, Validity};
+    let pki = dir.join("pki");
+    std::fs::create_dir(&pki).map_err(|e| format!("cannot create {}: {e}", pki.display()))?;
+    let write = |name: &str, text: &str| {
+        let path = pki.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    let ca = Authority::new(CLUSTER, KeyType::EcdsaP256, Validity::days(30))?;
+    write("ca.pem", ca.cert_pem())?;
+    for n in 1..=NODES {
+        let node = ca.node(u64::from(n), KeyType::EcdsaP256, Validity::days(30))?;
+        write(&format!("node-{n}.pem"), &node.cert_pem)?;
+        write(&format!("node-{n}.key"), &node.key_pem)?;
+    }
+    let admin = ca.client("admin", Role::Admin, KeyType::EcdsaP256, Validity::days(30))?;
+    write("client-admin.pem", &admin.cert_pem)?;
+    write("client-admin.key", &admin.key_pem)?;
+    let ctl = format!(
+        "node = \"127.0.0.1:{}\"\nca = \"pki/ca.pem\"\ncert = \"pki/client-admin.pem\"\nkey = \"pki/client-admin.key\"\n",
+        ports.raft
+    );
+    std::fs::write(dir.join("ctl.toml"), ctl).map_err(|e| format!("cannot write the ctl config: {e}"))
 }
 
 async fn wait_until_serving(ports: Ports, nodes: &mut [Child], dir: &Path) -> Result<(), String> {
@@ -123,7 +179,7 @@ async fn wait_until_serving(ports: Ports, nodes: &mut [Child], dir: &Path) -> Re
     Ok(())
 }
 
-fn print_guide(ports: Ports, nodes: &[Child], dir: &Path) {
+fn print_guide(ports: Ports, nodes: &[Child], dir: &Path, exe: &Path) {
     let pids: Vec<String> = nodes
         .iter()
         .enumerate()
@@ -135,9 +191,11 @@ fn print_guide(ports: Ports, nodes: &[Child], dir: &Path) {
             )
         })
         .collect();
+    // The binary by its own path: the lines work as printed, on PATH or not.
     let ctl = format!(
-        "raftlb ctl --node 127.0.0.1:{} --cluster {CLUSTER} --token {TOKEN}",
-        ports.raft
+        "{} ctl --ctl-config {}",
+        exe.display(),
+        dir.join("ctl.toml").display()
     );
     let first = ports.backend;
     println!(
@@ -150,12 +208,13 @@ fn print_guide(ports: Ports, nodes: &[Child], dir: &Path) {
          {ctl} backend enable demo 127.0.0.1:{first}\n  \
          {ctl} backend weight demo 127.0.0.1:{second} 5\n\n\
          Kill a node (the others elect a leader and keep serving):\n  kill -9 <pid>   ({pid_list})\n  \
-         restart it: raftlb run --config {dir}/node<N>.toml\n\n\
+         restart it: {exe} run --config {dir}/node<N>.toml\n\n\
          Ctrl-C stops the demo.",
         pid_list = pids.join(", "),
         last = first + BACKENDS - 1,
         second = first + 1,
         dir = dir.display(),
+        exe = exe.display(),
         http = ports.http,
     );
 }

@@ -20,6 +20,8 @@
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
 //! - [`demo`]: built-in backends for `raftlb demo`.
 //! - [`ctl`]: `raftlb ctl`, the admin CLI client that talks to any node's admin API.
+//! - [`pki`]: the cluster's certificates and mutual TLS: identities, issuing
+//!   (`raftlb certs`, in [`certs`]), loading, reloading and verifying.
 //! - [`failpoint`]: bugs planted on purpose for the jepsen harness, compiled
 //!   only with the cargo feature `failpoints`.
 //!
@@ -29,6 +31,7 @@
 //! sessions, a new session's commit).
 
 pub mod balance;
+pub mod certs;
 pub mod control;
 pub mod ctl;
 pub mod dataplane;
@@ -37,6 +40,7 @@ pub mod failpoint;
 pub mod health;
 pub mod metrics;
 pub mod node;
+pub mod pki;
 pub mod sticky;
 pub mod tls;
 pub mod view;

@@ -51,6 +51,11 @@ enum Command {
     },
     /// Administer a running cluster through any node's admin API.
     Ctl(raftlb_node::ctl::CtlArgs),
+    /// Make the cluster's CA, node and client certificates (mutual TLS).
+    Certs {
+        #[command(subcommand)]
+        command: raftlb_node::certs::CertsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Ctl(args) => block_on(raftlb_node::ctl::run(args)),
+        Command::Certs { command } => match raftlb_node::certs::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Run {
             config: path,
             threads,
@@ -88,6 +97,9 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match node::load_config(path) {
         Ok(config) => {
+            if let Err(e) = raftlb_node::control::cluster::links(&config) {
+                return fail(&e.to_string());
+            }
             let listeners = config.cluster.listeners.len();
             let pools = config.cluster.pools.len();
             let backends = config.cluster.backend_count();

@@ -3,12 +3,14 @@
 //! never on a data-plane worker. What it shows: Raft (term, leader,
 //! applied index, seconds without a quorum), the VIPs held, and the sticky
 //! tables (entries per pool, hits, misses, re-sticks, proposals,
-//! replication lag), and backend health as this node routes by it
-//! (availability, panic, ejections, retries).
+//! replication lag), backend health as this node routes by it
+//! (availability, panic, ejections, retries), and when this node's cluster
+//! certificate expires.
 
 use crate::control::ControlPlane;
 use crate::control::leadership::Leadership;
-use crate::control::types::Raft;
+use crate::control::types::Metrics;
+use crate::pki::Keyring;
 use crate::sticky::metrics::StickyMetrics;
 use crate::view::SharedView;
 use bytes::Bytes;
@@ -31,7 +33,7 @@ use tokio::task::JoinHandle;
 /// What the metrics are read from.
 #[derive(Clone)]
 struct Sources {
-    raft: Raft,
+    raft: watch::Receiver<Metrics>,
     leadership: watch::Receiver<Leadership>,
     timing: RaftTiming,
     started: Instant,
@@ -39,6 +41,8 @@ struct Sources {
     tables: Arc<StickyTables>,
     sticky: Arc<StickyMetrics>,
     view: SharedView,
+    /// This node's cluster certificate, for its expiry.
+    keyring: Option<Arc<Keyring>>,
 }
 
 /// Serves `/metrics` on `address` until the task is aborted.
@@ -50,13 +54,14 @@ pub async fn serve(
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let sources = Sources {
-        raft: control.raft.clone(),
-        leadership: control.leadership.clone(),
+        raft: control.raft_metrics(),
+        leadership: control.leadership(),
         timing,
         started: Instant::now(),
-        vips: control.vips_held.subscribe(),
-        tables: Arc::clone(&control.sticky_tables),
-        sticky: Arc::clone(&control.sticky_metrics),
+        vips: control.vip_control().held_report.subscribe(),
+        tables: control.sticky_tables(),
+        sticky: control.sticky_metrics(),
+        keyring: control.keyring(),
         view,
     };
     tracing::info!(%address, "serving /metrics");
@@ -93,7 +98,7 @@ fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes
 /// The exposition text.
 fn render(s: &Sources) -> String {
     let mut out = String::new();
-    let raft = s.raft.metrics().borrow().clone();
+    let raft = s.raft.borrow().clone();
     let no_quorum = s.leadership.borrow().without_quorum(s.timing, s.started);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP raftlb_{name} {help}\n# TYPE raftlb_{name} {kind}");
@@ -133,6 +138,21 @@ fn render(s: &Sources) -> String {
         .map(|vip| (format!("{{vip=\"{vip}\"}}"), 1.0))
         .collect();
     metric("vip_held", "gauge", "VIPs this node holds.", &vips);
+    if let Some(keyring) = &s.keyring {
+        let not_after = keyring.material().not_after;
+        metric(
+            "cluster_certificate_expiry_seconds",
+            "gauge",
+            "When this node's cluster certificate expires (Unix time).",
+            &one(not_after as f64),
+        );
+        metric(
+            "cluster_certificate_expiring",
+            "gauge",
+            "1 from 14 days before this node's cluster certificate expires.",
+            &one(f64::from(u8::from(crate::pki::watch::expires_soon(not_after)))),
+        );
+    }
     let entries: Vec<(String, f64)> = s
         .tables
         .stats()

@@ -102,7 +102,7 @@ pub async fn run(
     // A witness forwards nothing, so it checks nothing.
     let checkers = (!witness).then(|| Checkers::start(&control, node));
     let health_upkeep = health::upkeep::start(Arc::clone(&view));
-    let mut applied = control.applied.clone();
+    let mut applied = control.applied();
     let follow = async {
         let mut ready = false;
         let mut served: Option<ClusterState> = None;
@@ -111,7 +111,7 @@ pub async fn run(
             // A restart serves nothing older than what it knew committed
             // (a backend it had seen fail, say) while it replays its log.
             let index = current.last_applied.map_or(0, |id| id.index);
-            let current_enough = ready || index >= control.committed_at_start;
+            let current_enough = ready || index >= control.committed_at_start();
             // Entries that change nothing here (membership, refused commands)
             // leave the view, and the balancers' positions, as they are.
             if current_enough && current.state.is_bootstrapped() && served.as_ref() != Some(&current.state) {

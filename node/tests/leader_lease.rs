@@ -27,7 +27,7 @@ async fn a_forced_election_cannot_win_while_the_leader_holds_its_lease() {
     let forced = Instant::now();
     cluster
         .node(challenger)
-        .raft
+        .raft()
         .trigger()
         .elect()
         .await
@@ -38,7 +38,7 @@ async fn a_forced_election_cannot_win_while_the_leader_holds_its_lease() {
             .nodes
             .iter()
             .filter_map(|n| {
-                let m = n.raft.metrics().borrow().clone();
+                let m = n.raft_metrics().borrow().clone();
                 (m.state == openraft::ServerState::Leader && m.id != leader).then_some((m.id, m.current_term))
             })
             .collect();
@@ -66,7 +66,7 @@ async fn a_forced_election_cannot_win_while_the_leader_holds_its_lease() {
             cluster
                 .nodes
                 .iter()
-                .any(|n| n.raft.metrics().borrow().state == openraft::ServerState::Leader)
+                .any(|n| n.raft_metrics().borrow().state == openraft::ServerState::Leader)
         },
     )
     .await;
@@ -74,7 +74,7 @@ async fn a_forced_election_cannot_win_while_the_leader_holds_its_lease() {
         .nodes
         .iter()
         .map(|n| {
-            let m = n.raft.metrics().borrow().clone();
+            let m = n.raft_metrics().borrow().clone();
             (m.id, m.current_term, m.state)
         })
         .collect();

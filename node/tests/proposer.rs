@@ -26,19 +26,18 @@ async fn a_burst_on_a_follower_commits_in_few_entries_with_one_outcome_each() {
     let follower = cluster
         .nodes
         .iter()
-        .find(|n| n.raft.metrics().borrow().id != leader)
+        .find(|n| n.raft_metrics().borrow().id != leader)
         .expect("a follower");
-    let log_before = follower.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let log_before = follower.raft_metrics().borrow().last_log_index.unwrap_or(0);
 
     let mut waiting = Vec::new();
     for n in 0..PROPOSALS {
-        let proposer = follower.proposer.clone();
+        let proposer = follower.proposer();
         waiting.push(tokio::spawn(async move { proposer.propose(backend(n)).await }));
     }
     // A proposal that must fail on its own without failing its batch.
-    let doomed = follower
-        .proposer
-        .propose(Command::RemovePool { name: "nope".into() });
+    let proposer = follower.proposer();
+    let doomed = proposer.propose(Command::RemovePool { name: "nope".into() });
     match doomed.await {
         Ok((_, Outcome::Rejected(reason))) => assert!(reason.contains("nope"), "{reason}"),
         other => panic!("expected a rejection, got {other:?}"),
@@ -53,13 +52,14 @@ async fn a_burst_on_a_follower_commits_in_few_entries_with_one_outcome_each() {
         Duration::from_secs(10),
         || {
             cluster.nodes.iter().all(|n| {
-                let applied = n.applied.borrow();
+                let applied = n.applied();
+                let applied = applied.borrow();
                 applied.state.spec().pools[0].backends.len() == usize::from(PROPOSALS) + 1
             })
         },
     )
     .await;
-    let entries = follower.raft.metrics().borrow().last_log_index.unwrap_or(0) - log_before;
+    let entries = follower.raft_metrics().borrow().last_log_index.unwrap_or(0) - log_before;
     println!(
         "{} proposals from a follower took {entries} log entries",
         PROPOSALS + 1

@@ -47,7 +47,7 @@ async fn all_applied(cluster: &Nodes, expected: usize) {
         Duration::from_secs(60),
         || {
             cluster.nodes.iter().all(|node| {
-                node.sticky_tables
+                node.sticky_tables()
                     .stats()
                     .first()
                     .is_some_and(|t| t.entries >= expected)
@@ -69,7 +69,7 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
     let follower = cluster
         .nodes
         .iter()
-        .find(|n| n.raft.metrics().borrow().id != leader)
+        .find(|n| n.raft_metrics().borrow().id != leader)
         .expect("follower");
 
     // The cost of `sync`: a new session's proposal, awaited, one at a time.
@@ -77,7 +77,7 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
     for n in 0..500u64 {
         let started = Instant::now();
         let (_, outcome) = follower
-            .proposer
+            .proposer()
             .propose(stick(1_000_000_000 + n, now_ms()))
             .await
             .expect("committed");
@@ -100,7 +100,7 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
     while started.elapsed() < Duration::from_secs(5) {
         for node in &cluster.nodes {
             let permit = Arc::clone(&limit).acquire_owned().await.expect("permit");
-            let proposer = node.proposer.clone();
+            let proposer = node.proposer();
             let command = stick(n, now_ms());
             n += 1;
             tokio::spawn(async move {
@@ -114,7 +114,7 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
     let hashes: Vec<u64> = cluster
         .nodes
         .iter()
-        .map(|node| node.sticky_tables.stats()[0].hash)
+        .map(|node| node.sticky_tables().stats()[0].hash)
         .collect();
     assert!(
         hashes.windows(2).all(|w| w[0] == w[1]),
@@ -128,7 +128,7 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
     let saturated: Vec<_> = cluster
         .nodes
         .iter()
-        .map(|node| node.sticky_metrics.lag())
+        .map(|node| node.sticky_metrics().lag())
         .collect();
     println!(
         "  (lag at saturation, {} proposals queued at most: p50 {} ms, p99 {} ms on node 1)",
@@ -145,7 +145,7 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
         tick.tick().await;
         for _ in 0..50 {
             let node = &cluster.nodes[(offered % 3) as usize];
-            let proposer = node.proposer.clone();
+            let proposer = node.proposer();
             let command = stick(n, now_ms());
             n += 1;
             offered += 1;
@@ -160,10 +160,10 @@ async fn committed_sessions_per_second_lag_and_sync_cost() {
         offered as f64 / rate_started.elapsed().as_secs_f64()
     );
     for node in &cluster.nodes {
-        let lag = node.sticky_metrics.lag();
+        let lag = node.sticky_metrics().lag();
         println!(
             "replication lag seen by node {}: p50 {} ms, p99 {} ms, max {} ms (last {} sessions applied)",
-            node.raft.metrics().borrow().id,
+            node.raft_metrics().borrow().id,
             lag.p50_ms,
             lag.p99_ms,
             lag.max_ms,

@@ -5,13 +5,8 @@
 //!   bytes inside protobuf `bytes` fields.
 //! - [`admin`]: the admin API `raftlb ctl` speaks.
 //!
-//! Both carry the cluster id and cluster token as gRPC metadata under
-//! [`CLUSTER_ID_HEADER`] and [`CLUSTER_TOKEN_HEADER`].
-
-/// Metadata key holding the sender's cluster id.
-pub const CLUSTER_ID_HEADER: &str = "x-raftlb-cluster";
-/// Metadata key holding the shared cluster token.
-pub const CLUSTER_TOKEN_HEADER: &str = "x-raftlb-token";
+//! Both run over mutual TLS: who calls is the identity in the caller's
+//! certificate (see the node's `pki` and `control::authz`).
 
 #[allow(missing_debug_implementations, clippy::unwrap_used)]
 pub mod raft {

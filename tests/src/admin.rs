@@ -1,22 +1,37 @@
 //! A Rust client of the admin gRPC API, for tests that write thousands of
 //! entries or time them (`raftlb ctl` starts a process per call). Speaks the
-//! same service, with the same credentials, as `raftlb ctl`.
+//! same service over the same mutual TLS as `raftlb ctl` (its own dialer),
+//! as the cluster's `admin` client certificate.
 
-use crate::cluster::{CLUSTER_ID, TOKEN};
+use crate::cluster::CLUSTER_ID;
 use raftlb_config::{ClusterState, Command};
+use raftlb_node::control::transport::{Dialer, Links};
+use raftlb_node::pki::{Expect, Keyring};
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::{ReadRequest, StatusReply, StatusRequest, WriteRequest};
-use raftlb_proto::{CLUSTER_ID_HEADER, CLUSTER_TOKEN_HEADER};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// An admin connection to one node.
 #[derive(Debug, Clone)]
 pub struct Admin {
     client: AdminClient<Channel>,
     timeout: Duration,
-    cluster: &'static str,
-    token: &'static str,
+}
+
+/// The admin client certificate of cluster `cluster`, loaded once.
+fn admin_keyring(cluster: &str) -> Arc<Keyring> {
+    static LOADED: OnceLock<Mutex<HashMap<String, Arc<Keyring>>>> = OnceLock::new();
+    let mut loaded = LOADED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Arc::clone(loaded.entry(cluster.to_string()).or_insert_with(|| {
+        let pki = crate::pki::shared(cluster);
+        Keyring::load(pki.client_files("admin")).expect("the test admin certificate")
+    }))
 }
 
 /// A write the node acknowledged.
@@ -29,35 +44,21 @@ pub struct Written {
 impl Admin {
     /// A lazily connecting client; every call is bounded by `timeout`.
     pub fn new(address: &str, timeout: Duration) -> Admin {
-        Self::with_credentials(address, timeout, CLUSTER_ID, TOKEN)
+        Self::with_credentials(address, timeout, CLUSTER_ID)
     }
 
-    /// [`Admin::new`] for a cluster with other credentials (a
-    /// [`Site`](crate::site::Site)'s, say).
-    pub fn with_credentials(
-        address: &str,
-        timeout: Duration,
-        cluster: &'static str,
-        token: &'static str,
-    ) -> Admin {
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .expect("address")
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(timeout)
-            .connect_lazy();
+    /// [`Admin::new`] for another cluster (a [`Site`](crate::site::Site)'s, say).
+    pub fn with_credentials(address: &str, timeout: Duration, cluster: &str) -> Admin {
+        let dialer = Dialer::new(Links::Tls(admin_keyring(cluster)), Duration::from_millis(500));
+        let channel = dialer.lazy(address, Expect::AnyNode).expect("address");
         Admin {
             client: AdminClient::new(channel).max_decoding_message_size(64 << 20),
             timeout,
-            cluster,
-            token,
         }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        metadata.insert(CLUSTER_ID_HEADER, self.cluster.parse().expect("ascii"));
-        metadata.insert(CLUSTER_TOKEN_HEADER, self.token.parse().expect("ascii"));
         request.set_timeout(self.timeout);
         request
     }

@@ -12,7 +12,6 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 pub const CLUSTER_ID: &str = "test-lb";
-pub const TOKEN: &str = "test-token";
 
 /// One node's place in the cluster.
 #[derive(Debug)]
@@ -24,6 +23,9 @@ pub struct Member {
     pub http: String,
     pub data_dir: PathBuf,
     pub process: Option<Raftlb>,
+    /// A `[cluster.tls]` section of its own (replaceable files, say);
+    /// `None`: the shared test certificates.
+    pub tls: Option<String>,
 }
 
 /// Several nodes forming one cluster.
@@ -69,6 +71,7 @@ impl Cluster {
                 http: format!("127.0.0.{id}:{http_port}"),
                 data_dir: root.path().join(format!("node{id}")),
                 process: None,
+                tls: None,
             })
             .collect();
         Cluster {
@@ -95,12 +98,16 @@ impl Cluster {
         });
         format!(
             "[node]\nid = {id}\ndata_dir = \"{dir}\"\ndrain_timeout = \"5s\"\nbind_ip = \"127.0.0.{id}\"\nmetrics = \"127.0.0.{id}:{metrics}\"\n\n\
-             [cluster]\nid = \"{CLUSTER_ID}\"\ntoken = \"{TOKEN}\"\nraft = \"{raft}\"\npeers = {{ {peers} }}\n{timing}\n{seed}",
+             [cluster]\nid = \"{CLUSTER_ID}\"\nraft = \"{raft}\"\npeers = {{ {peers} }}\n{timing}{tls}\n{seed}",
             id = me.id,
             dir = me.data_dir.display(),
             raft = me.raft,
             metrics = self.metrics_port,
             peers = peers.join(", "),
+            tls = me
+                .tls
+                .clone()
+                .unwrap_or_else(|| crate::pki::shared(CLUSTER_ID).node_section(me.id)),
             seed = self.seed,
         )
     }
@@ -133,6 +140,7 @@ impl Cluster {
             http: format!("127.0.0.{id}:{}", self.http_port),
             data_dir: root.join(format!("node{id}")),
             process: None,
+            tls: None,
         });
         let index = self.members.len() - 1;
         self.spawn(index);
@@ -185,9 +193,16 @@ impl Cluster {
     }
 }
 
-/// Runs `raftlb ctl` against `node` with this fixture's cluster credentials.
+/// Runs `raftlb ctl` against `node` as this fixture's cluster's admin.
 pub fn ctl(node: &str, args: &[&str]) -> (ExitStatus, String, String) {
-    let mut all = vec!["ctl", "--node", node, "--cluster", CLUSTER_ID, "--token", TOKEN];
+    ctl_as("admin", node, args)
+}
+
+/// Runs `raftlb ctl` against `node` as client `who` (`admin` or `reader`).
+pub fn ctl_as(who: &str, node: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let credentials = crate::pki::shared(CLUSTER_ID).ctl_args(who);
+    let mut all = vec!["ctl", "--node", node];
+    all.extend(credentials.iter().map(String::as_str));
     all.extend_from_slice(args);
     run_to_end(&all)
 }

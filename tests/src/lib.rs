@@ -3,7 +3,8 @@
 //! Shared fixtures for the integration tests in `tests/`: a real `raftlb`
 //! process started from a TOML config ([`process`]), several forming a Raft
 //! cluster on 127.0.0.N ([`cluster`]) and administered through their gRPC
-//! API ([`admin`]), real backends on
+//! API ([`admin`]) over mutual TLS with certificates made by `raftlb certs`
+//! ([`pki`]), real backends on
 //! loopback sockets ([`backends`]), an HTTP client ([`client`]), and
 //! condition waits with deadlines ([`wait`]), and network namespaces for
 //! multi-host tests ([`netns`], [`site`]) with a prober of who answers
@@ -17,6 +18,7 @@ pub mod client;
 pub mod cluster;
 pub mod ndp;
 pub mod netns;
+pub mod pki;
 pub mod process;
 pub mod site;
 pub mod wait;

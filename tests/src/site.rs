@@ -22,7 +22,6 @@ const HOSTS: [&str; 5] = ["lb1", "lb2", "lb3", "client", "backend"];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
 pub const CLUSTER: &str = "vip-test";
-pub const TOKEN: &str = "t";
 
 /// One request through the VIP: its `X-Request-Id`, when it started and
 /// ended, whether it got a 200.
@@ -289,13 +288,14 @@ impl Site {
         };
         format!(
             "[node]\nid = {id}\nrole = \"{role}\"\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
-             [cluster]\nid = \"{CLUSTER}\"\ntoken = \"{TOKEN}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n{timing}{policy}\n\
+             [cluster]\nid = \"{CLUSTER}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n{timing}{policy}{tls}\n\
              [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
              {pools}{tcp}{vip}",
             id = i + 1,
             dir = self.root.path().join(format!("node{}", i + 1)).display(),
             me = self.lab.address(BALANCERS[i]),
             peers = peers.join(", "),
+            tls = crate::pki::shared(CLUSTER).node_section(i as u64 + 1),
         )
     }
 
@@ -394,7 +394,8 @@ impl Site {
         let output = Command::new("ip")
             .args(["netns", "exec", &self.lab.ns(BALANCERS[i])])
             .arg(binary())
-            .args(["ctl", "--node", &node, "--cluster", CLUSTER, "--token", TOKEN])
+            .args(["ctl", "--node", &node])
+            .args(crate::pki::shared(CLUSTER).ctl_args("admin"))
             .args(args)
             .output()
             .expect("run raftlb ctl");

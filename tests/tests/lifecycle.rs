@@ -11,11 +11,53 @@ fn example_config() -> std::path::PathBuf {
 }
 
 #[test]
-fn check_accepts_the_example_config() {
-    let path = example_config();
-    let (status, stdout, stderr) = process::run_to_end(&["check", "--config", path.to_str().expect("utf8")]);
+fn check_accepts_the_example_config_with_certificates_from_certs_init() {
+    let dir = TempDir::new("example");
+    let pki = dir.path().join("pki");
+    let (status, stdout, stderr) = process::run_to_end(&[
+        "certs",
+        "init",
+        "--cluster",
+        "prod-lb",
+        "--out",
+        pki.to_str().expect("utf8"),
+        "--nodes",
+        "1,2",
+    ]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("[cluster.tls]"), "{stdout}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |file: &str| {
+        std::fs::metadata(pki.join(file))
+            .expect("written")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("ca.key"), 0o600);
+    assert_eq!(mode("node-1.key"), 0o600);
+    assert_eq!(mode("node-1.pem"), 0o644);
+    let example = std::fs::read_to_string(example_config()).expect("example config");
+    assert!(
+        example.contains("/etc/raftlb/pki"),
+        "the example names its certificate files"
+    );
+    let config = dir.write(
+        "raftlb.toml",
+        &example.replace("/etc/raftlb/pki", pki.to_str().expect("utf8")),
+    );
+    let (status, stdout, stderr) =
+        process::run_to_end(&["check", "--config", config.to_str().expect("utf8")]);
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout.trim(), "config ok: 3 listeners, 2 pools, 4 backends");
+    // As written (no such files here), it names the file and the reason.
+    let (status, _, stderr) =
+        process::run_to_end(&["check", "--config", example_config().to_str().expect("utf8")]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("[cluster.tls] /etc/raftlb/pki/ca.pem: cannot read it"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -90,7 +132,7 @@ async fn demo_forms_a_cluster_that_balances_on_every_node_and_stops_cleanly() {
     for expected in [backend + 1, backend + 2] {
         assert_eq!(free_port(), expected, "the demo's backend ports are not free");
     }
-    let demo = std::process::Command::new(process::binary())
+    let mut demo = std::process::Command::new(process::binary())
         .args([
             "demo",
             "--http-port",
@@ -106,6 +148,45 @@ async fn demo_forms_a_cluster_that_balances_on_every_node_and_stops_cleanly() {
     for n in 1..=3 {
         wait::port_open(&format!("127.0.0.{n}:{http}"), Duration::from_secs(20)).await;
     }
+    // The guide's ctl lines work as printed (mutual TLS, the demo's own CA).
+    let stdout = demo.stdout.take().expect("piped stdout");
+    let guide = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("a line");
+            let done = line.contains("Ctrl-C stops the demo");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let guide = tokio::time::timeout(Duration::from_secs(20), guide)
+        .await
+        .expect("the guide is printed")
+        .expect("join");
+    let status_line = guide
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.contains(" ctl --ctl-config ") && l.ends_with(" status"))
+        .unwrap_or_else(|| panic!("no ctl status line in {guide:#?}"))
+        .to_string();
+    let words: Vec<&str> = status_line.split_whitespace().collect();
+    let output = std::process::Command::new(words[0])
+        .args(&words[1..])
+        .output()
+        .expect("run the printed ctl line");
+    assert!(
+        output.status.success(),
+        "{status_line}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("leader"),
+        "{status_line}"
+    );
     let client = client::http1();
     let mut answers = Vec::new();
     for n in [1, 2, 3] {
@@ -133,8 +214,6 @@ async fn demo_forms_a_cluster_that_balances_on_every_node_and_stops_cleanly() {
         .await
         .expect("join");
     assert!(exit.status.success(), "demo exited with {}", exit.status);
-    let printed = String::from_utf8_lossy(&exit.stdout);
-    assert!(printed.contains("raftlb ctl --node"), "{printed}");
     for n in 1..=3 {
         wait::port_closed(&format!("127.0.0.{n}:{http}"), Duration::from_secs(10)).await;
     }

@@ -78,7 +78,15 @@ async fn certificates_by_sni_from_the_cluster_http2_and_redirects() {
     ] {
         let (status, _, err) = cluster.ctl(
             0,
-            &["cert", "add", "x", "--cert", &path(cert), "--key", &path(key)],
+            &[
+                "cert",
+                "add",
+                "x",
+                "--cert-file",
+                &path(cert),
+                "--key-file",
+                &path(key),
+            ],
         );
         assert!(
             !status.success() && err.contains(reason),
@@ -90,7 +98,15 @@ async fn certificates_by_sni_from_the_cluster_http2_and_redirects() {
     for (name, pem, key) in [("a", &a_pem, &a_key), ("b", &b_pem, &b_key)] {
         let (status, out, err) = cluster.ctl(
             0,
-            &["cert", "add", name, "--cert", &path(pem), "--key", &path(key)],
+            &[
+                "cert",
+                "add",
+                name,
+                "--cert-file",
+                &path(pem),
+                "--key-file",
+                &path(key),
+            ],
         );
         assert!(status.success(), "cert add {name}: {err}");
         assert!(out.contains("valid for"), "{out}");

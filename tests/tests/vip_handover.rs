@@ -7,7 +7,7 @@
 
 use raftlb_config::Command;
 use raftlb_tests::admin::Admin;
-use raftlb_tests::site::{BALANCERS, CLUSTER, Load, Site, TOKEN};
+use raftlb_tests::site::{BALANCERS, CLUSTER, Load, Site};
 use raftlb_tests::{netns, root_or_skip, wait};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -118,7 +118,7 @@ impl AdminWriter {
                             }
                             let timeout = Duration::from_secs(2);
                             let mut admin =
-                                Admin::with_credentials(&nodes[n % nodes.len()], timeout, CLUSTER, TOKEN);
+                                Admin::with_credentials(&nodes[n % nodes.len()], timeout, CLUSTER);
                             let weight = 1 + u32::try_from(n % 5).unwrap_or(0);
                             let command = Command::SetWeight {
                                 pool: "app".to_string(),

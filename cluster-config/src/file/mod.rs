@@ -7,12 +7,12 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
     AdminState, BackendProtocol, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
-    NodeSpec, PoolSpec, Protocol, RaftTiming, Role, TokenSource, VipOnQuorumLoss,
+    NodeSpec, PoolSpec, Protocol, Role,
 };
 use crate::validate::{self, ListenerSite, PoolSite, Site};
 use backend_tls::backend_tls;
 use certificate::certificate_file;
-use std::collections::BTreeMap;
+use cluster::membership;
 use sticky::sticky;
 use toml::de::DeTable;
 use vip::vip;
@@ -20,6 +20,7 @@ use vip::vip;
 mod backend_tls;
 mod balance;
 mod certificate;
+mod cluster;
 mod health;
 mod route;
 mod sticky;
@@ -156,146 +157,6 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
             None => None,
         },
     })
-}
-
-/// `[cluster]`: present means this node serves Raft and the admin API on
-/// `raft`, so it needs an id and a token; `peers` lists the first voters.
-fn membership(
-    reader: &mut Reader<'_>,
-    mut s: Section<'_, '_>,
-    node: Option<&NodeSpec>,
-) -> Option<MembershipSpec> {
-    let id_field = s.required(reader, "id");
-    let cluster_id = id_field.as_ref().and_then(|f| {
-        let id = reader.str(f)?;
-        validate::name(reader, f, id);
-        Some(id.to_string())
-    });
-    let token = s.optional("token");
-    let token_file = s.optional("token_file");
-    let token = match (token, token_file) {
-        (Some(inline), None) => reader.str(&inline).and_then(|t| {
-            if t.trim().is_empty() {
-                reader.field_error(&inline, "the cluster token must not be empty");
-                return None;
-            }
-            Some(TokenSource::Inline(t.to_string()))
-        }),
-        (None, Some(file)) => reader.str(&file).map(|p| TokenSource::File(p.to_string())),
-        (Some(_), Some(file)) => {
-            reader.field_error(&file, "give either token or token_file, not both");
-            None
-        }
-        (None, None) => {
-            reader.error(
-                s.span(),
-                "cluster.token",
-                "missing: set token_file = \"/path/to/token\" (or token = \"...\" for demos); every node of the cluster uses the same one",
-            );
-            None
-        }
-    };
-    let raft = s.required(reader, "raft").and_then(|f| reader.socket_addr(&f));
-    let peers_field = s.optional("peers");
-    let peers = match &peers_field {
-        Some(f) => peers(reader, f),
-        None => Some(BTreeMap::new()),
-    };
-    let timing = raft_timing(reader, &mut s);
-    let vip_on_quorum_loss = match s.optional("vip_on_quorum_loss") {
-        Some(f) => reader.choice(
-            &f,
-            "vip_on_quorum_loss",
-            &[
-                ("release", VipOnQuorumLoss::Release),
-                ("hold", VipOnQuorumLoss::Hold),
-            ],
-        ),
-        None => Some(VipOnQuorumLoss::default()),
-    };
-    s.finish(reader);
-
-    let (raft, peers, node) = (raft?, peers?, node?);
-    // A node missing from `peers` is not an initial voter: it waits to be
-    // added with `raftlb ctl member add`.
-    if let (Some(f), Some(listed)) = (&peers_field, peers.get(&node.id))
-        && *listed != raft
-    {
-        reader.field_error(
-            f,
-            format!(
-                "lists node {} at {listed}, but this node's raft address is {raft}",
-                node.id
-            ),
-        );
-    }
-    Some(MembershipSpec {
-        cluster_id: cluster_id?,
-        token: token?,
-        raft: Some(raft),
-        peers,
-        timing: timing?,
-        vip_on_quorum_loss: vip_on_quorum_loss?,
-    })
-}
-
-/// `heartbeat_interval` and `election_timeout`: the leader must get several
-/// heartbeats through within one election timeout, or followers depose it
-/// while it is healthy.
-fn raft_timing(reader: &mut Reader<'_>, s: &mut Section<'_, '_>) -> Option<RaftTiming> {
-    let mut timing = RaftTiming::default();
-    let heartbeat = s.optional("heartbeat_interval");
-    let election = s.optional("election_timeout");
-    if let Some(f) = &heartbeat {
-        timing.heartbeat_interval = reader.duration(f)?;
-    }
-    if let Some(f) = &election {
-        timing.election_timeout = reader.duration(f)?;
-    }
-    // The defaults satisfy the bound, so a violation names a field that was set.
-    if let Some(f) = election.as_ref().or(heartbeat.as_ref())
-        && timing.election_timeout < timing.heartbeat_interval * 3
-    {
-        let message = format!(
-            "election_timeout ({:?}) must be at least 3 × heartbeat_interval ({:?})",
-            timing.election_timeout, timing.heartbeat_interval
-        );
-        reader.field_error(f, message);
-        return None;
-    }
-    Some(timing)
-}
-
-/// `peers = { 1 = "10.0.0.1:7000", … }`: node id → raft address.
-fn peers(
-    reader: &mut Reader<'_>,
-    field: &crate::reader::Field<'_, '_>,
-) -> Option<BTreeMap<u64, std::net::SocketAddr>> {
-    let entries = reader.entries(field)?;
-    let mut peers = BTreeMap::new();
-    let mut ok = true;
-    for (key, value) in entries {
-        let id = key.parse::<u64>().ok().filter(|id| *id >= 1);
-        let address = reader.socket_addr(&value);
-        match (id, address) {
-            (Some(id), Some(address)) => {
-                if let Some((other, _)) = peers.iter().find(|(_, a)| **a == address) {
-                    reader.field_error(&value, format!("address {address} is already node {other}'s"));
-                    ok = false;
-                }
-                peers.insert(id, address);
-            }
-            (None, _) => {
-                reader.field_error(
-                    &value,
-                    format!("\"{key}\" is not a node id (expected an integer ≥ 1)"),
-                );
-                ok = false;
-            }
-            _ => ok = false,
-        }
-    }
-    ok.then_some(peers)
 }
 
 const HTTP_ONLY_KEYS: [&str; 8] = [

@@ -115,15 +115,8 @@ async fn ctl(site: &Site, on: usize, args: &[&str]) -> Result<String, String> {
     let output = tokio::process::Command::new("ip")
         .args(["netns", "exec", &site.lab.ns(BALANCERS[on])])
         .arg(binary())
-        .args([
-            "ctl",
-            "--node",
-            &node,
-            "--cluster",
-            site::CLUSTER,
-            "--token",
-            site::TOKEN,
-        ])
+        .args(["ctl", "--node", &node])
+        .args(raftlb_tests::pki::shared(site::CLUSTER).ctl_args("admin"))
         .args(args)
         .kill_on_drop(true)
         .output()

@@ -43,12 +43,7 @@ pub fn marker(key: u32) -> SocketAddr {
 
 /// An admin client to the balancer at `address`, with the site's credentials.
 pub fn admin(address: Ipv4Addr) -> Admin {
-    Admin::with_credentials(
-        &format!("{address}:7000"),
-        CALL_TIMEOUT,
-        site::CLUSTER,
-        site::TOKEN,
-    )
+    Admin::with_credentials(&format!("{address}:7000"), CALL_TIMEOUT, site::CLUSTER)
 }
 
 /// Key `key`'s value in `state`, if the marker is there.

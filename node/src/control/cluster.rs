@@ -1,34 +1,43 @@
 //! One node's control plane from start to stop: claim the data dir, open the
 //! log and state machine, start openraft, serve the Raft and admin gRPC
-//! services, form the cluster on first start (exactly once: openraft refuses
-//! a second `initialize`), seed the replicated state from the file, and warn
-//! when the file and the cluster state have drifted apart.
+//! services behind mutual TLS and the authorization layer, form the
+//! cluster on first start (exactly once: openraft refuses a second
+//! `initialize`), seed the replicated state from the file, and warn when
+//! the file and the cluster state have drifted apart. What the rest of the
+//! node needs from it, it gets as narrow handles (the applied state, the
+//! proposer, the VIP manager's [`VipControl`]), never the Raft handle.
 
-use super::admin_service::{AdminService, Handover, QuorumView};
-use super::auth::{Credentials, RequireCredentials};
+use super::admin_service::AdminService;
+use super::authz::{Authorize, Policy};
 use super::data_dir::{self, DataDirError};
+use super::leader_link::LeaderLink;
 use super::leadership::{self, Leadership};
 use super::log_store::{LogStore, OpenError};
-use super::network::{MAX_MESSAGE_BYTES, Network};
+use super::membership::Membership;
+use super::network::Network;
 use super::proposer::Proposer;
 use super::raft_service::RaftService;
-use super::spread::SharedLeases;
+use super::spread::{LeaseDesk, SharedLeases};
 use super::state_machine::{Applied, StateMachine};
+use super::status::StatusView;
 use super::sticky_admin::StickyAdmin;
-use super::types::{Node, NodeId, Raft};
+use super::transfer::Handover;
+use super::transport::{self, Dialer, Links};
+use super::types::{Metrics, Node, NodeId, Raft};
+use super::writer::Writer;
+use crate::pki::{Files, Keyring, Subject};
 use crate::sticky::metrics::StickyMetrics;
 use raftlb_config::{
-    ClusterSpec, ClusterState, Command, Config, RaftTiming, Role, StickyTables, TokenSource,
+    ClusterSpec, ClusterState, Command, Config, LinkSecurity, MembershipSpec, RaftTiming, Role, StickyTables,
 };
-use raftlb_proto::admin::admin_server::{Admin, AdminServer};
-use raftlb_proto::admin::{ReadRequest, WriteRequest};
+use raftlb_proto::admin::admin_server::AdminServer;
 use raftlb_proto::raft::raft_server::RaftServer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,12 +45,8 @@ use tokio_util::sync::CancellationToken;
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("cannot read the cluster token file {path}: {source}")]
-    TokenFile { path: String, source: std::io::Error },
-    #[error("the cluster token file {path} is empty")]
-    EmptyToken { path: String },
-    #[error("[cluster]: {0}")]
-    Credentials(String),
+    #[error("[cluster.tls] {0}")]
+    Certificate(String),
     #[error(transparent)]
     DataDir(#[from] DataDirError),
     #[error(transparent)]
@@ -78,36 +83,46 @@ fn raft_config(cluster: &str, timing: RaftTiming) -> Result<openraft::Config, Co
 }
 
 /// The longest a stopping leader spends handing leadership over.
-const HAND_OVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long dialling another node (TCP and TLS) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// The longest any one gRPC call may run on this node's server (a
+/// membership change catching a member up or a snapshot take longest).
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS: u32 = 256;
+
+/// What the VIP manager needs of the control plane.
+#[derive(Clone, Debug)]
+pub struct VipControl {
+    /// This node's Raft state, leader and term as openraft reports them.
+    pub metrics: watch::Receiver<Metrics>,
+    /// This node's standing, confirmed every heartbeat (the VIP lease).
+    pub leadership: watch::Receiver<Leadership>,
+    /// Where the VIP manager says which VIPs this node holds (`ctl status`).
+    pub held_report: watch::Sender<Vec<String>>,
+    /// Set while this node, as leader, steps aside.
+    pub standing_down: Arc<std::sync::atomic::AtomicBool>,
+    /// Spread-VIP leases: asking, granting, assigning.
+    pub leases: LeaseDesk,
+}
 
 /// A running control plane.
 pub struct ControlPlane {
-    pub raft: Raft,
-    /// Every applied change, for the data plane and local reads.
-    pub applied: watch::Receiver<Arc<Applied>>,
-    /// What this node knew committed when it started: the data plane
-    /// serves no older state (a restart replays its log up to here first).
-    pub committed_at_start: u64,
-    /// Where the data plane proposes changes.
-    pub proposer: Proposer,
-    /// The committed sticky sessions, read in place by the data plane.
-    pub sticky_tables: Arc<StickyTables>,
-    /// What the sticky tables report (`ctl sticky stats`).
-    pub sticky_metrics: Arc<StickyMetrics>,
-    proposing: JoinHandle<()>,
-    /// This node's standing, confirmed every heartbeat (the VIP lease).
-    pub leadership: watch::Receiver<Leadership>,
-    leading: JoinHandle<()>,
-    /// The admin service, for what the VIP manager asks of the leader.
-    pub admin: AdminService,
-    /// Spread-VIP leases granted while this node leads.
-    pub leases: SharedLeases,
-    drain: CancellationToken,
-    /// Where the VIP manager says which VIPs this node holds (`ctl status`).
-    pub vips_held: watch::Sender<Vec<String>>,
+    raft: Raft,
+    applied: watch::Receiver<Arc<Applied>>,
+    committed_at_start: u64,
+    proposer: Proposer,
+    sticky_tables: Arc<StickyTables>,
+    sticky_metrics: Arc<StickyMetrics>,
+    leadership: watch::Receiver<Leadership>,
+    vip_control: VipControl,
+    handover: Handover,
+    keyring: Option<Arc<Keyring>>,
+    /// Background work stopped with the control plane.
+    tasks: Vec<JoinHandle<()>>,
     stop_server: CancellationToken,
     server: Option<JoinHandle<()>>,
-    seeding: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -116,13 +131,38 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
+/// How this node's links are secured, from `[cluster]`: its keyring, read
+/// and checked to be this node's own certificate (`raftlb check` too).
+pub fn links(config: &Config) -> Result<Links, ControlError> {
+    let membership = &config.membership;
+    let files = match &membership.links {
+        LinkSecurity::Tls(files) => files,
+        LinkSecurity::InsecureCleartext | LinkSecurity::Standalone => return Ok(Links::Cleartext),
+    };
+    let keyring = Keyring::load(Files {
+        ca: PathBuf::from(&files.ca_file),
+        cert: PathBuf::from(&files.cert_file),
+        key: PathBuf::from(&files.key_file),
+    })
+    .map_err(|e| ControlError::Certificate(e.to_string()))?;
+    let identity = keyring.identity();
+    let me = config.node.id;
+    if identity.cluster != membership.cluster_id || identity.subject != Subject::Node(me) {
+        return Err(ControlError::Certificate(format!(
+            "{}: it is the certificate of {identity}, but this node is node {me} of cluster \"{}\"; \
+             make this node's with `raftlb certs node --id {me}`",
+            files.cert_file, membership.cluster_id
+        )));
+    }
+    Ok(Links::Tls(keyring))
+}
+
 impl ControlPlane {
     /// Starts the node's Raft. `config_path` is only for the drift warning.
     pub async fn start(config: &Config, config_path: &Path) -> Result<ControlPlane, ControlError> {
         let me = config.node.id;
         let membership = &config.membership;
-        let credentials = Credentials::new(&membership.cluster_id, &read_token(&membership.token)?)
-            .map_err(ControlError::Credentials)?;
+        let links = links(config)?;
         let dir = Path::new(&config.node.data_dir);
         data_dir::claim(dir, &membership.cluster_id, me)?;
         let log_store = LogStore::open(&dir.join("raft"))?;
@@ -134,56 +174,87 @@ impl ControlPlane {
             machine: state_machine.clone(),
             metrics: Arc::clone(&sticky_metrics),
         };
+        let dialer = Dialer::new(links.clone(), CONNECT_TIMEOUT);
         let raft = Raft::new(
             me,
             Arc::new(raft_config(&membership.cluster_id, membership.timing)?),
-            Network::new(me, credentials.clone()),
+            Network::new(me, dialer.clone(), membership.max_message_bytes),
             log_store,
             state_machine,
         )
         .await
         .map_err(|e| ControlError::Raft(e.to_string()))?;
 
-        let stop_server = CancellationToken::new();
         let standing_down = Arc::new(AtomicBool::new(false));
         let (leadership, leading) =
             leadership::watch(raft.clone(), membership.timing, Arc::clone(&standing_down));
-        let drain = CancellationToken::new();
-        let vips_held = watch::Sender::new(Vec::new());
-        let leases = SharedLeases::default();
-        let admin = AdminService::new(
+        let link = LeaderLink::new(raft.clone(), dialer, membership.max_message_bytes);
+        let writer = Writer::new(
             me,
             raft.clone(),
             applied.clone(),
-            credentials.clone(),
-            QuorumView {
+            link.clone(),
+            Arc::clone(&standing_down),
+        );
+        let vips_held = watch::Sender::new(Vec::new());
+        let handover = Handover {
+            me,
+            raft: raft.clone(),
+            link: link.clone(),
+            timing: membership.timing,
+            standing_down: Arc::clone(&standing_down),
+            witness: config.node.role == Role::Witness,
+            drain: CancellationToken::new(),
+        };
+        let leases = LeaseDesk {
+            me,
+            raft: raft.clone(),
+            leases: SharedLeases::default(),
+            leadership: leadership.clone(),
+            applied: applied.clone(),
+            timing: membership.timing,
+            link: link.clone(),
+        };
+        let admin = AdminService {
+            me,
+            raft: raft.clone(),
+            applied: applied.clone(),
+            writer: writer.clone(),
+            link: link.clone(),
+            membership: Membership {
+                raft: raft.clone(),
+                link,
+            },
+            handover: handover.clone(),
+            leases: leases.clone(),
+            status: StatusView {
+                me,
+                cluster_id: membership.cluster_id.clone(),
+                raft: raft.clone(),
                 leadership: leadership.clone(),
                 timing: membership.timing,
-                started: std::time::Instant::now(),
+                started: Instant::now(),
                 vips: vips_held.subscribe(),
             },
-            Handover {
-                standing_down,
-                witness: config.node.role == Role::Witness,
-                drain: drain.clone(),
-                leases: leases.clone(),
-            },
-            sticky_admin,
-        );
+            sticky: sticky_admin,
+        };
+        let keyring = match &links {
+            Links::Tls(keyring) => Some(Arc::clone(keyring)),
+            Links::Cleartext => None,
+        };
+        let stop_server = CancellationToken::new();
         let server = match membership.raft {
-            Some(address) => {
-                let raft_service = RaftService::new(raft.clone(), leadership.clone(), membership.timing);
-                Some(
-                    serve(
-                        address,
-                        raft_service,
-                        admin.clone(),
-                        &credentials,
-                        stop_server.clone(),
-                    )
-                    .await?,
+            Some(address) => Some(
+                serve(
+                    address,
+                    links,
+                    membership,
+                    RaftService::new(raft.clone(), leadership.clone(), membership.timing),
+                    admin,
+                    stop_server.clone(),
                 )
-            }
+                .await?,
+            ),
             None => None,
         };
         if config.node.role == Role::Witness {
@@ -194,32 +265,88 @@ impl ControlPlane {
         } else {
             form_cluster(&raft, me, membership.raft, &membership.peers).await;
         }
-        let (proposer, proposing) = Proposer::start(admin.clone());
-        let admin_for_handover = admin.clone();
+        let (proposer, proposing) = Proposer::start(writer.clone());
         let seeding = tokio::spawn(seed(
-            admin,
+            writer,
             applied.clone(),
             config.cluster.clone(),
             hint(membership.raft, config_path),
         ));
+        let mut tasks = vec![leading, proposing, seeding];
+        tasks.extend(keyring.clone().map(crate::pki::watch::start));
         Ok(ControlPlane {
+            vip_control: VipControl {
+                metrics: raft.metrics(),
+                leadership: leadership.clone(),
+                held_report: vips_held,
+                standing_down,
+                leases,
+            },
             raft,
             applied,
             committed_at_start,
             proposer,
             sticky_tables,
             sticky_metrics,
-            proposing,
             leadership,
-            leading,
-            admin: admin_for_handover,
-            leases,
-            drain,
-            vips_held,
+            handover,
+            keyring,
+            tasks,
             stop_server,
             server,
-            seeding,
         })
+    }
+
+    /// Every applied change, for the data plane and local reads.
+    pub fn applied(&self) -> watch::Receiver<Arc<Applied>> {
+        self.applied.clone()
+    }
+
+    /// What this node knew committed when it started: the data plane
+    /// serves no older state (a restart replays its log up to here first).
+    pub fn committed_at_start(&self) -> u64 {
+        self.committed_at_start
+    }
+
+    /// Where the data plane proposes changes.
+    pub fn proposer(&self) -> Proposer {
+        self.proposer.clone()
+    }
+
+    /// The committed sticky sessions, read in place by the data plane.
+    pub fn sticky_tables(&self) -> Arc<StickyTables> {
+        Arc::clone(&self.sticky_tables)
+    }
+
+    /// What the sticky tables report (`ctl sticky stats`).
+    pub fn sticky_metrics(&self) -> Arc<StickyMetrics> {
+        Arc::clone(&self.sticky_metrics)
+    }
+
+    /// The Raft handle itself, for tests that drive Raft directly (an
+    /// election on demand); the node's own parts take narrow handles.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This node's Raft state as openraft reports it (read only).
+    pub fn raft_metrics(&self) -> watch::Receiver<Metrics> {
+        self.raft.metrics()
+    }
+
+    /// This node's standing, confirmed every heartbeat (the VIP lease).
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// What the VIP manager needs.
+    pub fn vip_control(&self) -> VipControl {
+        self.vip_control.clone()
+    }
+
+    /// This node's cluster certificate (none in a cleartext cluster).
+    pub fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.keyring.clone()
     }
 
     /// Completes if Raft stops on its own: a storage error (disk full, I/O
@@ -239,7 +366,7 @@ impl ControlPlane {
 
     /// Completes when an operator asks this node to drain (`raftlb ctl node drain`).
     pub async fn drain_requested(&self) {
-        self.drain.cancelled().await;
+        self.handover.drain.cancelled().await;
     }
 
     /// If this node leads, hands leadership (and so the VIPs) to another
@@ -248,19 +375,21 @@ impl ControlPlane {
         if self.raft.metrics().borrow().state != openraft::ServerState::Leader {
             return;
         }
-        match tokio::time::timeout(HAND_OVER_TIMEOUT, self.admin.hand_over(None)).await {
+        match tokio::time::timeout(HAND_OVER_TIMEOUT, self.handover.hand_over(None)).await {
             Ok(Ok(leader)) => tracing::info!(leader, "leadership handed over"),
-            Ok(Err(Ok(_))) => {}
-            Ok(Err(Err(status))) => tracing::warn!(reason = status.message(), "leadership not handed over"),
+            Ok(Err(super::leader_link::Redirect::ToLeader(_))) => {}
+            Ok(Err(super::leader_link::Redirect::Failed(status))) => {
+                tracing::warn!(reason = status.message(), "leadership not handed over")
+            }
             Err(_) => tracing::warn!("leadership not handed over within {HAND_OVER_TIMEOUT:?}"),
         }
     }
 
     /// Stops Raft and the gRPC server.
     pub async fn stop(mut self) {
-        self.seeding.abort();
-        self.proposing.abort();
-        self.leading.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft did not shut down cleanly");
         }
@@ -271,52 +400,42 @@ impl ControlPlane {
     }
 }
 
-fn read_token(source: &TokenSource) -> Result<String, ControlError> {
-    match source {
-        TokenSource::None => Ok(String::new()),
-        TokenSource::Inline(token) => Ok(token.clone()),
-        TokenSource::File(path) => {
-            let token = std::fs::read_to_string(path).map_err(|source| ControlError::TokenFile {
-                path: path.clone(),
-                source,
-            })?;
-            if token.trim().is_empty() {
-                return Err(ControlError::EmptyToken { path: path.clone() });
-            }
-            Ok(token.trim().to_string())
-        }
-    }
-}
-
 /// Binds first (so a taken port is a clear start error), then serves both
-/// services behind the credentials check until `stop`.
+/// services behind the authorization layer until `stop`.
 async fn serve(
     address: SocketAddr,
+    links: Links,
+    membership: &MembershipSpec,
     raft_service: RaftService,
     admin: AdminService,
-    credentials: &Credentials,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, ControlError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ControlError::Bind { address, source })?;
-    let check = RequireCredentials(credentials.clone());
-    let raft_service = RaftServer::new(raft_service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin_service = AdminServer::new(admin).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let tls = matches!(links, Links::Tls(_));
+    let incoming =
+        transport::accept(listener, links).map_err(|e| ControlError::Certificate(e.to_string()))?;
+    let limit = membership.max_message_bytes;
+    let policy = Policy::new(&membership.cluster_id, raft_service.raft().clone());
     let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            raft_service,
-            check.clone(),
-        ))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            admin_service,
-            check,
-        ));
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(%address, "serving Raft and the admin API");
+        .timeout(CALL_TIMEOUT)
+        .max_concurrent_streams(Some(MAX_STREAMS))
+        .concurrency_limit_per_connection(MAX_STREAMS as usize)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(Authorize::layer(policy))
+        .add_service(
+            RaftServer::new(raft_service)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            AdminServer::new(admin)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+    tracing::info!(%address, tls, "serving Raft and the admin API");
     Ok(tokio::spawn(async move {
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, stop.cancelled())
@@ -374,12 +493,7 @@ fn hint(address: Option<SocketAddr>, config_path: &Path) -> String {
 /// Seeds a new cluster with the file's listeners and pools (the first
 /// node to get its `Bootstrap` committed wins; the others are refused),
 /// then compares the file with the cluster state and warns if they differ.
-async fn seed(
-    admin: AdminService,
-    mut applied: watch::Receiver<Arc<Applied>>,
-    file: ClusterSpec,
-    hint: String,
-) {
+async fn seed(writer: Writer, mut applied: watch::Receiver<Arc<Applied>>, file: ClusterSpec, hint: String) {
     let mut waiting_logged = false;
     while !applied.borrow().state.is_bootstrapped() {
         if file.listeners.is_empty() && file.pools.is_empty() {
@@ -389,19 +503,9 @@ async fn seed(
         // from the first request.
         let mut seed = vec![Command::Bootstrap(file.clone())];
         seed.extend(crate::sticky::upkeep::draw_secret().map(Command::SetStickySecret));
-        let command = match postcard::to_allocvec(&Command::Independent(seed)) {
-            Ok(command) => command,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode the bootstrap command");
-                return;
-            }
-        };
-        match admin.write(tonic::Request::new(WriteRequest { command })).await {
-            Ok(reply) if reply.get_ref().applied => {
-                tracing::info!(
-                    index = reply.get_ref().log_index,
-                    "seeded the cluster from the config file"
-                );
+        match writer.submit(Command::Independent(seed), false).await {
+            Ok((index, outcome)) if outcome.is_applied() => {
+                tracing::info!(index, "seeded the cluster from the config file");
                 return;
             }
             Ok(_) => {}
@@ -420,11 +524,8 @@ async fn seed(
     // with the cluster's current state, read linearizably (a restarted node's
     // own applied state may still be behind).
     let state: ClusterState = loop {
-        let read = admin
-            .read(tonic::Request::new(ReadRequest { stale: false }))
-            .await;
-        if let Ok(reply) = read
-            && let Ok(state) = postcard::from_bytes::<ClusterState>(&reply.get_ref().state)
+        if let Ok(reply) = writer.read(false, false).await
+            && let Ok(state) = postcard::from_bytes::<ClusterState>(&reply.state)
             && state.is_bootstrapped()
         {
             break state;

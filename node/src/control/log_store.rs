@@ -5,11 +5,15 @@
 //! (`flush_async`) before openraft hears it is saved, so a node never
 //! acknowledges what a crash could take back; the vote is read back
 //! uncommitted, so a restarted node never resumes leading (see `read_vote`).
+//! Entries are stored sealed ([`LogKeys`]); a purge seals what remains
+//! under a new key and deletes the old ones, so the purged entries are
+//! gone from the data dir's files even where sled keeps their bytes.
 //!
 //! Also home of [`OpenError`], why the log or the state machine's snapshot
 //! could not be opened; a file that fails to decode is reported, never
 //! rewritten or removed.
 
+use super::log_keys::{Epochs, LogKeys};
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
@@ -40,6 +44,8 @@ pub enum OpenError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot create the directory {path}: {source}")]
     CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("the Raft log's key file {path}: {reason}")]
+    Keys { path: PathBuf, reason: String },
 }
 
 const LOGS_TREE: &str = "logs";
@@ -56,6 +62,7 @@ pub struct LogStore {
     db: sled::Db,
     logs: sled::Tree,
     meta: sled::Tree,
+    keys: Arc<LogKeys>,
 }
 
 // By hand: sled's own `Debug` prints every page of the database.
@@ -85,11 +92,17 @@ impl LogStore {
             .map_err(sled_error)?;
         let logs = db.open_tree(LOGS_TREE).map_err(sled_error)?;
         let meta = db.open_tree(META_TREE).map_err(sled_error)?;
+        let keys_path = path.with_extension("keys");
+        let keys = LogKeys::open(&keys_path, logs.is_empty()).map_err(|reason| OpenError::Keys {
+            path: keys_path.clone(),
+            reason,
+        })?;
         let store = LogStore {
             path: Arc::new(path.to_path_buf()),
             db,
             logs,
             meta,
+            keys: Arc::new(keys),
         };
         store.check()?;
         Ok(store)
@@ -127,13 +140,21 @@ impl LogStore {
             }
         }
         let mut previous: Option<u64> = None;
+        let epochs = self.keys.read();
         for item in self.logs.iter() {
             let (key, value) = item.map_err(|source| OpenError::Log {
                 path: self.path.to_path_buf(),
                 source,
             })?;
             let index = index_of(&key).map_err(corrupt)?;
-            let entry = postcard::from_bytes::<Entry>(&value).map_err(|e| OpenError::CorruptEntry {
+            let plain = epochs
+                .open(index, &value)
+                .map_err(|reason| OpenError::CorruptEntry {
+                    path: self.path.to_path_buf(),
+                    index,
+                    reason,
+                })?;
+            let entry = postcard::from_bytes::<Entry>(&plain).map_err(|e| OpenError::CorruptEntry {
                 path: self.path.to_path_buf(),
                 index,
                 reason: e.to_string(),
@@ -210,9 +231,12 @@ fn index_of(key: &[u8]) -> Result<u64, String> {
         .map_err(|_| format!("a key of {} bytes is not a log index", key.len()))
 }
 
-fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, AnyError> {
+fn decode_entry(epochs: &Epochs, key: &[u8], value: &[u8]) -> Result<Entry, AnyError> {
     let index = index_of(key).map_err(AnyError::error)?;
-    postcard::from_bytes(value).map_err(|e| AnyError::error(format!("entry {index} cannot be decoded: {e}")))
+    let plain = epochs
+        .open(index, value)
+        .map_err(|e| AnyError::error(format!("entry {index} cannot be opened: {e}")))?;
+    postcard::from_bytes(&plain).map_err(|e| AnyError::error(format!("entry {index} cannot be decoded: {e}")))
 }
 
 fn key_bound(bound: Bound<&u64>) -> Bound<[u8; 8]> {
@@ -230,9 +254,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let range = (key_bound(range.start_bound()), key_bound(range.end_bound()));
         let mut entries = Vec::new();
+        let epochs = self.keys.read();
         for item in self.logs.range(range) {
             let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            entries.push(decode_entry(&key, &value).map_err(StorageIOError::read_logs)?);
+            entries.push(decode_entry(&epochs, &key, &value).map_err(StorageIOError::read_logs)?);
         }
         Ok(entries)
     }
@@ -244,14 +269,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> =
             self.read_meta(LAST_PURGED).map_err(StorageIOError::read_logs)?;
+        let epochs = self.keys.read();
         let last_entry = match self.logs.last().map_err(|e| StorageIOError::read_logs(&e))? {
             Some((key, value)) => Some(
-                decode_entry(&key, &value)
+                decode_entry(&epochs, &key, &value)
                     .map_err(StorageIOError::read_logs)?
                     .log_id,
             ),
             None => None,
         };
+        drop(epochs);
         // Entries at or below the purge point may survive a crash mid-purge;
         // the purge point still bounds the log from below.
         Ok(LogState {
@@ -315,7 +342,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let bytes =
                 postcard::to_stdvec(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
-            batch.insert(&key(entry.log_id.index), bytes);
+            let sealed = self
+                .keys
+                .seal(entry.log_id.index, &bytes)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::error(e)))?;
+            batch.insert(&key(entry.log_id.index), sealed);
         }
         self.logs
             .apply_batch(batch)
@@ -340,6 +371,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.flush().await.map_err(StorageIOError::write_logs)?;
         self.remove_range(..=key(log_id.index))
             .map_err(StorageIOError::write_logs)?;
+        self.forget_purged(log_id.index)
+            .await
+            .map_err(StorageIOError::write_logs)?;
         Ok(())
+    }
+}
+
+impl LogStore {
+    /// After a purge up to `index`: a new epoch; the entries after `index`
+    /// sealed again under it, durably; then every older key deleted, and
+    /// with them whatever sled still keeps of the purged entries.
+    async fn forget_purged(&self, index: u64) -> Result<(), AnyError> {
+        self.keys.start_epoch().map_err(AnyError::error)?;
+        let mut batch = sled::Batch::default();
+        for item in self.logs.range(key(index.saturating_add(1))..) {
+            let (key, value) = item.map_err(|e| AnyError::new(&e))?;
+            let at = index_of(&key).map_err(AnyError::error)?;
+            batch.insert(key, self.keys.reseal(at, &value).map_err(AnyError::error)?);
+        }
+        self.logs.apply_batch(batch).map_err(|e| AnyError::new(&e))?;
+        self.flush().await?;
+        self.keys.forget_old_epochs().map_err(AnyError::error)
     }
 }

@@ -4,33 +4,44 @@
 //! - [`cluster`]: [`ControlPlane`], one node's Raft from start to stop
 //!   (forming the cluster, seeding it from the file, drift warnings).
 //! - [`types`]: the openraft type configuration and aliases.
-//! - [`log_store`]: the Raft log and vote on sled, fsynced before acknowledging.
+//! - [`log_store`]: the Raft log and vote on sled, fsynced before acknowledging,
+//!   every entry sealed under a key [`log_keys`] forgets at each purge.
 //! - [`state_machine`]: the applied state in memory, snapshots on disk; every
 //!   applied batch is published on a watch channel the data plane follows.
 //! - [`network`] and [`raft_service`]: node-to-node Raft over tonic gRPC.
-//! - [`admin_service`]: the admin API `raftlb ctl` speaks.
+//! - [`transport`]: the TLS (or loopback cleartext) connections under both
+//!   services, accepted and dialled; [`authz`]: who may call what.
+//! - [`admin_service`]: the admin API `raftlb ctl` speaks, over
+//!   [`writer`] (writes and reads through the leader), [`leader_link`]
+//!   (passing a call on to the leader, once), [`membership`] and
+//!   [`status`].
 //! - [`proposer`]: the data plane's batching door into the log.
 //! - [`leadership`]: leadership confirmed by a quorum every heartbeat, and
 //!   since when a quorum has been missing.
 //! - [`spread`]: leases on and assignment of `placement = "spread"` VIPs.
 //! - [`sticky_admin`]: the admin API's sticky-table calls.
 //! - [`transfer`]: planned leadership transfer (openraft 0.9 has none).
-//! - [`auth`]: the cluster id and token every call carries and is checked for.
 //! - [`data_dir`]: the identity file that keeps a node off another's data.
 
 pub mod admin_service;
-pub mod auth;
+pub mod authz;
 pub mod cluster;
 pub mod data_dir;
+pub mod leader_link;
 pub mod leadership;
+pub mod log_keys;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod proposer;
 pub mod raft_service;
 pub mod spread;
 pub mod state_machine;
+pub mod status;
 pub mod sticky_admin;
 pub mod transfer;
+pub mod transport;
 pub mod types;
+pub mod writer;
 
-pub use cluster::{ControlError, ControlPlane};
+pub use cluster::{ControlError, ControlPlane, VipControl};

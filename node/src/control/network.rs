@@ -1,13 +1,19 @@
 //! The client half of node-to-node Raft: openraft's [`RaftNetwork`] over the
 //! tonic `Raft` service of `proto/raft.proto`. Requests and replies are
-//! postcard bytes inside protobuf; every call carries the cluster
-//! credentials. A refused call (wrong cluster id or token) and an unreachable
-//! peer are logged with what went wrong, at most once per
-//! [`LOG_EVERY`] per peer, since openraft retries many times a second.
+//! postcard bytes inside protobuf, over mutual TLS that expects the target
+//! node's own certificate at the other end ([`Dialer`]). A refused call
+//! (a certificate the peer does not accept, a sender that is not a member)
+//! and an unreachable peer are logged with what went wrong, at most once
+//! per [`LOG_EVERY`] per peer, since openraft retries many times a second.
+//! A batch of entries larger than the message limit is not sent: openraft
+//! is told to send fewer at a time (`PayloadTooLarge`).
 
-use super::auth::{AttachCredentials, Credentials};
+use super::transport::Dialer;
 use super::types::{Node, NodeId, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use crate::pki::Expect;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -20,16 +26,13 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
-/// Largest gRPC message either side accepts (snapshot chunks, entry batches).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// How often one peer's repeated failure is logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-type Client = RaftClient<InterceptedService<Channel, AttachCredentials>>;
+type Client = RaftClient<tonic::transport::Channel>;
+/// A peer's client, or why there is none (an address that cannot be dialled).
+type Dialled = Result<Client, String>;
 
 /// Makes a [`Peer`] whenever openraft asks: one per replication stream, and
 /// one per election or leadership check. Peers to the same address share one
@@ -38,15 +41,19 @@ type Client = RaftClient<InterceptedService<Channel, AttachCredentials>>;
 #[derive(Debug, Clone)]
 pub struct Network {
     me: NodeId,
-    credentials: Credentials,
-    channels: Arc<Mutex<HashMap<String, Result<Client, String>>>>,
+    dialer: Dialer,
+    max_message_bytes: usize,
+    /// One channel per peer (id and address: a node's certificate is
+    /// checked against the id the membership gives its address).
+    channels: Arc<Mutex<HashMap<(NodeId, String), Dialled>>>,
 }
 
 impl Network {
-    pub fn new(me: NodeId, credentials: Credentials) -> Self {
+    pub fn new(me: NodeId, dialer: Dialer, max_message_bytes: usize) -> Self {
         Network {
             me,
-            credentials,
+            dialer,
+            max_message_bytes,
             channels: Arc::default(),
         }
     }
@@ -56,6 +63,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
+        let limit = self.max_message_bytes;
         Peer {
             me: self.me,
             target,
@@ -64,27 +72,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .channels
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry(node.addr.clone())
-                .or_insert_with(|| connect_lazy(&node.addr, &self.credentials))
+                .entry((target, node.addr.clone()))
+                .or_insert_with(|| {
+                    let channel = self.dialer.lazy(&node.addr, Expect::Node(target))?;
+                    Ok(RaftClient::new(channel)
+                        .max_decoding_message_size(limit)
+                        .max_encoding_message_size(limit))
+                })
                 .clone(),
+            max_message_bytes: limit,
             last_logged: None,
         }
     }
-}
-
-/// A gRPC client to another node's Raft service; connects on first use and
-/// reconnects by itself.
-pub fn connect_lazy(address: &str, credentials: &Credentials) -> Result<Client, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("invalid peer address \"{address}\": {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let channel = endpoint.connect_lazy();
-    Ok(
-        RaftClient::with_interceptor(channel, AttachCredentials(credentials.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-    )
 }
 
 /// One replication target.
@@ -94,6 +93,7 @@ pub struct Peer {
     target: NodeId,
     address: String,
     client: Result<Client, String>,
+    max_message_bytes: usize,
     last_logged: Option<Instant>,
 }
 
@@ -107,6 +107,8 @@ enum Failure {
     Unreachable(CallError),
     /// Reached it, but the call failed (refused credentials, bad payload).
     Network(CallError),
+    /// Too big to send as one message.
+    TooLarge(usize),
 }
 
 impl Peer {
@@ -135,6 +137,7 @@ impl Peer {
                 self.log_failure(&e);
                 Err(RPCError::Network(NetworkError::new(&e)))
             }
+            Err(Failure::TooLarge(size)) => Err(self.too_large(kind, size)),
         }
     }
 
@@ -150,13 +153,17 @@ impl Peer {
         };
         let payload = postcard::to_allocvec(request)
             .map_err(|e| Failure::Network(CallError(format!("cannot encode {kind:?}: {e}"))))?;
+        // Room for the protobuf and gRPC framing around the payload.
+        if payload.len() + 1024 > self.max_message_bytes {
+            return Err(Failure::TooLarge(payload.len()));
+        }
         let mut request = tonic::Request::new(RaftRequest {
             from: self.me,
             payload,
         });
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
-            RpcKind::AppendEntries => client.append_entries(request).await,
+            RpcKind::AppendEntries { .. } => client.append_entries(request).await,
             RpcKind::Vote => client.vote(request).await,
             RpcKind::InstallSnapshot => client.install_snapshot(request).await,
         };
@@ -168,6 +175,27 @@ impl Peer {
         })?;
         postcard::from_bytes(&reply.into_inner().payload)
             .map_err(|e| Failure::Network(CallError(format!("undecodable {kind:?} reply: {e}"))))
+    }
+
+    /// Asks openraft to send half as many entries; a single entry or a
+    /// snapshot chunk that is too large cannot be split, and is a network
+    /// error (logged) until the limit is raised.
+    fn too_large<E: std::error::Error>(
+        &mut self,
+        kind: RpcKind,
+        size: usize,
+    ) -> RPCError<NodeId, Node, RaftError<NodeId, E>> {
+        if let RpcKind::AppendEntries { entries } = kind
+            && entries > 1
+        {
+            return RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries as u64 / 2));
+        }
+        let error = CallError(format!(
+            "{kind:?} of {size} bytes is over [cluster] max_message_bytes ({})",
+            self.max_message_bytes
+        ));
+        self.log_failure(&error);
+        RPCError::Network(NetworkError::new(&error))
     }
 
     fn log_failure(&mut self, error: &CallError) {
@@ -192,7 +220,7 @@ pub fn status_text(status: &tonic::Status) -> String {
 
 #[derive(Debug, Clone, Copy)]
 enum RpcKind {
-    AppendEntries,
+    AppendEntries { entries: usize },
     Vote,
     InstallSnapshot,
 }
@@ -203,7 +231,10 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(RpcKind::AppendEntries, &rpc, &option).await
+        let kind = RpcKind::AppendEntries {
+            entries: rpc.entries.len(),
+        };
+        self.call(kind, &rpc, &option).await
     }
 
     async fn install_snapshot(

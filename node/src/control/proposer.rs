@@ -7,7 +7,7 @@
 //! and each proposal still gets its own outcome. While one batch is in
 //! flight the next one accumulates; at most [`MAX_BATCH`] ride together.
 
-use super::admin_service::AdminService;
+use super::writer::Writer;
 use raftlb_config::{Command, Outcome};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -48,9 +48,9 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching task; it ends when every handle is dropped.
-    pub fn start(admin: AdminService) -> (Proposer, JoinHandle<()>) {
+    pub fn start(writer: Writer) -> (Proposer, JoinHandle<()>) {
         let (queue, inbox) = mpsc::channel(QUEUE);
-        (Proposer { queue }, tokio::spawn(run(admin, inbox)))
+        (Proposer { queue }, tokio::spawn(run(writer, inbox)))
     }
 
     /// Queues `command` and waits for its own outcome (and log index: the
@@ -67,12 +67,12 @@ impl Proposer {
     }
 }
 
-async fn run(admin: AdminService, mut inbox: mpsc::Receiver<Proposal>) {
+async fn run(writer: Writer, mut inbox: mpsc::Receiver<Proposal>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.drain(..).map(|p| (p.command, p.reply)).unzip();
-        let outcomes = match admin.submit(Command::Independent(commands), false).await {
+        let outcomes = match writer.submit(Command::Independent(commands), false).await {
             Ok((index, Outcome::Each(outcomes))) if outcomes.len() == replies.len() => {
                 outcomes.into_iter().map(|o| Ok((index, o))).collect()
             }

@@ -1,18 +1,27 @@
 //! The server half of node-to-node Raft: the tonic `Raft` service hands each
 //! decoded request to the local openraft instance and returns its result,
-//! `Ok` or openraft's error, as postcard bytes. Credentials are checked by
-//! the interceptor in front of it ([`super::auth`]).
+//! `Ok` or openraft's error, as postcard bytes. The layer in front of it
+//! ([`super::authz`]) admits only member nodes of the cluster; here the
+//! message's claimed sender must also be the node whose certificate
+//! brought it, and snapshot chunks must continue what was received.
 
+use super::authz;
 use super::leadership::Leadership;
-use super::types::{NodeId, Raft};
+use super::transport::Caller;
+use super::types::{NodeId, Raft, TypeConfig};
+use openraft::raft::InstallSnapshotRequest;
 use raftlb_config::RaftTiming;
 use raftlb_proto::raft::raft_server;
 use raftlb_proto::raft::{RaftReply, RaftRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+
+/// The largest snapshot this node takes in (it is assembled in memory).
+const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
 
 #[derive(Clone)]
 pub struct RaftService {
@@ -21,6 +30,8 @@ pub struct RaftService {
     /// How long after its last confirmation as leader this node refuses
     /// to vote: openraft's own follower lease (two election timeouts).
     vote_hold: Duration,
+    /// The snapshot being received, and how many of its bytes.
+    receiving: Arc<Mutex<Option<(String, u64)>>>,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -35,7 +46,44 @@ impl RaftService {
             raft,
             leadership,
             vote_hold: timing.election_timeout * 2,
+            receiving: Arc::default(),
         }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// A chunk must start a snapshot (offset 0) or continue the one being
+    /// received without a gap: a far offset would make the receiving
+    /// buffer grow to it.
+    fn check_chunk(&self, chunk: &InstallSnapshotRequest<TypeConfig>) -> Result<(), Status> {
+        let id = &chunk.meta.snapshot_id;
+        let end = chunk.offset.saturating_add(chunk.data.len() as u64);
+        if end > MAX_SNAPSHOT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "snapshot {id}: a chunk ending at byte {end} is beyond the largest snapshot taken ({MAX_SNAPSHOT_BYTES} bytes)"
+            )));
+        }
+        let mut receiving = self.receiving.lock().unwrap_or_else(|e| e.into_inner());
+        let received = match receiving.as_ref() {
+            _ if chunk.offset == 0 => 0,
+            Some((current, received)) if current == id => *received,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot {id}: a chunk at offset {} before its start",
+                    chunk.offset
+                )));
+            }
+        };
+        if chunk.offset > received {
+            return Err(Status::invalid_argument(format!(
+                "snapshot {id}: a chunk at offset {}, but only {received} bytes were received",
+                chunk.offset
+            )));
+        }
+        *receiving = (!chunk.done).then(|| (id.clone(), received.max(end)));
+        Ok(())
     }
 
     /// A leader's VIP lease is counted from its last confirmation round,
@@ -76,35 +124,45 @@ fn sender(request: &RaftRequest) -> NodeId {
 }
 
 impl RaftService {
-    /// Refuses a sender that is not in this node's membership (a node that
-    /// was removed, or one configured with another's id). A node that has
-    /// no membership yet (never initialized, or being added) hears anyone
-    /// with the right credentials: that is how it learns the membership.
-    fn check_sender(&self, request: &RaftRequest) -> Result<(), Status> {
+    /// The message, once its claimed sender is known to be the certified
+    /// caller and, in a cleartext cluster where nobody is certified, a
+    /// member: not a node that was removed, or one configured with
+    /// another's id. A node that has no membership yet (never initialized,
+    /// or being added) hears any sender: that is how it learns the
+    /// membership. (Certified callers are checked for membership by the
+    /// layer in front.)
+    fn check_sender(&self, request: Request<RaftRequest>) -> Result<RaftRequest, Status> {
+        let from = request.get_ref().from;
+        let caller = Caller::of(&request);
+        if let Err(status) = authz::sender_is_caller(caller, from) {
+            authz::log_refusal(
+                caller.and_then(|c| c.address).map(|a| a.ip()),
+                &format!("Raft message: {}", status.message()),
+            );
+            return Err(status);
+        }
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
-        if membership.nodes().next().is_none() || membership.get_node(&request.from).is_some() {
-            return Ok(());
+        if membership.nodes().next().is_some() && membership.get_node(&from).is_none() {
+            let members: Vec<String> = membership.nodes().map(|(id, _)| id.to_string()).collect();
+            authz::log_refusal(
+                None,
+                &format!("Raft traffic from node {from}, which is not a member"),
+            );
+            return Err(Status::permission_denied(format!(
+                "node {from} is not a member of this cluster (members: {}); add it with `raftlb ctl member add`",
+                members.join(", ")
+            )));
         }
-        let members: Vec<String> = membership.nodes().map(|(id, _)| id.to_string()).collect();
-        tracing::warn!(
-            from = request.from,
-            "refused Raft traffic from a node that is not a member"
-        );
-        Err(Status::permission_denied(format!(
-            "node {} is not a member of this cluster (members: {}); add it with `raftlb ctl member add`",
-            request.from,
-            members.join(", ")
-        )))
+        Ok(request.into_inner())
     }
 }
 
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let request = request.into_inner();
-        self.check_sender(&request)?;
+        let request = self.check_sender(request)?;
         let rpc = decode(&request, "AppendEntries")?;
         let result = self.raft.append_entries(rpc).await;
         if let Err(e) = &result {
@@ -114,17 +172,16 @@ impl raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let request = request.into_inner();
-        self.check_sender(&request)?;
+        let request = self.check_sender(request)?;
         self.refuse_vote_while_leasing()?;
         let rpc = decode(&request, "Vote")?;
         reply(&self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let request = request.into_inner();
-        self.check_sender(&request)?;
+        let request = self.check_sender(request)?;
         let rpc = decode(&request, "InstallSnapshot")?;
+        self.check_chunk(&rpc)?;
         reply(&self.raft.install_snapshot(rpc).await)
     }
 }

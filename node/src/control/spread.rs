@@ -11,12 +11,95 @@
 //! election (voters, the old leader included, refuse to vote that long), so
 //! a new leader may reassign at once. The current leader moves a VIP only
 //! once its own last grant of it to another node is a lease old.
+//!
+//! [`LeaseDesk`] is both sides of the ask: [`LeaseDesk::ask`] on the
+//! owner, [`LeaseDesk::grant`] on the leader (the `LeaseVips` call).
 
-use super::types::NodeId;
+use super::leader_link::LeaderLink;
+use super::leadership::Leadership;
+use super::state_machine::Applied;
+use super::types::{NodeId, Raft};
+use raftlb_config::Command;
+use raftlb_config::RaftTiming;
+use raftlb_proto::admin::LeaseVipsRequest;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tonic::Status;
+
+/// Asks for and grants spread-VIP leases.
+#[derive(Clone)]
+pub struct LeaseDesk {
+    pub me: NodeId,
+    pub raft: Raft,
+    pub leases: SharedLeases,
+    pub leadership: watch::Receiver<Leadership>,
+    pub applied: watch::Receiver<Arc<Applied>>,
+    pub timing: RaftTiming,
+    pub link: LeaderLink,
+}
+
+impl std::fmt::Debug for LeaseDesk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseDesk").finish_non_exhaustive()
+    }
+}
+
+impl LeaseDesk {
+    /// Asks the leader for the lease on `vips` (this node's spread VIPs);
+    /// returns those granted.
+    pub async fn ask(&self, vips: &[IpAddr]) -> Result<Vec<IpAddr>, Status> {
+        let mut leader = self.link.leader()?;
+        let request = LeaseVipsRequest {
+            node_id: self.me,
+            vips: vips.iter().map(ToString::to_string).collect(),
+        };
+        let reply = leader.lease_vips(request).await?.into_inner();
+        Ok(reply.granted.iter().filter_map(|v| v.parse().ok()).collect())
+    }
+
+    /// As leader: commits `vip`'s assignment to `owner` (or to nobody).
+    /// Never passed on: a node that stopped leading has no plan to give.
+    pub async fn assign(&self, vip: IpAddr, owner: Option<NodeId>) -> Result<(), String> {
+        let command = Command::AssignVip { address: vip, owner };
+        match tokio::time::timeout(self.timing.election_timeout, self.raft.client_write(command)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("not committed in time".to_string()),
+        }
+    }
+
+    /// Those VIPs' leases, for assigning: who asked lately, the last grants.
+    pub fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// As leader: grants `node` the lease on those of `vips` the state
+    /// assigns to it, while this node's leadership is freshly confirmed.
+    pub fn grant(&self, node: NodeId, vips: &[String]) -> Result<Vec<IpAddr>, Status> {
+        let fresh = self
+            .leadership
+            .borrow()
+            .confirmed_at
+            .is_some_and(|at| at.elapsed() < self.timing.election_timeout);
+        if !fresh {
+            return Err(Status::unavailable("not a leader confirmed by a quorum just now"));
+        }
+        let applied = Arc::clone(&self.applied.borrow());
+        let granted: Vec<IpAddr> = vips
+            .iter()
+            .filter_map(|v| v.parse().ok())
+            .filter(|vip| applied.state.vip_owner(*vip) == Some(node))
+            .collect();
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(node, &granted);
+        Ok(granted)
+    }
+}
 
 /// Who asked lately, and the last grant of each VIP.
 #[derive(Debug, Default)]

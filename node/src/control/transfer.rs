@@ -8,12 +8,106 @@
 //! wins it. Then the old leader resumes its normal settings as a follower.
 //! If the target cannot win, the next candidate is asked, and if none can,
 //! the old leader resumes leading.
+//!
+//! [`Handover`] serves `ctl leader transfer` (from any node: a follower
+//! passes it to the leader), the leader's `Campaign` call to the target,
+//! and `ctl node drain` (this node hands over, then stops).
 
+use super::leader_link::{LeaderLink, Redirect};
+use super::network::status_text;
 use super::types::{NodeId, Raft};
 use openraft::ServerState;
+use openraft::error::ForwardToLeader;
 use raftlb_config::RaftTiming;
+use raftlb_proto::admin::CampaignRequest;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+/// What leadership transfer and drain need.
+#[derive(Clone)]
+pub struct Handover {
+    pub me: NodeId,
+    pub raft: Raft,
+    pub link: LeaderLink,
+    pub timing: RaftTiming,
+    /// Set while this node, as leader, steps aside.
+    pub standing_down: Arc<AtomicBool>,
+    /// A witness never campaigns.
+    pub witness: bool,
+    /// Cancelled when an operator asks this node to drain and stop.
+    pub drain: CancellationToken,
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handover").finish_non_exhaustive()
+    }
+}
+
+impl Handover {
+    /// As leader, hands leadership to `to` (or the most caught-up voter)
+    /// and returns the new leader; [`Redirect::ToLeader`] when this node
+    /// is not the leader.
+    pub async fn hand_over(&self, to: Option<NodeId>) -> Result<NodeId, Redirect> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            let leader_node = metrics
+                .current_leader
+                .and_then(|id| metrics.membership_config.membership().get_node(&id).cloned());
+            return Err(Redirect::ToLeader(ForwardToLeader {
+                leader_id: metrics.current_leader,
+                leader_node,
+            }));
+        }
+        let candidates = candidates(&self.raft, self.me, to).map_err(Status::failed_precondition)?;
+        let membership = metrics.membership_config.membership().clone();
+        let after = campaign_delay(self.timing);
+        let mut reasons = Vec::new();
+        let won = step_aside(&self.raft, &self.standing_down, async {
+            for candidate in &candidates {
+                let Some(node) = membership.get_node(candidate) else {
+                    continue;
+                };
+                let ask = async {
+                    let mut client = self.link.member(*candidate, &node.addr)?;
+                    let request = CampaignRequest {
+                        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    };
+                    client.campaign(request).await.map(|_| ())
+                };
+                match tokio::time::timeout(after + CAMPAIGN_TIMEOUT * 2, ask).await {
+                    Ok(Ok(())) => return Some(*candidate),
+                    Ok(Err(status)) => reasons.push(format!("node {candidate}: {}", status_text(&status))),
+                    Err(_) => reasons.push(format!("node {candidate}: no answer")),
+                }
+            }
+            None
+        })
+        .await
+        .ok_or_else(|| Status::aborted("a leadership transfer is already under way"))?;
+        won.ok_or_else(|| {
+            Redirect::Failed(Status::unavailable(format!(
+                "leadership stays here: no candidate won ({})",
+                reasons.join("; ")
+            )))
+        })
+    }
+
+    /// The target's side of a transfer: stand for election once the other
+    /// voters' leases on the old leader have run out, whatever the caller
+    /// asks, and say whether this node won.
+    pub async fn campaign(&self, after_ms: u64) -> Result<(), Status> {
+        if self.witness {
+            return Err(Status::failed_precondition("a witness never leads"));
+        }
+        let least = campaign_delay(self.timing);
+        let after = Duration::from_millis(after_ms.min(10_000)).max(least);
+        campaign(&self.raft, after).await.map_err(Status::unavailable)
+    }
+}
 
 /// How long a campaigning node waits to see itself leader.
 pub const CAMPAIGN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,11 +149,11 @@ pub fn candidates(raft: &Raft, me: NodeId, to: Option<NodeId>) -> Result<Vec<Nod
 /// The leader's side around the campaign: quiet while `campaign` runs,
 /// itself again afterwards whatever happened, even if the caller gives up
 /// on the campaign half-way. `None` if a transfer is already under way.
-/// Writes are held back meanwhile ([`AdminService::submit`]): committed,
-/// they would reach the followers and renew their lease on this node, and
-/// the target would lose. A target that loses anyway is retried or fails.
+/// Writes are held back meanwhile ([`Writer::submit`]): committed, they
+/// would reach the followers and renew their lease on this node, and the
+/// target would lose. A target that loses anyway is retried or fails.
 ///
-/// [`AdminService::submit`]: super::admin_service::AdminService::submit
+/// [`Writer::submit`]: super::writer::Writer::submit
 pub async fn step_aside<T>(
     raft: &Raft,
     standing_down: &AtomicBool,

@@ -21,6 +21,7 @@ openraft::declare_raft_types!(
 pub type NodeId = u64;
 pub type Node = openraft::BasicNode;
 pub type Raft = openraft::Raft<TypeConfig>;
+pub type Metrics = openraft::RaftMetrics<NodeId, Node>;
 pub type LogId = openraft::LogId<NodeId>;
 pub type Vote = openraft::Vote<NodeId>;
 pub type Entry = openraft::Entry<TypeConfig>;

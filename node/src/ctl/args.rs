@@ -18,32 +18,24 @@ const GLOBAL: &str = "Global options";
 
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
-    /// Admin address of any node of the cluster (its `[cluster] raft` address).
-    #[arg(
-        long,
-        env = "RAFTLB_NODE",
-        default_value = "127.0.0.1:7000",
-        global = true,
-        help_heading = GLOBAL,
-        value_name = "ADDR"
-    )]
-    pub node: String,
-    /// The cluster id (`[cluster] id`); every call carries it.
-    #[arg(
-        long,
-        env = "RAFTLB_CLUSTER",
-        default_value = "raftlb",
-        global = true,
-        help_heading = GLOBAL,
-        value_name = "ID"
-    )]
-    pub cluster: String,
-    /// The cluster token; prefer --token-file, which keeps it out of `ps`.
-    #[arg(long, env = "RAFTLB_TOKEN", hide_env_values = true, global = true, help_heading = GLOBAL)]
-    pub token: Option<String>,
-    /// File holding the cluster token (trailing whitespace ignored); wins over --token.
-    #[arg(long, env = "RAFTLB_TOKEN_FILE", global = true, help_heading = GLOBAL, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
+    /// Admin address of any node of the cluster (its `[cluster] raft`
+    /// address) [default: the ctl config's `node`, else 127.0.0.1:7000].
+    #[arg(long, env = "RAFTLB_NODE", global = true, help_heading = GLOBAL, value_name = "ADDR")]
+    pub node: Option<String>,
+    /// The cluster's CA bundle (PEM), to check the node's certificate.
+    #[arg(long = "ca", env = "RAFTLB_CA", global = true, help_heading = GLOBAL, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// Your client certificate (`raftlb certs client`), role admin or read.
+    #[arg(long = "cert", env = "RAFTLB_CERT", global = true, help_heading = GLOBAL, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long = "key", env = "RAFTLB_KEY", global = true, help_heading = GLOBAL, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// A TOML file with `node`, `ca`, `cert` and `key` (paths relative to
+    /// the file); options and their environment variables win over it
+    /// [default: ~/.config/raftlb/ctl.toml, if it exists].
+    #[arg(long, env = "RAFTLB_CTL_CONFIG", global = true, help_heading = GLOBAL, value_name = "PATH")]
+    pub ctl_config: Option<PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
@@ -192,15 +184,19 @@ pub enum CertCommand {
     /// any of that name; checked first (readable, key matches, not expired).
     Add {
         name: String,
-        /// The certificate chain, leaf first.
+        /// The certificate chain, leaf first (PEM).
         #[arg(long)]
-        cert: PathBuf,
-        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        cert_file: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1; PEM).
         #[arg(long)]
-        key: PathBuf,
+        key_file: PathBuf,
     },
-    /// Every certificate: the names it is valid for and its expiry.
-    List,
+    /// Every certificate: the names it is valid for, its expiry and fingerprint.
+    List {
+        /// Answer from the node's own copy without confirming it is current.
+        #[arg(long)]
+        stale: bool,
+    },
     Remove {
         name: String,
     },
@@ -332,6 +328,19 @@ mod tests {
         ctl: CtlArgs,
     }
 
+    #[test]
+    fn no_two_options_or_arguments_share_a_name() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        // A subcommand's argument named like a global option (`sticky get
+        // KEY` and `--key`) once swallowed it.
+        let get = parse(&["sticky", "get", "u-1", "--key", "/k.pem"]).expect("valid");
+        assert!(
+            matches!(get.command, CtlCommand::Sticky(StickyCommand::Get { ref key, .. }) if key == "u-1")
+        );
+        assert_eq!(get.tls_key.as_deref(), Some(std::path::Path::new("/k.pem")));
+    }
+
     fn parse(args: &[&str]) -> Result<CtlArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("ctl").chain(args.iter().copied())).map(|cli| cli.ctl)
     }
@@ -449,7 +458,7 @@ mod tests {
         let before = parse(&["--node", "10.1.1.1:7000", "--json", "pools", "web"]).expect("valid");
         let after = parse(&["pools", "web", "--node", "10.1.1.1:7000", "--json"]).expect("valid");
         for args in [before, after] {
-            assert_eq!(args.node, "10.1.1.1:7000");
+            assert_eq!(args.node.as_deref(), Some("10.1.1.1:7000"));
             assert!(args.json);
             assert!(
                 matches!(args.command, CtlCommand::Pools { name: Some(ref n), stale: false } if n == "web")

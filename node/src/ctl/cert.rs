@@ -8,13 +8,16 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// What a stored certificate is good for.
+/// What a stored certificate is good for: names, expiry and fingerprint,
+/// never its key (admin replies do not carry keys).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub name: String,
     pub names: Vec<String>,
     /// Seconds since the Unix epoch.
     pub not_after: i64,
+    /// SHA-256 of the leaf certificate.
+    pub fingerprint: String,
     /// Why it cannot be served, for a stored one that no longer parses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -31,7 +34,11 @@ impl Summary {
         } else {
             format!("expires in {days} days")
         };
-        format!("valid for {}; {expiry}", self.names.join(", "))
+        format!(
+            "valid for {}; {expiry}; SHA-256 {}",
+            self.names.join(", "),
+            self.fingerprint
+        )
     }
 }
 
@@ -51,14 +58,17 @@ pub fn add(name: &str, cert: &Path, key: &Path) -> Result<(Command, Summary), St
         chain_pem: read(cert, "certificate")?,
         key_pem: read(key, "key")?,
     };
-    let parsed = parse::parse(&certificate).map_err(|e| format!("{}: {e}", cert.display()))?;
-    if parsed.not_after <= now() {
+    parse::parse(&certificate).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let described =
+        parse::describe(&certificate.chain_pem).map_err(|e| format!("{}: {e}", cert.display()))?;
+    if described.not_after <= now() {
         return Err(format!("{}: the certificate has expired", cert.display()));
     }
     let summary = Summary {
         name: name.to_string(),
-        names: parsed.names,
-        not_after: parsed.not_after,
+        names: described.names,
+        not_after: described.not_after,
+        fingerprint: described.fingerprint,
         problem: None,
     };
     let command = Command::PutCertificate {
@@ -68,25 +78,29 @@ pub fn add(name: &str, cert: &Path, key: &Path) -> Result<(Command, Summary), St
     Ok((command, summary))
 }
 
-/// Every stored certificate, described.
+/// Every stored certificate, described from its chain.
 pub fn list(state: &ClusterState) -> Vec<Summary> {
     state
         .certificates()
         .iter()
-        .map(|(name, certificate)| match parse::parse(certificate) {
-            Ok(parsed) => Summary {
-                name: name.clone(),
-                names: parsed.names,
-                not_after: parsed.not_after,
-                problem: None,
+        .map(
+            |(name, certificate)| match parse::describe(&certificate.chain_pem) {
+                Ok(described) => Summary {
+                    name: name.clone(),
+                    names: described.names,
+                    not_after: described.not_after,
+                    fingerprint: described.fingerprint,
+                    problem: None,
+                },
+                Err(e) => Summary {
+                    name: name.clone(),
+                    names: Vec::new(),
+                    not_after: 0,
+                    fingerprint: String::new(),
+                    problem: Some(e.to_string()),
+                },
             },
-            Err(e) => Summary {
-                name: name.clone(),
-                names: Vec::new(),
-                not_after: 0,
-                problem: Some(e.to_string()),
-            },
-        })
+        )
         .collect()
 }
 

@@ -1,10 +1,11 @@
-//! One node's admin API as `raftlb ctl` uses it: the cluster id and token
-//! attached to every call, every connect and call bounded by a timeout, and
-//! every failure turned into a [`CallError`] that says in one line what went
-//! wrong and where, without tonic's "transport error" wrapping.
+//! One node's admin API as `raftlb ctl` uses it: over mutual TLS with the
+//! caller's certificate (see [`super::settings`]), every connect and call
+//! bounded by a timeout, and every failure turned into a [`CallError`]
+//! that says in one line what went wrong and where, without tonic's
+//! "transport error" wrapping.
 
-use crate::control::auth::{AttachCredentials, Credentials};
-use crate::control::network::MAX_MESSAGE_BYTES;
+use crate::control::transport::{ConnectError, Dialer};
+use crate::pki::Expect;
 use raftlb_proto::admin::admin_client::AdminClient;
 use raftlb_proto::admin::{
     AddMemberRequest, DrainReply, DrainRequest, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest,
@@ -15,9 +16,11 @@ use raftlb_proto::admin::{
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
+
+/// The largest reply `raftlb ctl` takes (a whole cluster state).
+const MAX_REPLY_BYTES: usize = 1 << 30;
 
 /// Why a call to a node failed, phrased for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,36 +151,31 @@ fn chain_has<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
 pub struct Client {
     address: String,
     timeout: Duration,
-    inner: AdminClient<InterceptedService<Channel, AttachCredentials>>,
+    inner: AdminClient<Channel>,
 }
 
 impl Client {
-    /// Connects to `address` (`host:port`, or a full `http://` URI), within `timeout`.
+    /// Connects to `address` (`host:port`) within `timeout`, expecting
+    /// `expect` to answer there.
     pub async fn connect(
         address: &str,
-        credentials: Credentials,
+        dialer: &Dialer,
+        expect: Expect,
         timeout: Duration,
     ) -> Result<Self, CallError> {
-        let uri = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| CallError::BadAddress {
-                address: address.to_string(),
-                reason: innermost(&e),
-            })?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true);
         let unreachable = |reason: String| CallError::Unreachable {
             address: address.to_string(),
             reason,
         };
-        let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        let channel = match tokio::time::timeout(timeout, dialer.connect(address, expect)).await {
             Ok(Ok(channel)) => channel,
-            Ok(Err(e)) => return Err(unreachable(innermost(&e))),
+            Ok(Err(ConnectError::Address(reason))) => {
+                return Err(CallError::BadAddress {
+                    address: address.to_string(),
+                    reason,
+                });
+            }
+            Ok(Err(ConnectError::Transport(e))) => return Err(unreachable(innermost(&e))),
             Err(_) => {
                 let within = raftlb_config::duration::format(timeout);
                 return Err(unreachable(format!("no connection within {within}")));
@@ -186,8 +184,7 @@ impl Client {
         Ok(Client {
             address: address.to_string(),
             timeout,
-            inner: AdminClient::with_interceptor(channel, AttachCredentials(credentials))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            inner: AdminClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES),
         })
     }
 
@@ -332,8 +329,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_node_fails_fast_with_one_line() {
-        let credentials = Credentials::new("prod", "s3cret").unwrap();
-        let error = Client::connect("127.0.0.1:1", credentials, TEN_SECONDS)
+        let dialer = Dialer::new(crate::control::transport::Links::Cleartext, TEN_SECONDS);
+        let error = Client::connect("127.0.0.1:1", &dialer, Expect::AnyNode, TEN_SECONDS)
             .await
             .expect_err("nothing listens on port 1");
         let line = error.to_string();

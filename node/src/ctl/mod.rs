@@ -15,6 +15,7 @@ mod args;
 mod cert;
 mod client;
 mod format;
+mod settings;
 mod status;
 mod sticky;
 
@@ -23,18 +24,22 @@ pub use args::{
     StickyCommand,
 };
 
-use crate::control::auth::Credentials;
 use crate::node;
+use crate::pki::Expect;
 use client::Client;
 use raftlb_config::{ClusterState, Command};
 use serde::Serialize;
+use settings::Settings;
 use std::io::Write;
 use std::path::Path;
 
 /// Runs one `raftlb ctl` subcommand and prints its output; `Err` is the
 /// one line to print on stderr.
 pub async fn run(args: CtlArgs) -> Result<(), String> {
-    let output = execute(args).await?;
+    let settings = Settings::from_args(&args, args.timeout())?;
+    let output = execute(args, &settings)
+        .await
+        .map_err(|error| cleartext_hint(&settings, error))?;
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush()) {
         // `raftlb ctl pools | head` closing the pipe early is not a failure.
@@ -43,23 +48,41 @@ pub async fn run(args: CtlArgs) -> Result<(), String> {
     }
 }
 
+/// A cleartext call answered with TLS fails as garbled HTTP/2; say why.
+fn cleartext_hint(settings: &Settings, error: String) -> String {
+    let garbled = [
+        "frame with invalid size",
+        "h2 protocol error",
+        "connection closed before message completed",
+        "broken pipe",
+        "connection reset",
+    ];
+    if settings.tls || !garbled.iter().any(|g| error.contains(g)) {
+        return error;
+    }
+    format!(
+        "{}: the node speaks TLS (its cluster has [cluster.tls]): give --ca, --cert and --key \
+         (or RAFTLB_CA, RAFTLB_CERT, RAFTLB_KEY, or a ctl config file)",
+        settings.node
+    )
+}
+
 /// Runs one subcommand and returns what it prints.
-async fn execute(args: CtlArgs) -> Result<String, String> {
-    let credentials = Credentials::new(&args.cluster, &token(&args)?)?;
+async fn execute(args: CtlArgs, settings: &Settings) -> Result<String, String> {
     let json = args.json;
     match &args.command {
         CtlCommand::Status => {
-            let mut client = connect(&args, &credentials).await?;
-            let cluster = status::gather(&mut client, &credentials, args.timeout()).await?;
+            let mut client = connect(settings, &args).await?;
+            let cluster = status::gather(&mut client, &settings.dialer, args.timeout()).await?;
             render(json, &cluster, || format::status(&cluster))
         }
         CtlCommand::Listeners { stale } => {
-            let state = read_state(&mut connect(&args, &credentials).await?, *stale).await?;
+            let state = read_state(&mut connect(settings, &args).await?, *stale).await?;
             let listeners = &state.spec().listeners;
             render(json, listeners, || format::listeners(listeners))
         }
         CtlCommand::Pools { name, stale } => {
-            let state = read_state(&mut connect(&args, &credentials).await?, *stale).await?;
+            let state = read_state(&mut connect(settings, &args).await?, *stale).await?;
             let pools = &state.spec().pools;
             match name {
                 None => render(json, pools, || format::pools(&pools.iter().collect::<Vec<_>>())),
@@ -70,7 +93,7 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             }
         }
         CtlCommand::Backend(BackendCommand::List { pool, stale }) => {
-            let state = read_state(&mut connect(&args, &credentials).await?, *stale).await?;
+            let state = read_state(&mut connect(settings, &args).await?, *stale).await?;
             if let Some(name) = pool {
                 state.spec().pool(name).ok_or_else(|| no_pool(name, &state))?;
             }
@@ -79,7 +102,7 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
         }
         CtlCommand::Backend(backend) => {
             let command = backend.to_command().ok_or("nothing to write")?;
-            let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
+            let log_index = write(&mut connect(settings, &args).await?, &command).await?;
             let written = Written {
                 log_index,
                 command: &command,
@@ -89,7 +112,7 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             })
         }
         CtlCommand::Member(MemberCommand::Add { id, address }) => {
-            let mut client = connect(&args, &credentials).await?;
+            let mut client = connect(settings, &args).await?;
             let reply = client
                 .add_member(*id, address.to_string())
                 .await
@@ -100,7 +123,7 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             })
         }
         CtlCommand::Leader(LeaderCommand::Transfer { to }) => {
-            let mut client = connect(&args, &credentials).await?;
+            let mut client = connect(settings, &args).await?;
             let reply = client.transfer_leader(*to).await.map_err(|e| e.to_string())?;
             let leader_id = reply.leader_id;
             render(json, &Transferred { leader_id }, || {
@@ -109,16 +132,21 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
         }
         CtlCommand::Node(NodeCommand::Drain { id }) => {
             // The drain call goes to the node itself, found through --node.
-            let mut client = connect(&args, &credentials).await?;
+            let mut client = connect(settings, &args).await?;
             let status = client.status().await.map_err(|e| e.to_string())?;
             let member = status
                 .members
                 .iter()
                 .find(|m| m.id == *id)
                 .ok_or_else(|| format!("node {id} is not a member of cluster {}", status.cluster_id))?;
-            let mut target = Client::connect(&member.address, credentials.clone(), args.timeout())
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut target = Client::connect(
+                &member.address,
+                &settings.dialer,
+                Expect::Node(*id),
+                args.timeout(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             target.drain().await.map_err(|e| e.to_string())?;
             render(json, &Draining { node_id: *id }, || {
                 format!(
@@ -127,16 +155,20 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             })
         }
         CtlCommand::Member(MemberCommand::Remove { id }) => {
-            let mut client = connect(&args, &credentials).await?;
+            let mut client = connect(settings, &args).await?;
             let reply = client.remove_member(*id).await.map_err(|e| e.to_string())?;
             let log_index = reply.log_index;
             render(json, &Membership { log_index }, || {
                 format!("node {id} removed at log index {log_index}\n")
             })
         }
-        CtlCommand::Cert(CertCommand::Add { name, cert, key }) => {
-            let (command, summary) = cert::add(name, cert, key)?;
-            let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
+        CtlCommand::Cert(CertCommand::Add {
+            name,
+            cert_file,
+            key_file,
+        }) => {
+            let (command, summary) = cert::add(name, cert_file, key_file)?;
+            let log_index = write(&mut connect(settings, &args).await?, &command).await?;
             render(json, &summary, || {
                 format!(
                     "certificate {name} stored at log index {log_index}: {}\n",
@@ -144,20 +176,20 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
                 )
             })
         }
-        CtlCommand::Cert(CertCommand::List) => {
-            let state = read_state(&mut connect(&args, &credentials).await?, false).await?;
+        CtlCommand::Cert(CertCommand::List { stale }) => {
+            let state = read_state(&mut connect(settings, &args).await?, *stale).await?;
             let list = cert::list(&state);
             render(json, &list, || cert::format_list(&list))
         }
         CtlCommand::Cert(CertCommand::Remove { name }) => {
             let command = Command::RemoveCertificate { name: name.clone() };
-            let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
+            let log_index = write(&mut connect(settings, &args).await?, &command).await?;
             render(json, &Membership { log_index }, || {
                 format!("certificate {name} removed at log index {log_index}\n")
             })
         }
         CtlCommand::Snapshot => {
-            let mut client = connect(&args, &credentials).await?;
+            let mut client = connect(settings, &args).await?;
             let reply = client.snapshot().await.map_err(|e| e.to_string())?;
             let shown = (reply.index, reply.bytes, reply.build_ms);
             render(json, &shown, || {
@@ -168,12 +200,12 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             })
         }
         CtlCommand::Sticky(StickyCommand::Stats) => {
-            let mut client = connect(&args, &credentials).await?;
-            let members = sticky::gather(&mut client, &credentials, args.timeout()).await?;
+            let mut client = connect(settings, &args).await?;
+            let members = sticky::gather(&mut client, &settings.dialer, args.timeout()).await?;
             render(json, &members, || sticky::format_stats(&members))
         }
         CtlCommand::Sticky(StickyCommand::Get { key, pool }) => {
-            let mut client = connect(&args, &credentials).await?;
+            let mut client = connect(settings, &args).await?;
             let reply = client
                 .sticky_get(key.clone(), pool.clone().unwrap_or_default())
                 .await
@@ -187,13 +219,13 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
         }
         CtlCommand::Sticky(StickyCommand::Flush { pool }) => {
             let command = Command::Sticky(raftlb_config::StickyChange::Flush { pool: pool.clone() });
-            let log_index = write(&mut connect(&args, &credentials).await?, &command).await?;
+            let log_index = write(&mut connect(settings, &args).await?, &command).await?;
             render(json, &Membership { log_index }, || {
                 format!("flushed the sticky sessions of pool {pool} at log index {log_index}\n")
             })
         }
         CtlCommand::Diff { config } => {
-            let (_, changes) = changes(&args, &credentials, config).await?;
+            let (_, changes) = changes(settings, &args, config).await?;
             render(json, &changes, || match changes.as_slice() {
                 [] => format!(
                     "no difference: the cluster already matches {}\n",
@@ -203,7 +235,7 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
             })
         }
         CtlCommand::Apply { config } => {
-            let (mut client, changes) = changes(&args, &credentials, config).await?;
+            let (mut client, changes) = changes(settings, &args, config).await?;
             let log_index = match changes.as_slice() {
                 [] => None,
                 // One write: the whole file's difference is applied atomically or not at all.
@@ -230,8 +262,8 @@ async fn execute(args: CtlArgs) -> Result<String, String> {
     }
 }
 
-async fn connect(args: &CtlArgs, credentials: &Credentials) -> Result<Client, String> {
-    Client::connect(&args.node, credentials.clone(), args.timeout())
+async fn connect(settings: &Settings, args: &CtlArgs) -> Result<Client, String> {
+    Client::connect(&settings.node, &settings.dialer, Expect::AnyNode, args.timeout())
         .await
         .map_err(|e| e.to_string())
 }
@@ -239,13 +271,9 @@ async fn connect(args: &CtlArgs, credentials: &Credentials) -> Result<Client, St
 /// The commands that would make the cluster match the file at `path`
 /// (read linearizably), and the client that read it. A bad file fails
 /// before anything touches the network.
-async fn changes(
-    args: &CtlArgs,
-    credentials: &Credentials,
-    path: &Path,
-) -> Result<(Client, Vec<Command>), String> {
+async fn changes(settings: &Settings, args: &CtlArgs, path: &Path) -> Result<(Client, Vec<Command>), String> {
     let file = node::load_config(path).map_err(|e| e.to_string())?;
-    let mut client = connect(args, credentials).await?;
+    let mut client = connect(settings, args).await?;
     let state = read_state(&mut client, false).await?;
     Ok((client, raftlb_config::diff::diff(state.spec(), &file.cluster)))
 }
@@ -281,25 +309,6 @@ struct Applied<'a> {
     changes: usize,
     log_index: Option<u64>,
     commands: &'a [Command],
-}
-
-/// The token from `--token-file` (preferred) or `--token`, trimmed as the nodes trim theirs.
-fn token(args: &CtlArgs) -> Result<String, String> {
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?,
-        None => args.token.clone().ok_or(
-            "no cluster token: pass --token-file PATH or --token TOKEN, or set RAFTLB_TOKEN_FILE or RAFTLB_TOKEN",
-        )?,
-    };
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(match &args.token_file {
-            Some(path) => format!("the token file {} is empty", path.display()),
-            None => "the cluster token is empty".to_string(),
-        });
-    }
-    Ok(token.to_string())
 }
 
 /// Reads and decodes the cluster state (linearizable unless `stale`).
@@ -348,41 +357,6 @@ fn render<T: Serialize + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        ctl: CtlArgs,
-    }
-
-    fn args(extra: &[&str]) -> CtlArgs {
-        Cli::try_parse_from(["ctl"].iter().chain(extra))
-            .expect("valid arguments")
-            .ctl
-    }
-
-    #[test]
-    fn the_token_file_wins_and_is_trimmed() {
-        let dir = std::env::temp_dir().join(format!("raftlb-ctl-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token");
-        std::fs::write(&path, "s3cret\n\n").unwrap();
-        let file = path.to_str().unwrap();
-        assert_eq!(
-            token(&args(&["--token", "other", "--token-file", file, "status"])).unwrap(),
-            "s3cret"
-        );
-        std::fs::write(&path, " \n").unwrap();
-        assert!(
-            token(&args(&["--token-file", file, "status"]))
-                .unwrap_err()
-                .contains("is empty")
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-        let missing = token(&args(&["--token-file", file, "status"])).unwrap_err();
-        assert!(missing.starts_with("cannot read the token file"), "{missing}");
-    }
 
     #[test]
     fn a_missing_pool_lists_the_ones_there_are() {

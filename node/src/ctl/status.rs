@@ -5,7 +5,8 @@
 //! `--json` prints as is.
 
 use super::client::Client;
-use crate::control::auth::Credentials;
+use crate::control::transport::Dialer;
+use crate::pki::Expect;
 use raftlb_proto::admin::StatusReply;
 use serde::Serialize;
 use std::time::Duration;
@@ -75,18 +76,14 @@ impl MemberView {
 }
 
 /// Asks `first` (already connected) and then every other member it lists.
-pub async fn gather(
-    first: &mut Client,
-    credentials: &Credentials,
-    timeout: Duration,
-) -> Result<ClusterStatus, String> {
+pub async fn gather(first: &mut Client, dialer: &Dialer, timeout: Duration) -> Result<ClusterStatus, String> {
     let first_reply = first.status().await.map_err(|e| e.to_string())?;
     let per_node = timeout.min(PER_NODE_TIMEOUT);
     let mut asks = JoinSet::new();
     for member in first_reply.members.iter().filter(|m| m.id != first_reply.node_id) {
-        let (id, address, credentials) = (member.id, member.address.clone(), credentials.clone());
+        let (id, address, dialer) = (member.id, member.address.clone(), dialer.clone());
         asks.spawn(async move {
-            let reply = match Client::connect(&address, credentials, per_node).await {
+            let reply = match Client::connect(&address, &dialer, Expect::Node(id), per_node).await {
                 Ok(mut client) => client.status().await,
                 Err(e) => Err(e),
             };

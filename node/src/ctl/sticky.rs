@@ -5,7 +5,8 @@
 
 use super::client::Client;
 use super::status::PER_NODE_TIMEOUT;
-use crate::control::auth::Credentials;
+use crate::control::transport::Dialer;
+use crate::pki::Expect;
 use raftlb_proto::admin::{StickyGetReply, StickyStatsReply};
 use serde::Serialize;
 use std::time::Duration;
@@ -76,7 +77,7 @@ impl NodeStats {
 /// Asks every member of `first`'s cluster for its sticky stats.
 pub async fn gather(
     first: &mut Client,
-    credentials: &Credentials,
+    dialer: &Dialer,
     timeout: Duration,
 ) -> Result<Vec<MemberStickyStats>, String> {
     let status = first.status().await.map_err(|e| e.to_string())?;
@@ -87,7 +88,8 @@ pub async fn gather(
         } else {
             match Client::connect(
                 &member.address,
-                credentials.clone(),
+                dialer,
+                Expect::Node(member.id),
                 timeout.min(PER_NODE_TIMEOUT),
             )
             .await

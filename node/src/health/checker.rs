@@ -63,12 +63,7 @@ impl Checkers {
         Checkers {
             running: Mutex::new(HashMap::new()),
             verdicts,
-            reporter: tokio::spawn(report(
-                control.applied.clone(),
-                control.proposer.clone(),
-                node,
-                inbox,
-            )),
+            reporter: tokio::spawn(report(control.applied(), control.proposer(), node, inbox)),
         }
     }
 

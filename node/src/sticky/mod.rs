@@ -48,10 +48,10 @@ pub struct Sticky {
 impl Sticky {
     pub fn new(control: &ControlPlane) -> Arc<Sticky> {
         Arc::new(Sticky {
-            tables: Arc::clone(&control.sticky_tables),
+            tables: control.sticky_tables(),
             pending: Pending::default(),
-            proposer: control.proposer.clone(),
-            metrics: Arc::clone(&control.sticky_metrics),
+            proposer: control.proposer(),
+            metrics: control.sticky_metrics(),
         })
     }
 

@@ -29,18 +29,18 @@ pub fn draw_secret() -> Option<StickySecret> {
 
 /// Runs the upkeep until the returned task is aborted.
 pub fn start(control: &ControlPlane) -> JoinHandle<()> {
-    let raft = control.raft.clone();
-    let applied = control.applied.clone();
-    let proposer = control.proposer.clone();
-    let tables = Arc::clone(&control.sticky_tables);
-    let metrics = Arc::clone(&control.sticky_metrics);
+    let raft = control.raft_metrics();
+    let applied = control.applied();
+    let proposer = control.proposer();
+    let tables = control.sticky_tables();
+    let metrics = control.sticky_metrics();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EXPIRY_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             metrics.sample_rate();
-            if raft.metrics().borrow().state != ServerState::Leader {
+            if raft.borrow().state != ServerState::Leader {
                 continue;
             }
             let state = Arc::clone(&applied.borrow());

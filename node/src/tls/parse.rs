@@ -36,25 +36,38 @@ pub enum CertError {
     X509(String),
 }
 
-/// Parses `certificate` for serving.
-pub fn parse(certificate: &Certificate) -> Result<Parsed, CertError> {
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(certificate.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| CertError::CertificatePem(e.to_string()))?;
-    let leaf = chain.first().ok_or(CertError::NoCertificate)?.clone();
-    let key = PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes())
-        .map_err(|e| CertError::KeyPem(e.to_string()))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| CertError::KeyType(e.to_string()))?;
-    let key = CertifiedKey::new(chain, signer);
-    match key.keys_match() {
-        Ok(()) => {}
-        // rustls cannot tell for some key types; the handshake will.
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(_) => return Err(CertError::KeyMismatch),
+/// What a certificate chain's leaf says of itself: the public half,
+/// which `ctl cert list` shows (admin replies carry no key).
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// DNS names from the subject alternative names (the common name if
+    /// there are none), wildcards included as written.
+    pub names: Vec<String>,
+    /// Validity, seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// SHA-256 of the leaf, colon-separated hex.
+    pub fingerprint: String,
+}
+
+fn chain(chain_pem: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::CertificatePem(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(CertError::NoCertificate);
     }
-    let (_, x509) = x509_parser::parse_x509_certificate(&leaf).map_err(|e| CertError::X509(e.to_string()))?;
+    Ok(chain)
+}
+
+/// Describes the leaf of `chain_pem`.
+pub fn describe(chain_pem: &str) -> Result<Described, CertError> {
+    let chain = chain(chain_pem)?;
+    describe_leaf(&chain[0])
+}
+
+fn describe_leaf(leaf: &[u8]) -> Result<Described, CertError> {
+    let (_, x509) = x509_parser::parse_x509_certificate(leaf).map_err(|e| CertError::X509(e.to_string()))?;
     let mut names: Vec<String> = match x509.subject_alternative_name() {
         Ok(Some(san)) => san
             .value
@@ -74,10 +87,34 @@ pub fn parse(certificate: &Certificate) -> Result<Parsed, CertError> {
                 .filter_map(|cn| cn.as_str().ok().map(str::to_string)),
         );
     }
-    Ok(Parsed {
-        key,
+    Ok(Described {
         names,
         not_before: x509.validity().not_before.timestamp(),
         not_after: x509.validity().not_after.timestamp(),
+        fingerprint: crate::certs::fingerprint(leaf),
+    })
+}
+
+/// Parses `certificate` for serving.
+pub fn parse(certificate: &Certificate) -> Result<Parsed, CertError> {
+    let chain = chain(&certificate.chain_pem)?;
+    let leaf = chain[0].clone();
+    let key = PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes())
+        .map_err(|e| CertError::KeyPem(e.to_string()))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| CertError::KeyType(e.to_string()))?;
+    let key = CertifiedKey::new(chain, signer);
+    match key.keys_match() {
+        Ok(()) => {}
+        // rustls cannot tell for some key types; the handshake will.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(_) => return Err(CertError::KeyMismatch),
+    }
+    let described = describe_leaf(&leaf)?;
+    Ok(Parsed {
+        key,
+        names: described.names,
+        not_before: described.not_before,
+        not_after: described.not_after,
     })
 }

@@ -33,8 +33,8 @@ pub fn read(files: &[CertificateFile]) -> Result<Vec<(String, Certificate)>, Str
 
 /// Stores the certificates the cluster lacks, once it is bootstrapped.
 pub fn start(control: &ControlPlane, certificates: Vec<(String, Certificate)>) -> JoinHandle<()> {
-    let mut applied = control.applied.clone();
-    let proposer = control.proposer.clone();
+    let mut applied = control.applied();
+    let proposer = control.proposer();
     tokio::spawn(async move {
         let mut pending = certificates;
         while !pending.is_empty() {

@@ -36,7 +36,7 @@ mod spread;
 
 use crate::control::ControlPlane;
 use crate::control::leadership::Leadership;
-use crate::control::types::{NodeId, Raft};
+use crate::control::types::{Metrics, NodeId};
 use openraft::ServerState;
 use raftlb_config::{Placement, RaftTiming, VipOnQuorumLoss, VipSpec};
 use std::net::IpAddr;
@@ -159,17 +159,18 @@ impl VipManager {
             .partition(|v| v.spec.placement == Placement::Leader);
         let mut tasks = Vec::new();
         if !leader_vips.is_empty() {
+            let handles = control.vip_control();
             let owner = Owner {
-                raft: control.raft.clone(),
-                leadership: control.leadership.clone(),
-                held_report: control.vips_held.clone(),
+                raft: handles.metrics,
+                leadership: handles.leadership,
+                held_report: handles.held_report,
                 renewed_for: None,
                 addresses: leader_vips.iter().map(|v| v.spec.address).collect(),
                 vips: leader_vips,
                 lease: leader_lease(timing),
                 on_quorum_loss,
                 claimed_in_term: None,
-                standing_down: control.admin.standing_down(),
+                standing_down: handles.standing_down,
                 holding: false,
                 fenced: false,
                 held: false,
@@ -209,7 +210,8 @@ fn leader_lease(timing: RaftTiming) -> Duration {
 
 /// The lease loop's state.
 struct Owner {
-    raft: Raft,
+    /// This node's Raft state, leader and term.
+    raft: watch::Receiver<Metrics>,
     leadership: watch::Receiver<Leadership>,
     /// Where the VIPs held are reported (`ctl status`).
     held_report: watch::Sender<Vec<String>>,
@@ -267,8 +269,7 @@ impl Owner {
     /// leadership over. With "release", returns `confirmed` unchanged.
     fn hold_without_quorum(&mut self, confirmed: Option<Instant>) -> Option<Instant> {
         let (state, term) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
+            let m = self.raft.borrow();
             (m.state, m.current_term)
         };
         let leading = state == ServerState::Leader;
@@ -303,7 +304,7 @@ impl Owner {
         let Some(asked) = confirmed else {
             return Err("not a leader confirmed by a quorum".to_string());
         };
-        if self.raft.metrics().borrow().state != ServerState::Leader {
+        if self.raft.borrow().state != ServerState::Leader {
             return Err("stepped down".to_string());
         }
         let remaining = self.lease.saturating_sub(asked.elapsed());
@@ -350,7 +351,7 @@ impl Owner {
             }
             let labels: Vec<String> = self.vips.iter().map(Vip::label).collect();
             self.held_report.send_modify(|held| held.extend(labels));
-            let term = self.raft.metrics().borrow().current_term;
+            let term = self.raft.borrow().current_term;
             tracing::info!(vips = ?self.addresses, term, lease = ?self.lease, "VIPs claimed");
             if in_lease(self) {
                 self.announce(CLAIM_ANNOUNCEMENTS);

@@ -7,12 +7,11 @@
 
 use super::{Vip, fence};
 use crate::control::ControlPlane;
-use crate::control::admin_service::AdminService;
 use crate::control::leadership::Leadership;
-use crate::control::spread::{self, SharedLeases};
+use crate::control::spread::{self, LeaseDesk};
 use crate::control::state_machine::Applied;
-use crate::control::types::{NodeId, Raft};
-use raftlb_config::{Command, RaftTiming};
+use crate::control::types::NodeId;
+use raftlb_config::RaftTiming;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,9 +24,8 @@ const CLAIM_ANNOUNCEMENTS: usize = 3;
 
 pub(crate) struct SpreadOwner {
     me: NodeId,
-    raft: Raft,
-    admin: AdminService,
-    leases: SharedLeases,
+    /// Asks for this node's leases; as leader, grants and assigns.
+    desk: LeaseDesk,
     applied: watch::Receiver<Arc<Applied>>,
     leadership: watch::Receiver<Leadership>,
     held_report: watch::Sender<Vec<String>>,
@@ -45,14 +43,13 @@ pub(crate) struct SpreadOwner {
 
 impl SpreadOwner {
     pub(crate) fn new(control: &ControlPlane, me: NodeId, vips: Vec<Vip>, timing: RaftTiming) -> Self {
+        let handles = control.vip_control();
         SpreadOwner {
             me,
-            raft: control.raft.clone(),
-            admin: control.admin.clone(),
-            leases: control.leases.clone(),
-            applied: control.applied.clone(),
-            leadership: control.leadership.clone(),
-            held_report: control.vips_held.clone(),
+            desk: handles.leases,
+            applied: control.applied(),
+            leadership: handles.leadership,
+            held_report: handles.held_report,
             vips,
             timing,
             held: HashSet::new(),
@@ -104,7 +101,7 @@ impl SpreadOwner {
         let addresses: Vec<IpAddr> = self.vips.iter().map(|v| v.spec.address).collect();
         let owners = self.applied.borrow().state.vip_owners().clone();
         let changes = {
-            let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let leases = self.desk.leases();
             let live = leases.live(self.lease() * 2);
             spread::plan(&addresses, &owners, &live)
                 .into_iter()
@@ -112,11 +109,9 @@ impl SpreadOwner {
                 .collect::<Vec<_>>()
         };
         for (address, owner) in changes {
-            let command = Command::AssignVip { address, owner };
-            match tokio::time::timeout(self.lease(), self.raft.client_write(command)).await {
-                Ok(Ok(_)) => tracing::info!(vip = %address, ?owner, "spread VIP assigned"),
-                Ok(Err(e)) => tracing::warn!(vip = %address, error = %e, "spread VIP not assigned"),
-                Err(_) => tracing::warn!(vip = %address, "spread VIP assignment not committed in time"),
+            match self.desk.assign(address, owner).await {
+                Ok(()) => tracing::info!(vip = %address, ?owner, "spread VIP assigned"),
+                Err(e) => tracing::warn!(vip = %address, error = %e, "spread VIP not assigned"),
             }
         }
     }
@@ -134,7 +129,7 @@ impl SpreadOwner {
             Some(ends) => ends.min(asked + self.lease()),
             None => asked + self.lease(),
         };
-        let asking = self.admin.ask_lease(&addresses);
+        let asking = self.desk.ask(&addresses);
         let granted = match tokio::time::timeout_at(answer_by.into(), asking).await {
             Ok(Ok(granted)) => granted,
             Ok(Err(status)) => {

@@ -1,5 +1,6 @@
 //! A 3-node control plane in the test process: real sled stores in a temp
-//! dir, real gRPC on loopback ports, no data plane.
+//! dir, real gRPC over mutual TLS on loopback ports (certificates made
+//! with the same code as `raftlb certs`), no data plane.
 
 #![allow(dead_code)] // each test file uses its own part
 
@@ -13,6 +14,21 @@ fn free_port() -> u16 {
     socket.local_addr().expect("local address").port()
 }
 
+/// A CA and certificates for nodes 1 to 3 of cluster `name`, in `root`.
+fn certificates(name: &str, root: &Path) {
+    use raftlb_node::pki::issue::{Authority, KeyType, Validity};
+    std::fs::create_dir_all(root).expect("create the test dir");
+    let ca = Authority::new(name, KeyType::EcdsaP256, Validity::days(1)).expect("a CA");
+    std::fs::write(root.join("ca.pem"), ca.cert_pem()).expect("write ca.pem");
+    for id in 1..=3 {
+        let node = ca
+            .node(id, KeyType::EcdsaP256, Validity::days(1))
+            .expect("a node certificate");
+        std::fs::write(root.join(format!("node-{id}.pem")), &node.cert_pem).expect("write a certificate");
+        std::fs::write(root.join(format!("node-{id}.key")), &node.key_pem).expect("write a key");
+    }
+}
+
 fn config(name: &str, id: u64, dir: &Path, ports: &[u16], extra: &str) -> String {
     let peers: Vec<String> = ports
         .iter()
@@ -21,10 +37,12 @@ fn config(name: &str, id: u64, dir: &Path, ports: &[u16], extra: &str) -> String
         .collect();
     format!(
         "[node]\nid = {id}\ndata_dir = \"{dir}\"\n\n\
-         [cluster]\nid = \"{name}\"\ntoken = \"t\"\nraft = \"127.0.0.1:{raft}\"\npeers = {{ {peers} }}\n\n\
+         [cluster]\nid = \"{name}\"\nraft = \"127.0.0.1:{raft}\"\npeers = {{ {peers} }}\n\n\
+         [cluster.tls]\nca_file = \"{pki}/ca.pem\"\ncert_file = \"{pki}/node-{id}.pem\"\nkey_file = \"{pki}/node-{id}.key\"\n\n\
          [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:1\"\npool = \"app\"\n\n\
          [[pool]]\nname = \"app\"\nbackends = [{{ address = \"127.0.0.1:2\" }}]\n{extra}",
         dir = dir.display(),
+        pki = dir.parent().expect("the root").display(),
         raft = ports[id as usize - 1],
         peers = peers.join(", "),
     )
@@ -46,6 +64,7 @@ impl Nodes {
         let root = std::env::temp_dir().join(format!("raftlb-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        certificates(name, &root);
         let mut nodes = Vec::new();
         for id in 1..=3u64 {
             let dir = root.join(format!("n{id}"));
@@ -61,7 +80,7 @@ impl Nodes {
         wait_for(
             "a bootstrapped state on every node",
             Duration::from_secs(10),
-            || nodes.iter().all(|n| n.applied.borrow().state.is_bootstrapped()),
+            || nodes.iter().all(|n| n.applied().borrow().state.is_bootstrapped()),
         )
         .await;
         Nodes { nodes, root }
@@ -70,8 +89,7 @@ impl Nodes {
     /// The leader's id, as node 1 knows it.
     pub fn leader(&self) -> u64 {
         self.nodes[0]
-            .raft
-            .metrics()
+            .raft_metrics()
             .borrow()
             .current_leader
             .expect("a leader")
