@@ -2,10 +2,12 @@
 //! names everything it touches by name (listener, pool) or address (backend),
 //! carries every value it sets (time included, from the proposer), and is
 //! either applied whole or rejected whole with the reason.
+//! [`Command::validate`] checks every value without the state.
 
 use crate::certificate::Certificate;
 use crate::spec::{AdminState, BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
 use crate::sticky::{StickyChange, StickySecret};
+use crate::validate::{self, Invalid};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -48,6 +50,7 @@ pub enum Command {
     },
     /// Several commands applied atomically: all, or none if any is rejected
     /// (`raftlb ctl apply` commits a whole file's difference this way).
+    /// Holds only listener, pool and backend commands (and batches of them).
     Batch(Vec<Command>),
     /// Several unrelated commands in one log entry, each applied or
     /// rejected on its own: what the batching proposer commits, so a burst
@@ -81,6 +84,15 @@ pub enum Command {
         address: SocketAddr,
         up: bool,
     },
+}
+
+impl Command {
+    /// Checks every value the command carries, as the file parser checks
+    /// the file's, without looking at the state: what a node runs before
+    /// proposing a command from the admin API.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        validate::command(self)
+    }
 }
 
 /// What applying a command did.

@@ -8,11 +8,12 @@
 use crate::certificate::Certificate;
 use crate::command::{Command, Outcome};
 use crate::health::HealthReports;
-use crate::spec::{BackendSpec, ClusterSpec, PoolSpec, binds_overlap};
+use crate::spec::{BackendSpec, ClusterSpec, ListenerSpec, PoolSpec, binds_overlap};
 use crate::sticky::StickySecret;
 use crate::sticky_table::StickyTables;
+use crate::validate::{self, shown};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// Everything the cluster agrees on.
@@ -288,71 +289,65 @@ fn no_backend(pool: &PoolSpec, address: SocketAddr) -> String {
     format!("no backend {address} in pool \"{}\"", pool.name)
 }
 
+/// Whether `listener` can serve `pool`: a TCP or UDP listener sees no
+/// header, cookie or path to keep sessions by or to hash.
+fn serves(listener: &ListenerSpec, pool: &PoolSpec) -> Result<(), String> {
+    if listener.protocol.is_http() {
+        return Ok(());
+    }
+    if let Some(sticky) = &pool.sticky
+        && sticky.kind.needs_http()
+    {
+        return Err(format!(
+            "{} listener \"{}\" uses pool \"{}\", whose sticky kind \"{}\" needs HTTP (use kind = \"source_ip\")",
+            listener.protocol.name(),
+            listener.name,
+            pool.name,
+            sticky.kind.name()
+        ));
+    }
+    if let Some(key) = pool.algorithm.hash_key(&pool.hash_key)
+        && key.needs_http()
+    {
+        return Err(format!(
+            "{} listener \"{}\" uses pool \"{}\", which hashes hash_key = \"{}\" (needs HTTP; use hash_key = \"source_ip\")",
+            listener.protocol.name(),
+            listener.name,
+            pool.name,
+            shown(&key.to_string())
+        ));
+    }
+    Ok(())
+}
+
 /// The invariants a state must keep (the same ones the file's validation
-/// enforces, there with lines and key paths).
+/// enforces, there with lines and key paths): counts within limits, names
+/// unique, pools with valid backends, listeners sending to pools that
+/// exist and that they can serve, no two listeners on one socket.
 pub fn check(spec: &ClusterSpec) -> Result<(), String> {
-    let mut names = HashSet::new();
+    validate::counts(spec)?;
+    let mut pools = HashMap::with_capacity(spec.pools.len());
     for pool in &spec.pools {
-        if !names.insert(pool.name.as_str()) {
+        if pools.insert(pool.name.as_str(), pool).is_some() {
             return Err(format!("duplicate pool name \"{}\"", pool.name));
         }
-        if pool.backends.is_empty() {
-            return Err(format!("pool \"{}\" would have no backend", pool.name));
-        }
-        let mut addresses = HashSet::new();
-        for b in &pool.backends {
-            if !addresses.insert(b.address) {
-                return Err(format!(
-                    "backend {} is twice in pool \"{}\"",
-                    b.address, pool.name
-                ));
-            }
-            if !(1..=BackendSpec::MAX_WEIGHT).contains(&b.weight) {
-                return Err(format!(
-                    "weight {} is outside 1 to {}",
-                    b.weight,
-                    BackendSpec::MAX_WEIGHT
-                ));
-            }
-        }
+        validate::backends(pool)?;
     }
     let mut names = HashSet::new();
     for (i, listener) in spec.listeners.iter().enumerate() {
         if !names.insert(listener.name.as_str()) {
             return Err(format!("duplicate listener name \"{}\"", listener.name));
         }
-        if !listener.protocol.is_http() && (listener.pool.is_none() || !listener.routes.is_empty()) {
-            return Err(format!(
-                "{} listener \"{}\" needs a pool and takes no routes",
-                listener.protocol.name(),
-                listener.name
-            ));
-        }
-        if listener.pool.is_none() && listener.routes.is_empty() {
-            return Err(format!(
-                "listener \"{}\" has neither a pool nor routes",
-                listener.name
-            ));
-        }
+        validate::pool_or_routes(listener)?;
         for name in listener.pools() {
-            let Some(pool) = spec.pool(name) else {
+            let Some(pool) = pools.get(name) else {
                 return Err(format!(
-                    "listener \"{}\" uses pool \"{name}\", which does not exist",
-                    listener.name
+                    "listener \"{}\" uses pool \"{}\", which does not exist",
+                    listener.name,
+                    shown(name)
                 ));
             };
-            if let Some(sticky) = &pool.sticky
-                && sticky.kind.needs_http()
-                && !listener.protocol.is_http()
-            {
-                return Err(format!(
-                    "{} listener \"{}\" uses pool \"{}\", whose sticky kind \"{}\" needs HTTP (use kind = \"source_ip\")",
-                    listener.protocol.name(),
-                    listener.name,
-                    pool.name,
-                    sticky.kind.name()
-                ));
-            }
+            serves(listener, pool)?;
         }
         let clash = spec.listeners[..i]
             .iter()
