@@ -1,7 +1,8 @@
 //! The commands the Raft log carries, and what applying one did. A command
 //! names everything it touches by name (listener, pool) or address (backend),
 //! carries every value it sets (time included, from the proposer), and is
-//! either applied whole or rejected whole with the reason.
+//! either applied whole or rejected whole with the reason. Decoding bounds
+//! how deep batches nest and how long they are (`decode`);
 //! [`Command::validate`] checks every value without the state.
 
 use crate::certificate::Certificate;
@@ -51,11 +52,11 @@ pub enum Command {
     /// Several commands applied atomically: all, or none if any is rejected
     /// (`raftlb ctl apply` commits a whole file's difference this way).
     /// Holds only listener, pool and backend commands (and batches of them).
-    Batch(Vec<Command>),
+    Batch(#[serde(deserialize_with = "crate::decode::commands")] Vec<Command>),
     /// Several unrelated commands in one log entry, each applied or
     /// rejected on its own: what the batching proposer commits, so a burst
     /// of data-plane proposals costs one Raft round trip, not one each.
-    Independent(Vec<Command>),
+    Independent(#[serde(deserialize_with = "crate::decode::commands")] Vec<Command>),
     /// Gives a `placement = "spread"` VIP to a node, or takes it from
     /// whoever had it (`owner: None`). Proposed by the leader only.
     AssignVip {

@@ -22,6 +22,7 @@
 //! - [`validate`]: the checks of typed values (a command, a listener, a
 //!   pool) without the state: the file's checks, for values from the API.
 //! - [`limits`]: every numeric bound, shared by the file and `validate`.
+//! - `decode` (private): bounded decoding of batches (depth and length).
 //! - `reader` (private): a walker over the spanned TOML tree that records each
 //!   type error, missing key and unknown key with its line, and keeps going.
 //! - `file` (private): the file schema, section by section, built on `reader`;
@@ -30,6 +31,7 @@
 
 pub mod certificate;
 pub mod command;
+mod decode;
 pub mod diff;
 pub mod duration;
 pub mod error;
