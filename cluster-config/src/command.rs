@@ -90,7 +90,8 @@ pub enum Command {
 impl Command {
     /// Checks every value the command carries, as the file parser checks
     /// the file's, without looking at the state: what a node runs before
-    /// proposing a command from the admin API.
+    /// proposing a command from the admin API. `apply` runs it too and
+    /// rejects what fails (each command of an `Independent` on its own).
     pub fn validate(&self) -> Result<(), Invalid> {
         validate::command(self)
     }

@@ -23,6 +23,7 @@
 //!   pool) without the state: the file's checks, for values from the API.
 //! - [`limits`]: every numeric bound, shared by the file and `validate`.
 //! - `decode` (private): bounded decoding of batches (depth and length).
+//! - `draft` (private): the spec while an entry is applied, with its indexes.
 //! - `reader` (private): a walker over the spanned TOML tree that records each
 //!   type error, missing key and unknown key with its line, and keeps going.
 //! - `file` (private): the file schema, section by section, built on `reader`;
@@ -33,6 +34,7 @@ pub mod certificate;
 pub mod command;
 mod decode;
 pub mod diff;
+mod draft;
 pub mod duration;
 pub mod error;
 mod file;

@@ -55,8 +55,9 @@ pub fn pool(pool: &PoolSpec) -> Result<(), Invalid> {
 
 /// How deep `Batch` and `Independent` nest, how many commands they hold
 /// in all, and how many route regexes (each compiled to be validated) the
-/// entry carries.
-fn shape(command: &Command) -> Result<(), Invalid> {
+/// entry carries; for `Independent`, what `apply` checks before taking
+/// each command on its own.
+pub(crate) fn shape(command: &Command) -> Result<(), Invalid> {
     let mut tally = Tally::default();
     tally.count(command, 0).map_err(Invalid)
 }
