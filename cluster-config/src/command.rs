@@ -1,11 +1,14 @@
 //! The commands the Raft log carries, and what applying one did. A command
 //! names everything it touches by name (listener, pool) or address (backend),
 //! carries every value it sets (time included, from the proposer), and is
-//! either applied whole or rejected whole with the reason.
+//! either applied whole or rejected whole with the reason. Decoding bounds
+//! how deep batches nest and how long they are (`decode`);
+//! [`Command::validate`] checks every value without the state.
 
 use crate::certificate::Certificate;
 use crate::spec::{AdminState, BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
 use crate::sticky::{StickyChange, StickySecret};
+use crate::validate::{self, Invalid};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -48,11 +51,12 @@ pub enum Command {
     },
     /// Several commands applied atomically: all, or none if any is rejected
     /// (`raftlb ctl apply` commits a whole file's difference this way).
-    Batch(Vec<Command>),
+    /// Holds only listener, pool and backend commands (and batches of them).
+    Batch(#[serde(deserialize_with = "crate::decode::commands")] Vec<Command>),
     /// Several unrelated commands in one log entry, each applied or
     /// rejected on its own: what the batching proposer commits, so a burst
     /// of data-plane proposals costs one Raft round trip, not one each.
-    Independent(Vec<Command>),
+    Independent(#[serde(deserialize_with = "crate::decode::commands")] Vec<Command>),
     /// Gives a `placement = "spread"` VIP to a node, or takes it from
     /// whoever had it (`owner: None`). Proposed by the leader only.
     AssignVip {
@@ -81,6 +85,22 @@ pub enum Command {
         address: SocketAddr,
         up: bool,
     },
+}
+
+impl Command {
+    /// Checks every value the command carries, as the file parser checks
+    /// the file's, without looking at the state: what a node runs before
+    /// proposing a command from the admin API. `apply` runs it too and
+    /// rejects what fails (each command of an `Independent` on its own).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        validate::command(self)
+    }
+
+    /// Decodes a command from postcard bytes (the admin API's `Write`),
+    /// within the bounds on nesting and length; the error says why not.
+    pub fn decode(bytes: &[u8]) -> Result<Command, String> {
+        crate::decode::command(bytes)
+    }
 }
 
 /// What applying a command did.

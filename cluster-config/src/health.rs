@@ -168,10 +168,30 @@ impl HealthReports {
     }
 
     /// Forgets backends for which `exists(pool, address)` is false.
-    pub(crate) fn retain(&mut self, exists: impl Fn(&str, SocketAddr) -> bool) {
+    pub(crate) fn retain(&mut self, mut exists: impl FnMut(&str, SocketAddr) -> bool) {
         for (pool, backends) in self.0.iter_mut() {
             backends.retain(|address, _| exists(pool, *address));
         }
         self.0.retain(|_, backends| !backends.is_empty());
+    }
+
+    /// Forgets the backends of `pool` for which `exists(address)` is false.
+    pub(crate) fn retain_pool(&mut self, pool: &str, mut exists: impl FnMut(SocketAddr) -> bool) {
+        if let Some(backends) = self.0.get_mut(pool) {
+            backends.retain(|address, _| exists(*address));
+            if backends.is_empty() {
+                self.0.remove(pool);
+            }
+        }
+    }
+
+    /// Forgets `address` in `pool`.
+    pub(crate) fn forget(&mut self, pool: &str, address: SocketAddr) {
+        if let Some(backends) = self.0.get_mut(pool) {
+            backends.remove(&address);
+            if backends.is_empty() {
+                self.0.remove(pool);
+            }
+        }
     }
 }

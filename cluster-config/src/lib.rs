@@ -19,26 +19,34 @@
 //! - [`diff`]: the commands that turn one spec into another (`ctl diff/apply`).
 //! - [`duration`]: the `"250ms"`, `"10s"`, `"30m"` duration syntax.
 //! - [`error`]: [`ConfigError`] (one problem) and [`ConfigErrors`] (all of them).
+//! - [`validate`]: the checks of typed values (a command, a listener, a
+//!   pool) without the state: the file's checks, for values from the API.
+//! - [`limits`]: every numeric bound, shared by the file and `validate`.
+//! - `decode` (private): bounded decoding of batches (depth and length).
+//! - `draft` (private): the spec while an entry is applied, with its indexes.
 //! - `reader` (private): a walker over the spanned TOML tree that records each
 //!   type error, missing key and unknown key with its line, and keeps going.
-//! - `file` (private): the file schema, section by section, built on `reader`.
-//! - `validate` (private): the checks that look across sections (duplicate names,
-//!   dangling pool references, bind conflicts).
+//! - `file` (private): the file schema, section by section, built on `reader`;
+//!   `file::across` holds the checks that look across sections (duplicate
+//!   names, dangling pool references, bind conflicts).
 
 pub mod certificate;
 pub mod command;
+mod decode;
 pub mod diff;
+mod draft;
 pub mod duration;
 pub mod error;
 mod file;
 pub mod health;
+pub mod limits;
 mod reader;
 pub mod route;
 pub mod spec;
 pub mod state;
 pub mod sticky;
 pub mod sticky_table;
-mod validate;
+pub mod validate;
 
 pub use certificate::Certificate;
 pub use command::{Command, Outcome};
@@ -53,6 +61,7 @@ pub use spec::{
 pub use state::ClusterState;
 pub use sticky::{StickyChange, StickyContract, StickyKey, StickyKind, StickyPolicy, StickySecret};
 pub use sticky_table::{Session, StickyTables, TableStats};
+pub use validate::Invalid;
 
 /// Parses and validates a configuration file's text. `file` is how errors name
 /// the file (usually the path the operator gave).

@@ -5,6 +5,7 @@
 
 use crate::duration;
 use crate::error::{ConfigError, ConfigErrors};
+use crate::validate;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
@@ -88,16 +89,24 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// A duration greater than zero and at most [`MAX_DURATION`](crate::limits::MAX_DURATION).
     pub fn duration(&mut self, field: &Field<'_, '_>) -> Option<Duration> {
         let text = self.str(field)?;
-        match duration::parse(text) {
-            Ok(d) if !d.is_zero() => Some(d),
-            Ok(_) => {
-                self.field_error(field, "must be greater than zero");
-                None
-            }
+        match duration::parse(text).and_then(|d| validate::duration(d, false).map(|()| d)) {
+            Ok(d) => Some(d),
             Err(message) => {
                 self.field_error(field, message);
+                None
+            }
+        }
+    }
+
+    /// Records why `checked` failed, if it did; `Some(value)` otherwise.
+    pub fn checked<T>(&mut self, field: &Field<'_, '_>, value: T, checked: Result<(), String>) -> Option<T> {
+        match checked {
+            Ok(()) => Some(value),
+            Err(why) => {
+                self.field_error(field, why);
                 None
             }
         }

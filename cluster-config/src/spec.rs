@@ -387,7 +387,7 @@ impl Default for HttpLimits {
 
 impl HttpLimits {
     /// hyper cannot buffer less than this, so a smaller limit is refused.
-    pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+    pub const MIN_HEADER_BYTES: usize = crate::limits::MIN_HEADER_BYTES;
 }
 
 /// How a pool picks a backend.
@@ -557,7 +557,7 @@ pub struct BackendSpec {
 
 impl BackendSpec {
     pub const DEFAULT_WEIGHT: u32 = 1;
-    pub const MAX_WEIGHT: u32 = 1000;
+    pub const MAX_WEIGHT: u32 = crate::limits::MAX_WEIGHT;
 
     /// An enabled backend with the default weight.
     pub fn new(address: SocketAddr) -> Self {

@@ -18,7 +18,7 @@ use crate::spec::ClusterSpec;
 use crate::sticky::{StickyChange, StickyKey};
 use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Serialize, Serializer};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -142,8 +142,10 @@ impl StickyTables {
                     let Some(pool) = spec.pool(&name) else { continue };
                     let Some(policy) = &pool.sticky else { continue };
                     let ttl = u64::try_from(policy.ttl.as_millis()).unwrap_or(u64::MAX);
+                    // One set per pool: a shard asks about each backend it knows.
+                    let in_pool: HashSet<SocketAddr> = pool.backends.iter().map(|b| b.address).collect();
                     for shard in &table.shards {
-                        write(shard).expire(now_ms, ttl, |b| pool.backends.iter().any(|p| p.address == b));
+                        write(shard).expire(now_ms, ttl, |b| in_pool.contains(&b));
                     }
                 }
                 Outcome::Applied

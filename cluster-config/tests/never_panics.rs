@@ -1,13 +1,20 @@
 //! The parser against hostile input: whatever the bytes, `parse` returns a
 //! config or errors, never panics, and every error names a line inside the
-//! file. Inputs are random text, and valid configs with random edits.
+//! file; a config it returns seeds a cluster (`Bootstrap` applies). Inputs
+//! are random text, and valid configs with random edits.
 
 use proptest::prelude::*;
 
 const VALID: &str = include_str!("../../node/examples/raftlb.toml");
 
 fn check_total(text: &str) {
-    if let Err(errors) = raftlb_config::parse("fuzz.toml", text) {
+    let parsed = raftlb_config::parse("fuzz.toml", text);
+    if let Ok(config) = &parsed {
+        let mut state = raftlb_config::ClusterState::default();
+        let seed = raftlb_config::Command::Bootstrap(config.cluster.clone());
+        assert_eq!(state.apply(seed), raftlb_config::Outcome::Applied, "{text}");
+    }
+    if let Err(errors) = parsed {
         let lines = text.lines().count().max(1) + 1;
         for e in errors.iter() {
             assert!(!e.message.is_empty());

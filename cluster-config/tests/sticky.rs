@@ -108,7 +108,13 @@ fn file_errors_name_key_and_reason() {
 }
 
 fn sticky_pool(kind: StickyKind, ttl: Duration, ports: &[u16]) -> PoolSpec {
-    let mut policy = StickyPolicy::new(kind, "JSESSIONID");
+    // A source_ip policy has no name (the file refuses one, and so does apply).
+    let name = if kind == StickyKind::SourceIp {
+        ""
+    } else {
+        "JSESSIONID"
+    };
+    let mut policy = StickyPolicy::new(kind, name);
     policy.ttl = ttl;
     PoolSpec {
         name: "app".to_string(),

@@ -64,7 +64,12 @@ impl Admin {
     }
 
     pub async fn write(&mut self, command: &Command) -> Result<Written, tonic::Status> {
-        let command = postcard::to_allocvec(command).expect("encode");
+        self.write_bytes(postcard::to_allocvec(command).expect("encode"))
+            .await
+    }
+
+    /// Writes whatever `command` holds, encoded or not (hostile input).
+    pub async fn write_bytes(&mut self, command: Vec<u8>) -> Result<Written, tonic::Status> {
         let reply = self
             .client
             .write(self.request(WriteRequest { command }))

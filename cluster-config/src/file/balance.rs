@@ -3,6 +3,7 @@
 
 use crate::reader::{Reader, Section};
 use crate::spec::{Algorithm, HashKey};
+use crate::validate;
 
 /// `algorithm` (default `round_robin`) and `hash_key` (default `source_ip`).
 pub(super) fn algorithm(
@@ -32,9 +33,13 @@ fn hash_key(
         "source_ip" => Some(HashKey::SourceIp),
         "path" => Some(HashKey::Path),
         _ => named("header:")
-            .filter(|n| is_token(n))
+            .filter(|n| validate::token("header", n).is_ok())
             .map(HashKey::Header)
-            .or_else(|| named("cookie:").filter(|n| is_token(n)).map(HashKey::Cookie)),
+            .or_else(|| {
+                named("cookie:")
+                    .filter(|n| validate::token("cookie", n).is_ok())
+                    .map(HashKey::Cookie)
+            }),
     };
     let Some(key) = key else {
         reader.field_error(
@@ -56,12 +61,4 @@ fn hash_key(
             None
         }
     }
-}
-
-/// A header or cookie name: an HTTP token.
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

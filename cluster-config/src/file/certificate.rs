@@ -1,15 +1,15 @@
 //! The `[[certificate]]` sections of the file: PEM files a node stores in
 //! the cluster at start.
 
+use super::across;
 use crate::reader::{Reader, Section};
 use crate::spec::CertificateFile;
-use crate::validate;
 
 /// `[[certificate]]`: `name`, `cert` and `key` (paths of PEM files).
 pub(super) fn certificate_file(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<CertificateFile> {
     let name = s.required(reader, "name").and_then(|f| {
         let name = reader.str(&f)?.to_string();
-        validate::name(reader, &f, &name);
+        across::name(reader, &f, &name);
         Some(name)
     });
     let cert = s

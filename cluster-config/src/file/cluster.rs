@@ -3,9 +3,9 @@
 //! `raftlb ctl`) are secured: `[cluster.tls]` (mutual TLS with the
 //! cluster's certificates) or, on loopback only, `insecure_cleartext`.
 
+use super::across;
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{LinkSecurity, MembershipSpec, NodeSpec, RaftTiming, TlsFiles, VipOnQuorumLoss};
-use crate::validate;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -20,7 +20,7 @@ pub(super) fn membership(
     let id_field = s.required(reader, "id");
     let cluster_id = id_field.as_ref().and_then(|f| {
         let id = reader.str(f)?;
-        validate::name(reader, f, id);
+        across::name(reader, f, id);
         Some(id.to_string())
     });
     for removed in ["token", "token_file"] {

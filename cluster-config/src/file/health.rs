@@ -2,7 +2,12 @@
 //! `[pool.outlier]`, `[pool.retry]`, `slow_start` and `panic_threshold`.
 
 use crate::health::{HealthCheck, HttpProbe, OutlierDetection, PoolHealth, Probe, RetryPolicy};
+use crate::limits::{
+    MAX_CONSECUTIVE_FAILURES, MAX_PERCENT, MAX_RETRIES_PER_SECOND, MAX_RETRY_ATTEMPTS, MAX_RISE_FALL,
+    STATUS_RANGE,
+};
 use crate::reader::{Field, Reader, Section};
+use crate::validate;
 
 /// Reads the health keys of a pool section (the rest is the caller's).
 pub(super) fn pool_health(reader: &mut Reader<'_>, s: &mut Section<'_, '_>) -> Option<PoolHealth> {
@@ -18,7 +23,7 @@ pub(super) fn pool_health(reader: &mut Reader<'_>, s: &mut Section<'_, '_>) -> O
     let slow_start = s.optional("slow_start").map(|f| reader.duration(&f));
     let panic_threshold = s
         .optional("panic_threshold")
-        .map(|f| reader.uint(&f, 0, 100).map(|n| n as u32));
+        .map(|f| reader.uint(&f, 0, MAX_PERCENT.into()).map(|n| n as u32));
     let defaults = PoolHealth::default();
     Some(PoolHealth {
         check: match check {
@@ -49,10 +54,10 @@ fn health_check(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<Healt
     let timeout = timeout_field.as_ref().map(|f| reader.duration(f));
     let rise = s
         .optional("rise")
-        .map(|f| reader.uint(&f, 1, 100).map(|n| n as u32));
+        .map(|f| reader.uint(&f, 1, MAX_RISE_FALL.into()).map(|n| n as u32));
     let fall = s
         .optional("fall")
-        .map(|f| reader.uint(&f, 1, 100).map(|n| n as u32));
+        .map(|f| reader.uint(&f, 1, MAX_RISE_FALL.into()).map(|n| n as u32));
     let method = s.optional("method");
     let path = s.optional("path");
     let host = s.optional("host");
@@ -78,13 +83,7 @@ fn health_check(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<Healt
             path: match &path {
                 Some(f) => {
                     let p = reader.str(f)?;
-                    if !p.starts_with('/')
-                        || p.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-                    {
-                        reader.field_error(f, "a path starts with / and has no spaces");
-                        return None;
-                    }
-                    p.to_string()
+                    reader.checked(f, p.to_string(), validate::probe_path(p))?
                 }
                 None => "/".to_string(),
             },
@@ -97,7 +96,10 @@ fn health_check(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<Healt
                 None => (200, 399),
             },
             expect_body: match &expect_body {
-                Some(f) => Some(reader.str(f)?.to_string()),
+                Some(f) => {
+                    let body = reader.str(f)?;
+                    Some(reader.checked(f, body.to_string(), validate::text_len("expect_body", body))?)
+                }
                 None => None,
             },
         }),
@@ -122,15 +124,17 @@ fn health_check(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<Healt
 /// `max_ejection_time`, `max_ejection_percent`.
 fn outlier(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<OutlierDetection> {
     let defaults = OutlierDetection::default();
-    let failures = s
-        .optional("consecutive_failures")
-        .map(|f| reader.uint(&f, 1, 1000).map(|n| n as u32));
+    let failures = s.optional("consecutive_failures").map(|f| {
+        reader
+            .uint(&f, 1, MAX_CONSECUTIVE_FAILURES.into())
+            .map(|n| n as u32)
+    });
     let base = s.optional("base_ejection_time").map(|f| reader.duration(&f));
     let max_field = s.optional("max_ejection_time");
     let max = max_field.as_ref().map(|f| reader.duration(f));
     let percent = s
         .optional("max_ejection_percent")
-        .map(|f| reader.uint(&f, 0, 100).map(|n| n as u32));
+        .map(|f| reader.uint(&f, 0, MAX_PERCENT.into()).map(|n| n as u32));
     s.finish(reader);
     let outlier = OutlierDetection {
         consecutive_failures: failures.unwrap_or(Some(defaults.consecutive_failures))?,
@@ -152,13 +156,15 @@ fn retry(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<RetryPolicy>
     let defaults = RetryPolicy::default();
     let attempts = s
         .optional("attempts")
-        .map(|f| reader.uint(&f, 0, 5).map(|n| n as u32));
+        .map(|f| reader.uint(&f, 0, MAX_RETRY_ATTEMPTS.into()).map(|n| n as u32));
     let percent = s
         .optional("budget_percent")
-        .map(|f| reader.uint(&f, 0, 100).map(|n| n as u32));
-    let min = s
-        .optional("min_per_second")
-        .map(|f| reader.uint(&f, 0, 10_000).map(|n| n as u32));
+        .map(|f| reader.uint(&f, 0, MAX_PERCENT.into()).map(|n| n as u32));
+    let min = s.optional("min_per_second").map(|f| {
+        reader
+            .uint(&f, 0, MAX_RETRIES_PER_SECOND.into())
+            .map(|n| n as u32)
+    });
     s.finish(reader);
     Some(RetryPolicy {
         attempts: attempts.unwrap_or(Some(defaults.attempts))?,
@@ -170,20 +176,17 @@ fn retry(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<RetryPolicy>
 /// A method or host: visible ASCII without spaces.
 fn token(reader: &mut Reader<'_>, field: &Field<'_, '_>) -> Option<String> {
     let value = reader.str(field)?;
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
-        reader.field_error(field, "must be non-empty, printable ASCII without spaces");
-        return None;
-    }
-    Some(value.to_string())
+    reader.checked(field, value.to_string(), validate::probe_token(value))
 }
 
 /// `200`, or a range `"200-399"`.
 fn status_range(reader: &mut Reader<'_>, field: &Field<'_, '_>) -> Option<(u16, u16)> {
+    let (min, max) = STATUS_RANGE;
     let text = match field.is_integer() {
-        true => reader.uint(field, 100, 599)?.to_string(),
+        true => reader.uint(field, min.into(), max.into())?.to_string(),
         false => reader.str(field)?.to_string(),
     };
-    let parse = |s: &str| s.trim().parse::<u16>().ok().filter(|n| (100..=599).contains(n));
+    let parse = |s: &str| s.trim().parse::<u16>().ok().filter(|n| (min..=max).contains(n));
     let range = match text.split_once('-') {
         Some((low, high)) => parse(low).zip(parse(high)).filter(|(l, h)| l <= h),
         None => parse(&text).map(|n| (n, n)),

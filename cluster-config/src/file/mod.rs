@@ -4,12 +4,17 @@
 //! the `[pool.sticky]` section.
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::limits::{
+    MAX_BACKENDS_PER_POOL, MAX_BODY_BYTES, MAX_CONNECT_ATTEMPTS, MAX_CONNECTIONS, MAX_HEADER_BYTES,
+    MAX_HEADERS, MAX_NODE_ID, MAX_ROUTES, MIN_HEADER_BYTES,
+};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
     AdminState, BackendProtocol, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
     NodeSpec, PoolSpec, Protocol, Role,
 };
-use crate::validate::{self, ListenerSite, PoolSite, Site};
+use crate::validate;
+use across::{ListenerSite, PoolSite, Site};
 use backend_tls::backend_tls;
 use certificate::certificate_file;
 use cluster::membership;
@@ -17,6 +22,7 @@ use sticky::sticky;
 use toml::de::DeTable;
 use vip::vip;
 
+mod across;
 mod backend_tls;
 mod balance;
 mod certificate;
@@ -60,7 +66,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let certificate_files = each(&mut reader, root.optional("certificate"), certificate_file);
     root.finish(&mut reader);
 
-    validate::cluster(&mut reader, &listeners, &pools);
+    across::cluster(&mut reader, &listeners, &pools);
     let cluster = ClusterSpec {
         listeners: listeners.into_iter().filter_map(|(spec, _)| spec).collect(),
         pools: pools.into_iter().filter_map(|(spec, _)| spec).collect(),
@@ -74,6 +80,23 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
             certificate_files: certificate_files.into_iter().flatten().collect(),
         }),
         None => reader.finish(()).and_then(|()| unreachable_missing_node(file)),
+    }
+    .and_then(|config| seeds_a_cluster(file, config))
+}
+
+/// The typed validation of what the file built, so that a file that parses
+/// seeds a cluster `apply` accepts, whatever check the sections above
+/// might lack (they report the same problems with lines, so this only
+/// speaks when they missed one).
+fn seeds_a_cluster(file: &str, config: Config) -> Result<Config, ConfigErrors> {
+    match validate::cluster(&config.cluster) {
+        Ok(()) => Ok(config),
+        Err(invalid) => Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line: None,
+            path: String::new(),
+            message: invalid.0,
+        }])),
     }
 }
 
@@ -121,7 +144,7 @@ fn each<'t, 'i, T>(
 fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
     let id = s
         .required(reader, "id")
-        .and_then(|f| reader.uint(&f, 1, u64::MAX >> 1));
+        .and_then(|f| reader.uint(&f, 1, MAX_NODE_ID));
     let data_dir = s.optional("data_dir").map(|f| reader.str(&f).map(str::to_string));
     let drain_timeout = s.optional("drain_timeout").map(|f| reader.duration(&f));
     let bind_ip = s.optional("bind_ip").map(|f| {
@@ -174,7 +197,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
     let name = s.required(reader, "name");
     let name_value = name.as_ref().and_then(|f| reader.str(f)).map(str::to_string);
     if let (Some(f), Some(n)) = (&name, &name_value) {
-        validate::name(reader, f, n);
+        across::name(reader, f, n);
     }
     let protocol = s
         .required(reader, "protocol")
@@ -190,6 +213,10 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
     let mut route_pools = Vec::new();
     let routes = match &route_field {
         Some(f) => reader.array(f).map(|items| {
+            if items.len() > MAX_ROUTES {
+                reader.field_error(f, format!("a listener has at most {MAX_ROUTES} routes"));
+                return None;
+            }
             let parsed: Vec<_> = items
                 .iter()
                 .map(|item| match reader.table(item) {
@@ -220,7 +247,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
     }
     let max_connections = s
         .optional("max_connections")
-        .map(|f| reader.uint(&f, 1, 1_000_000).map(|n| n as u32));
+        .map(|f| reader.uint(&f, 1, MAX_CONNECTIONS.into()).map(|n| n as u32));
     let idle_timeout_field = s.optional("idle_timeout");
     let idle_timeout = idle_timeout_field.as_ref().map(|f| reader.duration(f));
     if let (Some(f), Some(true)) = (&idle_timeout_field, protocol.map(Protocol::is_http)) {
@@ -239,10 +266,14 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
                 "header_read_timeout" => reader.duration(&f).map(|d| http.header_read_timeout = d),
                 "keepalive_timeout" => reader.duration(&f).map(|d| http.keepalive_timeout = d),
                 "max_header_bytes" => reader
-                    .uint(&f, HttpLimits::MIN_HEADER_BYTES as u64, 1 << 20)
+                    .uint(&f, MIN_HEADER_BYTES as u64, MAX_HEADER_BYTES as u64)
                     .map(|n| http.max_header_bytes = n as usize),
-                "max_headers" => reader.uint(&f, 1, 1000).map(|n| http.max_headers = n as usize),
-                "max_body_bytes" => reader.uint(&f, 1, 1 << 40).map(|n| http.max_body_bytes = n),
+                "max_headers" => reader
+                    .uint(&f, 1, MAX_HEADERS as u64)
+                    .map(|n| http.max_headers = n as usize),
+                "max_body_bytes" => reader
+                    .uint(&f, 1, MAX_BODY_BYTES)
+                    .map(|n| http.max_body_bytes = n),
                 "tunnel_idle_timeout" => reader.duration(&f).map(|d| http.tunnel_idle_timeout = d),
                 "body_timeout" => reader.duration(&f).map(|d| http.body_timeout = d),
                 _ => reader.bool(&f).map(|b| http.access_log = b),
@@ -273,6 +304,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
         let ok = match key {
             "default_certificate" => reader
                 .str(&f)
+                .and_then(|n| reader.checked(&f, n, validate::name(n)))
                 .map(|n| http.default_certificate = Some(n.to_string())),
             _ => reader.bool(&f).map(|b| http.redirect_https = b),
         };
@@ -320,25 +352,29 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
     let name = s.required(reader, "name");
     let name_value = name.as_ref().and_then(|f| reader.str(f)).map(str::to_string);
     if let (Some(f), Some(n)) = (&name, &name_value) {
-        validate::name(reader, f, n);
+        across::name(reader, f, n);
     }
     let (algorithm, hash_key) = balance::algorithm(reader, &mut s);
     let connect_timeout = s.optional("connect_timeout").map(|f| reader.duration(&f));
     let response_timeout = s.optional("response_timeout").map(|f| reader.duration(&f));
     let max_connect_attempts = s
         .optional("max_connect_attempts")
-        .map(|f| reader.uint(&f, 1, 16).map(|n| n as u32));
+        .map(|f| reader.uint(&f, 1, MAX_CONNECT_ATTEMPTS.into()).map(|n| n as u32));
     let backends = s.required(reader, "backends").and_then(|f| {
         let items = reader.array(&f)?;
         if items.is_empty() {
             reader.field_error(&f, "a pool needs at least one backend");
             return None;
         }
+        if items.len() > MAX_BACKENDS_PER_POOL {
+            reader.field_error(&f, format!("a pool has at most {MAX_BACKENDS_PER_POOL} backends"));
+            return None;
+        }
         let parsed: Vec<_> = items
             .iter()
             .map(|item| reader.table(item).and_then(|section| backend(reader, section)))
             .collect();
-        validate::distinct_backends(reader, &items, &parsed);
+        across::distinct_backends(reader, &items, &parsed);
         parsed.into_iter().collect::<Option<Vec<_>>>()
     });
     let sticky = s

@@ -1,8 +1,9 @@
 //! The `[[listener.route]]` sections of the file: content-routing rules.
 
+use super::across::Site;
 use crate::reader::{Field, Reader, Section};
 use crate::route::{RouteMatch, RouteSpec};
-use crate::validate::Site;
+use crate::validate;
 
 /// One `[[listener.route]]`: `match = { … }`, `pool`, `set_headers`,
 /// `remove_headers`. Also returns where its pool was named, for the check
@@ -90,23 +91,9 @@ fn route_match(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<RouteM
 /// Why `value` is no good for `key`, if it is not.
 fn check(key: &str, value: &str) -> Result<(), String> {
     match key {
-        "host" => {
-            let bare = value.strip_prefix("*.").unwrap_or(value);
-            let valid = !bare.is_empty()
-                && bare
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-            valid
-                .then_some(())
-                .ok_or_else(|| format!("invalid host \"{value}\" (a name, or *.name for any subdomain)"))
-        }
-        "path" | "path_prefix" => value
-            .starts_with('/')
-            .then_some(())
-            .ok_or_else(|| format!("\"{value}\" must start with '/'")),
-        _ => regex::Regex::new(value)
-            .map(|_| ())
-            .map_err(|e| format!("invalid regular expression: {e}")),
+        "host" => validate::host(value),
+        "path" | "path_prefix" => validate::http_path(value),
+        _ => validate::path_regex(value),
     }
 }
 
@@ -121,11 +108,7 @@ fn reader_str_or_array(reader: &mut Reader<'_>, f: &Field<'_, '_>) -> Option<Vec
     };
     let mut methods = Vec::new();
     for (method, field) in items {
-        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-            reader.field_error(&field, format!("invalid method \"{method}\""));
-            return None;
-        }
-        methods.push(method);
+        methods.push(reader.checked(&field, method.clone(), validate::route_method(&method))?);
     }
     Some(methods)
 }
@@ -136,19 +119,19 @@ fn pairs(reader: &mut Reader<'_>, f: &Field<'_, '_>, what: &str) -> Option<Vec<(
     let mut pairs = Vec::new();
     let mut ok = true;
     for (name, value) in entries {
-        if !is_token(&name) {
-            reader.field_error(&value, format!("invalid {what} name \"{name}\""));
+        if let Err(why) = validate::token(what, &name) {
+            reader.field_error(&value, why);
             ok = false;
             continue;
         }
         match reader.str(&value) {
-            Some(v) if v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => {
-                pairs.push((name, v.to_string()))
-            }
-            Some(_) => {
-                reader.field_error(&value, format!("the {what} value must be printable ASCII"));
-                ok = false;
-            }
+            Some(v) => match validate::token_value(what, v) {
+                Ok(()) => pairs.push((name, v.to_string())),
+                Err(why) => {
+                    reader.field_error(&value, why);
+                    ok = false;
+                }
+            },
             None => ok = false,
         }
     }
@@ -157,17 +140,5 @@ fn pairs(reader: &mut Reader<'_>, f: &Field<'_, '_>, what: &str) -> Option<Vec<(
 
 fn header_name(reader: &mut Reader<'_>, f: &Field<'_, '_>) -> Option<String> {
     let name = reader.str(f)?;
-    if !is_token(name) {
-        reader.field_error(f, format!("invalid header name \"{name}\""));
-        return None;
-    }
-    Some(name.to_string())
-}
-
-/// An RFC 9110 token: what header and cookie names are made of.
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    reader.checked(f, name.to_string(), validate::token("header", name))
 }

@@ -1,7 +1,9 @@
 //! The `[pool.sticky]` section of the file: a pool's sticky-session policy.
 
+use crate::limits::MIN_STICKY_TTL;
 use crate::reader::{Reader, Section};
 use crate::sticky::{CookieAttributes, SameSite, StickyContract, StickyKind, StickyPolicy};
+use crate::validate;
 
 /// `[pool.sticky]`: `kind`, `name`, `ttl`, `contract`, `source_prefix`,
 /// `source_prefix_v6` and the cookie attributes.
@@ -15,16 +17,9 @@ pub(super) fn sticky(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<
             reader.field_error(&f, "kind \"source_ip\" takes no name");
             None
         }
-        (Some(f), _) => reader.str(&f).and_then(|n| {
-            let token = !n.is_empty()
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
-                reader.field_error(&f, format!("invalid cookie or header name \"{n}\""));
-                return None;
-            }
-            Some(n.to_string())
-        }),
+        (Some(f), _) => reader
+            .str(&f)
+            .and_then(|n| reader.checked(&f, n.to_string(), validate::token("cookie or header", n))),
         (None, Some(StickyKind::Cookie)) => Some(StickyPolicy::DEFAULT_COOKIE.to_string()),
         (None, Some(StickyKind::SourceIp)) => Some(String::new()),
         (None, Some(other)) => {
@@ -43,8 +38,9 @@ pub(super) fn sticky(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<
     };
     let ttl = s.optional("ttl").map(|f| {
         reader.duration(&f).and_then(|ttl| {
-            if ttl < std::time::Duration::from_secs(1) {
-                reader.field_error(&f, "a sticky ttl must be at least 1s");
+            if ttl < MIN_STICKY_TTL {
+                let least = crate::duration::format(MIN_STICKY_TTL);
+                reader.field_error(&f, format!("a sticky ttl must be at least {least}"));
                 return None;
             }
             Some(ttl)
@@ -69,7 +65,11 @@ pub(super) fn sticky(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<
             continue;
         }
         let ok = match key {
-            "path" => reader.str(&f).map(|p| cookie.path = p.to_string()).is_some(),
+            "path" => reader
+                .str(&f)
+                .and_then(|p| reader.checked(&f, p, validate::cookie_path(p)))
+                .map(|p| cookie.path = p.to_string())
+                .is_some(),
             "secure" => reader.bool(&f).map(|b| cookie.secure = b).is_some(),
             "http_only" => reader.bool(&f).map(|b| cookie.http_only = b).is_some(),
             "max_age" => reader.bool(&f).map(|b| cookie.max_age = b).is_some(),

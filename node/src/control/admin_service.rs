@@ -65,8 +65,13 @@ impl admin_server::Admin for AdminService {
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let forwarded_here = was_forwarded(&request);
-        let command: Command = postcard::from_bytes(&request.into_inner().command)
+        let command = Command::decode(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        // The file's checks, before anything is proposed (apply repeats
+        // them, so an entry that bypassed this is refused, not applied).
+        command
+            .validate()
+            .map_err(|e| Status::invalid_argument(format!("refused: {e}")))?;
         #[cfg(feature = "failpoints")]
         if let Some(early) = crate::failpoint::ack_before_commit(&self.raft, &self.applied, &command).await {
             return Ok(Response::new(early));

@@ -1,10 +1,11 @@
-//! Checks that look across entries: names well formed and unique, listeners
-//! pointing at pools that exist, no two listeners on one socket, no backend
-//! twice in a pool. Each takes the [`Site`] (path and span) of what it checks,
-//! so its errors carry the line like every other.
+//! The file's checks that look across entries: names well formed and
+//! unique, listeners pointing at pools that exist, no two listeners on one
+//! socket, no backend twice in a pool. Each takes the [`Site`] (path and
+//! span) of what it checks, so its errors carry the line like every other.
 
 use crate::reader::{Field, Reader};
 use crate::spec::{BackendSpec, ListenerSpec, PoolSpec, Protocol, binds_overlap};
+use crate::validate;
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -40,18 +41,10 @@ pub(crate) struct PoolSite {
     pub name: Option<Site>,
 }
 
-pub(crate) const MAX_NAME_LEN: usize = 64;
-
-/// Names are identifiers operators type in commands: `[A-Za-z0-9_.-]{1,64}`.
+/// Names are identifiers operators type in commands (see [`validate::name`]).
 pub(crate) fn name(reader: &mut Reader<'_>, field: &Field<'_, '_>, name: &str) {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_chars {
-        reader.field_error(
-            field,
-            format!("invalid name \"{name}\": use 1 to {MAX_NAME_LEN} letters, digits, '_', '-' or '.'"),
-        );
+    if let Err(why) = validate::name(name) {
+        reader.field_error(field, why);
     }
 }
 
@@ -168,12 +161,11 @@ pub(crate) fn distinct_backends(
     items: &[Field<'_, '_>],
     parsed: &[Option<BackendSpec>],
 ) {
+    let mut first_at: std::collections::HashMap<std::net::SocketAddr, usize> =
+        std::collections::HashMap::new();
     for (i, backend) in parsed.iter().enumerate() {
         let Some(backend) = backend else { continue };
-        let repeated = parsed[..i]
-            .iter()
-            .position(|b| b.as_ref().is_some_and(|b| b.address == backend.address));
-        if let Some(first) = repeated {
+        if let Some(&first) = first_at.get(&backend.address) {
             reader.field_error(
                 &items[i],
                 format!(
@@ -181,6 +173,8 @@ pub(crate) fn distinct_backends(
                     backend.address
                 ),
             );
+        } else {
+            first_at.insert(backend.address, i);
         }
     }
 }
