@@ -8,12 +8,14 @@
 //! loopback sockets ([`backends`]), an HTTP client ([`client`]), and
 //! condition waits with deadlines ([`wait`]), and network namespaces for
 //! multi-host tests ([`netns`], [`site`]) with a prober of who answers
-//! ARP or IPv6 neighbour solicitations for an address ([`arp`], [`ndp`]).
+//! ARP or IPv6 neighbour solicitations for an address ([`arp`], [`ndp`]),
+//! and a capture of every frame on their bridge ([`capture`]).
 //! Nothing here is a mock.
 
 pub mod admin;
 pub mod arp;
 pub mod backends;
+pub mod capture;
 pub mod client;
 pub mod cluster;
 pub mod ndp;

@@ -70,6 +70,9 @@ pub struct Options {
     /// the `http` listener on 8080 (HTTP over an L4 proxy: the backend
     /// still logs each request's id).
     pub tcp: bool,
+    /// Capture every frame on the bridge from before the first node starts
+    /// ([`Site::capture`]).
+    pub capture: bool,
 }
 
 impl Default for Options {
@@ -85,6 +88,7 @@ impl Default for Options {
             node_env: Vec::new(),
             session_cookie: false,
             tcp: false,
+            capture: false,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct Site {
     /// The client host's requests: a new connection every 5 ms, given up
     /// after 25 ms without a connection, so an outage shows at once.
     pub load: Load,
+    /// Every frame on the bridge, with `Options::capture`.
+    pub capture: Option<crate::capture::Capture>,
 }
 
 impl Site {
@@ -141,6 +147,9 @@ impl Site {
 
     pub async fn build(options: Options) -> Site {
         let lab = Lab::build(&HOSTS);
+        let capture = options
+            .capture
+            .then(|| crate::capture::Capture::start(&lab.ns("sw")));
         let backend_address = lab.address("backend");
         let names: Vec<String> = match options.sticky {
             false => vec!["backend".to_string()],
@@ -164,6 +173,7 @@ impl Site {
             root: TempDir::new("site"),
             backends,
             load: Load::idle(),
+            capture,
         };
         for i in 0..BALANCERS.len() {
             let node = site.spawn(i);
@@ -186,6 +196,11 @@ impl Site {
         })
         .await;
         site
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.root.path().join(format!("node{}", i + 1))
     }
 
     /// Starts node `i` (again) in its namespace, without waiting for it.
@@ -292,7 +307,7 @@ impl Site {
              [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
              {pools}{tcp}{vip}",
             id = i + 1,
-            dir = self.root.path().join(format!("node{}", i + 1)).display(),
+            dir = self.data_dir(i).display(),
             me = self.lab.address(BALANCERS[i]),
             peers = peers.join(", "),
             tls = crate::pki::shared(CLUSTER).node_section(i as u64 + 1),

@@ -192,6 +192,17 @@ fn decode_file(bytes: &[u8]) -> Result<StoredSnapshot, String> {
     Ok(stored)
 }
 
+/// The cluster state in `data_dir`'s snapshot (a tool's and a test's
+/// view of what the node keeps at rest).
+pub fn snapshot_state(data_dir: &Path) -> Result<ClusterState, String> {
+    let path = data_dir.join(SNAPSHOT_FILE);
+    let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let stored = decode_file(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    postcard::take_from_bytes::<ClusterState>(&stored.data)
+        .map(|(state, _tables)| state)
+        .map_err(|e| format!("{}: its cluster state cannot be decoded: {e}", path.display()))
+}
+
 /// Decodes a snapshot's data: returns the cluster state and restores the
 /// sticky tables into `sticky`.
 fn decode_data(data: &[u8], sticky: &StickyTables) -> Result<ClusterState, String> {
