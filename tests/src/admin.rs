@@ -49,7 +49,16 @@ impl Admin {
 
     /// [`Admin::new`] for another cluster (a [`Site`](crate::site::Site)'s, say).
     pub fn with_credentials(address: &str, timeout: Duration, cluster: &str) -> Admin {
-        let dialer = Dialer::new(Links::Tls(admin_keyring(cluster)), Duration::from_millis(500));
+        Self::over(Links::Tls(admin_keyring(cluster)), address, timeout)
+    }
+
+    /// [`Admin::new`] for a cluster with `insecure_cleartext = true`.
+    pub fn cleartext(address: &str, timeout: Duration) -> Admin {
+        Self::over(Links::Cleartext, address, timeout)
+    }
+
+    fn over(links: Links, address: &str, timeout: Duration) -> Admin {
+        let dialer = Dialer::new(links, Duration::from_millis(500));
         let channel = dialer.lazy(address, Expect::AnyNode).expect("address");
         Admin {
             client: AdminClient::new(channel).max_decoding_message_size(64 << 20),

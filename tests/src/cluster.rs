@@ -40,6 +40,9 @@ pub struct Cluster {
     /// `[cluster]` `heartbeat_interval` and `election_timeout` (e.g.
     /// `"50ms"`, `"3s"`) for nodes spawned from now on; `None`: defaults.
     pub timing: Option<(&'static str, &'static str)>,
+    /// `insecure_cleartext = true` (every node is on loopback) instead of
+    /// mutual TLS, for nodes spawned from now on: the figures compare.
+    pub cleartext: bool,
     _root: TempDir,
 }
 
@@ -80,6 +83,7 @@ impl Cluster {
             metrics_port: free_port(),
             seed: seed.replace("{HTTP}", &http_port.to_string()),
             timing: None,
+            cleartext: false,
             _root: root,
         }
     }
@@ -104,10 +108,11 @@ impl Cluster {
             raft = me.raft,
             metrics = self.metrics_port,
             peers = peers.join(", "),
-            tls = me
-                .tls
-                .clone()
-                .unwrap_or_else(|| crate::pki::shared(CLUSTER_ID).node_section(me.id)),
+            tls = match (&me.tls, self.cleartext) {
+                (_, true) => "insecure_cleartext = true\n".to_string(),
+                (Some(tls), false) => tls.clone(),
+                (None, false) => crate::pki::shared(CLUSTER_ID).node_section(me.id),
+            },
             seed = self.seed,
         )
     }
@@ -159,9 +164,17 @@ impl Cluster {
         ctl(&self.members[index].raft, args)
     }
 
+    /// An admin client of node `index`, over what the cluster speaks.
+    pub fn admin(&self, index: usize, timeout: Duration) -> Admin {
+        match self.cleartext {
+            true => Admin::cleartext(&self.members[index].raft, timeout),
+            false => Admin::new(&self.members[index].raft, timeout),
+        }
+    }
+
     /// The leader's id as node `index` reports it, if it knows one.
     pub async fn leader_seen_by(&self, index: usize) -> Option<u64> {
-        let mut admin = Admin::new(&self.members[index].raft, Duration::from_millis(500));
+        let mut admin = self.admin(index, Duration::from_millis(500));
         let leader = admin.status().await.ok()?.leader_id;
         (leader != 0).then_some(leader)
     }

@@ -1,7 +1,8 @@
 //! The control plane's figures, measured on a real 3-node cluster on
-//! loopback. Ignored by default (they take a minute and only mean something
-//! on a quiet machine); run with
-//! `cargo test --release -p raftlb-tests --test control_figures -- --ignored --nocapture`.
+//! loopback, with mutual TLS (as deployed) and, to compare, in cleartext.
+//! Ignored by default (they take minutes and only mean something on a
+//! quiet machine); run with
+//! `RAFTLB_BIN=target/release/raftlb cargo test --release -p raftlb-tests --test control_figures -- --ignored --nocapture --test-threads 1`.
 //! Each figure still asserts the bound the design promises, so a regression fails.
 
 use raftlb_config::Command;
@@ -54,14 +55,46 @@ async fn applied_everywhere(admins: &mut [Admin], index: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: run explicitly, in release, on a quiet machine"]
-async fn control_plane_figures() {
-    let mut cluster = Cluster::start(3, &seed()).await;
+async fn control_plane_figures_mutual_tls() {
+    figures(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run explicitly, in release, on a quiet machine"]
+async fn control_plane_figures_cleartext() {
+    figures(true).await;
+}
+
+/// A new connection and one call, as a node makes after a partition heals
+/// (a TLS 1.3 handshake with client certificates, or a bare TCP connect).
+async fn reconnects(cluster: &Cluster, samples: usize) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        let mut admin = cluster.admin(0, Duration::from_secs(5));
+        admin.status().await.expect("status");
+        times.push(start.elapsed());
+    }
+    times
+}
+
+async fn figures(cleartext: bool) {
+    let mode = if cleartext { "cleartext" } else { "mutual TLS" };
+    println!("--- {mode} ---");
+    let mut cluster = Cluster::new(3, &seed());
+    cluster.cleartext = cleartext;
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    for i in 0..3 {
+        cluster.wait_ready(i).await;
+    }
     let leader = cluster.wait_leader(Duration::from_secs(5)).await;
-    let mut admins: Vec<Admin> = cluster
-        .members
-        .iter()
-        .map(|m| Admin::new(&m.raft, Duration::from_secs(5)))
-        .collect();
+    let mut admins: Vec<Admin> = (0..3).map(|i| cluster.admin(i, Duration::from_secs(5))).collect();
+    summary(
+        "new connection and one call (reconnect)",
+        reconnects(&cluster, 200).await,
+    );
     let mut writer = admins[cluster.index_of(leader)].clone();
 
     // Write latency until applied on all three.
@@ -126,7 +159,7 @@ async fn control_plane_figures() {
     let start = Instant::now();
     cluster.spawn(follower);
     cluster.wait_ready(follower).await;
-    let mut restarted = Admin::new(&cluster.members[follower].raft, Duration::from_secs(5));
+    let mut restarted = cluster.admin(follower, Duration::from_secs(5));
     loop {
         if let Ok((_, applied)) = restarted.read(true).await
             && applied >= target
@@ -149,7 +182,7 @@ async fn control_plane_figures() {
         let survivor = (index + 1) % 3;
         let killed = Instant::now();
         cluster.kill(index);
-        let mut probe = Admin::new(&cluster.members[survivor].raft, Duration::from_millis(500));
+        let mut probe = cluster.admin(survivor, Duration::from_millis(500));
         loop {
             if let Ok(status) = probe.status().await
                 && status.leader_id != 0
@@ -167,7 +200,7 @@ async fn control_plane_figures() {
         // caught up. (A node still catching up cannot win an election, and
         // a candidate refused for a short log waits longer to try again.)
         let (_, target) = probe.read(false).await.expect("read");
-        let mut restarted = Admin::new(&cluster.members[index].raft, Duration::from_millis(500));
+        let mut restarted = cluster.admin(index, Duration::from_millis(500));
         loop {
             if let Ok((_, applied)) = restarted.read(true).await
                 && applied >= target

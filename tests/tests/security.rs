@@ -533,3 +533,126 @@ async fn a_node_with_another_cas_certificate_cannot_join_and_both_sides_say_why(
     .await;
     assert!(!log(2).contains("raftlb node ready"), "{}", log(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_of_two_cas_lets_nodes_of_both_form_one_cluster() {
+    // CA rotation half-way: a new CA made for the same cluster, both in
+    // every bundle; node 3 and a client already hold the new CA's.
+    let ours = pki::shared(CLUSTER_ID);
+    let rotated = TempDir::new("rotation");
+    let new_ca = rotated.path().join("new");
+    certs(&[
+        "init",
+        "--cluster",
+        CLUSTER_ID,
+        "--out",
+        path(&new_ca),
+        "--nodes",
+        "3",
+    ]);
+    let bundle = rotated.write(
+        "bundle.pem",
+        &(std::fs::read_to_string(ours.path("ca.pem")).expect("old CA")
+            + &std::fs::read_to_string(new_ca.join("ca.pem")).expect("new CA")),
+    );
+    let backend = HttpBackend::start("a").await;
+    let mut cluster = Cluster::new(3, &http_seed("round_robin", &[backend.address]));
+    for (i, member) in cluster.members.iter_mut().enumerate() {
+        let (cert, key) = match i {
+            2 => (new_ca.join("node-3.pem"), new_ca.join("node-3.key")),
+            _ => (
+                ours.path(&format!("node-{}.pem", i + 1)),
+                ours.path(&format!("node-{}.key", i + 1)),
+            ),
+        };
+        member.tls = Some(tls_section(&bundle, &cert, &key));
+    }
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    for i in 0..3 {
+        cluster.wait_ready(i).await;
+    }
+    let (client_cert, client_key) = (new_ca.join("client-admin.pem"), new_ca.join("client-admin.key"));
+    let creds = [
+        "--ca",
+        path(&bundle),
+        "--cert",
+        path(&client_cert),
+        "--key",
+        path(&client_key),
+    ];
+    // (The fixture's own clients hold the old bundle only: ask with the new.)
+    for member in &cluster.members {
+        let start = Instant::now();
+        loop {
+            let weight = ["backend", "weight", "app", &backend.address.to_string(), "2"];
+            let (code, out) = ctl_with(&member.raft, &creds, &weight);
+            if code == Some(0) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "through node {}: {out}",
+                member.id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (code, status) = ctl_with(&cluster.members[0].raft, &creds, &["status"]);
+    assert_eq!(code, Some(0), "{status}");
+    assert_eq!(status.matches("voter").count(), 3, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_warns_two_weeks_before_its_certificate_expires() {
+    let ours = pki::shared(CLUSTER_ID);
+    let soon = TempDir::new("expiring");
+    certs(&[
+        "node",
+        "--dir",
+        path(&ours.dir),
+        "--out",
+        path(soon.path()),
+        "--id",
+        "1",
+        "--days",
+        "10",
+    ]);
+    let backend = HttpBackend::start("a").await;
+    let mut cluster = Cluster::new(1, &http_seed("round_robin", &[backend.address]));
+    cluster.members[0].tls = Some(tls_section(
+        &ours.path("ca.pem"),
+        &soon.path().join("node-1.pem"),
+        &soon.path().join("node-1.key"),
+    ));
+    cluster.spawn(0);
+    cluster.wait_ready(0).await;
+    let process = cluster.members[0].process.as_ref().expect("running");
+    raftlb_tests::wait::until("the expiry warning", Duration::from_secs(5), || {
+        process
+            .log()
+            .contains("this node's cluster certificate expires on")
+    })
+    .await;
+    let log = process.log();
+    assert!(
+        log.contains("(9 days left)") || log.contains("(10 days left)"),
+        "{log}"
+    );
+    assert!(log.contains("raftlb certs node --id 1"), "{log}");
+    let metrics = raftlb_tests::client::get(
+        &raftlb_tests::client::http1(),
+        &format!("http://127.0.0.1:{}/metrics", cluster.metrics_port),
+    )
+    .await
+    .1;
+    assert!(
+        metrics.contains("raftlb_cluster_certificate_expiring 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("raftlb_cluster_certificate_expiry_seconds "),
+        "{metrics}"
+    );
+}

@@ -46,10 +46,11 @@ pub fn start(keyring: Arc<Keyring>) -> JoinHandle<()> {
             let material = keyring.material();
             if expires_soon(material.not_after) && warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
                 warned = Some(Instant::now());
+                let id = material.identity.node_id().unwrap_or_default();
                 tracing::warn!(
                     file = %keyring.files().cert.display(),
                     "this node's cluster certificate expires on {} ({} days left): renew it \
-                     (raftlb certs node --id N) and replace the file; it is re-read without a restart",
+                     (raftlb certs node --id {id}) and replace the file; it is re-read without a restart",
                     utc(material.not_after),
                     seconds_left(material.not_after) / 86_400
                 );
