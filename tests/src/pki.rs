@@ -73,11 +73,10 @@ impl Pki {
 
     /// `[cluster.tls]` for node `id`.
     pub fn node_section(&self, id: u64) -> String {
-        format!(
-            "[cluster.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            self.path("ca.pem").display(),
-            self.path(&format!("node-{id}.pem")).display(),
-            self.path(&format!("node-{id}.key")).display(),
+        tls_section(
+            &self.path("ca.pem"),
+            &self.path(&format!("node-{id}.pem")),
+            &self.path(&format!("node-{id}.key")),
         )
     }
 
@@ -111,6 +110,32 @@ pub fn certs(args: &[&str]) -> String {
     let (status, stdout, stderr) = run_to_end(&all);
     assert!(status.success(), "raftlb certs {args:?}: {stderr}");
     stdout
+}
+
+/// A `[cluster.tls]` section naming these three files.
+pub fn tls_section(ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "[cluster.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+/// `raftlb ctl --node NODE` with exactly these credentials (none for
+/// cleartext): its exit code, and its stdout if it succeeded, else its
+/// stderr.
+pub fn ctl_with(node: &str, credentials: &[&str], args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["ctl", "--node", node, "--timeout", "5s"];
+    all.extend_from_slice(credentials);
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = run_to_end(&all);
+    (status.code(), if status.success() { stdout } else { stderr })
+}
+
+/// A path as the `&str` a command line takes.
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
 }
 
 /// Copies `file` of `pki` into `dir` (for tests that replace or corrupt one).
