@@ -32,7 +32,8 @@ pub struct ArpProbe {
     listening: std::thread::JoinHandle<()>,
 }
 
-fn packet_socket(ethertype: u16) -> OwnedFd {
+/// A raw packet socket for `ethertype` (`ETH_P_ALL`: every frame).
+pub(crate) fn packet_socket(ethertype: u16) -> OwnedFd {
     let protocol = i32::from(ethertype.to_be());
     // SAFETY: plain socket(2); owned right away.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
@@ -147,6 +148,25 @@ impl ArpProbe {
     }
 }
 
+/// Makes a blocking receive on `socket` give up after 50 ms, so a reader
+/// looks at its stop flag that often.
+pub(crate) fn receive_for_at_most_50ms(socket: &OwnedFd) {
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 50_000,
+    };
+    // SAFETY: a valid timeval of the size passed.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+}
+
 fn ask(index: i32, ethertype: u16, destination: [u8; 6], frame: Vec<u8>, every: Duration, stop: &AtomicBool) {
     let socket = packet_socket(ethertype);
     // SAFETY: a zeroed sockaddr_ll, filled in below.
@@ -180,20 +200,7 @@ fn listen(
     replies: &Mutex<Vec<Reply>>,
 ) {
     let socket = packet_socket(ethertype);
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 50_000,
-    };
-    // SAFETY: a valid timeval of the size passed.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
+    receive_for_at_most_50ms(&socket);
     let mut frame = [0u8; 1600];
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: a zeroed sockaddr_ll the kernel fills in.

@@ -5,7 +5,7 @@
 //! search what crossed the wire for bytes that must never appear in it.
 #![allow(unsafe_code)] // AF_PACKET sockets: std has none.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -78,19 +78,12 @@ impl Capture {
     }
 }
 
+/// A packet socket for every frame, with a large receive buffer.
 fn packet_socket() -> OwnedFd {
-    let protocol = i32::from(ETH_P_ALL.to_be());
-    // SAFETY: plain socket(2); owned right away.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
-    assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
-    // SAFETY: a fresh descriptor nobody else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = crate::arp::packet_socket(ETH_P_ALL);
+    crate::arp::receive_for_at_most_50ms(&socket);
     let buffer: libc::c_int = 64 << 20;
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 50_000,
-    };
-    // SAFETY: valid option values of the sizes passed.
+    // SAFETY: a valid option value of the size passed.
     unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -98,13 +91,6 @@ fn packet_socket() -> OwnedFd {
             libc::SO_RCVBUFFORCE,
             (&raw const buffer).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         );
     }
     socket

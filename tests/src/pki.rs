@@ -83,13 +83,19 @@ impl Pki {
     /// `--ca … --cert … --key …` for `raftlb ctl` as client `name`
     /// (`admin` or `reader`).
     pub fn ctl_args(&self, name: &str) -> Vec<String> {
+        self.credentials(&format!("client-{name}"))
+    }
+
+    /// `--ca … --cert STEM.pem --key STEM.key`: `raftlb ctl` with any
+    /// certificate of this directory (`node-1`, say).
+    pub fn credentials(&self, stem: &str) -> Vec<String> {
         vec![
             "--ca".to_string(),
             self.path("ca.pem").display().to_string(),
             "--cert".to_string(),
-            self.path(&format!("client-{name}.pem")).display().to_string(),
+            self.path(&format!("{stem}.pem")).display().to_string(),
             "--key".to_string(),
-            self.path(&format!("client-{name}.key")).display().to_string(),
+            self.path(&format!("{stem}.key")).display().to_string(),
         ]
     }
 

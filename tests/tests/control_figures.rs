@@ -2,7 +2,8 @@
 //! loopback, with mutual TLS (as deployed) and, to compare, in cleartext.
 //! Ignored by default (they take minutes and only mean something on a
 //! quiet machine); run with
-//! `RAFTLB_BIN=target/release/raftlb cargo test -p raftlb-tests --test control_figures -- --ignored --nocapture --test-threads 1`.
+//! `RAFTLB_BIN=target/release/raftlb cargo test --release -p raftlb-tests --test control_figures -- --ignored --nocapture --test-threads 1`
+//! (a release client too: the reconnect figure times the client's handshake as well).
 //! Each figure still asserts the bound the design promises, so a regression fails.
 
 use raftlb_config::Command;

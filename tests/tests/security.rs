@@ -16,18 +16,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `--ca`, `--cert`, `--key` of `pki`'s CA and `who`'s files.
-fn credentials(pki: &Pki, who: &str) -> [String; 6] {
-    [
-        "--ca".into(),
-        pki.path("ca.pem").display().to_string(),
-        "--cert".into(),
-        pki.path(&format!("{who}.pem")).display().to_string(),
-        "--key".into(),
-        pki.path(&format!("{who}.key")).display().to_string(),
-    ]
-}
-
 fn refused(code: Option<i32>, line: &str, expected: &str) {
     assert_eq!(code, Some(1), "{line}");
     assert!(line.contains(expected), "expected \"{expected}\" in: {line}");
@@ -40,7 +28,7 @@ async fn each_refused_caller_is_told_why() {
     let cluster = Cluster::start(3, &http_seed("round_robin", &[backend.address])).await;
     let node = cluster.members[0].raft.clone();
     let ours = pki::shared(CLUSTER_ID);
-    let own = |who: &str| credentials(&ours, who);
+    let own = |who: &str| ours.credentials(who);
     let run = |creds: &[String], args: &[&str]| {
         let creds: Vec<&str> = creds.iter().map(String::as_str).collect();
         ctl_with(&node, &creds, args)
@@ -80,7 +68,7 @@ async fn each_refused_caller_is_told_why() {
         cluster: CLUSTER_ID.into(),
         dir: stranger.path().join("pki"),
     };
-    let (code, line) = run(&credentials(&theirs, "client-admin"), &["status"]);
+    let (code, line) = run(&theirs.credentials("client-admin"), &["status"]);
     refused(
         code,
         &line,
@@ -247,7 +235,7 @@ async fn raft_senders_are_their_certificate_and_a_member() {
         "{}",
         removed.message()
     );
-    let as_removed = credentials(&ours, &format!("node-{impostor}"));
+    let as_removed = ours.credentials(&format!("node-{impostor}"));
     let as_removed: Vec<&str> = as_removed.iter().map(String::as_str).collect();
     let (code, line) = ctl_with(&target, &as_removed, &["status"]);
     refused(code, &line, &format!("node {impostor} is not a member"));
