@@ -253,6 +253,10 @@ fn bad_certificate_files_stop_the_node_naming_the_file() {
         "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
     );
     let empty = dir.write("empty.pem", "");
+    let encrypted = dir.write(
+        "encrypted.key",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
     let expired_dir = dir.path().join("expired");
     certs(&[
         "node",
@@ -288,6 +292,7 @@ fn bad_certificate_files_stop_the_node_naming_the_file() {
         (ca.clone(), empty.clone(), node_key.clone(), format!("{}: it holds no PEM certificate", empty.display())),
         (ca.clone(), node_cert.clone(), ours.path("node-2.key"), format!("{}: this key does not belong to the certificate", ours.path("node-2.key").display())),
         (ca.clone(), node_cert.clone(), node_cert.clone(), "it holds no PEM private key".to_string()),
+        (ca.clone(), node_cert.clone(), encrypted.clone(), format!("{}: it holds no PEM private key (PKCS#8, PKCS#1 or SEC1; unencrypted)", encrypted.display())),
         (node_cert.clone(), node_cert.clone(), node_key.clone(), "is the certificate of node 1 of cluster \"test-lb\", not a CA".to_string()),
         (ca.clone(), ours.path("node-2.pem"), ours.path("node-2.key"), "it is the certificate of node 2 of cluster \"test-lb\", but this node is node 1".to_string()),
         (ca.clone(), ours.path("client-admin.pem"), ours.path("client-admin.key"), "it is the certificate of client \"admin\" (admin) of cluster \"test-lb\", but this node is node 1".to_string()),

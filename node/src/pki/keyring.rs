@@ -344,3 +344,69 @@ impl ServerCertVerifier for ClusterServer {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::issue::{Authority, KeyType, Validity};
+    use crate::pki::{Files, Role};
+
+    /// A CA of `key_type` and, in `dir`, the files of node 1, node 2 and a client.
+    fn make(dir: &std::path::Path, key_type: KeyType) -> [Files; 3] {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = Authority::new("unit", key_type, Validity::days(1)).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
+        let issued = [
+            ("node-1", ca.node(1, key_type, Validity::days(1)).unwrap()),
+            ("node-2", ca.node(2, key_type, Validity::days(1)).unwrap()),
+            (
+                "client",
+                ca.client("ops", Role::Admin, key_type, Validity::days(1))
+                    .unwrap(),
+            ),
+        ];
+        issued.map(|(stem, issued)| {
+            let files = Files {
+                ca: dir.join("ca.pem"),
+                cert: dir.join(format!("{stem}.pem")),
+                key: dir.join(format!("{stem}.key")),
+            };
+            std::fs::write(&files.cert, &issued.cert_pem).unwrap();
+            std::fs::write(&files.key, &issued.key_pem).unwrap();
+            files
+        })
+    }
+
+    /// A TLS handshake in memory between `server` and `client` expecting `expect`.
+    async fn handshake(server: &Arc<Keyring>, client: &Arc<Keyring>, expect: Expect) -> Result<(), String> {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.server_config().unwrap());
+        let connector = tokio_rustls::TlsConnector::from(client.client_config(expect).unwrap());
+        let name = ServerName::try_from("node").unwrap();
+        let (accepted, connected) = tokio::join!(acceptor.accept(far), connector.connect(name, near));
+        connected.map_err(|e| e.to_string())?;
+        accepted.map(drop).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn both_key_types_handshake_and_the_expected_node_is_checked() {
+        for key_type in [KeyType::EcdsaP256, KeyType::Ed25519] {
+            let dir =
+                std::env::temp_dir().join(format!("raftlb-keyring-{}-{key_type:?}", std::process::id()));
+            let [one, two, client] = make(&dir, key_type);
+            let (one, two, client) = (
+                Keyring::load(one).unwrap(),
+                Keyring::load(two).unwrap(),
+                Keyring::load(client).unwrap(),
+            );
+            assert_eq!(one.identity(), Identity::node("unit", 1));
+            handshake(&one, &two, Expect::Node(1)).await.unwrap();
+            handshake(&one, &client, Expect::AnyNode).await.unwrap();
+            let wrong = handshake(&one, &two, Expect::Node(3)).await.unwrap_err();
+            assert!(wrong.contains("but node 3 was expected"), "{key_type:?}: {wrong}");
+            let not_a_node = handshake(&client, &one, Expect::AnyNode).await.unwrap_err();
+            assert!(!not_a_node.is_empty(), "a client certificate is no server's");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
