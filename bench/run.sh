@@ -125,6 +125,13 @@ bind = "127.0.0.1:${PORT[raftlb]}"
 pool = "app"
 $access_log
 
+# wrk is one source opening thousands of connections a second: the
+# per-source limits stay on (their cost is measured) but are never hit.
+[listener.limits]
+connections = 1000000
+connection_rate = 10000000
+request_rate = 10000000
+
 [[pool]]
 name = "app"
 algorithm = "round_robin"

@@ -5,7 +5,9 @@
 //! how deep batches nest and how long they are (`decode`);
 //! [`Command::validate`] checks every value without the state.
 
+use crate::acl::AclChange;
 use crate::certificate::Certificate;
+use crate::client_limits::ClientLimits;
 use crate::spec::{AdminState, BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
 use crate::sticky::{StickyChange, StickySecret};
 use crate::validate::{self, Invalid};
@@ -85,6 +87,16 @@ pub enum Command {
         address: SocketAddr,
         up: bool,
     },
+    /// Replaces a listener's per-source limits (`ctl listener limits`).
+    SetClientLimits {
+        listener: String,
+        limits: ClientLimits,
+    },
+    /// Adds, replaces and removes rules of a listener's ACL (`ctl acl`).
+    ChangeAcl {
+        listener: String,
+        change: AclChange,
+    },
 }
 
 impl Command {
@@ -150,6 +162,17 @@ impl fmt::Display for Command {
             Command::AddListener(l) => write!(f, "add listener {}", l.summary()),
             Command::UpdateListener(l) => write!(f, "update listener {}", l.summary()),
             Command::RemoveListener { name } => write!(f, "remove listener {name}"),
+            Command::SetClientLimits { listener, limits } => write!(
+                f,
+                "set client limits of listener {listener}: {} connections, {}/s new, {}/s requests",
+                limits.connections, limits.connection_rate, limits.request_rate
+            ),
+            Command::ChangeAcl { listener, change } => write!(
+                f,
+                "change ACL of listener {listener}: {} rules set, {} removed",
+                change.set.len(),
+                change.remove.len()
+            ),
             Command::AddPool(p) => write!(
                 f,
                 "add pool {} ({}, {} backends)",

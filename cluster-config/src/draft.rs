@@ -6,7 +6,7 @@
 //! one pass then drops every marked one, keeping the others' order.
 
 use crate::command::Command;
-use crate::limits::{MAX_BACKENDS, MAX_BACKENDS_PER_POOL, MAX_LISTENERS, MAX_POOLS};
+use crate::limits::{MAX_ACL_RULES, MAX_BACKENDS, MAX_BACKENDS_PER_POOL, MAX_LISTENERS, MAX_POOLS};
 use crate::spec::{BackendSpec, ClusterSpec, ListenerSpec, PoolSpec, binds_overlap};
 use crate::state::serves;
 use crate::validate::shown;
@@ -118,6 +118,25 @@ impl Draft {
             Command::RemoveListener { name } => {
                 let i = self.listener_position(&name).ok_or_else(|| no_listener(&name))?;
                 self.spec.listeners.remove(i);
+            }
+            Command::SetClientLimits { listener, limits } => {
+                let i = self
+                    .listener_position(&listener)
+                    .ok_or_else(|| no_listener(&listener))?;
+                self.spec.listeners[i].limits = limits;
+            }
+            Command::ChangeAcl { listener, change } => {
+                let i = self
+                    .listener_position(&listener)
+                    .ok_or_else(|| no_listener(&listener))?;
+                let rules = crate::acl::changed(&self.spec.listeners[i].acl, &change);
+                if rules.len() > MAX_ACL_RULES {
+                    return Err(format!(
+                        "listener \"{listener}\" would have {} ACL rules, more than the {MAX_ACL_RULES} a listener may",
+                        rules.len()
+                    ));
+                }
+                self.spec.listeners[i].acl = rules;
             }
             Command::AddPool(pool) => self.add_pool(pool)?,
             Command::UpdatePool(pool) => {

@@ -8,6 +8,8 @@
 //! ## Layout
 //! - [`spec`]: the typed model (listeners, pools, backends, node settings). The
 //!   same types are what later versions replicate through Raft.
+//! - [`acl`]: source-address allow and deny rules of listeners.
+//! - [`client_limits`]: what one client may do on a listener (`[listener.limits]`).
 //! - [`certificate`]: TLS certificates with their keys, as replicated.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
@@ -30,7 +32,9 @@
 //!   `file::across` holds the checks that look across sections (duplicate
 //!   names, dangling pool references, bind conflicts).
 
+pub mod acl;
 pub mod certificate;
+pub mod client_limits;
 pub mod command;
 mod decode;
 pub mod diff;
@@ -48,7 +52,9 @@ pub mod sticky;
 pub mod sticky_table;
 pub mod validate;
 
+pub use acl::{AclAction, AclChange, AclRule, Cidr};
 pub use certificate::Certificate;
+pub use client_limits::ClientLimits;
 pub use command::{Command, Outcome};
 pub use error::{ConfigError, ConfigErrors};
 pub use health::{HealthCheck, HealthReports, HttpProbe, OutlierDetection, PoolHealth, Probe, RetryPolicy};

@@ -61,6 +61,12 @@ pub const MAX_NODE_ID: u64 = u64::MAX >> 1;
 
 /// Listener connections (or UDP sessions) served at once.
 pub const MAX_CONNECTIONS: u32 = 1_000_000;
+/// Per-source rates and bursts (`[listener.limits]`), per second.
+pub const MAX_RATE: u32 = 10_000_000;
+/// ACL rules of one listener, and of one `ctl acl` change.
+pub const MAX_ACL_RULES: usize = 1 << 18;
+/// `Upgrade` protocols a listener passes on.
+pub const MAX_UPGRADES: usize = 16;
 /// hyper cannot buffer less than this, so a smaller head limit is refused.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 1 << 20;

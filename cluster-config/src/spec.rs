@@ -3,6 +3,8 @@
 //! [`NodeSpec`] is this node's own settings. Defaults live here, next to the
 //! fields they fill, so the file reference and the code cannot drift apart.
 
+use crate::acl::AclRule;
+use crate::client_limits::ClientLimits;
 use crate::health::PoolHealth;
 use crate::route::RouteSpec;
 use crate::sticky::StickyPolicy;
@@ -298,6 +300,11 @@ pub struct ListenerSpec {
     pub idle_timeout: Duration,
     /// HTTP only.
     pub http: HttpLimits,
+    /// `[listener.limits]`: what one source may do here (every protocol).
+    pub limits: ClientLimits,
+    /// `[[listener.acl]]`: sources allowed or denied, checked at accept;
+    /// sorted by network, each network once ([`acl`](crate::acl)).
+    pub acl: Vec<AclRule>,
 }
 
 impl ListenerSpec {
@@ -329,7 +336,7 @@ impl ListenerSpec {
     pub fn default_idle_timeout(protocol: Protocol) -> Duration {
         match protocol {
             Protocol::Http | Protocol::Https => HttpLimits::default().keepalive_timeout,
-            Protocol::Tcp => Duration::from_secs(3600),
+            Protocol::Tcp => Duration::from_secs(300),
             Protocol::Udp => Duration::from_secs(30),
         }
     }
@@ -359,6 +366,10 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// An upgraded connection (WebSocket) silent both ways this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// The `Upgrade` protocols passed on to backends, lowercase
+    /// (`websocket` by default); a request asking for any other is served
+    /// as a plain request, its `Upgrade` and `Connection: upgrade` removed.
+    pub upgrades: Vec<String>,
     /// `https`: the certificate for clients whose SNI names no certificate
     /// (or who send none); without it, the first certificate by name.
     pub default_certificate: Option<String>,
@@ -377,7 +388,8 @@ impl Default for HttpLimits {
             max_headers: 100,
             max_body_bytes: 100 * 1024 * 1024,
             body_timeout: Duration::from_secs(60),
-            tunnel_idle_timeout: Duration::from_secs(3600),
+            tunnel_idle_timeout: Duration::from_secs(300),
+            upgrades: vec!["websocket".to_string()],
             default_certificate: None,
             redirect_https: false,
             access_log: true,

@@ -40,6 +40,8 @@ fn listener(name: &str, port: u16, pool: &str) -> ListenerSpec {
         max_connections: 100,
         idle_timeout: Duration::from_secs(30),
         http: HttpLimits::default(),
+        limits: Default::default(),
+        acl: Vec::new(),
     }
 }
 

@@ -142,6 +142,8 @@ fn seeded(pool: PoolSpec) -> ClusterState {
         max_connections: 100,
         idle_timeout: Duration::from_secs(30),
         http: HttpLimits::default(),
+        limits: Default::default(),
+        acl: Vec::new(),
     };
     let seed = ClusterSpec {
         listeners: vec![listener],

@@ -7,8 +7,8 @@ mod hostile;
 use proptest::prelude::*;
 use raftlb_config::limits::{MAX_BATCH_COMMANDS, MAX_NESTING};
 use raftlb_config::{
-    AdminState, BackendSpec, Certificate, ClusterSpec, Command, ListenerSpec, PoolSpec, StickyChange,
-    StickyKey, StickySecret,
+    AclChange, AdminState, BackendSpec, Certificate, ClientLimits, ClusterSpec, Command, ListenerSpec,
+    PoolSpec, StickyChange, StickyKey, StickySecret,
 };
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
@@ -92,14 +92,17 @@ fn recorded() -> Vec<(Command, &'static str)> {
             "1004736974650143014b",
         ),
         (
+            // Re-recorded when listeners gained `upgrades`, `limits` and
+            // `acl` (before any release; issue 19 versions the formats).
             Command::Bootstrap(example.cluster),
             concat!(
-                "00030377656200007f000001903f010361707000904e4b001e004b0080800164808080323c00901c000000",
-                "0107646e732d74637002007f000001e9290103646e7300904eac02001e004b0080800164808080323c0090",
-                "1c0000000107646e732d75647003007f000001e9290103646e7300904e1e001e004b0080800164808080",
-                "323c00901c000000010203617070010002007f000001a9460100007f000001aa46030003003c00030000",
-                "00000032000001140303646e73020002007f000001b5290100007f000001b629010003003c0003000000",
-                "0000320000011403"
+                "00030377656200007f000001903f010361707000904e4b001e004b0080800164808080323c00ac02000109",
+                "776562736f636b6574000001e807e807d00f904ea09c0120400007646e732d74637002007f000001e92901",
+                "03646e7300904eac02001e004b0080800164808080323c00ac02000109776562736f636b6574000001e807",
+                "e807d00f904ea09c0120400007646e732d75647003007f000001e9290103646e7300904e1e001e004b0080",
+                "800164808080323c00ac02000109776562736f636b6574000001e807e807d00f904ea09c01204000020361",
+                "7070010002007f000001a9460100007f000001aa46030003003c0003000000000032000001140303646e73",
+                "020002007f000001b5290100007f000001b629010003003c00030000000000320000011403",
             ),
         ),
     ]
@@ -184,6 +187,14 @@ enum Legacy {
         address: SocketAddr,
         up: bool,
     },
+    SetClientLimits {
+        listener: String,
+        limits: ClientLimits,
+    },
+    ChangeAcl {
+        listener: String,
+        change: AclChange,
+    },
 }
 
 fn legacy(command: &Command) -> Legacy {
@@ -225,6 +236,8 @@ fn legacy(command: &Command) -> Legacy {
             address,
             up,
         },
+        Command::SetClientLimits { listener, limits } => Legacy::SetClientLimits { listener, limits },
+        Command::ChangeAcl { listener, change } => Legacy::ChangeAcl { listener, change },
     }
 }
 

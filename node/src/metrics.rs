@@ -4,12 +4,14 @@
 //! applied index, seconds without a quorum), the VIPs held, and the sticky
 //! tables (entries per pool, hits, misses, re-sticks, proposals,
 //! replication lag), backend health as this node routes by it
-//! (availability, panic, ejections, retries), and when this node's cluster
+//! (availability, panic, ejections, retries), clients refused by each
+//! listener's ACL and per-source limits, and when this node's cluster
 //! certificate expires.
 
 use crate::control::ControlPlane;
 use crate::control::leadership::Leadership;
 use crate::control::types::Metrics;
+use crate::dataplane::admission::Refusal;
 use crate::pki::Keyring;
 use crate::sticky::metrics::StickyMetrics;
 use crate::view::SharedView;
@@ -207,7 +209,47 @@ fn render(s: &Sources) -> String {
         ],
     );
     health(&mut metric, &s.view);
+    clients(&mut metric, &s.view);
     out
+}
+
+/// What each listener's admission refused, and the sources it tracks.
+fn clients(metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)]), view: &SharedView) {
+    let view = view.load();
+    let mut listeners: Vec<_> = view.listeners().collect();
+    listeners.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let refused: Vec<(String, f64)> = listeners
+        .iter()
+        .flat_map(|l| {
+            Refusal::ALL.map(|reason| {
+                (
+                    format!("{{listener=\"{}\",reason=\"{}\"}}", l.spec.name, reason.name()),
+                    l.guard.refused(reason) as f64,
+                )
+            })
+        })
+        .collect();
+    metric(
+        "client_refusals_total",
+        "counter",
+        "Connections, sessions and requests refused by the listener's ACL or per-source limits, on this node.",
+        &refused,
+    );
+    let sources: Vec<(String, f64)> = listeners
+        .iter()
+        .map(|l| {
+            (
+                format!("{{listener=\"{}\"}}", l.spec.name),
+                l.guard.sources().tracked() as f64,
+            )
+        })
+        .collect();
+    metric(
+        "client_sources",
+        "gauge",
+        "Client sources the listener's per-source limits track on this node (a fixed-size table).",
+        &sources,
+    );
 }
 
 /// Backend health as this node's data plane sees it.

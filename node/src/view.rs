@@ -11,6 +11,7 @@
 
 use crate::balance::peak_ewma::Latency;
 use crate::balance::{self, Balancer, Pick};
+use crate::dataplane::admission::{AclTable, ListenerGuard};
 use crate::dataplane::l7::route::RouteView;
 use crate::health::{self, BackendHealth, PoolRuntime};
 use crate::sticky::{PoolSticky, Sticky};
@@ -44,6 +45,10 @@ pub struct ListenerView {
     pub pool: Option<Arc<PoolView>>,
     /// HTTP only, in order.
     pub routes: Vec<RouteView>,
+    /// Its ACL, rebuilt only when the rules change.
+    pub acl: Arc<AclTable>,
+    /// Its sources and refusal counts, kept while the listener exists.
+    pub guard: Arc<ListenerGuard>,
 }
 
 /// A pool: its backends and the balancer that chooses among them.
@@ -200,10 +205,17 @@ impl ClusterView {
                     .iter()
                     .map(|route| RouteView::build(route, &pools))
                     .collect::<Option<Vec<_>>>()?;
+                let old = previous.and_then(|v| v.listeners.get(&listener.name));
+                let acl = match old {
+                    Some(old) if old.spec.acl == listener.acl => Arc::clone(&old.acl),
+                    _ => Arc::new(AclTable::build(&listener.acl)),
+                };
                 let view = ListenerView {
                     spec: listener.clone(),
                     pool,
                     routes,
+                    acl,
+                    guard: old.map_or_else(Default::default, |old| Arc::clone(&old.guard)),
                 };
                 Some((listener.name.clone(), Arc::new(view)))
             })
@@ -236,6 +248,10 @@ impl ClusterView {
 
     pub fn pools(&self) -> impl Iterator<Item = &Arc<PoolView>> {
         self.pools.values()
+    }
+
+    pub fn listeners(&self) -> impl Iterator<Item = &Arc<ListenerView>> {
+        self.listeners.values()
     }
 }
 

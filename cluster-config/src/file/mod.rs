@@ -3,6 +3,7 @@
 //! returns the typed spec when its own section was sound; `sticky` holds
 //! the `[pool.sticky]` section.
 
+use crate::client_limits::ClientLimits;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::limits::{
     MAX_BACKENDS_PER_POOL, MAX_BODY_BYTES, MAX_CONNECT_ATTEMPTS, MAX_CONNECTIONS, MAX_HEADER_BYTES,
@@ -26,6 +27,7 @@ mod across;
 mod backend_tls;
 mod balance;
 mod certificate;
+mod client;
 mod cluster;
 mod health;
 mod route;
@@ -182,7 +184,7 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
     })
 }
 
-const HTTP_ONLY_KEYS: [&str; 8] = [
+const HTTP_ONLY_KEYS: [&str; 9] = [
     "header_read_timeout",
     "keepalive_timeout",
     "max_header_bytes",
@@ -190,6 +192,7 @@ const HTTP_ONLY_KEYS: [&str; 8] = [
     "max_body_bytes",
     "body_timeout",
     "tunnel_idle_timeout",
+    "upgrades",
     "access_log",
 ];
 
@@ -257,6 +260,9 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
         );
     }
 
+    let limits = s.optional("limits").map(|f| client::limits(reader, &f));
+    let acl = s.optional("acl").map(|f| client::acl(reader, &f));
+
     let mut http = HttpLimits::default();
     let mut http_ok = true;
     let mut http_keys = Vec::new();
@@ -276,6 +282,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
                     .map(|n| http.max_body_bytes = n),
                 "tunnel_idle_timeout" => reader.duration(&f).map(|d| http.tunnel_idle_timeout = d),
                 "body_timeout" => reader.duration(&f).map(|d| http.body_timeout = d),
+                "upgrades" => client::upgrades(reader, &f).map(|u| http.upgrades = u),
                 _ => reader.bool(&f).map(|b| http.access_log = b),
             };
             http_ok &= ok.is_some();
@@ -343,6 +350,8 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
             max_connections: max_connections.unwrap_or(Some(ListenerSpec::DEFAULT_MAX_CONNECTIONS))?,
             idle_timeout: idle_timeout.unwrap_or(Some(ListenerSpec::default_idle_timeout(protocol)))?,
             http,
+            limits: limits.unwrap_or(Some(ClientLimits::default()))?,
+            acl: acl.unwrap_or(Some(Vec::new()))?,
         })
     })();
     (spec, site)

@@ -2,6 +2,8 @@
 //! limits, timeouts, and its content-routing rules.
 
 use super::{name, number, shown, text_len, timeout};
+use crate::acl::{AclChange, AclRule};
+use crate::limits::{MAX_ACL_RULES, MAX_UPGRADES};
 use crate::limits::{
     MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_REGEX_BYTES,
     MAX_REGEX_COMPILED_BYTES, MAX_ROUTE_LIST, MAX_ROUTES, MAX_TEXT_BYTES, MIN_HEADER_BYTES,
@@ -19,6 +21,8 @@ fn settings(l: &ListenerSpec) -> Result<(), String> {
     number("max_connections", l.max_connections, 1, MAX_CONNECTIONS)?;
     timeout("idle_timeout", l.idle_timeout, false)?;
     http_limits(l)?;
+    l.limits.check()?;
+    acl(&l.acl)?;
     if l.routes.len() > MAX_ROUTES {
         return Err(format!(
             "{} routes are more than the {MAX_ROUTES} a listener may have",
@@ -71,8 +75,58 @@ fn http_limits(l: &ListenerSpec) -> Result<(), String> {
         }
         name(certificate).map_err(|why| format!("default_certificate: {why}"))?;
     }
+    if http.upgrades.len() > MAX_UPGRADES {
+        return Err(format!(
+            "{} upgrade protocols are more than {MAX_UPGRADES}",
+            http.upgrades.len()
+        ));
+    }
+    for protocol in &http.upgrades {
+        token("upgrade protocol", protocol)?;
+        if protocol.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "upgrade protocol \"{}\" must be lowercase",
+                shown(protocol)
+            ));
+        }
+        if protocol.starts_with("h2") {
+            return Err(format!(
+                "upgrade protocol \"{}\" would let clients bypass the proxy's HTTP/2 handling",
+                shown(protocol)
+            ));
+        }
+    }
     if http.redirect_https && l.protocol != Protocol::Http {
         return Err("redirect_https only applies to http listeners".to_string());
+    }
+    Ok(())
+}
+
+/// A listener's ACL: bounded, sorted by network, each network once (the
+/// form [`acl::canonical`](crate::acl::canonical) gives).
+fn acl(rules: &[AclRule]) -> Result<(), String> {
+    if rules.len() > MAX_ACL_RULES {
+        return Err(format!(
+            "{} ACL rules are more than the {MAX_ACL_RULES} a listener may have",
+            rules.len()
+        ));
+    }
+    match rules.windows(2).find(|w| w[0].network >= w[1].network) {
+        Some(w) => Err(format!(
+            "ACL rules must be sorted by network, each network once ({} then {})",
+            w[0].network, w[1].network
+        )),
+        None => Ok(()),
+    }
+}
+
+/// One `ctl acl` change: bounded in size.
+pub(super) fn acl_change(change: &AclChange) -> Result<(), String> {
+    let size = change.set.len() + change.remove.len();
+    if size > MAX_ACL_RULES {
+        return Err(format!(
+            "an ACL change of {size} rules is larger than {MAX_ACL_RULES}"
+        ));
     }
     Ok(())
 }

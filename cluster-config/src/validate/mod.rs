@@ -114,6 +114,14 @@ fn contents(command: &Command) -> Result<(), String> {
     match command {
         Command::Bootstrap(spec) => cluster_contents(spec),
         Command::AddListener(l) | Command::UpdateListener(l) => listener::listener(l),
+        Command::SetClientLimits { listener: l, limits } => {
+            name(l).map_err(|why| format!("listener: {why}"))?;
+            limits.check().map_err(|why| format!("listener \"{l}\": {why}"))
+        }
+        Command::ChangeAcl { listener: l, change } => {
+            name(l).map_err(|why| format!("listener: {why}"))?;
+            listener::acl_change(change).map_err(|why| format!("listener \"{l}\": {why}"))
+        }
         Command::AddPool(p) | Command::UpdatePool(p) => pool::pool(p),
         Command::AddBackend { pool, backend: b } => backend(pool, b),
         Command::SetWeight {

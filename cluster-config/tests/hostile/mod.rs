@@ -11,9 +11,10 @@ use raftlb_config::limits::{MAX_DURATION, MAX_PEM_BYTES};
 use raftlb_config::route::{RouteMatch, RouteSpec};
 use raftlb_config::sticky::{CookieAttributes, SameSite};
 use raftlb_config::{
-    AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, Certificate, ClusterSpec, Command,
-    HashKey, HealthCheck, HttpLimits, HttpProbe, ListenerSpec, OutlierDetection, PoolHealth, PoolSpec, Probe,
-    Protocol, RetryPolicy, StickyChange, StickyContract, StickyKey, StickyKind, StickyPolicy, StickySecret,
+    AclAction, AclRule, AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, Certificate, Cidr,
+    ClientLimits, ClusterSpec, Command, HashKey, HealthCheck, HttpLimits, HttpProbe, ListenerSpec,
+    OutlierDetection, PoolHealth, PoolSpec, Probe, Protocol, RetryPolicy, StickyChange, StickyContract,
+    StickyKey, StickyKind, StickyPolicy, StickySecret,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -180,19 +181,52 @@ fn listener() -> impl Strategy<Value = ListenerSpec> {
         number(),
         duration(),
         http_limits(),
+        client_limits(),
+        acl(),
     )
         .prop_map(
-            |(name, protocol, bind, pool, routes, max_connections, idle_timeout, http)| ListenerSpec {
-                name,
-                protocol,
-                bind,
-                pool,
-                routes,
-                max_connections,
-                idle_timeout,
-                http,
+            |(name, protocol, bind, pool, routes, max_connections, idle_timeout, http, limits, acl)| {
+                ListenerSpec {
+                    name,
+                    protocol,
+                    bind,
+                    pool,
+                    routes,
+                    max_connections,
+                    idle_timeout,
+                    http,
+                    limits,
+                    acl,
+                }
             },
         )
+}
+
+/// Mostly the defaults; sometimes any values, in bounds or not.
+fn client_limits() -> impl Strategy<Value = ClientLimits> {
+    prop_oneof![
+        20 => Just(ClientLimits::default()),
+        1 => (any::<u32>(), any::<u32>(), any::<u32>(), any::<u8>(), any::<u8>()).prop_map(
+            |(connections, rate, burst, prefix, prefix_v6)| ClientLimits {
+                connections,
+                connection_rate: rate,
+                connection_burst: burst,
+                request_rate: rate,
+                request_burst: burst,
+                source_prefix: prefix,
+                source_prefix_v6: prefix_v6,
+            }
+        ),
+    ]
+}
+
+/// Mostly none; sometimes rules in any order, duplicates included.
+fn acl() -> impl Strategy<Value = Vec<AclRule>> {
+    let rule = (any::<[u8; 4]>(), 0u8..=32, any::<bool>()).prop_map(|(octets, prefix, deny)| AclRule {
+        network: Cidr::containing(std::net::IpAddr::from(octets), prefix),
+        action: if deny { AclAction::Deny } else { AclAction::Allow },
+    });
+    prop_oneof![20 => Just(Vec::new()), 1 => vec(rule, 0..8)]
 }
 
 fn http_limits() -> impl Strategy<Value = HttpLimits> {
@@ -235,6 +269,7 @@ fn http_limits() -> impl Strategy<Value = HttpLimits> {
                     max_body_bytes,
                     body_timeout: body,
                     tunnel_idle_timeout: tunnel,
+                    upgrades: vec!["websocket".to_string()],
                     default_certificate: flags.0,
                     redirect_https: flags.1,
                     access_log,

@@ -3,7 +3,7 @@
 //! with it. A write is committed through the leader (this node, or the one
 //! it knows, once) and answered when it is applied here too; a read is
 //! linearizable (leadership confirmed first) unless asked stale. Every
-//! wait is bounded by [`WRITE_TIMEOUT`]: without a quorum the caller gets
+//! wait is bounded by [`WRITE_TIMEOUT`] (a large write's by more): without a quorum the caller gets
 //! `Unavailable` with a sentence saying so, never a hang.
 //!
 //! What a read returns never holds a secret: private keys and the
@@ -25,6 +25,10 @@ use tonic::Status;
 /// How long a write, a linearizable read or a membership change may wait
 /// for a quorum before the caller is told there is none.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than [`WRITE_TIMEOUT`] a large entry may take to be
+/// replicated, stored and applied: a second per this many bytes (100 000
+/// backends in one `ctl apply` are about 2 MB).
+const BYTES_PER_EXTRA_SECOND: usize = 128 * 1024;
 /// The longest a forwarded write waits for this node to apply it.
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
 /// How often a write held back by a leadership transfer looks again.
@@ -90,7 +94,7 @@ impl Writer {
                 "a leadership transfer is still under way after {WRITE_TIMEOUT:?}; the write was not submitted"
             )));
         }
-        bounded(WRITE_TIMEOUT, "write", async {
+        bounded(write_limit(encoded.len()), "write", async {
             let here = match self.raft.client_write(command).await {
                 Ok(written) => Ok((written.log_id.index, written.data)),
                 Err(e) => Err(write_error(e)),
@@ -155,6 +159,11 @@ impl Writer {
             node_id: self.me,
         })
     }
+}
+
+/// How long a write of `bytes` may wait for its commit.
+fn write_limit(bytes: usize) -> Duration {
+    WRITE_TIMEOUT + Duration::from_secs((bytes / BYTES_PER_EXTRA_SECOND) as u64)
 }
 
 /// Bounds `work` by `limit`, turning the timeout into a sentence.

@@ -2,7 +2,7 @@
 //! matters from it: a `backend …` subcommand to the replicated
 //! [`Command`] it writes. Parsing only; nothing here talks to a node.
 
-use raftlb_config::{AdminState, BackendSpec, Command};
+use raftlb_config::{AdminState, BackendSpec, Cidr, Command};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +64,12 @@ pub enum CtlCommand {
         #[arg(long)]
         stale: bool,
     },
+    /// Show or change what one client may do on a listener.
+    #[command(subcommand)]
+    Listener(ListenerCommand),
+    /// List, add or remove a listener's allowed and denied source networks.
+    #[command(subcommand)]
+    Acl(AclCommand),
     /// Add, remove, reweight, drain or enable one backend of a pool.
     #[command(subcommand)]
     Backend(BackendCommand),
@@ -96,6 +102,60 @@ pub enum CtlCommand {
         /// The configuration file whose listeners and pools to apply.
         #[arg(long, short)]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ListenerCommand {
+    /// Show a listener's per-source limits, or set some: KEY=VALUE pairs
+    /// (connections, connection_rate, connection_burst, request_rate,
+    /// request_burst, source_prefix, source_prefix_v6; 0 turns a limit off).
+    Limits {
+        /// The listener's name.
+        name: String,
+        /// The limits to change, e.g. `request_rate=100 connections=50`.
+        #[arg(value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, u64)>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AclCommand {
+    /// A listener's rules, by network.
+    List {
+        /// The listener's name.
+        listener: String,
+        /// Answer from the node's own copy without confirming it is current.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Allow or deny networks (CIDR, or a bare address), in one write;
+    /// a network already listed takes the new action.
+    Add {
+        /// The listener's name.
+        listener: String,
+        /// Deny these networks.
+        #[arg(long, conflicts_with = "allow", required_unless_present = "allow")]
+        deny: bool,
+        /// Allow these networks (exceptions inside a denied one).
+        #[arg(long)]
+        allow: bool,
+        /// The networks, e.g. 198.51.100.0/24.
+        #[arg(value_name = "NETWORK")]
+        networks: Vec<Cidr>,
+        /// Also every network in this file, one per line (`#` comments).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Remove networks' rules, in one write.
+    Remove {
+        /// The listener's name.
+        listener: String,
+        #[arg(value_name = "NETWORK")]
+        networks: Vec<Cidr>,
+        /// Also every network in this file, one per line (`#` comments).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
     },
 }
 
@@ -300,6 +360,17 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err("the timeout must be longer than 0ms".to_string()),
         d => Ok(d),
     }
+}
+
+/// `KEY=VALUE`, VALUE a whole number.
+fn parse_setting(text: &str) -> Result<(String, u64), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got \"{text}\""))?;
+    let value = value
+        .parse::<u64>()
+        .map_err(|_| format!("{key}: expected a whole number, got \"{value}\""))?;
+    Ok((key.to_string(), value))
 }
 
 fn parse_weight(text: &str) -> Result<u32, String> {

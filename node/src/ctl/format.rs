@@ -268,6 +268,8 @@ pub fn diff_line(command: &Command) -> String {
         | Command::AddBackend { .. } => '+',
         Command::RemoveListener { .. } | Command::RemovePool { .. } | Command::RemoveBackend { .. } => '-',
         Command::UpdateListener(_)
+        | Command::SetClientLimits { .. }
+        | Command::ChangeAcl { .. }
         | Command::UpdatePool(_)
         | Command::SetWeight { .. }
         | Command::SetAdminState { .. }
@@ -417,6 +419,8 @@ mod tests {
             max_connections: 10_000,
             idle_timeout: idle,
             http: HttpLimits::default(),
+            limits: Default::default(),
+            acl: Vec::new(),
         };
         let text = listeners(&[
             listener("public", Protocol::Http, "0.0.0.0:80", Duration::from_secs(99)),

@@ -8,20 +8,22 @@
 //!   operator-readable errors.
 //! - `status`: asks every member for its own view of the cluster.
 //! - `cert`: reading and checking certificates before they are stored.
+//! - `clients`: `listener limits` and `acl`, what clients may do.
 //! - `sticky`: the sticky-table calls, asked of every member for `stats`.
 //! - `format`: the human tables; `--json` serializes the same data instead.
 
 mod args;
 mod cert;
 mod client;
+mod clients;
 mod format;
 mod settings;
 mod status;
 mod sticky;
 
 pub use args::{
-    BackendCommand, CertCommand, CtlArgs, CtlCommand, LeaderCommand, MemberCommand, NodeCommand,
-    StickyCommand,
+    AclCommand, BackendCommand, CertCommand, CtlArgs, CtlCommand, LeaderCommand, ListenerCommand,
+    MemberCommand, NodeCommand, StickyCommand,
 };
 
 use crate::node;
@@ -92,6 +94,8 @@ async fn execute(args: CtlArgs, settings: &Settings) -> Result<String, String> {
                 }
             }
         }
+        CtlCommand::Listener(command) => clients::listener(command, settings, &args).await,
+        CtlCommand::Acl(command) => clients::acl(command, settings, &args).await,
         CtlCommand::Backend(BackendCommand::List { pool, stale }) => {
             let state = read_state(&mut connect(settings, &args).await?, *stale).await?;
             if let Some(name) = pool {

@@ -1,8 +1,13 @@
-//! Listening sockets and the accept loop every stream listener shares: a cap
-//! on concurrent connections (excess connections wait in the kernel's backlog)
-//! and a stop signal that ends accepting while served connections go on.
+//! Listening sockets and the accept loop every stream listener shares:
+//! admission (the listener's ACL and per-source limits, see
+//! [`admission`](super::admission)) before anything else, a cap on
+//! concurrent connections (excess connections wait in the kernel's
+//! backlog) and a stop signal that ends accepting while served connections
+//! go on.
 
 use super::Shutdown;
+use super::admission::{self, Admitted};
+use crate::view::SharedView;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -53,15 +58,17 @@ pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// `SO_REUSEPORT` queue, and a worker that took a permit before accepting
 /// could hold it idle while another worker's queue has a client waiting.
 /// At most one accepted connection per worker waits for a permit; the rest
-/// wait in the kernel's backlog.
+/// wait in the kernel's backlog. A connection admission refuses is reset
+/// at once (no permit, no task, no TLS).
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     name: &str,
+    view: &SharedView,
     limit: Arc<Semaphore>,
     shutdown: &Shutdown,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, Shutdown) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Admitted, Shutdown) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -78,6 +85,9 @@ pub async fn accept_loop<F, Fut>(
                 continue;
             }
         };
+        let Some(admitted) = admit(view, name, &stream, peer) else {
+            continue;
+        };
         let permit: OwnedSemaphorePermit = tokio::select! {
             permit = Arc::clone(&limit).acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -88,10 +98,33 @@ pub async fn accept_loop<F, Fut>(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(listener = name, error = %e, "set_nodelay failed");
         }
-        let served = serve(stream, peer, shutdown.clone());
+        let served = serve(stream, peer, admitted, shutdown.clone());
         shutdown.tracker.spawn(async move {
             served.await;
             drop(permit);
         });
+    }
+}
+
+/// Admits a connection of listener `name` from `peer`, or resets it and
+/// says why at debug level (a flood must not flood the log).
+fn admit(view: &SharedView, name: &str, stream: &TcpStream, peer: SocketAddr) -> Option<Admitted> {
+    let view = view.load();
+    let listener = view.listener(name)?;
+    let now = crate::health::now_ms();
+    match admission::admit(
+        &listener.guard,
+        &listener.acl,
+        &listener.spec.limits,
+        peer.ip(),
+        now,
+    ) {
+        Ok(admitted) => Some(admitted),
+        Err(refusal) => {
+            tracing::debug!(listener = name, client = %peer, reason = refusal.name(), "connection refused");
+            // A reset, not a FIN: no TIME_WAIT here, nothing for the client to read.
+            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+            None
+        }
     }
 }

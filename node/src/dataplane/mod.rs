@@ -8,6 +8,7 @@
 //! changes ([`DataPlane::reconcile`]); routing is read only from the shared
 //! [`ClusterView`](crate::view::ClusterView).
 
+pub mod admission;
 pub mod l4;
 pub mod l7;
 pub mod listener;
@@ -317,36 +318,68 @@ async fn serve_listener(
     match socket {
         Bound::Http(socket) => {
             let listener = tokio::net::TcpListener::from_std(socket)?;
-            let http = Arc::new(l7::server::HttpListener::new(&name, &spec.http, view, "http"));
-            listener::accept_loop(listener, &name, limit, &shutdown, |stream, peer, shutdown| {
-                Arc::clone(&http).serve(stream, peer, shutdown)
-            })
+            let http = Arc::new(l7::server::HttpListener::new(
+                &name,
+                &spec.http,
+                Arc::clone(&view),
+                "http",
+            ));
+            listener::accept_loop(
+                listener,
+                &name,
+                &view,
+                limit,
+                &shutdown,
+                |stream, peer, admitted, shutdown| Arc::clone(&http).serve(stream, peer, admitted, shutdown),
+            )
             .await;
         }
         Bound::Https(socket, config) => {
             let listener = tokio::net::TcpListener::from_std(socket)?;
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let handshake_timeout = spec.http.header_read_timeout;
-            let http = Arc::new(l7::server::HttpListener::new(&name, &spec.http, view, "https"));
-            listener::accept_loop(listener, &name, limit, &shutdown, |stream, peer, shutdown| {
-                let (http, acceptor) = (Arc::clone(&http), acceptor.clone());
-                async move {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => http.serve(tls, peer, shutdown).await,
-                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+            let http = Arc::new(l7::server::HttpListener::new(
+                &name,
+                &spec.http,
+                Arc::clone(&view),
+                "https",
+            ));
+            listener::accept_loop(
+                listener,
+                &name,
+                &view,
+                limit,
+                &shutdown,
+                |stream, peer, admitted, shutdown| {
+                    let (http, acceptor) = (Arc::clone(&http), acceptor.clone());
+                    async move {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => http.serve(tls, peer, admitted, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                        }
                     }
-                }
-            })
+                },
+            )
             .await;
         }
         Bound::Tcp(socket) => {
             let listener = tokio::net::TcpListener::from_std(socket)?;
-            listener::accept_loop(listener, &name, limit, &shutdown, |stream, peer, _| {
-                let view = Arc::clone(&view);
-                let name = name.clone();
-                async move { l4::tcp::serve(stream, peer, &name, &view).await }
-            })
+            listener::accept_loop(
+                listener,
+                &name,
+                &view,
+                limit,
+                &shutdown,
+                |stream, peer, admitted, _| {
+                    let view = Arc::clone(&view);
+                    let name = name.clone();
+                    async move {
+                        l4::tcp::serve(stream, peer, &name, &view).await;
+                        drop(admitted);
+                    }
+                },
+            )
             .await;
         }
         Bound::Udp(socket) => {

@@ -96,8 +96,11 @@ pub enum Sender {
 /// A backend's response body, as its connection delivers it.
 #[derive(Debug)]
 pub enum BackendBody {
+    /// From our HTTP/1.1 client, whose connection is reused after it.
     Http1(ResponseBody),
-    Http2(Incoming),
+    /// From hyper's client: an HTTP/2 stream's, or a refused upgrade's
+    /// (its HTTP/1.1 connection is not reused).
+    Hyper(Incoming),
 }
 
 impl Sender {
@@ -137,7 +140,7 @@ impl Sender {
                 let outgoing =
                     copy.unwrap_or_else(|| std::mem::replace(request, Request::new(RequestBody::spent())));
                 match sender.try_send_request(outgoing).await {
-                    Ok(response) => Ok(response.map(BackendBody::Http2)),
+                    Ok(response) => Ok(response.map(BackendBody::Hyper)),
                     Err(mut e) => {
                         let message = e.take_message();
                         let unsent = message.is_some();

@@ -4,9 +4,11 @@
 //! and go back to that client from the listener's address. A session with no
 //! datagram either way for the listener's idle timeout is forgotten; at most
 //! `max_connections` sessions live at once (datagrams from new clients beyond
-//! that are dropped).
+//! that are dropped), and a new session must pass admission (the ACL and
+//! its source's limits: a source's sessions count as its connections).
 
 use crate::dataplane::Shutdown;
+use crate::dataplane::admission::{self, Admitted};
 use crate::view::{ActiveGuard, Attempts, SharedView};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -87,6 +89,14 @@ async fn open_session(
         tracing::warn!(listener, %client, "UDP session limit reached; datagram dropped");
         return None;
     }
+    let now = crate::health::now_ms();
+    let admitted = match admission::admit(&route.guard, &route.acl, &route.spec.limits, client.ip(), now) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            tracing::debug!(listener, %client, reason = refusal.name(), "UDP session refused; datagram dropped");
+            return None;
+        }
+    };
     let pool = route.pool.as_ref()?;
     let affinity = pool
         .sticky
@@ -129,7 +139,7 @@ async fn open_session(
         (client, id),
         Arc::clone(&session.activity),
         route.spec.idle_timeout,
-        backend.track(),
+        (backend.track(), admitted),
         expired.clone(),
     ));
     Some(session)
@@ -143,7 +153,8 @@ async fn relay_replies(
     (client, id): (SocketAddr, u64),
     activity: Arc<AtomicU64>,
     idle: Duration,
-    _guard: ActiveGuard,
+    // Held for the session's life: it counts against its backend and its source.
+    _counted: (ActiveGuard, Admitted),
     expired: mpsc::UnboundedSender<(SocketAddr, u64)>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];

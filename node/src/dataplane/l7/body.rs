@@ -88,7 +88,7 @@ impl Body for UpstreamBody {
             BackendBody::Http1(body) => body
                 .poll_data(cx)
                 .map(|data| data.map(|data| data.map(Frame::data).map_err(BoxError::from))),
-            BackendBody::Http2(body) => Pin::new(body)
+            BackendBody::Hyper(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
         };
@@ -105,7 +105,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             BackendBody::Http1(body) => body.is_end_stream(),
-            BackendBody::Http2(body) => body.is_end_stream(),
+            BackendBody::Hyper(body) => body.is_end_stream(),
         }
     }
 
@@ -115,7 +115,7 @@ impl Body for UpstreamBody {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
-            BackendBody::Http2(body) => body.size_hint(),
+            BackendBody::Hyper(body) => body.size_hint(),
         }
     }
 }

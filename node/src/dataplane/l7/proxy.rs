@@ -15,6 +15,7 @@ use super::headers;
 use super::request_body::{self, BodyLimits, Cut, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
 use super::{retry, route, sticky};
+use crate::dataplane::admission::Admitted;
 use crate::dataplane::upstream::{self, BackendBody, ConnectError, Sender};
 use crate::health::outlier::{self, Outcome};
 use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
@@ -39,6 +40,8 @@ pub struct ConnContext {
     pub view: SharedView,
     /// Where upgraded connections' tunnels are spawned, so a drain waits for them.
     pub tunnels: TaskTracker,
+    /// The connection as its source's limits count it.
+    pub admitted: Admitted,
 }
 
 /// Proxies one request; never fails (errors become local responses).
@@ -46,6 +49,12 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     let Some(listener) = conn.view.load().listener(&conn.listener).cloned() else {
         return local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n");
     };
+    if let Err(retry_after) = conn
+        .admitted
+        .request(&listener.spec.limits, crate::health::now_ms())
+    {
+        return too_many_requests(retry_after);
+    }
     if listener.spec.http.redirect_https {
         return redirect_to_https(&request);
     }
@@ -57,7 +66,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
             request.uri().path().to_string(),
         )
     });
-    let upgrade = upgrade::requested(&request);
+    let upgrade = upgrade::requested(&request, &listener.spec.http.upgrades);
     prepare(&mut request, &conn.forwarding);
     let pool = match route::find(&listener.routes, &request) {
         Some(route) => {
@@ -197,7 +206,9 @@ enum Failure {
 impl Failure {
     fn response(&self) -> Response<ProxyBody> {
         match self {
-            Failure::Timeout { .. } => local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n"),
+            Failure::Timeout { .. } | Failure::Upgrade(UpgradeError::Timeout { .. }) => {
+                local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+            }
             Failure::Cut(Cut::TooLarge(_)) => {
                 local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
             }
@@ -387,6 +398,15 @@ fn redirect_to_https(request: &Request<Incoming>) -> Response<ProxyBody> {
     if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{path}")) {
         response.headers_mut().insert(header::LOCATION, location);
     }
+    response
+}
+
+/// `429` for a source over its request rate, with when to come back.
+fn too_many_requests(retry_after_secs: u64) -> Response<ProxyBody> {
+    let mut response = local(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
     response
 }
 

@@ -16,6 +16,7 @@ use super::framing::{self, Coding};
 use super::headers::Forwarding;
 use super::proxy::{self, ConnContext};
 use crate::dataplane::Shutdown;
+use crate::dataplane::admission::Admitted;
 use crate::view::SharedView;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -69,8 +70,13 @@ impl HttpListener {
     }
 
     /// Serves one client connection until it closes or shutdown drains it.
-    pub async fn serve<S>(self: Arc<Self>, stream: S, client: SocketAddr, shutdown: Shutdown)
-    where
+    pub async fn serve<S>(
+        self: Arc<Self>,
+        stream: S,
+        client: SocketAddr,
+        admitted: Admitted,
+        shutdown: Shutdown,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let context = Arc::new(ConnContext {
@@ -79,6 +85,7 @@ impl HttpListener {
             forwarding: Forwarding::new(client, self.scheme),
             view: Arc::clone(&self.view),
             tunnels: shutdown.tracker.clone(),
+            admitted,
         });
         let watch = Arc::new(ConnWatch::default());
         let stream = Watched::new(stream, Arc::clone(&watch), self.header_read_timeout);

@@ -1,6 +1,9 @@
-//! HTTP/1.1 `Upgrade` (WebSocket and the like): the request goes to a
+//! HTTP/1.1 `Upgrade` to a protocol the listener passes on (`upgrades`,
+//! WebSocket by default): the request goes to a
 //! backend on a connection of its own, with its `Upgrade` and `Connection`
-//! headers kept; when the backend answers `101 Switching Protocols`, the
+//! headers kept; any other answer is streamed back as an ordinary
+//! response (under the pool's `response_timeout` for its head); when the
+//! backend answers `101 Switching Protocols`, the
 //! client's and the backend's connections are spliced both ways until
 //! both close or the tunnel is silent for the listener's
 //! `tunnel_idle_timeout`. The tunnel counts as an active connection of its
@@ -9,11 +12,11 @@
 //! connection: a draining node waits for it to end, up to the drain
 //! timeout, and the hard stop after that closes it.
 
-use super::body::ProxyBody;
-use super::headers::connection_has;
+use super::body::{ProxyBody, UpstreamBody};
+use super::headers::{connection_has, remove_hop_by_hop};
 use super::request_body::{BodyLimits, RequestBody};
 use crate::dataplane::splice::splice;
-use crate::dataplane::upstream::{self, ConnectError};
+use crate::dataplane::upstream::{self, BackendBody, ConnectError};
 use crate::health::outlier::{self, Outcome};
 use crate::view::{Attempts, PoolView};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -24,11 +27,29 @@ use raftlb_config::HttpLimits;
 use std::net::SocketAddr;
 use tokio_util::task::TaskTracker;
 
-/// The `Upgrade` header of an HTTP/1.1 request that asks to upgrade.
-pub fn requested(request: &Request<Incoming>) -> Option<HeaderValue> {
-    (request.version() == Version::HTTP_11 && connection_has(request.headers(), "upgrade"))
-        .then(|| request.headers().get(header::UPGRADE).cloned())
-        .flatten()
+/// The `Upgrade` value to pass on for an HTTP/1.1 request that asks to
+/// upgrade: the protocols it offers that the listener passes on
+/// (`allowed`, lowercase names; a version suffix such as `/13` is kept).
+/// `None` when it offers none of them: the request is then served as a
+/// plain one (header rewriting drops its `Upgrade`), so `h2c` or any
+/// protocol the listener does not name never reaches a backend as a tunnel.
+pub fn requested(request: &Request<Incoming>, allowed: &[String]) -> Option<HeaderValue> {
+    if request.version() != Version::HTTP_11 || !connection_has(request.headers(), "upgrade") {
+        return None;
+    }
+    let offered = request.headers().get(header::UPGRADE)?.to_str().ok()?;
+    let kept: Vec<&str> = offered
+        .split(',')
+        .map(str::trim)
+        .filter(|protocol| {
+            let name = protocol.split('/').next().unwrap_or("");
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
 }
 
 /// Why an upgrade got no backend answer.
@@ -40,6 +61,11 @@ pub enum UpgradeError {
     Backend {
         backend: SocketAddr,
         source: hyper::Error,
+    },
+    #[error("backend {backend}: no response headers within {timeout:?}")]
+    Timeout {
+        backend: SocketAddr,
+        timeout: std::time::Duration,
     },
 }
 
@@ -77,18 +103,18 @@ pub async fn forward(
         }
     };
     let backend = guard.backend().address();
-    let mut response = sender
-        .send_request(request)
-        .await
-        .map_err(|source| UpgradeError::Backend { backend, source })?;
+    let timeout = pool.spec.response_timeout;
+    let mut response = match tokio::time::timeout(timeout, sender.send_request(request)).await {
+        Ok(sent) => sent.map_err(|source| UpgradeError::Backend { backend, source })?,
+        Err(_) => return Err(UpgradeError::Timeout { backend, timeout }),
+    };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // Refused: an ordinary response, on a connection not worth keeping.
-        let (parts, body) = response.into_parts();
-        let body = http_body_util::BodyExt::collect(body)
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Ok((Response::from_parts(parts, ProxyBody::bytes(body)), backend));
+        // Refused: an ordinary response, streamed like any other, on a
+        // connection not worth keeping.
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let body = UpstreamBody::new(BackendBody::Hyper(body), guard, false);
+        return Ok((Response::from_parts(parts, ProxyBody::Upstream(body)), backend));
     }
     let backend_side = hyper::upgrade::on(&mut response);
     tunnels.spawn(async move {
