@@ -119,8 +119,8 @@ fn find<'a>(state: &'a ClusterState, name: &str) -> Result<&'a ListenerSpec, Str
     })
 }
 
-/// `limits` with `pairs` set; a rate set without its burst gets a burst
-/// of at least two seconds of it, as in the file.
+/// `limits` with `pairs` set; a rate set without its burst gets two
+/// seconds of it as its burst, as in the file.
 fn changed(mut limits: ClientLimits, pairs: &[(String, u64)]) -> Result<ClientLimits, String> {
     for (key, value) in pairs {
         limits.set(key, *value)?;
@@ -130,14 +130,10 @@ fn changed(mut limits: ClientLimits, pairs: &[(String, u64)]) -> Result<ClientLi
         ("connection_rate", "connection_burst"),
         ("request_rate", "request_burst"),
     ] {
-        let (Some(rate_value), Some(burst_value)) = (limits.get(rate), limits.get(burst)) else {
-            continue;
-        };
-        if given(rate) && !given(burst) && burst_value < rate_value {
-            limits.set(
-                burst,
-                u64::from(rate_value).saturating_mul(2).min(u64::from(u32::MAX)),
-            )?;
+        if given(rate) && !given(burst) {
+            let doubled = u64::from(limits.get(rate).unwrap_or(0)).saturating_mul(2);
+            let (_, max) = ClientLimits::bounds(burst).unwrap_or((0, 0));
+            limits.set(burst, doubled.min(max))?;
         }
     }
     limits.check()?;
@@ -214,7 +210,7 @@ mod tests {
         let limits = changed(ClientLimits::default(), &[("request_rate".into(), 50_000)]).unwrap();
         assert_eq!((limits.request_rate, limits.request_burst), (50_000, 100_000));
         let limits = changed(ClientLimits::default(), &[("request_rate".into(), 10)]).unwrap();
-        assert_eq!(limits.request_burst, ClientLimits::default().request_burst);
+        assert_eq!(limits.request_burst, 20);
         let refused = changed(
             ClientLimits::default(),
             &[("request_rate".into(), 100), ("request_burst".into(), 10)],
