@@ -3,7 +3,9 @@
 //! ways for 10 s while the cluster's configuration changes under it; a
 //! silent tunnel is closed after the listener's `tunnel_idle_timeout`; on
 //! SIGTERM a tunnel is work in flight: it carries on until it ends (and the
-//! node then exits at once) or until the drain timeout closes it.
+//! node then exits at once) or until the drain timeout closes it. Only the
+//! listener's `upgrades` become tunnels (`h2c` is served as a plain
+//! request), and a refused upgrade's answer streams like any other.
 
 use futures_util::{SinkExt, StreamExt};
 use raftlb_tests::backends::ws_echo;
@@ -178,4 +180,100 @@ async fn the_drain_timeout_closes_a_tunnel_left_open() {
     let exit = node.wait_exit(Duration::from_secs(5)).await;
     assert!(exit.success(), "{exit}: {}", node.log());
     assert!(node.log().contains("drain timeout reached"), "{}", node.log());
+}
+
+/// Sends `head` on a new connection to `to` and returns the response head
+/// and how many body bytes followed it (up to `limit`), with `watch`
+/// called every 64 MiB of body.
+async fn raw_exchange(to: &str, head: &str, limit: u64, mut watch: impl FnMut(u64)) -> (String, u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(to).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut seen = Vec::new();
+    let (mut body, mut next_watch) = (0u64, 64u64 << 20);
+    let mut head_text = None;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("data within 10 s")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        match &head_text {
+            None => {
+                seen.extend_from_slice(&buf[..n]);
+                if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    head_text = Some(String::from_utf8_lossy(&seen[..end]).into_owned());
+                    body += (seen.len() - end - 4) as u64;
+                }
+            }
+            Some(_) => body += n as u64,
+        }
+        if body >= next_watch {
+            watch(body);
+            next_watch += 64 << 20;
+        }
+        if body >= limit {
+            break;
+        }
+    }
+    (head_text.expect("a response head"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_listed_upgrades_are_tunnelled_and_a_refused_one_streams() {
+    let backend = raftlb_tests::backends::HttpBackend::start("plain").await;
+    let (node, bind) = single_node(backend.address, "").await;
+
+    // h2c is not a protocol the listener passes on: a plain request, its
+    // Upgrade and HTTP2-Settings gone before the backend sees it.
+    let echoed = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(&bind).await.expect("connect");
+        stream
+            .write_all(
+                b"GET /headers HTTP/1.1\r\nHost: lb\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+                  Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+            )
+            .await
+            .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer.to_ascii_lowercase()
+    };
+    assert!(echoed.starts_with("http/1.1 200"), "{echoed}");
+    assert!(
+        !echoed.contains("upgrade") && !echoed.contains("http2-settings"),
+        "the backend saw an upgrade: {echoed}"
+    );
+
+    // A backend that refuses a WebSocket upgrade with 10 GiB: streamed to
+    // the client, never buffered (the node's memory stays flat).
+    const SIZE: u64 = 10 << 30;
+    let before = node.rss_kib();
+    let mut peak = before;
+    let started = Instant::now();
+    let (head, body) = raw_exchange(
+        &bind,
+        &format!(
+            "GET /bytes?n={SIZE} HTTP/1.1\r\nHost: lb\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+        SIZE,
+        |_| peak = peak.max(node.rss_kib()),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, SIZE);
+    let grown = peak.saturating_sub(before);
+    println!(
+        "a refused upgrade's 10 GiB answer streamed in {:?}; node RSS grew at most {grown} KiB",
+        started.elapsed()
+    );
+    assert!(
+        grown < 32 * 1024,
+        "RSS grew {grown} KiB: the refused upgrade's body is buffered"
+    );
 }
