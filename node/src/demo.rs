@@ -253,8 +253,13 @@ pub async fn start_backends(first_port: u16) -> std::io::Result<()> {
 async fn serve_backend(listener: TcpListener, name: Bytes) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors: pause rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
         };
         let name = name.clone();
         let builder = builder.clone();

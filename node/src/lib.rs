@@ -9,11 +9,12 @@
 //! - [`view`]: [`view::ClusterView`], the immutable snapshot the data plane
 //!   routes by, swapped atomically when the configuration changes.
 //! - [`balance`]: the [`balance::Balancer`] trait and one file per algorithm.
-//! - [`dataplane`]: listeners and their accept loops; `l4/` (TCP splice, UDP
+//! - [`dataplane`]: listeners, admission (ACLs, per-source limits) and accept loops; `l4/` (TCP splice, UDP
 //!   sessions), `l7/` (HTTP server, proxying, header rewriting, response
 //!   bodies), `upstream` (connecting to backends, keep-alive pools).
 //! - [`health`]: active checks, outlier ejection, panic, slow start and the
 //!   retry budget: which backends this node sends new work to.
+//! - [`descriptors`]: the open-file limit, raised at start, and the data plane's share of it.
 //! - [`metrics`]: Prometheus `/metrics` (`[node] metrics`).
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
 //! - [`tls`]: certificates by SNI and the rustls configuration of `https` listeners.
@@ -36,6 +37,7 @@ pub mod control;
 pub mod ctl;
 pub mod dataplane;
 pub mod demo;
+pub mod descriptors;
 pub mod failpoint;
 pub mod health;
 pub mod metrics;

@@ -69,8 +69,13 @@ pub async fn serve(
     tracing::info!(%address, "serving /metrics");
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of descriptors: pause rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
             };
             let sources = sources.clone();
             tokio::spawn(async move {

@@ -69,6 +69,7 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     crate::failpoint::init().map_err(RunError::Failpoints)?;
+    let open_files = crate::descriptors::raise_limit();
     let certificates = crate::tls::seed::read(&config.certificate_files).map_err(RunError::Certificate)?;
     let control = ControlPlane::start(&config, config_path).await?;
     let storing = crate::tls::seed::start(&control, certificates);
@@ -96,7 +97,11 @@ pub async fn run(
     };
     let mut dataplane = match witness {
         true => None,
-        false => Some(DataPlane::start(Arc::clone(&view), workers)?),
+        false => Some(DataPlane::start(
+            Arc::clone(&view),
+            workers,
+            crate::descriptors::data_plane_share(open_files),
+        )?),
     };
     let node = config.node.id;
     // A witness forwards nothing, so it checks nothing.

@@ -127,6 +127,16 @@ impl Raftlb {
         Self::spawn_with(Command::new(binary()), config)
     }
 
+    /// [`Raftlb::spawn`] with its open-file limit (soft and hard) set to
+    /// `open_files` (util-linux `prlimit`).
+    pub fn spawn_limited(config: &str, open_files: u64) -> Raftlb {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg(binary());
+        Self::spawn_with(command, config)
+    }
+
     /// [`Raftlb::spawn`] inside network namespace `ns`.
     pub fn spawn_in(ns: &str, config: &str) -> Raftlb {
         Self::spawn_in_as(ns, config, &binary(), &[])

@@ -5,8 +5,8 @@
 //! backlog) and a stop signal that ends accepting while served connections
 //! go on.
 
-use super::Shutdown;
 use super::admission::{self, Admitted};
+use super::{Limits, Shutdown};
 use crate::view::SharedView;
 use std::future::Future;
 use std::io;
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 const BACKLOG: i32 = 4096;
 
@@ -54,7 +54,8 @@ pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// Accepts connections until shutdown, each handed to `serve` on its own
 /// task of this worker, tracked for draining. `limit` (shared by the workers
 /// of one listener) caps the connections served at once. A worker accepts
-/// first and then waits for a permit: each worker has its own
+/// first and then waits for a permit (its listener's `max_connections`,
+/// then the data plane's share of descriptors): each worker has its own
 /// `SO_REUSEPORT` queue, and a worker that took a permit before accepting
 /// could hold it idle while another worker's queue has a client waiting.
 /// At most one accepted connection per worker waits for a permit; the rest
@@ -64,7 +65,7 @@ pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     name: &str,
     view: &SharedView,
-    limit: Arc<Semaphore>,
+    limits: Limits,
     shutdown: &Shutdown,
     serve: F,
 ) where
@@ -79,8 +80,9 @@ pub async fn accept_loop<F, Fut>(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                // Out of file descriptors or memory: back off instead of spinning.
-                tracing::error!(listener = name, error = %e, "accept failed");
+                // Out of file descriptors or memory: back off instead of
+                // spinning, and say so once per pause, not per failure.
+                tracing::warn!(listener = name, error = %e, "accept failed; pausing 20ms");
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
@@ -88,10 +90,15 @@ pub async fn accept_loop<F, Fut>(
         let Some(admitted) = admit(view, name, &stream, peer) else {
             continue;
         };
-        let permit: OwnedSemaphorePermit = tokio::select! {
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
+        let permits = async {
+            let listener = Arc::clone(&limits.listener).acquire_owned().await.ok()?;
+            let descriptors = Arc::clone(&limits.descriptors).acquire_owned().await.ok()?;
+            Some((listener, descriptors))
+        };
+        let permits: (OwnedSemaphorePermit, OwnedSemaphorePermit) = tokio::select! {
+            permits = permits => match permits {
+                Some(permits) => permits,
+                None => return,
             },
             () = shutdown.token.cancelled() => return,
         };
@@ -101,7 +108,7 @@ pub async fn accept_loop<F, Fut>(
         let served = serve(stream, peer, admitted, shutdown.clone());
         shutdown.tracker.spawn(async move {
             served.await;
-            drop(permit);
+            drop(permits);
         });
     }
 }

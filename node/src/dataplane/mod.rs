@@ -62,6 +62,9 @@ pub struct DataPlane {
     running: HashMap<String, Running>,
     /// What `https` listeners pick their certificates from.
     view: SharedView,
+    /// Connections and UDP sessions served at once over every listener:
+    /// the data plane's share of the open-file limit ([`descriptors`](crate::descriptors)).
+    descriptors: Arc<Semaphore>,
 }
 
 /// A listener being served, and how to stop it.
@@ -83,19 +86,29 @@ enum Bound {
 }
 
 /// One worker's share of a listener: its spec, its socket, the connection
-/// limit its workers share, and the listener's own stop signal.
+/// limits (the listener's, shared by its workers, and the node's), and the
+/// listener's own stop signal.
 #[derive(Debug)]
 struct Serve {
     spec: ListenerSpec,
     socket: Bound,
-    limit: Arc<Semaphore>,
+    limits: Limits,
     shutdown: Shutdown,
+}
+
+/// What a new connection takes a permit from: its listener's
+/// `max_connections` and the data plane's share of descriptors.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub listener: Arc<Semaphore>,
+    pub descriptors: Arc<Semaphore>,
 }
 
 impl DataPlane {
     /// Starts `workers` threads serving nothing yet; [`reconcile`](Self::reconcile)
-    /// gives them listeners.
-    pub fn start(view: SharedView, workers: usize) -> Result<DataPlane, StartError> {
+    /// gives them listeners. `connections`: most connections and UDP
+    /// sessions served at once, over every listener.
+    pub fn start(view: SharedView, workers: usize, connections: usize) -> Result<DataPlane, StartError> {
         let workers = workers.max(1);
         let shutdown = Shutdown::default();
         let hard_stop = CancellationToken::new();
@@ -119,6 +132,7 @@ impl DataPlane {
             inboxes,
             running: HashMap::new(),
             view: shared_view,
+            descriptors: Arc::new(Semaphore::new(connections)),
         })
     }
 
@@ -206,12 +220,15 @@ impl DataPlane {
             token: stop.clone(),
             tracker: self.shutdown.tracker.clone(),
         };
-        let limit = Arc::new(Semaphore::new(spec.max_connections as usize));
+        let limits = Limits {
+            listener: Arc::new(Semaphore::new(spec.max_connections as usize)),
+            descriptors: Arc::clone(&self.descriptors),
+        };
         for (inbox, socket) in self.inboxes.iter().zip(sockets) {
             let serve = Serve {
                 spec: spec.clone(),
                 socket,
-                limit: Arc::clone(&limit),
+                limits: limits.clone(),
                 shutdown: shutdown.clone(),
             };
             if inbox.send(serve).is_err() {
@@ -290,7 +307,7 @@ fn run_worker(
             let Some(Serve {
                 spec,
                 socket,
-                limit,
+                limits,
                 shutdown,
             }) = serve
             else {
@@ -298,7 +315,7 @@ fn run_worker(
             };
             let view = Arc::clone(&view);
             tokio::spawn(async move {
-                if let Err(e) = serve_listener(spec.clone(), socket, limit, view, shutdown).await {
+                if let Err(e) = serve_listener(spec.clone(), socket, limits, view, shutdown).await {
                     tracing::error!(listener = %spec.name, worker = index, error = %e, "listener stopped");
                 }
             });
@@ -310,7 +327,7 @@ fn run_worker(
 async fn serve_listener(
     spec: ListenerSpec,
     socket: Bound,
-    limit: Arc<Semaphore>,
+    limits: Limits,
     view: SharedView,
     shutdown: Shutdown,
 ) -> io::Result<()> {
@@ -328,7 +345,7 @@ async fn serve_listener(
                 listener,
                 &name,
                 &view,
-                limit,
+                limits.clone(),
                 &shutdown,
                 |stream, peer, admitted, shutdown| Arc::clone(&http).serve(stream, peer, admitted, shutdown),
             )
@@ -348,7 +365,7 @@ async fn serve_listener(
                 listener,
                 &name,
                 &view,
-                limit,
+                limits.clone(),
                 &shutdown,
                 |stream, peer, admitted, shutdown| {
                     let (http, acceptor) = (Arc::clone(&http), acceptor.clone());
@@ -369,7 +386,7 @@ async fn serve_listener(
                 listener,
                 &name,
                 &view,
-                limit,
+                limits.clone(),
                 &shutdown,
                 |stream, peer, admitted, _| {
                     let view = Arc::clone(&view);
@@ -387,7 +404,7 @@ async fn serve_listener(
             shutdown
                 .tracker
                 .clone()
-                .track_future(l4::udp::serve(socket, name, view, shutdown))
+                .track_future(l4::udp::serve(socket, name, view, limits.descriptors, shutdown))
                 .await;
         }
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Largest datagram relayed (the UDP maximum payload).
 const MAX_DATAGRAM: usize = 65_535;
@@ -30,10 +30,23 @@ struct Session {
 }
 
 /// Relays datagrams for one listener until shutdown.
-pub async fn serve(front: UdpSocket, listener: String, view: SharedView, shutdown: Shutdown) {
+pub async fn serve(
+    front: UdpSocket,
+    listener: String,
+    view: SharedView,
+    descriptors: Arc<Semaphore>,
+    shutdown: Shutdown,
+) {
     let front = Arc::new(front);
     let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
     let (expired_tx, mut expired_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
+    let relay = Relay {
+        front: Arc::clone(&front),
+        listener: listener.clone(),
+        view,
+        descriptors,
+        expired: expired_tx,
+    };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut next_id = 0u64;
     loop {
@@ -55,9 +68,7 @@ pub async fn serve(front: UdpSocket, listener: String, view: SharedView, shutdow
         };
         if !sessions.contains_key(&client) {
             next_id += 1;
-            let Some(session) =
-                open_session(&front, client, next_id, &listener, &view, &sessions, &expired_tx).await
-            else {
+            let Some(session) = relay.open_session(client, next_id, sessions.len()).await else {
                 continue;
             };
             sessions.insert(client, session);
@@ -73,76 +84,88 @@ pub async fn serve(front: UdpSocket, listener: String, view: SharedView, shutdow
     }
 }
 
-/// Starts a session for a new client: picks a backend, connects a socket to
-/// it and spawns the task that relays its replies.
-async fn open_session(
-    front: &Arc<UdpSocket>,
-    client: SocketAddr,
-    id: u64,
-    listener: &str,
-    view: &SharedView,
-    sessions: &HashMap<SocketAddr, Session>,
-    expired: &mpsc::UnboundedSender<(SocketAddr, u64)>,
-) -> Option<Session> {
-    let route = view.load().listener(listener).cloned()?;
-    if sessions.len() >= route.spec.max_connections as usize {
-        tracing::warn!(listener, %client, "UDP session limit reached; datagram dropped");
-        return None;
-    }
-    let now = crate::health::now_ms();
-    let admitted = match admission::admit(&route.guard, &route.acl, &route.spec.limits, client.ip(), now) {
-        Ok(admitted) => admitted,
-        Err(refusal) => {
-            tracing::debug!(listener, %client, reason = refusal.name(), "UDP session refused; datagram dropped");
+/// What one listener's sessions are opened with.
+#[derive(Debug)]
+struct Relay {
+    front: Arc<UdpSocket>,
+    listener: String,
+    view: SharedView,
+    descriptors: Arc<Semaphore>,
+    /// Where a session's reply task reports that it has expired.
+    expired: mpsc::UnboundedSender<(SocketAddr, u64)>,
+}
+
+impl Relay {
+    /// Starts a session for a new client (`open`: sessions open now): picks
+    /// a backend, connects a socket to it and spawns the task that relays its
+    /// replies.
+    async fn open_session(&self, client: SocketAddr, id: u64, open: usize) -> Option<Session> {
+        let (listener, front, expired) = (self.listener.as_str(), &self.front, &self.expired);
+        let route = self.view.load().listener(listener).cloned()?;
+        if open >= route.spec.max_connections as usize {
+            tracing::warn!(listener, %client, "UDP session limit reached; datagram dropped");
             return None;
         }
-    };
-    let pool = route.pool.as_ref()?;
-    let affinity = pool
-        .sticky
-        .as_ref()
-        .map(|sticky| sticky.by_source(client.ip(), |b| pool.keeps_sessions(b)));
-    let preferred = affinity.as_ref().and_then(|a| a.preferred);
-    let mut attempts = Attempts::with_hash(pool.source_hash(client.ip()));
-    let backend = pool.next_backend(preferred, &mut attempts)?;
-    if let (Some(sticky), Some(affinity)) = (&pool.sticky, &affinity)
-        && let Some(commit) = sticky.settle(affinity, backend.address()).commit
-    {
-        // One task relays every client's datagrams: it cannot wait for a
-        // commit, so `sync` is `async` here.
-        tokio::spawn(commit);
-    }
-    let local: SocketAddr = if backend.address().is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let upstream = match UdpSocket::bind(local).await {
-        Ok(socket) => socket,
-        Err(e) => {
-            tracing::warn!(listener, error = %e, "cannot open UDP socket for a session");
+        let now = crate::health::now_ms();
+        let Ok(descriptor) = Arc::clone(&self.descriptors).try_acquire_owned() else {
+            tracing::debug!(listener, %client, "the data plane's descriptors are all in use; datagram dropped");
+            return None;
+        };
+        let admitted = match admission::admit(&route.guard, &route.acl, &route.spec.limits, client.ip(), now)
+        {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                tracing::debug!(listener, %client, reason = refusal.name(), "UDP session refused; datagram dropped");
+                return None;
+            }
+        };
+        let pool = route.pool.as_ref()?;
+        let affinity = pool
+            .sticky
+            .as_ref()
+            .map(|sticky| sticky.by_source(client.ip(), |b| pool.keeps_sessions(b)));
+        let preferred = affinity.as_ref().and_then(|a| a.preferred);
+        let mut attempts = Attempts::with_hash(pool.source_hash(client.ip()));
+        let backend = pool.next_backend(preferred, &mut attempts)?;
+        if let (Some(sticky), Some(affinity)) = (&pool.sticky, &affinity)
+            && let Some(commit) = sticky.settle(affinity, backend.address()).commit
+        {
+            // One task relays every client's datagrams: it cannot wait for a
+            // commit, so `sync` is `async` here.
+            tokio::spawn(commit);
+        }
+        let local: SocketAddr = if backend.address().is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let upstream = match UdpSocket::bind(local).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(listener, error = %e, "cannot open UDP socket for a session");
+                return None;
+            }
+        };
+        if let Err(e) = upstream.connect(backend.address()).await {
+            tracing::warn!(listener, backend = %backend.address(), error = %e, "UDP connect failed");
             return None;
         }
-    };
-    if let Err(e) = upstream.connect(backend.address()).await {
-        tracing::warn!(listener, backend = %backend.address(), error = %e, "UDP connect failed");
-        return None;
+        let session = Session {
+            id,
+            upstream: Arc::new(upstream),
+            activity: Arc::new(AtomicU64::new(0)),
+        };
+        tokio::spawn(relay_replies(
+            Arc::clone(front),
+            Arc::clone(&session.upstream),
+            (client, id),
+            Arc::clone(&session.activity),
+            route.spec.idle_timeout,
+            (backend.track(), admitted, descriptor),
+            expired.clone(),
+        ));
+        Some(session)
     }
-    let session = Session {
-        id,
-        upstream: Arc::new(upstream),
-        activity: Arc::new(AtomicU64::new(0)),
-    };
-    tokio::spawn(relay_replies(
-        Arc::clone(front),
-        Arc::clone(&session.upstream),
-        (client, id),
-        Arc::clone(&session.activity),
-        route.spec.idle_timeout,
-        (backend.track(), admitted),
-        expired.clone(),
-    ));
-    Some(session)
 }
 
 /// Sends the backend's replies to the client until the session goes idle or
@@ -153,8 +176,9 @@ async fn relay_replies(
     (client, id): (SocketAddr, u64),
     activity: Arc<AtomicU64>,
     idle: Duration,
-    // Held for the session's life: it counts against its backend and its source.
-    _counted: (ActiveGuard, Admitted),
+    // Held for the session's life: it counts against its backend, its
+    // source and the data plane's descriptors.
+    _counted: (ActiveGuard, Admitted, OwnedSemaphorePermit),
     expired: mpsc::UnboundedSender<(SocketAddr, u64)>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
