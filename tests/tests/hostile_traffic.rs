@@ -353,3 +353,75 @@ async fn floods_from_one_source_leave_another_served() {
         "{metrics}"
     );
 }
+
+/// Whether `python3` can import the `h2` library (`pip install h2`).
+fn python_h2() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import h2"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_gets_goaway_and_other_clients_are_served() {
+    if !python_h2() {
+        eprintln!("SKIPPED: the HTTP/2 rapid-reset client needs python3 with h2 (pip install h2)");
+        return;
+    }
+    let backend = HttpBackend::start("a").await;
+    let cluster = Cluster::start(1, &http_seed("round_robin", &[backend.address])).await;
+    let to: SocketAddr = cluster.members[0].http.parse().expect("address");
+    let node = cluster.members[0].process.as_ref().expect("node");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rapid_reset.py");
+    let attack = move || {
+        let out = std::process::Command::new("python3")
+            .args([
+                script,
+                &to.ip().to_string(),
+                &to.port().to_string(),
+                "100000",
+                "10",
+            ])
+            .output()
+            .expect("run the rapid-reset client");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rss_before = node.rss_kib();
+    let started = Instant::now();
+    let mut attacks = Vec::new();
+    // 20 attacking connections, one after the other, for at most 10 s each.
+    for _ in 0..20 {
+        let report = tokio::task::spawn_blocking(attack).await.expect("attack");
+        assert!(report.contains("\"goaway\": true"), "no GOAWAY: {report}");
+        assert!(
+            report.contains("\"error_code\": 11"),
+            "not ENHANCE_YOUR_CALM: {report}"
+        );
+        let field = |name: &str| -> f64 {
+            report
+                .split(&format!("\"{name}\": "))
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {report}"))
+        };
+        // The count includes what the client sent before it read the GOAWAY.
+        let (streams, seconds) = (field("streams") as u64, field("seconds"));
+        assert!(
+            streams < 10_000 && seconds < 1.0,
+            "{streams} streams in {seconds} s before GOAWAY"
+        );
+        attacks.push(streams);
+        // Another client is served between attacks.
+        assert_eq!(get_from(USER, to).0, Some(200));
+    }
+    let grown = node.rss_kib().saturating_sub(rss_before);
+    println!(
+        "rapid reset: 20 connections each got GOAWAY (ENHANCE_YOUR_CALM) after {}–{} streams, in {:?} in all; node RSS grew {grown} KiB",
+        attacks.iter().min().unwrap_or(&0),
+        attacks.iter().max().unwrap_or(&0),
+        started.elapsed()
+    );
+    assert!(grown < 32 * 1024, "RSS grew {grown} KiB under rapid reset");
+}

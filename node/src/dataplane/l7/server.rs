@@ -31,6 +31,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// HTTP/2 streams one client connection may have open at once (HAProxy's
+/// and Envoy's default is 100).
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams a client may reset before they are served, at once.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset for a client's protocol errors, in all.
+const MAX_LOCAL_ERROR_RESETS: usize = 100;
+
 /// What every connection of one HTTP listener shares.
 #[derive(Debug)]
 pub struct HttpListener {
@@ -58,7 +66,12 @@ impl HttpListener {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256);
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            // Rapid reset (CVE-2023-44487): a client that resets streams
+            // faster than they are served, or makes the server reset them,
+            // gets GOAWAY (ENHANCE_YOUR_CALM) and the connection closes.
+            .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS);
         HttpListener {
             name: name.to_string(),
             view,
