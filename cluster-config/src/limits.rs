@@ -89,3 +89,8 @@ pub const STATUS_RANGE: (u16, u16) = (100, 599);
 
 /// The shortest sticky-session ttl.
 pub const MIN_STICKY_TTL: Duration = Duration::from_secs(1);
+/// A sticky table's `max_entries` is 1 to this (64 Mi sessions).
+pub const MAX_STICKY_ENTRIES: u64 = 1 << 26;
+/// A sticky policy's `learn_rate` (new sessions per second and node) and
+/// `learn_burst` are 1 to this.
+pub const MAX_LEARN_RATE: u32 = 1_000_000;

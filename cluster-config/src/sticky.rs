@@ -28,11 +28,26 @@ pub struct StickyPolicy {
     pub source_prefix_v6: u8,
     /// `cookie`: the attributes of the inserted cookie.
     pub cookie: CookieAttributes,
+    /// Table kinds: the most sessions the pool's table holds. A new session
+    /// in a full table evicts the oldest one (least recently stuck or
+    /// refreshed, by the time its proposer gave it; ties by key), when it
+    /// is applied, so every node evicts the same one.
+    pub max_entries: u64,
+    /// Table kinds: new sessions one node proposes per second for the pool;
+    /// past that (and the burst) a new session is served without
+    /// stickiness. Per node, so the cluster learns up to nodes × this.
+    pub learn_rate: u32,
+    /// How many new sessions a node may propose at once before
+    /// `learn_rate` paces it.
+    pub learn_burst: u32,
 }
 
 impl StickyPolicy {
     pub const DEFAULT_COOKIE: &str = "RLBSESS";
     pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
+    pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+    /// Also the default burst: one second's worth.
+    pub const DEFAULT_LEARN_RATE: u32 = 1000;
 
     /// A policy of `kind` with every default.
     pub fn new(kind: StickyKind, name: &str) -> Self {
@@ -44,6 +59,9 @@ impl StickyPolicy {
             source_prefix_v4: 32,
             source_prefix_v6: 128,
             cookie: CookieAttributes::default(),
+            max_entries: Self::DEFAULT_MAX_ENTRIES,
+            learn_rate: Self::DEFAULT_LEARN_RATE,
+            learn_burst: Self::DEFAULT_LEARN_RATE,
         }
     }
 
@@ -233,7 +251,8 @@ pub enum StickyChange {
     /// Sticks `key` to `backend`. `replaces` is the backend the proposer
     /// saw the key stuck to (`None`: a new session). If the table holds
     /// another backend for the key than `replaces`, another node stuck it
-    /// first and this change is refused: the first session wins.
+    /// first and this change is refused: the first session wins. A new key
+    /// in a table holding `max_entries` evicts the oldest entries first.
     Stick {
         pool: String,
         key: StickyKey,
@@ -242,7 +261,8 @@ pub enum StickyChange {
         at_ms: u64,
     },
     /// Forgets every session last used `ttl` or more before `now_ms`, or
-    /// stuck to a backend no longer in its pool. Proposed by the leader.
+    /// stuck to a backend no longer in its pool, then the oldest of a table
+    /// still over its `max_entries` (lowered since). Proposed by the leader.
     Expire { now_ms: u64 },
     /// Forgets every session of a pool (`raftlb ctl sticky flush`).
     Flush { pool: String },

@@ -12,15 +12,20 @@
 //! list of backend addresses. Each pool table keeps an order-independent
 //! hash of its entries (the wrapping sum of one FNV-1a hash per entry),
 //! updated with every change, so nodes can be compared cheaply.
+//!
+//! A table holds at most its policy's `max_entries`: a new session in a
+//! full table first evicts the oldest entry, the one with the smallest
+//! (time, key), which an ordered index beside the shards finds. Only
+//! applying touches the index, so lookups never wait for it.
 
 use crate::command::Outcome;
 use crate::spec::ClusterSpec;
 use crate::sticky::{StickyChange, StickyKey};
 use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Serialize, Serializer};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const SHARDS: usize = 16;
 
@@ -50,7 +55,12 @@ pub struct TableStats {
 #[derive(Debug)]
 struct PoolTable {
     shards: Vec<RwLock<Shard>>,
+    /// Every entry as (time, key), oldest first: the eviction order. Taken
+    /// before any shard, and only while applying.
+    ages: Mutex<Ages>,
 }
+
+type Ages = BTreeSet<(u64, StickyKey)>;
 
 #[derive(Debug, Default)]
 struct Shard {
@@ -75,6 +85,10 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl StickyTables {
@@ -121,15 +135,17 @@ impl StickyTables {
                 let Some(pool_spec) = spec.pool(&pool) else {
                     return Outcome::Rejected(format!("no pool named \"{pool}\""));
                 };
-                if pool_spec.sticky.as_ref().is_none_or(|s| !s.uses_table()) {
+                let Some(policy) = pool_spec.sticky.as_ref().filter(|s| s.uses_table()) else {
                     return Outcome::Rejected(format!("pool \"{pool}\" keeps no sticky table"));
-                }
+                };
                 if !pool_spec.backends.iter().any(|b| b.address == backend) {
                     return Outcome::Rejected(format!("no backend {backend} in pool \"{pool}\""));
                 }
                 let table = self.table(&pool);
-                let mut shard = write(table.shard(&key));
-                shard.stick(key, backend, replaces, at_ms)
+                match table.stick(key, backend, replaces, at_ms, max_entries(policy.max_entries)) {
+                    Ok(()) => Outcome::Applied,
+                    Err(reason) => Outcome::Rejected(reason),
+                }
             }
             StickyChange::Expire { now_ms } => {
                 let pools: Vec<_> = {
@@ -144,9 +160,14 @@ impl StickyTables {
                     let ttl = u64::try_from(policy.ttl.as_millis()).unwrap_or(u64::MAX);
                     // One set per pool: a shard asks about each backend it knows.
                     let in_pool: HashSet<SocketAddr> = pool.backends.iter().map(|b| b.address).collect();
+                    let mut ages = lock(&table.ages);
                     for shard in &table.shards {
-                        write(shard).expire(now_ms, ttl, |b| in_pool.contains(&b));
+                        for gone in write(shard).expire(now_ms, ttl, |b| in_pool.contains(&b)) {
+                            ages.remove(&gone);
+                        }
                     }
+                    // A table over a `max_entries` lowered since.
+                    table.evict(&mut ages, max_entries(policy.max_entries));
                 }
                 Outcome::Applied
             }
@@ -167,8 +188,23 @@ impl StickyTables {
         for (name, entries) in dump {
             let table = PoolTable::new();
             for (key, backend, at_ms) in entries {
-                write(table.shard(&key)).stick(key, backend, None, at_ms);
+                let _ = write(table.shard(&key)).stick(key, backend, None, at_ms);
             }
+            // A snapshot is of a table within its bounds; the index is
+            // rebuilt from what the shards hold, in one sorted pass.
+            let ages: Ages = table
+                .shards
+                .iter()
+                .flat_map(|shard| {
+                    let shard = read(shard);
+                    shard
+                        .entries
+                        .iter()
+                        .map(|(key, slot)| (slot.at_ms, *key))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            *lock(&table.ages) = ages;
             pools.insert(name, Arc::new(table));
         }
         *write(&self.pools) = pools;
@@ -194,31 +230,71 @@ impl StickyTables {
     }
 }
 
+/// A policy's `max_entries` as a length.
+fn max_entries(max: u64) -> usize {
+    usize::try_from(max).unwrap_or(usize::MAX)
+}
+
 impl PoolTable {
     fn new() -> Self {
         PoolTable {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            ages: Mutex::default(),
         }
     }
 
     fn shard(&self, key: &StickyKey) -> &RwLock<Shard> {
         &self.shards[usize::from(key.0[0]) % SHARDS]
     }
+
+    /// Sticks `key` (see [`Shard::stick`]); a new key first evicts the
+    /// oldest entries until it fits in `max_entries`.
+    fn stick(
+        &self,
+        key: StickyKey,
+        backend: SocketAddr,
+        replaces: Option<SocketAddr>,
+        at_ms: u64,
+        max_entries: usize,
+    ) -> Result<(), String> {
+        let mut ages = lock(&self.ages);
+        let before = read(self.shard(&key)).entries.get(&key).map(|slot| slot.at_ms);
+        if before.is_none() {
+            // A new key is never refused, so it is safe to make room first.
+            self.evict(&mut ages, max_entries.saturating_sub(1));
+        }
+        let after = write(self.shard(&key)).stick(key, backend, replaces, at_ms)?;
+        if let Some(before) = before {
+            ages.remove(&(before, key));
+        }
+        ages.insert((after, key));
+        Ok(())
+    }
+
+    /// Forgets the oldest entries until at most `keep` are left.
+    fn evict(&self, ages: &mut Ages, keep: usize) {
+        while ages.len() > keep {
+            let Some((_, key)) = ages.pop_first() else { return };
+            write(self.shard(&key)).remove(&key);
+        }
+    }
 }
 
 impl Shard {
+    /// Sticks `key` to `backend` unless the table holds another backend
+    /// for it than `replaces`; returns the time the entry now carries.
     fn stick(
         &mut self,
         key: StickyKey,
         backend: SocketAddr,
         replaces: Option<SocketAddr>,
         at_ms: u64,
-    ) -> Outcome {
+    ) -> Result<u64, String> {
         let index = self.intern(backend);
         if let Some(slot) = self.entries.get(&key).copied() {
             let current = self.backends[slot.backend as usize];
             if current != backend && replaces != Some(current) {
-                return Outcome::Rejected(format!("session {key} is already stuck to {current}"));
+                return Err(format!("session {key} is already stuck to {current}"));
             }
             self.hash = self.hash.wrapping_sub(entry_hash(&key, current, slot.at_ms));
         }
@@ -235,17 +311,36 @@ impl Shard {
             },
         );
         self.hash = self.hash.wrapping_add(entry_hash(&key, backend, at_ms));
-        Outcome::Applied
+        Ok(at_ms)
     }
 
-    fn expire(&mut self, now_ms: u64, ttl_ms: u64, in_pool: impl Fn(SocketAddr) -> bool) {
+    fn remove(&mut self, key: &StickyKey) {
+        if let Some(slot) = self.entries.remove(key) {
+            let backend = self.backends[slot.backend as usize];
+            self.hash = self.hash.wrapping_sub(entry_hash(key, backend, slot.at_ms));
+        }
+        if self.entries.is_empty() {
+            self.backends.clear();
+        }
+    }
+
+    /// Forgets what expired or lost its backend; returns what it forgot as
+    /// (time, key).
+    fn expire(
+        &mut self,
+        now_ms: u64,
+        ttl_ms: u64,
+        in_pool: impl Fn(SocketAddr) -> bool,
+    ) -> Vec<(u64, StickyKey)> {
         let live: Vec<bool> = self.backends.iter().map(|b| in_pool(*b)).collect();
         let mut hash = self.hash;
+        let mut gone = Vec::new();
         let backends = &self.backends;
         self.entries.retain(|key, slot| {
             let keep = live[slot.backend as usize] && slot.at_ms.saturating_add(ttl_ms) > now_ms;
             if !keep {
                 hash = hash.wrapping_sub(entry_hash(key, backends[slot.backend as usize], slot.at_ms));
+                gone.push((slot.at_ms, *key));
             }
             keep
         });
@@ -253,6 +348,7 @@ impl Shard {
         if self.entries.is_empty() {
             self.backends.clear();
         }
+        gone
     }
 
     fn intern(&mut self, backend: SocketAddr) -> u32 {

@@ -300,6 +300,42 @@ fn pool_checks() {
             "source_prefix_v6 129 is above 128",
         ),
         (
+            |p| {
+                p.sticky = Some(StickyPolicy {
+                    max_entries: 0,
+                    ..sticky(StickyKind::Header, "X-S")
+                })
+            },
+            "sticky: max_entries 0 is below 1",
+        ),
+        (
+            |p| {
+                p.sticky = Some(StickyPolicy {
+                    max_entries: u64::MAX,
+                    ..sticky(StickyKind::Header, "X-S")
+                })
+            },
+            "max_entries 18446744073709551615 is above 67108864",
+        ),
+        (
+            |p| {
+                p.sticky = Some(StickyPolicy {
+                    learn_rate: 0,
+                    ..sticky(StickyKind::SourceIp, "")
+                })
+            },
+            "sticky: learn_rate 0 is below 1",
+        ),
+        (
+            |p| {
+                p.sticky = Some(StickyPolicy {
+                    learn_burst: 1_000_001,
+                    ..sticky(StickyKind::LearnCookie, "sid")
+                })
+            },
+            "sticky: learn_burst 1000001 is above 1000000",
+        ),
+        (
             |p| p.tls = Some(Default::default()),
             "tls: say how to check the backends' certificates",
         ),

@@ -1,12 +1,13 @@
 //! The `[pool.sticky]` section of the file: a pool's sticky-session policy.
 
-use crate::limits::MIN_STICKY_TTL;
+use crate::limits::{MAX_LEARN_RATE, MAX_STICKY_ENTRIES, MIN_STICKY_TTL};
 use crate::reader::{Reader, Section};
 use crate::sticky::{CookieAttributes, SameSite, StickyContract, StickyKind, StickyPolicy};
 use crate::validate;
 
 /// `[pool.sticky]`: `kind`, `name`, `ttl`, `contract`, `source_prefix`,
-/// `source_prefix_v6` and the cookie attributes.
+/// `source_prefix_v6`, the table's bounds (`max_entries`, `learn_rate`,
+/// `learn_burst`) and the cookie attributes.
 pub(super) fn sticky(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<StickyPolicy> {
     let kind_field = s.required(reader, "kind");
     let kind = kind_field
@@ -87,12 +88,40 @@ pub(super) fn sticky(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<
         };
         cookie_ok &= ok;
     }
+    let max_entries = table_bound(reader, &mut s, kind, "max_entries", MAX_STICKY_ENTRIES);
+    let learn_rate = table_bound(reader, &mut s, kind, "learn_rate", u64::from(MAX_LEARN_RATE));
+    let learn_burst = table_bound(reader, &mut s, kind, "learn_burst", u64::from(MAX_LEARN_RATE));
     s.finish(reader);
     let mut policy = StickyPolicy::new(kind?, &name?);
+    policy.max_entries = max_entries.unwrap_or(Some(StickyPolicy::DEFAULT_MAX_ENTRIES))?;
+    let rate = learn_rate.unwrap_or(Some(u64::from(StickyPolicy::DEFAULT_LEARN_RATE)))?;
+    // The burst defaults to one second's worth of the rate.
+    let burst = learn_burst.unwrap_or(Some(rate))?;
+    (policy.learn_rate, policy.learn_burst) = (u32::try_from(rate).ok()?, u32::try_from(burst).ok()?);
     policy.ttl = ttl.unwrap_or(Some(StickyPolicy::DEFAULT_TTL))?;
     policy.contract = contract.unwrap_or(Some(StickyContract::Async))?;
     policy.source_prefix_v4 = prefix_v4.unwrap_or(Some(32))?;
     policy.source_prefix_v6 = prefix_v6.unwrap_or(Some(128))?;
     policy.cookie = cookie;
     cookie_ok.then_some(policy)
+}
+
+/// A bound of the session table, 1 to `max`: `None` when absent, `Some(None)`
+/// when wrong. `cookie` keeps no table, so there it is refused.
+fn table_bound(
+    reader: &mut Reader<'_>,
+    s: &mut Section<'_, '_>,
+    kind: Option<StickyKind>,
+    key: &'static str,
+    max: u64,
+) -> Option<Option<u64>> {
+    let field = s.optional(key)?;
+    if kind == Some(StickyKind::Cookie) {
+        reader.field_error(
+            &field,
+            format!("\"{key}\" does not apply to kind = \"cookie\" (its sessions live in the cookie, not in a table)"),
+        );
+        return Some(None);
+    }
+    Some(reader.uint(&field, 1, max))
 }

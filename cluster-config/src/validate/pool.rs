@@ -4,8 +4,9 @@
 use super::{name, number, shown, text_len, timeout, token};
 use crate::health::{HealthCheck, OutlierDetection, PoolHealth, Probe, RetryPolicy};
 use crate::limits::{
-    MAX_BACKENDS_PER_POOL, MAX_CONNECT_ATTEMPTS, MAX_CONSECUTIVE_FAILURES, MAX_PERCENT,
-    MAX_RETRIES_PER_SECOND, MAX_RETRY_ATTEMPTS, MAX_RISE_FALL, MIN_STICKY_TTL, STATUS_RANGE,
+    MAX_BACKENDS_PER_POOL, MAX_CONNECT_ATTEMPTS, MAX_CONSECUTIVE_FAILURES, MAX_LEARN_RATE, MAX_PERCENT,
+    MAX_RETRIES_PER_SECOND, MAX_RETRY_ATTEMPTS, MAX_RISE_FALL, MAX_STICKY_ENTRIES, MIN_STICKY_TTL,
+    STATUS_RANGE,
 };
 use crate::spec::{Algorithm, BackendTls, HashKey, PoolSpec};
 use crate::sticky::{StickyKind, StickyPolicy};
@@ -107,6 +108,9 @@ fn sticky(policy: &StickyPolicy) -> Result<(), String> {
     timeout("ttl", policy.ttl, false)?;
     number("source_prefix", policy.source_prefix_v4, 0, 32)?;
     number("source_prefix_v6", policy.source_prefix_v6, 0, 128)?;
+    number("max_entries", policy.max_entries, 1, MAX_STICKY_ENTRIES)?;
+    number("learn_rate", policy.learn_rate, 1, MAX_LEARN_RATE)?;
+    number("learn_burst", policy.learn_burst, 1, MAX_LEARN_RATE)?;
     cookie_path(&policy.cookie.path)
 }
 

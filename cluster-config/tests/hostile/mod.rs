@@ -400,24 +400,39 @@ fn sticky() -> impl Strategy<Value = StickyPolicy> {
         });
     let prefix = prop_oneof![4 => Just(32u8), 1 => any::<u8>()];
     let contract = prop::sample::select(StickyContract::ALL.map(|(_, c)| c).to_vec());
-    (kind, word(), duration(), contract, prefix.clone(), prefix, cookie).prop_map(
-        |(kind, name, ttl, contract, v4, v6, cookie)| {
-            let name = if kind == StickyKind::SourceIp && name.len() % 2 == 0 {
-                String::new()
-            } else {
-                name
-            };
-            StickyPolicy {
-                kind,
-                name,
-                ttl,
-                contract,
-                source_prefix_v4: v4,
-                source_prefix_v6: v6,
-                cookie,
-            }
-        },
+    // Small tables, so eviction happens; and zero or absurd bounds.
+    let bounds = (number().prop_map(u64::from), number(), number());
+    (
+        kind,
+        word(),
+        duration(),
+        contract,
+        prefix.clone(),
+        prefix,
+        cookie,
+        bounds,
     )
+        .prop_map(
+            |(kind, name, ttl, contract, v4, v6, cookie, (max_entries, learn_rate, learn_burst))| {
+                let name = if kind == StickyKind::SourceIp && name.len() % 2 == 0 {
+                    String::new()
+                } else {
+                    name
+                };
+                StickyPolicy {
+                    kind,
+                    name,
+                    ttl,
+                    contract,
+                    source_prefix_v4: v4,
+                    source_prefix_v6: v6,
+                    cookie,
+                    max_entries,
+                    learn_rate,
+                    learn_burst,
+                }
+            },
+        )
 }
 
 fn backend_tls() -> impl Strategy<Value = BackendTls> {
