@@ -8,6 +8,8 @@
 //! batching [`Proposer`]; with `contract = "sync"` the first response
 //! waits for the commit. A session is refreshed (re-proposed) only when it
 //! is older than half its ttl, so traffic does not become Raft traffic.
+//! A `learn_cookie` session starts only from the application's
+//! `Set-Cookie`, never from a cookie a client sent.
 //!
 //! - [`cookie`]: the authenticated cookie of the `cookie` policy.
 //! - [`metrics`]: hits, misses, re-sticks, proposals, replication lag.
@@ -238,8 +240,13 @@ impl PoolSticky {
     /// moved one, or a refresh once half the ttl has passed.
     pub fn settle(&self, affinity: &Affinity, backend: SocketAddr) -> Settled {
         let metrics = &self.runtime.metrics;
-        let sessionless = affinity.key.is_none() && self.policy.kind != StickyKind::Cookie;
-        if sessionless {
+        let kind = self.policy.kind;
+        let sessionless = affinity.key.is_none() && kind != StickyKind::Cookie;
+        // A `learn_cookie` session starts only from the application's
+        // `Set-Cookie` ([`learn`](Self::learn)): a cookie the client sent
+        // that names no live session is no session.
+        let invented = kind == StickyKind::LearnCookie && !affinity.existed;
+        if sessionless || invented {
             // No cookie or header to stick by (yet): nothing to count or keep.
             return Settled::default();
         }
@@ -254,7 +261,7 @@ impl PoolSticky {
         if hit && !refresh {
             return Settled::default();
         }
-        if self.policy.kind == StickyKind::Cookie {
+        if kind == StickyKind::Cookie {
             let Some(keys) = &self.cookie else {
                 return Settled::default();
             };
@@ -278,6 +285,7 @@ impl PoolSticky {
 
     /// `learn_cookie`: the application set its session cookie to `value`
     /// in a response `backend` sent; stick that session to `backend`.
+    /// The only way such a session starts.
     pub fn learn(&self, value: &[u8], backend: SocketAddr) -> Option<Commit> {
         let key = StickyKey::of(value);
         let current = self.runtime.lookup(&self.pool, &key);
