@@ -2,8 +2,8 @@
 //! /metrics` (and `GET /healthz`), served on the control plane's runtime,
 //! never on a data-plane worker. What it shows: Raft (term, leader,
 //! applied index, seconds without a quorum), the VIPs held, and the sticky
-//! tables (entries per pool, hits, misses, re-sticks, proposals,
-//! replication lag), backend health as this node routes by it
+//! tables (entries per pool, hits, misses, re-sticks, proposals, sessions
+//! rate-limited, replication lag), backend health as this node routes by it
 //! (availability, panic, ejections, retries), clients refused by each
 //! listener's ACL and per-source limits, and when this node's cluster
 //! certificate expires.
@@ -203,6 +203,17 @@ fn render(s: &Sources) -> String {
             &one(counter.load(Ordering::Relaxed) as f64),
         );
     }
+    let rate_limited: Vec<(String, f64)> = m
+        .rate_limited_by_pool()
+        .into_iter()
+        .map(|(pool, n)| (format!("{{pool=\"{pool}\"}}"), n as f64))
+        .collect();
+    metric(
+        "sticky_rate_limited_total",
+        "counter",
+        "New sticky sessions served without stickiness: this node's learn_rate for the pool was spent.",
+        &rate_limited,
+    );
     let lag = m.lag();
     metric(
         "sticky_replication_lag_seconds",

@@ -1,10 +1,12 @@
 //! What the sticky tables report: hits, misses and re-sticks on the data
-//! plane, proposals and their failures, and the replication lag (from the
-//! moment a node stuck a session to the moment this node applied it),
-//! summarised by `raftlb ctl sticky stats`.
+//! plane, proposals and their failures, new sessions not learned (per pool:
+//! its `learn_rate` was spent), and the replication lag (from the moment a node stuck a
+//! session to the moment this node applied it), summarised by `raftlb ctl
+//! sticky stats` and `/metrics`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Lag samples kept for the percentiles (the most recent ones).
@@ -23,6 +25,9 @@ pub struct StickyMetrics {
     pub proposals: AtomicU64,
     /// Proposals refused or not confirmed.
     pub failed_proposals: AtomicU64,
+    /// Per pool: new sessions served without stickiness because this
+    /// node's `learn_rate` for the pool was spent.
+    rate_limited: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     lags: Mutex<Lags>,
 }
 
@@ -47,6 +52,22 @@ pub struct LagSummary {
 impl StickyMetrics {
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter of `pool`'s sessions not learned for the rate (made on
+    /// first use, kept for the life of the process like every counter).
+    pub fn rate_limited(&self, pool: &str) -> Arc<AtomicU64> {
+        let mut pools = self.rate_limited.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(pools.entry(pool.to_string()).or_default())
+    }
+
+    /// Every pool's count of sessions not learned for the rate.
+    pub fn rate_limited_by_pool(&self) -> Vec<(String, u64)> {
+        let pools = self.rate_limited.lock().unwrap_or_else(PoisonError::into_inner);
+        pools
+            .iter()
+            .map(|(pool, n)| (pool.clone(), n.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Records that a session stuck at `at_ms` has just been applied here.

@@ -8,14 +8,20 @@
 //! batching [`Proposer`]; with `contract = "sync"` the first response
 //! waits for the commit. A session is refreshed (re-proposed) only when it
 //! is older than half its ttl, so traffic does not become Raft traffic.
-//! A `learn_cookie` session starts only from the application's
-//! `Set-Cookie`, never from a cookie a client sent.
+//!
+//! What a client controls is bounded: a new session is proposed only at
+//! the pool's [`learn_rate`] (past it, the request is served without
+//! stickiness), a `learn_cookie` session only from the application's
+//! `Set-Cookie` (never from a cookie a client sent), and the table itself
+//! holds at most `max_entries` (applying evicts the oldest).
 //!
 //! - [`cookie`]: the authenticated cookie of the `cookie` policy.
+//! - [`learn_rate`]: the pace of new sessions, per pool and node.
 //! - [`metrics`]: hits, misses, re-sticks, proposals, replication lag.
 //! - [`upkeep`]: what the leader does for the tables (secret, expiry).
 
 pub mod cookie;
+pub mod learn_rate;
 pub mod metrics;
 mod pending;
 pub mod upkeep;
@@ -23,16 +29,19 @@ pub mod upkeep;
 use crate::control::ControlPlane;
 use crate::control::proposer::{ProposeError, Proposer};
 use cookie::CookieKeys;
+use learn_rate::{LearnRate, monotonic_ns};
 use metrics::{StickyMetrics, now_ms};
 use pending::Pending;
 use raftlb_config::{
     Command, Session, StickyChange, StickyContract, StickyKey, StickyKind, StickyPolicy, StickySecret,
     StickyTables,
 };
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A proposal to wait for (`contract = "sync"`): `Err` says why the
 /// session is not known to be committed.
@@ -45,6 +54,8 @@ pub struct Sticky {
     pending: Pending,
     proposer: Proposer,
     metrics: Arc<StickyMetrics>,
+    /// Each pool's pace of new sessions, kept across views.
+    paces: Mutex<HashMap<String, Arc<LearnRate>>>,
 }
 
 impl Sticky {
@@ -54,7 +65,19 @@ impl Sticky {
             pending: Pending::default(),
             proposer: control.proposer(),
             metrics: control.sticky_metrics(),
+            paces: Mutex::default(),
         })
+    }
+
+    /// `pool`'s pace, at the policy's rate and burst.
+    fn pace(&self, pool: &str, policy: &StickyPolicy) -> Arc<LearnRate> {
+        let mut paces = self.paces.lock().unwrap_or_else(PoisonError::into_inner);
+        let pace = match paces.get(pool) {
+            Some(pace) => Arc::clone(pace),
+            None => Arc::clone(paces.entry(pool.to_string()).or_default()),
+        };
+        pace.set(policy.learn_rate, policy.learn_burst);
+        pace
     }
 
     /// This node's view of a session: its own proposal in flight, else the
@@ -132,6 +155,15 @@ pub struct PoolSticky {
     runtime: Arc<Sticky>,
     /// `cookie` only, once the cluster's secret is known.
     cookie: Option<CookieKeys>,
+    /// Table kinds only: the pace of new sessions.
+    learning: Option<Learning>,
+}
+
+/// A table pool's pace of new sessions, and the count of those it refused.
+#[derive(Debug)]
+struct Learning {
+    pace: Arc<LearnRate>,
+    rate_limited: Arc<AtomicU64>,
 }
 
 /// Where one connection's or request's session points.
@@ -179,12 +211,30 @@ impl PoolSticky {
             (StickyKind::Cookie, Some(secret)) => Some(CookieKeys::new(secret, pool, backends)),
             _ => None,
         };
+        let learning = policy.uses_table().then(|| Learning {
+            pace: runtime.pace(pool, &policy),
+            rate_limited: runtime.metrics.rate_limited(pool),
+        });
         PoolSticky {
             policy,
             pool: pool.to_string(),
             runtime: Arc::clone(runtime),
             cookie,
+            learning,
         }
+    }
+
+    /// Whether this node may propose one more new session for the pool
+    /// now; a refusal is counted.
+    fn may_learn(&self) -> bool {
+        let Some(learning) = &self.learning else {
+            return true;
+        };
+        if learning.pace.admit(monotonic_ns()) {
+            return true;
+        }
+        StickyMetrics::count(&learning.rate_limited);
+        false
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -251,6 +301,10 @@ impl PoolSticky {
             return Settled::default();
         }
         let hit = affinity.preferred == Some(backend);
+        if !hit && !affinity.existed && !self.may_learn() {
+            // Past the pace: served where the balancer sent it, not kept.
+            return Settled::default();
+        }
         let counter = match (hit, affinity.existed) {
             (true, _) => &metrics.hits,
             (false, true) => &metrics.resticks,
@@ -284,12 +338,15 @@ impl PoolSticky {
     }
 
     /// `learn_cookie`: the application set its session cookie to `value`
-    /// in a response `backend` sent; stick that session to `backend`.
-    /// The only way such a session starts.
+    /// in a response `backend` sent; stick that session to `backend` (a
+    /// new one at the pool's pace). The only way such a session starts.
     pub fn learn(&self, value: &[u8], backend: SocketAddr) -> Option<Commit> {
         let key = StickyKey::of(value);
         let current = self.runtime.lookup(&self.pool, &key);
         if current.is_some_and(|s| s.backend == backend) {
+            return None;
+        }
+        if current.is_none() && !self.may_learn() {
             return None;
         }
         StickyMetrics::count(&self.runtime.metrics.misses);
