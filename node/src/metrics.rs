@@ -3,7 +3,7 @@
 //! never on a data-plane worker. What it shows: Raft (term, leader,
 //! applied index, seconds without a quorum), the VIPs held, and the sticky
 //! tables (entries per pool, hits, misses, re-sticks, proposals, sessions
-//! rate-limited, replication lag), backend health as this node routes by it
+//! rate-limited or shed, replication lag), backend health as this node routes by it
 //! (availability, panic, ejections, retries), clients refused by each
 //! listener's ACL and per-source limits, and when this node's cluster
 //! certificate expires.
@@ -194,6 +194,11 @@ fn render(s: &Sources) -> String {
             "sticky_failed_proposals_total",
             "Sticky proposals refused or lost.",
             &m.failed_proposals,
+        ),
+        (
+            "sticky_shed_proposals_total",
+            "Sticky sessions not proposed: their share of the proposal queue was full.",
+            &m.shed_proposals,
         ),
     ] {
         metric(

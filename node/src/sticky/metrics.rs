@@ -1,6 +1,7 @@
 //! What the sticky tables report: hits, misses and re-sticks on the data
 //! plane, proposals and their failures, new sessions not learned (per pool:
-//! its `learn_rate` was spent), and the replication lag (from the moment a node stuck a
+//! its `learn_rate` was spent) or shed (their share of the proposal queue
+//! was full), and the replication lag (from the moment a node stuck a
 //! session to the moment this node applied it), summarised by `raftlb ctl
 //! sticky stats` and `/metrics`.
 
@@ -25,6 +26,9 @@ pub struct StickyMetrics {
     pub proposals: AtomicU64,
     /// Proposals refused or not confirmed.
     pub failed_proposals: AtomicU64,
+    /// Sessions served but not proposed: the sticky share of the proposal
+    /// queue was full.
+    pub shed_proposals: AtomicU64,
     /// Per pool: new sessions served without stickiness because this
     /// node's `learn_rate` for the pool was spent.
     rate_limited: Mutex<BTreeMap<String, Arc<AtomicU64>>>,

@@ -113,31 +113,32 @@ impl Sticky {
         };
         let (this, pool) = (Arc::clone(self), pool.to_string());
         Some(Box::pin(async move {
+            let metrics = Arc::clone(&this.metrics);
             let mut attempt = 1;
             let result = loop {
                 match this.proposer.propose(Command::Sticky(change.clone())).await {
                     // Applied here too (the admin service waits for that),
                     // so the committed table answers from now on.
                     Ok((_, outcome)) if outcome.is_applied() => break Ok(()),
-                    Ok((_, outcome)) => break Err(outcome.rejection()),
-                    // Lost with a leader, or Raft was busy: proposing the
-                    // same session again is harmless (it was applied, or not).
-                    Err(e @ (ProposeError::Unconfirmed(_) | ProposeError::Full))
-                        if attempt < PROPOSE_ATTEMPTS =>
-                    {
+                    Ok((_, outcome)) => break Err((outcome.rejection(), &metrics.failed_proposals)),
+                    // The sessions' share of the queue is full: shed, not retried.
+                    Err(e @ ProposeError::StickyFull) => break Err((e.to_string(), &metrics.shed_proposals)),
+                    // Lost with a leader: proposing the same session again
+                    // is harmless (it was applied, or not).
+                    Err(e @ ProposeError::Unconfirmed(_)) if attempt < PROPOSE_ATTEMPTS => {
                         tracing::debug!(%pool, %key, error = %e, attempt, "sticky session proposed again");
                         tokio::time::sleep(RETRY_PAUSE * attempt).await;
                         attempt += 1;
                     }
-                    Err(e) => break Err(e.to_string()),
+                    Err(e) => break Err((e.to_string(), &metrics.failed_proposals)),
                 }
             };
             this.pending.settle(&pool, &key, session);
-            if let Err(reason) = &result {
-                StickyMetrics::count(&this.metrics.failed_proposals);
+            result.map_err(|(reason, counter)| {
+                StickyMetrics::count(counter);
                 tracing::debug!(%pool, %key, %backend, %reason, "sticky session not committed");
-            }
-            result
+                reason
+            })
         }))
     }
 }
