@@ -41,7 +41,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
 use libfuzzer_sys::fuzz_target;
 use raftlb_config::HttpLimits;
-use raftlb_fuzz::{AtEnd, Wire, run};
+use raftlb_fuzz::{Peer, Wire, run};
 use raftlb_node::fuzzing::{HeadScanner, Stop};
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -174,7 +174,7 @@ fn serve(stream: &[u8], read_size: usize) -> Vec<Served> {
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);
-    let wire = Wire::new(stream, read_size, AtEnd::Wait);
+    let wire = Wire::new(stream, read_size, Peer::Client);
     let dry_reads = wire.dry_reads();
     let _ = run(builder.serve_connection(wire, service), &dry_reads);
     served.take()

@@ -13,15 +13,16 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-/// What the peer does once it has sent everything.
+/// Who is at the other end of a [`Wire`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AtEnd {
-    /// Closes the connection (a backend ending a body that runs to the
-    /// end of the connection).
-    Close,
-    /// Keeps it open and waits, as a client waiting for its responses
-    /// does (hyper's server drops requests still in hand at end of input).
-    Wait,
+pub enum Peer {
+    /// Sends at once and, once it has sent everything, waits for its
+    /// responses (hyper's server drops the requests in hand at a close).
+    Client,
+    /// Sends once a request has been written to it (hyper's client drops
+    /// what comes unasked) and closes at the end (which ends a body that
+    /// runs to the close).
+    Backend,
 }
 
 /// A connection whose peer sends `input`, in reads of at most `read_size`
@@ -30,17 +31,20 @@ pub enum AtEnd {
 pub struct Wire<'a> {
     input: &'a [u8],
     read_size: usize,
-    at_end: AtEnd,
+    peer: Peer,
+    /// Something was written to the peer.
+    asked: bool,
     /// Reads asked for once `input` was all read.
     dry_reads: Rc<Cell<u32>>,
 }
 
 impl<'a> Wire<'a> {
-    pub fn new(input: &'a [u8], read_size: usize, at_end: AtEnd) -> Self {
+    pub fn new(input: &'a [u8], read_size: usize, peer: Peer) -> Self {
         Wire {
             input,
             read_size: read_size.max(1),
-            at_end,
+            peer,
+            asked: false,
             dry_reads: Rc::default(),
         }
     }
@@ -59,9 +63,12 @@ impl Read for Wire<'_> {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.peer == Peer::Backend && !this.asked {
+            return Poll::Pending;
+        }
         if this.input.is_empty() {
             this.dry_reads.set(this.dry_reads.get() + 1);
-            if this.at_end == AtEnd::Wait {
+            if this.peer == Peer::Client {
                 return Poll::Pending;
             }
         }
@@ -75,6 +82,7 @@ impl Read for Wire<'_> {
 
 impl Write for Wire<'_> {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.get_mut().asked |= !buf.is_empty();
         Poll::Ready(Ok(buf.len()))
     }
 
