@@ -25,6 +25,7 @@
 //!   (`raftlb certs`, in [`certs`]), loading, reloading and verifying.
 //! - [`failpoint`]: bugs planted on purpose for the jepsen harness, compiled
 //!   only with the cargo feature `failpoints`.
+//! - `fuzzing` (hidden): the parsers the fuzz targets in `fuzz/` drive.
 //!
 //! The request path loads the view once per connection or request and never
 //! takes a lock shared beyond one backend (but a sticky pool's table-shard
@@ -39,6 +40,8 @@ pub mod dataplane;
 pub mod demo;
 pub mod descriptors;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod metrics;
 pub mod node;

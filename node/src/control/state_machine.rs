@@ -47,10 +47,10 @@ const MAGIC: &[u8; 8] = b"RLBSNAP2";
 
 /// A snapshot as `snapshot.bin` holds it (after [`MAGIC`]).
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredSnapshot {
+pub(crate) struct StoredSnapshot {
     meta: SnapshotMeta,
     /// The postcard-encoded [`ClusterState`], then the sticky tables.
-    data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 /// The state machine. Clones share it: openraft builds snapshots through a
@@ -170,7 +170,7 @@ impl StateMachine {
 }
 
 /// Decodes `snapshot.bin`; the error says what is wrong with it.
-fn decode_file(bytes: &[u8]) -> Result<StoredSnapshot, String> {
+pub(crate) fn decode_file(bytes: &[u8]) -> Result<StoredSnapshot, String> {
     let Some(body) = bytes.strip_prefix(MAGIC) else {
         if let Some(version) = bytes.strip_prefix(&MAGIC[..7]).and_then(|rest| rest.first()) {
             return Err(format!(
@@ -205,7 +205,7 @@ pub fn snapshot_state(data_dir: &Path) -> Result<ClusterState, String> {
 
 /// Decodes a snapshot's data: returns the cluster state and restores the
 /// sticky tables into `sticky`.
-fn decode_data(data: &[u8], sticky: &StickyTables) -> Result<ClusterState, String> {
+pub(crate) fn decode_data(data: &[u8], sticky: &StickyTables) -> Result<ClusterState, String> {
     let (state, tables) = postcard::take_from_bytes::<ClusterState>(data)
         .map_err(|e| format!("its cluster state cannot be decoded: {e}"))?;
     sticky

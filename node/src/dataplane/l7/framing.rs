@@ -20,11 +20,13 @@
 //! lines skipped, bare `\n` line ends in heads, CRLF after chunk data), and
 //! where hyper rejects them the connection ends with hyper's 400 anyway.
 //! Where the scanner cannot follow (a `Content-Length` it cannot read, a
-//! chunk size too long for its line buffer) it stops with [`Stop::Lost`]
-//! and every later request on the connection is refused: unknown framing
-//! fails closed. An HTTP/2 preface stops it at once ([`Stop::Http2`]), so
-//! HTTP/2 pays nothing after its first line; an upgraded connection stops
-//! it when the `101` goes out (see [`super::client_conn`]).
+//! chunk size too long for its line buffer, a trailer line ending in a bare
+//! `\n`, which hyper reads as part of the field) it stops with
+//! [`Stop::Lost`] and every later request on the connection is refused:
+//! unknown framing fails closed. An HTTP/2 preface stops it at once
+//! ([`Stop::Http2`]), so HTTP/2 pays nothing after its first line; an
+//! upgraded connection stops it when the `101` goes out (see
+//! [`super::client_conn`]).
 
 use http::header::{HeaderMap, TRANSFER_ENCODING};
 
@@ -79,6 +81,8 @@ pub struct HeadScanner {
     line: [u8; LINE_PREFIX],
     /// The current line's length so far (may pass [`LINE_PREFIX`]).
     line_len: usize,
+    /// The current line's last byte so far.
+    line_last: u8,
     head: Head,
     heads: u64,
 }
@@ -89,6 +93,7 @@ impl Default for HeadScanner {
             state: State::Head { started: false },
             line: [0; LINE_PREFIX],
             line_len: 0,
+            line_last: 0,
             head: Head::default(),
             heads: 0,
         }
@@ -151,6 +156,9 @@ impl HeadScanner {
     }
 
     fn extend_line(&mut self, bytes: &[u8]) {
+        if let Some(&last) = bytes.last() {
+            self.line_last = last;
+        }
         if self.line_len < LINE_PREFIX {
             let take = bytes.len().min(LINE_PREFIX - self.line_len);
             self.line[self.line_len..self.line_len + take].copy_from_slice(&bytes[..take]);
@@ -187,6 +195,11 @@ impl HeadScanner {
             State::Head { .. } => self.header_line(),
             State::ChunkSize => self.chunk_size_line(),
             State::ChunkEnd if empty => self.state = State::ChunkSize,
+            // hyper ends a trailer line only at CRLF: after a bare LF the
+            // two would read the lines (and the end) differently.
+            State::Trailers if self.line_len == 0 || self.line_last != b'\r' => {
+                self.state = State::Stopped(Stop::Lost);
+            }
             State::Trailers if empty => self.state = State::Head { started: false },
             State::Trailers => {}
             // Anything but CRLF after chunk data: hyper fails the body.
@@ -365,6 +378,23 @@ mod tests {
         // A long line that is not one the scanner reads is fine.
         let long_header = format!("GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(500));
         assert_eq!(scan(long_header.as_bytes()), (1, None, false));
+    }
+
+    #[test]
+    fn a_trailer_line_ending_in_a_bare_lf_is_lost() {
+        // Found by fuzz/request_head: hyper reads "\no" as one trailer field
+        // and "E n" as the next request; the scanner read the bare LF as the
+        // end of the trailers and counted "o" as the next head.
+        let stream = b"O p HTTP/1.1\nTransfer-Encoding:chunked\n\n0\r\n\no\r\n\r\nE n HTTP/1.1\n\n";
+        assert_eq!(scan(stream), (1, Some(Stop::Lost), false));
+        let field = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\n\r\n\r\n";
+        assert_eq!(scan(field), (1, Some(Stop::Lost), false));
+        // CRLF trailer lines are followed, long ones too.
+        let long = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: {}\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            "a".repeat(100)
+        );
+        assert_eq!(scan(long.as_bytes()), (2, None, false));
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl H1Conn {
 /// While a body goes out: drops interim responses (`100 Continue`) at the
 /// front of `buf`, and says whether a final response has begun (or
 /// something [`H1Conn::read_head`] will refuse, or too much to wait on).
-fn final_response_began(buf: &mut BytesMut) -> bool {
+pub fn final_response_began(buf: &mut BytesMut) -> bool {
     while !buf.is_empty() && buf.len() < MAX_HEAD {
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut fields);
@@ -319,7 +319,7 @@ fn expects_body(method: &Method) -> bool {
 
 /// How a response body is delimited.
 #[derive(Debug)]
-enum Framing {
+pub enum Framing {
     Empty,
     /// This many bytes to come.
     Length(u64),
@@ -328,7 +328,10 @@ enum Framing {
     Close,
 }
 
-enum Parsed {
+/// A response head read whole: interim (dropped), or final with its body's
+/// framing and whether the backend keeps the connection.
+#[derive(Debug)]
+pub enum Parsed {
     Interim,
     Final(Response<()>, Framing, bool),
 }
@@ -336,7 +339,7 @@ enum Parsed {
 /// Parses a response head at the front of `buf` and consumes it; `None`
 /// until it has come whole. Header values are slices of the read buffer,
 /// not copies.
-fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, BackendError> {
+pub fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Parsed>, BackendError> {
     let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let base = buf.as_ptr() as usize;

@@ -2,10 +2,10 @@
 //! keep-alive to backends.
 
 mod body;
-mod chunked;
+pub(crate) mod chunked;
 mod client_conn;
 pub(crate) mod cookies;
-mod framing;
+pub(crate) mod framing;
 pub(crate) mod h1_client;
 mod headers;
 mod proxy;

@@ -1,0 +1,39 @@
+//! `Command::decode`: the postcard bytes of a command, as an admin client
+//! sends them (`Write`) and as a peer's log entries carry them.
+//!
+//! Checks: nothing panics, and the decoder's bounds hold (no deep
+//! recursion, no allocation the bytes do not pay for: libFuzzer's memory
+//! and stack limits catch those). A command that decodes encodes again and
+//! decodes to the same command; it displays; and applying it (to an empty
+//! state and to a seeded cluster) never applies what `validate` refuses,
+//! and leaves a state that encodes and decodes to itself.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use raftlb_config::{ClusterState, Command, StickyTables};
+use raftlb_fuzz::seed;
+use std::sync::LazyLock;
+
+static SEEDED: LazyLock<ClusterState> = LazyLock::new(seed::state);
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(command) = Command::decode(data) else {
+        return;
+    };
+    let bytes = postcard::to_stdvec(&command).expect("a decoded command encodes");
+    assert_eq!(Command::decode(&bytes).as_ref(), Ok(&command));
+    let _ = command.to_string();
+    let valid = command.validate().is_ok();
+    for mut state in [ClusterState::default(), SEEDED.clone()] {
+        let outcome = state.apply_with(command.clone(), &StickyTables::default());
+        assert!(
+            valid || !outcome.is_applied(),
+            "applied an invalid command: {outcome:?}"
+        );
+        let _ = outcome.rejection();
+        let bytes = postcard::to_stdvec(&state).expect("a state encodes");
+        let again: ClusterState = postcard::from_bytes(&bytes).expect("a state decodes");
+        assert_eq!(again, state);
+    }
+});
