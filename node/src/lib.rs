@@ -29,7 +29,8 @@
 //!
 //! The request path loads the view once per connection or request and never
 //! takes a lock shared beyond one backend (but a sticky pool's table-shard
-//! read lock), nor awaits anything but sockets (and, with `sync` sticky
+//! read lock, and the set of four client sources its own source's counters
+//! share in the listener's admission table), nor awaits anything but sockets (and, with `sync` sticky
 //! sessions, a new session's commit).
 
 pub mod balance;

@@ -52,7 +52,20 @@ impl Cluster {
     /// `0.0.0.0:{HTTP}`, replaced here by the cluster's HTTP port), and waits
     /// until every one is serving.
     pub async fn start(voters: u64, seed: &str) -> Cluster {
+        Self::start_with(Cluster::new(voters, seed)).await
+    }
+
+    /// [`Cluster::start`] with `[cluster]` `heartbeat_interval` and
+    /// `election_timeout` set, e.g. `("1s", "3s")` for entries of a few
+    /// MB: openraft gives AppendEntries one heartbeat interval, and a debug
+    /// build needs far more than the default 50 ms to replicate such an entry.
+    pub async fn start_timed(voters: u64, seed: &str, timing: (&'static str, &'static str)) -> Cluster {
         let mut cluster = Cluster::new(voters, seed);
+        cluster.timing = Some(timing);
+        Self::start_with(cluster).await
+    }
+
+    async fn start_with(mut cluster: Cluster) -> Cluster {
         for i in 0..cluster.members.len() {
             cluster.spawn(i);
         }

@@ -215,15 +215,9 @@ async fn wait_for_file(path: &std::path::Path, deadline: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_leader_serves_no_stale_read() {
     let backend = SocketAddr::from(([127, 0, 0, 1], 9));
-    let mut cluster = Cluster::new(3, &http_seed("weighted_round_robin", &[backend]));
     // Long enough that no follower campaigns while the leader restarts.
-    cluster.timing = Some(("50ms", "2s"));
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
-    for i in 0..3 {
-        cluster.wait_ready(i).await;
-    }
+    let mut cluster =
+        Cluster::start_timed(3, &http_seed("weighted_round_robin", &[backend]), ("50ms", "2s")).await;
     for round in 0..3u32 {
         let leader = cluster.index_of(cluster.wait_leader(Duration::from_secs(20)).await);
         let (lagging, current) = ((leader + 1) % 3, (leader + 2) % 3);

@@ -116,16 +116,8 @@ async fn hostile_commands_are_refused_and_no_node_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_apply_adds_a_hundred_thousand_backends() {
     let backend = HttpBackend::start("a").await;
-    let mut cluster = Cluster::new(3, &http_seed("round_robin", &[backend.address]));
-    // openraft gives AppendEntries one heartbeat interval: a 2 MB entry
-    // through a debug build needs far more than the default 50 ms.
-    cluster.timing = Some(("1s", "3s"));
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
-    for i in 0..3 {
-        cluster.wait_ready(i).await;
-    }
+    // A 1–2 MB entry: see `Cluster::start_timed`.
+    let cluster = Cluster::start_timed(3, &http_seed("round_robin", &[backend.address]), ("1s", "3s")).await;
     let mut addresses = vec![backend.address];
     addresses.extend((0..100_000u32).map(raftlb_tests::cluster::marker));
     let dir = TempDir::new("big-apply");

@@ -151,16 +151,8 @@ async fn an_acl_written_on_one_node_resets_the_source_everywhere_within_a_second
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_rules_from_a_file_commit_as_one_entry() {
     let backend = HttpBackend::start("a").await;
-    let mut cluster = Cluster::new(3, &http_seed("round_robin", &[backend.address]));
-    // openraft gives AppendEntries one heartbeat interval: a 1 MB entry
-    // through a debug build needs far more than the default 50 ms.
-    cluster.timing = Some(("1s", "3s"));
-    for i in 0..3 {
-        cluster.spawn(i);
-    }
-    for i in 0..3 {
-        cluster.wait_ready(i).await;
-    }
+    // A 1–2 MB entry: see `Cluster::start_timed`.
+    let cluster = Cluster::start_timed(3, &http_seed("round_robin", &[backend.address]), ("1s", "3s")).await;
     let listeners: Vec<SocketAddr> = cluster
         .members
         .iter()
