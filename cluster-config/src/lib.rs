@@ -9,6 +9,8 @@
 //! - [`spec`]: the typed model (listeners, pools, backends, node settings). The
 //!   same types are what later versions replicate through Raft.
 //! - [`acl`]: source-address allow and deny rules of listeners.
+//! - [`backend_limits`]: how much work a pool's backends take at once, and
+//!   what waits (`max_connections`, `max_queue`).
 //! - [`client_limits`]: what one client may do on a listener (`[listener.limits]`).
 //! - [`certificate`]: TLS certificates with their keys, as replicated.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
@@ -33,6 +35,7 @@
 //!   names, dangling pool references, bind conflicts).
 
 pub mod acl;
+pub mod backend_limits;
 pub mod certificate;
 pub mod client_limits;
 pub mod command;
@@ -53,6 +56,7 @@ pub mod sticky_table;
 pub mod validate;
 
 pub use acl::{AclAction, AclChange, AclRule, Cidr};
+pub use backend_limits::ConnectionLimits;
 pub use certificate::Certificate;
 pub use client_limits::ClientLimits;
 pub use command::{Command, Outcome};

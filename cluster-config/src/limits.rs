@@ -56,6 +56,11 @@ pub const MAX_ENTRY_REGEXES: usize = 4096;
 /// Each of a certificate's PEM texts (chain, key).
 pub const MAX_PEM_BYTES: usize = 1 << 20;
 
+/// A backend's (or pool's) `max_connections`.
+pub const MAX_BACKEND_CONNECTIONS: u32 = 1 << 20;
+/// A pool's `max_queue`: waiting work costs a task and its request each.
+pub const MAX_QUEUE: u32 = 1 << 16;
+
 /// Node ids are 1 to this (positive as an `i64`, for tools that read them so).
 pub const MAX_NODE_ID: u64 = u64::MAX >> 1;
 

@@ -4,6 +4,7 @@
 //! fields they fill, so the file reference and the code cannot drift apart.
 
 use crate::acl::AclRule;
+use crate::backend_limits::ConnectionLimits;
 use crate::client_limits::ClientLimits;
 use crate::health::PoolHealth;
 use crate::route::RouteSpec;
@@ -520,6 +521,8 @@ pub struct PoolSpec {
     pub backend_protocol: BackendProtocol,
     /// Health checks, outlier ejection, panic threshold, slow start, retries.
     pub health: PoolHealth,
+    /// `max_connections` per backend, `max_queue`, `queue_timeout`.
+    pub limits: ConnectionLimits,
 }
 
 /// HTTP version towards a pool's backends.
@@ -565,6 +568,8 @@ pub struct BackendSpec {
     pub weight: u32,
     /// Whether the backend takes new work.
     pub state: AdminState,
+    /// Its own `max_connections`, instead of the pool's.
+    pub max_connections: Option<u32>,
 }
 
 impl BackendSpec {
@@ -577,6 +582,7 @@ impl BackendSpec {
             address,
             weight: Self::DEFAULT_WEIGHT,
             state: AdminState::Enabled,
+            max_connections: None,
         }
     }
 }

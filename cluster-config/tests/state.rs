@@ -27,6 +27,7 @@ fn pool(name: &str, ports: &[u16]) -> PoolSpec {
         tls: None,
         backend_protocol: Default::default(),
         health: Default::default(),
+        limits: Default::default(),
     }
 }
 

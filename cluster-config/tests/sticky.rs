@@ -128,6 +128,7 @@ fn sticky_pool(kind: StickyKind, ttl: Duration, ports: &[u16]) -> PoolSpec {
         tls: None,
         backend_protocol: Default::default(),
         health: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -111,6 +111,7 @@ fn seeded(max_entries: u64) -> ClusterState {
         tls: None,
         backend_protocol: Default::default(),
         health: Default::default(),
+        limits: Default::default(),
     };
     let listener = ListenerSpec {
         name: "web".to_string(),

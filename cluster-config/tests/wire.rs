@@ -28,7 +28,8 @@ fn recorded() -> Vec<(Command, &'static str)> {
                 pool: "app".into(),
                 backend: BackendSpec::new(addr(9001)),
             },
-            "0703617070000a000001a9460100",
+            // Re-recorded when backends gained `max_connections` (as above).
+            "0703617070000a000001a946010000",
         ),
         (
             Command::Batch(vec![
@@ -38,6 +39,7 @@ fn recorded() -> Vec<(Command, &'static str)> {
                         address: "[2001:db8::1]:443".parse().expect("an address"),
                         weight: 7,
                         state: AdminState::Drain,
+                        max_connections: Some(100),
                     },
                 },
                 Command::SetWeight {
@@ -46,7 +48,7 @@ fn recorded() -> Vec<(Command, &'static str)> {
                     weight: 1000,
                 },
             ]),
-            "0b0207036170700120010db8000000000000000000000001bb0307010903617070000a000001a946e807",
+            "0b0207036170700120010db8000000000000000000000001bb03070101640903617070000a000001a946e807",
         ),
         (
             Command::Independent(vec![
@@ -93,16 +95,18 @@ fn recorded() -> Vec<(Command, &'static str)> {
         ),
         (
             // Re-recorded when listeners gained `upgrades`, `limits` and
-            // `acl` (before any release; issue 19 versions the formats).
+            // `acl`, and pools and backends their connection limits (before
+            // any release; issue 19 versions the formats).
             Command::Bootstrap(example.cluster),
             concat!(
-                "00030377656200007f000001903f010361707000904e4b001e004b0080800164808080323c00ac02000109",
-                "776562736f636b6574000001e807e807d00f904ea09c0120400007646e732d74637002007f000001e92901",
-                "03646e7300904eac02001e004b0080800164808080323c00ac02000109776562736f636b6574000001e807",
-                "e807d00f904ea09c0120400007646e732d75647003007f000001e9290103646e7300904e1e001e004b0080",
-                "800164808080323c00ac02000109776562736f636b6574000001e807e807d00f904ea09c01204000020361",
-                "7070010002007f000001a9460100007f000001aa46030003003c0003000000000032000001140303646e73",
-                "020002007f000001b5290100007f000001b629010003003c00030000000000320000011403",
+                "00030377656200007f000001903f010361707000904e4b001e004b0080800164808080323c00ac0200010977",
+                "6562736f636b6574000001e807e807d00f904ea09c0120400007646e732d74637002007f000001e929010364",
+                "6e7300904eac02001e004b0080800164808080323c00ac02000109776562736f636b6574000001e807e807d0",
+                "0f904ea09c0120400007646e732d75647003007f000001e9290103646e7300904e1e001e004b008080016480",
+                "8080323c00ac02000109776562736f636b6574000001e807e807d00f904ea09c012040000203617070010002",
+                "007f000001a946010000007f000001aa4603000003003c00030000000000320000011403008008050003646e",
+                "73020002007f000001b529010000007f000001b62901000003003c0003000000000032000001140300800805",
+                "00",
             ),
         ),
     ]

@@ -6,8 +6,8 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use raftlb_config::{Algorithm, BackendSpec};
+use raftlb_node::backend::{ActiveGuard, Backend};
 use raftlb_node::balance::{self, Maglev, Pick};
-use raftlb_node::view::{ActiveGuard, Backend};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ fn live(specs: &[BackendSpec]) -> (Vec<Arc<Backend>>, Vec<ActiveGuard>) {
     let backends: Vec<Arc<Backend>> = specs.iter().map(|b| Arc::new(Backend::new(b.address))).collect();
     let mut guards = Vec::new();
     for (i, b) in backends.iter().enumerate() {
-        guards.extend((0..i % 4).map(|_| b.track()));
+        guards.extend((0..i % 4).filter_map(|_| b.try_track()));
         b.latency()
             .record(Duration::from_micros(200 + 37 * (i as u64 % 11)));
     }

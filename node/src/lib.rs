@@ -8,10 +8,13 @@
 //! - [`control`]: the Raft control plane: replicated state, storage, gRPC, admin API.
 //! - [`view`]: [`view::ClusterView`], the immutable snapshot the data plane
 //!   routes by, swapped atomically when the configuration changes.
+//! - [`backend`]: a backend's live state on this node: work in hand under
+//!   `max_connections`, the pool's wait queue, health bits, latency.
 //! - [`balance`]: the [`balance::Balancer`] trait and one file per algorithm.
 //! - [`dataplane`]: listeners, admission (ACLs, per-source limits) and accept loops; `l4/` (TCP splice, UDP
 //!   sessions), `l7/` (HTTP server, proxying, header rewriting, response
-//!   bodies), `upstream` (connecting to backends, keep-alive pools).
+//!   bodies, connections to backends and their keep-alive pools),
+//!   `upstream` (choosing a backend that answers, waiting for room).
 //! - [`health`]: active checks, outlier ejection, panic, slow start and the
 //!   retry budget: which backends this node sends new work to.
 //! - [`descriptors`]: the open-file limit, raised at start, and the data plane's share of it.
@@ -33,6 +36,7 @@
 //! share in the listener's admission table), nor awaits anything but sockets (and, with `sync` sticky
 //! sessions, a new session's commit).
 
+pub mod backend;
 pub mod balance;
 pub mod certs;
 pub mod control;

@@ -279,6 +279,7 @@ fn health(metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)]), view: &Sh
     let mut pools: Vec<_> = view.pools().collect();
     pools.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     let mut available = Vec::new();
+    let mut active = Vec::new();
     for pool in &pools {
         for backend in pool.members() {
             let labels = format!(
@@ -286,7 +287,8 @@ fn health(metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)]), view: &Sh
                 pool.spec.name,
                 backend.address()
             );
-            available.push((labels, f64::from(u8::from(backend.available()))));
+            available.push((labels.clone(), f64::from(u8::from(backend.available()))));
+            active.push((labels, backend.active() as f64));
         }
     }
     metric(
@@ -294,6 +296,12 @@ fn health(metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)]), view: &Sh
         "gauge",
         "1 while this node may send new work to the backend (health checks, ejection, panic).",
         &available,
+    );
+    metric(
+        "backend_active",
+        "gauge",
+        "Open L4 connections plus in-flight HTTP requests this node has at the backend (what max_connections caps).",
+        &active,
     );
     // A u64 does not fit a float exactly, so the fingerprint is a label.
     let tables: Vec<(String, f64)> = pools
@@ -341,5 +349,36 @@ fn health(metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)]), view: &Sh
         "counter",
         "Retries the retry budget refused.",
         &per_pool(&|r| r.retries_refused_total.load(Ordering::Relaxed) as f64),
+    );
+    let queued: Vec<(String, f64)> = pools
+        .iter()
+        .map(|p| (format!("{{pool=\"{}\"}}", p.spec.name), p.queue.queued() as f64))
+        .collect();
+    metric(
+        "pool_queued",
+        "gauge",
+        "Connections and requests waiting on this node for a backend under max_connections.",
+        &queued,
+    );
+    let refusals: Vec<(String, f64)> = pools
+        .iter()
+        .flat_map(|p| {
+            [
+                ("full", &p.queue.refused_full_total),
+                ("timeout", &p.queue.timed_out_total),
+            ]
+            .map(|(reason, count)| {
+                (
+                    format!("{{pool=\"{}\",reason=\"{reason}\"}}", p.spec.name),
+                    count.load(Ordering::Relaxed) as f64,
+                )
+            })
+        })
+        .collect();
+    metric(
+        "pool_queue_refusals_total",
+        "counter",
+        "Work refused because every backend stayed at max_connections: the queue was full, or queue_timeout passed.",
+        &refusals,
     );
 }

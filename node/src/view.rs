@@ -2,18 +2,20 @@
 //! from. It is built from a [`ClusterState`] and published through an
 //! [`ArcSwap`]; a request loads the current view once (no lock, no await) and
 //! keeps using that snapshot to its end. Rebuilding the view keeps each
-//! backend's live [`Backend`] state (its active-connection count) when the
-//! backend is still present (and the pool's balancer while its algorithm
+//! backend's live [`Backend`] state (its work in hand, health, latency) when
+//! the backend is still present (and the pool's balancer while its algorithm
 //! and enabled backends are unchanged), so a new view changes
 //! where new work goes without disturbing work in flight. A pool with a
 //! sticky policy carries its [`PoolSticky`], built with the cluster's
 //! cookie secret and the node's [`Sticky`] runtime.
 
-use crate::balance::peak_ewma::Latency;
+use crate::backend::health::BackendHealth;
+use crate::backend::queue::WaitQueue;
+use crate::backend::{ActiveGuard, Backend};
 use crate::balance::{self, Balancer, Pick};
 use crate::dataplane::admission::{AclTable, ListenerGuard};
 use crate::dataplane::l7::route::RouteView;
-use crate::health::{self, BackendHealth, PoolRuntime};
+use crate::health::{self, PoolRuntime};
 use crate::sticky::{PoolSticky, Sticky};
 use crate::tls::Certificates;
 use crate::tls::backend::BackendConnector;
@@ -22,7 +24,6 @@ use raftlb_config::{AdminState, BackendSpec, ClusterState, ListenerSpec, PoolSpe
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The view as the data plane shares it.
 pub type SharedView = Arc<ArcSwap<ClusterView>>;
@@ -70,6 +71,21 @@ pub struct PoolView {
     pub tls: Option<Result<BackendConnector, String>>,
     /// Retry budget, panic and counters, kept while the pool exists.
     pub runtime: Arc<PoolRuntime>,
+    /// Work waiting for a backend under `max_connections`, kept while the
+    /// pool exists.
+    pub queue: Arc<WaitQueue>,
+}
+
+/// What [`PoolView::next_backend`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// A backend, its slot taken for this work.
+    Reserved(ActiveGuard),
+    /// Backends may take the work but are at `max_connections`: the one
+    /// the work is pinned to (a session's), or all it may still try.
+    Full(Option<Arc<Backend>>),
+    /// No backend left to try.
+    Exhausted,
 }
 
 /// The backends one connection or request has tried: the session's backend
@@ -91,77 +107,6 @@ impl Attempts {
             hash,
             ..Attempts::default()
         }
-    }
-}
-
-/// One backend's live state, which outlives view rebuilds (its weight and
-/// other settings are in the pool's spec, next to it, and may change).
-#[derive(Debug)]
-pub struct Backend {
-    address: SocketAddr,
-    /// Open L4 connections plus in-flight L7 requests.
-    active: AtomicUsize,
-    health: BackendHealth,
-    latency: Latency,
-}
-
-impl Backend {
-    pub fn new(address: SocketAddr) -> Self {
-        Backend::with_health(address, BackendHealth::default())
-    }
-
-    pub fn with_health(address: SocketAddr, health: BackendHealth) -> Self {
-        Backend {
-            address,
-            active: AtomicUsize::new(0),
-            health,
-            latency: Latency::default(),
-        }
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    /// Response (L7) or connect (L4) latency, for `peak_ewma`.
-    pub fn latency(&self) -> &Latency {
-        &self.latency
-    }
-
-    /// Whether this node may send new work here: every balancer skips a
-    /// backend that is not (health checks and outlier ejection decide).
-    pub fn available(&self) -> bool {
-        self.health.available()
-    }
-
-    pub fn health(&self) -> &BackendHealth {
-        &self.health
-    }
-
-    /// Counts one connection or request against this backend until the guard drops.
-    pub fn track(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(Arc::clone(self))
-    }
-}
-
-/// Decrements a backend's active count when dropped.
-#[derive(Debug)]
-pub struct ActiveGuard(Arc<Backend>);
-
-impl ActiveGuard {
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.0
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -264,20 +209,23 @@ impl PoolView {
         sticky: Option<(&Arc<Sticky>, Option<&StickySecret>)>,
         reported_down: impl Fn(SocketAddr) -> bool,
     ) -> PoolView {
+        let queue: Arc<WaitQueue> = previous.map_or_else(Default::default, |p| Arc::clone(&p.queue));
         let members: Vec<Arc<Backend>> = spec
             .backends
             .iter()
             .map(|b| {
-                let kept = previous.and_then(|p| p.members.iter().find(|old| old.address == b.address));
-                kept.map(Arc::clone).unwrap_or_else(|| {
+                let kept = previous.and_then(|p| p.members.iter().find(|old| old.address() == b.address));
+                let member = kept.map(Arc::clone).unwrap_or_else(|| {
                     // Added to a running pool: slow start; at start-up: as last reported.
                     let health = match (previous, reported_down(b.address)) {
                         (_, true) => BackendHealth::starting_down(),
                         (Some(_), false) => BackendHealth::ramping(),
                         (None, false) => BackendHealth::default(),
                     };
-                    Arc::new(Backend::with_health(b.address, health))
-                })
+                    Arc::new(Backend::in_pool(b.address, health, Arc::clone(&queue)))
+                });
+                member.set_limit(b.max_connections.unwrap_or(spec.limits.max_connections) as usize);
+                member
             })
             .collect();
         let serving: Vec<(&BackendSpec, &Arc<Backend>)> = spec
@@ -338,6 +286,7 @@ impl PoolView {
             sticky,
             tls,
             runtime: previous.map_or_else(Default::default, |p| Arc::clone(&p.runtime)),
+            queue,
         }
     }
 
@@ -374,32 +323,38 @@ impl PoolView {
             && (0..self.backends.len()).any(|i| !attempts.tried.contains(&i) && self.backends[i].available())
     }
 
-    /// The next backend to try, up to the pool's `max_connect_attempts`:
-    /// `preferred` (a session's backend) first if it may take the work, then
-    /// the balancer's picks among the rest.
-    pub fn next_backend(
-        &self,
-        preferred: Option<SocketAddr>,
-        attempts: &mut Attempts,
-    ) -> Option<Arc<Backend>> {
+    /// The next backend to try, up to the pool's `max_connect_attempts`,
+    /// its slot taken: `preferred` (a session's backend) first if it may
+    /// take the work, then the balancer's picks among the rest. A backend
+    /// at its `max_connections` is passed over like an unavailable one,
+    /// except `preferred`, which the work waits for.
+    pub fn next_backend(&self, preferred: Option<SocketAddr>, attempts: &mut Attempts) -> Next {
         if attempts.made >= self.spec.max_connect_attempts as usize {
-            return None;
+            return Next::Exhausted;
         }
-        attempts.made += 1;
-        if !attempts.preferred_done {
+        if !attempts.preferred_done
+            && let Some(member) = preferred.and_then(|a| self.sticky_member(a))
+        {
+            let Some(guard) = member.try_track() else {
+                return Next::Full(Some(Arc::clone(member)));
+            };
             attempts.preferred_done = true;
-            if let Some(member) = preferred.and_then(|a| self.sticky_member(a)) {
-                if let Some(i) = self.backends.iter().position(|b| Arc::ptr_eq(b, member)) {
-                    attempts.tried.push(i);
-                }
-                return Some(Arc::clone(member));
+            attempts.made += 1;
+            if let Some(i) = self.backends.iter().position(|b| Arc::ptr_eq(b, member)) {
+                attempts.tried.push(i);
             }
+            return Next::Reserved(guard);
         }
-        let mut index = self.pick(&Pick {
+        attempts.preferred_done = true;
+        let pick = Pick {
             tried: &attempts.tried,
             hash: attempts.hash,
-        })?;
-        attempts.tried.push(index);
+        };
+        let Some(mut index) = self.pick(&pick) else {
+            let full = (0..self.backends.len())
+                .any(|i| !attempts.tried.contains(&i) && self.backends[i].available());
+            return if full { Next::Full(None) } else { Next::Exhausted };
+        };
         // Slow start; hash algorithms keep their keys where they are.
         let window = self.spec.health.slow_start;
         if !window.is_zero()
@@ -407,15 +362,151 @@ impl PoolView {
             && !self.backends[index].health().admit(window, health::now_ms())
         {
             // Ramping up and not its turn: the work goes elsewhere if it can.
+            attempts.tried.push(index);
             let again = Pick {
                 tried: &attempts.tried,
                 hash: attempts.hash,
             };
-            if let Some(other) = self.pick(&again) {
-                attempts.tried.push(other);
-                index = other;
-            }
+            index = self.pick(&again).unwrap_or(index);
+            attempts.tried.pop();
         }
-        Some(Arc::clone(&self.backends[index]))
+        match self.backends[index].try_track() {
+            Some(guard) => {
+                attempts.tried.push(index);
+                attempts.made += 1;
+                Next::Reserved(guard)
+            }
+            // Another request took the last slot since the pick.
+            None => Next::Full(None),
+        }
+    }
+}
+
+/// The view of the pool `spec` (named "p") alone.
+#[cfg(test)]
+pub(crate) fn test_pool_view(spec: PoolSpec) -> Arc<PoolView> {
+    let mut state = ClusterState::default();
+    state.apply(raftlb_config::Command::Bootstrap(raftlb_config::ClusterSpec {
+        listeners: Vec::new(),
+        pools: vec![spec],
+    }));
+    let view = ClusterView::build(&state, 0, None, None);
+    Arc::clone(view.pool("p").expect("pool"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::{test_pool, test_specs};
+
+    fn limited(max_connections: u32, backends: usize) -> Arc<PoolView> {
+        let mut spec = test_pool(&vec![1; backends]);
+        spec.limits.max_connections = max_connections;
+        spec.max_connect_attempts = backends as u32;
+        test_pool_view(spec)
+    }
+
+    fn reserve(pool: &PoolView, preferred: Option<SocketAddr>) -> Next {
+        pool.next_backend(preferred, &mut Attempts::default())
+    }
+
+    #[test]
+    fn full_backends_are_passed_over_and_then_the_work_is_told_to_wait() {
+        let pool = limited(1, 2);
+        let Next::Reserved(a) = reserve(&pool, None) else {
+            panic!("room")
+        };
+        let Next::Reserved(b) = reserve(&pool, None) else {
+            panic!("room")
+        };
+        assert_ne!(
+            a.backend().address(),
+            b.backend().address(),
+            "the full one is passed over"
+        );
+        assert!(matches!(reserve(&pool, None), Next::Full(None)));
+        drop(a);
+        assert!(matches!(reserve(&pool, None), Next::Reserved(_)));
+    }
+
+    #[test]
+    fn a_sessions_full_backend_is_waited_for_not_replaced() {
+        let pool = limited(1, 2);
+        let first = pool.backends[0].address();
+        let Next::Reserved(held) = reserve(&pool, Some(first)) else {
+            panic!("room")
+        };
+        match reserve(&pool, Some(first)) {
+            Next::Full(Some(pinned)) => assert_eq!(pinned.address(), first),
+            other => panic!("expected to wait for {first}: {other:?}"),
+        }
+        drop(held);
+        let Next::Reserved(again) = reserve(&pool, Some(first)) else {
+            panic!("room again")
+        };
+        assert_eq!(again.backend().address(), first);
+    }
+
+    #[test]
+    fn unavailable_backends_exhaust_rather_than_queue() {
+        let pool = limited(1, 1);
+        pool.backends[0].health().set_down(true);
+        assert!(matches!(reserve(&pool, None), Next::Exhausted));
+    }
+
+    #[test]
+    fn a_limit_change_keeps_the_backend_and_its_count() {
+        let pool = limited(1, 1);
+        let Next::Reserved(_held) = reserve(&pool, None) else {
+            panic!("room")
+        };
+        let mut spec = pool.spec.clone();
+        spec.limits.max_connections = 2;
+        let rebuilt = PoolView::build(&spec, Some(&pool), None, |_| false);
+        assert!(Arc::ptr_eq(&rebuilt.backends[0], &pool.backends[0]));
+        assert_eq!(rebuilt.backends[0].active(), 1);
+        let Next::Reserved(_second) = rebuilt.next_backend(None, &mut Attempts::default()) else {
+            panic!("the raised limit has room")
+        };
+        assert!(matches!(
+            rebuilt.next_backend(None, &mut Attempts::default()),
+            Next::Full(None)
+        ));
+    }
+
+    #[test]
+    fn a_view_rebuild_keeps_the_table_while_the_enabled_backends_stay() {
+        use crate::balance::Maglev;
+        use raftlb_config::{AdminState, BackendSpec, ClusterSpec, ClusterState, Command, PoolSpec};
+        let view = |backends: Vec<BackendSpec>, previous: Option<&ClusterView>| {
+            let mut state = ClusterState::default();
+            state.apply(Command::Bootstrap(ClusterSpec {
+                listeners: Vec::new(),
+                pools: vec![PoolSpec {
+                    algorithm: raftlb_config::Algorithm::Maglev,
+                    backends,
+                    ..test_pool(&[])
+                }],
+            }));
+            ClusterView::build(&state, 0, None, previous)
+        };
+        let specs = test_specs(&[1, 1, 1]);
+        let first = view(specs.clone(), None);
+        let again = view(specs.clone(), Some(&first));
+        let (a, b) = (
+            &first.pool("p").unwrap().balancer,
+            &again.pool("p").unwrap().balancer,
+        );
+        assert!(Arc::ptr_eq(a, b), "same backends: same table");
+        let mut drained = specs.clone();
+        drained[1].state = AdminState::Drain;
+        let changed = view(drained, Some(&again));
+        let c = &changed.pool("p").unwrap().balancer;
+        assert!(!Arc::ptr_eq(b, c));
+        assert_ne!(b.table_fingerprint(), c.table_fingerprint());
+        assert_eq!(
+            c.table_fingerprint(),
+            Some(Maglev::new(&[specs[0].clone(), specs[2].clone()]).fingerprint())
+        );
     }
 }

@@ -119,6 +119,7 @@ fn bootstrap() -> Command {
             tls: None,
             backend_protocol: Default::default(),
             health: Default::default(),
+            limits: Default::default(),
         }],
     })
 }

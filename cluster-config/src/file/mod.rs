@@ -3,6 +3,7 @@
 //! returns the typed spec when its own section was sound; `sticky` holds
 //! the `[pool.sticky]` section.
 
+use crate::backend_limits::ConnectionLimits;
 use crate::client_limits::ClientLimits;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::limits::{
@@ -397,6 +398,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
         .optional("tls")
         .map(|f| reader.table(&f).and_then(|section| backend_tls(reader, section)));
     let health = health::pool_health(reader, &mut s);
+    let limits = connection_limits(reader, &mut s);
     s.finish(reader);
 
     let site = PoolSite {
@@ -425,6 +427,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
             },
             backend_protocol: backend_protocol?,
             health: health?,
+            limits: limits?,
         })
     })();
     (spec, site)
@@ -449,10 +452,40 @@ fn backend(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<BackendSpe
         Some(f) => reader.choice(&f, "state", &AdminState::ALL),
         None => Some(AdminState::Enabled),
     };
+    let max_connections = s.optional("max_connections").map(|f| {
+        reader
+            .uint(&f, 0, ConnectionLimits::MAX_CONNECTIONS.into())
+            .map(|n| n as u32)
+    });
     s.finish(reader);
     Some(BackendSpec {
         address: address?,
         weight: weight?,
         state: state?,
+        max_connections: match max_connections {
+            Some(n) => Some(n?),
+            None => None,
+        },
+    })
+}
+
+/// A pool's `max_connections` (per backend), `max_queue`, `queue_timeout`.
+fn connection_limits(reader: &mut Reader<'_>, s: &mut Section<'_, '_>) -> Option<ConnectionLimits> {
+    let max_connections = s.optional("max_connections").map(|f| {
+        reader
+            .uint(&f, 0, ConnectionLimits::MAX_CONNECTIONS.into())
+            .map(|n| n as u32)
+    });
+    let max_queue = s.optional("max_queue").map(|f| {
+        reader
+            .uint(&f, 0, ConnectionLimits::MAX_QUEUE.into())
+            .map(|n| n as u32)
+    });
+    let queue_timeout = s.optional("queue_timeout").map(|f| reader.duration(&f));
+    let defaults = ConnectionLimits::default();
+    Some(ConnectionLimits {
+        max_connections: max_connections.unwrap_or(Some(defaults.max_connections))?,
+        max_queue: max_queue.unwrap_or(Some(defaults.max_queue))?,
+        queue_timeout: queue_timeout.unwrap_or(Some(defaults.queue_timeout))?,
     })
 }

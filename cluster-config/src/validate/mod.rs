@@ -11,8 +11,9 @@
 
 use crate::command::Command;
 use crate::limits::{
-    MAX_BACKENDS, MAX_BATCH_COMMANDS, MAX_DURATION, MAX_ENTRY_REGEXES, MAX_LISTENERS, MAX_NAME_LEN,
-    MAX_NESTING, MAX_NODE_ID, MAX_PEM_BYTES, MAX_POOLS, MAX_TEXT_BYTES, MAX_WEIGHT,
+    MAX_BACKEND_CONNECTIONS, MAX_BACKENDS, MAX_BATCH_COMMANDS, MAX_DURATION, MAX_ENTRY_REGEXES,
+    MAX_LISTENERS, MAX_NAME_LEN, MAX_NESTING, MAX_NODE_ID, MAX_PEM_BYTES, MAX_POOLS, MAX_TEXT_BYTES,
+    MAX_WEIGHT,
 };
 use crate::spec::{BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
 use std::fmt::Display;
@@ -203,7 +204,12 @@ pub(crate) fn counts(spec: &ClusterSpec) -> Result<(), String> {
 /// One backend of `pool`.
 pub(crate) fn backend(pool: &str, backend: &BackendSpec) -> Result<(), String> {
     in_range(&backend.weight, 1, MAX_WEIGHT)
-        .map_err(|why| format!("{}: weight {why}", in_pool(pool, backend.address)))
+        .map_err(|why| format!("{}: weight {why}", in_pool(pool, backend.address)))?;
+    match backend.max_connections {
+        Some(n) => in_range(&n, 0, MAX_BACKEND_CONNECTIONS)
+            .map_err(|why| format!("{}: max_connections {why}", in_pool(pool, backend.address))),
+        None => Ok(()),
+    }
 }
 
 fn in_pool(pool: &str, address: SocketAddr) -> String {

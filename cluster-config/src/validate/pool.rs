@@ -4,9 +4,9 @@
 use super::{name, number, shown, text_len, timeout, token};
 use crate::health::{HealthCheck, OutlierDetection, PoolHealth, Probe, RetryPolicy};
 use crate::limits::{
-    MAX_BACKENDS_PER_POOL, MAX_CONNECT_ATTEMPTS, MAX_CONSECUTIVE_FAILURES, MAX_LEARN_RATE, MAX_PERCENT,
-    MAX_RETRIES_PER_SECOND, MAX_RETRY_ATTEMPTS, MAX_RISE_FALL, MAX_STICKY_ENTRIES, MIN_STICKY_TTL,
-    STATUS_RANGE,
+    MAX_BACKEND_CONNECTIONS, MAX_BACKENDS_PER_POOL, MAX_CONNECT_ATTEMPTS, MAX_CONSECUTIVE_FAILURES,
+    MAX_LEARN_RATE, MAX_PERCENT, MAX_QUEUE, MAX_RETRIES_PER_SECOND, MAX_RETRY_ATTEMPTS, MAX_RISE_FALL,
+    MAX_STICKY_ENTRIES, MIN_STICKY_TTL, STATUS_RANGE,
 };
 use crate::spec::{Algorithm, BackendTls, HashKey, PoolSpec};
 use crate::sticky::{StickyKind, StickyPolicy};
@@ -34,6 +34,14 @@ fn settings(p: &PoolSpec) -> Result<(), String> {
     if let Some(tls) = &p.tls {
         backend_tls(tls).map_err(|why| format!("tls: {why}"))?;
     }
+    number(
+        "max_connections",
+        p.limits.max_connections,
+        0,
+        MAX_BACKEND_CONNECTIONS,
+    )?;
+    number("max_queue", p.limits.max_queue, 0, MAX_QUEUE)?;
+    timeout("queue_timeout", p.limits.queue_timeout, false)?;
     health(&p.health)
 }
 

@@ -322,11 +322,15 @@ fn route() -> impl Strategy<Value = RouteSpec> {
 
 fn backend() -> impl Strategy<Value = BackendSpec> {
     let weight = prop_oneof![30 => 1u32..=1000, 1 => Just(0), 1 => any::<u32>()];
-    (address(), weight, admin_state()).prop_map(|(address, weight, state)| BackendSpec {
-        address,
-        weight,
-        state,
-    })
+    let max_connections = prop_oneof![3 => Just(None), 1 => any::<u32>().prop_map(Some)];
+    (address(), weight, admin_state(), max_connections).prop_map(
+        |(address, weight, state, max_connections)| BackendSpec {
+            address,
+            weight,
+            state,
+            max_connections,
+        },
+    )
 }
 
 fn pool() -> impl Strategy<Value = PoolSpec> {
@@ -377,6 +381,7 @@ fn pool() -> impl Strategy<Value = PoolSpec> {
                     tls,
                     backend_protocol,
                     health,
+                    limits: Default::default(),
                 }
             },
         )

@@ -10,7 +10,7 @@
 
 use super::hash::{self, seed};
 use super::{Balancer, Pick};
-use crate::view::Backend;
+use crate::backend::Backend;
 use raftlb_config::BackendSpec;
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! broken by a rotating start so equally idle backends share the load.
 
 use super::{Balancer, Pick, weights};
-use crate::view::Backend;
+use crate::backend::Backend;
 use raftlb_config::BackendSpec;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

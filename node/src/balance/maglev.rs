@@ -23,7 +23,7 @@
 
 use super::hash::{self, seed};
 use super::{Balancer, Pick};
-use crate::view::Backend;
+use crate::backend::Backend;
 use raftlb_config::BackendSpec;
 use std::sync::Arc;
 
@@ -302,49 +302,5 @@ mod tests {
             hash: Some(1),
         };
         assert_eq!(Maglev::new(&specs).pick(&backends, &pick), None);
-    }
-
-    #[test]
-    fn a_view_rebuild_keeps_the_table_while_the_enabled_backends_stay() {
-        use crate::view::ClusterView;
-        use raftlb_config::{AdminState, ClusterSpec, ClusterState, Command, PoolSpec};
-        let view = |backends: Vec<BackendSpec>, previous: Option<&ClusterView>| {
-            let mut state = ClusterState::default();
-            state.apply(Command::Bootstrap(ClusterSpec {
-                listeners: Vec::new(),
-                pools: vec![PoolSpec {
-                    name: "p".to_string(),
-                    algorithm: raftlb_config::Algorithm::Maglev,
-                    hash_key: Default::default(),
-                    backends,
-                    connect_timeout: PoolSpec::DEFAULT_CONNECT_TIMEOUT,
-                    response_timeout: PoolSpec::DEFAULT_RESPONSE_TIMEOUT,
-                    max_connect_attempts: 1,
-                    sticky: None,
-                    tls: None,
-                    backend_protocol: Default::default(),
-                    health: Default::default(),
-                }],
-            }));
-            ClusterView::build(&state, 0, None, previous)
-        };
-        let specs = test_specs(&[1, 1, 1]);
-        let first = view(specs.clone(), None);
-        let again = view(specs.clone(), Some(&first));
-        let (a, b) = (
-            &first.pool("p").unwrap().balancer,
-            &again.pool("p").unwrap().balancer,
-        );
-        assert!(Arc::ptr_eq(a, b), "same backends: same table");
-        let mut drained = specs.clone();
-        drained[1].state = AdminState::Drain;
-        let changed = view(drained, Some(&again));
-        let c = &changed.pool("p").unwrap().balancer;
-        assert!(!Arc::ptr_eq(b, c));
-        assert_ne!(b.table_fingerprint(), c.table_fingerprint());
-        assert_eq!(
-            c.table_fingerprint(),
-            Some(Maglev::new(&[specs[0].clone(), specs[2].clone()]).fingerprint())
-        );
     }
 }

@@ -3,8 +3,9 @@
 //! identical on every node) and is asked, per connection or request, for a
 //! backend index that is available and not among those already tried
 //! ([`Pick::allows`]). Hashing algorithms also get the request's key hash
-//! ([`key`] computes it from the pool's `hash_key`). Picking never locks
-//! and never allocates.
+//! ([`request_hash`], [`source_hash`], from the pool's `hash_key`). Picking
+//! never locks and never allocates. What a balancer reads of a backend is
+//! its live state ([`Backend`]); it knows nothing of views or pools.
 
 pub mod hash;
 mod ip_hash;
@@ -17,12 +18,13 @@ mod random_two;
 mod round_robin;
 mod weighted_round_robin;
 
-use crate::view::Backend;
+use crate::backend::Backend;
 use raftlb_config::{Algorithm, BackendSpec};
 use std::fmt::Debug;
 use std::sync::Arc;
 
 pub use ip_hash::IpHash;
+pub use key::{request_hash, source_hash};
 pub use least_connections::LeastConnections;
 pub use maglev::Maglev;
 pub use peak_ewma::PeakEwma;
@@ -41,9 +43,10 @@ pub struct Pick<'a> {
 }
 
 impl Pick<'_> {
-    /// Whether backend `i` may take this work: available and not yet tried.
+    /// Whether backend `i` may take this work: available, with room under
+    /// its `max_connections`, and not yet tried.
     pub fn allows(&self, backends: &[Arc<Backend>], i: usize) -> bool {
-        !self.tried.contains(&i) && backends.get(i).is_some_and(|b| b.available())
+        !self.tried.contains(&i) && backends.get(i).is_some_and(|b| b.available() && b.has_room())
     }
 }
 
@@ -96,6 +99,25 @@ pub(crate) fn test_specs(weights: &[u32]) -> Vec<BackendSpec> {
             ..BackendSpec::new(([127, 0, 0, 1], 9000 + i as u16).into())
         })
         .collect()
+}
+
+/// Round-robin pool "p" of [`test_specs`], the other settings at their defaults.
+#[cfg(test)]
+pub(crate) fn test_pool(weights: &[u32]) -> raftlb_config::PoolSpec {
+    raftlb_config::PoolSpec {
+        name: "p".to_string(),
+        algorithm: Algorithm::RoundRobin,
+        hash_key: Default::default(),
+        backends: test_specs(weights),
+        connect_timeout: raftlb_config::PoolSpec::DEFAULT_CONNECT_TIMEOUT,
+        response_timeout: raftlb_config::PoolSpec::DEFAULT_RESPONSE_TIMEOUT,
+        max_connect_attempts: 1,
+        sticky: None,
+        tls: None,
+        backend_protocol: Default::default(),
+        health: Default::default(),
+        limits: Default::default(),
+    }
 }
 
 /// A pick with nothing tried and no hash.

@@ -6,7 +6,7 @@
 //! least-loaded one.
 
 use super::{Balancer, Pick, p2c, weights};
-use crate::view::Backend;
+use crate::backend::Backend;
 use raftlb_config::BackendSpec;
 use std::sync::Arc;
 

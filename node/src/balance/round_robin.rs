@@ -2,7 +2,7 @@
 //! unavailable or tried backend's turn goes to the next.
 
 use super::{Balancer, Pick};
-use crate::view::Backend;
+use crate::backend::Backend;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -8,7 +8,7 @@
 //! update of running weights.
 
 use super::{Balancer, Pick};
-use crate::view::Backend;
+use crate::backend::Backend;
 use raftlb_config::BackendSpec;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

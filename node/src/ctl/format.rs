@@ -172,18 +172,38 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
                 }
             ));
         }
+        let limited =
+            pool.limits.max_connections != 0 || pool.backends.iter().any(|b| b.max_connections.is_some());
+        if limited {
+            out.push_str(&format!(
+                "  queue: {} at most, {} each\n",
+                pool.limits.max_queue,
+                duration::format(pool.limits.queue_timeout)
+            ));
+        }
         let rows: Vec<Vec<String>> = pool
             .backends
             .iter()
             .map(|b| {
-                vec![
+                let mut row = vec![
                     b.address.to_string(),
                     b.weight.to_string(),
                     b.state.name().to_string(),
-                ]
+                ];
+                if limited {
+                    row.push(match b.max_connections.unwrap_or(pool.limits.max_connections) {
+                        0 => "-".to_string(),
+                        n => n.to_string(),
+                    });
+                }
+                row
             })
             .collect();
-        for line in table(&["ADDRESS", "WEIGHT", "STATE"], &rows).lines() {
+        let headers: &[&str] = match limited {
+            true => &["ADDRESS", "WEIGHT", "STATE", "MAX CONNECTIONS"],
+            false => &["ADDRESS", "WEIGHT", "STATE"],
+        };
+        for line in table(headers, &rows).lines() {
             out.push_str(&format!("  {line}\n"));
         }
     }
@@ -452,6 +472,7 @@ mod tests {
             tls: None,
             backend_protocol: Default::default(),
             health: Default::default(),
+            limits: Default::default(),
         };
         let other = PoolSpec {
             name: "api".to_string(),
@@ -471,6 +492,17 @@ mod tests {
              10.0.0.6:8080  25      drain\n"
         );
         assert_eq!(pools(&[]), "no pools\n");
+        let mut limited = pool.clone();
+        limited.limits.max_connections = 100;
+        limited.backends[1].max_connections = Some(20);
+        assert_eq!(
+            pools(&[&limited]),
+            "pool web: weighted_round_robin, connect timeout 3s, response timeout 1m, 1 connect attempt\n  \
+             queue: 1024 at most, 5s each\n  \
+             ADDRESS        WEIGHT  STATE    MAX CONNECTIONS\n  \
+             10.0.0.5:8080  1       enabled  100\n  \
+             10.0.0.6:8080  25      drain    20\n"
+        );
     }
 
     #[test]

@@ -298,7 +298,7 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
-        tokio::spawn(upstream::sweep_idle());
+        tokio::spawn(l7::backend_conn::sweep_idle());
         loop {
             let serve = tokio::select! {
                 serve = listeners.recv() => serve,

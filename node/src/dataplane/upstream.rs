@@ -1,30 +1,21 @@
-//! Connections to backends. [`connect`] opens a TCP connection to a pool's
-//! backend, asking the balancer again (bounded by the pool's
-//! `max_connect_attempts`) when one refuses or times out; L4 listeners splice
-//! that stream, L7 listeners run HTTP/1.1 ([`H1Conn`]) or HTTP/2 over it.
-//! Idle keep-alive HTTP connections are kept per worker thread
-//! ([`take_idle`], [`put_idle`]): a connection's socket is registered with
-//! the worker that opened it, so reusing it there keeps each request on one
-//! thread, with no lock at all.
+//! Choosing a backend that answers: one loop for every kind of work
+//! ([`reach`]). It takes a slot at the backend the pool offers next
+//! ([`reserve`]: a session's backend first, then the balancer's picks),
+//! waiting in the pool's queue while the backends it may use are at their
+//! `max_connections`; then it opens what the work needs there (a TCP
+//! connection for L4, [`connect`]; an HTTP connection for L7, in
+//! [`backend_conn`](crate::dataplane::l7::backend_conn)), and when that
+//! fails asks for the next backend, up to the pool's `max_connect_attempts`.
 
-use crate::dataplane::l7::h1_client::{BackendError, H1Conn, ResponseBody, SendError};
-use crate::dataplane::l7::request_body::RequestBody;
-use crate::dataplane::l7::retry;
+use crate::backend::queue::QueueRefusal;
+use crate::backend::{ActiveGuard, Backend};
+use crate::balance;
 use crate::health::outlier::{self, Outcome};
-use crate::view::{ActiveGuard, Attempts, PoolView};
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::client::conn::http2;
-use raftlb_config::BackendProtocol;
-use std::cell::RefCell;
-use std::collections::HashMap;
+use crate::view::{Attempts, Next, PoolView};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Why no backend could be reached.
@@ -32,43 +23,105 @@ use tokio::net::TcpStream;
 pub enum ConnectError {
     #[error("pool \"{0}\" has no backend left to try")]
     NoBackend(String),
+    #[error("pool \"{pool}\": {refusal}")]
+    Queue { pool: String, refusal: QueueRefusal },
     #[error("backend {address}: connect timed out after {timeout:?}")]
     Timeout { address: SocketAddr, timeout: Duration },
     #[error("backend {address}: {source}")]
     Io { address: SocketAddr, source: io::Error },
 }
 
-/// Opens a connection for `client` to one of `pool`'s backends,
-/// `preferred` (a sticky session's) first. The returned guard counts the
-/// connection against its backend for least-connections; the connect time
-/// (or the timeout) is the backend's latency sample for peak EWMA.
+/// A slot at the next backend of `pool` for this work (`preferred`, a
+/// session's, first), waiting in the pool's queue while every backend it
+/// may use is full: at most `queue_timeout`, and only if fewer than
+/// `max_queue` already wait.
+pub async fn reserve(
+    pool: &PoolView,
+    preferred: Option<SocketAddr>,
+    attempts: &mut Attempts,
+) -> Result<ActiveGuard, ConnectError> {
+    let limits = &pool.spec.limits;
+    let refused = |refusal| ConnectError::Queue {
+        pool: pool.spec.name.clone(),
+        refusal,
+    };
+    let mut place = None;
+    loop {
+        let pinned = match pool.next_backend(preferred, attempts) {
+            Next::Reserved(guard) => return Ok(guard),
+            Next::Exhausted => return Err(ConnectError::NoBackend(pool.spec.name.clone())),
+            Next::Full(pinned) => pinned,
+        };
+        let place = match &mut place {
+            Some(place) => place,
+            None => place.insert(
+                pool.queue
+                    .join(limits.max_queue as usize, limits.queue_timeout)
+                    .map_err(refused)?,
+            ),
+        };
+        // Newly listening: look once more, since a slot may have freed
+        // before this work was counted as waiting for it.
+        if !place.listen(pinned.as_ref()) {
+            place.wait().await.map_err(refused)?;
+        }
+    }
+}
+
+/// Tries the backends of `pool` ([`reserve`]) until `open` succeeds on one,
+/// and returns what it opened with the backend's slot. Each failure counts
+/// for the backend's outlier detection; success is the caller's to judge.
+pub async fn reach<T, F>(
+    pool: &PoolView,
+    preferred: Option<SocketAddr>,
+    attempts: &mut Attempts,
+    mut open: impl FnMut(Arc<Backend>) -> F,
+) -> Result<(T, ActiveGuard), ConnectError>
+where
+    F: Future<Output = Result<T, ConnectError>>,
+{
+    let mut last_error = None;
+    loop {
+        let guard = match reserve(pool, preferred, attempts).await {
+            Ok(guard) => guard,
+            Err(ConnectError::NoBackend(_)) if last_error.is_some() => {
+                return Err(last_error.expect("checked"));
+            }
+            Err(e) => return Err(e),
+        };
+        match open(Arc::clone(guard.backend())).await {
+            Ok(opened) => return Ok((opened, guard)),
+            Err(e) => {
+                tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");
+                outlier::record(pool, guard.backend(), Outcome::Failure);
+                last_error = Some(e);
+            }
+        }
+    }
+}
+
+/// Opens a TCP connection for `client` (an L4 listener's) to one of
+/// `pool`'s backends, `preferred` (a sticky session's) first. The guard
+/// holds the connection's slot at its backend; the connect time (or the
+/// timeout) is the backend's latency sample for peak EWMA.
 pub async fn connect(
     pool: &PoolView,
     preferred: Option<SocketAddr>,
     client: IpAddr,
 ) -> Result<(TcpStream, ActiveGuard), ConnectError> {
-    let mut attempts = Attempts::with_hash(pool.source_hash(client));
-    let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
-    while let Some(backend) = pool.next_backend(preferred, &mut attempts) {
-        let guard = backend.track();
+    let mut attempts = Attempts::with_hash(balance::source_hash(&pool.spec, client));
+    reach(pool, preferred, &mut attempts, |backend| async move {
         let started = Instant::now();
         let connected = connect_one(backend.address(), pool.spec.connect_timeout).await;
         if let Ok(_) | Err(ConnectError::Timeout { .. }) = &connected {
             backend.latency().record(started.elapsed());
         }
-        match connected {
-            Ok(stream) => {
-                outlier::record(pool, &backend, Outcome::Success);
-                return Ok((stream, guard));
-            }
-            Err(e) => {
-                tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");
-                outlier::record(pool, &backend, Outcome::Failure);
-                last_error = e;
-            }
+        if connected.is_ok() {
+            outlier::record(pool, &backend, Outcome::Success);
         }
-    }
-    Err(last_error)
+        connected
+    })
+    .await
 }
 
 /// One connection attempt with a deadline, Nagle off.
@@ -83,302 +136,112 @@ pub async fn connect_one(address: SocketAddr, timeout: Duration) -> Result<TcpSt
     Ok(stream)
 }
 
-/// A connection to a backend: HTTP/1.1 with keep-alive (one request at a
-/// time, driven by the request's task: [`H1Conn`]), or HTTP/2 (requests
-/// multiplexed by hyper's client; the idle pool keeps it listed while it
-/// is in use, so every request of this worker shares it).
-#[derive(Debug)]
-pub enum Sender {
-    Http1(H1Conn),
-    Http2(http2::SendRequest<RequestBody>),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::test_pool_view;
 
-/// A backend's response body, as its connection delivers it.
-#[derive(Debug)]
-pub enum BackendBody {
-    /// From our HTTP/1.1 client, whose connection is reused after it.
-    Http1(ResponseBody),
-    /// From hyper's client: an HTTP/2 stream's, or a refused upgrade's
-    /// (its HTTP/1.1 connection is not reused).
-    Hyper(Incoming),
-}
-
-impl Sender {
-    /// Whether the backend has closed the connection (for HTTP/1.1, one
-    /// read attempt that does not wait).
-    pub fn is_closed(&mut self) -> bool {
-        match self {
-            Sender::Http1(conn) => !conn.is_open(),
-            Sender::Http2(s) => s.is_closed(),
-        }
+    /// One backend that takes one piece of work at a time.
+    fn queued(max_queue: u32, timeout: Duration) -> Arc<PoolView> {
+        let mut spec = balance::test_pool(&[1]);
+        spec.limits.max_connections = 1;
+        spec.limits.max_queue = max_queue;
+        spec.limits.queue_timeout = timeout;
+        test_pool_view(spec)
     }
 
-    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
-        match self {
-            Sender::Http1(_) => Ok(()),
-            Sender::Http2(s) => s.ready().await,
-        }
+    async fn take(pool: &PoolView) -> Result<ActiveGuard, ConnectError> {
+        reserve(pool, None, &mut Attempts::default()).await
     }
 
-    /// Sends `request` and returns the response head with its body to
-    /// come. The request stays the caller's: HTTP/1.1 only reads it (a body
-    /// still arriving is taken, leaving it spent); HTTP/2 takes it, or a
-    /// copy of it when `keep` asks for the original to stay whole.
-    pub async fn send(
-        self,
-        request: &mut Request<RequestBody>,
-        keep: bool,
-    ) -> Result<Response<BackendBody>, SendError> {
-        match self {
-            Sender::Http1(conn) => {
-                let (response, body) = conn.send(request).await?;
-                Ok(response.map(|()| BackendBody::Http1(body)))
-            }
-            Sender::Http2(mut sender) => {
-                let copy = keep.then(|| retry::copy(request)).flatten();
-                let copied = copy.is_some();
-                let outgoing =
-                    copy.unwrap_or_else(|| std::mem::replace(request, Request::new(RequestBody::spent())));
-                match sender.try_send_request(outgoing).await {
-                    Ok(response) => Ok(response.map(BackendBody::Hyper)),
-                    Err(mut e) => {
-                        let message = e.take_message();
-                        let unsent = message.is_some();
-                        if let Some(message) = message.filter(|_| !copied) {
-                            *request = message;
-                        }
-                        let error = BackendError::Http2(e.into_error());
-                        Err(SendError { error, unsent })
-                    }
+    #[tokio::test]
+    async fn work_waits_for_a_freed_slot_in_a_bounded_queue() {
+        let pool = queued(1, Duration::from_secs(10));
+        let held = take(&pool).await.expect("a free slot");
+        let waiting = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { take(&pool).await.map(|g| g.backend().address()) })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.queue.queued() != 1 {
+            assert!(Instant::now() < deadline, "the second piece of work never queued");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let refused = take(&pool).await.expect_err("the queue holds one");
+        assert!(
+            matches!(
+                refused,
+                ConnectError::Queue {
+                    refusal: QueueRefusal::Full(1),
+                    ..
                 }
-            }
-        }
-    }
-}
-
-/// Most idle connections kept per backend per worker.
-const MAX_IDLE: usize = 256;
-/// Idle connections older than this are closed rather than reused, to stay
-/// clear of backends' own keep-alive timeouts (Apache and Node.js: 5 s).
-const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
-
-/// Idle connections are kept by backend address and whether they are TLS.
-type IdleKey = (SocketAddr, bool);
-
-thread_local! {
-    static IDLE: RefCell<HashMap<IdleKey, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
-}
-
-/// The most recently used open idle connection to `backend` on this worker.
-pub fn take_idle(backend: SocketAddr, tls: bool) -> Option<Sender> {
-    let now = Instant::now();
-    IDLE.with_borrow_mut(|idle| {
-        let list = idle.get_mut(&(backend, tls))?;
-        while let Some((mut sender, since)) = list.pop() {
-            if now.duration_since(since) >= MAX_IDLE_AGE || sender.is_closed() {
-                continue;
-            }
-            if let Sender::Http2(shared) = &sender {
-                // Multiplexed: stays listed for the next request.
-                list.push((Sender::Http2(shared.clone()), now));
-            }
-            return Some(sender);
-        }
-        None
-    })
-}
-
-/// Keeps a connection whose last response was fully read, for reuse on this worker.
-pub fn put_idle(backend: SocketAddr, tls: bool, sender: Sender) {
-    // An HTTP/2 connection never left the list.
-    if matches!(sender, Sender::Http2(_)) {
-        return;
-    }
-    IDLE.with_borrow_mut(|idle| {
-        let list = idle.entry((backend, tls)).or_default();
-        if list.len() >= MAX_IDLE {
-            list.remove(0);
-        }
-        list.push((sender, Instant::now()));
-    });
-}
-
-/// Closes, every half [`MAX_IDLE_AGE`], this worker's idle connections
-/// that are too old to be reused or that their backend has closed. Idle
-/// HTTP/1.1 connections have no task watching them, so without this a
-/// backend's close would leave the socket half-closed until the next
-/// request to that backend. Runs for the worker's life.
-pub async fn sweep_idle() {
-    loop {
-        tokio::time::sleep(MAX_IDLE_AGE / 2).await;
-        let now = Instant::now();
-        IDLE.with_borrow_mut(|idle| {
-            for list in idle.values_mut() {
-                list.retain_mut(|(sender, since)| {
-                    now.duration_since(*since) < MAX_IDLE_AGE && !sender.is_closed()
-                });
-            }
-            idle.retain(|_, list| !list.is_empty());
-        });
-    }
-}
-
-/// Opens a new connection to `address`, a backend of `pool` (HTTP/1.1 or
-/// HTTP/2 as the pool says, over TLS if it says so, the handshake within the
-/// connect timeout too); an HTTP/2 connection's driver task is spawned on
-/// this worker.
-///
-/// The work is boxed: connecting (a TLS client state above all) is a future
-/// of about 6.7 KB, which every request's future would otherwise carry
-/// (making it 11 KB, copied whole when an HTTP/2 stream's task is spawned
-/// and when an HTTP/1 request starts) although most requests take an idle
-/// connection and never get here.
-pub async fn handshake(address: SocketAddr, pool: &PoolView) -> Result<Sender, ConnectError> {
-    Box::pin(open(address, pool)).await
-}
-
-async fn open(address: SocketAddr, pool: &PoolView) -> Result<Sender, ConnectError> {
-    let h2 = pool.spec.backend_protocol == BackendProtocol::H2;
-    match connect_transport(address, pool).await? {
-        Transport::Plain(io) if h2 => http2(address, io).await,
-        Transport::Tls(io) if h2 => http2(address, *io).await,
-        transport => Ok(Sender::Http1(H1Conn::new(transport))),
-    }
-}
-
-/// An HTTP/1.1 connection whatever the pool's protocol: what an `Upgrade`
-/// (WebSocket) needs. Over TLS when the pool says so. Boxed, as [`handshake`].
-pub async fn handshake_http1(
-    address: SocketAddr,
-    pool: &PoolView,
-) -> Result<SendRequest<RequestBody>, ConnectError> {
-    Box::pin(async move {
-        match connect_transport(address, pool).await? {
-            Transport::Plain(io) => http1(address, io).await,
-            Transport::Tls(io) => http1(address, *io).await,
-        }
-    })
-    .await
-}
-
-/// A connected stream to a backend, TLS or not.
-#[derive(Debug)]
-pub enum Transport {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Transport {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Transport::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Transport::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
-        }
+            ),
+            "{refused}"
+        );
+        drop(held);
+        let address = waiting
+            .await
+            .expect("joined")
+            .expect("served once the slot freed");
+        assert_eq!(address, pool.backends[0].address());
+        assert_eq!(pool.queue.queued(), 0);
+        assert_eq!(
+            pool.queue
+                .refused_full_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            Transport::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
-        }
+    #[tokio::test]
+    async fn work_waits_no_longer_than_the_queue_timeout() {
+        let pool = queued(8, Duration::from_millis(100));
+        let _held = take(&pool).await.expect("a free slot");
+        let started = tokio::time::Instant::now();
+        let refused = take(&pool).await.expect_err("no slot frees");
+        assert!(
+            matches!(
+                refused,
+                ConnectError::Queue {
+                    refusal: QueueRefusal::Timeout(_),
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(pool.queue.queued(), 0, "the place is given up");
     }
 
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Transport::Plain(io) => io.is_write_vectored(),
-            Transport::Tls(io) => io.is_write_vectored(),
-        }
+    #[tokio::test]
+    async fn no_queue_refuses_at_once() {
+        let pool = queued(0, Duration::from_secs(10));
+        let _held = take(&pool).await.expect("a free slot");
+        assert!(matches!(
+            take(&pool).await,
+            Err(ConnectError::Queue {
+                refusal: QueueRefusal::Full(0),
+                ..
+            })
+        ));
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(io) => Pin::new(io).poll_flush(cx),
-            Transport::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiter_is_served_as_slots_free() {
+        let pool = queued(64, Duration::from_secs(10));
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move {
+                    let guard = take(&pool).await.expect("served in turn");
+                    assert_eq!(guard.backend().active(), 1, "never over max_connections");
+                    tokio::task::yield_now().await;
+                })
+            })
+            .collect();
+        for waiter in waiters {
+            waiter.await.expect("no waiter starves or overshoots");
         }
+        assert_eq!(pool.backends[0].active(), 0);
     }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Transport::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// TCP to `address`, then TLS if the pool says so, each within the pool's
-/// connect timeout.
-async fn connect_transport(address: SocketAddr, pool: &PoolView) -> Result<Transport, ConnectError> {
-    let timeout = pool.spec.connect_timeout;
-    let stream = connect_one(address, timeout).await?;
-    let io_error = |source| ConnectError::Io { address, source };
-    match &pool.tls {
-        None => Ok(Transport::Plain(stream)),
-        Some(Err(reason)) => Err(io_error(io::Error::other(format!(
-            "TLS to backends unavailable: {reason}"
-        )))),
-        Some(Ok(connector)) => {
-            let tls = tokio::time::timeout(timeout, connector.connect(stream, address))
-                .await
-                .map_err(|_| ConnectError::Timeout { address, timeout })?
-                .map_err(|e| io_error(io::Error::other(format!("TLS handshake: {e}"))))?;
-            Ok(Transport::Tls(Box::new(tls)))
-        }
-    }
-}
-
-/// HTTP/2 over `io` (prior knowledge, or ALPN `h2` already agreed), its
-/// driver spawned on this worker.
-async fn http2<I>(address: SocketAddr, io: I) -> Result<Sender, ConnectError>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .timer(hyper_util::rt::TokioTimer::new())
-        .handshake(hyper_util::rt::TokioIo::new(io))
-        .await
-        .map_err(|e| ConnectError::Io {
-            address,
-            source: io::Error::other(e),
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(%address, error = %e, "upstream HTTP/2 connection ended");
-        }
-    });
-    Ok(Sender::Http2(sender))
-}
-
-/// HTTP/1.1 over `io`, its driver spawned on this worker.
-async fn http1<I>(address: SocketAddr, io: I) -> Result<SendRequest<RequestBody>, ConnectError>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .max_buf_size(256 * 1024)
-        .handshake(hyper_util::rt::TokioIo::new(io))
-        .await
-        .map_err(|e| ConnectError::Io {
-            address,
-            source: io::Error::other(e),
-        })?;
-    tokio::spawn(async move {
-        // With upgrades: a `101` hands the connection to a tunnel.
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(%address, error = %e, "upstream connection ended");
-        }
-    });
-    Ok(sender)
 }

@@ -12,10 +12,11 @@
 //! its own last verdict instead of sending traffic to a known-dead backend.
 
 use super::probe::probe;
+use crate::backend::Backend;
 use crate::control::ControlPlane;
 use crate::control::proposer::Proposer;
 use crate::control::state_machine::Applied;
-use crate::view::{Backend, ClusterView, PoolView};
+use crate::view::{ClusterView, PoolView};
 use raftlb_config::{Command, HealthCheck};
 use std::collections::HashMap;
 use std::net::SocketAddr;

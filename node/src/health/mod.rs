@@ -5,7 +5,8 @@
 //! (real traffic failed too often in a row: [`outlier`]) — unless its pool
 //! is in **panic** (fewer healthy backends than the pool's panic threshold),
 //! when health is ignored and traffic spreads over all enabled backends.
-//! These are bits of one atomic per backend ([`BackendHealth`]), so the
+//! These are bits of one atomic per backend
+//! ([`BackendHealth`](crate::backend::health::BackendHealth)), so the
 //! request path pays one load per candidate.
 //!
 //! A backend coming back (checks pass `rise` times, an ejection ends, or it
@@ -23,8 +24,8 @@ pub mod upkeep;
 
 use retry_budget::RetryBudget;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Instant;
 
 /// Milliseconds on a monotonic clock that starts with the process (never 0:
 /// 0 means "never" in the fields below).
@@ -32,141 +33,6 @@ pub fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     epoch.elapsed().as_millis() as u64 + 1
-}
-
-const DOWN: u8 = 1;
-const EJECTED: u8 = 2;
-const PANIC: u8 = 4;
-
-/// One backend's health on this node; kept across view rebuilds with the
-/// backend's other live state.
-#[derive(Debug, Default)]
-pub struct BackendHealth {
-    flags: AtomicU8,
-    /// Real-traffic failures since the last success.
-    pub(crate) consecutive_failures: AtomicU32,
-    /// Ejections not yet forgiven (one is forgiven per base ejection time
-    /// spent healthy); the next ejection lasts this many + 1 base times.
-    pub(crate) ejections: AtomicU32,
-    /// While ejected: when the ejection ends. Otherwise: when the last one ended.
-    pub(crate) ejection_mark_ms: AtomicU64,
-    /// When the backend last came (back) into service, for slow start; 0: long ago.
-    ramp_from_ms: AtomicU64,
-    /// Slow start's admission credit, in thousandths of a pick.
-    ramp_credit: AtomicU32,
-}
-
-impl BackendHealth {
-    /// A backend this node last saw down (committed before a restart)
-    /// starts down, until its checks pass `rise` times.
-    pub fn starting_down() -> Self {
-        let health = BackendHealth::default();
-        health.flags.store(DOWN, Ordering::Relaxed);
-        health
-    }
-
-    /// A backend added to a running pool: in service, ramping up.
-    pub fn ramping() -> Self {
-        let health = BackendHealth::default();
-        health.ramp_from_ms.store(now_ms(), Ordering::Relaxed);
-        health
-    }
-
-    /// Whether balancers may pick it.
-    pub fn available(&self) -> bool {
-        let flags = self.flags.load(Ordering::Relaxed);
-        flags & (DOWN | EJECTED) == 0 || flags & PANIC != 0
-    }
-
-    /// Healthy by checks and not ejected, panic or not.
-    pub fn healthy(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & (DOWN | EJECTED) == 0
-    }
-
-    pub fn is_down(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & DOWN != 0
-    }
-
-    pub fn is_ejected(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & EJECTED != 0
-    }
-
-    /// Marks it down or up by active checks; true if that changed anything.
-    pub(crate) fn set_down(&self, down: bool) -> bool {
-        let changed = match down {
-            true => self.flags.fetch_or(DOWN, Ordering::Relaxed) & DOWN == 0,
-            false => self.flags.fetch_and(!DOWN, Ordering::Relaxed) & DOWN != 0,
-        };
-        if changed && !down && !self.is_ejected() {
-            self.ramp_from_ms.store(now_ms(), Ordering::Relaxed);
-        }
-        changed
-    }
-
-    /// Ejects it until `until_ms`; false if another caller already had.
-    pub(crate) fn eject(&self, until_ms: u64) -> bool {
-        if self.flags.fetch_or(EJECTED, Ordering::AcqRel) & EJECTED != 0 {
-            return false;
-        }
-        self.ejection_mark_ms.store(until_ms, Ordering::Release);
-        true
-    }
-
-    /// Ends an ejection whose time is up; true if it ended one.
-    pub(crate) fn readmit_if_due(&self, now: u64) -> bool {
-        if !self.is_ejected() || self.ejection_mark_ms.load(Ordering::Acquire) > now {
-            return false;
-        }
-        self.ejection_mark_ms.store(now, Ordering::Release);
-        self.flags.fetch_and(!EJECTED, Ordering::AcqRel);
-        if !self.is_down() {
-            self.ramp_from_ms.store(now, Ordering::Relaxed);
-        }
-        true
-    }
-
-    /// Sets or clears the pool's panic on this backend.
-    pub(crate) fn set_panic(&self, panic: bool) {
-        if (self.flags.load(Ordering::Relaxed) & PANIC != 0) == panic {
-            return;
-        }
-        match panic {
-            true => self.flags.fetch_or(PANIC, Ordering::Relaxed),
-            false => self.flags.fetch_and(!PANIC, Ordering::Relaxed),
-        };
-    }
-
-    /// Slow start: whether this pick may go to the backend, so that while
-    /// it ramps it takes [`ramp`](Self::ramp) of the picks that chose it
-    /// (each pick earns it that much credit; a whole one admits).
-    pub fn admit(&self, window: Duration, now: u64) -> bool {
-        let ramp = self.ramp(window, now);
-        if ramp >= 1.0 {
-            return true;
-        }
-        let earned = (ramp * 1000.0) as u32;
-        let credit = self.ramp_credit.fetch_add(earned, Ordering::Relaxed) + earned;
-        if credit < 1000 {
-            return false;
-        }
-        self.ramp_credit.fetch_sub(1000, Ordering::Relaxed);
-        true
-    }
-
-    /// The share of its normal traffic it takes now, in (0, 1]: 1 outside
-    /// a slow-start window, else growing linearly from 10 % across it.
-    pub fn ramp(&self, window: Duration, now: u64) -> f64 {
-        let from = self.ramp_from_ms.load(Ordering::Relaxed);
-        let window_ms = window.as_millis() as u64;
-        if from == 0 || window_ms == 0 {
-            return 1.0;
-        }
-        let elapsed = now.saturating_sub(from);
-        if elapsed >= window_ms {
-            return 1.0;
-        }
-        (elapsed as f64 / window_ms as f64).max(0.1)
-    }
 }
 
 /// A pool's failure-handling state on this node, kept across view rebuilds
@@ -180,47 +46,4 @@ pub struct PoolRuntime {
     pub retries_total: AtomicU64,
     /// Retries the budget refused.
     pub retries_refused_total: AtomicU64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn down_or_ejected_is_unavailable_unless_the_pool_panics() {
-        let health = BackendHealth::default();
-        assert!(health.available());
-        assert!(health.set_down(true));
-        assert!(!health.set_down(true), "already down");
-        assert!(!health.available());
-        health.set_panic(true);
-        assert!(health.available() && !health.healthy());
-        health.set_panic(false);
-        health.set_down(false);
-        assert!(health.eject(now_ms() + 60_000));
-        assert!(!health.eject(now_ms() + 60_000), "ejected once");
-        assert!(!health.available());
-        assert!(!health.readmit_if_due(now_ms()), "not yet due");
-        assert!(health.readmit_if_due(now_ms() + 60_001));
-        assert!(health.available());
-    }
-
-    #[test]
-    fn a_returning_backend_ramps_up_across_the_window() {
-        let health = BackendHealth::starting_down();
-        let window = Duration::from_secs(10);
-        health.set_down(false);
-        let start = now_ms();
-        assert!(health.ramp(window, start) <= 0.11);
-        let half = health.ramp(window, start + 5_000);
-        assert!((0.45..=0.55).contains(&half), "{half}");
-        assert_eq!(health.ramp(window, start + 10_001), 1.0);
-        assert_eq!(health.ramp(Duration::ZERO, start), 1.0, "no slow start");
-        let admitted = (0..1000).filter(|_| health.admit(window, start + 2_500)).count();
-        assert!(
-            (240..=260).contains(&admitted),
-            "a quarter of the picks: {admitted}"
-        );
-        assert!(health.admit(window, start + 10_001));
-    }
 }

@@ -8,7 +8,8 @@
 //! [`upkeep`](super::upkeep) readmits it when its time is up.
 
 use super::now_ms;
-use crate::view::{Backend, PoolView};
+use crate::backend::Backend;
+use crate::view::PoolView;
 use std::sync::atomic::Ordering;
 
 /// What one try against a backend came to.

@@ -3,6 +3,7 @@
 //! TLS when the pool's backends speak it), on a fresh connection closed
 //! after the answer. The error says what was wrong, for the log.
 
+use crate::dataplane::l7::backend_conn;
 use crate::dataplane::l7::request_body::RequestBody;
 use crate::dataplane::upstream;
 use crate::view::PoolView;
@@ -34,7 +35,7 @@ pub async fn probe(pool: &PoolView, address: SocketAddr, check: &HealthCheck) ->
 }
 
 async fn http_probe(pool: &PoolView, address: SocketAddr, probe: &HttpProbe) -> Result<(), String> {
-    let mut sender = upstream::handshake_http1(address, pool)
+    let mut sender = backend_conn::handshake_http1(address, pool)
         .await
         .map_err(|e| e.to_string())?;
     let host = probe.host.clone().unwrap_or_else(|| address.to_string());

@@ -7,9 +7,11 @@
 //! that are dropped), and a new session must pass admission (the ACL and
 //! its source's limits: a source's sessions count as its connections).
 
+use crate::backend::ActiveGuard;
+use crate::balance;
 use crate::dataplane::Shutdown;
 use crate::dataplane::admission::{self, Admitted};
-use crate::view::{ActiveGuard, Attempts, SharedView};
+use crate::view::{Attempts, Next, SharedView};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -125,8 +127,13 @@ impl Relay {
             .as_ref()
             .map(|sticky| sticky.by_source(client.ip(), |b| pool.keeps_sessions(b)));
         let preferred = affinity.as_ref().and_then(|a| a.preferred);
-        let mut attempts = Attempts::with_hash(pool.source_hash(client.ip()));
-        let backend = pool.next_backend(preferred, &mut attempts)?;
+        let mut attempts = Attempts::with_hash(balance::source_hash(&pool.spec, client.ip()));
+        // No queue for datagrams: with every backend full, this one is dropped.
+        let Next::Reserved(slot) = pool.next_backend(preferred, &mut attempts) else {
+            tracing::debug!(listener, %client, "no backend with room for a UDP session; datagram dropped");
+            return None;
+        };
+        let backend = Arc::clone(slot.backend());
         if let (Some(sticky), Some(affinity)) = (&pool.sticky, &affinity)
             && let Some(commit) = sticky.settle(affinity, backend.address()).commit
         {
@@ -161,7 +168,7 @@ impl Relay {
             (client, id),
             Arc::clone(&session.activity),
             route.spec.idle_timeout,
-            (backend.track(), admitted, descriptor),
+            (slot, admitted, descriptor),
             expired.clone(),
         ));
         Some(session)

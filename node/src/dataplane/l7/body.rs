@@ -5,8 +5,8 @@
 //! (client gone) takes its connection down with it, since the connection
 //! still holds unread bytes.
 
-use crate::dataplane::upstream::{self, BackendBody, Sender};
-use crate::view::ActiveGuard;
+use super::backend_conn::{self, BackendBody, Sender};
+use crate::backend::ActiveGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -63,7 +63,7 @@ impl UpstreamBody {
         if let BackendBody::Http1(body) = &mut self.inner
             && let Some(conn) = body.reusable()
         {
-            upstream::put_idle(guard.backend().address(), self.tls, Sender::Http1(conn));
+            backend_conn::put_idle(guard.backend().address(), self.tls, Sender::Http1(conn));
         }
     }
 }

@@ -20,11 +20,11 @@
 //! `Connection: close`, or `HTTP/1.0` with `keep-alive`), the whole request
 //! body went out, the response had its own framing and nothing follows it.
 
+use super::backend_conn::Transport;
 use super::chunked::{self, Chunked, Step};
 use super::framing::parse_length;
 use super::headers::connection_has;
 use super::request_body::{Cut, RequestBody, RequestBodyError};
-use crate::dataplane::upstream::Transport;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};

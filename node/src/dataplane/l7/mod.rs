@@ -1,6 +1,7 @@
 //! Layer 7: HTTP/1.1 and cleartext HTTP/2 from clients, HTTP/1.1 with
 //! keep-alive to backends.
 
+pub(crate) mod backend_conn;
 mod body;
 pub(crate) mod chunked;
 mod client_conn;

@@ -5,20 +5,24 @@
 //! ([`sticky`]); an `Upgrade` request becomes a tunnel ([`upgrade`]).
 //! Local answers: 502 when no backend can be reached or the backend fails,
 //! 504 when the backend's response headers do not arrive in time, 503 when
-//! the listener has no pool in the current view, 404 when no route takes
+//! the listener has no pool in the current view or the backends are at
+//! their `max_connections` past the pool's queue, 404 when no route takes
 //! the request and the listener has no pool, 413 when the body passes the
 //! listener's `max_body_bytes`.
 
+use super::backend_conn::{self, BackendBody, Sender};
 use super::body::{ProxyBody, UpstreamBody};
 use super::h1_client::{BackendError, SendError};
 use super::headers;
 use super::request_body::{self, BodyLimits, Cut, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
 use super::{retry, route, sticky};
+use crate::backend::ActiveGuard;
+use crate::balance;
 use crate::dataplane::admission::Admitted;
-use crate::dataplane::upstream::{self, BackendBody, ConnectError, Sender};
+use crate::dataplane::upstream::{self, ConnectError};
 use crate::health::outlier::{self, Outcome};
-use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
+use crate::view::{Attempts, PoolView, SharedView};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -80,7 +84,12 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     };
     let affinity = sticky::affinity(pool, request.headers(), conn.client.ip());
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
-    let hash = pool.request_hash(conn.client.ip(), request.headers(), request.uri().path());
+    let hash = balance::request_hash(
+        &pool.spec,
+        conn.client.ip(),
+        request.headers(),
+        request.uri().path(),
+    );
     let limits = &listener.spec.http;
     let body_limits = BodyLimits::of(limits);
     let declared = request
@@ -214,6 +223,11 @@ impl Failure {
             }
             Failure::Cut(Cut::TimedOut(_)) => local(StatusCode::REQUEST_TIMEOUT, "request body too slow\n"),
             Failure::BadBody(_) => local(StatusCode::BAD_REQUEST, "malformed request body\n"),
+            Failure::Connect(ConnectError::Queue { .. })
+            | Failure::Upgrade(UpgradeError::Connect(ConnectError::Queue { .. })) => local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every backend is at its connection limit\n",
+            ),
             Failure::Connect(_) | Failure::Backend { .. } | Failure::Upgrade(_) => {
                 local(StatusCode::BAD_GATEWAY, "no backend answered\n")
             }
@@ -302,7 +316,7 @@ async fn try_backend(
             // to another backend if this one is gone.
             Ok(Err(SendError { unsent: true, .. })) if !fresh => {
                 fresh = true;
-                match upstream::handshake(backend, pool).await {
+                match backend_conn::handshake(backend, pool).await {
                     Ok(new) => sender = new,
                     Err(e) => {
                         tracing::warn!(pool = %pool.spec.name, error = %e, "reconnect failed, trying another backend");
@@ -364,24 +378,17 @@ async fn checkout(
     preferred: Option<SocketAddr>,
     attempts: &mut Attempts,
 ) -> Result<(Sender, ActiveGuard, bool), ConnectError> {
-    let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
-    while let Some(backend) = pool.next_backend(preferred, attempts) {
-        let guard = backend.track();
-        while let Some(mut sender) = upstream::take_idle(backend.address(), pool.tls.is_some()) {
+    let tls = pool.tls.is_some();
+    let ((sender, fresh), guard) = upstream::reach(pool, preferred, attempts, |backend| async move {
+        while let Some(mut sender) = backend_conn::take_idle(backend.address(), tls) {
             if sender.ready().await.is_ok() {
-                return Ok((sender, guard, false));
+                return Ok((sender, false));
             }
         }
-        match upstream::handshake(backend.address(), pool).await {
-            Ok(sender) => return Ok((sender, guard, true)),
-            Err(e) => {
-                tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");
-                outlier::record(pool, &backend, Outcome::Failure);
-                last_error = e;
-            }
-        }
-    }
-    Err(last_error)
+        Ok((backend_conn::handshake(backend.address(), pool).await?, true))
+    })
+    .await?;
+    Ok((sender, guard, fresh))
 }
 
 /// `301` to the same host (default port) and path over https.

@@ -121,23 +121,9 @@ pub fn find<'r, B>(routes: &'r [RouteView], request: &Request<B>) -> Option<&'r 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftlb_config::{Algorithm, PoolSpec};
-    use std::time::Duration;
 
     fn pools() -> HashMap<String, Arc<PoolView>> {
-        let spec = PoolSpec {
-            name: "p".to_string(),
-            algorithm: Algorithm::RoundRobin,
-            hash_key: Default::default(),
-            backends: vec![raftlb_config::BackendSpec::new("127.0.0.1:1".parse().unwrap())],
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
-            max_connect_attempts: 1,
-            sticky: None,
-            tls: None,
-            backend_protocol: Default::default(),
-            health: Default::default(),
-        };
+        let spec = crate::balance::test_pool(&[1]);
         let state = {
             let mut state = raftlb_config::ClusterState::default();
             let seed = raftlb_config::ClusterSpec {

@@ -12,12 +12,12 @@
 //! connection: a draining node waits for it to end, up to the drain
 //! timeout, and the hard stop after that closes it.
 
+use super::backend_conn::{self, BackendBody};
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers::{connection_has, remove_hop_by_hop};
 use super::request_body::{BodyLimits, RequestBody};
 use crate::dataplane::splice::splice;
-use crate::dataplane::upstream::{self, BackendBody, ConnectError};
-use crate::health::outlier::{self, Outcome};
+use crate::dataplane::upstream::{self, ConnectError};
 use crate::view::{Attempts, PoolView};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -88,20 +88,10 @@ pub async fn forward(
     let headers: &mut HeaderMap = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
-    let mut last_error = ConnectError::NoBackend(pool.spec.name.clone());
-    let (mut sender, guard) = loop {
-        let Some(backend) = pool.next_backend(preferred, &mut attempts) else {
-            return Err(last_error.into());
-        };
-        let guard = backend.track();
-        match upstream::handshake_http1(backend.address(), pool).await {
-            Ok(sender) => break (sender, guard),
-            Err(e) => {
-                outlier::record(pool, &backend, Outcome::Failure);
-                last_error = e;
-            }
-        }
-    };
+    let (mut sender, guard) = upstream::reach(pool, preferred, &mut attempts, |backend| async move {
+        backend_conn::handshake_http1(backend.address(), pool).await
+    })
+    .await?;
     let backend = guard.backend().address();
     let timeout = pool.spec.response_timeout;
     let mut response = match tokio::time::timeout(timeout, sender.send_request(request)).await {
