@@ -1,14 +1,17 @@
-//! Hostile clients against real nodes, each client a source address of its
-//! own on loopback (127.0.0.50 attacks, 127.0.0.60 is the legitimate user):
-//! an ACL added through `ctl` on one node resets the denied source at
-//! accept on every node within a second, and removing it lets it back; a
-//! connection flood and a request flood from one source are refused
-//! (reset; `429` with `Retry-After`) and counted in `/metrics`, while the
-//! other source keeps ≥ 99.9 % success at a p99 within twice its unloaded
-//! p99. Every load loop is bounded in time.
+//! Hostile clients against real nodes: an ACL added through `ctl` on one
+//! node resets the denied source at accept on every node within a second,
+//! and removing it lets it back (sources on loopback: 127.0.0.50 is denied,
+//! 127.0.0.60 is not); limits changed through `ctl` apply to the next
+//! connection; a connection flood and a request flood from one host (a
+//! network namespace; root) are refused (reset; `429` with `Retry-After`)
+//! and counted in `/metrics`, while another host keeps ≥ 99.9 % success at
+//! a p99 within twice its unloaded p99; HTTP/2 rapid reset gets GOAWAY.
+//! Every load loop is bounded in time.
 
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::cluster::{Cluster, http_seed};
+use raftlb_tests::netns::{self, Lab};
+use raftlb_tests::process::Raftlb;
 use raftlb_tests::wait;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+/// Loopback sources of the tests that need no namespaces.
 const ATTACKER: [u8; 4] = [127, 0, 0, 50];
 const USER: [u8; 4] = [127, 0, 0, 60];
 
@@ -231,12 +235,19 @@ struct Flood {
 /// Holds up to `hold` connections from the attacker, opening `per_second`
 /// a second, until `stop`: those the node resets are counted, the rest
 /// kept open (a slot frees when one is reset or closed).
-fn connection_flood(to: SocketAddr, hold: usize, per_second: u32, flood: &Flood, stop: &AtomicBool) {
+fn connection_flood(
+    from: [u8; 4],
+    to: SocketAddr,
+    hold: usize,
+    per_second: u32,
+    flood: &Flood,
+    stop: &AtomicBool,
+) {
     let mut held = Vec::new();
     let pause = Duration::from_secs(1) / per_second;
     while !stop.load(Relaxed) {
         if held.len() < hold
-            && let Ok(stream) = connect_from(ATTACKER, to, Duration::from_millis(200))
+            && let Ok(stream) = connect_from(from, to, Duration::from_millis(200))
         {
             held.push(stream);
         }
@@ -254,11 +265,11 @@ fn connection_flood(to: SocketAddr, hold: usize, per_second: u32, flood: &Flood,
 
 /// Sends `per_second` pipelined requests a second on one keep-alive
 /// connection until `stop`, counting `200`s and `429`s.
-fn request_flood(to: SocketAddr, per_second: u32, flood: &Flood, stop: &AtomicBool) {
+fn request_flood(from: [u8; 4], to: SocketAddr, per_second: u32, flood: &Flood, stop: &AtomicBool) {
     const BATCH: u32 = 20;
     let request = b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n";
     while !stop.load(Relaxed) {
-        let Ok(mut stream) = connect_from(ATTACKER, to, Duration::from_secs(1)) else {
+        let Ok(mut stream) = connect_from(from, to, Duration::from_secs(1)) else {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
@@ -316,34 +327,25 @@ fn read_responses(reader: &mut impl std::io::BufRead, count: u32, flood: &Flood)
 
 /// The user's requests, one every 10 ms on a new connection (below the
 /// per-source limits: about 90 a second), for `length`.
-fn user_load(to: SocketAddr, length: Duration) -> Vec<(Option<u16>, Duration)> {
+fn user_load(from: [u8; 4], to: SocketAddr, length: Duration) -> Vec<(Option<u16>, Duration)> {
     let started = Instant::now();
     let mut results = Vec::new();
     while started.elapsed() < length {
-        results.push(get_from(USER, to));
+        results.push(get_from(from, to));
         std::thread::sleep(Duration::from_millis(10));
     }
     results
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn floods_from_one_source_leave_another_served() {
+async fn limits_changed_through_ctl_apply_to_the_next_connection() {
     let backend = HttpBackend::start("a").await;
     let cluster = Cluster::start(1, &http_seed("round_robin", &[backend.address])).await;
     let to: SocketAddr = cluster.members[0].http.parse().expect("address");
-    let out = ctl_ok(
-        &cluster,
-        0,
-        &[
-            "listener",
-            "limits",
-            "web",
-            "connections=20",
-            "connection_rate=150",
-            "request_rate=150",
-        ],
-    );
+    let out = ctl_ok(&cluster, 0, &["listener", "limits", "web", "connections=20"]);
     assert!(out.contains("limits of listener web set"), "{out}");
+    let shown = ctl_ok(&cluster, 0, &["listener", "limits", "web"]);
+    assert!(shown.contains("connections") && shown.contains("20"), "{shown}");
     // Applied here once a 21st held connection is reset.
     wait::until("the new limits apply", Duration::from_secs(5), || {
         let held: Vec<_> = (0..21)
@@ -353,25 +355,83 @@ async fn floods_from_one_source_leave_another_served() {
         held.iter().any(is_reset)
     })
     .await;
+}
 
-    let quiet = tokio::task::spawn_blocking(move || user_load(to, Duration::from_secs(3)))
-        .await
-        .expect("user");
+/// `GET /metrics` at `to`, from a thread on host `ns`.
+fn metrics_from(ns: &str, to: SocketAddr) -> String {
+    netns::on_host(ns, move || {
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("metrics connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+            .expect("metrics request");
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    })
+}
+
+/// The attacker and the user are hosts of their own (network namespaces,
+/// 198.18.0.2 and .3) in front of a node on 198.18.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_from_one_host_leave_another_served() {
+    let test = "floods_from_one_host_leave_another_served";
+    if !raftlb_tests::root_or_skip(test, "build network namespaces") {
+        return;
+    }
+    let lab = Lab::build(&["lb", "attacker", "user"]);
+    let (lb_ns, attacker_ns, user_ns) = (lab.ns("lb"), lab.ns("attacker"), lab.ns("user"));
+    let (attacker, user) = (lab.address("attacker").octets(), lab.address("user").octets());
+    let to = SocketAddr::new(lab.address("lb").into(), 8080);
+    let metrics = SocketAddr::new(lab.address("lb").into(), 9100);
+    // The backend listens on the node's host, on its loopback.
+    let backend = HttpBackend::serve(
+        "a",
+        netns::on_host(&lb_ns, || {
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind backend")
+        }),
+    );
+    let config = format!(
+        "[node]\nid = 1\nmetrics = \"{metrics}\"\n\n\
+         [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{to}\"\npool = \"app\"\n\
+         [listener.limits]\nconnections = 20\nconnection_rate = 150\nrequest_rate = 150\n\n\
+         [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}]\n",
+        backend.address
+    );
+    let mut node = Raftlb::spawn_in(&lb_ns, &config);
+    node.ready(&[]).await;
+    let ns = user_ns.clone();
+    wait::until(
+        "the node answers the user's host",
+        Duration::from_secs(10),
+        move || {
+            let ns = ns.clone();
+            netns::on_host(&ns, move || get_from(user, to).0 == Some(200))
+        },
+    )
+    .await;
+
+    let on_user = |length: Duration| {
+        let ns = user_ns.clone();
+        tokio::task::spawn_blocking(move || netns::on_host(&ns, move || user_load(user, to, length)))
+    };
+    // As long as the loaded phase, so both p99s rest on as many samples.
+    let quiet = on_user(Duration::from_secs(6)).await.expect("user");
     let flood = Arc::new(Flood::default());
     let stop = Arc::new(AtomicBool::new(false));
     // 20 × the connection limit held, 10 × the request rate sent.
     let floods: Vec<_> = [0, 1]
         .map(|kind| {
-            let (flood, stop) = (Arc::clone(&flood), Arc::clone(&stop));
-            std::thread::spawn(move || match kind {
-                0 => connection_flood(to, 400, 500, &flood, &stop),
-                _ => request_flood(to, 1500, &flood, &stop),
+            let (flood, stop, ns) = (Arc::clone(&flood), Arc::clone(&stop), attacker_ns.clone());
+            std::thread::spawn(move || {
+                netns::enter(&ns);
+                match kind {
+                    0 => connection_flood(attacker, to, 400, 500, &flood, &stop),
+                    _ => request_flood(attacker, to, 1500, &flood, &stop),
+                }
             })
         })
         .into();
-    let loaded = tokio::task::spawn_blocking(move || user_load(to, Duration::from_secs(6)))
-        .await
-        .expect("user");
+    let loaded = on_user(Duration::from_secs(6)).await.expect("user");
     stop.store(true, Relaxed);
     for flood in floods {
         flood.join().expect("flood");
@@ -384,7 +444,7 @@ async fn floods_from_one_source_leave_another_served() {
         percentile(latencies(&loaded), 0.99),
     );
     let success = ok(&loaded) as f64 / loaded.len() as f64;
-    let metrics = metrics_of(&cluster, 0).await;
+    let metrics = metrics_from(&user_ns, metrics);
     eprintln!(
         "user: {} requests unloaded (p99 {quiet_p99:?}), {} under the floods: {:.2} % ok, p99 {loaded_p99:?}",
         quiet.len(),
