@@ -10,6 +10,8 @@
 //!   same types are what later versions replicate through Raft.
 //! - [`acl`]: source-address allow and deny rules of listeners.
 //! - [`client_limits`]: what one client may do on a listener (`[listener.limits]`).
+//! - [`http_limits`]: what an HTTP listener allows its clients (sizes,
+//!   deadlines for slow clients, backend streams per connection).
 //! - [`certificate`]: TLS certificates with their keys, as replicated.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
@@ -43,6 +45,7 @@ pub mod duration;
 pub mod error;
 mod file;
 pub mod health;
+pub mod http_limits;
 pub mod limits;
 mod reader;
 pub mod route;
