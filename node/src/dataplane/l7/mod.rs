@@ -12,6 +12,7 @@ mod proxy;
 pub mod request_body;
 pub(crate) mod retry;
 pub mod route;
+mod send_clock;
 pub mod server;
 mod sticky;
 mod upgrade;

@@ -1,8 +1,9 @@
 //! The HTTP side facing clients: one hyper connection per accepted socket,
 //! HTTP/1.1 or HTTP/2 with prior knowledge (told apart by the connection
 //! preface), with the listener's limits set explicitly: head size and header
-//! count (431 beyond them), head read timeout and keep-alive idle timeout
-//! ([`client_conn`]). Malformed requests are answered 400 by hyper's
+//! count (431 beyond them; HTTP/2: the header list size), head read, send
+//! and keep-alive idle timeouts ([`client_conn`]). Malformed requests are
+//! answered 400 by hyper's
 //! parser; framing hyper lets through but a proxy must not pass on is
 //! answered here before any backend sees it: 400 for `Content-Length`
 //! beside `Transfer-Encoding` ([`framing`]), 501 for a transfer coding
@@ -30,6 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 /// HTTP/2 streams one client connection may have open at once (HAProxy's
 /// and Envoy's default is 100).
@@ -49,6 +51,7 @@ pub struct HttpListener {
     builder: auto::Builder<TokioExecutor>,
     header_read_timeout: Duration,
     keepalive_timeout: Duration,
+    send_timeout: Duration,
 }
 
 impl HttpListener {
@@ -59,12 +62,15 @@ impl HttpListener {
             .timer(TokioTimer::new())
             // Timed by `Watched` instead (see `client_conn`).
             .header_read_timeout(None)
+            // Also the largest head: hyper answers 431 beyond it.
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             .keep_alive(true);
         builder
             .http2()
             .timer(TokioTimer::new())
+            // The head limit, announced (SETTINGS_MAX_HEADER_LIST_SIZE)
+            // and enforced: a larger header list gets 431.
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             // Rapid reset (CVE-2023-44487): a client that resets streams
@@ -79,19 +85,24 @@ impl HttpListener {
             builder,
             header_read_timeout: limits.header_read_timeout,
             keepalive_timeout: limits.keepalive_timeout,
+            send_timeout: limits.send_timeout,
         }
     }
 
-    /// Serves one client connection until it closes or shutdown drains it.
+    /// Serves one client connection, accepted at `accepted` (the first
+    /// head's time runs from there, TLS handshake included), until it
+    /// closes or shutdown drains it.
     pub async fn serve<S>(
         self: Arc<Self>,
         stream: S,
         client: SocketAddr,
         admitted: Admitted,
         shutdown: Shutdown,
+        accepted: Instant,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let watch = Arc::new(ConnWatch::new(Arc::clone(admitted.listener()), accepted));
         let context = Arc::new(ConnContext {
             listener: self.name.clone(),
             client,
@@ -100,8 +111,12 @@ impl HttpListener {
             tunnels: shutdown.tracker.clone(),
             admitted,
         });
-        let watch = Arc::new(ConnWatch::default());
-        let stream = Watched::new(stream, Arc::clone(&watch), self.header_read_timeout);
+        let stream = Watched::new(
+            stream,
+            Arc::clone(&watch),
+            self.header_read_timeout,
+            self.send_timeout,
+        );
         let service = {
             let watch = Arc::clone(&watch);
             service_fn(move |request| {
