@@ -7,15 +7,15 @@
 //! 504 when the backend's response headers do not arrive in time, 503 when
 //! the listener has no pool in the current view, 404 when no route takes
 //! the request and the listener has no pool, 413 when the body passes the
-//! listener's `max_body_bytes`.
+//! listener's `max_body_bytes`, 408 when it falls behind its pace.
 
 use super::body::{ProxyBody, UpstreamBody};
 use super::h1_client::{BackendError, SendError};
 use super::headers;
-use super::request_body::{self, BodyLimits, Cut, RequestBody, RequestBodyError};
+use super::request_body::{self, BodyLimits, Cut, Late, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
 use super::{retry, route, sticky};
-use crate::dataplane::admission::Admitted;
+use crate::dataplane::admission::{Admitted, Refusal};
 use crate::dataplane::upstream::{self, BackendBody, ConnectError, Sender};
 use crate::health::outlier::{self, Outcome};
 use crate::view::{ActiveGuard, Attempts, PoolView, SharedView};
@@ -58,6 +58,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
     if listener.spec.http.redirect_https {
         return redirect_to_https(&request);
     }
+    let http1 = request.version() < Version::HTTP_2;
     // Only what the access log needs is copied, and only when it is on.
     let access = listener.spec.http.access_log.then(|| {
         (
@@ -136,7 +137,20 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         }
         Err(failure) => {
             tracing::warn!(listener = %conn.listener, pool = %pool.spec.name, error = %failure, "request failed");
-            (failure.response(), None)
+            let mut response = failure.response();
+            if let Failure::Cut(Cut::TimedOut(late)) = failure {
+                conn.admitted.count(match late {
+                    Late::Stalled(_) => Refusal::BodyTimeout,
+                    Late::BelowRate(_) => Refusal::BodyRate,
+                });
+                // The rest of the body is not read: the connection is done.
+                if http1 {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+            (response, None)
         }
     };
     if let Some((started, method, path)) = access {
