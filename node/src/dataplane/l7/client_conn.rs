@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 /// No conflicting head.
@@ -180,18 +181,21 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it is dropped.
+/// A response body that keeps its request in flight, and the backend
+/// stream it holds taken, until it is dropped.
 #[derive(Debug)]
 pub struct Tracked<B> {
     body: B,
     _in_flight: InFlight,
+    _backend_stream: Option<OwnedSemaphorePermit>,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(body: B, in_flight: InFlight) -> Self {
+    pub fn new(body: B, in_flight: InFlight, backend_stream: Option<OwnedSemaphorePermit>) -> Self {
         Tracked {
             body,
             _in_flight: in_flight,
+            _backend_stream: backend_stream,
         }
     }
 }

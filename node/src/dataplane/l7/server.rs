@@ -2,8 +2,9 @@
 //! HTTP/1.1 or HTTP/2 with prior knowledge (told apart by the connection
 //! preface), with the listener's limits set explicitly: head size and header
 //! count (431 beyond them; HTTP/2: the header list size), head read, send
-//! and keep-alive idle timeouts ([`client_conn`]). Malformed requests are
-//! answered 400 by hyper's
+//! and keep-alive idle timeouts ([`client_conn`]), and the streams of one
+//! connection at backends at once ([`ConnContext::backend_streams`]).
+//! Malformed requests are answered 400 by hyper's
 //! parser; framing hyper lets through but a proxy must not pass on is
 //! answered here before any backend sees it: 400 for `Content-Length`
 //! beside `Transfer-Encoding` ([`framing`]), 501 for a transfer coding
@@ -26,16 +27,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use raftlb_config::HttpLimits;
+use raftlb_config::limits::MAX_CONCURRENT_STREAMS;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-/// HTTP/2 streams one client connection may have open at once (HAProxy's
-/// and Envoy's default is 100).
-const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Streams a client may reset before they are served, at once.
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams the server may reset for a client's protocol errors, in all.
@@ -52,6 +52,7 @@ pub struct HttpListener {
     header_read_timeout: Duration,
     keepalive_timeout: Duration,
     send_timeout: Duration,
+    max_backend_streams: usize,
 }
 
 impl HttpListener {
@@ -86,6 +87,7 @@ impl HttpListener {
             header_read_timeout: limits.header_read_timeout,
             keepalive_timeout: limits.keepalive_timeout,
             send_timeout: limits.send_timeout,
+            max_backend_streams: limits.max_backend_streams as usize,
         }
     }
 
@@ -110,6 +112,7 @@ impl HttpListener {
             view: Arc::clone(&self.view),
             tunnels: shutdown.tracker.clone(),
             admitted,
+            backend_streams: Arc::new(Semaphore::new(self.max_backend_streams)),
         });
         let stream = Watched::new(
             stream,
@@ -123,14 +126,14 @@ impl HttpListener {
                 let (context, watch) = (Arc::clone(&context), Arc::clone(&watch));
                 async move {
                     let (in_flight, index) = watch.request_started();
-                    let response = match refusal(&request, watch.framing(index)) {
-                        Some(refusal) => refusal,
+                    let (response, stream) = match refusal(&request, watch.framing(index)) {
+                        Some(refusal) => (refusal, None),
                         None => proxy::handle(request, context).await,
                     };
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         watch.tunnel();
                     }
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight, stream)))
                 }
             })
         };
