@@ -16,16 +16,18 @@ use std::time::Duration;
 /// `body_timeout`, `body_rate`, `send_timeout`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpLimits {
-    /// Time allowed to receive a request's head (slowloris guard): a total
-    /// from the connection's start (its TLS handshake included) for its
-    /// first request, and from the head's first byte after that, however
-    /// slowly the bytes come. A head that began while the
-    /// response before it was still going out is judged when that response
-    /// ends. Expiry closes the connection.
+    /// Time allowed to receive a request's head (slowloris guard; HTTP/2:
+    /// a header block, or any frame's 9-byte header): a total from the
+    /// connection's start (its TLS handshake included) for its first
+    /// request, and from the head's first byte after that, however slowly
+    /// the bytes come. An HTTP/1 head that began while the response before
+    /// it was still going out is judged when that response ends. Expiry
+    /// closes the connection.
     pub header_read_timeout: Duration,
     /// How long a connection may sit idle (no request in flight, no head
     /// arriving) after a response (HTTP/2: with no open stream) before it is
-    /// closed (HTTP/2: GOAWAY). nginx's `keepalive_timeout`.
+    /// closed (HTTP/2: GOAWAY, and closed when the client acknowledges it,
+    /// or `header_read_timeout` later). nginx's `keepalive_timeout`.
     pub keepalive_timeout: Duration,
     /// Largest request head (request line and headers) in bytes → 431
     /// (HTTP/2: the header list size announced and enforced, → 431).

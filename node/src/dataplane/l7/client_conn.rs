@@ -5,16 +5,18 @@
 //! - **Framing.** [`Watched`] wraps the client stream and feeds every byte
 //!   hyper reads through a [`HeadScanner`] (HTTP/1 only: it stops at an
 //!   HTTP/2 preface and when an upgrade's `101` goes out). Request n asks
-//!   [`ConnWatch::framing`] whether head n was checked and sound.
-//! - **Head timeout.** A request head must arrive whole within the
-//!   listener's `header_read_timeout`: a total, counted from the
-//!   connection's start for the first request and from a head's first byte
-//!   after that, however slowly the bytes come. hyper reads no further
-//!   while a response is going out, so a head that began meanwhile is
-//!   judged when the response ends (at once, if its time is up). Expiry
-//!   fails the read, so hyper drops the connection without an answer, as
-//!   its own header timeout did. hyper's timeout is off: it also ran while
-//!   a keep-alive connection sat idle between requests, so idle time and
+//!   [`ConnWatch::framing`] whether head n was checked and sound. After an
+//!   HTTP/2 preface, a [`FrameFollower`] finds the header blocks instead.
+//! - **Head timeout.** A request head (HTTP/2: a header block, or any
+//!   frame's 9-byte header) must arrive whole within the listener's
+//!   `header_read_timeout`: a total, counted from the connection's start
+//!   for the first request and from a head's first byte after that,
+//!   however slowly the bytes come. HTTP/1: hyper reads no further while a
+//!   response is going out, so a head that began meanwhile is judged when
+//!   the response ends (at once, if its time is up). Expiry fails the
+//!   read, so hyper drops the connection without an answer, as its own
+//!   header timeout did. hyper's timeout is off: it also ran while a
+//!   keep-alive connection sat idle between requests, so idle time and
 //!   head time were one setting.
 //! - **Send timeout.** Writes to the client that make no progress for the
 //!   listener's `send_timeout` fail ([`SendClock`]), closing the
@@ -33,6 +35,7 @@
 //! (`header_timeout`, `send_timeout`).
 
 use super::framing::{HeadScanner, Stop};
+use super::h2_frames::FrameFollower;
 use super::send_clock::SendClock;
 use crate::dataplane::admission::{ListenerGuard, Refusal};
 use bytes::Bytes;
@@ -234,7 +237,12 @@ pub struct Watched<S> {
     /// (the usual case) costs no timer operation.
     deadline: Pin<Box<Sleep>>,
     timing: bool,
-    /// Not HTTP/1 (any more): reads pass straight through.
+    /// Bytes read while HTTP/1 (where an HTTP/2 preface ends).
+    read_total: u64,
+    /// HTTP/2: its frames, followed instead of `scanner`.
+    http2: Option<FrameFollower>,
+    /// Not followed (any more): a tunnel, or framing lost. Reads pass
+    /// straight through.
     through: bool,
     send: SendClock,
     /// The send timeout has been counted (once a connection).
@@ -254,6 +262,8 @@ impl<S> Watched<S> {
             head_started,
             deadline: Box::pin(tokio::time::sleep_until(head_started + header_timeout)),
             timing: true,
+            read_total: 0,
+            http2: None,
             through: false,
             send: SendClock::new(send_timeout),
             send_counted: false,
@@ -262,7 +272,12 @@ impl<S> Watched<S> {
 
     /// Follows `read`, bytes just read from the client.
     fn follow(&mut self, read: &[u8]) {
-        let (was_arriving, heads) = (self.scanner.mid_head(), self.scanner.heads());
+        if self.http2.is_some() {
+            return self.follow_http2(read);
+        }
+        let heads = self.scanner.heads();
+        let read_before = self.read_total;
+        self.read_total += read.len() as u64;
         self.scanner.feed(read);
         let watch = &self.watch;
         if self.scanner.heads() != heads {
@@ -274,6 +289,9 @@ impl<S> Watched<S> {
                 Stop::Http2 => {
                     watch.http2.store(true, Relaxed);
                     watch.touch();
+                    // The preface is the first head: its time runs on.
+                    self.http2 = Some(FrameFollower::after(read_before));
+                    return self.follow_http2(read);
                 }
                 Stop::Lost => {}
             }
@@ -283,16 +301,32 @@ impl<S> Watched<S> {
             return;
         }
         let arriving = self.scanner.mid_head();
-        if arriving && (self.scanner.heads() != heads || !self.timing) {
-            // A new head began in this read.
+        self.time_head(arriving, self.scanner.heads() != heads);
+    }
+
+    /// [`follow`](Self::follow) for HTTP/2.
+    fn follow_http2(&mut self, read: &[u8]) {
+        let Some(frames) = self.http2.as_mut() else {
+            return;
+        };
+        let finished = frames.finished();
+        frames.feed(read);
+        let (arriving, began) = (frames.mid_head(), frames.finished() != finished);
+        self.time_head(arriving, began);
+    }
+
+    /// After a read: whether part of a head is here (`arriving`), and
+    /// whether a new head began in it.
+    fn time_head(&mut self, arriving: bool, began: bool) {
+        if arriving && (began || !self.timing) {
             self.head_started = Instant::now();
             self.timing = true;
-            watch.touch();
+            self.watch.touch();
         } else if !arriving {
             self.timing = false;
         }
-        if arriving != was_arriving {
-            watch.head_arriving.store(arriving, Relaxed);
+        if arriving != self.watch.head_arriving.load(Relaxed) {
+            self.watch.head_arriving.store(arriving, Relaxed);
         }
     }
 

@@ -150,7 +150,13 @@ impl HttpListener {
             () = client_conn::idle(&watch, self.keepalive_timeout) => {
                 tracing::debug!(listener = %self.name, %client, "closing an idle connection");
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                // HTTP/2 closes once the client acknowledges the GOAWAY's
+                // PING; one that never does is given a head's time.
+                let closed = tokio::time::timeout(self.header_read_timeout, connection).await;
+                closed.unwrap_or_else(|_| {
+                    tracing::debug!(listener = %self.name, %client, "idle connection did not close; dropped");
+                    Ok(())
+                })
             }
         };
         if let Err(e) = result {
