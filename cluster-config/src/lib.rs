@@ -12,6 +12,8 @@
 //! - [`backend_limits`]: how much work a pool's backends take at once, and
 //!   what waits (`max_connections`, `max_queue`).
 //! - [`client_limits`]: what one client may do on a listener (`[listener.limits]`).
+//! - [`http_limits`]: what an HTTP listener allows its clients (sizes,
+//!   deadlines for slow clients, backend streams per connection).
 //! - [`certificate`]: TLS certificates with their keys, as replicated.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
@@ -46,6 +48,7 @@ pub mod duration;
 pub mod error;
 mod file;
 pub mod health;
+pub mod http_limits;
 pub mod limits;
 mod reader;
 pub mod route;

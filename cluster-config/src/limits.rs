@@ -77,6 +77,11 @@ pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 1 << 20;
 pub const MAX_HEADERS: usize = 1000;
 pub const MAX_BODY_BYTES: u64 = 1 << 40;
+/// A request body's `body_min_rate`, bytes per second (1 GiB/s).
+pub const MAX_BODY_MIN_RATE: u32 = 1 << 30;
+/// HTTP/2 streams a client connection may have open at once (HAProxy's and
+/// Envoy's default), and so the most `max_backend_streams` can mean.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// A backend's weight is 1 to this.
 pub const MAX_WEIGHT: u32 = 1000;

@@ -7,6 +7,7 @@ use crate::acl::AclRule;
 use crate::backend_limits::ConnectionLimits;
 use crate::client_limits::ClientLimits;
 use crate::health::PoolHealth;
+pub use crate::http_limits::HttpLimits;
 use crate::route::RouteSpec;
 use crate::sticky::StickyPolicy;
 use serde::{Deserialize, Serialize};
@@ -341,66 +342,6 @@ impl ListenerSpec {
             Protocol::Udp => Duration::from_secs(30),
         }
     }
-}
-
-/// Limits an HTTP listener enforces on clients, each with a sane default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HttpLimits {
-    /// Time allowed to receive a request's head (slowloris guard), counted from
-    /// the connection's start for its first request and from the head's first
-    /// byte after that. Expiry closes the connection.
-    pub header_read_timeout: Duration,
-    /// How long a connection may sit idle (no request in flight, no head
-    /// arriving) after a response (HTTP/2: with no open stream) before it is
-    /// closed (HTTP/2: GOAWAY). nginx's `keepalive_timeout`.
-    pub keepalive_timeout: Duration,
-    /// Largest request head (request line and headers) in bytes → 431.
-    pub max_header_bytes: usize,
-    /// Most request headers → 431.
-    pub max_headers: usize,
-    /// Largest request body in bytes → 413 (announced by `Content-Length`:
-    /// refused before any backend sees it; chunked: cut off when it
-    /// exceeds, and answered 413).
-    pub max_body_bytes: u64,
-    /// Longest wait for the next piece of a request's body → 408 (a
-    /// client stalling a body would hold a backend connection).
-    pub body_timeout: Duration,
-    /// An upgraded connection (WebSocket) silent both ways this long is closed.
-    pub tunnel_idle_timeout: Duration,
-    /// The `Upgrade` protocols passed on to backends, lowercase
-    /// (`websocket` by default); a request asking for any other is served
-    /// as a plain request, its `Upgrade` and `Connection: upgrade` removed.
-    pub upgrades: Vec<String>,
-    /// `https`: the certificate for clients whose SNI names no certificate
-    /// (or who send none); without it, the first certificate by name.
-    pub default_certificate: Option<String>,
-    /// `http`: answer every request with a 301 to the same URL over https.
-    pub redirect_https: bool,
-    /// Log one line per request.
-    pub access_log: bool,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            header_read_timeout: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(75),
-            max_header_bytes: 16 * 1024,
-            max_headers: 100,
-            max_body_bytes: 100 * 1024 * 1024,
-            body_timeout: Duration::from_secs(60),
-            tunnel_idle_timeout: Duration::from_secs(300),
-            upgrades: vec!["websocket".to_string()],
-            default_certificate: None,
-            redirect_https: false,
-            access_log: true,
-        }
-    }
-}
-
-impl HttpLimits {
-    /// hyper cannot buffer less than this, so a smaller limit is refused.
-    pub const MIN_HEADER_BYTES: usize = crate::limits::MIN_HEADER_BYTES;
 }
 
 /// How a pool picks a backend.

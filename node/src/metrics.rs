@@ -5,7 +5,7 @@
 //! tables (entries per pool, hits, misses, re-sticks, proposals, sessions
 //! rate-limited or shed, replication lag), backend health as this node routes by it
 //! (availability, panic, ejections, retries), clients refused by each
-//! listener's ACL and per-source limits, and when this node's cluster
+//! listener's ACL, per-source limits and HTTP deadlines, and when this node's cluster
 //! certificate expires.
 
 use crate::control::ControlPlane;
@@ -253,7 +253,7 @@ fn clients(metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)]), view: &S
     metric(
         "client_refusals_total",
         "counter",
-        "Connections, sessions and requests refused by the listener's ACL or per-source limits, on this node.",
+        "Connections, sessions and requests refused by the listener's ACL, per-source limits or HTTP deadlines and caps, on this node.",
         &refused,
     );
     let sources: Vec<(String, f64)> = listeners

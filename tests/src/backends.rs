@@ -19,7 +19,8 @@
 //!
 //! While [`Counters::fail_status`] is set, every path but `/healthz` answers
 //! with that status. It counts requests served and requests in flight, and
-//! `/healthz` probes apart, so tests can wait on them.
+//! `/healthz` probes apart, so tests can wait on them, and the most
+//! requests it ever had in flight at once ([`Counters::peak_in_flight`]).
 
 use crate::client::RepeatBody;
 use bytes::Bytes;
@@ -42,6 +43,8 @@ use tokio::task::JoinHandle;
 pub struct Counters {
     pub served: AtomicUsize,
     pub in_flight: AtomicUsize,
+    /// The most requests in flight at once so far.
+    pub peak_in_flight: AtomicUsize,
     /// `/healthz` requests answered.
     pub probes: AtomicUsize,
     /// `/healthz` answers 503.
@@ -200,7 +203,8 @@ async fn respond(
         }
         return response;
     }
-    counters.in_flight.fetch_add(1, Ordering::SeqCst);
+    let in_flight = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    counters.peak_in_flight.fetch_max(in_flight, Ordering::SeqCst);
     let id = request
         .headers()
         .get("x-request-id")

@@ -10,6 +10,7 @@ use crate::limits::{
     MAX_BACKENDS_PER_POOL, MAX_BODY_BYTES, MAX_CONNECT_ATTEMPTS, MAX_CONNECTIONS, MAX_HEADER_BYTES,
     MAX_HEADERS, MAX_NODE_ID, MAX_ROUTES, MIN_HEADER_BYTES,
 };
+use crate::limits::{MAX_BODY_MIN_RATE, MAX_CONCURRENT_STREAMS};
 use crate::reader::{Field, Reader, Section};
 use crate::spec::{
     AdminState, BackendProtocol, BackendSpec, ClusterSpec, Config, HttpLimits, ListenerSpec, MembershipSpec,
@@ -185,13 +186,16 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
     })
 }
 
-const HTTP_ONLY_KEYS: [&str; 9] = [
+const HTTP_ONLY_KEYS: [&str; 12] = [
     "header_read_timeout",
     "keepalive_timeout",
     "max_header_bytes",
     "max_headers",
     "max_body_bytes",
     "body_timeout",
+    "body_min_rate",
+    "send_timeout",
+    "max_backend_streams",
     "tunnel_idle_timeout",
     "upgrades",
     "access_log",
@@ -283,6 +287,13 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
                     .map(|n| http.max_body_bytes = n),
                 "tunnel_idle_timeout" => reader.duration(&f).map(|d| http.tunnel_idle_timeout = d),
                 "body_timeout" => reader.duration(&f).map(|d| http.body_timeout = d),
+                "body_min_rate" => reader
+                    .uint(&f, 0, MAX_BODY_MIN_RATE.into())
+                    .map(|n| http.body_min_rate = n as u32),
+                "send_timeout" => reader.duration(&f).map(|d| http.send_timeout = d),
+                "max_backend_streams" => reader
+                    .uint(&f, 1, MAX_CONCURRENT_STREAMS.into())
+                    .map(|n| http.max_backend_streams = n as u32),
                 "upgrades" => client::upgrades(reader, &f).map(|u| http.upgrades = u),
                 _ => reader.bool(&f).map(|b| http.access_log = b),
             };

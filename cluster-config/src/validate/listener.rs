@@ -3,7 +3,7 @@
 
 use super::{name, number, shown, text_len, timeout};
 use crate::acl::{AclChange, AclRule};
-use crate::limits::{MAX_ACL_RULES, MAX_UPGRADES};
+use crate::limits::{MAX_ACL_RULES, MAX_BODY_MIN_RATE, MAX_CONCURRENT_STREAMS, MAX_UPGRADES};
 use crate::limits::{
     MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_HEADERS, MAX_REGEX_BYTES,
     MAX_REGEX_COMPILED_BYTES, MAX_ROUTE_LIST, MAX_ROUTES, MAX_TEXT_BYTES, MIN_HEADER_BYTES,
@@ -57,10 +57,18 @@ fn http_limits(l: &ListenerSpec) -> Result<(), String> {
         ("header_read_timeout", http.header_read_timeout),
         ("keepalive_timeout", http.keepalive_timeout),
         ("body_timeout", http.body_timeout),
+        ("send_timeout", http.send_timeout),
         ("tunnel_idle_timeout", http.tunnel_idle_timeout),
     ] {
         timeout(key, d, false)?;
     }
+    number("body_min_rate", http.body_min_rate, 0, MAX_BODY_MIN_RATE)?;
+    number(
+        "max_backend_streams",
+        http.max_backend_streams,
+        1,
+        MAX_CONCURRENT_STREAMS,
+    )?;
     number(
         "max_header_bytes",
         http.max_header_bytes,

@@ -238,13 +238,16 @@ fn http_limits() -> impl Strategy<Value = HttpLimits> {
         prop_oneof![20 => Just(100usize), 1 => prop::sample::select(vec![0usize, 1000, 1001, usize::MAX])];
     let body = prop_oneof![20 => Just(1u64 << 20), 1 => prop::sample::select(vec![0u64, 1 << 40, (1 << 40) + 1, u64::MAX])];
     let flags = prop_oneof![20 => Just((None, false)), 1 => (option::of(name()), any::<bool>())];
+    let rate = prop_oneof![20 => Just(1024u32), 1 => prop::sample::select(vec![0u32, 1 << 30, (1 << 30) + 1, u32::MAX])];
+    let streams =
+        prop_oneof![20 => Just(32u32), 1 => prop::sample::select(vec![0u32, 1, 100, 101, u32::MAX])];
     (
         duration(),
         duration(),
         bytes,
         headers,
         body,
-        duration(),
+        (duration(), rate, duration(), streams),
         duration(),
         flags,
         any::<bool>(),
@@ -256,7 +259,7 @@ fn http_limits() -> impl Strategy<Value = HttpLimits> {
                 max_header_bytes,
                 max_headers,
                 max_body_bytes,
-                body,
+                (body, body_min_rate, send_timeout, max_backend_streams),
                 tunnel,
                 flags,
                 access_log,
@@ -268,6 +271,9 @@ fn http_limits() -> impl Strategy<Value = HttpLimits> {
                     max_headers,
                     max_body_bytes,
                     body_timeout: body,
+                    body_min_rate,
+                    send_timeout,
+                    max_backend_streams,
                     tunnel_idle_timeout: tunnel,
                     upgrades: vec!["websocket".to_string()],
                     default_certificate: flags.0,

@@ -347,7 +347,10 @@ async fn serve_listener(
                 &view,
                 limits.clone(),
                 &shutdown,
-                |stream, peer, admitted, shutdown| Arc::clone(&http).serve(stream, peer, admitted, shutdown),
+                |stream, peer, admitted, shutdown| {
+                    let accepted = tokio::time::Instant::now();
+                    Arc::clone(&http).serve(stream, peer, admitted, shutdown, accepted)
+                },
             )
             .await;
         }
@@ -369,9 +372,10 @@ async fn serve_listener(
                 &shutdown,
                 |stream, peer, admitted, shutdown| {
                     let (http, acceptor) = (Arc::clone(&http), acceptor.clone());
+                    let accepted = tokio::time::Instant::now();
                     async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => http.serve(tls, peer, admitted, shutdown).await,
+                            Ok(Ok(tls)) => http.serve(tls, peer, admitted, shutdown, accepted).await,
                             Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                         }

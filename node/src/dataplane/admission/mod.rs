@@ -1,6 +1,8 @@
 //! Admission: who may connect to a listener, and how much one client may
 //! do there — checked at accept, before any TLS or HTTP work, and at each
-//! HTTP request.
+//! HTTP request. The HTTP server counts its own refusals of slow and greedy
+//! clients here too ([`Admitted::count`]), so `/metrics` has one counter of
+//! every client turned away, by listener and reason.
 //!
 //! A listener's [`ListenerGuard`] outlives view rebuilds (it is kept while
 //! the listener exists) and holds its [`SourceTable`] and its refusal
@@ -32,14 +34,30 @@ pub enum Refusal {
     ConnectionRate,
     /// Its source sent requests faster than `limits.request_rate`.
     RequestRate,
+    /// A request head not whole within `header_read_timeout`: closed.
+    HeaderTimeout,
+    /// A request body stalled for `body_timeout`: 408.
+    BodyTimeout,
+    /// A request body slower than `body_min_rate`: 408.
+    BodyRate,
+    /// A write to the client stuck for `send_timeout`: closed.
+    SendTimeout,
+    /// An HTTP/2 stream waited past the pool's `response_timeout` for one
+    /// of its connection's `max_backend_streams`: 503.
+    BackendStreams,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::Acl,
         Refusal::Connections,
         Refusal::ConnectionRate,
         Refusal::RequestRate,
+        Refusal::HeaderTimeout,
+        Refusal::BodyTimeout,
+        Refusal::BodyRate,
+        Refusal::SendTimeout,
+        Refusal::BackendStreams,
     ];
 
     /// The `reason` label of `raftlb_client_refusals_total`.
@@ -49,6 +67,11 @@ impl Refusal {
             Refusal::Connections => "connections",
             Refusal::ConnectionRate => "connection_rate",
             Refusal::RequestRate => "request_rate",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::BodyRate => "body_rate",
+            Refusal::SendTimeout => "send_timeout",
+            Refusal::BackendStreams => "backend_streams",
         }
     }
 }
@@ -81,7 +104,8 @@ impl ListenerGuard {
         &self.sources
     }
 
-    fn count(&self, reason: Refusal) -> Refusal {
+    /// Counts one refusal for `reason`.
+    pub fn count(&self, reason: Refusal) -> Refusal {
         self.refused[reason as usize].fetch_add(1, Relaxed);
         reason
     }
@@ -139,6 +163,16 @@ impl Admitted {
                 Err(retry_in_ms.div_ceil(1000).max(1))
             }
         }
+    }
+
+    /// Counts a refusal the HTTP server made on this connection.
+    pub fn count(&self, reason: Refusal) {
+        self.guard.count(reason);
+    }
+
+    /// The listener's guard, where its refusals are counted.
+    pub fn listener(&self) -> &Arc<ListenerGuard> {
+        &self.guard
     }
 }
 

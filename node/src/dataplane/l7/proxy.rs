@@ -5,21 +5,23 @@
 //! ([`sticky`]); an `Upgrade` request becomes a tunnel ([`upgrade`]).
 //! Local answers: 502 when no backend can be reached or the backend fails,
 //! 504 when the backend's response headers do not arrive in time, 503 when
-//! the listener has no pool in the current view or the backends are at
-//! their `max_connections` past the pool's queue, 404 when no route takes
-//! the request and the listener has no pool, 413 when the body passes the
-//! listener's `max_body_bytes`.
+//! the listener has no pool in the current view, the backends are at their
+//! `max_connections` past the pool's queue, or a stream waited the pool's
+//! `response_timeout` for one of its connection's `max_backend_streams`,
+//! 404 when no route takes the request and the listener has no pool, 413
+//! when the body passes the listener's `max_body_bytes`, 408 when it falls
+//! behind its pace.
 
 use super::backend_conn::{self, BackendBody, Sender};
 use super::body::{ProxyBody, UpstreamBody};
 use super::h1_client::{BackendError, SendError};
 use super::headers;
-use super::request_body::{self, BodyLimits, Cut, RequestBody, RequestBodyError};
+use super::request_body::{self, BodyLimits, Cut, Late, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
 use super::{retry, route, sticky};
 use crate::backend::ActiveGuard;
 use crate::balance;
-use crate::dataplane::admission::Admitted;
+use crate::dataplane::admission::{Admitted, Refusal};
 use crate::dataplane::upstream::{self, ConnectError};
 use crate::health::outlier::{self, Outcome};
 use crate::view::{Attempts, PoolView, SharedView};
@@ -33,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 /// What a request needs to know about the connection it came on.
@@ -46,22 +49,48 @@ pub struct ConnContext {
     pub tunnels: TaskTracker,
     /// The connection as its source's limits count it.
     pub admitted: Admitted,
+    /// The requests it may have at backends at once (`max_backend_streams`;
+    /// HTTP/2 streams wait here, HTTP/1 has one request at a time).
+    pub backend_streams: Arc<Semaphore>,
 }
 
-/// Proxies one request; never fails (errors become local responses).
-pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> Response<ProxyBody> {
+impl ConnContext {
+    /// One of the connection's backend streams, waiting up to `wait` for one.
+    async fn backend_stream(&self, wait: std::time::Duration) -> Option<OwnedSemaphorePermit> {
+        let streams = Arc::clone(&self.backend_streams);
+        match Arc::clone(&streams).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::time::timeout(wait, streams.acquire_owned())
+                .await
+                .ok()?
+                .ok(),
+        }
+    }
+}
+
+/// Proxies one request; never fails (errors become local responses). The
+/// permit, if any, is the backend stream the response holds until its
+/// body ends.
+pub async fn handle(
+    mut request: Request<Incoming>,
+    conn: Arc<ConnContext>,
+) -> (Response<ProxyBody>, Option<OwnedSemaphorePermit>) {
     let Some(listener) = conn.view.load().listener(&conn.listener).cloned() else {
-        return local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n");
+        return (
+            local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n"),
+            None,
+        );
     };
     if let Err(retry_after) = conn
         .admitted
         .request(&listener.spec.limits, crate::health::now_ms())
     {
-        return too_many_requests(retry_after);
+        return (too_many_requests(retry_after), None);
     }
     if listener.spec.http.redirect_https {
-        return redirect_to_https(&request);
+        return (redirect_to_https(&request), None);
     }
+    let http1 = request.version() < Version::HTTP_2;
     // Only what the access log needs is copied, and only when it is on.
     let access = listener.spec.http.access_log.then(|| {
         (
@@ -79,8 +108,13 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         }
         None => match &listener.pool {
             Some(pool) => pool,
-            None => return local(StatusCode::NOT_FOUND, "no route for this request\n"),
+            None => return (local(StatusCode::NOT_FOUND, "no route for this request\n"), None),
         },
+    };
+    let Some(stream) = conn.backend_stream(pool.spec.response_timeout).await else {
+        conn.admitted.count(Refusal::BackendStreams);
+        let busy = "too many requests of this connection at backends\n";
+        return (local(StatusCode::SERVICE_UNAVAILABLE, busy), None);
     };
     let affinity = sticky::affinity(pool, request.headers(), conn.client.ip());
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
@@ -145,7 +179,20 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
         }
         Err(failure) => {
             tracing::warn!(listener = %conn.listener, pool = %pool.spec.name, error = %failure, "request failed");
-            (failure.response(), None)
+            let mut response = failure.response();
+            if let Failure::Cut(Cut::TimedOut(late)) = failure {
+                conn.admitted.count(match late {
+                    Late::Stalled(_) => Refusal::BodyTimeout,
+                    Late::BelowRate(_) => Refusal::BodyRate,
+                });
+                // The rest of the body is not read: the connection is done.
+                if http1 {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+            (response, None)
         }
     };
     if let Some((started, method, path)) = access {
@@ -160,7 +207,8 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<ConnContext>) -> R
             ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
         );
     }
-    response
+    // A local answer holds no backend.
+    (response, backend.and(Some(stream)))
 }
 
 /// Rewrites a client's request into what the backend receives: HTTP/1.1 in

@@ -1,8 +1,10 @@
 //! The HTTP side facing clients: one hyper connection per accepted socket,
 //! HTTP/1.1 or HTTP/2 with prior knowledge (told apart by the connection
 //! preface), with the listener's limits set explicitly: head size and header
-//! count (431 beyond them), head read timeout and keep-alive idle timeout
-//! ([`client_conn`]). Malformed requests are answered 400 by hyper's
+//! count (431 beyond them; HTTP/2: the header list size), head read, send
+//! and keep-alive idle timeouts ([`client_conn`]), and the streams of one
+//! connection at backends at once ([`ConnContext::backend_streams`]).
+//! Malformed requests are answered 400 by hyper's
 //! parser; framing hyper lets through but a proxy must not pass on is
 //! answered here before any backend sees it: 400 for `Content-Length`
 //! beside `Transfer-Encoding` ([`framing`]), 501 for a transfer coding
@@ -25,15 +27,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use raftlb_config::HttpLimits;
+use raftlb_config::limits::MAX_CONCURRENT_STREAMS;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
-/// HTTP/2 streams one client connection may have open at once (HAProxy's
-/// and Envoy's default is 100).
-const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Streams a client may reset before they are served, at once.
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams the server may reset for a client's protocol errors, in all.
@@ -49,6 +51,8 @@ pub struct HttpListener {
     builder: auto::Builder<TokioExecutor>,
     header_read_timeout: Duration,
     keepalive_timeout: Duration,
+    send_timeout: Duration,
+    max_backend_streams: usize,
 }
 
 impl HttpListener {
@@ -59,12 +63,15 @@ impl HttpListener {
             .timer(TokioTimer::new())
             // Timed by `Watched` instead (see `client_conn`).
             .header_read_timeout(None)
+            // Also the largest head: hyper answers 431 beyond it.
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             .keep_alive(true);
         builder
             .http2()
             .timer(TokioTimer::new())
+            // The head limit, announced (SETTINGS_MAX_HEADER_LIST_SIZE)
+            // and enforced: a larger header list gets 431.
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             // Rapid reset (CVE-2023-44487): a client that resets streams
@@ -79,19 +86,25 @@ impl HttpListener {
             builder,
             header_read_timeout: limits.header_read_timeout,
             keepalive_timeout: limits.keepalive_timeout,
+            send_timeout: limits.send_timeout,
+            max_backend_streams: limits.max_backend_streams as usize,
         }
     }
 
-    /// Serves one client connection until it closes or shutdown drains it.
+    /// Serves one client connection, accepted at `accepted` (the first
+    /// head's time runs from there, TLS handshake included), until it
+    /// closes or shutdown drains it.
     pub async fn serve<S>(
         self: Arc<Self>,
         stream: S,
         client: SocketAddr,
         admitted: Admitted,
         shutdown: Shutdown,
+        accepted: Instant,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let watch = Arc::new(ConnWatch::new(Arc::clone(admitted.listener()), accepted));
         let context = Arc::new(ConnContext {
             listener: self.name.clone(),
             client,
@@ -99,23 +112,28 @@ impl HttpListener {
             view: Arc::clone(&self.view),
             tunnels: shutdown.tracker.clone(),
             admitted,
+            backend_streams: Arc::new(Semaphore::new(self.max_backend_streams)),
         });
-        let watch = Arc::new(ConnWatch::default());
-        let stream = Watched::new(stream, Arc::clone(&watch), self.header_read_timeout);
+        let stream = Watched::new(
+            stream,
+            Arc::clone(&watch),
+            self.header_read_timeout,
+            self.send_timeout,
+        );
         let service = {
             let watch = Arc::clone(&watch);
             service_fn(move |request| {
                 let (context, watch) = (Arc::clone(&context), Arc::clone(&watch));
                 async move {
                     let (in_flight, index) = watch.request_started();
-                    let response = match refusal(&request, watch.framing(index)) {
-                        Some(refusal) => refusal,
+                    let (response, stream) = match refusal(&request, watch.framing(index)) {
+                        Some(refusal) => (refusal, None),
                         None => proxy::handle(request, context).await,
                     };
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         watch.tunnel();
                     }
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight, stream)))
                 }
             })
         };
@@ -132,7 +150,13 @@ impl HttpListener {
             () = client_conn::idle(&watch, self.keepalive_timeout) => {
                 tracing::debug!(listener = %self.name, %client, "closing an idle connection");
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                // HTTP/2 closes once the client acknowledges the GOAWAY's
+                // PING; one that never does is given a head's time.
+                let closed = tokio::time::timeout(self.header_read_timeout, connection).await;
+                closed.unwrap_or_else(|_| {
+                    tracing::debug!(listener = %self.name, %client, "idle connection did not close; dropped");
+                    Ok(())
+                })
             }
         };
         if let Err(e) = result {
