@@ -9,7 +9,8 @@
 //! condition waits with deadlines ([`wait`]), and network namespaces for
 //! multi-host tests ([`netns`], [`site`]) with a prober of who answers
 //! ARP or IPv6 neighbour solicitations for an address ([`arp`], [`ndp`]),
-//! and a capture of every frame on their bridge ([`capture`]).
+//! and a capture of every frame on their bridge ([`capture`]); clients as
+//! source addresses ([`sources`]).
 //! Nothing here is a mock.
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod site;
+pub mod sources;
 pub mod wait;
 
 /// A TCP and UDP port free on 127.0.0.1, never the same twice in one test
