@@ -4,7 +4,8 @@
 # Starts two nginx backends (127.0.0.1:9001, :9002) answering "ok", then for each
 # scenario (http, tcp, https) starts HAProxy (:8080, 2 threads), nginx (:8081, 2
 # workers) and raftlb (:8082, 2 worker threads), checks each answers "ok", and runs
-# wrk against them interleaved (round 1: haproxy, nginx, raftlb; round 2: ...):
+# wrk against them interleaved, the order rotated each round (round 1: haproxy,
+# nginx, raftlb; round 2: nginx, raftlb, haproxy; ...):
 #   keep-alive req/s + p99 latency, and connection-per-request req/s (for https:
 #   a full TLS handshake per request), and for https h2load's HTTP/2 req/s.
 # https uses one ECDSA P-256 certificate for all three, TLS 1.3 (raftlb gets it
@@ -294,11 +295,15 @@ for sc in $SCENARIOS; do
         esac
     done
     for ((r = 1; r <= RUNS; r++)); do
+        # Each round starts with the next proxy, so none always runs first
+        # (or right after another's load) on the shared cores.
+        shift_by=$(((r - 1) % ${#live[@]}))
+        order=("${live[@]:shift_by}" "${live[@]:0:shift_by}")
         for mode in ka close; do
-            for t in "${live[@]}"; do run_wrk "$sc" "$t" "$mode" "$r"; done
+            for t in "${order[@]}"; do run_wrk "$sc" "$t" "$mode" "$r"; done
         done
         if [[ $sc == https ]]; then
-            for t in "${live[@]}"; do run_h2load "$sc" "$t" "$r"; done
+            for t in "${order[@]}"; do run_h2load "$sc" "$t" "$r"; done
         fi
     done
     # stop this scenario's proxies, keep the backends

@@ -8,7 +8,7 @@ mod client_conn;
 pub(crate) mod cookies;
 pub(crate) mod framing;
 pub(crate) mod h1_client;
-mod h2_frames;
+pub(crate) mod h2_frames;
 mod headers;
 mod proxy;
 pub mod request_body;
