@@ -2,6 +2,9 @@
 //! parsed with their defaults, each mistake named with its file, line and
 //! key, and the same bounds on values that come through the admin API.
 
+mod file_errors;
+
+use file_errors::{errors, has};
 use raftlb_config::{Command, ConnectionLimits, parse};
 use std::time::Duration;
 
@@ -23,21 +26,6 @@ bind = "127.0.0.1:8080"
 pool = "app"
 "#
     )
-}
-
-fn errors(text: &str) -> Vec<String> {
-    match parse("lb.toml", text) {
-        Ok(_) => panic!("expected errors for\n{text}"),
-        Err(errors) => errors.iter().map(ToString::to_string).collect(),
-    }
-}
-
-fn has(errors: &[String], expected: &str) {
-    assert!(
-        errors.iter().any(|e| e == expected),
-        "expected\n  {expected}\ngot\n  {}",
-        errors.join("\n  ")
-    );
 }
 
 #[test]

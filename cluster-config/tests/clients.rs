@@ -1,36 +1,14 @@
 //! `[listener.limits]`, `[[listener.acl]]` and `upgrades`: parsed with their
 //! defaults, and each mistake named with its file, line and key.
 
+mod file_errors;
+
+use file_errors::{HEAD, has};
 use raftlb_config::{AclAction, ClientLimits, parse};
 
-const HEAD: &str = r#"
-[node]
-id = 1
-
-[[pool]]
-name = "app"
-backends = [{ address = "127.0.0.1:9001" }]
-
-[[listener]]
-name = "web"
-protocol = "http"
-bind = "127.0.0.1:8080"
-pool = "app"
-"#;
-
+/// The errors of [`HEAD`] with `tail` appended.
 fn errors(tail: &str) -> Vec<String> {
-    match parse("lb.toml", &format!("{HEAD}{tail}")) {
-        Ok(_) => panic!("expected errors for\n{tail}"),
-        Err(errors) => errors.iter().map(ToString::to_string).collect(),
-    }
-}
-
-fn has(errors: &[String], expected: &str) {
-    assert!(
-        errors.iter().any(|e| e == expected),
-        "expected\n  {expected}\ngot\n  {}",
-        errors.join("\n  ")
-    );
+    file_errors::errors(&format!("{HEAD}{tail}"))
 }
 
 #[test]

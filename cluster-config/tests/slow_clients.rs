@@ -3,38 +3,11 @@
 //! mistake named with its file, line and key, and the same bounds checked
 //! on values that come through the admin API.
 
+mod file_errors;
+
+use file_errors::{HEAD, errors, has};
 use raftlb_config::{ClusterState, Command, HttpLimits, Outcome, parse};
 use std::time::Duration;
-
-const HEAD: &str = r#"
-[node]
-id = 1
-
-[[pool]]
-name = "app"
-backends = [{ address = "127.0.0.1:9001" }]
-
-[[listener]]
-name = "web"
-protocol = "http"
-bind = "127.0.0.1:8080"
-pool = "app"
-"#;
-
-fn errors(text: &str) -> Vec<String> {
-    match parse("lb.toml", text) {
-        Ok(_) => panic!("expected errors for\n{text}"),
-        Err(errors) => errors.iter().map(ToString::to_string).collect(),
-    }
-}
-
-fn has(errors: &[String], expected: &str) {
-    assert!(
-        errors.iter().any(|e| e == expected),
-        "expected\n  {expected}\ngot\n  {}",
-        errors.join("\n  ")
-    );
-}
 
 #[test]
 fn defaults_and_given_values() {
