@@ -12,7 +12,8 @@
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::free_port;
 use raftlb_tests::process::Raftlb;
-use std::io::{Read, Write};
+use raftlb_tests::site::percentile;
+use raftlb_tests::sources::{get_from, refusals};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -75,36 +76,11 @@ fn user_load(to: SocketAddr, stop: &AtomicBool) -> Vec<Option<u16>> {
     let started = Instant::now();
     let mut results = Vec::new();
     while !stop.load(Relaxed) && started.elapsed() < Duration::from_secs(60) {
-        let status = (|| {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-            socket.bind(&SocketAddr::new(IpAddr::from(USER), 0).into()).ok()?;
-            socket.connect_timeout(&to.into(), Duration::from_secs(1)).ok()?;
-            let mut stream: std::net::TcpStream = socket.into();
-            stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            stream
-                .write_all(b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
-                .ok()?;
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer);
-            std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()
-        })();
+        let (status, _) = get_from(USER, to);
         results.push(status);
         std::thread::sleep(Duration::from_millis(10));
     }
     results
-}
-
-fn refusals(metrics: &str, reason: &str) -> u64 {
-    let label = format!("raftlb_client_refusals_total{{listener=\"web\",reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&label)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(index).copied().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,6 +163,10 @@ async fn a_thousand_slowloris_connections_are_closed_at_the_header_deadline() {
         .1;
 
     closed_after.sort();
+    assert!(
+        !closed_after.is_empty(),
+        "no slow client was closed ({still_open} still open)"
+    );
     let served = results.iter().filter(|s| **s == Some(200)).count();
     let success = served as f64 / results.len().max(1) as f64;
     println!(

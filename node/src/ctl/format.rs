@@ -463,16 +463,10 @@ mod tests {
         let pool = PoolSpec {
             name: "web".to_string(),
             algorithm: Algorithm::WeightedRoundRobin,
-            hash_key: Default::default(),
             backends: vec![BackendSpec::new("10.0.0.5:8080".parse().unwrap()), drained],
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(60),
-            max_connect_attempts: 1,
-            sticky: None,
-            tls: None,
-            backend_protocol: Default::default(),
-            health: Default::default(),
-            limits: Default::default(),
+            ..crate::balance::test_pool(&[])
         };
         let other = PoolSpec {
             name: "api".to_string(),
