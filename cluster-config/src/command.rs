@@ -97,6 +97,10 @@ pub enum Command {
         listener: String,
         change: AclChange,
     },
+    /// Raises the cluster's effective format version (see
+    /// [`format`](crate::format)): proposed by the leader once every member
+    /// supports it; never lowers it. Format 2 and later.
+    SetClusterVersion(u16),
 }
 
 impl Command {
@@ -108,10 +112,25 @@ impl Command {
         validate::command(self)
     }
 
+    /// The oldest format version that can carry this command: a node
+    /// proposes it only once the cluster's effective version is at least
+    /// that (see [`format`](crate::format)).
+    pub fn format_needed(&self) -> u16 {
+        match self {
+            Command::SetClusterVersion(version) => (*version).max(2),
+            Command::Batch(commands) | Command::Independent(commands) => {
+                commands.iter().map(Command::format_needed).max().unwrap_or(1)
+            }
+            _ => 1,
+        }
+    }
+
     /// Decodes a command from postcard bytes (the admin API's `Write`),
-    /// within the bounds on nesting and length; the error says why not.
+    /// bare or in the envelope of a later format (see
+    /// [`Proposal`](crate::Proposal)), within the bounds on nesting and
+    /// length; the error says why not.
     pub fn decode(bytes: &[u8]) -> Result<Command, String> {
-        crate::decode::command(bytes)
+        crate::Proposal::decode(bytes).map(|proposal| proposal.command)
     }
 }
 
@@ -167,6 +186,7 @@ impl fmt::Display for Command {
                 "set client limits of listener {listener}: {} connections, {}/s new, {}/s requests",
                 limits.connections, limits.connection_rate, limits.request_rate
             ),
+            Command::SetClusterVersion(version) => write!(f, "set the cluster version to {version}"),
             Command::ChangeAcl { listener, change } => write!(
                 f,
                 "change ACL of listener {listener}: {} rules set, {} removed",

@@ -22,8 +22,8 @@ thread_local! {
     static REFUSED: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// `reason` as a decoding error, remembered for [`command`].
-fn refuse<E: Error>(reason: String) -> E {
+/// `reason` as a decoding error, remembered for [`bounded`].
+pub(crate) fn refuse<E: Error>(reason: String) -> E {
     REFUSED.with(|refused| *refused.borrow_mut() = Some(reason.clone()));
     E::custom(reason)
 }
@@ -31,8 +31,14 @@ fn refuse<E: Error>(reason: String) -> E {
 /// A command from its postcard bytes; the error says why not, in words
 /// when a bound refused it.
 pub(crate) fn command(bytes: &[u8]) -> Result<Command, String> {
+    bounded(|| postcard::from_bytes(bytes))
+}
+
+/// Runs a postcard decoding whose errors may come from [`refuse`], and
+/// returns the refusal's words rather than postcard's bare "custom error".
+pub(crate) fn bounded<T>(decode: impl FnOnce() -> Result<T, postcard::Error>) -> Result<T, String> {
     REFUSED.with(|refused| refused.borrow_mut().take());
-    postcard::from_bytes(bytes).map_err(|e| {
+    decode().map_err(|e| {
         REFUSED
             .with(|refused| refused.borrow_mut().take())
             .unwrap_or_else(|| e.to_string())

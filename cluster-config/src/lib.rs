@@ -17,6 +17,11 @@
 //! - [`certificate`]: TLS certificates with their keys, as replicated.
 //! - [`command`]: [`Command`], what the Raft log carries, and its [`Outcome`].
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
+//! - [`format`]: format versions, what a binary reads and writes, and the
+//!   cluster's effective version.
+//! - [`proposal`]: [`Proposal`], a command with its format, as log entries
+//!   carry it.
+//! - [`snapshot_data`]: the state and sticky tables as snapshots hold them.
 //! - [`health`]: active and passive health settings, retries, and the
 //!   health verdicts each node commits.
 //! - [`route`]: content-routing rules of HTTP listeners.
@@ -47,11 +52,14 @@ mod draft;
 pub mod duration;
 pub mod error;
 mod file;
+pub mod format;
 pub mod health;
 pub mod http_limits;
 pub mod limits;
+pub mod proposal;
 mod reader;
 pub mod route;
+pub mod snapshot_data;
 pub mod spec;
 pub mod state;
 pub mod sticky;
@@ -64,7 +72,9 @@ pub use certificate::Certificate;
 pub use client_limits::ClientLimits;
 pub use command::{Command, Outcome};
 pub use error::{ConfigError, ConfigErrors};
+pub use format::Formats;
 pub use health::{HealthCheck, HealthReports, HttpProbe, OutlierDetection, PoolHealth, Probe, RetryPolicy};
+pub use proposal::Proposal;
 pub use route::{RouteMatch, RouteSpec};
 pub use spec::{
     AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, CertificateFile, ClusterSpec, Config,

@@ -36,6 +36,12 @@ pub struct ClusterState {
     certificates: BTreeMap<String, Certificate>,
     /// Each node's last active-check verdict on each backend.
     health: HealthReports,
+    /// The effective format version (see [`format`](crate::format)); 0
+    /// reads as 1. Not part of this type's encoding, whose bytes are those
+    /// of format 1: snapshot data carries it in its header
+    /// ([`snapshot_data`](crate::snapshot_data)).
+    #[serde(skip)]
+    cluster_version: u16,
 }
 
 impl ClusterState {
@@ -79,6 +85,18 @@ impl ClusterState {
             certificate.key_pem = String::new();
         }
         public
+    }
+
+    /// The format version every member reads, so the one entries and
+    /// snapshots are written in (see [`format`](crate::format)).
+    pub fn cluster_version(&self) -> u16 {
+        self.cluster_version.max(1)
+    }
+
+    /// Sets the version as snapshot data records it (1 is kept as 0, as
+    /// a state that never had one holds it).
+    pub(crate) fn restore_cluster_version(&mut self, version: u16) {
+        self.cluster_version = if version <= 1 { 0 } else { version };
     }
 
     /// Whether the cluster has been seeded from a configuration file.
@@ -170,6 +188,16 @@ impl ClusterState {
                     ));
                 }
                 self.vip_owners.insert(address, node);
+                Outcome::Applied
+            }
+            Command::SetClusterVersion(version) => {
+                if version <= self.cluster_version() {
+                    return Outcome::Rejected(format!(
+                        "the cluster version is already {}; it never goes down",
+                        self.cluster_version()
+                    ));
+                }
+                self.cluster_version = version;
                 Outcome::Applied
             }
             Command::AssignVip { address, owner: None } => {

@@ -172,7 +172,10 @@ mod admin {
         let mut predicted = applied.borrow().state.clone();
         let outcome = predicted.apply(command.clone());
         // Handed over, not awaited: the responder is dropped.
-        raft.client_write_ff(command.clone()).await.ok()?;
+        let format = applied.borrow().state.cluster_version();
+        raft.client_write_ff(raftlb_config::Proposal::new(format, command.clone()))
+            .await
+            .ok()?;
         Some(WriteReply {
             log_index: last_log.unwrap_or(0) + 1,
             applied: outcome.is_applied(),

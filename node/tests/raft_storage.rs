@@ -7,7 +7,7 @@ use openraft::storage::{LogState, RaftLogStorage, RaftLogStorageExt, RaftStateMa
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{AnyError, CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder};
 use openraft::{BasicNode, StorageIOError};
-use raftlb_config::{Algorithm, BackendSpec, ClusterSpec, Command, Outcome, PoolSpec};
+use raftlb_config::{Algorithm, BackendSpec, ClusterSpec, Command, Outcome, PoolSpec, Proposal};
 use raftlb_node::control::log_store::LogStore;
 use raftlb_node::control::state_machine::StateMachine;
 use raftlb_node::control::types::{Entry, LogId, StorageError, TypeConfig, Vote};
@@ -88,7 +88,7 @@ fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
 fn normal(term: u64, index: u64, command: Command) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(command),
+        payload: EntryPayload::Normal(Proposal::new(1, command)),
     }
 }
 
@@ -255,6 +255,45 @@ async fn snapshot_restores_the_state_on_reopen() {
     let (_follower, refollowed) =
         StateMachine::open(follower_dir.path(), Default::default()).expect("reopen follower");
     assert_eq!(**refollowed.borrow(), *before);
+}
+
+/// A snapshot file of format 1 (`RLBSNAP2`, written before versions)
+/// opens; once the cluster version is raised, snapshots are written in
+/// format 2 (`RLBSNAP3`, data with its header) and reopen as such.
+#[tokio::test]
+async fn a_format_one_snapshot_opens_and_later_ones_carry_the_version() {
+    let dir = TempDir::new("format-one");
+    let mut state = raftlb_config::ClusterState::default();
+    assert!(state.apply(bootstrap()).is_applied());
+    let tables = raftlb_config::StickyTables::default();
+    let data = raftlb_config::snapshot_data::encode(&state, &tables).expect("encode");
+    let meta = openraft::SnapshotMeta::<u64, BasicNode> {
+        last_log_id: Some(log_id(1, 2)),
+        last_membership: Default::default(),
+        snapshot_id: "1-2-0".to_string(),
+    };
+    let mut file = b"RLBSNAP2".to_vec();
+    file.extend(postcard::to_stdvec(&(&meta, &data)).expect("encode"));
+    fs::write(dir.path().join("snapshot.bin"), file).expect("write");
+
+    let (mut machine, applied) = StateMachine::open(dir.path(), Default::default()).expect("format 1 opens");
+    assert_eq!(applied.borrow().state, state);
+    assert_eq!(applied.borrow().state.cluster_version(), 1);
+
+    let raise = Entry {
+        log_id: log_id(1, 3),
+        payload: EntryPayload::Normal(Proposal::new(2, Command::SetClusterVersion(2))),
+    };
+    assert_eq!(
+        machine.apply(vec![raise]).await.expect("apply"),
+        [Outcome::Applied]
+    );
+    machine.build_snapshot().await.expect("snapshot");
+    let written = fs::read(dir.path().join("snapshot.bin")).expect("read");
+    assert!(written.starts_with(b"RLBSNAP3"));
+    drop(machine);
+    let (_machine, reopened) = StateMachine::open(dir.path(), Default::default()).expect("reopen");
+    assert_eq!(reopened.borrow().state.cluster_version(), 2);
 }
 
 #[test]

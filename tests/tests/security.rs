@@ -179,6 +179,7 @@ async fn vote_as(pki: &Pki, certificate_of: u64, from: u64, target: &str) -> Res
     let request = RaftRequest {
         from,
         payload: postcard::to_allocvec(&vote).expect("encode"),
+        ..RaftRequest::default()
     };
     RaftClient::new(channel).vote(request).await.map(|_| ())
 }

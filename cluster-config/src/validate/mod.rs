@@ -153,7 +153,11 @@ fn contents(command: &Command) -> Result<(), String> {
             Ok(())
         }
         Command::ReportHealth { node, .. } => node_id(*node),
-        Command::RemoveListener { .. }
+        Command::SetClusterVersion(version) if *version < 2 => Err(format!(
+            "cluster version {version}: the first version that can be set is 2"
+        )),
+        Command::SetClusterVersion(_)
+        | Command::RemoveListener { .. }
         | Command::RemovePool { .. }
         | Command::RemoveBackend { .. }
         | Command::SetAdminState { .. }
@@ -173,6 +177,7 @@ fn batchable(command: &Command) -> Result<(), String> {
         Command::SetStickySecret(_) => "the sticky-cookie secret",
         Command::PutCertificate { .. } | Command::RemoveCertificate { .. } => "a certificate change",
         Command::ReportHealth { .. } => "a health report",
+        Command::SetClusterVersion(_) => "the cluster version",
         _ => return Ok(()),
     };
     Err(format!("{what} cannot be part of an atomic batch"))

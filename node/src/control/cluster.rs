@@ -24,6 +24,7 @@ use super::sticky_admin::StickyAdmin;
 use super::transfer::Handover;
 use super::transport::{self, Dialer, Links};
 use super::types::{Metrics, Node, NodeId, Raft};
+use super::versions::{self, Versions};
 use super::writer::Writer;
 use crate::pki::{Files, Keyring, Subject};
 use crate::sticky::metrics::StickyMetrics;
@@ -164,21 +165,29 @@ impl ControlPlane {
         let membership = &config.membership;
         let links = links(config)?;
         let dir = Path::new(&config.node.data_dir);
-        data_dir::claim(dir, &membership.cluster_id, me)?;
+        let claimed = data_dir::claim(dir, &membership.cluster_id, me)?;
         let log_store = LogStore::open(&dir.join("raft"))?;
         let committed_at_start = log_store.committed_index();
         let sticky_metrics = Arc::new(StickyMetrics::default());
         let (state_machine, applied) = StateMachine::open(dir, Arc::clone(&sticky_metrics))?;
+        claimed.upgrade()?;
         let sticky_tables = state_machine.sticky_tables();
         let sticky_admin = StickyAdmin {
             machine: state_machine.clone(),
             metrics: Arc::clone(&sticky_metrics),
         };
         let dialer = Dialer::new(links.clone(), CONNECT_TIMEOUT);
+        let versions = Versions::new(me);
         let raft = Raft::new(
             me,
             Arc::new(raft_config(&membership.cluster_id, membership.timing)?),
-            Network::new(me, dialer.clone(), membership.max_message_bytes),
+            Network::new(
+                me,
+                dialer.clone(),
+                membership.max_message_bytes,
+                Arc::clone(&versions),
+                applied.clone(),
+            ),
             log_store,
             state_machine,
         )
@@ -195,6 +204,7 @@ impl ControlPlane {
             applied.clone(),
             link.clone(),
             Arc::clone(&standing_down),
+            Arc::clone(&versions),
         );
         let vips_held = watch::Sender::new(Vec::new());
         let handover = Handover {
@@ -235,6 +245,8 @@ impl ControlPlane {
                 timing: membership.timing,
                 started: Instant::now(),
                 vips: vips_held.subscribe(),
+                versions: Arc::clone(&versions),
+                applied: applied.clone(),
             },
             sticky: sticky_admin,
         };
@@ -249,7 +261,12 @@ impl ControlPlane {
                     address,
                     links,
                     membership,
-                    RaftService::new(raft.clone(), leadership.clone(), membership.timing),
+                    RaftService::new(
+                        raft.clone(),
+                        leadership.clone(),
+                        membership.timing,
+                        Arc::clone(&versions),
+                    ),
                     admin,
                     stop_server.clone(),
                 )
@@ -266,13 +283,19 @@ impl ControlPlane {
             form_cluster(&raft, me, membership.raft, &membership.peers).await;
         }
         let (proposer, proposing) = Proposer::start(writer.clone());
+        let raising = tokio::spawn(versions::keep_raised(
+            raft.clone(),
+            versions,
+            writer.clone(),
+            applied.clone(),
+        ));
         let seeding = tokio::spawn(seed(
             writer,
             applied.clone(),
             config.cluster.clone(),
             hint(membership.raft, config_path),
         ));
-        let mut tasks = vec![leading, proposing, seeding];
+        let mut tasks = vec![leading, proposing, seeding, raising];
         tasks.extend(keyring.clone().map(crate::pki::watch::start));
         Ok(ControlPlane {
             vip_control: VipControl {

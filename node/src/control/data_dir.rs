@@ -1,10 +1,17 @@
 //! The node's data directory and the identity file that says whose it is.
 //!
 //! `DATA_DIR/raftlb.identity` records the cluster id and node id the
-//! directory was created for. A node refuses, without touching anything, a
-//! directory made for another cluster or node, and a non-empty directory
-//! that has no identity file (someone else's files, or a wrong path).
+//! directory was created for, and the format version its files are written
+//! in (`format=N`; no such line: format 1, written before versions). A node
+//! refuses, without touching anything, a directory made for another cluster
+//! or node, a non-empty directory that has no identity file (someone else's
+//! files, or a wrong path), and a directory of a format newer than its
+//! binary reads. A directory of an older format is upgraded in place, one
+//! direction only: once its log and snapshot have opened, the identity
+//! records the binary's format ([`Claimed::upgrade`]), and from then on an
+//! older binary refuses it.
 
+use raftlb_config::format;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,11 +41,55 @@ pub enum DataDirError {
         "data dir {path}: {IDENTITY_FILE} is corrupt ({reason}); refusing to use it (nothing was changed)"
     )]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "data dir {path} is of format {found}, written by a newer raftlb; this binary reads data dirs of formats {oldest} to {current}; refusing to use it (nothing was changed). Run the newer raftlb, or move the directory aside to let this node catch up from the cluster"
+    )]
+    Newer {
+        path: PathBuf,
+        found: u16,
+        oldest: u16,
+        current: u16,
+    },
 }
 
-/// Checks that `path` is this node's data dir, creating it (with its
-/// identity file) if it does not exist or is empty.
-pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<(), DataDirError> {
+/// A data dir this node may use, and the format it was found in.
+#[derive(Debug)]
+pub struct Claimed {
+    path: PathBuf,
+    cluster: String,
+    node: u64,
+    /// The format its files were written in when it was claimed.
+    pub format: u16,
+}
+
+impl Claimed {
+    /// Records this binary's format, once the directory's files have been
+    /// read without error (a directory that fails to open keeps its
+    /// format, so the binary that wrote it can still read it).
+    pub fn upgrade(&self) -> Result<(), DataDirError> {
+        if self.format >= format::CURRENT {
+            return Ok(());
+        }
+        write_identity(&self.path.join(IDENTITY_FILE), &self.cluster, self.node).map_err(|source| {
+            DataDirError::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(
+            path = %self.path.display(),
+            from = self.format,
+            to = format::CURRENT,
+            "upgraded the data dir's format in place"
+        );
+        Ok(())
+    }
+}
+
+/// Checks that `path` is this node's data dir, of a format this binary
+/// reads, creating it (with its identity file) if it does not exist or is
+/// empty.
+pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<Claimed, DataDirError> {
     let io = |source| DataDirError::Io {
         path: path.to_path_buf(),
         source,
@@ -52,10 +103,11 @@ pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<(), DataDirError> 
     let identity = path.join(IDENTITY_FILE);
     match fs::read_to_string(&identity) {
         Ok(text) => {
-            let (found_cluster, found_node) = parse(&text).map_err(|reason| DataDirError::Corrupt {
-                path: path.to_path_buf(),
-                reason,
-            })?;
+            let (found_cluster, found_node, found_format) =
+                parse(&text).map_err(|reason| DataDirError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason,
+                })?;
             if found_cluster != cluster || found_node != node {
                 return Err(DataDirError::Foreign {
                     path: path.to_path_buf(),
@@ -65,7 +117,20 @@ pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<(), DataDirError> 
                     node,
                 });
             }
-            Ok(())
+            if found_format > format::CURRENT {
+                return Err(DataDirError::Newer {
+                    path: path.to_path_buf(),
+                    found: found_format,
+                    oldest: format::OLDEST,
+                    current: format::CURRENT,
+                });
+            }
+            Ok(Claimed {
+                path: path.to_path_buf(),
+                cluster: cluster.to_string(),
+                node,
+                format: found_format,
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if fs::read_dir(path).map_err(io)?.next().is_some() {
@@ -73,31 +138,49 @@ pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<(), DataDirError> 
                     path: path.to_path_buf(),
                 });
             }
-            write_identity(&identity, cluster, node).map_err(io)
+            write_identity(&identity, cluster, node).map_err(io)?;
+            Ok(Claimed {
+                path: path.to_path_buf(),
+                cluster: cluster.to_string(),
+                node,
+                format: format::CURRENT,
+            })
         }
         Err(e) => Err(io(e)),
     }
 }
 
-fn parse(text: &str) -> Result<(String, u64), String> {
+/// The cluster, node and format an identity file records.
+fn parse(text: &str) -> Result<(String, u64, u16), String> {
     let mut cluster = None;
     let mut node = None;
+    let mut format = 1;
     for line in text.lines() {
         match line.split_once('=') {
             Some(("cluster", value)) => cluster = Some(value.to_string()),
             Some(("node", value)) => node = value.parse::<u64>().ok(),
+            Some(("format", value)) => {
+                format = value
+                    .parse::<u16>()
+                    .map_err(|_| format!("format \"{value}\" is not a version number"))?;
+            }
             _ => return Err(format!("unexpected line \"{line}\"")),
         }
     }
-    cluster
+    let (cluster, node) = cluster
         .zip(node)
-        .ok_or_else(|| "missing cluster= or node= line".to_string())
+        .ok_or_else(|| "missing cluster= or node= line".to_string())?;
+    Ok((cluster, node, format))
 }
 
 fn write_identity(path: &Path, cluster: &str, node: u64) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = fs::File::create(&tmp)?;
-    write!(file, "cluster={cluster}\nnode={node}\n")?;
+    write!(
+        file,
+        "cluster={cluster}\nnode={node}\nformat={}\n",
+        format::CURRENT
+    )?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
@@ -136,6 +219,33 @@ mod tests {
             other_cluster.contains(&dir.display().to_string()),
             "{other_cluster}"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_older_format_is_upgraded_after_opening_and_a_newer_refused() {
+        let dir = scratch("format");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(IDENTITY_FILE), "cluster=prod\nnode=1\n").expect("write");
+        let claimed = claim(&dir, "prod", 1).expect("format 1 is read");
+        assert_eq!(claimed.format, 1);
+        let unchanged = fs::read_to_string(dir.join(IDENTITY_FILE)).expect("read");
+        assert!(!unchanged.contains("format="), "claiming alone changes nothing");
+        claimed.upgrade().expect("upgrade");
+        assert_eq!(claim(&dir, "prod", 1).expect("again").format, format::CURRENT);
+
+        let newer = format::CURRENT + 1;
+        fs::write(
+            dir.join(IDENTITY_FILE),
+            format!("cluster=prod\nnode=1\nformat={newer}\n"),
+        )
+        .expect("write");
+        let refused = claim(&dir, "prod", 1).expect_err("newer").to_string();
+        assert!(
+            refused.contains(&format!("of format {newer}, written by a newer raftlb")),
+            "{refused}"
+        );
+        assert!(refused.contains("nothing was changed"), "{refused}");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -17,6 +17,7 @@ use super::log_keys::{Epochs, LogKeys};
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
+use raftlb_config::proposal::decode_carrier;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -154,10 +155,10 @@ impl LogStore {
                     index,
                     reason,
                 })?;
-            let entry = postcard::from_bytes::<Entry>(&plain).map_err(|e| OpenError::CorruptEntry {
+            let entry = decode_carrier::<Entry>(&plain).map_err(|reason| OpenError::CorruptEntry {
                 path: self.path.to_path_buf(),
                 index,
-                reason: e.to_string(),
+                reason,
             })?;
             if entry.log_id.index != index {
                 return Err(OpenError::CorruptEntry {
@@ -236,7 +237,7 @@ fn decode_entry(epochs: &Epochs, key: &[u8], value: &[u8]) -> Result<Entry, AnyE
     let plain = epochs
         .open(index, value)
         .map_err(|e| AnyError::error(format!("entry {index} cannot be opened: {e}")))?;
-    postcard::from_bytes(&plain).map_err(|e| AnyError::error(format!("entry {index} cannot be decoded: {e}")))
+    decode_carrier(&plain).map_err(|e| AnyError::error(format!("entry {index} cannot be decoded: {e}")))
 }
 
 fn key_bound(bound: Bound<&u64>) -> Bound<[u8; 8]> {

@@ -21,7 +21,10 @@
 //! - [`spread`]: leases on and assignment of `placement = "spread"` VIPs.
 //! - [`sticky_admin`]: the admin API's sticky-table calls.
 //! - [`transfer`]: planned leadership transfer (openraft 0.9 has none).
-//! - [`data_dir`]: the identity file that keeps a node off another's data.
+//! - [`data_dir`]: the identity file that keeps a node off another's data,
+//!   and the format version its files are written in.
+//! - [`versions`]: the format versions of this node and its peers, the
+//!   format a proposal is written in, and raising the cluster version.
 
 pub mod admin_service;
 pub mod authz;
@@ -42,6 +45,7 @@ pub mod sticky_admin;
 pub mod transfer;
 pub mod transport;
 pub mod types;
+pub mod versions;
 pub mod writer;
 
 pub use cluster::{ControlError, ControlPlane, VipControl};

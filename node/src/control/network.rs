@@ -6,10 +6,14 @@
 //! and an unreachable peer are logged with what went wrong, at most once
 //! per [`LOG_EVERY`] per peer, since openraft retries many times a second.
 //! A batch of entries larger than the message limit is not sent: openraft
-//! is told to send fewer at a time (`PayloadTooLarge`).
+//! is told to send fewer at a time (`PayloadTooLarge`). Every request says
+//! this node's format versions and the cluster version it has applied, and
+//! every reply's formats are recorded ([`Versions`]).
 
+use super::state_machine::Applied;
 use super::transport::Dialer;
 use super::types::{Node, NodeId, TypeConfig};
+use super::versions::Versions;
 use crate::pki::Expect;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
@@ -19,6 +23,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use raftlb_config::Formats;
 use raftlb_proto::raft::RaftRequest;
 use raftlb_proto::raft::raft_client::RaftClient;
 use serde::Serialize;
@@ -26,6 +31,7 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// How often one peer's repeated failure is logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -46,15 +52,26 @@ pub struct Network {
     /// One channel per peer (id and address: a node's certificate is
     /// checked against the id the membership gives its address).
     channels: Arc<Mutex<HashMap<(NodeId, String), Dialled>>>,
+    versions: Arc<Versions>,
+    /// Where requests read the cluster version they carry.
+    applied: watch::Receiver<Arc<Applied>>,
 }
 
 impl Network {
-    pub fn new(me: NodeId, dialer: Dialer, max_message_bytes: usize) -> Self {
+    pub fn new(
+        me: NodeId,
+        dialer: Dialer,
+        max_message_bytes: usize,
+        versions: Arc<Versions>,
+        applied: watch::Receiver<Arc<Applied>>,
+    ) -> Self {
         Network {
             me,
             dialer,
             max_message_bytes,
             channels: Arc::default(),
+            versions,
+            applied,
         }
     }
 }
@@ -82,6 +99,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .clone(),
             max_message_bytes: limit,
             last_logged: None,
+            versions: Arc::clone(&self.versions),
+            applied: self.applied.clone(),
         }
     }
 }
@@ -95,6 +114,8 @@ pub struct Peer {
     client: Result<Client, String>,
     max_message_bytes: usize,
     last_logged: Option<Instant>,
+    versions: Arc<Versions>,
+    applied: watch::Receiver<Arc<Applied>>,
 }
 
 /// Why a call did not produce the peer's answer.
@@ -157,9 +178,13 @@ impl Peer {
         if payload.len() + 1024 > self.max_message_bytes {
             return Err(Failure::TooLarge(payload.len()));
         }
+        let formats = self.versions.this();
         let mut request = tonic::Request::new(RaftRequest {
             from: self.me,
             payload,
+            format_min: u32::from(formats.min),
+            format_max: u32::from(formats.max),
+            cluster_version: u32::from(self.applied.borrow().state.cluster_version()),
         });
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
@@ -173,7 +198,12 @@ impl Peer {
             }
             _ => Failure::Network(CallError(format!("refused: {}", status.message()))),
         })?;
-        postcard::from_bytes(&reply.into_inner().payload)
+        let reply = reply.into_inner();
+        self.versions.heard(
+            self.target,
+            Formats::announced(reply.format_min, reply.format_max),
+        );
+        raftlb_config::proposal::decode_carrier(&reply.payload)
             .map_err(|e| Failure::Network(CallError(format!("undecodable {kind:?} reply: {e}"))))
     }
 

@@ -3,22 +3,29 @@
 //! `Ok` or openraft's error, as postcard bytes. The layer in front of it
 //! ([`super::authz`]) admits only member nodes of the cluster; here the
 //! message's claimed sender must also be the node whose certificate
-//! brought it, and snapshot chunks must continue what was received.
+//! brought it, and snapshot chunks must continue what was received. The
+//! sender's format versions are recorded, and a message from a cluster
+//! whose version this binary cannot take part in is refused, with the
+//! sentence saying which versions it needs (nothing reaches the log).
 
 use super::authz;
 use super::leadership::Leadership;
 use super::transport::Caller;
 use super::types::{NodeId, Raft, TypeConfig};
+use super::versions::Versions;
 use openraft::raft::InstallSnapshotRequest;
-use raftlb_config::RaftTiming;
+use raftlb_config::{Formats, RaftTiming};
 use raftlb_proto::raft::raft_server;
 use raftlb_proto::raft::{RaftReply, RaftRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
+
+/// How often a refused cluster version is logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// The largest snapshot this node takes in (it is assembled in memory).
 const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
@@ -32,6 +39,9 @@ pub struct RaftService {
     vote_hold: Duration,
     /// The snapshot being received, and how many of its bytes.
     receiving: Arc<Mutex<Option<(String, u64)>>>,
+    versions: Arc<Versions>,
+    /// When a refused cluster version was last logged.
+    refusal_logged: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -41,13 +51,52 @@ impl std::fmt::Debug for RaftService {
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, leadership: watch::Receiver<Leadership>, timing: RaftTiming) -> Self {
+    pub fn new(
+        raft: Raft,
+        leadership: watch::Receiver<Leadership>,
+        timing: RaftTiming,
+        versions: Arc<Versions>,
+    ) -> Self {
         RaftService {
             raft,
             leadership,
             vote_hold: timing.election_timeout * 2,
             receiving: Arc::default(),
+            versions,
+            refusal_logged: Arc::default(),
         }
+    }
+
+    /// Records the sender's formats, and refuses a message from a cluster
+    /// whose version this binary cannot take part in (logged every
+    /// [`REFUSAL_LOG_EVERY`]: a leader retries many times a second).
+    fn check_versions(&self, request: &RaftRequest) -> Result<(), Status> {
+        self.versions.heard(
+            request.from,
+            Formats::announced(request.format_min, request.format_max),
+        );
+        let Err(reason) = self.versions.admit_cluster(request.cluster_version) else {
+            return Ok(());
+        };
+        let mut logged = self.refusal_logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+            *logged = Some(Instant::now());
+            tracing::error!(from = request.from, "refusing to join the cluster: {reason}");
+        }
+        Err(Status::failed_precondition(format!(
+            "node refuses to join: {reason}"
+        )))
+    }
+
+    fn reply<T: Serialize>(&self, result: &T) -> Result<Response<RaftReply>, Status> {
+        let payload = postcard::to_allocvec(result)
+            .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+        let formats = self.versions.this();
+        Ok(Response::new(RaftReply {
+            payload,
+            format_min: u32::from(formats.min),
+            format_max: u32::from(formats.max),
+        }))
     }
 
     pub fn raft(&self) -> &Raft {
@@ -104,18 +153,14 @@ impl RaftService {
 }
 
 fn decode<T: DeserializeOwned>(request: &RaftRequest, what: &str) -> Result<T, Status> {
-    postcard::from_bytes(&request.payload).map_err(|e| {
+    raftlb_config::proposal::decode_carrier(&request.payload).map_err(|e| {
         Status::invalid_argument(format!(
-            "undecodable {what} from node {}: {e} (are both nodes the same raftlb version?)",
-            request.from
+            "undecodable {what} from node {}: {e} (it reads formats {}; this node {})",
+            request.from,
+            Formats::announced(request.format_min, request.format_max),
+            Formats::BUILT,
         ))
     })
-}
-
-fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
-    let payload =
-        postcard::to_allocvec(result).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
-    Ok(Response::new(RaftReply { payload }))
 }
 
 /// The node id the request claims to come from, for logs.
@@ -163,25 +208,28 @@ impl RaftService {
 impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = self.check_sender(request)?;
+        self.check_versions(&request)?;
         let rpc = decode(&request, "AppendEntries")?;
         let result = self.raft.append_entries(rpc).await;
         if let Err(e) = &result {
             tracing::debug!(from = sender(&request), error = %e, "append_entries refused");
         }
-        reply(&result)
+        self.reply(&result)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = self.check_sender(request)?;
+        self.check_versions(&request)?;
         self.refuse_vote_while_leasing()?;
         let rpc = decode(&request, "Vote")?;
-        reply(&self.raft.vote(rpc).await)
+        self.reply(&self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = self.check_sender(request)?;
+        self.check_versions(&request)?;
         let rpc = decode(&request, "InstallSnapshot")?;
         self.check_chunk(&rpc)?;
-        reply(&self.raft.install_snapshot(rpc).await)
+        self.reply(&self.raft.install_snapshot(rpc).await)
     }
 }

@@ -19,8 +19,8 @@ use super::leader_link::LeaderLink;
 use super::leadership::Leadership;
 use super::state_machine::Applied;
 use super::types::{NodeId, Raft};
-use raftlb_config::Command;
 use raftlb_config::RaftTiming;
+use raftlb_config::{Command, Proposal};
 use raftlb_proto::admin::LeaseVipsRequest;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -64,7 +64,8 @@ impl LeaseDesk {
     /// Never passed on: a node that stopped leading has no plan to give.
     pub async fn assign(&self, vip: IpAddr, owner: Option<NodeId>) -> Result<(), String> {
         let command = Command::AssignVip { address: vip, owner };
-        match tokio::time::timeout(self.timing.election_timeout, self.raft.client_write(command)).await {
+        let proposal = Proposal::new(self.applied.borrow().state.cluster_version(), command);
+        match tokio::time::timeout(self.timing.election_timeout, self.raft.client_write(proposal)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("not committed in time".to_string()),

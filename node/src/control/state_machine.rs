@@ -11,16 +11,18 @@
 //! of the [`ClusterState`] followed by that of the tables, taken while no
 //! entry is being applied, so both are of one log position.
 //!
-//! `snapshot.bin` is an 8-byte magic followed by the postcard encoding of the
-//! snapshot's metadata and data (the data is also what is sent to a follower
-//! that installs it).
+//! `snapshot.bin` is an 8-byte magic (`RLBSNAP3`; `RLBSNAP2`, written
+//! before format versions, is still read) followed by the postcard encoding
+//! of the snapshot's metadata and data. The data is also what is sent to a
+//! follower that installs it, so it is written in the cluster's effective
+//! format version (`raftlb_config::snapshot_data`).
 
 use super::log_store::OpenError;
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::sticky::metrics::StickyMetrics;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
-use raftlb_config::{ClusterState, Command, Outcome, StickyChange, StickyTables, TableStats};
+use raftlb_config::{ClusterState, Command, Outcome, StickyChange, StickyTables, TableStats, snapshot_data};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Cursor, Write};
@@ -41,9 +43,11 @@ pub struct Applied {
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.bin.tmp";
-/// Starts `snapshot.bin`; the digit is the format's version (2: sticky
-/// tables follow the cluster state).
-const MAGIC: &[u8; 8] = b"RLBSNAP2";
+/// Starts `snapshot.bin`; the digit is the file's version (2: sticky
+/// tables follow the cluster state; 3: the data is versioned).
+const MAGIC: &[u8; 8] = b"RLBSNAP3";
+/// The file versions this binary reads: the digits after `RLBSNAP`.
+const READS: std::ops::RangeInclusive<u8> = b'2'..=b'3';
 
 /// A snapshot as `snapshot.bin` holds it (after [`MAGIC`]).
 #[derive(Debug, Serialize, Deserialize)]
@@ -171,19 +175,26 @@ impl StateMachine {
 
 /// Decodes `snapshot.bin`; the error says what is wrong with it.
 pub(crate) fn decode_file(bytes: &[u8]) -> Result<StoredSnapshot, String> {
-    let Some(body) = bytes.strip_prefix(MAGIC) else {
-        if let Some(version) = bytes.strip_prefix(&MAGIC[..7]).and_then(|rest| rest.first()) {
+    let body = match bytes
+        .strip_prefix(&MAGIC[..7])
+        .and_then(|rest| rest.split_first())
+    {
+        Some((version, body)) if READS.contains(version) => body,
+        Some((version, _)) => {
             return Err(format!(
-                "it is in snapshot format {}, written by another raftlb version; this one reads format {} \
-                 (move the data dir aside and let the node catch up from the cluster)",
+                "it is in snapshot format {}, written by another raftlb version; this one reads formats {}–{} \
+                 (run the raftlb that wrote it, or move the data dir aside and let the node catch up from the cluster)",
                 char::from(*version),
-                char::from(MAGIC[7])
+                char::from(*READS.start()),
+                char::from(*READS.end())
             ));
         }
-        return Err(format!(
-            "it does not start with {:?}",
-            String::from_utf8_lossy(MAGIC)
-        ));
+        None => {
+            return Err(format!(
+                "it does not start with {:?}",
+                String::from_utf8_lossy(MAGIC)
+            ));
+        }
     };
     let (stored, rest) = postcard::take_from_bytes::<StoredSnapshot>(body).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
@@ -198,20 +209,13 @@ pub fn snapshot_state(data_dir: &Path) -> Result<ClusterState, String> {
     let path = data_dir.join(SNAPSHOT_FILE);
     let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let stored = decode_file(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    postcard::take_from_bytes::<ClusterState>(&stored.data)
-        .map(|(state, _tables)| state)
-        .map_err(|e| format!("{}: its cluster state cannot be decoded: {e}", path.display()))
+    snapshot_data::decode(&stored.data, None).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Decodes a snapshot's data: returns the cluster state and restores the
 /// sticky tables into `sticky`.
 pub(crate) fn decode_data(data: &[u8], sticky: &StickyTables) -> Result<ClusterState, String> {
-    let (state, tables) = postcard::take_from_bytes::<ClusterState>(data)
-        .map_err(|e| format!("its cluster state cannot be decoded: {e}"))?;
-    sticky
-        .restore(tables)
-        .map_err(|e| format!("its sticky tables cannot be decoded: {e}"))?;
-    Ok(state)
+    snapshot_data::decode(data, Some(sticky))
 }
 
 /// Applies one command, sticky changes to the tables, and records the
@@ -274,8 +278,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             next.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Applied,
-                EntryPayload::Normal(command) => {
-                    apply_command(&mut next.state, command, &inner.sticky, &inner.metrics)
+                EntryPayload::Normal(proposal) => {
+                    apply_command(&mut next.state, proposal.command, &inner.sticky, &inner.metrics)
                 }
                 EntryPayload::Membership(membership) => {
                     next.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -341,12 +345,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (applied, data) = {
             let _applying = self.inner.applying.lock().unwrap_or_else(PoisonError::into_inner);
             let applied = Arc::clone(&self.inner.applied.borrow());
-            let state =
-                postcard::to_stdvec(&applied.state).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            let data = self
-                .inner
-                .sticky
-                .snapshot_into(state)
+            let data = snapshot_data::encode(&applied.state, &self.inner.sticky)
                 .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
             (applied, data)
         };

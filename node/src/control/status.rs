@@ -1,13 +1,17 @@
 //! `ctl status` as one node answers it: its Raft state, the leader and
-//! members it knows, its log position, whether it sees a quorum, and the
-//! VIPs it holds.
+//! members it knows, its log position, whether it sees a quorum, the
+//! VIPs it holds, and the format versions of it, its members and the
+//! cluster.
 
 use super::leadership::Leadership;
+use super::state_machine::Applied;
 use super::types::{NodeId, Raft};
+use super::versions::Versions;
 use openraft::ServerState;
 use raftlb_config::RaftTiming;
 use raftlb_proto::admin::{Member, StatusReply};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 
@@ -23,6 +27,8 @@ pub struct StatusView {
     pub started: Instant,
     /// The VIPs this node holds, as the VIP manager publishes them.
     pub vips: watch::Receiver<Vec<String>>,
+    pub versions: Arc<Versions>,
+    pub applied: watch::Receiver<Arc<Applied>>,
 }
 
 impl std::fmt::Debug for StatusView {
@@ -39,7 +45,13 @@ impl StatusView {
         let matched = metrics.replication.as_ref();
         let members = membership
             .nodes()
-            .map(|(id, node)| Member {
+            .map(|(id, node)| {
+                let formats = self.versions.of(*id);
+                (id, node, formats)
+            })
+            .map(|(id, node, formats)| Member {
+                format_min: formats.map_or(0, |f| u32::from(f.min)),
+                format_max: formats.map_or(0, |f| u32::from(f.max)),
                 id: *id,
                 address: node.addr.clone(),
                 role: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
@@ -80,6 +92,9 @@ impl StatusView {
                 .without_quorum(self.timing, self.started)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             vips: self.vips.borrow().clone(),
+            format_min: u32::from(self.versions.this().min),
+            format_max: u32::from(self.versions.this().max),
+            cluster_version: u32::from(self.applied.borrow().state.cluster_version()),
         }
     }
 }

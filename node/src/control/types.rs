@@ -1,14 +1,15 @@
-//! The openraft type configuration: what the log carries ([`Command`]), what
+//! The openraft type configuration: what the log carries ([`Proposal`]: a
+//! command with its format version), what
 //! applying an entry answers ([`Outcome`]), and the aliases the rest of the
 //! control plane uses so that no other file spells out openraft's generics.
 
-use raftlb_config::{Command, Outcome};
+use raftlb_config::{Outcome, Proposal};
 use std::io::Cursor;
 
 openraft::declare_raft_types!(
     /// raftlb's Raft: u64 node ids, nodes known by their gRPC address.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Outcome,
         NodeId = NodeId,
         Node = openraft::BasicNode,

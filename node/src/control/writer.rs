@@ -12,8 +12,9 @@
 use super::leader_link::{LeaderLink, Redirect, forwarded};
 use super::state_machine::Applied;
 use super::types::{Node, NodeId, Raft};
+use super::versions::Versions;
 use openraft::error::{ClientWriteError, RaftError};
-use raftlb_config::{Command, Outcome};
+use raftlb_config::{Command, Outcome, Proposal};
 use raftlb_proto::admin::{ReadReply, ReadRequest, WriteRequest};
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct Writer {
     link: LeaderLink,
     /// Set while this node, as leader, steps aside (transfer, drain).
     standing_down: Arc<AtomicBool>,
+    /// Which format a command is written in, or why not yet.
+    versions: Arc<Versions>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -60,6 +63,7 @@ impl Writer {
         applied: watch::Receiver<Arc<Applied>>,
         link: LeaderLink,
         standing_down: Arc<AtomicBool>,
+        versions: Arc<Versions>,
     ) -> Writer {
         Writer {
             me,
@@ -67,6 +71,7 @@ impl Writer {
             applied,
             link,
             standing_down,
+            versions,
         }
     }
 
@@ -79,11 +84,29 @@ impl Writer {
     /// votes (seen in jepsen's `transfer` and `drain` runs under steady
     /// admin writes). A write already handed to Raft when the step-aside
     /// begins still goes out; the campaign waits two election timeouts.
+    /// The command is written in the cluster's format version; one that
+    /// needs a newer version than the cluster runs is refused with a
+    /// sentence naming the members still on an older one.
     pub async fn submit(&self, command: Command, forwarded_here: bool) -> Result<(u64, Outcome), Status> {
-        // Encoded up front: `client_write` consumes the command, and a
+        let cluster_version = self.applied.borrow().state.cluster_version();
+        let members: Vec<NodeId> = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let format = self
+            .versions
+            .format_for(&command, cluster_version, members)
+            .map_err(Status::failed_precondition)?;
+        let proposal = Proposal::new(format, command);
+        // Encoded up front: `client_write` consumes the proposal, and a
         // follower must still send it on to the leader.
-        let encoded = postcard::to_allocvec(&command)
-            .map_err(|e| Status::internal(format!("cannot encode the command: {e}")))?;
+        let encoded = proposal.encode().map_err(Status::internal)?;
         let handover = async {
             while self.standing_down.load(Ordering::Acquire) {
                 tokio::time::sleep(HANDOVER_POLL).await;
@@ -95,7 +118,7 @@ impl Writer {
             )));
         }
         bounded(write_limit(encoded.len()), "write", async {
-            let here = match self.raft.client_write(command).await {
+            let here = match self.raft.client_write(proposal).await {
                 Ok(written) => Ok((written.log_id.index, written.data)),
                 Err(e) => Err(write_error(e)),
             };

@@ -37,12 +37,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn status(status: &ClusterStatus) -> String {
     let mut out = match &status.leader {
         Some(leader) => format!(
-            "cluster {}: leader {} ({}), term {}\n",
-            status.cluster_id, leader.id, leader.address, status.term
+            "cluster {}: leader {} ({}), term {}, version {}\n",
+            status.cluster_id, leader.id, leader.address, status.term, status.cluster_version
         ),
         None => format!(
-            "cluster {}: no leader known, term {}\n",
-            status.cluster_id, status.term
+            "cluster {}: no leader known, term {}, version {}\n",
+            status.cluster_id, status.term, status.cluster_version
         ),
     };
     let rows: Vec<Vec<String>> = status
@@ -56,16 +56,18 @@ pub fn status(status: &ClusterStatus) -> String {
                     term,
                     last_log_index,
                     applied_index,
+                    formats,
                     ..
                 } => row.extend([
                     state.clone(),
                     term.to_string(),
                     last_log_index.to_string(),
                     applied_index.to_string(),
+                    formats.clone(),
                 ]),
                 MemberView::Unreachable { unreachable } => {
                     row.push(format!("unreachable: {unreachable}"));
-                    row.extend(["-", "-", "-"].map(String::from));
+                    row.extend(["-", "-", "-", "-"].map(String::from));
                 }
             }
             row
@@ -89,7 +91,9 @@ pub fn status(status: &ClusterStatus) -> String {
         }
     }
     out.push_str(&table(
-        &["ID", "ADDRESS", "ROLE", "STATE", "TERM", "LAST LOG", "APPLIED"],
+        &[
+            "ID", "ADDRESS", "ROLE", "STATE", "TERM", "LAST LOG", "APPLIED", "FORMATS",
+        ],
         &rows,
     ));
     out
@@ -290,6 +294,7 @@ pub fn diff_line(command: &Command) -> String {
         Command::UpdateListener(_)
         | Command::SetClientLimits { .. }
         | Command::ChangeAcl { .. }
+        | Command::SetClusterVersion(_)
         | Command::UpdatePool(_)
         | Command::SetWeight { .. }
         | Command::SetAdminState { .. }
@@ -339,6 +344,7 @@ mod tests {
             applied_index: applied,
             no_quorum_ms: 0,
             vips: Vec::new(),
+            formats: "1–2".to_string(),
         }
     }
 
@@ -348,6 +354,7 @@ mod tests {
             cluster_id: "prod".to_string(),
             leader: None,
             term: 3,
+            cluster_version: 2,
             members: vec![MemberStatus {
                 id: 2,
                 address: "10.0.0.2:7000".to_string(),
@@ -359,6 +366,7 @@ mod tests {
                     applied_index: 10,
                     no_quorum_ms: 3250,
                     vips: Vec::new(),
+                    formats: "1–2".to_string(),
                 },
             }],
         };
@@ -382,6 +390,7 @@ mod tests {
                 address: "10.0.0.1:7000".to_string(),
             }),
             term: 3,
+            cluster_version: 2,
             members: vec![
                 MemberStatus {
                     id: 1,
@@ -401,18 +410,21 @@ mod tests {
         };
         let text = status(&cluster);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "cluster prod: leader 1 (10.0.0.1:7000), term 3");
+        assert_eq!(
+            lines[0],
+            "cluster prod: leader 1 (10.0.0.1:7000), term 3, version 2"
+        );
         assert_eq!(
             lines[1],
-            "ID  ADDRESS        ROLE     STATE                                           TERM  LAST LOG  APPLIED"
+            "ID  ADDRESS        ROLE     STATE                                           TERM  LAST LOG  APPLIED  FORMATS"
         );
         assert_eq!(
             lines[2],
-            "1   10.0.0.1:7000  voter    leader                                          3     120       120"
+            "1   10.0.0.1:7000  voter    leader                                          3     120       120      1–2"
         );
         assert_eq!(
             lines[3],
-            "2   10.0.0.2:7000  learner  unreachable: Connection refused (os error 111)  -     -         -"
+            "2   10.0.0.2:7000  learner  unreachable: Connection refused (os error 111)  -     -         -        -"
         );
         assert_eq!(lines.len(), 4);
     }
@@ -423,9 +435,10 @@ mod tests {
             cluster_id: "prod".to_string(),
             leader: None,
             term: 7,
+            cluster_version: 1,
             members: Vec::new(),
         };
-        assert!(status(&cluster).starts_with("cluster prod: no leader known, term 7\n"));
+        assert!(status(&cluster).starts_with("cluster prod: no leader known, term 7, version 1\n"));
     }
 
     #[test]

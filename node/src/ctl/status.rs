@@ -7,6 +7,7 @@
 use super::client::Client;
 use crate::control::transport::Dialer;
 use crate::pki::Expect;
+use raftlb_config::Formats;
 use raftlb_proto::admin::StatusReply;
 use serde::Serialize;
 use std::time::Duration;
@@ -22,6 +23,9 @@ pub struct ClusterStatus {
     /// The leader by the leader's own account if it answered, else by the first node's.
     pub leader: Option<LeaderInfo>,
     pub term: u64,
+    /// The format version every member reads, as the leader (else the
+    /// first node) has applied it.
+    pub cluster_version: u32,
     /// Members in id order.
     pub members: Vec<MemberStatus>,
 }
@@ -56,6 +60,8 @@ pub enum MemberView {
         no_quorum_ms: u64,
         /// The VIPs it holds.
         vips: Vec<String>,
+        /// The format versions its binary reads and writes ("1–2").
+        formats: String,
     },
     Unreachable {
         unreachable: String,
@@ -71,8 +77,14 @@ impl MemberView {
             applied_index: reply.applied_index,
             no_quorum_ms: reply.no_quorum_ms,
             vips: reply.vips.clone(),
+            formats: Formats::announced(reply.format_min, reply.format_max).to_string(),
         }
     }
+}
+
+/// The cluster version a reply states (0, from a release before versions: 1).
+fn cluster_version(reply: &StatusReply) -> u32 {
+    reply.cluster_version.max(1)
 }
 
 /// Asks `first` (already connected) and then every other member it lists.
@@ -128,6 +140,7 @@ pub fn assemble(
         .filter_map(|(_, reply)| reply.as_ref().ok())
         .filter(|reply| reply.state == "leader")
         .max_by_key(|reply| reply.term);
+    let version = leader_reply.map_or_else(|| cluster_version(first), cluster_version);
     let (leader, term) = match leader_reply {
         Some(reply) => {
             let address = first
@@ -156,6 +169,7 @@ pub fn assemble(
         cluster_id: first.cluster_id.clone(),
         leader,
         term,
+        cluster_version: version,
         members,
     }
 }
@@ -186,11 +200,16 @@ mod tests {
                     address: format!("10.0.0.{m}:7000"),
                     role: "voter".to_string(),
                     matched_index: 0,
+                    format_min: 1,
+                    format_max: 2,
                 })
                 .collect(),
             millis_since_quorum_ack: -1,
             no_quorum_ms: 0,
             vips: Vec::new(),
+            format_min: 1,
+            format_max: if id == 1 { 1 } else { 2 },
+            cluster_version: 1,
         }
     }
 
@@ -249,6 +268,8 @@ mod tests {
         assert_eq!(json["leader"]["id"], 1);
         assert_eq!(json["members"][0]["state"], "leader");
         assert_eq!(json["members"][0]["last_log_index"], 41);
+        assert_eq!(json["members"][0]["formats"], "1");
+        assert_eq!(json["cluster_version"], 1);
         assert_eq!(json["members"][1]["unreachable"], "not asked");
     }
 }

@@ -1,0 +1,144 @@
+//! Format versions: which encodings of the replicated data a binary reads
+//! and writes, and the rules that let binaries of two versions share a
+//! cluster during a rolling upgrade.
+//!
+//! A *format version* numbers the encoding of everything a node stores or
+//! sends to another node: Raft log entries ([`Proposal`](crate::Proposal)),
+//! snapshot data ([`snapshot_data`](crate::snapshot_data)), the data dir
+//! and the node-to-node messages. A binary reads every version in its
+//! [`Formats`] range; what it *writes* is the cluster's **effective
+//! version** (`ClusterState::cluster_version`), committed through Raft like
+//! any state, so that every member can decode every entry. The leader raises
+//! it (`Command::SetClusterVersion`) once every member supports the next
+//! version; it never goes down. (etcd's cluster version works this way.)
+//!
+//! | version | what changed |
+//! |---|---|
+//! | 1 | every release before versions existed (up to commit b834ab7): a log entry is the bare postcard `Command`; snapshot data is `ClusterState ‖ sticky tables`; `snapshot.bin` starts `RLBSNAP2`; the data dir's identity file has no `format` line |
+//! | 2 | a log entry says its version (an envelope around the command's bytes); snapshot data starts with a header holding the cluster version; `snapshot.bin` starts `RLBSNAP3`; the identity file records `format=2`; node-to-node messages carry the sender's formats and the cluster version; `SetClusterVersion` |
+//!
+//! ## Changing a replicated type
+//! Adding a field to anything a command or the state holds changes the
+//! bytes. Before such a change: bump [`CURRENT`], freeze the types of the
+//! version being left in a module of their own (what they decode and how
+//! they convert to today's), have [`Proposal`](crate::Proposal) and the
+//! snapshot data dispatch the old version to them, make
+//! [`Command::format_needed`](crate::Command::format_needed) name the new
+//! version for commands that use the change, and record samples of the new
+//! version's bytes in `tests/formats.rs`. A binary supports two versions:
+//! the one it writes and the one before, so an upgrade goes one version at
+//! a time.
+
+use std::fmt;
+
+/// The newest format this binary writes (once the cluster allows it).
+pub const CURRENT: u16 = 2;
+/// The oldest format this binary reads and writes for a mixed cluster.
+pub const OLDEST: u16 = 1;
+
+/// A range of format versions: what one binary supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Formats {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl Formats {
+    /// What this build supports.
+    pub const BUILT: Formats = Formats {
+        min: OLDEST,
+        max: CURRENT,
+    };
+
+    /// What a peer that does not say (a release before versions) supports.
+    pub const UNVERSIONED: Formats = Formats { min: 1, max: 1 };
+
+    /// The formats a peer announced, where 0 (a field the peer's release
+    /// did not have) means a release before versions.
+    pub fn announced(min: u32, max: u32) -> Formats {
+        match (u16::try_from(min), u16::try_from(max)) {
+            (Ok(min), Ok(max)) if min > 0 && max >= min => Formats { min, max },
+            _ => Formats::UNVERSIONED,
+        }
+    }
+
+    pub fn contains(self, version: u16) -> bool {
+        (self.min..=self.max).contains(&version)
+    }
+
+    /// Whether a binary of these formats may take part in a cluster whose
+    /// effective version is `cluster`; the error is the sentence to show.
+    pub fn can_join(self, cluster: u16) -> Result<(), String> {
+        if cluster > self.max {
+            return Err(format!(
+                "this binary reads formats {self}, but the cluster runs format {cluster}: it is too old \
+                 to join; run a raftlb that reads format {cluster}"
+            ));
+        }
+        if cluster < self.min {
+            return Err(format!(
+                "this binary reads formats {self}, but the cluster runs format {cluster}: it is more \
+                 than one version newer; upgrade the cluster one version at a time (first to a raftlb \
+                 that reads formats {cluster}–{})",
+                cluster + 1
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Formats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.min == self.max {
+            true => write!(f, "{}", self.min),
+            false => write!(f, "{}–{}", self.min, self.max),
+        }
+    }
+}
+
+/// The version every member can read: the lowest newest-format among
+/// them, never below `current` (the effective version never goes down);
+/// `None` while some member's formats are unknown.
+pub fn next_cluster_version(current: u16, members: impl IntoIterator<Item = Option<Formats>>) -> Option<u16> {
+    let mut lowest = u16::MAX;
+    for member in members {
+        lowest = lowest.min(member?.max);
+    }
+    (lowest != u16::MAX).then_some(lowest.max(current))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_needs_the_cluster_version_in_range() {
+        let this = Formats { min: 2, max: 3 };
+        assert!(this.can_join(2).is_ok());
+        assert!(this.can_join(3).is_ok());
+        let old = this.can_join(1).unwrap_err();
+        assert!(old.contains("more than one version newer"), "{old}");
+        assert!(old.contains("formats 1–2"), "{old}");
+        let new = this.can_join(4).unwrap_err();
+        assert!(new.contains("too old"), "{new}");
+        assert!(new.contains("format 4"), "{new}");
+    }
+
+    #[test]
+    fn unannounced_formats_are_the_first_version() {
+        assert_eq!(Formats::announced(0, 0), Formats::UNVERSIONED);
+        assert_eq!(Formats::announced(3, 2), Formats::UNVERSIONED);
+        assert_eq!(Formats::announced(1, 2), Formats { min: 1, max: 2 });
+        assert_eq!(Formats::announced(1, 70_000), Formats::UNVERSIONED);
+    }
+
+    #[test]
+    fn the_cluster_version_rises_to_the_lowest_member_and_never_falls() {
+        let f = |min, max| Some(Formats { min, max });
+        assert_eq!(next_cluster_version(1, [f(1, 2), f(1, 1), f(1, 2)]), Some(1));
+        assert_eq!(next_cluster_version(1, [f(1, 2), f(1, 2), f(1, 2)]), Some(2));
+        assert_eq!(next_cluster_version(2, [f(1, 1)]), Some(2));
+        assert_eq!(next_cluster_version(1, [f(1, 2), None]), None);
+        assert_eq!(next_cluster_version(1, []), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! Frozen samples of every format version's bytes (see
+//! `raftlb_config::format`), decoded by this test forever: log entries
+//! ([`Proposal`]) and snapshot data. A sample is recorded once, when its
+//! version is released, and never re-recorded: a change that breaks one
+//! breaks the rolling upgrade from that version. (Format 1's commands are
+//! also in `wire.rs`, recorded when they were written.)
+
+use raftlb_config::format::{self, Formats};
+use raftlb_config::{
+    BackendSpec, ClusterState, Command, Proposal, StickyChange, StickyKey, StickyTables, snapshot_data,
+};
+use std::net::SocketAddr;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    ([10, 0, 0, 1], port).into()
+}
+
+/// Log entries' payloads of each version, with what they decode to.
+fn entries() -> Vec<(Proposal, &'static str)> {
+    let add = Command::AddBackend {
+        pool: "app".into(),
+        backend: BackendSpec::new(addr(9001)),
+    };
+    vec![
+        // Format 1: the bare command, as every release before versions wrote it.
+        (Proposal::new(1, add.clone()), "0703617070000a000001a946010000"),
+        (
+            Proposal::new(1, Command::RemovePool { name: "web".into() }),
+            "0603776562",
+        ),
+        // Format 2: the envelope (index 127, the format, the command's bytes).
+        (Proposal::new(2, add), "7f020f0703617070000a000001a946010000"),
+        (Proposal::new(2, Command::SetClusterVersion(2)), "7f02021502"),
+    ]
+}
+
+#[test]
+fn every_versions_entries_decode_and_are_still_produced() {
+    for (proposal, recorded) in entries() {
+        assert_eq!(
+            Proposal::decode(&unhex(recorded)).expect(recorded),
+            proposal,
+            "{recorded}"
+        );
+        assert_eq!(hex(&proposal.encode().unwrap()), recorded, "{proposal}");
+    }
+}
+
+#[test]
+fn an_entry_of_a_version_this_binary_does_not_read_is_refused_in_words() {
+    let newer = format::CURRENT + 1;
+    let bytes = unhex(&format!("7f{newer:02x}021502"));
+    let error = Proposal::decode(&bytes).unwrap_err();
+    assert!(
+        error.contains(&format!(
+            "an entry of format {newer}, but this binary reads formats {}",
+            Formats::BUILT
+        )),
+        "{error}"
+    );
+}
+
+/// A small state with a sticky session: the sample of snapshot data.
+fn sample_state() -> (ClusterState, StickyTables) {
+    let file = "[node]\nid = 1\ndata_dir = \"d\"\n\n\
+                [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"127.0.0.1:8080\"\npool = \"app\"\n\n\
+                [[pool]]\nname = \"app\"\nbackends = [{ address = \"10.0.0.1:9001\" }]\n\n\
+                [pool.sticky]\nkind = \"header\"\nname = \"x-user\"\n";
+    let config = raftlb_config::parse("sample.toml", file).expect("a valid sample");
+    let mut state = ClusterState::default();
+    let tables = StickyTables::default();
+    assert!(
+        state
+            .apply_with(Command::Bootstrap(config.cluster), &tables)
+            .is_applied()
+    );
+    let stick = Command::Sticky(StickyChange::Stick {
+        pool: "app".into(),
+        key: StickyKey::of(b"alice"),
+        backend: addr(9001),
+        replaces: None,
+        at_ms: 1_700_000_000_000,
+    });
+    assert!(state.apply_with(stick, &tables).is_applied());
+    (state, tables)
+}
+
+const SNAPSHOT_DATA_V1: &str = "01010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b6574000001e807e807d00f904ea09c012040000103617070000001000a000001a94601000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e807000000003200000114030080080500000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
+const SNAPSHOT_DATA_V2: &str = "524c42440002000201010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b6574000001e807e807d00f904ea09c012040000103617070000001000a000001a94601000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e807000000003200000114030080080500000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
+
+#[test]
+fn every_versions_snapshot_data_decodes_and_is_still_produced() {
+    let (mut state, tables) = sample_state();
+    for (version, recorded) in [(1, SNAPSHOT_DATA_V1), (2, SNAPSHOT_DATA_V2)] {
+        if version == 2 {
+            assert!(state.apply(Command::SetClusterVersion(2)).is_applied());
+        }
+        let restored = StickyTables::default();
+        let decoded = snapshot_data::decode(&unhex(recorded), Some(&restored)).expect("decodes");
+        assert_eq!(decoded, state, "version {version}");
+        assert_eq!(decoded.cluster_version(), version);
+        assert_eq!(restored.stats(), tables.stats(), "version {version}");
+        assert_eq!(
+            hex(&snapshot_data::encode(&state, &tables).unwrap()),
+            recorded,
+            "version {version}"
+        );
+    }
+}
+
+#[test]
+fn the_cluster_version_rises_only_and_needs_format_two() {
+    let mut state = ClusterState::default();
+    assert_eq!(state.cluster_version(), 1);
+    assert_eq!(Command::SetClusterVersion(2).format_needed(), 2);
+    assert_eq!(
+        Command::Independent(vec![Command::SetClusterVersion(2)]).format_needed(),
+        2
+    );
+    assert_eq!(Command::RemovePool { name: "a".into() }.format_needed(), 1);
+    let refused = state.apply(Command::SetClusterVersion(1));
+    assert!(
+        refused
+            .rejection()
+            .contains("the first version that can be set is 2"),
+        "{refused:?}"
+    );
+    assert!(state.apply(Command::SetClusterVersion(2)).is_applied());
+    assert_eq!(state.cluster_version(), 2);
+    let lower = state.apply(Command::SetClusterVersion(2));
+    assert!(
+        lower.rejection().contains("already 2; it never goes down"),
+        "{lower:?}"
+    );
+    let batch = Command::Batch(vec![Command::SetClusterVersion(3)]);
+    assert!(!state.apply(batch).is_applied());
+}
