@@ -127,6 +127,10 @@ pub struct MembershipSpec {
     pub vip_on_quorum_loss: VipOnQuorumLoss,
     /// The largest gRPC message this node sends or accepts (Raft and admin).
     pub max_message_bytes: usize,
+    /// `[cluster] apply_file_on_reload`: a reload (SIGHUP, `raftlb
+    /// reload`) commits the file's listeners and pools; otherwise it only
+    /// says how the file differs (see [`MembershipSpec::file_is_truth`]).
+    pub apply_file_on_reload: bool,
 }
 
 /// `[cluster.tls]`, or `insecure_cleartext = true`.
@@ -209,7 +213,15 @@ impl MembershipSpec {
             timing: RaftTiming::default(),
             vip_on_quorum_loss: VipOnQuorumLoss::default(),
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
+            apply_file_on_reload: false,
         }
+    }
+
+    /// Whether the file's listeners and pools are committed when it is
+    /// read again: always on a standalone node (its file is the only way
+    /// to change it), on a cluster node with `apply_file_on_reload`.
+    pub fn file_is_truth(&self) -> bool {
+        self.raft.is_none() || self.apply_file_on_reload
     }
 }
 

@@ -8,7 +8,7 @@ use raftlb_config::{ClusterState, Command};
 use raftlb_node::control::transport::{Dialer, Links};
 use raftlb_node::pki::{Expect, Keyring};
 use raftlb_proto::admin::admin_client::AdminClient;
-use raftlb_proto::admin::{ReadRequest, StatusReply, StatusRequest, WriteRequest};
+use raftlb_proto::admin::{AddMemberRequest, ReadRequest, StatusReply, StatusRequest, WriteRequest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -99,6 +99,21 @@ impl Admin {
             .into_inner();
         let state = postcard::from_bytes(&reply.state).expect("decode state");
         Ok((state, reply.applied_index))
+    }
+
+    /// Asks to add node `id` at `address` as a member (bounded by the
+    /// client's timeout, like every call; the leader goes on trying).
+    pub async fn add_member(&mut self, id: u64, address: &str) -> Result<u64, tonic::Status> {
+        let request = AddMemberRequest {
+            id,
+            address: address.to_string(),
+        };
+        Ok(self
+            .client
+            .add_member(self.request(request))
+            .await?
+            .into_inner()
+            .log_index)
     }
 
     pub async fn status(&mut self) -> Result<StatusReply, tonic::Status> {

@@ -150,6 +150,22 @@ impl Cluster {
     /// Adds node `id` to the roster (not to the cluster: `ctl member add`
     /// does that) and starts it with the seed's listeners in its file.
     pub async fn start_joiner(&mut self, id: u64) -> usize {
+        let index = self.push_joiner(id);
+        self.spawn(index);
+        index
+    }
+
+    /// [`Cluster::start_joiner`] of the binary at `bin` with `env` added to
+    /// its environment (a failpoints build pretending another version).
+    pub fn start_joiner_as(&mut self, id: u64, bin: &std::path::Path, env: &[(String, String)]) -> usize {
+        let index = self.push_joiner(id);
+        let config = self.config(index);
+        self.members[index].process = Some(Raftlb::spawn_as(&config, bin, env));
+        index
+    }
+
+    /// Adds node `id` to the roster, on the cluster's ports; its index.
+    fn push_joiner(&mut self, id: u64) -> usize {
         let root = self.members[0].data_dir.parent().expect("root").to_path_buf();
         let raft_port = self.members[0].raft.rsplit(':').next().expect("port").to_string();
         self.members.push(Member {
@@ -160,9 +176,7 @@ impl Cluster {
             process: None,
             tls: None,
         });
-        let index = self.members.len() - 1;
-        self.spawn(index);
-        index
+        self.members.len() - 1
     }
 
     /// SIGKILLs node `index`.

@@ -10,7 +10,8 @@
 //! multi-host tests ([`netns`], [`site`]) with a prober of who answers
 //! ARP or IPv6 neighbour solicitations for an address ([`arp`], [`ndp`]),
 //! and a capture of every frame on their bridge ([`capture`]); clients as
-//! source addresses ([`sources`]).
+//! source addresses ([`sources`]); the binary of an earlier commit, for
+//! mixed-version clusters ([`pinned`]).
 //! Nothing here is a mock.
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod client;
 pub mod cluster;
 pub mod ndp;
 pub mod netns;
+pub mod pinned;
 pub mod pki;
 pub mod process;
 pub mod site;

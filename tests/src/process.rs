@@ -22,11 +22,9 @@ fn build_binary() -> PathBuf {
     build_with_features("")
 }
 
-/// Runs `cargo build -p raftlb-node --bin raftlb --features FEATURES` into
-/// the target directory and profile this executable was built in (as
-/// [`binary`] does) and returns the binary's path, which the next build
-/// with other features overwrites.
-pub fn build_with_features(features: &str) -> PathBuf {
+/// The target directory's profile directory (`target/debug`) this
+/// executable was built in, and whether it is the release profile.
+pub fn profile_dir() -> (PathBuf, bool) {
     let exe = std::env::current_exe().expect("current_exe");
     // A test runs from `target/<profile>/deps`; a binary of this workspace
     // that uses these fixtures (raftlb-jepsen) from `target/<profile>`.
@@ -36,6 +34,15 @@ pub fn build_with_features(features: &str) -> PathBuf {
         _ => exe_dir,
     };
     let release = profile_dir.file_name().is_some_and(|name| name == "release");
+    (profile_dir.to_path_buf(), release)
+}
+
+/// Runs `cargo build -p raftlb-node --bin raftlb --features FEATURES` into
+/// the target directory and profile this executable was built in (as
+/// [`binary`] does) and returns the binary's path, which the next build
+/// with other features overwrites.
+pub fn build_with_features(features: &str) -> PathBuf {
+    let (profile_dir, release) = profile_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build.args(["build", "--quiet", "-p", "raftlb-node", "--bin", "raftlb"]);
@@ -140,6 +147,14 @@ impl Raftlb {
     /// [`Raftlb::spawn`] inside network namespace `ns`.
     pub fn spawn_in(ns: &str, config: &str) -> Raftlb {
         Self::spawn_in_as(ns, config, &binary(), &[])
+    }
+
+    /// [`Raftlb::spawn`] of the binary at `bin`, with `env` added to its
+    /// environment.
+    pub fn spawn_as(config: &str, bin: &Path, env: &[(String, String)]) -> Raftlb {
+        let mut command = Command::new(bin);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        Self::spawn_with(command, config)
     }
 
     /// [`Raftlb::spawn_in`] of the binary at `bin`, with `env` added to

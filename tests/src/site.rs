@@ -206,10 +206,15 @@ impl Site {
     /// Starts node `i` (again) in its namespace, without waiting for it.
     pub fn spawn(&self, i: usize) -> Raftlb {
         let bin = self.options.node_binary.clone().unwrap_or_else(binary);
+        self.spawn_as(i, &bin)
+    }
+
+    /// [`Site::spawn`] of the binary at `bin` (another version, say).
+    pub fn spawn_as(&self, i: usize, bin: &std::path::Path) -> Raftlb {
         Raftlb::spawn_in_as(
             &self.lab.ns(BALANCERS[i]),
             &self.config(i),
-            &bin,
+            bin,
             &self.options.node_env,
         )
     }
@@ -489,6 +494,16 @@ impl Load {
         let after: Vec<&Attempt> = attempts.iter().filter(|a| a.start > since).collect();
         (after.len(), after.iter().filter(|a| !a.ok).count())
     }
+
+    /// Stops requesting, waits for the requests in flight, and returns
+    /// every attempt.
+    pub fn finish(mut self) -> Vec<Attempt> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.attempts()
+    }
 }
 
 impl Drop for Load {
@@ -498,6 +513,25 @@ impl Drop for Load {
             let _ = thread.join();
         }
     }
+}
+
+/// The backend that answered `user`'s request (header `X-Session`) to
+/// `to`, from namespace `ns`; `None` if it was not a 200.
+pub fn session(ns: &str, to: SocketAddr, user: &str) -> Option<String> {
+    let (ns, user) = (ns.to_string(), user.to_string());
+    netns::on_host(&ns, move || {
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_millis(200)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        let request =
+            format!("GET / HTTP/1.1\r\nHost: vip\r\nX-Session: {user}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+    })
 }
 
 /// One request from the client host to `to`; whether it got a 200.

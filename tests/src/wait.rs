@@ -27,6 +27,23 @@ pub async fn value<T>(what: &str, deadline: Duration, mut probe: impl FnMut() ->
     }
 }
 
+/// [`value`] with a probe that awaits (an admin call, say); polled every
+/// 50 ms.
+pub async fn value_of<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until something accepts TCP connections on `address`.
 pub async fn port_open(address: &str, deadline: Duration) {
     let start = Instant::now();

@@ -4,33 +4,13 @@
 //! session still reaches its backend. With `contract = "sync"`, so do the
 //! sessions made right up to the kill. Needs root; otherwise skips, saying so.
 
-use raftlb_tests::netns;
-use raftlb_tests::site::{Options, Site};
+use raftlb_tests::site::{Options, Site, session};
 use raftlb_tests::{root_or_skip, wait};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The backend that answered `user`'s request to `to`, from the client host.
-fn session(ns: &str, to: SocketAddr, user: &str) -> Option<String> {
-    let (ns, user) = (ns.to_string(), user.to_string());
-    netns::on_host(&ns, move || {
-        let mut stream = TcpStream::connect_timeout(&to, Duration::from_millis(200)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-        let request =
-            format!("GET / HTTP/1.1\r\nHost: vip\r\nX-Session: {user}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        if !answer.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
-    })
-}
 
 /// Entries of pool `pool` in every node's table, as `ctl sticky stats` prints them.
 fn entries(site: &Site, via: usize, pool: &str) -> Vec<u64> {

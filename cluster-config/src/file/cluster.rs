@@ -64,6 +64,10 @@ pub(super) fn membership(
             .and_then(|n| usize::try_from(n).ok()),
         None => Some(MembershipSpec::DEFAULT_MAX_MESSAGE_BYTES),
     };
+    let apply_file_on_reload = match s.optional("apply_file_on_reload") {
+        Some(f) => reader.bool(&f),
+        None => Some(false),
+    };
     let section_span = s.span();
     s.finish(reader);
 
@@ -130,6 +134,7 @@ pub(super) fn membership(
         timing: timing?,
         vip_on_quorum_loss: vip_on_quorum_loss?,
         max_message_bytes: max_message_bytes?,
+        apply_file_on_reload: apply_file_on_reload?,
     })
 }
 

@@ -17,6 +17,7 @@ use super::membership::Membership;
 use super::network::Network;
 use super::proposer::Proposer;
 use super::raft_service::RaftService;
+use super::reconcile;
 use super::spread::{LeaseDesk, SharedLeases};
 use super::state_machine::{Applied, StateMachine};
 use super::status::StatusView;
@@ -28,9 +29,7 @@ use super::versions::{self, Versions};
 use super::writer::Writer;
 use crate::pki::{Files, Keyring, Subject};
 use crate::sticky::metrics::StickyMetrics;
-use raftlb_config::{
-    ClusterSpec, ClusterState, Command, Config, LinkSecurity, MembershipSpec, RaftTiming, Role, StickyTables,
-};
+use raftlb_config::{Config, LinkSecurity, MembershipSpec, RaftTiming, Role, StickyTables};
 use raftlb_proto::admin::admin_server::AdminServer;
 use raftlb_proto::raft::raft_server::RaftServer;
 use std::collections::BTreeMap;
@@ -289,11 +288,14 @@ impl ControlPlane {
             writer.clone(),
             applied.clone(),
         ));
-        let seeding = tokio::spawn(seed(
-            writer,
+        // At start the file is the truth only on a standalone node: a
+        // cluster node's file may be older than what others committed.
+        let seeding = tokio::spawn(reconcile::seed(
+            writer.clone(),
             applied.clone(),
             config.cluster.clone(),
-            hint(membership.raft, config_path),
+            membership.raft.is_none(),
+            reconcile::hint(membership.raft, config_path),
         ));
         let mut tasks = vec![leading, proposing, seeding, raising];
         tasks.extend(keyring.clone().map(crate::pki::watch::start));
@@ -505,63 +507,5 @@ async fn form_cluster(
     match raft.initialize(members).await {
         Ok(()) => tracing::info!(voters, "formed the cluster"),
         Err(e) => tracing::debug!(error = %e, "initialize declined (already formed)"),
-    }
-}
-
-fn hint(address: Option<SocketAddr>, config_path: &Path) -> String {
-    let node = address.map(|a| format!(" --node {a}")).unwrap_or_default();
-    format!("raftlb ctl{node} apply --config {}", config_path.display())
-}
-
-/// Seeds a new cluster with the file's listeners and pools (the first
-/// node to get its `Bootstrap` committed wins; the others are refused),
-/// then compares the file with the cluster state and warns if they differ.
-async fn seed(writer: Writer, mut applied: watch::Receiver<Arc<Applied>>, file: ClusterSpec, hint: String) {
-    let mut waiting_logged = false;
-    while !applied.borrow().state.is_bootstrapped() {
-        if file.listeners.is_empty() && file.pools.is_empty() {
-            break;
-        }
-        // The cookie secret rides with the seed, so `cookie` sessions work
-        // from the first request.
-        let mut seed = vec![Command::Bootstrap(file.clone())];
-        seed.extend(crate::sticky::upkeep::draw_secret().map(Command::SetStickySecret));
-        match writer.submit(Command::Independent(seed), false).await {
-            Ok((index, outcome)) if outcome.is_applied() => {
-                tracing::info!(index, "seeded the cluster from the config file");
-                return;
-            }
-            Ok(_) => {}
-            Err(status) if !waiting_logged => {
-                waiting_logged = true;
-                tracing::info!(
-                    reason = status.message(),
-                    "waiting for a quorum to seed the cluster"
-                );
-            }
-            Err(_) => {}
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(500), applied.changed()).await;
-    }
-    // Bootstrapped by someone else (or earlier): say if our file disagrees
-    // with the cluster's current state, read linearizably (a restarted node's
-    // own applied state may still be behind).
-    let state: ClusterState = loop {
-        if let Ok(reply) = writer.read(false, false).await
-            && let Ok(state) = postcard::from_bytes::<ClusterState>(&reply.state)
-            && state.is_bootstrapped()
-        {
-            break state;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(500), applied.changed()).await;
-    };
-    let changes = raftlb_config::diff::diff(state.spec(), &file);
-    if !changes.is_empty() {
-        let listed: Vec<String> = changes.iter().map(ToString::to_string).collect();
-        tracing::warn!(
-            "the config file differs from the cluster state in {} ways ({}); serving the cluster state. To make the cluster match the file: {hint}",
-            changes.len(),
-            listed.join("; ")
-        );
     }
 }

@@ -16,6 +16,8 @@
 //!   (passing a call on to the leader, once), [`membership`] and
 //!   [`status`].
 //! - [`proposer`]: the data plane's batching door into the log.
+//! - [`reconcile`]: the config file against the cluster state: seeding,
+//!   and committing or reporting the file's differences.
 //! - [`leadership`]: leadership confirmed by a quorum every heartbeat, and
 //!   since when a quorum has been missing.
 //! - [`spread`]: leases on and assignment of `placement = "spread"` VIPs.
@@ -38,6 +40,7 @@ pub mod membership;
 pub mod network;
 pub mod proposer;
 pub mod raft_service;
+pub mod reconcile;
 pub mod spread;
 pub mod state_machine;
 pub mod status;
