@@ -129,7 +129,7 @@ impl Holder {
             }
             let renewals = with(|s| matches!(s, Step::Renew { .. }));
             if !renewals.is_empty() {
-                for i in self.renew(&renewals, &steps) {
+                for i in self.renew(now, &renewals, &steps) {
                     failed[i] = true;
                 }
                 continue;
@@ -183,7 +183,7 @@ impl Holder {
     /// Renews the fence of the VIPs `which` (whose steps are renewals) in
     /// one transaction, for the shortest time asked; returns those released
     /// because it failed or stalled.
-    fn renew(&mut self, which: &[usize], steps: &[Step]) -> Vec<usize> {
+    fn renew(&mut self, decided: Instant, which: &[usize], steps: &[Step]) -> Vec<usize> {
         let mut lasting = self.lease;
         for i in which {
             if let Step::Renew { from, lasting: l } = steps[*i] {
@@ -193,7 +193,6 @@ impl Holder {
             }
         }
         let addresses: Vec<IpAddr> = which.iter().map(|i| self.slots[*i].vip.spec.address).collect();
-        let sent = Instant::now();
         let renewed = fence::renew(&addresses, lasting);
         let returned = Instant::now();
         let why = match renewed {
@@ -202,7 +201,7 @@ impl Holder {
                 let stalled = which.iter().any(|i| {
                     self.slots[*i]
                         .renewed_from
-                        .is_some_and(|from| lease::renewal_stalled(from, sent, returned, self.lease))
+                        .is_some_and(|from| lease::renewal_stalled(from, decided, returned, self.lease))
                 });
                 if !stalled {
                     return Vec::new();

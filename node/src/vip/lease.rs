@@ -13,10 +13,11 @@
 //! leads, or the leader's last answer granted it the VIP) and `now < c +
 //! lease`; at `c + lease`, or as soon as it is no longer entitled, it says
 //! release, and each wait ends by `c + lease` so the loop is there to do it.
-//! A renewal grants at most what is left of the lease, and one that took
-//! more than a quarter lease is withdrawn ([`renewal_stalled`]): the kernel
-//! counts the element's timeout from when it took the message, so the
-//! kernel's hold ends by `c + 5/4 lease` even if this process dies.
+//! A renewal grants at most what is left of the lease at the decision, and
+//! one acknowledged more than a quarter lease after it is withdrawn
+//! ([`renewal_stalled`]): the kernel counts the element's timeout from when
+//! it took the message, so its hold ends by `c + 5/4 lease` even if this
+//! process dies.
 //!
 //! - Leader-placed (lease = one election timeout `E`): every voter that
 //!   answered the round refuses to vote for anyone else for `2E` after it
@@ -143,12 +144,14 @@ fn lease(now: Instant, facts: &Facts) -> Result<(Instant, Instant), Lapse> {
     }
 }
 
-/// Whether a renewal for the lease confirmed at `from`, sent at `sent` and
-/// acknowledged at `returned`, must be withdrawn: it took more than a
-/// quarter lease (the kernel may have granted that much beyond the lease;
-/// the other voters wait two), or it came back after the lease's end.
-pub(crate) fn renewal_stalled(from: Instant, sent: Instant, returned: Instant, lease: Duration) -> bool {
-    returned.saturating_duration_since(sent) > lease / 4 || returned.saturating_duration_since(from) >= lease
+/// Whether a renewal for the lease confirmed at `from`, decided at
+/// `decided` (its length counted from then) and acknowledged at
+/// `returned`, must be withdrawn: it took more than a quarter lease (the
+/// kernel may have granted that much beyond the lease; the other voters
+/// wait two), or it came back after the lease's end.
+pub(crate) fn renewal_stalled(from: Instant, decided: Instant, returned: Instant, lease: Duration) -> bool {
+    returned.saturating_duration_since(decided) > lease / 4
+        || returned.saturating_duration_since(from) >= lease
 }
 
 /// A leader's standing, for [`QuorumLossHold::confirmation`].
@@ -395,10 +398,10 @@ mod tests {
     #[test]
     fn a_renewal_that_stalled_is_withdrawn() {
         let c = Instant::now();
-        let sent = c + ms(1);
-        assert!(!renewal_stalled(c, sent, sent + LEASE / 4, LEASE));
+        let decided = c + ms(1);
+        assert!(!renewal_stalled(c, decided, decided + LEASE / 4, LEASE));
         assert!(
-            renewal_stalled(c, sent, sent + LEASE / 4 + NS, LEASE),
+            renewal_stalled(c, decided, decided + LEASE / 4 + NS, LEASE),
             "a quarter lease late"
         );
         assert!(

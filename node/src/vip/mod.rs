@@ -5,9 +5,9 @@
 //! leader confirms its leadership with a quorum round trip
 //! ([`Leadership`]); counted from just *before* that round trip on the
 //! monotonic clock, the lease is one election timeout, half of what the
-//! voters that answered wait before electing anyone else. [`lease`] decides
+//! voters that answered wait before electing anyone else. `lease` decides
 //! from that what to do (and says why no two nodes hold a VIP at once);
-//! [`holder`] renews the kernel fence ([`fence`]) for what is left of the
+//! `holder` renews the kernel fence ([`fence`]) for what is left of the
 //! lease, adds, announces and removes the addresses. A killed, frozen or
 //! partitioned owner stops renewing, and its kernel stops answering ARP for
 //! the VIP and accepting traffic to it when the lease runs out, with no
@@ -15,7 +15,7 @@
 //!
 //! With `[cluster] vip_on_quorum_loss = "hold"` a leader that can no
 //! longer confirm a quorum keeps renewing its own fence while it still
-//! believes it leads ([`lease::QuorumLossHold`]): availability over the
+//! believes it leads (`lease::QuorumLossHold`): availability over the
 //! no-overlap guarantee.
 //!
 //! IPv4 and IPv6 VIPs are handled alike; they differ only in how the
@@ -23,9 +23,9 @@
 //! (gratuitous ARP or unsolicited neighbour advertisement) and fenced (ARP
 //! or neighbour discovery rules).
 //!
-//! - [`lease`]: the lease decision, pure, for both kinds of VIP.
-//! - [`holder`]: carrying it out for a set of VIPs.
-//! - [`spread`]: `placement = "spread"` VIPs, one lease per node.
+//! - `lease`: the lease decision, pure, for both kinds of VIP.
+//! - `holder`: carrying it out for a set of VIPs.
+//! - `spread`: `placement = "spread"` VIPs, one lease per node.
 //! - [`netlink`]: the netlink requests both of the following use.
 //! - [`address`]: adding and removing the address (rtnetlink).
 //! - [`fence`]: the nftables lease sets and their renewal.
