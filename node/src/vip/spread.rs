@@ -2,25 +2,31 @@
 //! leader for the lease on them (the leader grants the ones its replicated
 //! state assigns to this node, see [`crate::control::spread`]) and holds
 //! exactly those, fenced like the leader's VIPs for one election timeout
-//! counted from before it asked. While this node leads, it also assigns
-//! unowned VIPs, and those of nodes that stopped asking, to live nodes.
+//! counted from before it asked ([`super::lease`] decides, [`Holder`]
+//! acts). While this node leads, it also assigns unowned VIPs, and those
+//! of nodes that stopped asking, to live nodes.
 
-use super::{Vip, fence};
+use super::Vip;
+use super::holder::{self, Holder, Right, Words};
 use crate::control::ControlPlane;
 use crate::control::leadership::Leadership;
 use crate::control::spread::{self, LeaseDesk};
 use crate::control::state_machine::Applied;
 use crate::control::types::NodeId;
 use raftlb_config::RaftTiming;
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Gratuitous ARPs sent back to back when a VIP is claimed.
-const CLAIM_ANNOUNCEMENTS: usize = 3;
+/// The leader's last answer to this node's ask.
+#[derive(Debug)]
+struct Grant {
+    /// Just before the ask: the lease counts from here.
+    asked: Instant,
+    vips: Vec<IpAddr>,
+}
 
 pub(crate) struct SpreadOwner {
     me: NodeId,
@@ -28,15 +34,11 @@ pub(crate) struct SpreadOwner {
     desk: LeaseDesk,
     applied: watch::Receiver<Arc<Applied>>,
     leadership: watch::Receiver<Leadership>,
-    held_report: watch::Sender<Vec<String>>,
-    vips: Vec<Vip>,
     timing: RaftTiming,
-    /// The VIPs whose address is on the interface.
-    held: HashSet<IpAddr>,
-    /// When the last grant's lease ends (counted from before that ask): a
-    /// failed ask keeps the held VIPs until then, as a leader keeps its
-    /// VIPs from its last confirmation.
-    lease_ends: Option<Instant>,
+    holder: Holder,
+    /// The last grant. A failed ask keeps it: the VIPs held stay until its
+    /// lease ends, as a leader keeps its VIPs from its last confirmation.
+    grant: Option<Grant>,
     /// Since when this node leads (confirmed), if it does.
     leading_since: Option<Instant>,
 }
@@ -44,16 +46,18 @@ pub(crate) struct SpreadOwner {
 impl SpreadOwner {
     pub(crate) fn new(control: &ControlPlane, me: NodeId, vips: Vec<Vip>, timing: RaftTiming) -> Self {
         let handles = control.vip_control();
+        let words = Words {
+            vip: "spread VIP",
+            not_entitled: "not granted",
+        };
         SpreadOwner {
             me,
             desk: handles.leases,
             applied: control.applied(),
             leadership: handles.leadership,
-            held_report: handles.held_report,
-            vips,
             timing,
-            held: HashSet::new(),
-            lease_ends: None,
+            holder: Holder::new(vips, timing.election_timeout, handles.held_report, words),
+            grant: None,
             leading_since: None,
         }
     }
@@ -65,22 +69,23 @@ impl SpreadOwner {
     pub(crate) async fn run(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.timing.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut until = None;
         loop {
-            let lease_ends = self.lease_ends.filter(|_| !self.held.is_empty());
             tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => {}
-                () = sleep_until(lease_ends) => {
-                    let held: Vec<IpAddr> = self.held.iter().copied().collect();
-                    self.release(&held, "the lease ran out with no grant renewing it");
-                    continue;
+                _ = tick.tick() => {
+                    self.assign_if_leading().await;
+                    self.ask().await;
                 }
+                () = holder::sleep_until(until) => {}
             }
-            self.assign_if_leading().await;
-            self.hold_what_is_granted().await;
+            let grant = self.grant.as_ref();
+            until = self.holder.carry_out(|vip| Right {
+                entitled: grant.is_some_and(|g| g.vips.contains(&vip)),
+                confirmed_at: grant.map(|g| g.asked),
+            });
         }
-        let all: Vec<IpAddr> = self.held.iter().copied().collect();
-        self.release(&all, "shutting down");
+        self.holder.release_all("shutting down");
     }
 
     /// As a confirmed leader: give every unowned VIP, and every VIP of a
@@ -98,7 +103,7 @@ impl SpreadOwner {
         if since.elapsed() < self.lease() * 2 {
             return;
         }
-        let addresses: Vec<IpAddr> = self.vips.iter().map(|v| v.spec.address).collect();
+        let addresses = self.holder.addresses();
         let owners = self.applied.borrow().state.vip_owners().clone();
         let changes = {
             let leases = self.desk.leases();
@@ -116,100 +121,34 @@ impl SpreadOwner {
         }
     }
 
-    /// Asks the leader for the lease on this node's VIPs and holds exactly
-    /// the granted ones for what is left of the lease. A failed ask (no
-    /// leader, a leader not confirmed just now, a slow answer) changes
-    /// nothing: the VIPs held stay until their lease ends, unless a grant
-    /// renews it first, so one missed round does not make them flap.
-    async fn hold_what_is_granted(&mut self) {
-        let addresses: Vec<IpAddr> = self.vips.iter().map(|v| v.spec.address).collect();
+    /// Asks the leader for the lease on this node's VIPs; an answer
+    /// replaces the last grant. A failed ask (no leader, a leader not
+    /// confirmed just now, a slow answer) changes nothing: the VIPs held
+    /// stay until their lease ends, unless a grant renews it first, so one
+    /// missed round does not make them flap.
+    async fn ask(&mut self) {
+        let addresses = self.holder.addresses();
         let asked = Instant::now();
-        // An answer after the lease held ends cannot be used for it.
-        let answer_by = match self.lease_ends.filter(|_| !self.held.is_empty()) {
-            Some(ends) => ends.min(asked + self.lease()),
-            None => asked + self.lease(),
-        };
+        // An answer after the lease held ends cannot be used for it, and
+        // the VIPs must be released then.
+        let held_until = self
+            .grant
+            .as_ref()
+            .filter(|_| self.holder.any_held())
+            .map(|g| g.asked + self.lease());
+        let answer_by = held_until.map_or(asked + self.lease(), |ends| ends.min(asked + self.lease()));
         let asking = self.desk.ask(&addresses);
-        let granted = match tokio::time::timeout_at(answer_by.into(), asking).await {
-            Ok(Ok(granted)) => granted,
-            Ok(Err(status)) => {
-                tracing::debug!(
-                    reason = status.message(),
-                    "spread VIP lease not renewed this round"
-                );
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("the leader did not answer the spread VIP lease ask in time");
-                return;
-            }
-        };
-        let lost: Vec<IpAddr> = self
-            .held
-            .iter()
-            .filter(|v| !granted.contains(v))
-            .copied()
-            .collect();
-        self.release(&lost, "not granted");
-        let remaining = self.lease().saturating_sub(asked.elapsed());
-        if granted.is_empty() || remaining.is_zero() {
-            return;
+        match tokio::time::timeout_at(answer_by.into(), asking).await {
+            Ok(Ok(vips)) => self.grant = Some(Grant { asked, vips }),
+            Ok(Err(status)) => tracing::debug!(
+                node = self.me,
+                reason = status.message(),
+                "spread VIP lease not renewed this round"
+            ),
+            Err(_) => tracing::debug!(
+                node = self.me,
+                "the leader did not answer the spread VIP lease ask in time"
+            ),
         }
-        let sent = Instant::now();
-        if let Err(e) = fence::renew(&granted, remaining) {
-            self.release(&granted, &format!("cannot renew the fence: {e}"));
-            return;
-        }
-        self.lease_ends = Some(asked + self.lease());
-        // As for the leader's VIPs: a stalled renewal is withdrawn.
-        if sent.elapsed() > self.lease() / 4 || asked.elapsed() >= self.lease() {
-            self.release(&granted, "the fence renewal stalled");
-            return;
-        }
-        for vip in self.vips.iter().filter(|v| granted.contains(&v.spec.address)) {
-            if self.held.contains(&vip.spec.address) {
-                continue;
-            }
-            self.held.insert(vip.spec.address);
-            if let Err(e) = vip.add() {
-                tracing::warn!(vip = %vip.spec.address, error = %e, "cannot add the spread VIP");
-                continue;
-            }
-            let label = vip.label();
-            self.held_report.send_modify(|held| held.push(label));
-            tracing::info!(vip = %vip.spec.address, node = self.me, "spread VIP claimed");
-            if asked.elapsed() < self.lease() {
-                vip.announce(CLAIM_ANNOUNCEMENTS);
-            }
-        }
-    }
-
-    /// Revokes the fence on `vips` and removes those held.
-    fn release(&mut self, vips: &[IpAddr], reason: &str) {
-        if vips.is_empty() {
-            return;
-        }
-        if let Err(e) = fence::revoke(vips) {
-            tracing::warn!(error = %e, "could not revoke a spread VIP lease (it expires by itself)");
-        }
-        for vip in self.vips.iter().filter(|v| vips.contains(&v.spec.address)) {
-            if !self.held.remove(&vip.spec.address) {
-                continue;
-            }
-            if let Err(e) = vip.remove() {
-                tracing::warn!(vip = %vip.spec.address, error = %e, "could not remove the spread VIP (fenced anyway)");
-            }
-            let label = vip.label();
-            self.held_report.send_modify(|held| held.retain(|h| *h != label));
-            tracing::info!(vip = %vip.spec.address, reason, "spread VIP released");
-        }
-    }
-}
-
-/// Waits until `at`, or forever when there is nothing to wait for.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
