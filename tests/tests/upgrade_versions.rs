@@ -82,6 +82,12 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
             site.caught_up(i).then_some(())
         })
         .await;
+        let log = site.nodes[i].log();
+        assert!(
+            log.contains("upgraded the data dir's format in place"),
+            "node {}: the format-1 data dir was not upgraded:\n{log}",
+            i + 1
+        );
         owners.push(site.owner().await);
         let version = cluster_version(&site, i);
         println!(
