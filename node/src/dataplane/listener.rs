@@ -137,7 +137,11 @@ pub async fn accept_loop<F, Fut>(
             let descriptors = Arc::clone(&limits.descriptors).acquire_owned().await.ok()?;
             Some((listener, descriptors))
         };
+        // An accepted connection is served even if the stop came meanwhile
+        // (dropping it would reset a request already sent): the permits
+        // come first, the stop only ends a wait for them.
         let permits: (OwnedSemaphorePermit, OwnedSemaphorePermit) = tokio::select! {
+            biased;
             permits = permits => match permits {
                 Some(permits) => permits,
                 None => return,
