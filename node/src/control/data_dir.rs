@@ -233,6 +233,30 @@ mod tests {
     }
 
     #[test]
+    fn one_lock_at_a_time_and_the_lock_file_is_no_foreign_file() {
+        let dir = scratch("lock");
+        let held = lock(&dir).expect("first lock");
+        let refused = lock(&dir).expect_err("second lock").to_string();
+        let pid = format!("pid {}", std::process::id());
+        assert!(
+            refused.contains(&pid) && refused.contains("--upgrade"),
+            "{refused}"
+        );
+        // A successor adopts the very lock it was handed, and no other file.
+        let handed = held.as_fd().try_clone_to_owned().expect("dup");
+        let adopted = DirLock::adopt(&dir, handed).expect("adopt");
+        let other = fs::File::open(std::env::temp_dir()).expect("a file");
+        let wrong = DirLock::adopt(&dir, other.into())
+            .expect_err("not the lock")
+            .to_string();
+        assert!(wrong.contains("not this data dir's raftlb.lock"), "{wrong}");
+        claim(&dir, "prod", 1).expect("a dir holding only its lock is fresh");
+        drop((held, adopted));
+        drop(lock(&dir).expect("free again"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn refuses_a_foreign_directory_and_leaves_it_alone() {
         let dir = scratch("foreign");
         fs::create_dir_all(&dir).expect("mkdir");

@@ -260,6 +260,10 @@ impl DataPlane {
     /// to finish; whatever is left then is dropped. Returns how many were left.
     pub async fn drain(self, timeout: Duration) -> usize {
         self.shutdown.token.cancel();
+        // Their duplicates in the upgrade registry go too, so the sockets
+        // close (a successor, if any, holds its own): new clients are
+        // refused, not left in a backlog nobody serves.
+        drop(self.running);
         self.shutdown.tracker.close();
         let open = self.shutdown.tracker.len();
         if open > 0 {
