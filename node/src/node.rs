@@ -86,12 +86,17 @@ pub async fn run(
     let certificates = crate::tls::seed::read(&config.certificate_files).map_err(RunError::Certificate)?;
     let data_dir = config.node.data_dir.clone();
     let node = config.node.id;
+    let cluster_id = config.membership.cluster_id.clone();
     let mut successor = match upgrade {
-        true => Some(Successor::connect(&data_dir, node).await?),
+        true => Some(Successor::connect(&data_dir, &cluster_id, node).await?),
         false => None,
     };
     let _lock = hold_lock(&data_dir)?;
     if let Some(successor) = successor.as_mut() {
+        // What would fail the start once the log is released fails now,
+        // while the running process still has its Raft.
+        crate::control::cluster::links(&config)?;
+        data_dir::claim(Path::new(&data_dir), &cluster_id, node).map_err(ControlError::from)?;
         successor.wait_released().await?;
     }
     let control = ControlPlane::start(&config, config_path).await?;
@@ -186,7 +191,7 @@ pub async fn run(
     // successors may ask to take over.
     let successors = async {
         let _ = served_all.wait_for(|served| *served).await;
-        let door = Door::open(&data_dir, node);
+        let door = Door::open(&data_dir, &cluster_id, node);
         if let Some(successor) = successor {
             match successor.serving().await {
                 Ok(()) => tracing::info!("serving every listener: the previous process stops accepting"),
@@ -301,7 +306,7 @@ fn hold_lock(data_dir: &str) -> Result<(DirLock, Registration), RunError> {
     }
     .map_err(ControlError::from)?;
     let registration = upgrade::sockets::register(key, lock.as_fd()).map_err(|source| {
-        RunError::Upgrade(UpgradeError::Listen {
+        ControlError::DataDir(data_dir::DataDirError::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -338,7 +343,12 @@ async fn hand_over(
             pending.refuse(&reason).await;
         } else {
             let pid = pending.pid();
-            match pending.release().await {
+            let released = tokio::select! {
+                released = pending.release() => released,
+                // Stop anyway: the new process serves once it is ready.
+                () = stop.as_mut() => return false,
+            };
+            match released {
                 Ok(()) => return true,
                 Err(e) => tracing::error!(
                     pid,

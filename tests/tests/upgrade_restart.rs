@@ -456,3 +456,58 @@ async fn the_data_dir_lock_refuses_a_second_process_by_name() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_the_next_upgrade_works() {
+    let site = site().await;
+    let node = Raftlb::start(&site.config, &[&site.web]).await;
+    let load = Load::start(&site.web, 2, 2);
+    let before = load.answered();
+    wait::until("load answered", Duration::from_secs(10), || {
+        load.answered() > before + 100
+    })
+    .await;
+
+    // Killed as soon as the old process has heard from it: before or after
+    // the old one stopped its Raft, it serves on.
+    let mut doomed = node.spawn_successor("doomed.log");
+    wait::until(
+        "the old process hears from the new one",
+        Duration::from_secs(20),
+        || node.log().contains("a new process asks to take over"),
+    )
+    .await;
+    doomed.kill();
+    wait::until("the old process notices", Duration::from_secs(20), || {
+        let log = node.log();
+        log.contains("in-place upgrade abandoned; serving on") || log.contains("failed before it served")
+    })
+    .await;
+    let now = load.answered();
+    wait::until("the old process still serves", Duration::from_secs(10), || {
+        load.answered() > now + 100
+    })
+    .await;
+    let without_raft = node.log().contains("failed before it served");
+
+    // The next upgrade takes over all the same.
+    let node = upgrade(node, 1).await;
+    let now = load.answered();
+    wait::until("the new process serves", Duration::from_secs(10), || {
+        load.answered() > now + 100
+    })
+    .await;
+    let tallies = load.finish().await;
+    let failed: Vec<&String> = tallies.iter().flat_map(|t| &t.failed).collect();
+    let refused: u64 = tallies.iter().map(|t| t.refused).sum();
+    println!(
+        "a new process killed mid-upgrade (the old one {} its Raft): {} requests answered, {} failed, \
+         {refused} refused; the next upgrade took over",
+        if without_raft { "had stopped" } else { "still had" },
+        tallies.iter().map(|t| t.ok).sum::<u64>(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert_eq!(refused, 0);
+    assert!(node.log().contains("raftlb node ready"), "{}", node.log());
+}

@@ -28,8 +28,12 @@ const MAX_FRAME: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Message {
-    /// New → old: who is asking.
-    Hello { version: u32, node: u64, pid: u32 },
+    /// New → old: which node of which cluster is asking.
+    Hello {
+        version: u32,
+        cluster: String,
+        node: u64,
+    },
     /// Old → new: descriptors, one per key, in order; `more` until the last batch.
     Sockets { keys: Vec<Key>, more: bool },
     /// Either way: the conversation is over, and why.
@@ -148,6 +152,14 @@ impl Channel {
             .await
             .map_err(|_| HandoffError::Timeout(deadline))??;
         Ok(())
+    }
+
+    /// The process at the other end, as the kernel says: (pid, whether it
+    /// runs as this process's user).
+    pub fn peer(&self) -> io::Result<(u32, bool)> {
+        let peer = rustix::net::sockopt::socket_peercred(&self.stream)?;
+        let pid = peer.pid.as_raw_nonzero().get().unsigned_abs();
+        Ok((pid, peer.uid == rustix::process::getuid()))
     }
 
     /// Receives the next message and the descriptors that came with it,

@@ -63,7 +63,7 @@ pub struct Successor {
 impl Successor {
     /// Connects to the process serving `data_dir` and takes every
     /// descriptor it serves into [`sockets`]' inherited set.
-    pub async fn connect(data_dir: &str, node: u64) -> Result<Successor, UpgradeError> {
+    pub async fn connect(data_dir: &str, cluster: &str, node: u64) -> Result<Successor, UpgradeError> {
         let path = socket_path(data_dir);
         let mut channel =
             Channel::connect(&path, STEP_DEADLINE)
@@ -75,8 +75,8 @@ impl Successor {
                 })?;
         let hello = Message::Hello {
             version: handoff::VERSION,
+            cluster: cluster.to_string(),
             node,
-            pid: std::process::id(),
         };
         let failed = |source| UpgradeError::Handoff {
             data_dir: data_dir.to_string(),
@@ -126,6 +126,7 @@ impl Successor {
 #[derive(Debug)]
 pub struct Door {
     listener: UnixListener,
+    cluster: String,
     node: u64,
     _registration: Registration,
 }
@@ -140,7 +141,7 @@ pub struct Pending {
 impl Door {
     /// Listens on `data_dir`'s upgrade socket (the inherited one after an
     /// upgrade). Call with the data dir's lock held.
-    pub fn open(data_dir: &str, node: u64) -> Result<Door, UpgradeError> {
+    pub fn open(data_dir: &str, cluster: &str, node: u64) -> Result<Door, UpgradeError> {
         let path = socket_path(data_dir);
         let error = |source| UpgradeError::Listen {
             path: path.clone(),
@@ -155,6 +156,7 @@ impl Door {
         let registration = sockets::register(key, listener.as_fd()).map_err(error)?;
         Ok(Door {
             listener: UnixListener::from_std(listener).map_err(error)?,
+            cluster: cluster.to_string(),
             node,
             _registration: registration,
         })
@@ -173,7 +175,7 @@ impl Door {
                     continue;
                 }
             };
-            match offer(channel, self.node).await {
+            match offer(channel, &self.cluster, self.node).await {
                 Ok(pending) => return pending,
                 Err(e) => tracing::warn!(error = %e, "in-place upgrade abandoned; serving on"),
             }
@@ -181,37 +183,31 @@ impl Door {
     }
 }
 
-/// Step 1 of the old side: hello, every descriptor, ready.
-async fn offer(mut channel: Channel, node: u64) -> Result<Pending, HandoffError> {
-    let pid = match channel.recv(false).await? {
+/// Step 1 of the old side: hello, every descriptor, ready. Only a process
+/// of this user, for this node of this cluster, is given anything.
+async fn offer(mut channel: Channel, cluster: &str, node: u64) -> Result<Pending, HandoffError> {
+    let (pid, same_user) = channel.peer()?;
+    let refusal = match channel.recv(false).await? {
+        _ if !same_user => Some(format!("process {pid} runs as another user")),
+        (Message::Hello { version, .. }, _) if version != handoff::VERSION => Some(format!(
+            "the new process speaks upgrade protocol {version}, this one {}",
+            handoff::VERSION
+        )),
         (
             Message::Hello {
-                version,
-                node: theirs,
-                pid,
+                cluster: c, node: n, ..
             },
             _,
-        ) => {
-            let refusal = if version != handoff::VERSION {
-                Some(format!(
-                    "the new process speaks upgrade protocol {version}, this one {}",
-                    handoff::VERSION
-                ))
-            } else if theirs != node {
-                Some(format!(
-                    "this data dir is node {node}'s, the new process is node {theirs}"
-                ))
-            } else {
-                None
-            };
-            if let Some(reason) = refusal {
-                channel.refuse(&reason).await;
-                return Err(HandoffError::Refused(reason));
-            }
-            pid
-        }
-        (_, _) => return Err(HandoffError::Garbled("the first message was not hello".into())),
+        ) if c != cluster || n != node => Some(format!(
+            "this data dir is node {node}'s of cluster \"{cluster}\", the new process is node {n} of \"{c}\""
+        )),
+        (Message::Hello { .. }, _) => None,
+        (_, _) => Some("the first message was not hello".to_string()),
     };
+    if let Some(reason) = refusal {
+        channel.refuse(&reason).await;
+        return Err(HandoffError::Refused(reason));
+    }
     tracing::info!(pid, "a new process asks to take over: handing it every socket");
     let served = sockets::served()?;
     channel.send_sockets(&served).await?;
