@@ -317,8 +317,10 @@ fn hold_lock(data_dir: &str) -> Result<(DirLock, Registration), RunError> {
 /// The running process's side of an in-place upgrade, once a successor
 /// holds every socket: leadership and VIPs go, Raft stops and closes its
 /// log, the successor takes the log. Returns whether the successor serves
-/// (this process then drains and exits); if it fails, this one serves on
-/// from its last view, without Raft, until `stop` or the next successor.
+/// (this process then drains and exits). If it fails, this one serves on
+/// from its last view, without Raft, and starts a copy of its own binary
+/// to take over with Raft (once; after that, until `stop` or the next
+/// successor an operator starts).
 async fn hand_over(
     data_dir: &str,
     door: &Door,
@@ -337,6 +339,7 @@ async fn hand_over(
     if let Some(control) = control.take() {
         control.stop().await;
     }
+    let mut restarted = false;
     loop {
         if let Err(reason) = upgrade::wait_log_released(data_dir).await {
             tracing::error!(%reason, "the log is not released; the new process gives up");
@@ -350,6 +353,16 @@ async fn hand_over(
             };
             match released {
                 Ok(()) => return true,
+                Err(e) if !restarted => {
+                    tracing::error!(
+                        pid,
+                        error = %e,
+                        "the new process failed before it served; this one serves on from its last \
+                         view and starts a copy of its own binary to take over with Raft"
+                    );
+                    restarted = true;
+                    upgrade::start_successor(upgrade::Binary::This, "the new process failed");
+                }
                 Err(e) => tracing::error!(
                     pid,
                     error = %e,

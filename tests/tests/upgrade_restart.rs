@@ -461,10 +461,37 @@ async fn the_data_dir_lock_refuses_a_second_process_by_name() {
     );
 }
 
+/// Waits until the data dir's lock names a process other than `not`.
+async fn next_holder(node: &Raftlb, not: &[u32]) -> u32 {
+    wait::value("another process holds the lock", Duration::from_secs(20), || {
+        lock_holder(node).filter(|pid| !not.contains(pid))
+    })
+    .await
+}
+
+/// Whether `/metrics` on `address` says this node leads (a standalone node
+/// with its Raft running).
+async fn leads(address: &str) -> bool {
+    let request = hyper::Request::get(format!("http://{address}/metrics"))
+        .body(Full::<bytes::Bytes>::default())
+        .expect("request");
+    let Ok(response) = client::http1().request(request).await else {
+        return false;
+    };
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&body).contains("raftlb_raft_leader 1")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_the_next_upgrade_works() {
+async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_with_raft() {
     let site = site().await;
-    let node = Raftlb::start(&site.config, &[&site.web]).await;
+    let mut node = Raftlb::start(&site.config, &[&site.web, &site.metrics]).await;
+    let old_pid = node.pid();
     let load = Load::start(&site.web, 2, 2);
     let before = load.answered();
     wait::until("load answered", Duration::from_secs(10), || {
@@ -472,9 +499,9 @@ async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_the_next_u
     })
     .await;
 
-    // Killed as soon as the old process has heard from it: before or after
-    // the old one stopped its Raft, it serves on.
+    // Killed as soon as the old process has heard from it.
     let mut doomed = node.spawn_successor("doomed.log");
+    let doomed_pid = doomed.pid();
     wait::until(
         "the old process hears from the new one",
         Duration::from_secs(20),
@@ -482,22 +509,53 @@ async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_the_next_u
     )
     .await;
     doomed.kill();
-    wait::until("the old process notices", Duration::from_secs(20), || {
+    let outcome = wait::value("the old process notices", Duration::from_secs(20), || {
         let log = node.log();
-        log.contains("in-place upgrade abandoned; serving on") || log.contains("failed before it served")
+        if log.contains("in-place upgrade abandoned; serving on") {
+            Some("before it released the log: it kept its Raft")
+        } else if log.contains("starts a copy of its own binary") {
+            Some("after it released the log: a copy of its own binary took over with Raft")
+        } else {
+            None
+        }
     })
     .await;
+    let mut adopted = Vec::new();
+    if outcome.starts_with("after") {
+        let status = node.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "{}", node.log());
+        adopted.push(Adopted(next_holder(&node, &[old_pid, doomed_pid]).await));
+    }
     let now = load.answered();
-    wait::until("the old process still serves", Duration::from_secs(10), || {
+    wait::until("the node serves on", Duration::from_secs(10), || {
         load.answered() > now + 100
     })
     .await;
-    let without_raft = node.log().contains("failed before it served");
+    let mut with_raft = false;
+    let began = Instant::now();
+    while !with_raft && began.elapsed() < Duration::from_secs(10) {
+        with_raft = leads(&site.metrics).await;
+    }
+    assert!(
+        with_raft,
+        "the node has no Raft leader after the failed upgrade ({outcome})"
+    );
 
     // The next upgrade takes over all the same.
-    let node = upgrade(node, 1).await;
+    if adopted.is_empty() {
+        node = upgrade(node, 1).await;
+        assert!(node.log().contains("raftlb node ready"), "{}", node.log());
+    } else {
+        let copy = adopted[0].0;
+        let status = std::process::Command::new("kill")
+            .args(["-USR2", &copy.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        adopted.push(Adopted(next_holder(&node, &[old_pid, doomed_pid, copy]).await));
+    }
     let now = load.answered();
-    wait::until("the new process serves", Duration::from_secs(10), || {
+    wait::until("the next process serves", Duration::from_secs(10), || {
         load.answered() > now + 100
     })
     .await;
@@ -505,13 +563,11 @@ async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_the_next_u
     let failed: Vec<&String> = tallies.iter().flat_map(|t| &t.failed).collect();
     let refused: u64 = tallies.iter().map(|t| t.refused).sum();
     println!(
-        "a new process killed mid-upgrade (the old one {} its Raft): {} requests answered, {} failed, \
-         {refused} refused; the next upgrade took over",
-        if without_raft { "had stopped" } else { "still had" },
+        "a new process killed mid-upgrade, {outcome}: {} requests answered, {} failed, {refused} refused; \
+         the next upgrade took over",
         tallies.iter().map(|t| t.ok).sum::<u64>(),
         failed.len()
     );
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert_eq!(refused, 0);
-    assert!(node.log().contains("raftlb node ready"), "{}", node.log());
 }

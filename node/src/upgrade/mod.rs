@@ -8,8 +8,9 @@
 //! 2. old hands leadership and VIPs over, stops Raft, waits until the log's
 //!    file lock is free, → `Released` (it goes on serving meanwhile);
 //! 3. new opens the log, starts Raft, serves the inherited sockets → `Serving`;
-//! 4. old stops accepting, drains, exits. If new fails before `Serving`, old
-//!    goes on serving; before `Released`, with its Raft running.
+//! 4. old stops accepting, drains, exits. If new fails before `Released`,
+//!    old goes on as it was; between `Released` and `Serving`, old starts a
+//!    copy of its own binary to take over (once), and serves on meanwhile.
 
 pub mod handoff;
 pub mod sockets;
@@ -262,6 +263,16 @@ pub async fn wait_log_released(data_dir: &str) -> Result<(), String> {
     }
 }
 
+/// Which binary a successor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// The file at this process's path as it is now: a new binary (SIGUSR2).
+    OnDisk,
+    /// The very binary this process runs, even if replaced on disk since:
+    /// to get Raft back after a new binary failed.
+    This,
+}
+
 /// On every SIGUSR2, starts this program as it is on disk now (a new
 /// binary, nginx-style) with this process's arguments and `--upgrade`.
 pub fn spawn_on_sigusr2() -> tokio::task::JoinHandle<()> {
@@ -276,30 +287,47 @@ pub fn spawn_on_sigusr2() -> tokio::task::JoinHandle<()> {
             }
         };
         while usr2.recv().await.is_some() {
-            match spawn_successor() {
-                Ok(mut child) => {
-                    tracing::info!(pid = child.id(), "SIGUSR2: started a new process to take over");
-                    tokio::spawn(async move {
-                        if let Ok(status) = child.wait().await
-                            && !status.success()
-                        {
-                            tracing::warn!(%status, "the process SIGUSR2 started failed; serving on");
-                        }
-                    });
-                }
-                Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot start a new process; serving on"),
-            }
+            start_successor(Binary::OnDisk, "SIGUSR2");
         }
     })
 }
 
-fn spawn_successor() -> io::Result<tokio::process::Child> {
-    // /proc/self/exe names the file this process was started from; a binary
-    // replaced since is the new file at that path.
-    let exe = std::env::current_exe()?;
-    let exe = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
-        Some(path) => PathBuf::from(path),
-        None => exe,
+/// Starts a process of `binary` with this process's arguments and
+/// `--upgrade`, which takes over from this one; says what became of it.
+pub fn start_successor(binary: Binary, why: &'static str) {
+    match spawn_successor(binary) {
+        Ok(mut child) => {
+            tracing::info!(
+                pid = child.id(),
+                why,
+                ?binary,
+                "started a new process to take over"
+            );
+            tokio::spawn(async move {
+                if let Ok(status) = child.wait().await
+                    && !status.success()
+                {
+                    tracing::warn!(%status, why, "the new process failed; serving on");
+                }
+            });
+        }
+        Err(e) => tracing::error!(error = %e, why, "cannot start a new process; serving on"),
+    }
+}
+
+fn spawn_successor(binary: Binary) -> io::Result<tokio::process::Child> {
+    let exe = match binary {
+        // /proc/self/exe names the file this process was started from; a
+        // binary replaced since is the new file at that path.
+        Binary::OnDisk => {
+            let exe = std::env::current_exe()?;
+            match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+                Some(path) => PathBuf::from(path),
+                None => exe,
+            }
+        }
+        // Executing the link itself runs this process's own file.
+        Binary::This => PathBuf::from("/proc/self/exe"),
     };
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if !args.iter().any(|a| a == "--upgrade") {
