@@ -22,6 +22,8 @@
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
 //! - [`tls`]: certificates by SNI and the rustls configuration of `https` listeners.
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
+//! - [`upgrade`]: in-place upgrade: every listening socket and the data dir's
+//!   lock handed to a successor process (SIGUSR2, `raftlb run --upgrade`).
 //! - [`demo`]: built-in backends for `raftlb demo`.
 //! - [`ctl`]: `raftlb ctl`, the admin CLI client that talks to any node's admin API.
 //! - [`pki`]: the cluster's certificates and mutual TLS: identities, issuing
@@ -53,5 +55,6 @@ pub mod node;
 pub mod pki;
 pub mod sticky;
 pub mod tls;
+pub mod upgrade;
 pub mod view;
 pub mod vip;

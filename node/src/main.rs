@@ -29,13 +29,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Serve the configuration until SIGINT or SIGTERM, then drain and exit.
+    /// Serve the configuration until SIGINT or SIGTERM, then drain and exit;
+    /// SIGUSR2 starts the binary on disk to take over (in-place upgrade).
     Run {
         #[arg(long, short)]
         config: PathBuf,
         /// Data-plane worker threads (default: one per CPU).
         #[arg(long, env = "RAFTLB_WORKER_THREADS")]
         threads: Option<usize>,
+        /// Take over from the process serving this config's data dir without
+        /// a gap: its listening sockets, its lock, then its Raft log; it then
+        /// drains and exits (as SIGUSR2 to it does with the binary on disk).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Start a 3-node cluster on 127.0.0.1-3 with three built-in backends, and show what to try.
     Demo {
@@ -71,11 +77,12 @@ fn main() -> ExitCode {
         Command::Run {
             config: path,
             threads,
+            upgrade,
         } => match node::load_config(&path) {
             Ok(config) => {
                 let workers = threads.filter(|t| *t > 0).unwrap_or_else(node::default_workers);
                 block_on(async move {
-                    node::run(config, &path, workers, node::stop_signal())
+                    node::run(config, &path, workers, node::stop_signal(), upgrade)
                         .await
                         .map_err(|e| e.to_string())
                 })

@@ -54,7 +54,8 @@ pub async fn serve(
     timing: RaftTiming,
     view: SharedView,
 ) -> std::io::Result<JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
+    let (listener, registration) =
+        crate::upgrade::sockets::listen_tcp(crate::upgrade::sockets::Kind::Metrics, address)?;
     let sources = Sources {
         raft: control.raft_metrics(),
         leadership: control.leadership(),
@@ -68,6 +69,7 @@ pub async fn serve(
     };
     tracing::info!(%address, "serving /metrics");
     Ok(tokio::spawn(async move {
+        let _registration = registration;
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,

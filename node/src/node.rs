@@ -1,11 +1,15 @@
 //! Assembles one node: configuration → control plane (Raft) → every applied
 //! state becomes a new cluster view and listener set for the data plane;
-//! then waits for the stop signal and drains.
+//! then waits for the stop signal (or a successor, [`upgrade`](crate::upgrade))
+//! and drains.
 
+use crate::control::data_dir::{self, DirLock};
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::{DataPlane, StartError};
 use crate::health::{self, checker::Checkers};
 use crate::sticky::{self, Sticky};
+use crate::upgrade::sockets::{Key, Kind, Registration};
+use crate::upgrade::{self, Door, Pending, Successor, UpgradeError};
 use crate::view::{ClusterView, SharedView};
 use crate::vip::{VipError, VipManager};
 use arc_swap::ArcSwap;
@@ -13,6 +17,7 @@ use raftlb_config::{ClusterState, Config, ConfigErrors, ListenerSpec, Role};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,8 @@ pub enum RunError {
     Certificate(String),
     #[error("{0}")]
     Failpoints(String),
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
     #[error("cannot serve /metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -61,16 +68,37 @@ pub enum RunError {
 
 /// Runs a node until `stop` completes: the control plane (Raft), and the
 /// data plane on `workers` threads following every applied state; then
-/// drains in-flight work for up to the node's drain timeout.
+/// drains in-flight work for up to the node's drain timeout. With
+/// `upgrade`, it first takes the sockets, the data dir's lock and then the
+/// log of the process serving the data dir, which then drains and exits
+/// (see [`upgrade`](crate::upgrade)); a running node hands itself over
+/// so to a successor that asks.
 pub async fn run(
     config: Config,
     config_path: &Path,
     workers: usize,
     stop: impl Future<Output = ()>,
+    upgrade: bool,
 ) -> Result<(), RunError> {
     crate::failpoint::init().map_err(RunError::Failpoints)?;
+    let sigusr2 = upgrade::spawn_on_sigusr2();
     let open_files = crate::descriptors::raise_limit();
     let certificates = crate::tls::seed::read(&config.certificate_files).map_err(RunError::Certificate)?;
+    let data_dir = config.node.data_dir.clone();
+    let node = config.node.id;
+    let cluster_id = config.membership.cluster_id.clone();
+    let mut successor = match upgrade {
+        true => Some(Successor::connect(&data_dir, &cluster_id, node).await?),
+        false => None,
+    };
+    let _lock = hold_lock(&data_dir)?;
+    if let Some(successor) = successor.as_mut() {
+        // What would fail the start once the log is released fails now,
+        // while the running process still has its Raft.
+        crate::control::cluster::links(&config)?;
+        data_dir::claim(Path::new(&data_dir), &cluster_id, node).map_err(ControlError::from)?;
+        successor.wait_released().await?;
+    }
     let control = ControlPlane::start(&config, config_path).await?;
     let storing = crate::tls::seed::start(&control, certificates);
     let witness = config.node.role == Role::Witness;
@@ -103,11 +131,11 @@ pub async fn run(
             crate::descriptors::data_plane_share(open_files),
         )?),
     };
-    let node = config.node.id;
     // A witness forwards nothing, so it checks nothing.
     let checkers = (!witness).then(|| Checkers::start(&control, node));
     let health_upkeep = health::upkeep::start(Arc::clone(&view));
     let mut applied = control.applied();
+    let (serving, mut served_all) = watch::channel(false);
     let follow = async {
         let mut ready = false;
         let mut served: Option<ClusterState> = None;
@@ -148,6 +176,7 @@ pub async fn run(
                     ready = true;
                     let listeners = if witness { 0 } else { spec.listeners.len() };
                     tracing::info!(node, witness, listeners, index, "raftlb node ready");
+                    serving.send_replace(true);
                 } else {
                     tracing::debug!(index, "data plane follows the new state");
                 }
@@ -158,17 +187,65 @@ pub async fn run(
             }
         }
     };
-    let failure = tokio::select! {
-        () = stop => None,
-        () = control.drain_requested() => None,
-        () = follow => None,
-        reason = control.failed() => Some(reason),
+    // Once every listener is served: a predecessor stops accepting, and
+    // successors may ask to take over.
+    let successors = async {
+        let _ = served_all.wait_for(|served| *served).await;
+        let door = Door::open(&data_dir, &cluster_id, node);
+        if let Some(successor) = successor {
+            match successor.serving().await {
+                Ok(()) => tracing::info!("serving every listener: the previous process stops accepting"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the previous process did not hear that this one serves")
+                }
+            }
+            for key in upgrade::sockets::close_unclaimed() {
+                tracing::info!(socket = %key, "an inherited socket is not in the configuration: closed");
+            }
+        }
+        match door {
+            Ok(door) => {
+                let pending = door.next().await;
+                (door, pending)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "in-place upgrades of this process are not possible");
+                std::future::pending().await
+            }
+        }
     };
-    match &failure {
-        Some(reason) => tracing::error!(%reason, "Raft stopped: no further change can be persisted"),
+    tokio::pin!(stop);
+    let exit = tokio::select! {
+        () = &mut stop => Exit::Stop,
+        () = control.drain_requested() => Exit::Stop,
+        () = follow => Exit::Stop,
+        reason = control.failed() => Exit::Failed(reason),
+        (door, pending) = successors => Exit::Upgrade(door, pending),
+    };
+    // Nothing proposes any more: a stopping node's verdicts and expiries
+    // would die with it, and after a handover its Raft is gone.
+    upkeep.abort();
+    storing.abort();
+    drop(checkers);
+    let mut vips = vips;
+    let mut control = Some(control);
+    let (failure, upgraded) = match exit {
+        Exit::Failed(reason) => {
+            tracing::error!(%reason, "Raft stopped: no further change can be persisted");
+            (Some(reason), false)
+        }
         // A planned stop: leadership, and with it the VIPs, move first.
-        None => control.hand_over_if_leader().await,
-    }
+        Exit::Stop => {
+            if let Some(control) = &control {
+                control.hand_over_if_leader().await;
+            }
+            (None, false)
+        }
+        Exit::Upgrade(door, pending) => {
+            let upgraded = hand_over(&data_dir, &door, pending, &mut control, vips.take(), &mut stop).await;
+            (None, upgraded)
+        }
+    };
     // The VIPs move first, so new clients reach another node while this
     // one drains the connections it has.
     if let Some(vips) = vips {
@@ -184,14 +261,14 @@ pub async fn run(
     } else {
         tracing::info!("drained");
     }
-    upkeep.abort();
     health_upkeep.abort();
-    drop(checkers);
-    storing.abort();
+    sigusr2.abort();
     if let Some(metrics) = metrics {
         metrics.abort();
     }
-    control.stop().await;
+    if let Some(control) = control {
+        control.stop().await;
+    }
     match failure {
         Some(reason) if reason.contains("StorageFull") || reason.contains("No space left") => {
             Err(RunError::DiskFull {
@@ -200,10 +277,104 @@ pub async fn run(
             })
         }
         Some(reason) => Err(RunError::RaftFailed(reason)),
+        None if upgraded => {
+            tracing::info!("handed over to the new process; bye");
+            Ok(())
+        }
         None => {
             tracing::info!("stopped; bye");
             Ok(())
         }
+    }
+}
+
+/// Why the node's main wait ended.
+enum Exit {
+    Stop,
+    Failed(String),
+    Upgrade(Door, Pending),
+}
+
+/// Takes the data dir's lock (the predecessor's after an in-place upgrade)
+/// and registers it for a successor.
+fn hold_lock(data_dir: &str) -> Result<(DirLock, Registration), RunError> {
+    let path = Path::new(data_dir);
+    let key = Key::unaddressed(Kind::Lock);
+    let lock = match upgrade::sockets::take(key) {
+        Some(fd) => DirLock::adopt(path, fd),
+        None => data_dir::lock(path),
+    }
+    .map_err(ControlError::from)?;
+    let registration = upgrade::sockets::register(key, lock.as_fd()).map_err(|source| {
+        ControlError::DataDir(data_dir::DataDirError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    Ok((lock, registration))
+}
+
+/// The running process's side of an in-place upgrade, once a successor
+/// holds every socket: leadership and VIPs go, Raft stops and closes its
+/// log, the successor takes the log. Returns whether the successor serves
+/// (this process then drains and exits). If it fails, this one serves on
+/// from its last view, without Raft, and starts a copy of its own binary
+/// to take over with Raft (once; after that, until `stop` or the next
+/// successor an operator starts).
+async fn hand_over(
+    data_dir: &str,
+    door: &Door,
+    mut pending: Pending,
+    control: &mut Option<ControlPlane>,
+    vips: Option<VipManager>,
+    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    tracing::info!(pid = pending.pid(), "handing this node over to a new process");
+    if let Some(control) = control.as_ref() {
+        control.hand_over_if_leader().await;
+    }
+    if let Some(vips) = vips {
+        vips.stop().await;
+    }
+    if let Some(control) = control.take() {
+        control.stop().await;
+    }
+    let mut restarted = false;
+    loop {
+        if let Err(reason) = upgrade::wait_log_released(data_dir).await {
+            tracing::error!(%reason, "the log is not released; the new process gives up");
+            pending.refuse(&reason).await;
+        } else {
+            let pid = pending.pid();
+            let released = tokio::select! {
+                released = pending.release() => released,
+                // Stop anyway: the new process serves once it is ready.
+                () = stop.as_mut() => return false,
+            };
+            match released {
+                Ok(()) => return true,
+                Err(e) if !restarted => {
+                    tracing::error!(
+                        pid,
+                        error = %e,
+                        "the new process failed before it served; this one serves on from its last \
+                         view and starts a copy of its own binary to take over with Raft"
+                    );
+                    restarted = true;
+                    upgrade::start_successor(upgrade::Binary::This, "the new process failed");
+                }
+                Err(e) => tracing::error!(
+                    pid,
+                    error = %e,
+                    "the new process failed before it served; this one serves on from its last view, \
+                     without Raft: upgrade again (raftlb run --upgrade, SIGUSR2) or restart"
+                ),
+            }
+        }
+        pending = tokio::select! {
+            () = stop.as_mut() => return false,
+            pending = door.next() => pending,
+        };
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Path of the `raftlb` binary: `$RAFTLB_BIN` if set, else the workspace's
@@ -115,7 +116,8 @@ pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
 pub struct Raftlb {
     child: Option<Child>,
     log: PathBuf,
-    _dir: TempDir,
+    /// Shared with a successor (`raftlb run --upgrade`) on the same data dir.
+    dir: Arc<TempDir>,
 }
 
 impl Raftlb {
@@ -166,13 +168,31 @@ impl Raftlb {
         Self::spawn_with(command, config)
     }
 
-    fn spawn_with(mut command: Command, config: &str) -> Raftlb {
+    fn spawn_with(command: Command, config: &str) -> Raftlb {
         let dir = TempDir::new("node");
-        let config_path = dir.write("raftlb.toml", config);
-        let log = dir.path().join("raftlb.log");
+        dir.write("raftlb.toml", config);
+        Self::launch(command, Arc::new(dir), "raftlb.log", &[])
+    }
+
+    /// Starts `raftlb run --upgrade` on this node's config file, in its
+    /// directory (so on its data dir), logging to `log` there: the new
+    /// process takes over from this one, which then drains and exits.
+    pub fn spawn_successor(&self, log: &str) -> Raftlb {
+        Self::launch(Command::new(binary()), Arc::clone(&self.dir), log, &["--upgrade"])
+    }
+
+    /// This node's scratch directory (its relative data dir lives there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn launch(mut command: Command, dir: Arc<TempDir>, log: &str, extra: &[&str]) -> Raftlb {
+        let config_path = dir.path().join("raftlb.toml");
+        let log = dir.path().join(log);
         let child = command
             .args(["run", "--config"])
             .arg(&config_path)
+            .args(extra)
             .current_dir(dir.path())
             .env("RAFTLB_WORKER_THREADS", "2")
             .env("RUST_LOG", "info,raftlb_node=debug,openraft=warn")
@@ -183,7 +203,7 @@ impl Raftlb {
         Raftlb {
             child: Some(child),
             log,
-            _dir: dir,
+            dir,
         }
     }
 

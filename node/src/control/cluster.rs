@@ -435,9 +435,10 @@ async fn serve(
     admin: AdminService,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, ControlError> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| ControlError::Bind { address, source })?;
+    // The predecessor's listener after an in-place upgrade.
+    let (listener, registration) =
+        crate::upgrade::sockets::listen_tcp(crate::upgrade::sockets::Kind::Raft, address)
+            .map_err(|source| ControlError::Bind { address, source })?;
     let tls = matches!(links, Links::Tls(_));
     let incoming =
         transport::accept(listener, links).map_err(|e| ControlError::Certificate(e.to_string()))?;
@@ -462,6 +463,7 @@ async fn serve(
         );
     tracing::info!(%address, tls, "serving Raft and the admin API");
     Ok(tokio::spawn(async move {
+        let _registration = registration;
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, stop.cancelled())
             .await

@@ -10,6 +10,8 @@
 //! direction only: once its log and snapshot have opened, the identity
 //! records the binary's format ([`Claimed::upgrade`]), and from then on an
 //! older binary refuses it.
+//! `DATA_DIR/raftlb.lock` is held (`flock`) by the one process using the
+//! directory ([`lock`]); an in-place upgrade hands it on ([`DirLock::adopt`]).
 
 use raftlb_config::format;
 use std::fs;
@@ -17,6 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const IDENTITY_FILE: &str = "raftlb.identity";
+const LOCK_FILE: &str = "raftlb.lock";
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,10 @@ pub enum DataDirError {
         "data dir {path} is not empty and has no {IDENTITY_FILE}: it is not a raftlb data dir; refusing to use it (nothing was changed)"
     )]
     NotOurs { path: PathBuf },
+    #[error(
+        "data dir {path} is in use by another raftlb process ({holder}, per {LOCK_FILE}); refusing to start a second one on it. Stop that one first, or replace it without a gap with `raftlb run --upgrade` (or SIGUSR2 to it)"
+    )]
+    Locked { path: PathBuf, holder: String },
     #[error(
         "data dir {path}: {IDENTITY_FILE} is corrupt ({reason}); refusing to use it (nothing was changed)"
     )]
@@ -133,7 +140,8 @@ pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<Claimed, DataDirEr
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if fs::read_dir(path).map_err(io)?.next().is_some() {
+            let mut entries = fs::read_dir(path).map_err(io)?;
+            if entries.any(|entry| entry.map_or(true, |e| e.file_name() != LOCK_FILE)) {
                 return Err(DataDirError::NotOurs {
                     path: path.to_path_buf(),
                 });
@@ -147,6 +155,91 @@ pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<Claimed, DataDirEr
             })
         }
         Err(e) => Err(io(e)),
+    }
+}
+
+/// The data dir's lock, held for as long as this value (or a duplicate of
+/// its descriptor handed to a successor) lives.
+#[derive(Debug)]
+pub struct DirLock {
+    file: fs::File,
+}
+
+/// Takes `path`'s lock (creating the directory and the lock file if need
+/// be), or says which process holds it.
+pub fn lock(path: &Path) -> Result<DirLock, DataDirError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| DataDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(path).map_err(io)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io)?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path.join(LOCK_FILE))
+        .map_err(io)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let holder = fs::read_to_string(path.join(LOCK_FILE)).unwrap_or_default();
+            let holder = match holder.trim() {
+                "" => "pid unknown".to_string(),
+                text => text.replace('=', " "),
+            };
+            return Err(DataDirError::Locked {
+                path: path.to_path_buf(),
+                holder,
+            });
+        }
+        Err(e) => return Err(io(e.into())),
+    }
+    let lock = DirLock { file };
+    lock.record_pid().map_err(io)?;
+    Ok(lock)
+}
+
+impl DirLock {
+    /// Holds the lock a predecessor handed over, checked to be `path`'s.
+    pub fn adopt(path: &Path, fd: std::os::fd::OwnedFd) -> Result<DirLock, DataDirError> {
+        use std::os::unix::fs::MetadataExt;
+        let io = |source| DataDirError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = fs::File::from(fd);
+        let (ours, handed) = (
+            fs::metadata(path.join(LOCK_FILE)).map_err(io)?,
+            file.metadata().map_err(io)?,
+        );
+        if (ours.dev(), ours.ino()) != (handed.dev(), handed.ino()) {
+            return Err(io(std::io::Error::other(format!(
+                "the lock handed over is not this data dir's {LOCK_FILE}"
+            ))));
+        }
+        // The same open file, so the same lock: this cannot block.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| io(e.into()))?;
+        let lock = DirLock { file };
+        lock.record_pid().map_err(io)?;
+        Ok(lock)
+    }
+
+    /// The lock file's descriptor, to hand to a successor.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.file)
+    }
+
+    /// Says in the lock file which process holds it (for the refusal).
+    fn record_pid(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.set_len(0)?;
+        self.file
+            .write_all_at(format!("pid={}\n", std::process::id()).as_bytes(), 0)
     }
 }
 
@@ -246,6 +339,30 @@ mod tests {
             "{refused}"
         );
         assert!(refused.contains("nothing was changed"), "{refused}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn one_lock_at_a_time_and_the_lock_file_is_no_foreign_file() {
+        let dir = scratch("lock");
+        let held = lock(&dir).expect("first lock");
+        let refused = lock(&dir).expect_err("second lock").to_string();
+        let pid = format!("pid {}", std::process::id());
+        assert!(
+            refused.contains(&pid) && refused.contains("--upgrade"),
+            "{refused}"
+        );
+        // A successor adopts the very lock it was handed, and no other file.
+        let handed = held.as_fd().try_clone_to_owned().expect("dup");
+        let adopted = DirLock::adopt(&dir, handed).expect("adopt");
+        let other = fs::File::open(std::env::temp_dir()).expect("a file");
+        let wrong = DirLock::adopt(&dir, other.into())
+            .expect_err("not the lock")
+            .to_string();
+        assert!(wrong.contains("not this data dir's raftlb.lock"), "{wrong}");
+        claim(&dir, "prod", 1).expect("a dir holding only its lock is fresh");
+        drop((held, adopted));
+        drop(lock(&dir).expect("free again"));
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -3,14 +3,17 @@
 //! [`admission`](super::admission)) before anything else, a cap on
 //! concurrent connections (excess connections wait in the kernel's
 //! backlog) and a stop signal that ends accepting while served connections
-//! go on.
+//! go on. Every listening socket is registered for an in-place upgrade,
+//! and taken from the predecessor's when there is one.
 
 use super::admission::{self, Admitted};
 use super::{Limits, Shutdown};
+use crate::upgrade::sockets::{self, Key, Kind, Registration};
 use crate::view::SharedView;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -18,15 +21,37 @@ use tokio::sync::OwnedSemaphorePermit;
 
 const BACKLOG: i32 = 4096;
 
-/// Binds `count` TCP listening sockets on one address with `SO_REUSEPORT`,
-/// one per worker, so the kernel spreads new connections over the workers
-/// and each worker accepts on its own socket. `SO_REUSEPORT` would also let
-/// an unrelated process join the group silently, so the address is first
-/// probed with a plain bind, which fails if anyone already listens there.
-pub fn bind_tcp_group(address: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    drop(tcp_socket(address, false)?);
-    (0..count.max(1))
-        .map(|_| tcp_socket(address, true).map(std::net::TcpListener::from))
+/// A listening socket and its place in the registry a successor takes
+/// sockets from ([`sockets`]).
+pub type Registered<S> = (S, Registration);
+
+/// `count` TCP listening sockets on one address with `SO_REUSEPORT`, one
+/// per worker, so the kernel spreads new connections over the workers and
+/// each worker accepts on its own socket. After an in-place upgrade, every
+/// socket of the predecessor's group (however many: a worker may serve
+/// several), topped up to `count` with new members. Else a new group:
+/// `SO_REUSEPORT` would also let an unrelated process join it silently, so
+/// the address is first probed with a plain bind, which fails if anyone
+/// already listens there.
+pub fn tcp_group(address: SocketAddr, count: usize) -> io::Result<Vec<Registered<std::net::TcpListener>>> {
+    let key = Key::new(Kind::Tcp, address);
+    let mut group = sockets::take_all(key)
+        .into_iter()
+        .map(|fd| sockets::checked(fd.into(), address))
+        .collect::<io::Result<Vec<_>>>()?;
+    if group.is_empty() {
+        drop(tcp_socket(address, false)?);
+    }
+    while group.len() < count.max(1) {
+        group.push(tcp_socket(address, true)?.into());
+    }
+    group
+        .into_iter()
+        .map(|socket| {
+            socket.set_nonblocking(true)?;
+            let registration = sockets::register(key, socket.as_fd())?;
+            Ok((socket, registration))
+        })
         .collect()
 }
 
@@ -45,10 +70,27 @@ fn tcp_socket(address: SocketAddr, reuse_port: bool) -> io::Result<socket2::Sock
     Ok(socket)
 }
 
-pub fn bind_udp(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(address)?;
+/// A UDP listener's socket: the predecessor's after an in-place upgrade,
+/// else a new one.
+pub fn udp(address: SocketAddr) -> io::Result<Registered<std::net::UdpSocket>> {
+    let key = Key::new(Kind::Udp, address);
+    let socket = match sockets::take(key) {
+        Some(fd) => {
+            let socket = std::net::UdpSocket::from(fd);
+            match socket.local_addr()? {
+                found if found == address => socket,
+                found => {
+                    return Err(io::Error::other(format!(
+                        "the socket inherited for {address} is bound to {found}"
+                    )));
+                }
+            }
+        }
+        None => std::net::UdpSocket::bind(address)?,
+    };
     socket.set_nonblocking(true)?;
-    Ok(socket)
+    let registration = sockets::register(key, socket.as_fd())?;
+    Ok((socket, registration))
 }
 
 /// Accepts connections until shutdown, each handed to `serve` on its own
@@ -95,7 +137,11 @@ pub async fn accept_loop<F, Fut>(
             let descriptors = Arc::clone(&limits.descriptors).acquire_owned().await.ok()?;
             Some((listener, descriptors))
         };
+        // An accepted connection is served even if the stop came meanwhile
+        // (dropping it would reset a request already sent): the permits
+        // come first, the stop only ends a wait for them.
         let permits: (OwnedSemaphorePermit, OwnedSemaphorePermit) = tokio::select! {
+            biased;
             permits = permits => match permits {
                 Some(permits) => permits,
                 None => return,

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod splice;
 pub mod upstream;
 
+use crate::upgrade::sockets::Registration;
 use crate::view::SharedView;
 use raftlb_config::{ListenerSpec, Protocol};
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub struct DataPlane {
 struct Running {
     spec: ListenerSpec,
     stop: CancellationToken,
+    /// Its sockets' places in the upgrade registry, forgotten with it.
+    _registrations: Vec<Registration>,
 }
 
 /// A listener's socket for one worker, by protocol.
@@ -192,28 +195,32 @@ impl DataPlane {
             address: spec.bind,
             source,
         };
-        let sockets: Vec<Bound> = match spec.protocol {
-            Protocol::Http => listener::bind_tcp_group(spec.bind, self.inboxes.len())
+        let workers = self.inboxes.len();
+        let (sockets, registrations): (Vec<Bound>, Vec<Registration>) = match spec.protocol {
+            Protocol::Http => listener::tcp_group(spec.bind, workers)
                 .map_err(bind_error)?
                 .into_iter()
-                .map(Bound::Http)
-                .collect(),
+                .map(|(socket, registration)| (Bound::Http(socket), registration))
+                .unzip(),
             Protocol::Https => {
                 let tls =
                     crate::tls::server_config(Arc::clone(&self.view), spec.http.default_certificate.clone())
                         .map_err(|e| bind_error(io::Error::other(e)))?;
-                listener::bind_tcp_group(spec.bind, self.inboxes.len())
+                listener::tcp_group(spec.bind, workers)
                     .map_err(bind_error)?
                     .into_iter()
-                    .map(|socket| Bound::Https(socket, Arc::clone(&tls)))
-                    .collect()
+                    .map(|(socket, registration)| (Bound::Https(socket, Arc::clone(&tls)), registration))
+                    .unzip()
             }
-            Protocol::Tcp => listener::bind_tcp_group(spec.bind, self.inboxes.len())
+            Protocol::Tcp => listener::tcp_group(spec.bind, workers)
                 .map_err(bind_error)?
                 .into_iter()
-                .map(Bound::Tcp)
-                .collect(),
-            Protocol::Udp => vec![Bound::Udp(listener::bind_udp(spec.bind).map_err(bind_error)?)],
+                .map(|(socket, registration)| (Bound::Tcp(socket), registration))
+                .unzip(),
+            Protocol::Udp => {
+                let (socket, registration) = listener::udp(spec.bind).map_err(bind_error)?;
+                (vec![Bound::Udp(socket)], vec![registration])
+            }
         };
         let stop = self.shutdown.token.child_token();
         let shutdown = Shutdown {
@@ -224,7 +231,9 @@ impl DataPlane {
             listener: Arc::new(Semaphore::new(spec.max_connections as usize)),
             descriptors: Arc::clone(&self.descriptors),
         };
-        for (inbox, socket) in self.inboxes.iter().zip(sockets) {
+        // An inherited group may hold more sockets than there are workers.
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let inbox = &self.inboxes[index % workers];
             let serve = Serve {
                 spec: spec.clone(),
                 socket,
@@ -241,6 +250,7 @@ impl DataPlane {
             Running {
                 spec: spec.clone(),
                 stop,
+                _registrations: registrations,
             },
         );
         Ok(())
@@ -250,6 +260,10 @@ impl DataPlane {
     /// to finish; whatever is left then is dropped. Returns how many were left.
     pub async fn drain(self, timeout: Duration) -> usize {
         self.shutdown.token.cancel();
+        // Their duplicates in the upgrade registry go too, so the sockets
+        // close (a successor, if any, holds its own): new clients are
+        // refused, not left in a backlog nobody serves.
+        drop(self.running);
         self.shutdown.tracker.close();
         let open = self.shutdown.tracker.len();
         if open > 0 {

@@ -6,6 +6,8 @@
 //! `max_connections` sessions live at once (datagrams from new clients beyond
 //! that are dropped), and a new session must pass admission (the ACL and
 //! its source's limits: a source's sessions count as its connections).
+//! A draining listener stops reading but relays replies until its
+//! sessions fall quiet.
 
 use crate::backend::ActiveGuard;
 use crate::balance;
@@ -22,6 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Largest datagram relayed (the UDP maximum payload).
 const MAX_DATAGRAM: usize = 65_535;
+/// A draining listener's sessions end once quiet this long ([`linger`]).
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
 #[derive(Debug)]
 struct Session {
@@ -66,7 +70,10 @@ pub async fn serve(
                 }
                 continue;
             }
-            () = shutdown.token.cancelled() => return,
+            () = shutdown.token.cancelled() => {
+                linger(&sessions).await;
+                return;
+            }
         };
         if !sessions.contains_key(&client) {
             next_id += 1;
@@ -82,6 +89,30 @@ pub async fn serve(
         if let Err(e) = session.upstream.send(&buf[..len]).await {
             tracing::debug!(listener, %client, error = %e, "UDP send to backend failed; session closed");
             sessions.remove(&client);
+        }
+    }
+}
+
+/// Once a draining listener reads no more (a successor may read its
+/// socket now), waits until its sessions have seen nothing for
+/// [`DRAIN_QUIET`], so replies to what it forwarded still reach their
+/// clients. The drain's deadline bounds it.
+async fn linger(sessions: &HashMap<SocketAddr, Session>) {
+    let seen = || -> u64 {
+        sessions
+            .values()
+            .map(|s| s.activity.load(Ordering::Relaxed))
+            .sum()
+    };
+    if sessions.is_empty() {
+        return;
+    }
+    let mut last = seen();
+    loop {
+        tokio::time::sleep(DRAIN_QUIET).await;
+        match seen() {
+            now if now == last => return,
+            now => last = now,
         }
     }
 }

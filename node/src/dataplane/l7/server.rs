@@ -9,8 +9,9 @@
 //! answered here before any backend sees it: 400 for `Content-Length`
 //! beside `Transfer-Encoding` ([`framing`]), 501 for a transfer coding
 //! other than `chunked` (which could not be passed on, since bodies are
-//! re-framed). On shutdown a connection finishes the request in flight and
-//! closes; so does an idle one.
+//! re-framed). On shutdown an HTTP/1 connection answers its next request
+//! with `Connection: close` (an idle one is closed after a second), so no
+//! request on its way is cut off; HTTP/2 gets GOAWAY.
 
 use super::body::ProxyBody;
 use super::client_conn::{self, ConnWatch, Framing, Tracked, Watched};
@@ -21,7 +22,7 @@ use crate::dataplane::Shutdown;
 use crate::dataplane::admission::Admitted;
 use crate::view::SharedView;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,6 +32,7 @@ use raftlb_config::limits::MAX_CONCURRENT_STREAMS;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
@@ -40,6 +42,19 @@ use tokio::time::Instant;
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams the server may reset for a client's protocol errors, in all.
 const MAX_LOCAL_ERROR_RESETS: usize = 100;
+/// How long a draining HTTP/1 connection with no request in flight waits
+/// for its client's next request (answered, with `Connection: close`):
+/// closing it at once would race a request already on its way.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
+/// What a connection's requests tell its drain, and the drain them.
+#[derive(Debug, Default)]
+struct Draining {
+    /// Set when the node drains: HTTP/1 responses say `Connection: close`.
+    closing: AtomicBool,
+    /// An HTTP/2 request was seen: the drain sends GOAWAY at once.
+    h2: AtomicBool,
+}
 
 /// What every connection of one HTTP listener shares.
 #[derive(Debug)]
@@ -120,18 +135,28 @@ impl HttpListener {
             self.header_read_timeout,
             self.send_timeout,
         );
+        let draining = Arc::new(Draining::default());
         let service = {
-            let watch = Arc::clone(&watch);
+            let (watch, draining) = (Arc::clone(&watch), Arc::clone(&draining));
             service_fn(move |request| {
                 let (context, watch) = (Arc::clone(&context), Arc::clone(&watch));
+                let draining = Arc::clone(&draining);
                 async move {
                     let (in_flight, index) = watch.request_started();
-                    let (response, stream) = match refusal(&request, watch.framing(index)) {
+                    let h1 = request.version() < Version::HTTP_2;
+                    if !h1 {
+                        draining.h2.store(true, Relaxed);
+                    }
+                    let (mut response, stream) = match refusal(&request, watch.framing(index)) {
                         Some(refusal) => (refusal, None),
                         None => proxy::handle(request, context).await,
                     };
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         watch.tunnel();
+                    } else if h1 && draining.closing.load(Relaxed) {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight, stream)))
                 }
@@ -144,8 +169,24 @@ impl HttpListener {
         let result = tokio::select! {
             result = connection.as_mut() => result,
             () = shutdown.token.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+                // HTTP/2: GOAWAY at once (a client retries the streams it
+                // names unprocessed). HTTP/1: the next response closes the
+                // connection; one left idle is closed after `DRAIN_IDLE`.
+                draining.closing.store(true, Relaxed);
+                let ended = match draining.h2.load(Relaxed) {
+                    true => None,
+                    false => tokio::select! {
+                        result = connection.as_mut() => Some(result),
+                        () = client_conn::idle(&watch, DRAIN_IDLE.min(self.keepalive_timeout)) => None,
+                    },
+                };
+                match ended {
+                    Some(result) => result,
+                    None => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                }
             }
             () = client_conn::idle(&watch, self.keepalive_timeout) => {
                 tracing::debug!(listener = %self.name, %client, "closing an idle connection");
