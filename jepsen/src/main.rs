@@ -122,7 +122,7 @@ enum Action {
 }
 
 /// `matrix`: (scenario, its `--nemesis` list).
-const MATRIX: [(&str, &str); 9] = [
+const MATRIX: [(&str, &str); 10] = [
     ("none", ""),
     ("kill", "kill"),
     ("pause", "pause"),
@@ -131,6 +131,7 @@ const MATRIX: [(&str, &str); 9] = [
     ("backends", "backend-kill,backend-partition"),
     ("membership", "member-remove"),
     ("handover", "transfer,drain"),
+    ("upgrade", "upgrade"),
     ("all", "all"),
 ];
 
@@ -282,6 +283,7 @@ fn run_all(configs: Vec<scenario::Config>, proof: Option<&[prove::Run]>) -> Exit
         eprintln!("raftlb-jepsen: {e}. Nothing was run.");
         return ExitCode::from(Verdict::Unknown.exit_code());
     }
+    configs.iter().for_each(|c| nemesis::prepare(&c.faults));
     if configs.iter().any(|c| !c.failpoints.is_empty()) {
         match failpoints::binary() {
             Ok(bin) => println!("failpoints binary: {}", bin.display()),

@@ -181,6 +181,15 @@ impl Raftlb {
         Self::launch(Command::new(binary()), Arc::clone(&self.dir), log, &["--upgrade"])
     }
 
+    /// [`Raftlb::spawn_successor`] of the binary at `bin` inside network
+    /// namespace `ns`, with `env` added (a node of a site).
+    pub fn spawn_successor_in(&self, ns: &str, bin: &Path, env: &[(String, String)], log: &str) -> Raftlb {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).arg(bin);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        Self::launch(command, Arc::clone(&self.dir), log, &["--upgrade"])
+    }
+
     /// This node's scratch directory (its relative data dir lives there).
     pub fn dir(&self) -> &Path {
         self.dir.path()

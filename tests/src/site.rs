@@ -205,8 +205,12 @@ impl Site {
 
     /// Starts node `i` (again) in its namespace, without waiting for it.
     pub fn spawn(&self, i: usize) -> Raftlb {
-        let bin = self.options.node_binary.clone().unwrap_or_else(binary);
-        self.spawn_as(i, &bin)
+        self.spawn_as(i, &self.node_binary())
+    }
+
+    /// The binary the site starts its nodes from.
+    pub fn node_binary(&self) -> PathBuf {
+        self.options.node_binary.clone().unwrap_or_else(binary)
     }
 
     /// [`Site::spawn`] of the binary at `bin` (another version, say).
@@ -217,6 +221,30 @@ impl Site {
             bin,
             &self.options.node_env,
         )
+    }
+
+    /// Replaces node `i`'s process in place with the binary at `bin`
+    /// (`raftlb run --upgrade`): waits until the new process is ready and
+    /// the old one has exited (each within `deadline`), and returns the
+    /// old one's log. The new one logs to `log` in the node's directory.
+    pub async fn upgrade_in_place(
+        &mut self,
+        i: usize,
+        bin: &std::path::Path,
+        log: &str,
+        deadline: Duration,
+    ) -> String {
+        let successor =
+            self.nodes[i].spawn_successor_in(&self.lab.ns(BALANCERS[i]), bin, &self.options.node_env, log);
+        let mut old = std::mem::replace(&mut self.nodes[i], successor);
+        self.nodes[i].ready(&[]).await;
+        let status = old.wait_exit(deadline).await;
+        assert!(
+            status.success(),
+            "node {}'s old process exited with {status}",
+            i + 1
+        );
+        old.log()
     }
 
     /// Node `i`'s configuration file.

@@ -17,7 +17,7 @@ use std::time::Duration;
 /// How long after a fault's heal its failures may still show.
 pub const GRACE: Duration = Duration::from_secs(5);
 /// Fault kinds that are operations a user plans, not failures.
-pub const PLANNED: [&str; 2] = ["transfer", "drain"];
+pub const PLANNED: [&str; 3] = ["transfer", "drain", "upgrade"];
 /// At most this many requests are listed as evidence.
 const EVIDENCE: usize = 5;
 

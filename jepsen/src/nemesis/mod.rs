@@ -10,8 +10,10 @@
 //! fault needs ([`preflight`]), and the schedule; each family owns its
 //! faults' start and heal:
 //!
-//! - [`process`]: `kill` (SIGKILL, restart on the same data dir) and `pause`
-//!   (SIGSTOP held past the lease, SIGCONT).
+//! - [`process`]: `kill` (SIGKILL, restart on the same data dir), `pause`
+//!   (SIGSTOP held past the lease, SIGCONT) and `upgrade` (the process
+//!   replaced in place, `raftlb run --upgrade`, by the binary of an
+//!   earlier commit and by this one's in turn).
 //! - [`network`]: `partition` (one balancer isolated), `partition-ring`
 //!   (one pair cut, the leader at one end), `partition-oneway` (one
 //!   balancer drops only what comes from, or only what goes to, the
@@ -53,6 +55,7 @@ pub enum Fault {
     MemberRemove,
     Transfer,
     Drain,
+    Upgrade,
 }
 
 /// Names `--nemesis` takes besides the faults' own: each stands for several.
@@ -63,7 +66,7 @@ const ALIASES: [(&str, &[Fault]); 3] = [
 ];
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::Kill,
         Fault::Pause,
         Fault::Partition,
@@ -75,6 +78,7 @@ impl Fault {
         Fault::MemberRemove,
         Fault::Transfer,
         Fault::Drain,
+        Fault::Upgrade,
     ];
 
     /// Its name on the command line and as `f` in the history.
@@ -91,6 +95,7 @@ impl Fault {
             Fault::MemberRemove => "member-remove",
             Fault::Transfer => "transfer",
             Fault::Drain => "drain",
+            Fault::Upgrade => "upgrade",
         }
     }
 
@@ -136,9 +141,20 @@ impl Fault {
             | Fault::BackendPartition => &[NFT],
             // nft stands in for a kernel without sch_netem.
             Fault::Netem => &[TC, NFT],
-            Fault::Kill | Fault::Pause | Fault::MemberRemove | Fault::Transfer | Fault::Drain => &[],
+            Fault::Kill
+            | Fault::Pause
+            | Fault::Upgrade
+            | Fault::MemberRemove
+            | Fault::Transfer
+            | Fault::Drain => &[],
         }
     }
+}
+
+/// Builds what `faults` need that is not built yet (an earlier commit's
+/// binary for `upgrade`), before any scenario's clock starts.
+pub fn prepare(faults: &[Fault]) {
+    process::prepare(faults);
 }
 
 /// Whether every program `faults` need runs here; the error says which
@@ -304,7 +320,7 @@ impl Nemesis {
 
     async fn start(&mut self, site: &mut Site, fault: Fault, mut aim: Aim) {
         let plan = match fault {
-            Fault::Kill | Fault::Pause => Plan::Process(process::plan(fault, &aim)),
+            Fault::Kill | Fault::Pause | Fault::Upgrade => Plan::Process(process::plan(fault, &aim)),
             Fault::Partition | Fault::PartitionRing | Fault::PartitionOneway | Fault::Netem => {
                 Plan::Network(network::plan(fault, &mut aim))
             }
@@ -318,7 +334,7 @@ impl Nemesis {
         let about = plan.about();
         self.record(Kind::Invoke, fault.name(), &about, None);
         let outcome = match &plan {
-            Plan::Process(p) => process::start(site, p).await,
+            Plan::Process(p) => process::start(site, p, &mut self.logs).await,
             Plan::Network(p) => network::start(site, p).await,
             Plan::Backend(p) => backend::start(site, p),
             Plan::Membership(p) => membership::start(site, p).await,

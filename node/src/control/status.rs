@@ -95,6 +95,7 @@ impl StatusView {
             format_min: u32::from(self.versions.this().min),
             format_max: u32::from(self.versions.this().max),
             cluster_version: u32::from(self.applied.borrow().state.cluster_version()),
+            pid: std::process::id(),
         }
     }
 }

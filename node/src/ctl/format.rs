@@ -345,6 +345,7 @@ mod tests {
             no_quorum_ms: 0,
             vips: Vec::new(),
             formats: "1–2".to_string(),
+            pid: 4242,
         }
     }
 
@@ -367,6 +368,7 @@ mod tests {
                     no_quorum_ms: 3250,
                     vips: Vec::new(),
                     formats: "1–2".to_string(),
+                    pid: 4242,
                 },
             }],
         };

@@ -62,6 +62,9 @@ pub enum MemberView {
         vips: Vec<String>,
         /// The format versions its binary reads and writes ("1–2").
         formats: String,
+        /// Its process id (0: a release that does not say), which an
+        /// in-place upgrade changes.
+        pid: u32,
     },
     Unreachable {
         unreachable: String,
@@ -78,6 +81,7 @@ impl MemberView {
             no_quorum_ms: reply.no_quorum_ms,
             vips: reply.vips.clone(),
             formats: Formats::announced(reply.format_min, reply.format_max).to_string(),
+            pid: reply.pid,
         }
     }
 }
@@ -210,6 +214,7 @@ mod tests {
             format_min: 1,
             format_max: if id == 1 { 1 } else { 2 },
             cluster_version: 1,
+            pid: 4242,
         }
     }
 
