@@ -87,6 +87,10 @@ pub async fn run(
     let data_dir = config.node.data_dir.clone();
     let node = config.node.id;
     let cluster_id = config.membership.cluster_id.clone();
+    // Certificates that would fail the start fail it before anything
+    // touches the data dir (its lock file included), and while a running
+    // predecessor still has its Raft.
+    crate::control::cluster::links(&config)?;
     let mut successor = match upgrade {
         true => Some(Successor::connect(&data_dir, &cluster_id, node).await?),
         false => None,
@@ -95,7 +99,6 @@ pub async fn run(
     if let Some(successor) = successor.as_mut() {
         // What would fail the start once the log is released fails now,
         // while the running process still has its Raft.
-        crate::control::cluster::links(&config)?;
         data_dir::claim(Path::new(&data_dir), &cluster_id, node).map_err(ControlError::from)?;
         successor.wait_released().await?;
     }
