@@ -269,6 +269,9 @@ async fn sighup_applies_the_edited_file_under_load_and_a_broken_one_changes_noth
         "{}",
         node.log()
     );
+    let logged = node.log();
+    let logged = logged.lines().find(|l| l.contains(&reason)).unwrap_or_default();
+    println!("the broken file, logged: {logged}");
     let http = client::http1();
     let mut served_b = 0;
     for _ in 0..50 {
@@ -323,6 +326,23 @@ async fn sighup_applies_the_edited_file_under_load_and_a_broken_one_changes_noth
     assert_eq!(status.code(), Some(1), "{out}{err}");
     assert!(err.contains("cannot reload: nothing listens on"), "{err}");
     assert_eq!(client::get(&http, &url).await.0, 200);
+
+    // After an in-place upgrade the new process answers both, on the
+    // socket it inherited.
+    std::fs::write(&config, &without).expect("write");
+    let mut node = node;
+    let mut successor = node.spawn_successor("successor.log");
+    successor.ready(&[&address]).await;
+    assert!(node.wait_exit(Duration::from_secs(10)).await.success());
+    let (status, out, err) = reload_cli(&config).await;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("matches the cluster state"), "{out}");
+    successor.signal("HUP");
+    wait::until("SIGHUP heard by the new process", Duration::from_secs(5), || {
+        successor.log().contains("reload (SIGHUP): ")
+    })
+    .await;
+    println!("after an in-place upgrade: the new process answered raftlb reload and SIGHUP");
 }
 
 /// The pool line of `ctl pools` on node `index`.
