@@ -24,6 +24,8 @@
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
 //! - [`upgrade`]: in-place upgrade: every listening socket and the data dir's
 //!   lock handed to a successor process (SIGUSR2, `raftlb run --upgrade`).
+//! - [`reload`]: reading the config file, at start and again (SIGHUP,
+//!   `raftlb reload` over the upgrade socket).
 //! - [`demo`]: built-in backends for `raftlb demo`.
 //! - [`ctl`]: `raftlb ctl`, the admin CLI client that talks to any node's admin API.
 //! - [`pki`]: the cluster's certificates and mutual TLS: identities, issuing
@@ -53,6 +55,7 @@ pub mod health;
 pub mod metrics;
 pub mod node;
 pub mod pki;
+pub mod reload;
 pub mod sticky;
 pub mod tls;
 pub mod upgrade;

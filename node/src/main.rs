@@ -1,4 +1,4 @@
-//! The `raftlb` command: `check`, `run` and `demo`.
+//! The `raftlb` command: `check`, `run`, `reload`, `demo`, `ctl`, `certs`.
 //! Exit codes: 0 success, 1 configuration or runtime error, 2 usage error.
 
 use clap::{Parser, Subcommand};
@@ -30,7 +30,8 @@ enum Command {
         config: PathBuf,
     },
     /// Serve the configuration until SIGINT or SIGTERM, then drain and exit;
-    /// SIGUSR2 starts the binary on disk to take over (in-place upgrade).
+    /// SIGHUP reads the config file again; SIGUSR2 starts the binary on disk
+    /// to take over (in-place upgrade).
     Run {
         #[arg(long, short)]
         config: PathBuf,
@@ -42,6 +43,12 @@ enum Command {
         /// drains and exits (as SIGUSR2 to it does with the binary on disk).
         #[arg(long)]
         upgrade: bool,
+    },
+    /// Make the node serving this config's data dir read the file again (as
+    /// SIGHUP does) and print what it did: 0 when it took, 1 otherwise.
+    Reload {
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Start a 3-node cluster on 127.0.0.1-3 with three built-in backends, and show what to try.
     Demo {
@@ -89,6 +96,18 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.to_string()),
         },
+        Command::Reload { config } => block_on(async move {
+            let answer = raftlb_node::reload::client::run(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            match answer.ok {
+                true => {
+                    println!("{}", answer.lines.join("\n"));
+                    Ok(())
+                }
+                false => Err(answer.lines.join("\n")),
+            }
+        }),
         Command::Demo {
             http_port,
             raft_port,

@@ -7,35 +7,20 @@ use crate::control::data_dir::{self, DirLock};
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::{DataPlane, StartError};
 use crate::health::{self, checker::Checkers};
+use crate::reload::{self, Reloader};
 use crate::sticky::{self, Sticky};
 use crate::upgrade::sockets::{Key, Kind, Registration};
-use crate::upgrade::{self, Door, Pending, Successor, UpgradeError};
+use crate::upgrade::{self, Door, Pending, Successor, UpgradeError, Visitor};
 use crate::view::{ClusterView, SharedView};
 use crate::vip::{VipError, VipManager};
 use arc_swap::ArcSwap;
-use raftlb_config::{ClusterState, Config, ConfigErrors, ListenerSpec, Role};
+use raftlb_config::{ClusterState, Config, ListenerSpec, Role};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Why a configuration file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{0}")]
-    Invalid(#[from] ConfigErrors),
-}
-
-/// Reads and validates a configuration file.
-pub fn load_config(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(raftlb_config::parse(&path.display().to_string(), &text)?)
-}
+pub use crate::reload::{LoadError, load_config};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +57,8 @@ pub enum RunError {
 /// `upgrade`, it first takes the sockets, the data dir's lock and then the
 /// log of the process serving the data dir, which then drains and exits
 /// (see [`upgrade`](crate::upgrade)); a running node hands itself over
-/// so to a successor that asks.
+/// so to a successor that asks. SIGHUP, or `raftlb reload` through the same
+/// socket, reads the config file again ([`reload`](crate::reload)).
 pub async fn run(
     config: Config,
     config_path: &Path,
@@ -82,6 +68,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     crate::failpoint::init().map_err(RunError::Failpoints)?;
     let sigusr2 = upgrade::spawn_on_sigusr2();
+    let hangup = reload::watch_sighup();
     let open_files = crate::descriptors::raise_limit();
     let certificates = crate::tls::seed::read(&config.certificate_files).map_err(RunError::Certificate)?;
     let data_dir = config.node.data_dir.clone();
@@ -103,6 +90,8 @@ pub async fn run(
         successor.wait_released().await?;
     }
     let control = ControlPlane::start(&config, config_path).await?;
+    let reloader = Arc::new(Reloader::new(config.clone(), control.writer()));
+    let hangups = reload::spawn_on_sighup(hangup, Arc::clone(&reloader), config_path.to_path_buf());
     let storing = crate::tls::seed::start(&control, certificates);
     let witness = config.node.role == Role::Witness;
     let vips = match config.vips.is_empty() {
@@ -207,10 +196,14 @@ pub async fn run(
             }
         }
         match door {
-            Ok(door) => {
-                let pending = door.next().await;
-                (door, pending)
-            }
+            Ok(door) => loop {
+                match door.next().await {
+                    Visitor::Successor(pending) => break (door, pending),
+                    Visitor::Reload(request) => {
+                        reload::spawn_request(request, Arc::clone(&reloader));
+                    }
+                }
+            },
             Err(e) => {
                 tracing::error!(error = %e, "in-place upgrades of this process are not possible");
                 std::future::pending().await
@@ -229,6 +222,7 @@ pub async fn run(
     // would die with it, and after a handover its Raft is gone.
     upkeep.abort();
     storing.abort();
+    hangups.abort();
     drop(checkers);
     let mut vips = vips;
     let mut control = Some(control);
@@ -290,6 +284,9 @@ pub async fn run(
         }
     }
 }
+
+/// What a reload request hears while this process hands itself over.
+const NO_RELOAD_WHILE_HANDING_OVER: &str = "this process is handing the node over to a new one and has no Raft to reload with; reload once the new one serves";
 
 /// Why the node's main wait ended.
 enum Exit {
@@ -376,7 +373,7 @@ async fn hand_over(
         }
         pending = tokio::select! {
             () = stop.as_mut() => return false,
-            pending = door.next() => pending,
+            pending = door.next_successor(NO_RELOAD_WHILE_HANDING_OVER) => pending,
         };
     }
 }

@@ -40,6 +40,23 @@ pub async fn get(client: &HttpClient, url: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// [`get`] that reports a failure instead of panicking: the error, or
+/// the status and body.
+pub async fn try_get(client: &HttpClient, url: &str) -> Result<(u16, String), String> {
+    let request = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// A body of `len` zero bytes, produced 64 KiB at a time.
 #[derive(Debug)]
 pub struct RepeatBody {

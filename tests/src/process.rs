@@ -280,11 +280,23 @@ impl Raftlb {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends signal `name` (`"HUP"`, `"USR2"`…).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
             .status()
             .expect("kill");
-        assert!(status.success());
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The config file the process was started with (rewrite it, then
+    /// SIGHUP or `raftlb reload`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("raftlb.toml")
     }
 
     /// The exit status, if the process has exited.

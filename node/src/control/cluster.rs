@@ -113,6 +113,7 @@ pub struct ControlPlane {
     applied: watch::Receiver<Arc<Applied>>,
     committed_at_start: u64,
     proposer: Proposer,
+    writer: Writer,
     sticky_tables: Arc<StickyTables>,
     sticky_metrics: Arc<StickyMetrics>,
     leadership: watch::Receiver<Leadership>,
@@ -311,6 +312,7 @@ impl ControlPlane {
             applied,
             committed_at_start,
             proposer,
+            writer,
             sticky_tables,
             sticky_metrics,
             leadership,
@@ -336,6 +338,12 @@ impl ControlPlane {
     /// Where the data plane proposes changes.
     pub fn proposer(&self) -> Proposer {
         self.proposer.clone()
+    }
+
+    /// Where a reload compares the config file with the replicated state
+    /// and commits its differences.
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
     }
 
     /// The committed sticky sessions, read in place by the data plane.

@@ -29,32 +29,91 @@ pub enum Reconciled {
     Unreadable(String),
 }
 
+/// What a [`Reconciled`] says, in an operator's words: a headline, the
+/// changes one by one, and the command that would apply them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    pub headline: String,
+    pub changes: Vec<String>,
+    pub hint: Option<String>,
+}
+
 impl Reconciled {
+    /// Whether the file is in effect, or deliberately not applied
+    /// (`Differs`); `false` when committing failed or nothing could be compared.
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Reconciled::Failed(_) | Reconciled::Unreadable(_))
+    }
+
+    /// What happened, for a log line or a terminal.
+    pub fn describe(&self) -> Description {
+        let (headline, changes, hint) = match self {
+            Reconciled::Same => (
+                "the config file matches the cluster state".to_string(),
+                &[][..],
+                None,
+            ),
+            Reconciled::Applied { changes, index } => (
+                format!(
+                    "committed the config file's {} as one entry at log index {index}:",
+                    count(changes.len(), "change")
+                ),
+                &changes[..],
+                None,
+            ),
+            Reconciled::Differs { changes, hint } => (
+                format!(
+                    "the config file differs from the cluster state in {}; serving the cluster state:",
+                    count(changes.len(), "way")
+                ),
+                &changes[..],
+                Some(format!("to make the cluster match the file: {hint}")),
+            ),
+            Reconciled::Failed(reason) => (
+                format!("the config file was not applied: {reason}"),
+                &[][..],
+                None,
+            ),
+            Reconciled::Unreadable(reason) => (
+                format!("the cluster state cannot be read to compare the config file: {reason}"),
+                &[][..],
+                None,
+            ),
+        };
+        Description {
+            headline,
+            changes: changes.to_vec(),
+            hint,
+        }
+    }
+
     /// Logs what happened, once, in the words an operator needs.
     pub fn log(&self, when: &str) {
-        match self {
-            Reconciled::Same => tracing::info!("{when}: the config file matches the cluster state"),
-            Reconciled::Applied { changes, index } => tracing::info!(
-                index,
-                "{when}: committed the config file's {} changes ({})",
-                changes.len(),
-                changes.join("; ")
-            ),
-            Reconciled::Differs { changes, hint } => tracing::warn!(
-                "{when}: the config file differs from the cluster state in {} ways ({}); serving the cluster state. \
-                 To make the cluster match the file: {hint}",
-                changes.len(),
-                changes.join("; ")
-            ),
-            Reconciled::Failed(reason) => {
-                tracing::error!("{when}: the config file was not applied: {reason}")
-            }
-            Reconciled::Unreadable(reason) => {
-                tracing::error!(
-                    "{when}: the cluster state cannot be read to compare the config file: {reason}"
-                )
-            }
+        let Description {
+            headline,
+            changes,
+            hint,
+        } = self.describe();
+        let mut text = format!("{when}: {headline}");
+        if !changes.is_empty() {
+            text = format!("{text} {}", changes.join("; "));
         }
+        if let Some(hint) = hint {
+            text = format!("{text}. {hint}");
+        }
+        match self {
+            Reconciled::Same | Reconciled::Applied { .. } => tracing::info!("{text}"),
+            Reconciled::Differs { .. } => tracing::warn!("{text}"),
+            Reconciled::Failed(_) | Reconciled::Unreadable(_) => tracing::error!("{text}"),
+        }
+    }
+}
+
+/// "1 change", "3 changes".
+fn count(n: usize, word: &str) -> String {
+    match n {
+        1 => format!("1 {word}"),
+        n => format!("{n} {word}s"),
     }
 }
 

@@ -1,7 +1,8 @@
-//! The upgrade conversation's wire: a unix stream socket in the data dir
-//! (mode 0600); each [`Message`] is a frame (a 4-byte big-endian length,
-//! then JSON), its descriptors riding with the frame's first bytes as
-//! `SCM_RIGHTS`. Each step has a deadline but the wait for `Serving`.
+//! The node's local socket's wire: a unix stream socket in the data dir
+//! (mode 0600) carrying the upgrade conversation and reload requests; each
+//! [`Message`] is a frame (a 4-byte big-endian length, then JSON), its
+//! descriptors riding with the frame's first bytes as `SCM_RIGHTS`. Each
+//! step has a deadline but the wait for `Serving`.
 
 use super::sockets::Key;
 use rustix::net::{
@@ -17,12 +18,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
-/// Bumped when a message changes meaning; both sides must agree.
+/// Bumped when a message changes meaning; both sides must agree. (New
+/// messages, such as `Reload`, are additive: a process that does not know
+/// one closes the connection.)
 pub const VERSION: u32 = 1;
 /// Descriptors per frame (the kernel allows 253).
 pub const BATCH: usize = 64;
 /// Largest frame: a batch of keys in JSON fits many times over.
-const MAX_FRAME: usize = 64 * 1024;
+pub const MAX_FRAME: usize = 64 * 1024;
 
 /// One step of the conversation (see [`super`] for the order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,10 +47,16 @@ pub enum Message {
     Released,
     /// New → old: serving every listener; stop accepting.
     Serving,
+    /// `raftlb reload` → the running process: read this config file again.
+    Reload { config: String },
+    /// The running process → `raftlb reload`: what the reload did, line by
+    /// line, and whether all of it took (or there was nothing to do).
+    Reloaded { ok: bool, lines: Vec<String> },
 }
 
 impl Message {
-    fn step(&self) -> &'static str {
+    /// The message's name, for errors.
+    pub fn step(&self) -> &'static str {
         match self {
             Message::Hello { .. } => "hello",
             Message::Sockets { .. } => "sockets",
@@ -55,6 +64,8 @@ impl Message {
             Message::Ready => "ready",
             Message::Released => "released",
             Message::Serving => "serving",
+            Message::Reload { .. } => "reload",
+            Message::Reloaded { .. } => "reloaded",
         }
     }
 }

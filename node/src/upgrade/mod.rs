@@ -11,6 +11,9 @@
 //! 4. old stops accepting, drains, exits. If new fails before `Released`,
 //!    old goes on as it was; between `Released` and `Serving`, old starts a
 //!    copy of its own binary to take over (once), and serves on meanwhile.
+//!
+//! The same socket takes `raftlb reload` requests ([`Visitor::Reload`]):
+//! the door says who came; the node answers reloads itself.
 
 pub mod handoff;
 pub mod sockets;
@@ -123,7 +126,8 @@ impl Successor {
     }
 }
 
-/// The running process's side: the upgrade socket, accepting successors.
+/// The running process's side: the upgrade socket, accepting successors
+/// and reload requests.
 #[derive(Debug)]
 pub struct Door {
     listener: UnixListener,
@@ -132,11 +136,28 @@ pub struct Door {
     _registration: Registration,
 }
 
+/// Who came through the door.
+#[derive(Debug)]
+pub enum Visitor {
+    /// A successor that holds every descriptor and waits for the log.
+    Successor(Pending),
+    /// `raftlb reload`: read a config file again, then answer.
+    Reload(ReloadRequest),
+}
+
 /// A successor that holds every descriptor and waits for the log.
 #[derive(Debug)]
 pub struct Pending {
     channel: Channel,
     pid: u32,
+}
+
+/// A `raftlb reload` waiting for its answer.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    channel: Channel,
+    pid: u32,
+    config: PathBuf,
 }
 
 impl Door {
@@ -164,9 +185,10 @@ impl Door {
     }
 
     /// Waits for a successor that has taken every descriptor and is ready
-    /// for the log. Conversations that fail on the way are logged and end
-    /// there; this process has changed nothing for them.
-    pub async fn next(&self) -> Pending {
+    /// for the log, or for a reload request. Conversations that fail on
+    /// the way are logged and end there; this process has changed nothing
+    /// for them.
+    pub async fn next(&self) -> Visitor {
         loop {
             let channel = match Channel::accept(&self.listener, STEP_DEADLINE).await {
                 Ok(channel) => channel,
@@ -176,34 +198,51 @@ impl Door {
                     continue;
                 }
             };
-            match offer(channel, &self.cluster, self.node).await {
-                Ok(pending) => return pending,
-                Err(e) => tracing::warn!(error = %e, "in-place upgrade abandoned; serving on"),
+            match visit(channel, &self.cluster, self.node).await {
+                Ok(visitor) => return visitor,
+                Err(e) => tracing::warn!(error = %e, "in-place upgrade or reload abandoned; serving on"),
+            }
+        }
+    }
+
+    /// [`Door::next`] for a successor only, while this process cannot
+    /// reload (it is handing over): a reload request is told `why`.
+    pub async fn next_successor(&self, why: &str) -> Pending {
+        loop {
+            match self.next().await {
+                Visitor::Successor(pending) => return pending,
+                Visitor::Reload(request) => request.answer(false, vec![why.to_string()]).await,
             }
         }
     }
 }
 
-/// Step 1 of the old side: hello, every descriptor, ready. Only a process
-/// of this user, for this node of this cluster, is given anything.
-async fn offer(mut channel: Channel, cluster: &str, node: u64) -> Result<Pending, HandoffError> {
+/// The old side's first step: who is it? Only a process of this user is
+/// heard. A successor for this node of this cluster is given every
+/// descriptor and says it is ready; a reload request waits for its answer.
+async fn visit(mut channel: Channel, cluster: &str, node: u64) -> Result<Visitor, HandoffError> {
     let (pid, same_user) = channel.peer()?;
-    let refusal = match channel.recv(false).await? {
+    let (first, _) = channel.recv(false).await?;
+    let refusal = match first {
         _ if !same_user => Some(format!("process {pid} runs as another user")),
-        (Message::Hello { version, .. }, _) if version != handoff::VERSION => Some(format!(
+        Message::Reload { config } => {
+            return Ok(Visitor::Reload(ReloadRequest {
+                channel,
+                pid,
+                config: PathBuf::from(config),
+            }));
+        }
+        Message::Hello { version, .. } if version != handoff::VERSION => Some(format!(
             "the new process speaks upgrade protocol {version}, this one {}",
             handoff::VERSION
         )),
-        (
-            Message::Hello {
-                cluster: c, node: n, ..
-            },
-            _,
-        ) if c != cluster || n != node => Some(format!(
+        Message::Hello {
+            cluster: c, node: n, ..
+        } if c != cluster || n != node => Some(format!(
             "this data dir is node {node}'s of cluster \"{cluster}\", the new process is node {n} of \"{c}\""
         )),
-        (Message::Hello { .. }, _) => None,
-        (_, _) => Some("the first message was not hello".to_string()),
+        Message::Hello { .. } => None,
+        _ => Some("the first message was neither hello nor reload".to_string()),
     };
     if let Some(reason) = refusal {
         channel.refuse(&reason).await;
@@ -213,7 +252,43 @@ async fn offer(mut channel: Channel, cluster: &str, node: u64) -> Result<Pending
     let served = sockets::served()?;
     channel.send_sockets(&served).await?;
     channel.expect(Message::Ready, false).await?;
-    Ok(Pending { channel, pid })
+    Ok(Visitor::Successor(Pending { channel, pid }))
+}
+
+impl ReloadRequest {
+    /// The asking process's id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The config file to read, as the asking process named it.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Answers (best effort: the asker may have gone). Lines past what one
+    /// frame holds are cut, saying how many; the node's log has them all.
+    pub async fn answer(mut self, ok: bool, mut lines: Vec<String>) {
+        let mut room = handoff::MAX_FRAME / 2;
+        let fit = lines
+            .iter()
+            .take_while(|line| match room.checked_sub(line.len() + 8) {
+                Some(left) => {
+                    room = left;
+                    true
+                }
+                None => false,
+            })
+            .count();
+        if fit < lines.len() {
+            let cut = lines.len() - fit;
+            lines.truncate(fit);
+            lines.push(format!("… and {cut} more lines: see the node's log"));
+        }
+        if let Err(e) = self.channel.send(&Message::Reloaded { ok, lines }, &[]).await {
+            tracing::warn!(pid = self.pid, error = %e, "the reload's answer was not delivered");
+        }
+    }
 }
 
 impl Pending {
