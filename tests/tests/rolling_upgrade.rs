@@ -12,23 +12,22 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The pids the data dirs' locks name (the processes that hold them).
+fn holders(locks: &[PathBuf]) -> Vec<u32> {
+    locks
+        .iter()
+        .filter_map(|lock| std::fs::read_to_string(lock).ok())
+        .filter_map(|text| text.trim().strip_prefix("pid=").and_then(|p| p.parse().ok()))
+        .collect()
+}
+
 /// The processes that took over (children of the ones the site started),
 /// killed when the test ends, passed or not.
 struct Successors(Vec<PathBuf>);
 
-impl Successors {
-    fn pids(&self) -> Vec<u32> {
-        self.0
-            .iter()
-            .filter_map(|lock| std::fs::read_to_string(lock).ok())
-            .filter_map(|text| text.trim().strip_prefix("pid=").and_then(|p| p.parse().ok()))
-            .collect()
-    }
-}
-
 impl Drop for Successors {
     fn drop(&mut self) {
-        for pid in self.pids() {
+        for pid in holders(&self.0) {
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
     }
@@ -43,8 +42,8 @@ async fn the_rolling_upgrade_script_fails_no_request() {
     let locks: Vec<PathBuf> = (0..BALANCERS.len())
         .map(|i| site.data_dir(i).join("raftlb.lock"))
         .collect();
-    let started = Successors(locks.clone()).pids();
-    let successors = Successors(locks);
+    let started = holders(&locks);
+    let successors = Successors(locks.clone());
     let patient = Load::start(&site.lab.ns("client"), site.vip, Duration::from_secs(3));
     let began = Instant::now();
     wait::value("the patient client is answered", Duration::from_secs(5), || {
@@ -87,7 +86,7 @@ async fn the_rolling_upgrade_script_fails_no_request() {
     assert!(stdout.contains("done; cluster version 2"), "{stdout}");
 
     // Every node runs in a new process, and the old ones are gone.
-    let now = successors.pids();
+    let now = holders(&successors.0);
     assert_eq!(now.len(), 3);
     for (before, after) in started.iter().zip(&now) {
         assert_ne!(before, after, "a node was not replaced");
