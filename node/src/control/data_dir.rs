@@ -57,6 +57,15 @@ pub enum DataDirError {
         oldest: u16,
         current: u16,
     },
+    #[error(
+        "data dir {path} is of format {found}, older than this binary reads (formats {oldest} to {current}); refusing to use it (nothing was changed). Upgrade it first with a raftlb that reads format {found}, one version at a time"
+    )]
+    Older {
+        path: PathBuf,
+        found: u16,
+        oldest: u16,
+        current: u16,
+    },
 }
 
 /// A data dir this node may use, and the format it was found in.
@@ -122,6 +131,14 @@ pub fn claim(path: &Path, cluster: &str, node: u64) -> Result<Claimed, DataDirEr
                     found_node,
                     cluster: cluster.to_string(),
                     node,
+                });
+            }
+            if found_format < format::OLDEST {
+                return Err(DataDirError::Older {
+                    path: path.to_path_buf(),
+                    found: found_format,
+                    oldest: format::OLDEST,
+                    current: format::CURRENT,
                 });
             }
             if found_format > format::CURRENT {
@@ -339,6 +356,18 @@ mod tests {
             "{refused}"
         );
         assert!(refused.contains("nothing was changed"), "{refused}");
+
+        let older = format::OLDEST - 1;
+        fs::write(
+            dir.join(IDENTITY_FILE),
+            format!("cluster=prod\nnode=1\nformat={older}\n"),
+        )
+        .expect("write");
+        let refused = claim(&dir, "prod", 1).expect_err("older").to_string();
+        assert!(
+            refused.contains(&format!("of format {older}, older than this binary reads")),
+            "{refused}"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
