@@ -5,22 +5,14 @@
 //! breaks the rolling upgrade from that version. (Format 1's commands are
 //! also in `wire.rs`, recorded when they were written.)
 
+mod hex;
+
+use hex::{hex, unhex};
 use raftlb_config::format::{self, Formats};
 use raftlb_config::{
     BackendSpec, ClusterState, Command, Proposal, StickyChange, StickyKey, StickyTables, snapshot_data,
 };
 use std::net::SocketAddr;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-        .collect()
-}
 
 fn addr(port: u16) -> SocketAddr {
     ([10, 0, 0, 1], port).into()

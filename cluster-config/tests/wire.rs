@@ -2,8 +2,10 @@
 //! Raft logs already written must still decode), and bounded: nesting and
 //! list lengths beyond the limits fail to decode, however deep the bytes go.
 
+mod hex;
 mod hostile;
 
+use hex::{hex, unhex};
 use proptest::prelude::*;
 use raftlb_config::limits::{MAX_BATCH_COMMANDS, MAX_NESTING};
 use raftlb_config::{
@@ -112,17 +114,6 @@ fn recorded() -> Vec<(Command, &'static str)> {
             ),
         ),
     ]
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-        .collect()
 }
 
 #[test]

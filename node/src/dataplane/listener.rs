@@ -55,7 +55,9 @@ pub fn tcp_group(address: SocketAddr, count: usize) -> io::Result<Vec<Registered
         .collect()
 }
 
-fn tcp_socket(address: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
+/// A listening TCP socket on `address` (non-blocking), one of a
+/// `SO_REUSEPORT` group if `reuse_port`.
+pub(crate) fn tcp_socket(address: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,

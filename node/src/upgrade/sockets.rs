@@ -144,17 +144,7 @@ pub fn listen_tcp(kind: Kind, address: SocketAddr) -> io::Result<(tokio::net::Tc
     let key = Key::new(kind, address);
     let listener: std::net::TcpListener = match take(key) {
         Some(fd) => checked(fd.into(), address)?,
-        None => {
-            let socket = socket2::Socket::new(
-                socket2::Domain::for_address(address),
-                socket2::Type::STREAM,
-                Some(socket2::Protocol::TCP),
-            )?;
-            socket.set_reuse_address(true)?;
-            socket.bind(&address.into())?;
-            socket.listen(1024)?;
-            socket.into()
-        }
+        None => crate::dataplane::listener::tcp_socket(address, false)?.into(),
     };
     listener.set_nonblocking(true)?;
     let registration = register(key, listener.as_fd())?;
