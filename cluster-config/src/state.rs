@@ -191,6 +191,17 @@ impl ClusterState {
                 Outcome::Applied
             }
             Command::SetClusterVersion(version) => {
+                // Only a version this binary reads: a cluster never runs one
+                // some member cannot (the leader raises it once every member
+                // supports it), so every member agrees. Checked here, not in
+                // `validate`, so that an admin's request for a newer version
+                // meets the writer's refusal naming the members still older.
+                if version > crate::format::CURRENT {
+                    return Outcome::Rejected(format!(
+                        "cluster version {version}: this binary reads formats {}",
+                        crate::format::Formats::BUILT
+                    ));
+                }
                 if version <= self.cluster_version() {
                     return Outcome::Rejected(format!(
                         "the cluster version is already {}; it never goes down",

@@ -156,12 +156,6 @@ fn contents(command: &Command) -> Result<(), String> {
         Command::SetClusterVersion(version) if *version < 2 => Err(format!(
             "cluster version {version}: the first version that can be set is 2"
         )),
-        // A node applies only a version it reads (a cluster never runs
-        // one some member cannot, so every member agrees).
-        Command::SetClusterVersion(version) if *version > crate::format::CURRENT => Err(format!(
-            "cluster version {version}: this binary reads formats {}",
-            crate::format::Formats::BUILT
-        )),
         Command::SetClusterVersion(_)
         | Command::RemoveListener { .. }
         | Command::RemovePool { .. }
