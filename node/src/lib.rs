@@ -52,6 +52,7 @@ pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod histogram;
 pub mod metrics;
 pub mod node;
 pub mod pki;

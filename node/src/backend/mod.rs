@@ -1,7 +1,7 @@
 //! A backend's live state on this node, which outlives view rebuilds: the
 //! work it has in hand (open L4 connections plus in-flight L7 requests),
-//! the most it may have (`max_connections`), its [`health`] and its
-//! [`latency`]. Its settings (address, weight, admin state) are in the
+//! the most it may have (`max_connections`), its [`health`], its
+//! [`latency`] and its [`traffic`]. Its settings (address, weight, admin state) are in the
 //! pool's spec and may change; this is what the node learns by using it.
 //!
 //! Work is counted by an [`ActiveGuard`], taken only while the backend has
@@ -13,6 +13,7 @@
 pub mod health;
 pub mod latency;
 pub mod queue;
+pub mod traffic;
 
 use health::BackendHealth;
 use latency::Latency;
@@ -21,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
+use traffic::Traffic;
 
 /// One backend of one pool, as this node uses it.
 #[derive(Debug)]
@@ -32,6 +34,7 @@ pub struct Backend {
     limit: AtomicUsize,
     health: BackendHealth,
     latency: Latency,
+    traffic: Traffic,
     /// The pool's queue, told when a slot frees here.
     queue: Arc<WaitQueue>,
     /// Work waiting for this backend alone, and the signal it waits on.
@@ -53,6 +56,7 @@ impl Backend {
             limit: AtomicUsize::new(0),
             health,
             latency: Latency::default(),
+            traffic: Traffic::default(),
             queue,
             pinned: AtomicUsize::new(0),
             freed: Notify::new(),
@@ -85,6 +89,11 @@ impl Backend {
     /// Response (L7) or connect (L4) latency, for `peak_ewma`.
     pub fn latency(&self) -> &Latency {
         &self.latency
+    }
+
+    /// What it has served through this node.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// Whether this node may send new work here: every balancer skips a

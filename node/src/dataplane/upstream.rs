@@ -94,6 +94,7 @@ where
             Err(e) => {
                 tracing::warn!(pool = %pool.spec.name, error = %e, "connect failed, trying another backend");
                 outlier::record(pool, guard.backend(), Outcome::Failure);
+                guard.backend().traffic().failure();
                 last_error = Some(e);
             }
         }
@@ -118,6 +119,7 @@ pub async fn connect(
         }
         if connected.is_ok() {
             outlier::record(pool, &backend, Outcome::Success);
+            backend.traffic().connection();
         }
         connected
     })

@@ -350,8 +350,17 @@ async fn try_backend(
     loop {
         let started = Instant::now();
         let sent = tokio::time::timeout(timeout, sender.send(request, keep)).await;
+        let elapsed = started.elapsed();
         if let Err(_) | Ok(Ok(_)) = &sent {
-            guard.backend().latency().record(started.elapsed());
+            guard.backend().latency().record(elapsed);
+        }
+        match &sent {
+            Ok(Ok(response)) => guard
+                .backend()
+                .traffic()
+                .response(response.status().as_u16(), elapsed),
+            Err(_) | Ok(Err(SendError { unsent: false, .. })) => guard.backend().traffic().failure(),
+            Ok(Err(_)) => {}
         }
         match sent {
             Err(_) => return failed(&guard, Failure::Timeout { backend, timeout }),
@@ -369,6 +378,7 @@ async fn try_backend(
                     Err(e) => {
                         tracing::warn!(pool = %pool.spec.name, error = %e, "reconnect failed, trying another backend");
                         outlier::record(pool, guard.backend(), Outcome::Failure);
+                        guard.backend().traffic().failure();
                         (sender, guard, _) = checkout(pool, None, attempts).await?;
                         backend = guard.backend().address();
                     }
