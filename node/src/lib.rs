@@ -18,7 +18,11 @@
 //! - [`health`]: active checks, outlier ejection, panic, slow start and the
 //!   retry budget: which backends this node sends new work to.
 //! - [`descriptors`]: the open-file limit, raised at start, and the data plane's share of it.
-//! - [`metrics`]: Prometheus `/metrics` (`[node] metrics`).
+//! - [`metrics`]: Prometheus `/metrics`, `/healthz` and `/readyz` (`[node] metrics`).
+//! - [`readiness`]: whether the node is ready for traffic (listeners bound,
+//!   cluster joined, not draining); [`systemd`]: telling systemd so
+//!   (`READY=1`, `STOPPING=1`, `WATCHDOG=1`).
+//! - [`histogram`]: the lock-free duration histogram behind the metrics.
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
 //! - [`tls`]: certificates by SNI and the rustls configuration of `https` listeners.
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
@@ -56,8 +60,10 @@ pub mod histogram;
 pub mod metrics;
 pub mod node;
 pub mod pki;
+pub mod readiness;
 pub mod reload;
 pub mod sticky;
+pub mod systemd;
 pub mod tls;
 pub mod upgrade;
 pub mod view;

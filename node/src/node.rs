@@ -7,8 +7,10 @@ use crate::control::data_dir::{self, DirLock};
 use crate::control::{ControlError, ControlPlane};
 use crate::dataplane::{DataPlane, StartError};
 use crate::health::{self, checker::Checkers};
+use crate::readiness::Readiness;
 use crate::reload::{self, Reloader};
 use crate::sticky::{self, Sticky};
+use crate::systemd::Notifier;
 use crate::upgrade::sockets::{Key, Kind, Registration};
 use crate::upgrade::{self, Door, Pending, Successor, UpgradeError, Visitor};
 use crate::view::{ClusterView, SharedView};
@@ -89,6 +91,7 @@ pub async fn run(
         data_dir::claim(Path::new(&data_dir), &cluster_id, node).map_err(ControlError::from)?;
         successor.wait_released().await?;
     }
+    let notifier = Notifier::from_env();
     let control = ControlPlane::start(&config, config_path).await?;
     let reloader = Arc::new(Reloader::new(config.clone(), control.writer()));
     let hangups = reload::spawn_on_sighup(hangup, Arc::clone(&reloader), config_path.to_path_buf());
@@ -107,11 +110,21 @@ pub async fn run(
     let sticky = Sticky::new(&control);
     let upkeep = sticky::upkeep::start(&control);
     let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
+    let (readiness, readiness_seen) = crate::readiness::channel();
+    let watchdog = notifier
+        .watchdog_interval(upgrade)
+        .map(|interval| notifier.spawn_watchdog(interval, control.raft().clone()));
     let metrics = match config.node.metrics {
         Some(address) => Some(
-            crate::metrics::serve(address, &control, config.membership.timing, Arc::clone(&view))
-                .await
-                .map_err(|source| RunError::Metrics { address, source })?,
+            crate::metrics::serve(
+                address,
+                &control,
+                config.membership.timing,
+                Arc::clone(&view),
+                readiness_seen,
+            )
+            .await
+            .map_err(|source| RunError::Metrics { address, source })?,
         ),
         None => None,
     };
@@ -179,6 +192,28 @@ pub async fn run(
             }
         }
     };
+    // Ready once every listener is served and the cluster joined.
+    let mut listeners_served = served_all.clone();
+    let joining = async {
+        let _ = listeners_served.wait_for(|served| *served).await;
+        let announce = |stage: Readiness| {
+            readiness.send_replace(stage);
+            notifier.notify(&format!("STATUS={}", stage.describe()));
+        };
+        announce(Readiness::Joining { target: None });
+        control
+            .catch_up(|target| announce(Readiness::Joining { target: Some(target) }))
+            .await;
+        readiness.send_replace(Readiness::Ready);
+        // A successor is the service's main process from now on.
+        let main_pid = match upgrade {
+            true => format!("MAINPID={}\n", std::process::id()),
+            false => String::new(),
+        };
+        notifier.notify(&format!("{main_pid}READY=1\nSTATUS=ready"));
+        tracing::info!("joined the cluster: ready");
+        std::future::pending::<Exit>().await
+    };
     // Once every listener is served: a predecessor stops accepting, and
     // successors may ask to take over.
     let successors = async {
@@ -217,7 +252,16 @@ pub async fn run(
         () = follow => Exit::Stop,
         reason = control.failed() => Exit::Failed(reason),
         (door, pending) = successors => Exit::Upgrade(door, pending),
+        exit = joining => exit,
     };
+    readiness.send_replace(Readiness::Draining);
+    // Raft stops (or moves to the successor) from here: no more pings.
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    if !matches!(exit, Exit::Upgrade(..)) {
+        notifier.notify(&format!("STOPPING=1\nSTATUS={}", Readiness::Draining.describe()));
+    }
     // Nothing proposes any more: a stopping node's verdicts and expiries
     // would die with it, and after a handover its Raft is gone.
     upkeep.abort();

@@ -50,6 +50,22 @@ pub fn free_port() -> u16 {
     panic!("no free port between {BASE} and {}", BASE + SPAN);
 }
 
+/// Whether `tool` is on the PATH. When it is not, the test says so on
+/// stderr and is skipped — unless `RAFTLB_REQUIRE_TOOLS=1` (CI installs
+/// every tool), where its absence fails the test.
+pub fn tool_or_skip(test: &str, tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        assert!(
+            std::env::var("RAFTLB_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{test}: `{tool}` is not installed and RAFTLB_REQUIRE_TOOLS=1"
+        );
+        eprintln!("SKIPPED {test}: `{tool}` is not installed");
+    }
+    found
+}
+
 /// Whether this test may do what needs root (mounts, namespaces). When it
 /// may not, it says so on stderr, so a skipped test never passes silently.
 pub fn root_or_skip(test: &str, needs: &str) -> bool {

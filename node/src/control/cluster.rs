@@ -119,6 +119,7 @@ pub struct ControlPlane {
     leadership: watch::Receiver<Leadership>,
     vip_control: VipControl,
     handover: Handover,
+    link: LeaderLink,
     keyring: Option<Arc<Keyring>>,
     /// Background work stopped with the control plane.
     tasks: Vec<JoinHandle<()>>,
@@ -233,7 +234,7 @@ impl ControlPlane {
             link: link.clone(),
             membership: Membership {
                 raft: raft.clone(),
-                link,
+                link: link.clone(),
             },
             handover: handover.clone(),
             leases: leases.clone(),
@@ -317,6 +318,7 @@ impl ControlPlane {
             sticky_metrics,
             leadership,
             handover,
+            link,
             keyring,
             tasks,
             stop_server,
@@ -395,6 +397,13 @@ impl ControlPlane {
                 return "Raft stopped".to_string();
             }
         }
+    }
+
+    /// Completes once this node has applied what the cluster had
+    /// committed when it asked ([`catch_up`](super::catch_up)); `target`
+    /// hears that index once a leader told it.
+    pub async fn catch_up(&self, target: impl FnOnce(u64)) {
+        super::catch_up::catch_up(&self.raft, &self.link, self.applied(), target).await
     }
 
     /// Completes when an operator asks this node to drain (`raftlb ctl node drain`).

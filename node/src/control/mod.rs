@@ -30,6 +30,7 @@
 
 pub mod admin_service;
 pub mod authz;
+pub mod catch_up;
 pub mod cluster;
 pub mod data_dir;
 pub mod leader_link;

@@ -1,5 +1,6 @@
 //! `[node] metrics = "IP:PORT"`: Prometheus text exposition on `GET
-//! /metrics` (and `GET /healthz`), served on the control plane's runtime,
+//! /metrics`, `GET /healthz` (the process answers) and `GET /readyz` (200
+//! once [ready](crate::readiness), else 503 saying why), served on the control plane's runtime,
 //! never on a data-plane worker. What it shows: Raft (term, leader,
 //! applied index, seconds without a quorum), the VIPs held, and the sticky
 //! tables (entries per pool, hits, misses, re-sticks, proposals, sessions
@@ -13,6 +14,7 @@ use crate::control::leadership::Leadership;
 use crate::control::types::Metrics;
 use crate::dataplane::admission::Refusal;
 use crate::pki::Keyring;
+use crate::readiness::Readiness;
 use crate::sticky::metrics::StickyMetrics;
 use crate::view::SharedView;
 use bytes::Bytes;
@@ -45,6 +47,7 @@ struct Sources {
     view: SharedView,
     /// This node's cluster certificate, for its expiry.
     keyring: Option<Arc<Keyring>>,
+    readiness: watch::Receiver<Readiness>,
 }
 
 /// Serves `/metrics` on `address` until the task is aborted.
@@ -53,6 +56,7 @@ pub async fn serve(
     control: &ControlPlane,
     timing: RaftTiming,
     view: SharedView,
+    readiness: watch::Receiver<Readiness>,
 ) -> std::io::Result<JoinHandle<()>> {
     let (listener, registration) =
         crate::upgrade::sockets::listen_tcp(crate::upgrade::sockets::Kind::Metrics, address)?;
@@ -66,6 +70,7 @@ pub async fn serve(
         sticky: control.sticky_metrics(),
         keyring: control.keyring(),
         view,
+        readiness,
     };
     tracing::info!(%address, "serving /metrics");
     Ok(tokio::spawn(async move {
@@ -97,7 +102,18 @@ fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, render(sources)),
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
-        _ => (StatusCode::NOT_FOUND, "try /metrics or /healthz\n".to_string()),
+        (&Method::GET, "/readyz") => {
+            let readiness = *sources.readiness.borrow();
+            let status = match readiness.is_ready() {
+                true => StatusCode::OK,
+                false => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, format!("{}\n", readiness.describe()))
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            "try /metrics, /healthz or /readyz\n".to_string(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
