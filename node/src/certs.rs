@@ -41,6 +41,10 @@ pub enum CertsCommand {
         /// Days the CA is valid.
         #[arg(long, default_value_t = 3650)]
         ca_days: u32,
+        /// If OUT already holds a CA, keep everything there and make
+        /// nothing (a container's first start makes them, later ones keep them).
+        #[arg(long)]
+        keep_existing: bool,
         #[command(flatten)]
         leaf: LeafOptions,
     },
@@ -152,9 +156,14 @@ pub fn run(command: CertsCommand) -> Result<(), String> {
             nodes,
             client,
             ca_days,
+            keep_existing,
             leaf,
         } => {
             create_dir(&out)?;
+            if keep_existing && out.join("ca.pem").exists() {
+                println!("{}: a CA is there already; nothing made", out.display());
+                return Ok(());
+            }
             for name in ["ca.pem", "ca.key"] {
                 if out.join(name).exists() {
                     return Err(format!(

@@ -250,6 +250,19 @@ pub async fn start_backends(first_port: u16) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `raftlb backend`: one built-in backend on `listen`, answering every
+/// request with `name` (the compose demo's backends).
+pub async fn backend(listen: SocketAddr, name: String) -> Result<(), String> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    eprintln!("backend {name} serving on {listen}");
+    tokio::select! {
+        () = serve_backend(listener, Bytes::from(format!("{name}\n"))) => Ok(()),
+        () = crate::node::stop_signal() => Ok(()),
+    }
+}
+
 async fn serve_backend(listener: TcpListener, name: Bytes) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {

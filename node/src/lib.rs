@@ -17,6 +17,7 @@
 //!   `upstream` (choosing a backend that answers, waiting for room).
 //! - [`health`]: active checks, outlier ejection, panic, slow start and the
 //!   retry budget: which backends this node sends new work to.
+//! - [`capabilities`]: raising the network capabilities a non-root node was permitted.
 //! - [`descriptors`]: the open-file limit, raised at start, and the data plane's share of it.
 //! - [`metrics`]: Prometheus `/metrics`, `/healthz` and `/readyz` (`[node] metrics`).
 //! - [`readiness`]: whether the node is ready for traffic (listeners bound,
@@ -30,7 +31,8 @@
 //!   lock handed to a successor process (SIGUSR2, `raftlb run --upgrade`).
 //! - [`reload`]: reading the config file, at start and again (SIGHUP,
 //!   `raftlb reload` over the upgrade socket).
-//! - [`demo`]: built-in backends for `raftlb demo`.
+//! - [`demo`]: built-in backends for `raftlb demo` and `raftlb backend`.
+//! - [`probe`]: `raftlb probe`, one HTTP GET for health checks without curl.
 //! - [`ctl`]: `raftlb ctl`, the admin CLI client that talks to any node's admin API.
 //! - [`pki`]: the cluster's certificates and mutual TLS: identities, issuing
 //!   (`raftlb certs`, in [`certs`]), loading, reloading and verifying.
@@ -46,6 +48,7 @@
 
 pub mod backend;
 pub mod balance;
+pub mod capabilities;
 pub mod certs;
 pub mod control;
 pub mod ctl;
@@ -60,6 +63,7 @@ pub mod histogram;
 pub mod metrics;
 pub mod node;
 pub mod pki;
+pub mod probe;
 pub mod readiness;
 pub mod reload;
 pub mod sticky;

@@ -1,4 +1,5 @@
-//! The `raftlb` command: `check`, `run`, `reload`, `demo`, `ctl`, `certs`.
+//! The `raftlb` command: `check`, `run`, `reload`, `demo`, `ctl`, `certs`,
+//! `probe`, `backend`.
 //! Exit codes: 0 success, 1 configuration or runtime error, 2 usage error.
 
 use clap::{Parser, Subcommand};
@@ -69,6 +70,31 @@ enum Command {
         #[command(subcommand)]
         command: raftlb_node::certs::CertsCommand,
     },
+    /// GET a URL, or the /readyz of the node a config file describes, and
+    /// print the answer: 0 on a 2xx status, 1 otherwise (health checks).
+    Probe {
+        #[arg(long, short, conflicts_with = "url", required_unless_present = "url")]
+        config: Option<PathBuf>,
+        /// An http:// URL whose host is an IP address.
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for the whole answer, in seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+        /// Ask again, every 200 ms, until a 2xx answer or this many seconds passed.
+        #[arg(long, default_value_t = 0)]
+        retry_for: u64,
+        /// A line to print first once the answer is a 2xx.
+        #[arg(long)]
+        banner: Option<String>,
+    },
+    /// Serve a tiny HTTP backend that answers every request with its name (demos).
+    Backend {
+        #[arg(long, default_value = "0.0.0.0:8000")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +113,14 @@ fn main() -> ExitCode {
             upgrade,
         } => match node::load_config(&path) {
             Ok(config) => {
+                match raftlb_node::capabilities::raise_permitted() {
+                    Ok(missing) if missing.is_empty() => {}
+                    Ok(missing) => tracing::info!(
+                        ?missing,
+                        "capabilities not held: VIPs need CAP_NET_ADMIN and CAP_NET_RAW, ports below 1024 CAP_NET_BIND_SERVICE"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "capabilities not raised"),
+                }
                 let workers = threads.filter(|t| *t > 0).unwrap_or_else(node::default_workers);
                 block_on(async move {
                     node::run(config, &path, workers, node::stop_signal(), upgrade)
@@ -108,6 +142,20 @@ fn main() -> ExitCode {
                 false => Err(answer.lines.join("\n")),
             }
         }),
+        Command::Probe {
+            config,
+            url,
+            timeout,
+            retry_for,
+            banner,
+        } => block_on(probe(
+            config,
+            url,
+            std::time::Duration::from_secs(timeout),
+            std::time::Duration::from_secs(retry_for),
+            banner,
+        )),
+        Command::Backend { listen, name } => block_on(demo::backend(listen, name)),
         Command::Demo {
             http_port,
             raft_port,
@@ -138,6 +186,48 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+async fn probe(
+    config: Option<PathBuf>,
+    url: Option<String>,
+    timeout: std::time::Duration,
+    retry_for: std::time::Duration,
+    banner: Option<String>,
+) -> Result<(), String> {
+    use raftlb_node::probe::{Target, get};
+    let target = match (config, url) {
+        (_, Some(url)) => Target::parse_url(&url)?,
+        (Some(path), None) => {
+            let config = node::load_config(&path).map_err(|e| e.to_string())?;
+            let metrics = config.node.metrics.ok_or_else(|| {
+                format!(
+                    "{}: [node] metrics is not set, so the node serves no /readyz to probe",
+                    path.display()
+                )
+            })?;
+            Target::readiness(metrics)
+        }
+        (None, None) => return Err("give --config or --url".to_string()),
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let outcome = match get(&target, timeout).await {
+            Ok((status, body)) if (200..300).contains(&status) => {
+                if let Some(banner) = &banner {
+                    println!("{banner}");
+                }
+                print!("{status} {body}");
+                return Ok(());
+            }
+            Ok((status, body)) => format!("{} answered {status}: {}", target.address, body.trim()),
+            Err(e) => e,
+        };
+        if started.elapsed() >= retry_for {
+            return Err(outcome);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 

@@ -27,6 +27,18 @@ pub async fn value<T>(what: &str, deadline: Duration, mut probe: impl FnMut() ->
     }
 }
 
+/// [`value`] outside an async runtime: polls `probe` every 10 ms.
+pub fn blocking_value<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "{what}: not within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// [`value`] with a probe that awaits (an admin call, say); polled every
 /// 50 ms.
 pub async fn value_of<T, F: std::future::Future<Output = Option<T>>>(
