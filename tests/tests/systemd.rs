@@ -24,7 +24,7 @@ struct Heard(Arc<Mutex<Vec<(Instant, String)>>>);
 impl Heard {
     /// Every `KEY=VALUE` line heard, in order, with when.
     fn lines(&self) -> Vec<(Instant, String)> {
-        let datagrams = self.0.lock().unwrap().clone();
+        let datagrams = self.0.lock().expect("heard").clone();
         datagrams
             .into_iter()
             .flat_map(|(at, text)| text.lines().map(|l| (at, l.to_string())).collect::<Vec<_>>())
@@ -51,7 +51,7 @@ fn notify_socket() -> (PathBuf, Heard, TempDir) {
         let mut buf = vec![0u8; 4096];
         while let Ok(n) = socket.recv(&mut buf).await {
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            sink.0.lock().unwrap().push((Instant::now(), text));
+            sink.0.lock().expect("heard").push((Instant::now(), text));
         }
     });
     (path, heard, dir)
