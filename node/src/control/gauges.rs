@@ -5,7 +5,7 @@
 
 use super::proposer::Proposer;
 use super::state_machine::StateMachine;
-use super::types::Metrics;
+use super::types::{Metrics, NodeId};
 use super::writer::Writer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -95,16 +95,65 @@ impl Gauges {
 
     /// Counts leader changes as `metrics` reports them, until Raft stops.
     pub(super) fn count_leader_changes(&self, mut metrics: watch::Receiver<Metrics>) -> JoinHandle<()> {
-        let changes = Arc::clone(&self.leader_changes);
-        tokio::spawn(async move {
-            let mut leader = metrics.borrow_and_update().current_leader;
-            while metrics.changed().await.is_ok() {
-                let now = metrics.borrow_and_update().current_leader;
-                if now != leader {
-                    changes.fetch_add(1, Ordering::Relaxed);
-                    leader = now;
-                }
+        let leader = metrics.borrow_and_update().current_leader;
+        tokio::spawn(count_leader_changes(
+            metrics,
+            leader,
+            Arc::clone(&self.leader_changes),
+        ))
+    }
+}
+
+/// Adds one to `changes` each time `metrics` names another leader (or
+/// none) than the last, starting from `leader`.
+async fn count_leader_changes(
+    mut metrics: watch::Receiver<Metrics>,
+    mut leader: Option<NodeId>,
+    changes: Arc<AtomicU64>,
+) {
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow_and_update().current_leader;
+        if now != leader {
+            changes.fetch_add(1, Ordering::Relaxed);
+            leader = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn every_change_of_leader_counts_and_nothing_else_does() {
+        let (raft, metrics) = watch::channel(Metrics::new_initial(1));
+        let changes = Arc::new(AtomicU64::new(0));
+        let counting = tokio::spawn(count_leader_changes(metrics, None, Arc::clone(&changes)));
+        let counted = |n: u64| {
+            let changes = Arc::clone(&changes);
+            async move {
+                let seen = tokio::time::timeout(Duration::from_secs(5), async {
+                    while changes.load(Ordering::Relaxed) != n {
+                        tokio::task::yield_now().await;
+                    }
+                });
+                assert!(
+                    seen.await.is_ok(),
+                    "expected {n} changes, counted {}",
+                    changes.load(Ordering::Relaxed)
+                );
             }
-        })
+        };
+        for (leader, term, total) in [(Some(1), 1, 1), (Some(1), 2, 1), (None, 3, 2), (Some(2), 3, 3)] {
+            raft.send_modify(|m| {
+                m.current_leader = leader;
+                m.current_term = term;
+            });
+            counted(total).await;
+        }
+        drop(raft);
+        assert!(counting.await.is_ok(), "the count ends with Raft");
+        assert_eq!(changes.load(Ordering::Relaxed), 3);
     }
 }
