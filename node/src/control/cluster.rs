@@ -10,6 +10,7 @@
 use super::admin_service::AdminService;
 use super::authz::{Authorize, Policy};
 use super::data_dir::{self, DataDirError};
+use super::gauges::{Gauges, VipCounts};
 use super::leader_link::LeaderLink;
 use super::leadership::{self, Leadership};
 use super::log_store::{LogStore, OpenError};
@@ -105,6 +106,8 @@ pub struct VipControl {
     pub standing_down: Arc<std::sync::atomic::AtomicBool>,
     /// Spread-VIP leases: asking, granting, assigning.
     pub leases: LeaseDesk,
+    /// Where the VIP manager lists its VIPs and counts lease renewals and misses.
+    pub counts: Arc<VipCounts>,
 }
 
 /// A running control plane.
@@ -121,6 +124,7 @@ pub struct ControlPlane {
     handover: Handover,
     link: LeaderLink,
     keyring: Option<Arc<Keyring>>,
+    gauges: Gauges,
     /// Background work stopped with the control plane.
     tasks: Vec<JoinHandle<()>>,
     stop_server: CancellationToken,
@@ -169,6 +173,7 @@ impl ControlPlane {
         let claimed = data_dir::claim(dir, &membership.cluster_id, me)?;
         let log_store = LogStore::open(&dir.join("raft"))?;
         let committed_at_start = log_store.committed_index();
+        let committed = log_store.committed();
         let sticky_metrics = Arc::new(StickyMetrics::default());
         let (state_machine, applied) = StateMachine::open(dir, Arc::clone(&sticky_metrics))?;
         claimed.upgrade()?;
@@ -190,7 +195,7 @@ impl ControlPlane {
                 applied.clone(),
             ),
             log_store,
-            state_machine,
+            state_machine.clone(),
         )
         .await
         .map_err(|e| ControlError::Raft(e.to_string()))?;
@@ -299,7 +304,9 @@ impl ControlPlane {
             membership.raft.is_none(),
             reconcile::hint(membership.raft, config_path),
         ));
+        let gauges = Gauges::new(committed, proposer.clone(), writer.clone(), state_machine);
         let mut tasks = vec![leading, proposing, seeding, raising];
+        tasks.push(gauges.count_leader_changes(raft.metrics()));
         tasks.extend(keyring.clone().map(crate::pki::watch::start));
         Ok(ControlPlane {
             vip_control: VipControl {
@@ -308,6 +315,7 @@ impl ControlPlane {
                 held_report: vips_held,
                 standing_down,
                 leases,
+                counts: Arc::clone(&gauges.vip),
             },
             raft,
             applied,
@@ -320,6 +328,7 @@ impl ControlPlane {
             handover,
             link,
             keyring,
+            gauges,
             tasks,
             stop_server,
             server,
@@ -377,6 +386,11 @@ impl ControlPlane {
     /// What the VIP manager needs.
     pub fn vip_control(&self) -> VipControl {
         self.vip_control.clone()
+    }
+
+    /// What `/metrics` reads of the control plane.
+    pub fn gauges(&self) -> Gauges {
+        self.gauges.clone()
     }
 
     /// This node's cluster certificate (none in a cleartext cluster).

@@ -25,6 +25,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why the Raft log or the state machine's snapshot could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,8 @@ pub struct LogStore {
     logs: sled::Tree,
     meta: sled::Tree,
     keys: Arc<LogKeys>,
+    /// The index `save_committed` was last given, for `/metrics`.
+    committed: Arc<AtomicU64>,
 }
 
 // By hand: sled's own `Debug` prints every page of the database.
@@ -104,8 +107,10 @@ impl LogStore {
             logs,
             meta,
             keys: Arc::new(keys),
+            committed: Arc::default(),
         };
         store.check()?;
+        store.committed.store(store.committed_index(), Ordering::Relaxed);
         Ok(store)
     }
 
@@ -186,6 +191,11 @@ impl LogStore {
             .ok()
             .flatten()
             .map_or(0, |id| id.index)
+    }
+
+    /// The last committed index this store was told of, as it changes.
+    pub fn committed(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.committed)
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -327,6 +337,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| AnyError::new(&e)),
         };
         written.map_err(StorageIOError::write)?;
+        self.committed
+            .store(committed.map_or(0, |id| id.index), Ordering::Relaxed);
         Ok(())
     }
 

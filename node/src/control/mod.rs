@@ -18,6 +18,8 @@
 //! - [`proposer`]: the data plane's batching door into the log.
 //! - [`reconcile`]: the config file against the cluster state: seeding,
 //!   and committing or reporting the file's differences.
+//! - [`gauges`]: what `/metrics` reads beyond openraft's metrics (commit
+//!   index, proposal queue, snapshot size, leader changes, VIP leases).
 //! - [`leadership`]: leadership confirmed by a quorum every heartbeat, and
 //!   since when a quorum has been missing.
 //! - [`spread`]: leases on and assignment of `placement = "spread"` VIPs.
@@ -33,6 +35,7 @@ pub mod authz;
 pub mod catch_up;
 pub mod cluster;
 pub mod data_dir;
+pub mod gauges;
 pub mod leader_link;
 pub mod leadership;
 pub mod log_keys;

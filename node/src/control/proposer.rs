@@ -71,6 +71,14 @@ impl Proposer {
         (Proposer { reserved, sticky }, task)
     }
 
+    /// Proposals queued in either share, not yet taken into a batch.
+    pub fn waiting(&self) -> usize {
+        [&self.reserved, &self.sticky]
+            .iter()
+            .map(|share| share.max_capacity() - share.capacity())
+            .sum()
+    }
+
     /// Queues `command` in its share and waits for its own outcome (and
     /// log index: the leader has applied it; this node may not have yet).
     pub async fn propose(&self, command: Command) -> Proposed {

@@ -18,7 +18,7 @@ use raftlb_config::{Command, Outcome, Proposal};
 use raftlb_proto::admin::{ReadReply, ReadRequest, WriteRequest};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::Status;
@@ -46,6 +46,8 @@ pub struct Writer {
     standing_down: Arc<AtomicBool>,
     /// Which format a command is written in, or why not yet.
     versions: Arc<Versions>,
+    /// Writes submitted and not yet answered.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -72,7 +74,13 @@ impl Writer {
             link,
             standing_down,
             versions,
+            in_flight: Arc::default(),
         }
+    }
+
+    /// Writes submitted here and not yet answered (a batch counts once).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Commits `command` through the leader (this node or, once, the one it
@@ -88,6 +96,7 @@ impl Writer {
     /// needs a newer version than the cluster runs is refused with a
     /// sentence naming the members still on an older one.
     pub async fn submit(&self, command: Command, forwarded_here: bool) -> Result<(u64, Outcome), Status> {
+        let _in_flight = InFlight::enter(&self.in_flight);
         let cluster_version = self.applied.borrow().state.cluster_version();
         let members: Vec<NodeId> = {
             let metrics = self.raft.metrics();
@@ -181,6 +190,23 @@ impl Writer {
             applied_index: applied.last_applied.map_or(0, |id| id.index),
             node_id: self.me,
         })
+    }
+}
+
+/// One write counted in [`Writer::in_flight`] until it is dropped (answered
+/// or abandoned).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,15 +1,21 @@
 //! `[node] metrics = "IP:PORT"`: Prometheus text exposition on `GET
 //! /metrics`, `GET /healthz` (the process answers) and `GET /readyz` (200
-//! once [ready](crate::readiness), else 503 saying why), served on the control plane's runtime,
-//! never on a data-plane worker. What it shows: Raft (term, leader,
-//! applied index, seconds without a quorum), the VIPs held, and the sticky
+//! once [ready](crate::readiness), else 503 saying why), served on the
+//! control plane's runtime, never on a data-plane worker. What it shows:
+//! Raft ([`raft`]), the VIPs configured here and their leases ([`vip`]),
+//! the process and build ([`process`]), and the sticky
 //! tables (entries per pool, hits, misses, re-sticks, proposals, sessions
 //! rate-limited or shed, replication lag), backend health as this node routes by it
 //! (availability, panic, ejections, retries), clients refused by each
 //! listener's ACL, per-source limits and HTTP deadlines, and when this node's cluster
 //! certificate expires.
 
+mod process;
+mod raft;
+mod vip;
+
 use crate::control::ControlPlane;
+use crate::control::gauges::Gauges;
 use crate::control::leadership::Leadership;
 use crate::control::types::Metrics;
 use crate::dataplane::admission::Refusal;
@@ -23,7 +29,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use openraft::ServerState;
 use raftlb_config::{RaftTiming, StickyTables};
 use std::convert::Infallible;
 use std::fmt::Write;
@@ -42,6 +47,8 @@ struct Sources {
     timing: RaftTiming,
     started: Instant,
     vips: watch::Receiver<Vec<String>>,
+    /// Commit index, proposal queue, snapshot, leader changes, VIP leases.
+    gauges: Gauges,
     tables: Arc<StickyTables>,
     sticky: Arc<StickyMetrics>,
     view: SharedView,
@@ -66,6 +73,7 @@ pub async fn serve(
         timing,
         started: Instant::now(),
         vips: control.vip_control().held_report.subscribe(),
+        gauges: control.gauges(),
         tables: control.sticky_tables(),
         sticky: control.sticky_metrics(),
         keyring: control.keyring(),
@@ -132,37 +140,8 @@ fn render(s: &Sources) -> String {
         }
     };
     let one = |value: f64| vec![(String::new(), value)];
-    metric(
-        "raft_term",
-        "gauge",
-        "Current Raft term.",
-        &one(raft.current_term as f64),
-    );
-    metric(
-        "raft_leader",
-        "gauge",
-        "1 while this node is the Raft leader.",
-        &one(f64::from(u8::from(raft.state == ServerState::Leader))),
-    );
-    metric(
-        "raft_applied_index",
-        "gauge",
-        "Last log index applied here.",
-        &one(raft.last_applied.map_or(0, |id| id.index) as f64),
-    );
-    metric(
-        "no_quorum_seconds",
-        "gauge",
-        "How long this node has not seen a quorum (0 while it does).",
-        &one(no_quorum.map_or(0.0, |d| d.as_secs_f64())),
-    );
-    let vips: Vec<(String, f64)> = s
-        .vips
-        .borrow()
-        .iter()
-        .map(|vip| (format!("{{vip=\"{vip}\"}}"), 1.0))
-        .collect();
-    metric("vip_held", "gauge", "VIPs this node holds.", &vips);
+    raft::render(&mut metric, &raft, &s.gauges, no_quorum);
+    vip::render(&mut metric, &s.gauges.vip, &s.vips.borrow());
     if let Some(keyring) = &s.keyring {
         let not_after = keyring.material().not_after;
         metric(
@@ -249,6 +228,7 @@ fn render(s: &Sources) -> String {
     );
     health(&mut metric, &s.view);
     clients(&mut metric, &s.view);
+    process::render(&mut out);
     out
 }
 

@@ -7,7 +7,10 @@
 
 use super::lease::{self, Facts, Lapse, Step};
 use super::{Vip, fence};
+use crate::control::gauges::VipCounts;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -48,6 +51,7 @@ pub(crate) struct Holder {
     lease: Duration,
     held_report: watch::Sender<Vec<String>>,
     words: Words,
+    counts: Arc<VipCounts>,
 }
 
 impl Holder {
@@ -56,7 +60,9 @@ impl Holder {
         lease: Duration,
         held_report: watch::Sender<Vec<String>>,
         words: Words,
+        counts: Arc<VipCounts>,
     ) -> Self {
+        counts.configure(vips.iter().map(Vip::label));
         let slots = vips
             .into_iter()
             .map(|vip| Slot {
@@ -71,6 +77,7 @@ impl Holder {
             lease,
             held_report,
             words,
+            counts,
         }
     }
 
@@ -119,7 +126,12 @@ impl Holder {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, step)| match step {
-                    Step::Release(lapse) => Some((i, self.reason(*lapse))),
+                    Step::Release(lapse) => {
+                        if *lapse != Lapse::NotEntitled {
+                            self.counts.misses.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some((i, self.reason(*lapse)))
+                    }
                     _ => None,
                 })
                 .collect();
@@ -204,12 +216,18 @@ impl Holder {
                         .is_some_and(|from| lease::renewal_stalled(from, decided, returned, self.lease))
                 });
                 if !stalled {
+                    self.counts
+                        .renewals
+                        .fetch_add(which.len() as u64, Ordering::Relaxed);
                     return Vec::new();
                 }
                 "the fence renewal stalled; lease withdrawn".to_string()
             }
         };
         let releases: Vec<(usize, String)> = which.iter().map(|i| (*i, why.clone())).collect();
+        self.counts
+            .misses
+            .fetch_add(which.len() as u64, Ordering::Relaxed);
         self.release(&releases);
         which.to_vec()
     }

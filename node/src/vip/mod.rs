@@ -171,7 +171,13 @@ impl VipManager {
                 leadership: handles.leadership,
                 standing_down: handles.standing_down,
                 quorum_loss: QuorumLossHold::new(on_quorum_loss),
-                holder: Holder::new(leader_vips, leader_lease(timing), handles.held_report, words),
+                holder: Holder::new(
+                    leader_vips,
+                    leader_lease(timing),
+                    handles.held_report,
+                    words,
+                    handles.counts,
+                ),
             };
             tasks.push(tokio::spawn(owner.run(timing.heartbeat_interval, stop.clone())));
         }

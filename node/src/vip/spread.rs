@@ -56,7 +56,13 @@ impl SpreadOwner {
             applied: control.applied(),
             leadership: handles.leadership,
             timing,
-            holder: Holder::new(vips, timing.election_timeout, handles.held_report, words),
+            holder: Holder::new(
+                vips,
+                timing.election_timeout,
+                handles.held_report,
+                words,
+                handles.counts,
+            ),
             grant: None,
             leading_since: None,
         }
