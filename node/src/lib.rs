@@ -19,6 +19,8 @@
 //!   retry budget: which backends this node sends new work to.
 //! - [`descriptors`]: the open-file limit, raised at start, and the data plane's share of it.
 //! - [`metrics`]: Prometheus `/metrics` (`[node] metrics`).
+//! - [`status_page`]: the live status page beside it (`/`, `/api/status`),
+//!   every member's view merged; [`events`]: this node's recent events.
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
 //! - [`tls`]: certificates by SNI and the rustls configuration of `https` listeners.
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
@@ -48,6 +50,7 @@ pub mod ctl;
 pub mod dataplane;
 pub mod demo;
 pub mod descriptors;
+pub mod events;
 pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -57,6 +60,7 @@ pub mod metrics;
 pub mod node;
 pub mod pki;
 pub mod reload;
+pub mod status_page;
 pub mod sticky;
 pub mod tls;
 pub mod upgrade;

@@ -1,5 +1,6 @@
 //! `[node] metrics = "IP:PORT"`: Prometheus text exposition on `GET
-//! /metrics` (and `GET /healthz`), served on the control plane's runtime,
+//! /metrics` (and `GET /healthz`, and the status page's `/` and `/api/*`,
+//! see [`crate::status_page`]), served on the control plane's runtime,
 //! never on a data-plane worker. What it shows: Raft (term, leader,
 //! applied index, seconds without a quorum), the VIPs held, and the sticky
 //! tables (entries per pool, hits, misses, re-sticks, proposals, sessions
@@ -56,6 +57,8 @@ pub async fn serve(
 ) -> std::io::Result<JoinHandle<()>> {
     let (listener, registration) =
         crate::upgrade::sockets::listen_tcp(crate::upgrade::sockets::Kind::Metrics, address)?;
+    let page = control.observatory();
+    page.attach(&view);
     let sources = Sources {
         raft: control.raft_metrics(),
         leadership: control.leadership(),
@@ -71,8 +74,8 @@ pub async fn serve(
     Ok(tokio::spawn(async move {
         let _registration = registration;
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(_) => {
                     // Out of descriptors: pause rather than spin.
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -80,10 +83,22 @@ pub async fn serve(
                 }
             };
             let sources = sources.clone();
+            let page = page.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
+                let service = service_fn(move |request: Request<Incoming>| {
                     let sources = sources.clone();
-                    async move { Ok::<_, Infallible>(answer(&request, &sources)) }
+                    let page = page.clone();
+                    async move {
+                        let authorization = request
+                            .headers()
+                            .get(http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        let paged = match request.method() {
+                            &Method::GET => page.answer(request.uri().path(), peer.ip(), authorization).await,
+                            _ => None,
+                        };
+                        Ok::<_, Infallible>(paged.unwrap_or_else(|| answer(&request, &sources)))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -97,7 +112,10 @@ fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, render(sources)),
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
-        _ => (StatusCode::NOT_FOUND, "try /metrics or /healthz\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "try /metrics, /healthz or / (the status page)\n".to_string(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
