@@ -125,7 +125,7 @@ pub fn merge(
         .filter(|s| s.leader_id != 0)
         .max_by_key(|s| s.term)
         .map(|s| s.leader_id);
-    let leader_applied = leader.and_then(|id| status(id)).map(|s| s.applied_index);
+    let leader_applied = leader.and_then(&status).map(|s| s.applied_index);
     let members = listed
         .iter()
         .map(|m| {
