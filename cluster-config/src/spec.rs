@@ -81,6 +81,10 @@ pub struct NodeSpec {
     pub bind_ip: Option<IpAddr>,
     /// Where to serve Prometheus `/metrics` and `/healthz`, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// A file holding the bearer token that opens the status page's
+    /// `/api/*` to non-loopback clients on the metrics address; `None`:
+    /// loopback only.
+    pub status_token_file: Option<String>,
 }
 
 /// What a node does besides Raft (`[node] role`).

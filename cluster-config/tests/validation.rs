@@ -67,6 +67,27 @@ fn defaults_are_filled() {
 }
 
 #[test]
+fn the_status_token_file_is_a_path() {
+    let text = "[node]\nid = 1\nstatus_token_file = \"/etc/raftlb/status.token\"\n";
+    let config = parse("lb.toml", text).expect("valid");
+    assert_eq!(
+        config.node.status_token_file.as_deref(),
+        Some("/etc/raftlb/status.token")
+    );
+    assert_one_error(
+        "[node]\nid = 1\nstatus_token_file = \"\"\n",
+        "lb.toml:3: node.status_token_file: an empty path; name the file holding the status page's token",
+    );
+    assert_eq!(
+        parse("lb.toml", "[node]\nid = 1\n")
+            .expect("valid")
+            .node
+            .status_token_file,
+        None
+    );
+}
+
+#[test]
 fn invalid_socket_address_names_the_backend() {
     let text = VALID.replace("127.0.0.1:9002", "127.0.0.1:99999");
     assert_one_error(

@@ -20,6 +20,8 @@
 //! - [`capabilities`]: raising the network capabilities a non-root node was permitted.
 //! - [`descriptors`]: the open-file limit, raised at start, and the data plane's share of it.
 //! - [`metrics`]: Prometheus `/metrics`, `/healthz` and `/readyz` (`[node] metrics`).
+//! - [`status_page`]: the live status page beside it (`/`, `/api/status`),
+//!   every member's view merged; [`events`]: this node's recent events.
 //! - [`readiness`]: whether the node is ready for traffic (listeners bound,
 //!   cluster joined, not draining); [`systemd`]: telling systemd so
 //!   (`READY=1`, `STOPPING=1`, `WATCHDOG=1`).
@@ -55,6 +57,7 @@ pub mod ctl;
 pub mod dataplane;
 pub mod demo;
 pub mod descriptors;
+pub mod events;
 pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -66,6 +69,7 @@ pub mod pki;
 pub mod probe;
 pub mod readiness;
 pub mod reload;
+pub mod status_page;
 pub mod sticky;
 pub mod systemd;
 pub mod tls;

@@ -110,6 +110,8 @@ pub async fn run(
     let sticky = Sticky::new(&control);
     let upkeep = sticky::upkeep::start(&control);
     let view: SharedView = Arc::new(ArcSwap::from_pointee(ClusterView::default()));
+    // What this node routes by, for the status page of any member (`Observe`).
+    control.observatory().attach(&view);
     let (readiness, readiness_seen) = crate::readiness::channel();
     let watchdog = notifier
         .watchdog_interval(upgrade)

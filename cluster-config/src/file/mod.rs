@@ -168,6 +168,14 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
         None => Some(Role::Balancer),
     };
     let metrics = s.optional("metrics").map(|f| reader.socket_addr(&f));
+    let status_token_file = s.optional("status_token_file").map(|f| {
+        let path = reader.str(&f)?;
+        if path.is_empty() {
+            reader.field_error(&f, "an empty path; name the file holding the status page's token");
+            return None;
+        }
+        Some(path.to_string())
+    });
     s.finish(reader);
     let id = id?;
     Some(NodeSpec {
@@ -180,6 +188,10 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
             None => None,
         },
         metrics: match metrics {
+            Some(parsed) => Some(parsed?),
+            None => None,
+        },
+        status_token_file: match status_token_file {
             Some(parsed) => Some(parsed?),
             None => None,
         },

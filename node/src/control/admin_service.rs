@@ -7,7 +7,11 @@
 //! - `TransferLeader`, `Campaign`, `Drain`: [`Handover`];
 //! - `LeaseVips`: [`LeaseDesk`];
 //! - `Status`: [`StatusView`]; `StickyStats`, `StickyGet`: [`StickyAdmin`];
+//! - `Observe`: the status page's [`Observer`];
 //! - `Snapshot`: here.
+//!
+//! A write a client makes through this node is recorded in this node's
+//! events with the client's name.
 
 use super::authz;
 use super::leader_link::{LeaderLink, forwarded, was_forwarded};
@@ -17,16 +21,20 @@ use super::state_machine::Applied;
 use super::status::StatusView;
 use super::sticky_admin::StickyAdmin;
 use super::transfer::Handover;
-use super::transport::Caller;
+use super::transport::{Caller, Peer};
 use super::types::{NodeId, Raft};
 use super::writer::Writer;
+use crate::events::Kind;
+use crate::pki::Subject;
+use crate::status_page::local::Observer;
 use raftlb_config::Command;
 use raftlb_proto::admin::admin_server;
 use raftlb_proto::admin::{
     AddMemberRequest, CampaignReply, CampaignRequest, DrainReply, DrainRequest, LeaseVipsReply,
-    LeaseVipsRequest, MembershipReply, ReadReply, ReadRequest, RemoveMemberRequest, SnapshotReply,
-    SnapshotRequest, StatusReply, StatusRequest, StickyGetReply, StickyGetRequest, StickyStatsReply,
-    StickyStatsRequest, TransferLeaderReply, TransferLeaderRequest, WriteReply, WriteRequest,
+    LeaseVipsRequest, MembershipReply, ObserveReply, ObserveRequest, ReadReply, ReadRequest,
+    RemoveMemberRequest, SnapshotReply, SnapshotRequest, StatusReply, StatusRequest, StickyGetReply,
+    StickyGetRequest, StickyStatsReply, StickyStatsRequest, TransferLeaderReply, TransferLeaderRequest,
+    WriteReply, WriteRequest,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +57,7 @@ pub struct AdminService {
     pub leases: LeaseDesk,
     pub status: StatusView,
     pub sticky: StickyAdmin,
+    pub observer: Observer,
 }
 
 impl std::fmt::Debug for AdminService {
@@ -65,6 +74,7 @@ impl admin_server::Admin for AdminService {
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let forwarded_here = was_forwarded(&request);
+        let who = caller_name(Caller::of(&request));
         let command = Command::decode(&request.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
         // The file's checks, before anything is proposed, by the node the
@@ -81,7 +91,13 @@ impl admin_server::Admin for AdminService {
         if let Some(early) = crate::failpoint::ack_before_commit(&self.raft, &self.applied, &command).await {
             return Ok(Response::new(early));
         }
+        let said = (!forwarded_here).then(|| command.to_string());
         let (log_index, outcome) = self.writer.submit(command, forwarded_here).await?;
+        if let Some(said) = said {
+            self.observer
+                .events
+                .record(Kind::Admin, admin_event(&said, &who, &outcome.rejection()));
+        }
         Ok(Response::new(WriteReply {
             log_index,
             applied: outcome.is_applied(),
@@ -178,6 +194,10 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(reply))
     }
 
+    async fn observe(&self, _request: Request<ObserveRequest>) -> Result<Response<ObserveReply>, Status> {
+        Ok(Response::new(self.observer.reply()))
+    }
+
     async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<SnapshotReply>, Status> {
         let started = Instant::now();
         let mut metrics = self.raft.metrics();
@@ -207,5 +227,26 @@ impl admin_server::Admin for AdminService {
             bytes: self.sticky.snapshot_bytes(),
             build_ms,
         }))
+    }
+}
+
+/// Who made a call, for the events: the client's name, or the node.
+fn caller_name(caller: Option<&Caller>) -> String {
+    match caller.map(|c| (&c.peer, c.address)) {
+        Some((Peer::Certified(identity), _)) => match &identity.subject {
+            Subject::Client { name, role } => format!("client \"{name}\" ({})", role.name()),
+            Subject::Node(id) => format!("node {id}"),
+            Subject::Ca => "the CA".to_string(),
+        },
+        Some((_, Some(address))) => address.ip().to_string(),
+        _ => "an unidentified caller".to_string(),
+    }
+}
+
+/// The event line of a write: what, by whom, and whether it was refused.
+fn admin_event(command: &str, who: &str, rejected: &str) -> String {
+    match rejected.is_empty() {
+        true => format!("{command} by {who}"),
+        false => format!("{command} by {who}: refused: {rejected}"),
     }
 }

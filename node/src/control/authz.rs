@@ -8,7 +8,7 @@
 //! |---|---|
 //! | Raft `AppendEntries`, `Vote`, `InstallSnapshot` | a member node (and the message's sender must be that node: [`sender_is_caller`]) |
 //! | admin `Campaign`, `LeaseVips` | a member node |
-//! | admin `Status`, `Read`, `StickyStats`, `StickyGet` | a client certificate (`read` or `admin`), or a member node |
+//! | admin `Status`, `Observe`, `Read`, `StickyStats`, `StickyGet` | a client certificate (`read` or `admin`), or a member node |
 //! | every other admin call (writes, membership, transfer, drain, snapshot) | an `admin` client, or a member node forwarding a call it was given ([`FORWARDED_HEADER`]) |
 //!
 //! A node certificate is not an admin key: a node may only pass on what
@@ -56,7 +56,7 @@ pub fn need(path: &str) -> Option<Need> {
         ("raftlb.raft.v1.Raft", "AppendEntries" | "Vote" | "InstallSnapshot") => Some(Need::Raft),
         ("raftlb.admin.v1.Admin", method) => match method {
             "Campaign" | "LeaseVips" => Some(Need::Node),
-            "Status" | "Read" | "StickyStats" | "StickyGet" => Some(Need::Read),
+            "Status" | "Observe" | "Read" | "StickyStats" | "StickyGet" => Some(Need::Read),
             "Write" | "AddMember" | "RemoveMember" | "TransferLeader" | "Drain" | "Snapshot" => {
                 Some(Need::Write)
             }
@@ -324,6 +324,7 @@ mod tests {
         assert_eq!(judge(admin.clone(), "Write", false), Ok(()));
         assert_eq!(judge(reader.clone(), "Status", false), Ok(()));
         assert_eq!(judge(reader.clone(), "Read", false), Ok(()));
+        assert_eq!(judge(reader.clone(), "Observe", false), Ok(()));
         let refused = judge(reader, "Write", false).expect_err("read role writes");
         assert!(refused.contains("role read"), "{refused}");
         assert!(

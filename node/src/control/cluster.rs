@@ -28,7 +28,11 @@ use super::transport::{self, Dialer, Links};
 use super::types::{Metrics, Node, NodeId, Raft};
 use super::versions::{self, Versions};
 use super::writer::Writer;
+use crate::events::Events;
 use crate::pki::{Files, Keyring, Subject};
+use crate::status_page::Observatory;
+use crate::status_page::access::{Token, TokenError};
+use crate::status_page::local::Observer;
 use crate::sticky::metrics::StickyMetrics;
 use raftlb_config::{Config, LinkSecurity, MembershipSpec, RaftTiming, Role, StickyTables};
 use raftlb_proto::admin::admin_server::AdminServer;
@@ -56,6 +60,8 @@ pub enum ControlError {
     RaftConfig(String),
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    StatusToken(#[from] TokenError),
     #[error("cannot serve Raft and admin gRPC on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -125,6 +131,8 @@ pub struct ControlPlane {
     link: LeaderLink,
     keyring: Option<Arc<Keyring>>,
     gauges: Gauges,
+    events: Arc<Events>,
+    observatory: Observatory,
     /// Background work stopped with the control plane.
     tasks: Vec<JoinHandle<()>>,
     stop_server: CancellationToken,
@@ -169,6 +177,12 @@ impl ControlPlane {
         let me = config.node.id;
         let membership = &config.membership;
         let links = links(config)?;
+        let status_token = config
+            .node
+            .status_token_file
+            .as_deref()
+            .map(Token::read)
+            .transpose()?;
         let dir = Path::new(&config.node.data_dir);
         let claimed = data_dir::claim(dir, &membership.cluster_id, me)?;
         let log_store = LogStore::open(&dir.join("raft"))?;
@@ -213,6 +227,31 @@ impl ControlPlane {
             Arc::clone(&versions),
         );
         let vips_held = watch::Sender::new(Vec::new());
+        let events = Arc::new(Events::default());
+        let keyring = match &links {
+            Links::Tls(keyring) => Some(Arc::clone(keyring)),
+            Links::Cleartext => None,
+        };
+        let status = StatusView {
+            me,
+            cluster_id: membership.cluster_id.clone(),
+            raft: raft.clone(),
+            leadership: leadership.clone(),
+            timing: membership.timing,
+            started: Instant::now(),
+            vips: vips_held.subscribe(),
+            versions: Arc::clone(&versions),
+            applied: applied.clone(),
+        };
+        let observer = Observer {
+            status: status.clone(),
+            events: Arc::clone(&events),
+            keyring: keyring.clone(),
+            sticky: Arc::clone(&sticky_tables),
+            witness: config.node.role == Role::Witness,
+            view: Arc::default(),
+        };
+        let observatory = Observatory::new(me, observer.clone(), link.clone(), status_token);
         let handover = Handover {
             me,
             raft: raft.clone(),
@@ -241,24 +280,11 @@ impl ControlPlane {
                 raft: raft.clone(),
                 link: link.clone(),
             },
+            observer,
             handover: handover.clone(),
             leases: leases.clone(),
-            status: StatusView {
-                me,
-                cluster_id: membership.cluster_id.clone(),
-                raft: raft.clone(),
-                leadership: leadership.clone(),
-                timing: membership.timing,
-                started: Instant::now(),
-                vips: vips_held.subscribe(),
-                versions: Arc::clone(&versions),
-                applied: applied.clone(),
-            },
+            status,
             sticky: sticky_admin,
-        };
-        let keyring = match &links {
-            Links::Tls(keyring) => Some(Arc::clone(keyring)),
-            Links::Cleartext => None,
         };
         let stop_server = CancellationToken::new();
         let server = match membership.raft {
@@ -305,7 +331,8 @@ impl ControlPlane {
             reconcile::hint(membership.raft, config_path),
         ));
         let gauges = Gauges::new(committed, proposer.clone(), writer.clone(), state_machine);
-        let mut tasks = vec![leading, proposing, seeding, raising];
+        let following = crate::events::follow(Arc::clone(&events), raft.metrics(), vips_held.subscribe());
+        let mut tasks = vec![leading, proposing, seeding, raising, following];
         tasks.push(gauges.count_leader_changes(raft.metrics()));
         tasks.extend(keyring.clone().map(crate::pki::watch::start));
         Ok(ControlPlane {
@@ -329,6 +356,8 @@ impl ControlPlane {
             link,
             keyring,
             gauges,
+            events,
+            observatory,
             tasks,
             stop_server,
             server,
@@ -396,6 +425,16 @@ impl ControlPlane {
     /// This node's cluster certificate (none in a cleartext cluster).
     pub fn keyring(&self) -> Option<Arc<Keyring>> {
         self.keyring.clone()
+    }
+
+    /// This node's recent events (the status page), where its parts record them.
+    pub fn events(&self) -> Arc<Events> {
+        Arc::clone(&self.events)
+    }
+
+    /// What serves the status page (`/` and `/api/status` on the metrics address).
+    pub fn observatory(&self) -> Observatory {
+        self.observatory.clone()
     }
 
     /// Completes if Raft stops on its own: a storage error (disk full, I/O

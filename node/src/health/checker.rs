@@ -16,6 +16,7 @@ use crate::backend::Backend;
 use crate::control::ControlPlane;
 use crate::control::proposer::Proposer;
 use crate::control::state_machine::Applied;
+use crate::events::{Events, Kind};
 use crate::view::{ClusterView, PoolView};
 use raftlb_config::{Command, HealthCheck};
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub struct Checkers {
     running: Mutex<HashMap<(String, SocketAddr), Running>>,
     verdicts: mpsc::UnboundedSender<Verdict>,
     reporter: JoinHandle<()>,
+    /// Where ups and downs are noted for the status page.
+    events: Arc<Events>,
 }
 
 #[derive(Debug)]
@@ -65,6 +68,7 @@ impl Checkers {
             running: Mutex::new(HashMap::new()),
             verdicts,
             reporter: tokio::spawn(report(control.applied(), control.proposer(), node, inbox)),
+            events: control.events(),
         }
     }
 
@@ -111,6 +115,7 @@ impl Checkers {
                 Arc::clone(backend),
                 check.clone(),
                 self.verdicts.clone(),
+                Arc::clone(&self.events),
             ));
             let run = Running {
                 check: check.clone(),
@@ -129,6 +134,7 @@ async fn run(
     backend: Arc<Backend>,
     check: HealthCheck,
     verdicts: mpsc::UnboundedSender<Verdict>,
+    events: Arc<Events>,
 ) {
     let name = pool.spec.name.clone();
     let address = backend.address();
@@ -148,11 +154,13 @@ async fn run(
                 tracing::debug!(pool = %name, backend = %address, %reason, failures, "health probe failed");
                 if failures == check.fall && backend.health().set_down(true) {
                     tracing::warn!(pool = %name, backend = %address, %reason, fall = check.fall, "backend down");
+                    events.record(Kind::Backend, format!("{address} in pool {name} down: {reason}"));
                 }
             }
         }
         if successes == check.rise && backend.health().set_down(false) {
             tracing::info!(pool = %name, backend = %address, rise = check.rise, "backend up");
+            events.record(Kind::Backend, format!("{address} in pool {name} up"));
         }
         // A verdict is settled once a threshold is reached; report it if new.
         if successes >= check.rise || failures >= check.fall {

@@ -1,6 +1,7 @@
 //! `[node] metrics = "IP:PORT"`: Prometheus text exposition on `GET
-//! /metrics`, `GET /healthz` (the process answers) and `GET /readyz` (200
-//! once [ready](crate::readiness), else 503 saying why), served on the
+//! /metrics`, `GET /healthz` (the process answers), `GET /readyz` (200
+//! once [ready](crate::readiness), else 503 saying why) and the status
+//! page's `/` and `/api/*` (see [`crate::status_page`]), served on the
 //! control plane's runtime, never on a data-plane worker. What it shows:
 //! Raft ([`raft`]), the VIPs configured here and their leases ([`vip`]),
 //! the process and build ([`process`]), and the sticky
@@ -67,6 +68,7 @@ pub async fn serve(
 ) -> std::io::Result<JoinHandle<()>> {
     let (listener, registration) =
         crate::upgrade::sockets::listen_tcp(crate::upgrade::sockets::Kind::Metrics, address)?;
+    let page = control.observatory();
     let sources = Sources {
         raft: control.raft_metrics(),
         leadership: control.leadership(),
@@ -84,8 +86,8 @@ pub async fn serve(
     Ok(tokio::spawn(async move {
         let _registration = registration;
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(_) => {
                     // Out of descriptors: pause rather than spin.
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -93,10 +95,22 @@ pub async fn serve(
                 }
             };
             let sources = sources.clone();
+            let page = page.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
+                let service = service_fn(move |request: Request<Incoming>| {
                     let sources = sources.clone();
-                    async move { Ok::<_, Infallible>(answer(&request, &sources)) }
+                    let page = page.clone();
+                    async move {
+                        let authorization = request
+                            .headers()
+                            .get(http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        let paged = match request.method() {
+                            &Method::GET => page.answer(request.uri().path(), peer.ip(), authorization).await,
+                            _ => None,
+                        };
+                        Ok::<_, Infallible>(paged.unwrap_or_else(|| answer(&request, &sources)))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -120,7 +134,7 @@ fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes
         }
         _ => (
             StatusCode::NOT_FOUND,
-            "try /metrics, /healthz or /readyz\n".to_string(),
+            "try /, /metrics, /healthz or /readyz\n".to_string(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
