@@ -118,6 +118,9 @@ impl Command {
     pub fn format_needed(&self) -> u16 {
         match self {
             Command::SetClusterVersion(version) => (*version).max(2),
+            Command::Bootstrap(spec) => spec.format_needed(),
+            Command::AddListener(listener) | Command::UpdateListener(listener) => listener.format_needed(),
+            Command::AddPool(pool) | Command::UpdatePool(pool) => pool.format_needed(),
             Command::Batch(commands) | Command::Independent(commands) => {
                 commands.iter().map(Command::format_needed).max().unwrap_or(1)
             }

@@ -16,6 +16,7 @@
 //! |---|---|
 //! | 1 | every release before versions existed (up to commit b834ab7): a log entry is the bare postcard `Command`; snapshot data is `ClusterState ‖ sticky tables`; `snapshot.bin` starts `RLBSNAP2`; the data dir's identity file has no `format` line |
 //! | 2 | a log entry says its version (an envelope around the command's bytes); snapshot data starts with a header holding the cluster version; `snapshot.bin` starts `RLBSNAP3`; the identity file records `format=2`; node-to-node messages carry the sender's formats and the cluster version; `SetClusterVersion` |
+//! | 3 | the PROXY protocol and trusted proxies: `ListenerSpec::proxy_trusted`, `HttpLimits::trusted_proxies`, `PoolSpec::proxy_protocol` ([`since_v3`]); a `ClusterState` of version 3 or later starts with its version (a byte no `bool` takes) |
 //!
 //! ## Changing a replicated type
 //! Adding a field to anything a command or the state holds changes the
@@ -28,11 +29,23 @@
 //! version's bytes in `tests/formats.rs`. A binary supports two versions:
 //! the one it writes and the one before, so an upgrade goes one version at
 //! a time.
+//!
+//! A field that an older format simply lacks needs no frozen copy: mark it
+//! `#[serde(with = "crate::format::since_v3")]` (or a `since_N` like it).
+//! Encoded in an older format it takes no bytes (and a value other than
+//! its default cannot be encoded there: the command that sets it needs
+//! the newer format); decoded from one it is its default. What is being
+//! encoded or decoded in which format is set by [`encoded_in`] around it:
+//! a [`Proposal`](crate::Proposal) by its format, a
+//! [`ClusterState`](crate::ClusterState) by its cluster version. Bare
+//! encodings (a command outside a proposal) are format 1. Since formats
+//! 1 to 3 differ only by such fields, this binary reads all three.
 
+use std::cell::Cell;
 use std::fmt;
 
 /// The newest format this binary writes (once the cluster allows it).
-pub const CURRENT: u16 = 2;
+pub const CURRENT: u16 = 3;
 /// The oldest format this binary reads and writes for a mixed cluster.
 pub const OLDEST: u16 = 1;
 
@@ -93,6 +106,66 @@ impl fmt::Display for Formats {
             true => write!(f, "{}", self.min),
             false => write!(f, "{}–{}", self.min, self.max),
         }
+    }
+}
+
+thread_local! {
+    /// The format being encoded or decoded on this thread; 0: none said,
+    /// which is format 1 (a bare command).
+    static ENCODING: Cell<u16> = const { Cell::new(0) };
+}
+
+/// Runs `work` (an encoding or a decoding) in format `version`; what it
+/// encodes inside another [`encoded_in`] follows the inner one.
+pub fn encoded_in<T>(version: u16, work: impl FnOnce() -> T) -> T {
+    struct Restore(u16);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ENCODING.with(|encoding| encoding.set(self.0));
+        }
+    }
+    let _restore = Restore(ENCODING.with(|encoding| encoding.replace(version)));
+    work()
+}
+
+/// The format being encoded or decoded on this thread.
+fn encoding() -> u16 {
+    ENCODING.with(Cell::get).max(1)
+}
+
+/// `serde(with)` for a field first written in format 3 (see above).
+pub mod since_v3 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    const SINCE: u16 = 3;
+
+    pub fn serialize<T, S>(value: &T, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        T: Serialize + Default + PartialEq,
+        S: Serializer,
+    {
+        if serializer.is_human_readable() || super::encoding() >= SINCE {
+            return value.serialize(serializer);
+        }
+        if *value != T::default() {
+            return Err(serde::ser::Error::custom(format!(
+                "a setting of format {SINCE} cannot be written in format {}",
+                super::encoding()
+            )));
+        }
+        serializer.serialize_unit()
+    }
+
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: Deserialize<'de> + Default,
+        D: Deserializer<'de>,
+    {
+        if deserializer.is_human_readable() || super::encoding() >= SINCE {
+            return T::deserialize(deserializer);
+        }
+        <()>::deserialize(deserializer)?;
+        Ok(T::default())
     }
 }
 

@@ -72,6 +72,14 @@ pub struct HttpLimits {
     pub redirect_https: bool,
     /// Log one line per request.
     pub access_log: bool,
+    /// Peers (the client as a PROXY header names it, else the socket's
+    /// peer) whose `X-Forwarded-For`, `Forwarded` and `X-Forwarded-Proto`
+    /// are kept, the client appended; any other peer's are replaced by
+    /// the client alone (`Some(vec![])`: always replaced). `None` (the
+    /// default): every peer's are kept, as nginx's `proxy_add_x_forwarded_for`
+    /// and HAProxy's `option forwardfor` do. Format 3.
+    #[serde(with = "crate::format::since_v3")]
+    pub trusted_proxies: Option<Vec<crate::acl::Cidr>>,
 }
 
 impl Default for HttpLimits {
@@ -91,6 +99,7 @@ impl Default for HttpLimits {
             default_certificate: None,
             redirect_https: false,
             access_log: true,
+            trusted_proxies: None,
         }
     }
 }

@@ -21,6 +21,8 @@
 //!   cluster's effective version.
 //! - [`proposal`]: [`Proposal`], a command with its format, as log entries
 //!   carry it.
+//! - [`proxy`]: the PROXY protocol settings of listeners and pools, and
+//!   the proxies an HTTP listener trusts about `X-Forwarded-For`.
 //! - [`snapshot_data`]: the state and sticky tables as snapshots hold them.
 //! - [`health`]: active and passive health settings, retries, and the
 //!   health verdicts each node commits.
@@ -57,6 +59,7 @@ pub mod health;
 pub mod http_limits;
 pub mod limits;
 pub mod proposal;
+pub mod proxy;
 mod reader;
 pub mod route;
 pub mod snapshot_data;
@@ -75,6 +78,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use format::Formats;
 pub use health::{HealthCheck, HealthReports, HttpProbe, OutlierDetection, PoolHealth, Probe, RetryPolicy};
 pub use proposal::Proposal;
+pub use proxy::ProxyVersion;
 pub use route::{RouteMatch, RouteSpec};
 pub use spec::{
     AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, CertificateFile, ClusterSpec, Config,

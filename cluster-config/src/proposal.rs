@@ -15,7 +15,7 @@
 
 use crate::command::Command;
 use crate::decode::refuse;
-use crate::format::Formats;
+use crate::format::{self, Formats};
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, IntoDeserializer, VariantAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
@@ -65,9 +65,10 @@ impl fmt::Display for Proposal {
 impl Serialize for Proposal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.format {
-            1 => self.command.serialize(serializer),
+            1 => format::encoded_in(1, || self.command.serialize(serializer)),
             version => {
-                let bytes = postcard::to_allocvec(&self.command).map_err(serde::ser::Error::custom)?;
+                let bytes = format::encoded_in(version, || postcard::to_allocvec(&self.command))
+                    .map_err(serde::ser::Error::custom)?;
                 serializer.serialize_newtype_variant(
                     "Command",
                     ENVELOPE,
@@ -108,7 +109,7 @@ impl<'de> Visitor<'de> for ProposalVisitor {
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Proposal, A::Error> {
         let (index, variant) = data.variant::<u32>()?;
         if index != ENVELOPE {
-            let command = Command::deserialize(Replay { index, variant })?;
+            let command = format::encoded_in(1, || Command::deserialize(Replay { index, variant }))?;
             return Ok(Proposal::new(1, command));
         }
         let (version, bytes): (u16, ByteBuf) = variant.newtype_variant()?;
@@ -124,9 +125,8 @@ impl<'de> Visitor<'de> for ProposalVisitor {
             )));
         }
         // Every format from 2 to `CURRENT` encodes the command as today's
-        // `Command` (see `format`: an older one would be decoded here
-        // into its frozen types and converted).
-        let command = crate::decode::command(&bytes.0).map_err(refuse)?;
+        // `Command`, without the fields of later formats (see `format`).
+        let command = format::encoded_in(version, || crate::decode::command(&bytes.0)).map_err(refuse)?;
         Ok(Proposal::new(version, command))
     }
 }

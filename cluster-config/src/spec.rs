@@ -237,6 +237,13 @@ pub struct ClusterSpec {
 }
 
 impl ClusterSpec {
+    /// The oldest format that can carry this spec (see [`format`](crate::format)).
+    pub fn format_needed(&self) -> u16 {
+        let listeners = self.listeners.iter().map(ListenerSpec::format_needed);
+        let pools = self.pools.iter().map(PoolSpec::format_needed);
+        listeners.chain(pools).max().unwrap_or(1)
+    }
+
     /// The pool with this name.
     pub fn pool(&self, name: &str) -> Option<&PoolSpec> {
         self.pools.iter().find(|p| p.name == name)
@@ -323,10 +330,28 @@ pub struct ListenerSpec {
     /// `[[listener.acl]]`: sources allowed or denied, checked at accept;
     /// sorted by network, each network once ([`acl`](crate::acl)).
     pub acl: Vec<AclRule>,
+    /// `accept_proxy` (TCP, HTTP, HTTPS): when not empty, every connection
+    /// must come from one of these networks and start with a PROXY header
+    /// (v1 or v2), whose source is then the client's address. Format 3.
+    #[serde(with = "crate::format::since_v3")]
+    pub proxy_trusted: Vec<crate::acl::Cidr>,
 }
 
 impl ListenerSpec {
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+
+    /// Whether connections must start with a PROXY header.
+    pub fn accepts_proxy(&self) -> bool {
+        !self.proxy_trusted.is_empty()
+    }
+
+    /// The oldest format that can carry this listener (see [`format`](crate::format)).
+    pub fn format_needed(&self) -> u16 {
+        match self.accepts_proxy() || self.http.trusted_proxies.is_some() {
+            true => 3,
+            false => 1,
+        }
+    }
 
     /// `name (protocol bind → pool, N routes)`, as commands print it.
     pub fn summary(&self) -> String {
@@ -480,6 +505,11 @@ pub struct PoolSpec {
     pub health: PoolHealth,
     /// `max_connections` per backend, `max_queue`, `queue_timeout`.
     pub limits: ConnectionLimits,
+    /// The PROXY protocol header each backend connection starts with (TCP
+    /// and HTTP, before any TLS), naming the client; `None`: no header.
+    /// Format 3.
+    #[serde(with = "crate::format::since_v3")]
+    pub proxy_protocol: Option<crate::proxy::ProxyVersion>,
 }
 
 /// HTTP version towards a pool's backends.
@@ -512,6 +542,14 @@ pub struct BackendTls {
 }
 
 impl PoolSpec {
+    /// The oldest format that can carry this pool (see [`format`](crate::format)).
+    pub fn format_needed(&self) -> u16 {
+        match self.proxy_protocol {
+            Some(_) => 3,
+            None => 1,
+        }
+    }
+
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const DEFAULT_MAX_CONNECT_ATTEMPTS: u32 = 3;

@@ -17,12 +17,14 @@ use crate::spec::{ClusterSpec, ListenerSpec, PoolSpec, binds_overlap};
 use crate::sticky::StickySecret;
 use crate::sticky_table::StickyTables;
 use crate::validate::{self, shown};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
-/// Everything the cluster agrees on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+mod encoding;
+
+/// Everything the cluster agrees on. Encoded in its cluster version
+/// (see [`encoding`](self::encoding)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterState {
     /// Set by the first [`Command::Bootstrap`]; later ones are refused even
     /// if every listener and pool has since been removed.
@@ -37,10 +39,9 @@ pub struct ClusterState {
     /// Each node's last active-check verdict on each backend.
     health: HealthReports,
     /// The effective format version (see [`format`](crate::format)); 0
-    /// reads as 1. Not part of this type's encoding, whose bytes are those
-    /// of format 1: snapshot data carries it in its header
-    /// ([`snapshot_data`](crate::snapshot_data)).
-    #[serde(skip)]
+    /// reads as 1. Up to version 2 not part of this type's encoding, whose
+    /// bytes are those of format 1: snapshot data carries it in its header
+    /// ([`snapshot_data`](crate::snapshot_data)); from 3 on its first byte.
     cluster_version: u16,
 }
 
@@ -134,6 +135,15 @@ impl ClusterState {
         };
         if let Err(invalid) = valid {
             return Outcome::Rejected(invalid.0);
+        }
+        // What the state holds must be writable in its version.
+        let needed = command.format_needed();
+        let grouped = matches!(command, Command::Independent(_) | Command::SetClusterVersion(_));
+        if needed > self.cluster_version() && !grouped {
+            return Outcome::Rejected(format!(
+                "\"{command}\" needs cluster version {needed}; the cluster runs version {}",
+                self.cluster_version()
+            ));
         }
         match command {
             Command::Independent(commands) => Outcome::Each(

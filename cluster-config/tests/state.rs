@@ -28,6 +28,7 @@ fn pool(name: &str, ports: &[u16]) -> PoolSpec {
         backend_protocol: Default::default(),
         health: Default::default(),
         limits: Default::default(),
+        proxy_protocol: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn listener(name: &str, port: u16, pool: &str) -> ListenerSpec {
         http: HttpLimits::default(),
         limits: Default::default(),
         acl: Vec::new(),
+        proxy_trusted: Vec::new(),
     }
 }
 

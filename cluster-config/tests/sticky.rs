@@ -129,6 +129,7 @@ fn sticky_pool(kind: StickyKind, ttl: Duration, ports: &[u16]) -> PoolSpec {
         backend_protocol: Default::default(),
         health: Default::default(),
         limits: Default::default(),
+        proxy_protocol: None,
     }
 }
 
@@ -145,6 +146,7 @@ fn seeded(pool: PoolSpec) -> ClusterState {
         http: HttpLimits::default(),
         limits: Default::default(),
         acl: Vec::new(),
+        proxy_trusted: Vec::new(),
     };
     let seed = ClusterSpec {
         listeners: vec![listener],

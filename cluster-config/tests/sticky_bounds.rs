@@ -112,6 +112,7 @@ fn seeded(max_entries: u64) -> ClusterState {
         backend_protocol: Default::default(),
         health: Default::default(),
         limits: Default::default(),
+        proxy_protocol: None,
     };
     let listener = ListenerSpec {
         name: "web".to_string(),
@@ -124,6 +125,7 @@ fn seeded(max_entries: u64) -> ClusterState {
         http: HttpLimits::default(),
         limits: Default::default(),
         acl: Vec::new(),
+        proxy_trusted: Vec::new(),
     };
     let mut state = ClusterState::default();
     let seed = ClusterSpec {

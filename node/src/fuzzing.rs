@@ -9,6 +9,7 @@ pub use crate::dataplane::l7::chunked::{Chunked, Malformed, Step};
 pub use crate::dataplane::l7::framing::{HeadScanner, Stop};
 pub use crate::dataplane::l7::h1_client::{Framing, Parsed, final_response_began, parse_head};
 pub use crate::dataplane::l7::h2_frames::FrameFollower;
+pub use crate::dataplane::proxy_protocol::header as proxy_header;
 
 /// `snapshot.bin`'s bytes as [`StateMachine::open`](state_machine::StateMachine::open)
 /// reads them: the cluster state, and the sticky tables restored into `sticky`.

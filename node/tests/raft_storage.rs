@@ -136,6 +136,7 @@ fn bootstrap() -> Command {
             backend_protocol: Default::default(),
             health: Default::default(),
             limits: Default::default(),
+            proxy_protocol: None,
         }],
     })
 }

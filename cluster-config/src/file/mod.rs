@@ -32,6 +32,7 @@ mod certificate;
 mod client;
 mod cluster;
 mod health;
+mod proxy;
 mod route;
 mod sticky;
 mod vip;
@@ -341,6 +342,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
         };
         http_ok &= ok.is_some();
     }
+    let proxy = proxy::listener(reader, &mut s, protocol);
     s.finish(reader);
 
     let site = ListenerSite {
@@ -362,6 +364,8 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
     let spec = (|| {
         let protocol = protocol?;
         http_ok.then_some(())?;
+        let proxy = proxy?;
+        http.trusted_proxies = proxy.trusted_proxies;
         Some(ListenerSpec {
             name: name_value?,
             protocol,
@@ -376,6 +380,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
             http,
             limits: limits.unwrap_or(Some(ClientLimits::default()))?,
             acl: acl.unwrap_or(Some(Vec::new()))?,
+            proxy_trusted: proxy.proxy_trusted,
         })
     })();
     (spec, site)
@@ -422,6 +427,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
         .map(|f| reader.table(&f).and_then(|section| backend_tls(reader, section)));
     let health = health::pool_health(reader, &mut s);
     let limits = connection_limits(reader, &mut s);
+    let proxy_protocol = proxy::pool(reader, &mut s);
     s.finish(reader);
 
     let site = PoolSite {
@@ -451,6 +457,7 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
             backend_protocol: backend_protocol?,
             health: health?,
             limits: limits?,
+            proxy_protocol: proxy_protocol?,
         })
     })();
     (spec, site)

@@ -23,6 +23,7 @@ fn settings(l: &ListenerSpec) -> Result<(), String> {
     http_limits(l)?;
     l.limits.check()?;
     acl(&l.acl)?;
+    proxy(l)?;
     if l.routes.len() > MAX_ROUTES {
         return Err(format!(
             "{} routes are more than the {MAX_ROUTES} a listener may have",
@@ -31,6 +32,30 @@ fn settings(l: &ListenerSpec) -> Result<(), String> {
     }
     for (i, r) in l.routes.iter().enumerate() {
         route(r).map_err(|why| format!("route[{i}]: {why}"))?;
+    }
+    Ok(())
+}
+
+/// `accept_proxy` (not for UDP) and `trusted_proxies` (HTTP only), each
+/// a bounded list of networks.
+fn proxy(l: &ListenerSpec) -> Result<(), String> {
+    if l.accepts_proxy() && l.protocol == Protocol::Udp {
+        return Err("accept_proxy does not apply to udp listeners".to_string());
+    }
+    if l.http.trusted_proxies.is_some() && !l.protocol.is_http() {
+        return Err(format!(
+            "trusted_proxies only applies to http listeners, this one is {}",
+            l.protocol.name()
+        ));
+    }
+    let trusted_proxies = l.http.trusted_proxies.as_deref().unwrap_or_default();
+    for (key, networks) in [
+        ("proxy_trusted", &l.proxy_trusted[..]),
+        ("trusted_proxies", trusted_proxies),
+    ] {
+        if networks.len() > MAX_ACL_RULES {
+            return Err(format!("{key} lists more than {MAX_ACL_RULES} networks"));
+        }
     }
     Ok(())
 }

@@ -197,6 +197,9 @@ fn listener() -> impl Strategy<Value = ListenerSpec> {
                     http,
                     limits,
                     acl,
+                    // Format 3's fields stay at their defaults: the bare
+                    // encodings tested here are format 1.
+                    proxy_trusted: Vec::new(),
                 }
             },
         )
@@ -279,6 +282,7 @@ fn http_limits() -> impl Strategy<Value = HttpLimits> {
                     default_certificate: flags.0,
                     redirect_https: flags.1,
                     access_log,
+                    trusted_proxies: None,
                 }
             },
         )
@@ -388,6 +392,7 @@ fn pool() -> impl Strategy<Value = PoolSpec> {
                     backend_protocol,
                     health,
                     limits: Default::default(),
+                    proxy_protocol: None,
                 }
             },
         )

@@ -117,6 +117,7 @@ pub(crate) fn test_pool(weights: &[u32]) -> raftlb_config::PoolSpec {
         backend_protocol: Default::default(),
         health: Default::default(),
         limits: Default::default(),
+        proxy_protocol: None,
     }
 }
 

@@ -456,6 +456,7 @@ mod tests {
             http: HttpLimits::default(),
             limits: Default::default(),
             acl: Vec::new(),
+            proxy_trusted: Vec::new(),
         };
         let text = listeners(&[
             listener("public", Protocol::Http, "0.0.0.0:80", Duration::from_secs(99)),

@@ -328,7 +328,9 @@ async fn read_state(client: &mut Client, stale: bool) -> Result<ClusterState, St
 
 /// Writes `command`; its log index if applied, the node's reason if not.
 async fn write(client: &mut Client, command: &Command) -> Result<u64, String> {
-    let bytes = postcard::to_allocvec(command).map_err(|e| format!("cannot encode the command: {e}"))?;
+    // In the oldest format that carries it: bare (format 1) unless it sets
+    // something newer, which a node too old to read it refuses in words.
+    let bytes = raftlb_config::Proposal::new(command.format_needed(), command.clone()).encode()?;
     let reply = client.write(bytes).await.map_err(|e| e.to_string())?;
     if !reply.applied {
         return Err(format!("rejected: {}", reply.rejected));

@@ -3,10 +3,12 @@
 //! [`admission`](super::admission)) before anything else, a cap on
 //! concurrent connections (excess connections wait in the kernel's
 //! backlog) and a stop signal that ends accepting while served connections
-//! go on. Every listening socket is registered for an in-place upgrade,
+//! go on. An `accept_proxy` listener reads each connection's PROXY header
+//! first, and admits the client it names. Every listening socket is registered for an in-place upgrade,
 //! and taken from the predecessor's when there is one.
 
-use super::admission::{self, Admitted};
+use super::admission::{self, Admitted, Refusal};
+use super::proxy_protocol::{self, Origin};
 use super::{Limits, Shutdown};
 use crate::upgrade::sockets::{self, Key, Kind, Registration};
 use crate::view::SharedView;
@@ -104,7 +106,10 @@ pub fn udp(address: SocketAddr) -> io::Result<Registered<std::net::UdpSocket>> {
 /// could hold it idle while another worker's queue has a client waiting.
 /// At most one accepted connection per worker waits for a permit; the rest
 /// wait in the kernel's backlog. A connection admission refuses is reset
-/// at once (no permit, no task, no TLS).
+/// at once (no permit, no task, no TLS). On an `accept_proxy` listener a
+/// peer outside `proxy_trusted` is reset at once too; a trusted one's
+/// PROXY header is read on the connection's task (within the listener's
+/// `header_read_timeout`), and admission judges the client it names.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     name: &str,
@@ -113,9 +118,10 @@ pub async fn accept_loop<F, Fut>(
     shutdown: &Shutdown,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, Admitted, Shutdown) -> Fut,
+    F: Fn(TcpStream, Origin, Admitted, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let serve = Arc::new(serve);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -131,7 +137,7 @@ pub async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        let Some(admitted) = admit(view, name, &stream, peer) else {
+        let Some(arrival) = arrive(view, name, &stream, peer) else {
             continue;
         };
         let permits = async {
@@ -153,17 +159,90 @@ pub async fn accept_loop<F, Fut>(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(listener = name, error = %e, "set_nodelay failed");
         }
-        let served = serve(stream, peer, admitted, shutdown.clone());
-        shutdown.tracker.spawn(async move {
-            served.await;
+        let (serve, view, name, shutdown) = (
+            Arc::clone(&serve),
+            Arc::clone(view),
+            name.to_string(),
+            shutdown.clone(),
+        );
+        shutdown.tracker.clone().spawn(async move {
+            if let Some((stream, origin, admitted)) = arrival.complete(stream, peer, &view, &name).await {
+                serve(stream, origin, admitted, shutdown).await;
+            }
             drop(permits);
         });
     }
 }
 
-/// Admits a connection of listener `name` from `peer`, or resets it and
+/// What is known of a connection when it is accepted.
+enum Arrival {
+    /// Admitted: its peer is its client.
+    Admitted(Admitted),
+    /// From a trusted proxy: its PROXY header, within `timeout`, names
+    /// the client to admit.
+    Proxied { timeout: Duration },
+}
+
+impl Arrival {
+    /// The connection with the client it speaks for, admitted; `None`
+    /// (the connection reset, the refusal counted) when it is not.
+    async fn complete(
+        self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        view: &SharedView,
+        name: &str,
+    ) -> Option<(TcpStream, Origin, Admitted)> {
+        let local = stream.local_addr().ok()?;
+        let (client, admitted) = match self {
+            Arrival::Admitted(admitted) => (peer, admitted),
+            Arrival::Proxied { timeout } => {
+                let read = tokio::time::timeout(timeout, proxy_protocol::read(&mut stream)).await;
+                let client = match read {
+                    Ok(Ok(named)) => named.unwrap_or(peer),
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no PROXY header within {timeout:?}"),
+                        };
+                        tracing::debug!(listener = name, %peer, %error, "connection refused");
+                        if let Some(listener) = view.load().listener(name) {
+                            listener.guard.count(Refusal::ProxyHeader);
+                        }
+                        reset(&stream);
+                        return None;
+                    }
+                };
+                (client, admit(view, name, &stream, client)?)
+            }
+        };
+        Some((stream, Origin::new(client, local), admitted))
+    }
+}
+
+/// Admits a connection of listener `name` from `peer`, unless the listener
+/// takes PROXY headers (then only checks that `peer` may send one); resets
+/// it and says why at debug level otherwise (a flood must not flood the log).
+fn arrive(view: &SharedView, name: &str, stream: &TcpStream, peer: SocketAddr) -> Option<Arrival> {
+    let loaded = view.load();
+    let listener = loaded.listener(name)?;
+    if !listener.spec.accepts_proxy() {
+        return admit(view, name, stream, peer).map(Arrival::Admitted);
+    }
+    if !raftlb_config::proxy::trusted(&listener.spec.proxy_trusted, peer.ip()) {
+        listener.guard.count(Refusal::ProxyUntrusted);
+        tracing::debug!(listener = name, client = %peer, reason = Refusal::ProxyUntrusted.name(), "connection refused");
+        reset(stream);
+        return None;
+    }
+    Some(Arrival::Proxied {
+        timeout: listener.spec.http.header_read_timeout,
+    })
+}
+
+/// Admits a connection of listener `name` from `client`, or resets it and
 /// says why at debug level (a flood must not flood the log).
-fn admit(view: &SharedView, name: &str, stream: &TcpStream, peer: SocketAddr) -> Option<Admitted> {
+fn admit(view: &SharedView, name: &str, stream: &TcpStream, client: SocketAddr) -> Option<Admitted> {
     let view = view.load();
     let listener = view.listener(name)?;
     let now = crate::health::now_ms();
@@ -171,15 +250,19 @@ fn admit(view: &SharedView, name: &str, stream: &TcpStream, peer: SocketAddr) ->
         &listener.guard,
         &listener.acl,
         &listener.spec.limits,
-        peer.ip(),
+        client.ip(),
         now,
     ) {
         Ok(admitted) => Some(admitted),
         Err(refusal) => {
-            tracing::debug!(listener = name, client = %peer, reason = refusal.name(), "connection refused");
-            // A reset, not a FIN: no TIME_WAIT here, nothing for the client to read.
-            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+            tracing::debug!(listener = name, %client, reason = refusal.name(), "connection refused");
+            reset(stream);
             None
         }
     }
+}
+
+/// A reset, not a FIN: no TIME_WAIT here, nothing for the client to read.
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }

@@ -12,6 +12,7 @@ pub mod admission;
 pub mod l4;
 pub mod l7;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod splice;
 pub mod upstream;
 
@@ -361,9 +362,9 @@ async fn serve_listener(
                 &view,
                 limits.clone(),
                 &shutdown,
-                |stream, peer, admitted, shutdown| {
+                move |stream, origin, admitted, shutdown| {
                     let accepted = tokio::time::Instant::now();
-                    Arc::clone(&http).serve(stream, peer, admitted, shutdown, accepted)
+                    Arc::clone(&http).serve(stream, origin, admitted, shutdown, accepted)
                 },
             )
             .await;
@@ -384,14 +385,15 @@ async fn serve_listener(
                 &view,
                 limits.clone(),
                 &shutdown,
-                |stream, peer, admitted, shutdown| {
+                move |stream, origin, admitted, shutdown| {
                     let (http, acceptor) = (Arc::clone(&http), acceptor.clone());
                     let accepted = tokio::time::Instant::now();
+                    let client = origin.client;
                     async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => http.serve(tls, peer, admitted, shutdown, accepted).await,
-                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-                            Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                            Ok(Ok(tls)) => http.serve(tls, origin, admitted, shutdown, accepted).await,
+                            Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
                         }
                     }
                 },
@@ -400,21 +402,17 @@ async fn serve_listener(
         }
         Bound::Tcp(socket) => {
             let listener = tokio::net::TcpListener::from_std(socket)?;
-            listener::accept_loop(
-                listener,
-                &name,
-                &view,
-                limits.clone(),
-                &shutdown,
-                |stream, peer, admitted, _| {
+            listener::accept_loop(listener, &name, &view, limits.clone(), &shutdown, {
+                let (view, name) = (Arc::clone(&view), name.clone());
+                move |stream, origin, admitted, _| {
                     let view = Arc::clone(&view);
                     let name = name.clone();
                     async move {
-                        l4::tcp::serve(stream, peer, &name, &view).await;
+                        l4::tcp::serve(stream, origin, &name, &view).await;
                         drop(admitted);
                     }
-                },
-            )
+                }
+            })
             .await;
         }
         Bound::Udp(socket) => {

@@ -10,10 +10,11 @@
 use crate::backend::queue::QueueRefusal;
 use crate::backend::{ActiveGuard, Backend};
 use crate::balance;
+use crate::dataplane::proxy_protocol::{self, Origin};
 use crate::health::outlier::{self, Outcome};
 use crate::view::{Attempts, Next, PoolView};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -101,19 +102,26 @@ where
     }
 }
 
-/// Opens a TCP connection for `client` (an L4 listener's) to one of
-/// `pool`'s backends, `preferred` (a sticky session's) first. The guard
-/// holds the connection's slot at its backend; the connect time (or the
-/// timeout) is the backend's latency sample for peak EWMA.
+/// Opens a TCP connection for `origin`'s client (an L4 listener's) to one
+/// of `pool`'s backends, `preferred` (a sticky session's) first, and sends
+/// it the pool's PROXY header if it has one. The guard holds the
+/// connection's slot at its backend; the connect time (or the timeout) is
+/// the backend's latency sample for peak EWMA.
 pub async fn connect(
     pool: &PoolView,
     preferred: Option<SocketAddr>,
-    client: IpAddr,
+    origin: &Origin,
 ) -> Result<(TcpStream, ActiveGuard), ConnectError> {
-    let mut attempts = Attempts::with_hash(balance::source_hash(&pool.spec, client));
+    let mut attempts = Attempts::with_hash(balance::source_hash(&pool.spec, origin.client.ip()));
     reach(pool, preferred, &mut attempts, |backend| async move {
         let started = Instant::now();
-        let connected = connect_one(backend.address(), pool.spec.connect_timeout).await;
+        let mut connected = connect_one(backend.address(), pool.spec.connect_timeout).await;
+        if let (Ok(stream), Some(version)) = (&mut connected, pool.spec.proxy_protocol) {
+            let address = backend.address();
+            if let Err(source) = proxy_protocol::send(stream, version, Some(origin)).await {
+                connected = Err(ConnectError::Io { address, source });
+            }
+        }
         if let Ok(_) | Err(ConnectError::Timeout { .. }) = &connected {
             backend.latency().record(started.elapsed());
         }

@@ -35,7 +35,7 @@ pub async fn probe(pool: &PoolView, address: SocketAddr, check: &HealthCheck) ->
 }
 
 async fn http_probe(pool: &PoolView, address: SocketAddr, probe: &HttpProbe) -> Result<(), String> {
-    let mut sender = backend_conn::handshake_http1(address, pool)
+    let mut sender = backend_conn::handshake_http1(address, pool, None)
         .await
         .map_err(|e| e.to_string())?;
     let host = probe.host.clone().unwrap_or_else(|| address.to_string());

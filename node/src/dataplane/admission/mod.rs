@@ -45,10 +45,14 @@ pub enum Refusal {
     /// An HTTP/2 stream waited past the pool's `response_timeout` for one
     /// of its connection's `max_backend_streams`: 503.
     BackendStreams,
+    /// `accept_proxy`: a peer outside `proxy_trusted`: closed.
+    ProxyUntrusted,
+    /// `accept_proxy`: no valid PROXY header within `header_read_timeout`: closed.
+    ProxyHeader,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 11] = [
         Refusal::Acl,
         Refusal::Connections,
         Refusal::ConnectionRate,
@@ -58,6 +62,8 @@ impl Refusal {
         Refusal::BodyRate,
         Refusal::SendTimeout,
         Refusal::BackendStreams,
+        Refusal::ProxyUntrusted,
+        Refusal::ProxyHeader,
     ];
 
     /// The `reason` label of `raftlb_client_refusals_total`.
@@ -72,6 +78,8 @@ impl Refusal {
             Refusal::BodyRate => "body_rate",
             Refusal::SendTimeout => "send_timeout",
             Refusal::BackendStreams => "backend_streams",
+            Refusal::ProxyUntrusted => "proxy_untrusted",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }

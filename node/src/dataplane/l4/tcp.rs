@@ -3,15 +3,18 @@
 //! bytes both ways. A half-close is passed on (EOF from one side shuts down
 //! writing to the other while the reverse direction keeps flowing). A
 //! connection with no bytes either way for the listener's idle timeout is
-//! closed.
+//! closed. The client is who the connection speaks for ([`Origin`]: an
+//! accepted PROXY header's client), and a pool with `proxy_protocol` sends
+//! its backend a header naming it.
 
+use crate::dataplane::proxy_protocol::Origin;
 use crate::dataplane::{splice::splice, upstream};
 use crate::view::SharedView;
-use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
 /// Serves one accepted client connection to its end.
-pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, view: &SharedView) {
+pub async fn serve(client: TcpStream, origin: Origin, listener: &str, view: &SharedView) {
+    let peer = origin.client;
     let Some(route) = view.load().listener(listener).cloned() else {
         return;
     };
@@ -21,7 +24,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, view: &S
         .as_ref()
         .map(|sticky| sticky.by_source(peer.ip(), |b| pool.keeps_sessions(b)));
     let preferred = affinity.as_ref().and_then(|a| a.preferred);
-    let (backend, guard) = match upstream::connect(pool, preferred, peer.ip()).await {
+    let (backend, guard) = match upstream::connect(pool, preferred, &origin).await {
         Ok(connected) => connected,
         Err(e) => {
             tracing::warn!(listener, client = %peer, error = %e, "no backend for TCP connection");

@@ -4,12 +4,16 @@
 //! [`handshake`], and the keep-alive pools of idle ones. Idle connections
 //! are kept per worker thread ([`take_idle`], [`put_idle`]): a connection's
 //! socket is registered with the worker that opened it, so reusing it
-//! there keeps each request on one thread, with no lock at all. Which
+//! there keeps each request on one thread, with no lock at all. A pool
+//! with `proxy_protocol` starts each connection with a PROXY header (before
+//! TLS) naming the client it was opened for, and such a connection is
+//! reused for that client connection alone (HAProxy does the same). Which
 //! backend to open one to is [`upstream`](crate::dataplane::upstream)'s.
 
 use super::h1_client::{BackendError, H1Conn, ResponseBody, SendError};
 use super::request_body::RequestBody;
 use super::retry;
+use crate::dataplane::proxy_protocol::{self, Origin};
 use crate::dataplane::upstream::{ConnectError, connect_one};
 use crate::view::PoolView;
 use http::{Request, Response};
@@ -106,18 +110,28 @@ const MAX_IDLE: usize = 256;
 /// clear of backends' own keep-alive timeouts (Apache and Node.js: 5 s).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 
-/// Idle connections are kept by backend address and whether they are TLS.
-type IdleKey = (SocketAddr, bool);
+/// Idle connections are kept by backend address, whether they are TLS,
+/// and the client connection they were opened for if their PROXY header
+/// names it.
+type IdleKey = (SocketAddr, bool, Option<u64>);
 
 thread_local! {
     static IDLE: RefCell<HashMap<IdleKey, Vec<(Sender, Instant)>>> = RefCell::new(HashMap::new());
 }
 
-/// The most recently used open idle connection to `backend` on this worker.
-pub fn take_idle(backend: SocketAddr, tls: bool) -> Option<Sender> {
+/// The client connection whose backend connections to `pool` are its own:
+/// `origin`'s, if the pool sends PROXY headers.
+fn owner(pool: &PoolView, origin: Option<&Origin>) -> Option<u64> {
+    pool.spec.proxy_protocol.and(origin).map(|origin| origin.id)
+}
+
+/// The most recently used open idle connection to `backend`, a backend of
+/// `pool`, on this worker that may carry `origin`'s requests.
+pub fn take_idle(backend: SocketAddr, pool: &PoolView, origin: &Origin) -> Option<Sender> {
     let now = Instant::now();
+    let key = (backend, pool.tls.is_some(), owner(pool, Some(origin)));
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.get_mut(&(backend, tls))?;
+        let list = idle.get_mut(&key)?;
         while let Some((mut sender, since)) = list.pop() {
             if now.duration_since(since) >= MAX_IDLE_AGE || sender.is_closed() {
                 continue;
@@ -135,11 +149,12 @@ pub fn take_idle(backend: SocketAddr, tls: bool) -> Option<Sender> {
 /// Keeps a connection whose last response was fully read, for reuse on this worker.
 pub fn put_idle(backend: SocketAddr, tls: bool, sender: Sender) {
     // An HTTP/2 connection never left the list.
-    if matches!(sender, Sender::Http2(_)) {
+    let Sender::Http1(conn) = &sender else {
         return;
-    }
+    };
+    let key = (backend, tls, conn.owner());
     IDLE.with_borrow_mut(|idle| {
-        let list = idle.entry((backend, tls)).or_default();
+        let list = idle.entry(key).or_default();
         if list.len() >= MAX_IDLE {
             list.remove(0);
         }
@@ -177,27 +192,35 @@ pub async fn sweep_idle() {
 /// (making it 11 KB, copied whole when an HTTP/2 stream's task is spawned
 /// and when an HTTP/1 request starts) although most requests take an idle
 /// connection and never get here.
-pub async fn handshake(address: SocketAddr, pool: &PoolView) -> Result<Sender, ConnectError> {
-    Box::pin(open(address, pool)).await
+pub async fn handshake(
+    address: SocketAddr,
+    pool: &PoolView,
+    origin: &Origin,
+) -> Result<Sender, ConnectError> {
+    Box::pin(open(address, pool, origin)).await
 }
 
-async fn open(address: SocketAddr, pool: &PoolView) -> Result<Sender, ConnectError> {
+async fn open(address: SocketAddr, pool: &PoolView, origin: &Origin) -> Result<Sender, ConnectError> {
     let h2 = pool.spec.backend_protocol == BackendProtocol::H2;
-    match connect_transport(address, pool).await? {
+    match connect_transport(address, pool, Some(origin)).await? {
         Transport::Plain(io) if h2 => http2(address, io).await,
         Transport::Tls(io) if h2 => http2(address, *io).await,
-        transport => Ok(Sender::Http1(H1Conn::new(transport))),
+        transport => Ok(Sender::Http1(
+            H1Conn::new(transport).owned_by(owner(pool, Some(origin))),
+        )),
     }
 }
 
 /// An HTTP/1.1 connection whatever the pool's protocol: what an `Upgrade`
-/// (WebSocket) needs. Over TLS when the pool says so. Boxed, as [`handshake`].
+/// (WebSocket) needs, for `origin`'s client, and a health check, for no
+/// one (`None`). Over TLS when the pool says so. Boxed, as [`handshake`].
 pub async fn handshake_http1(
     address: SocketAddr,
     pool: &PoolView,
+    origin: Option<&Origin>,
 ) -> Result<SendRequest<RequestBody>, ConnectError> {
     Box::pin(async move {
-        match connect_transport(address, pool).await? {
+        match connect_transport(address, pool, origin).await? {
             Transport::Plain(io) => http1(address, io).await,
             Transport::Tls(io) => http1(address, *io).await,
         }
@@ -262,12 +285,22 @@ impl AsyncWrite for Transport {
     }
 }
 
-/// TCP to `address`, then TLS if the pool says so, each within the pool's
-/// connect timeout.
-async fn connect_transport(address: SocketAddr, pool: &PoolView) -> Result<Transport, ConnectError> {
+/// TCP to `address`, the pool's PROXY header naming `origin`'s client (or
+/// no one), then TLS if the pool says so, each within the pool's connect
+/// timeout.
+async fn connect_transport(
+    address: SocketAddr,
+    pool: &PoolView,
+    origin: Option<&Origin>,
+) -> Result<Transport, ConnectError> {
     let timeout = pool.spec.connect_timeout;
-    let stream = connect_one(address, timeout).await?;
+    let mut stream = connect_one(address, timeout).await?;
     let io_error = |source| ConnectError::Io { address, source };
+    if let Some(version) = pool.spec.proxy_protocol {
+        proxy_protocol::send(&mut stream, version, origin)
+            .await
+            .map_err(io_error)?;
+    }
     match &pool.tls {
         None => Ok(Transport::Plain(stream)),
         Some(Err(reason)) => Err(io_error(io::Error::other(format!(

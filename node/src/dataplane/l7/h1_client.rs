@@ -54,6 +54,9 @@ pub struct H1Conn {
     out: Vec<u8>,
     /// Has carried a request before.
     reused: bool,
+    /// The client connection it was opened for, if its PROXY header names
+    /// that client: it is reused for no other ([`backend_conn`](super::backend_conn)).
+    owner: Option<u64>,
 }
 
 /// Why a request on a backend connection failed.
@@ -113,7 +116,18 @@ impl H1Conn {
             buf: BytesMut::new(),
             out: Vec::new(),
             reused: false,
+            owner: None,
         }
+    }
+
+    /// This connection, kept for client connection `owner` alone.
+    pub fn owned_by(mut self, owner: Option<u64>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    pub fn owner(&self) -> Option<u64> {
+        self.owner
     }
 
     /// Whether an idle connection can carry another request: the backend

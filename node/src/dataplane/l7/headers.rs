@@ -1,7 +1,9 @@
 //! Header rewriting between client and backend: hop-by-hop headers removed
 //! (RFC 9110 §7.6.1, including those named by `Connection`), and the client's
 //! address and scheme added as `X-Forwarded-For`, `X-Forwarded-Proto` and
-//! `Forwarded` (RFC 7239), appending to what earlier proxies wrote.
+//! `Forwarded` (RFC 7239): appended to what earlier proxies wrote, or, with
+//! `trusted_proxies`, appended only for a trusted peer and otherwise
+//! replacing what the peer claims ([`Claims`]).
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
@@ -102,6 +104,30 @@ pub fn connection_has(headers: &HeaderMap, option: &str) -> bool {
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
 }
 
+/// What becomes of the forwarding headers a request arrives with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claims {
+    /// Kept, the client appended; `X-Forwarded-Proto` set to ours (no
+    /// `trusted_proxies`: every peer is believed, as before the setting).
+    Append,
+    /// Kept, the client appended, an `X-Forwarded-Proto` kept: the peer
+    /// is in `trusted_proxies`.
+    Trust,
+    /// Removed, the client's alone written: the peer is not in `trusted_proxies`.
+    Replace,
+}
+
+impl Claims {
+    /// How a listener with `trusted_proxies` treats `peer`'s headers.
+    pub fn of(trusted_proxies: Option<&[raftlb_config::Cidr]>, peer: IpAddr) -> Claims {
+        match trusted_proxies {
+            None => Claims::Append,
+            Some(networks) if raftlb_config::proxy::trusted(networks, peer) => Claims::Trust,
+            Some(_) => Claims::Replace,
+        }
+    }
+}
+
 /// The forwarding headers for one client connection, rendered once when the
 /// connection is accepted rather than on each of its requests.
 #[derive(Debug)]
@@ -110,10 +136,11 @@ pub struct Forwarding {
     /// The client's address alone, and as `for=…;proto=…`.
     x_forwarded_for: HeaderValue,
     forwarded: HeaderValue,
+    incoming: Claims,
 }
 
 impl Forwarding {
-    pub fn new(client: SocketAddr, proto: &'static str) -> Self {
+    pub fn new(client: SocketAddr, proto: &'static str, incoming: Claims) -> Self {
         let ip = client.ip();
         let node = match ip {
             IpAddr::V4(v4) => v4.to_string(),
@@ -126,24 +153,48 @@ impl Forwarding {
             proto: HeaderValue::from_static(proto),
             x_forwarded_for: render(ip.to_string()),
             forwarded: render(format!("for={node};proto={proto}")),
+            incoming,
         }
     }
 
-    /// Appends the client to `X-Forwarded-For` and `Forwarded` (after what
-    /// earlier proxies wrote) and sets `X-Forwarded-Proto`.
+    /// Adds the client to `X-Forwarded-For` and `Forwarded` and sets
+    /// `X-Forwarded-Proto`, keeping or replacing what the request brought
+    /// as [`Claims`] says.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        append_list(headers, &X_FORWARDED_FOR, &self.x_forwarded_for);
-        headers.insert(&X_FORWARDED_PROTO, self.proto.clone());
-        append_list(headers, &header::FORWARDED, &self.forwarded);
+        match self.incoming {
+            Claims::Replace => {
+                headers.insert(&X_FORWARDED_FOR, self.x_forwarded_for.clone());
+                headers.insert(&X_FORWARDED_PROTO, self.proto.clone());
+                headers.insert(header::FORWARDED, self.forwarded.clone());
+            }
+            Claims::Append | Claims::Trust => {
+                append_list(headers, &X_FORWARDED_FOR, &self.x_forwarded_for);
+                append_list(headers, &header::FORWARDED, &self.forwarded);
+                match headers.entry(&X_FORWARDED_PROTO) {
+                    Entry::Occupied(_) if self.incoming == Claims::Trust => {}
+                    Entry::Occupied(mut entry) => {
+                        entry.insert(self.proto.clone());
+                    }
+                    Entry::Vacant(entry) => {
+                        entry.insert(self.proto.clone());
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Appends `value` to a comma-separated header, creating it if absent (one
-/// lookup either way).
+/// lookup either way); several lines of it become one list, in order.
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
     match headers.entry(name) {
         Entry::Occupied(mut entry) if !entry.get().is_empty() => {
-            let combined = [entry.get().as_bytes(), b", ", value.as_bytes()].concat();
+            let mut combined = Vec::new();
+            for line in entry.iter().filter(|line| !line.is_empty()) {
+                combined.extend_from_slice(line.as_bytes());
+                combined.extend_from_slice(b", ");
+            }
+            combined.extend_from_slice(value.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&combined) {
                 entry.insert(v);
             }
@@ -225,9 +276,41 @@ mod tests {
     fn appends_forwarding_headers() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
-        Forwarding::new("[::1]:5000".parse().unwrap(), "http").apply(&mut h);
+        Forwarding::new("[::1]:5000".parse().unwrap(), "http", Claims::Append).apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "10.1.1.1, ::1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=http");
+    }
+
+    fn claimed() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-forwarded-for", HeaderValue::from_static("7.7.7.7"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        h
+    }
+
+    #[test]
+    fn a_trusted_peer_s_headers_are_kept_and_an_untrusted_one_s_replaced() {
+        let trusted: Vec<raftlb_config::Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let from = |peer: &str| Claims::of(Some(&trusted), peer.parse().unwrap());
+        assert_eq!(from("10.1.2.3"), Claims::Trust);
+        assert_eq!(from("192.0.2.1"), Claims::Replace);
+        assert_eq!(Claims::of(None, "192.0.2.1".parse().unwrap()), Claims::Append);
+
+        let mut h = claimed();
+        Forwarding::new("10.1.2.3:5000".parse().unwrap(), "http", Claims::Trust).apply(&mut h);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h[header::FORWARDED], "for=6.6.6.6, for=10.1.2.3;proto=http");
+
+        let mut h = claimed();
+        Forwarding::new("192.0.2.1:5000".parse().unwrap(), "http", Claims::Replace).apply(&mut h);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h[header::FORWARDED], "for=192.0.2.1;proto=http");
     }
 }

@@ -22,6 +22,7 @@ use super::{retry, route, sticky};
 use crate::backend::ActiveGuard;
 use crate::balance;
 use crate::dataplane::admission::{Admitted, Refusal};
+use crate::dataplane::proxy_protocol::Origin;
 use crate::dataplane::upstream::{self, ConnectError};
 use crate::health::outlier::{self, Outcome};
 use crate::view::{Attempts, PoolView, SharedView};
@@ -43,6 +44,8 @@ use tokio_util::task::TaskTracker;
 pub struct ConnContext {
     pub listener: String,
     pub client: SocketAddr,
+    /// Whom backend connections' PROXY headers name (`origin.client` is `client`).
+    pub origin: Origin,
     pub forwarding: headers::Forwarding,
     pub view: SharedView,
     /// Where upgraded connections' tunnels are spawned, so a drain waits for them.
@@ -141,7 +144,7 @@ pub async fn handle(
             preferred,
             Attempts::with_hash(hash),
             limits,
-            &conn.tunnels,
+            &conn,
         )
         .await
         .map_err(Failure::from)
@@ -156,7 +159,16 @@ pub async fn handle(
             _ => RequestBody::read_ahead(body, body_limits).await,
         };
         match body {
-            Ok(body) => forward(Request::from_parts(parts, body), pool, preferred, hash).await,
+            Ok(body) => {
+                forward(
+                    Request::from_parts(parts, body),
+                    pool,
+                    preferred,
+                    hash,
+                    &conn.origin,
+                )
+                .await
+            }
             Err(RequestBodyError::Cut(cut)) => Err(Failure::Cut(cut)),
             Err(RequestBodyError::Client(e)) => Err(Failure::BadBody(e)),
         }
@@ -295,6 +307,7 @@ async fn forward(
     pool: &PoolView,
     preferred: Option<SocketAddr>,
     hash: Option<u64>,
+    origin: &Origin,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
     let policy = &pool.spec.health.retry;
     // With one backend there is nowhere to retry.
@@ -303,7 +316,8 @@ async fn forward(
     let mut attempts = Attempts::with_hash(hash);
     let mut retries = 0;
     loop {
-        let failure = match try_backend(&mut request, may_retry, pool, preferred, &mut attempts).await {
+        let failure = match try_backend(&mut request, may_retry, pool, preferred, &mut attempts, origin).await
+        {
             Ok(answered) => return Ok(answered),
             Err(failure) => failure,
         };
@@ -336,8 +350,9 @@ async fn try_backend(
     pool: &PoolView,
     preferred: Option<SocketAddr>,
     attempts: &mut Attempts,
+    origin: &Origin,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
-    let (mut sender, mut guard, mut fresh) = checkout(pool, preferred, attempts).await?;
+    let (mut sender, mut guard, mut fresh) = checkout(pool, preferred, attempts, origin).await?;
     let mut backend = guard.backend().address();
     if pool.spec.backend_protocol == BackendProtocol::H2 {
         for_http2(request, backend, pool.tls.is_some());
@@ -373,13 +388,13 @@ async fn try_backend(
             // to another backend if this one is gone.
             Ok(Err(SendError { unsent: true, .. })) if !fresh => {
                 fresh = true;
-                match backend_conn::handshake(backend, pool).await {
+                match backend_conn::handshake(backend, pool, origin).await {
                     Ok(new) => sender = new,
                     Err(e) => {
                         tracing::warn!(pool = %pool.spec.name, error = %e, "reconnect failed, trying another backend");
                         outlier::record(pool, guard.backend(), Outcome::Failure);
                         guard.backend().traffic().failure();
-                        (sender, guard, _) = checkout(pool, None, attempts).await?;
+                        (sender, guard, _) = checkout(pool, None, attempts, origin).await?;
                         backend = guard.backend().address();
                     }
                 }
@@ -435,15 +450,18 @@ async fn checkout(
     pool: &PoolView,
     preferred: Option<SocketAddr>,
     attempts: &mut Attempts,
+    origin: &Origin,
 ) -> Result<(Sender, ActiveGuard, bool), ConnectError> {
-    let tls = pool.tls.is_some();
     let ((sender, fresh), guard) = upstream::reach(pool, preferred, attempts, |backend| async move {
-        while let Some(mut sender) = backend_conn::take_idle(backend.address(), tls) {
+        while let Some(mut sender) = backend_conn::take_idle(backend.address(), pool, origin) {
             if sender.ready().await.is_ok() {
                 return Ok((sender, false));
             }
         }
-        Ok((backend_conn::handshake(backend.address(), pool).await?, true))
+        Ok((
+            backend_conn::handshake(backend.address(), pool, origin).await?,
+            true,
+        ))
     })
     .await?;
     Ok((sender, guard, fresh))
@@ -490,7 +508,7 @@ mod tests {
     use super::*;
 
     fn forwarding() -> headers::Forwarding {
-        headers::Forwarding::new("10.0.0.9:4000".parse().unwrap(), "https")
+        headers::Forwarding::new("10.0.0.9:4000".parse().unwrap(), "https", headers::Claims::Append)
     }
 
     #[test]
@@ -537,7 +555,7 @@ mod tests {
             std::mem::size_of::<F>()
         }
         let handle = size(&|| handle(unreachable!(), unreachable!()));
-        let checkout = size(&|| checkout(unreachable!(), None, unreachable!()));
+        let checkout = size(&|| checkout(unreachable!(), None, unreachable!(), unreachable!()));
         assert!(handle <= 6 * 1024, "proxy::handle's future is {handle} bytes");
         assert!(checkout <= 1024, "checkout's future is {checkout} bytes");
     }

@@ -16,10 +16,11 @@
 use super::body::ProxyBody;
 use super::client_conn::{self, ConnWatch, Framing, Tracked, Watched};
 use super::framing::{self, Coding};
-use super::headers::Forwarding;
+use super::headers::{Claims, Forwarding};
 use super::proxy::{self, ConnContext};
 use crate::dataplane::Shutdown;
 use crate::dataplane::admission::Admitted;
+use crate::dataplane::proxy_protocol::Origin;
 use crate::view::SharedView;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -30,7 +31,6 @@ use hyper_util::server::conn::auto;
 use raftlb_config::HttpLimits;
 use raftlb_config::limits::MAX_CONCURRENT_STREAMS;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
@@ -68,6 +68,8 @@ pub struct HttpListener {
     keepalive_timeout: Duration,
     send_timeout: Duration,
     max_backend_streams: usize,
+    /// Whose forwarding headers are believed (`None`: everyone's).
+    trusted_proxies: Option<Vec<raftlb_config::Cidr>>,
 }
 
 impl HttpListener {
@@ -103,6 +105,7 @@ impl HttpListener {
             keepalive_timeout: limits.keepalive_timeout,
             send_timeout: limits.send_timeout,
             max_backend_streams: limits.max_backend_streams as usize,
+            trusted_proxies: limits.trusted_proxies.clone(),
         }
     }
 
@@ -112,7 +115,7 @@ impl HttpListener {
     pub async fn serve<S>(
         self: Arc<Self>,
         stream: S,
-        client: SocketAddr,
+        origin: Origin,
         admitted: Admitted,
         shutdown: Shutdown,
         accepted: Instant,
@@ -120,10 +123,13 @@ impl HttpListener {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let watch = Arc::new(ConnWatch::new(Arc::clone(admitted.listener()), accepted));
+        let client = origin.client;
+        let claims = Claims::of(self.trusted_proxies.as_deref(), client.ip());
         let context = Arc::new(ConnContext {
             listener: self.name.clone(),
             client,
-            forwarding: Forwarding::new(client, self.scheme),
+            origin,
+            forwarding: Forwarding::new(client, self.scheme, claims),
             view: Arc::clone(&self.view),
             tunnels: shutdown.tracker.clone(),
             admitted,

@@ -15,6 +15,7 @@
 use super::backend_conn::{self, BackendBody};
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers::{connection_has, remove_hop_by_hop};
+use super::proxy::ConnContext;
 use super::request_body::{BodyLimits, RequestBody};
 use crate::dataplane::splice::splice;
 use crate::dataplane::upstream::{self, ConnectError};
@@ -25,7 +26,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use raftlb_config::HttpLimits;
 use std::net::SocketAddr;
-use tokio_util::task::TaskTracker;
 
 /// The `Upgrade` value to pass on for an HTTP/1.1 request that asks to
 /// upgrade: the protocols it offers that the listener passes on
@@ -80,8 +80,9 @@ pub async fn forward(
     preferred: Option<SocketAddr>,
     mut attempts: Attempts,
     limits: &HttpLimits,
-    tunnels: &TaskTracker,
+    conn: &ConnContext,
 ) -> Result<(Response<ProxyBody>, SocketAddr), UpgradeError> {
+    let (tunnels, origin) = (&conn.tunnels, &conn.origin);
     let client_side = hyper::upgrade::on(&mut request);
     let mut request = request.map(|body| RequestBody::streaming(body, BodyLimits::of(limits)));
     let idle = limits.tunnel_idle_timeout;
@@ -89,7 +90,7 @@ pub async fn forward(
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
     let (mut sender, guard) = upstream::reach(pool, preferred, &mut attempts, |backend| async move {
-        backend_conn::handshake_http1(backend.address(), pool).await
+        backend_conn::handshake_http1(backend.address(), pool, Some(origin)).await
     })
     .await?;
     let backend = guard.backend().address();
