@@ -126,6 +126,14 @@ impl<'s> Reader<'s> {
         }
     }
 
+    /// A Raft peer's address: `IP:PORT` or `NAME:PORT`.
+    pub fn peer_address(&mut self, field: &Field<'_, '_>) -> Option<crate::PeerAddress> {
+        let text = self.str(field)?;
+        crate::PeerAddress::parse(&text)
+            .map_err(|e| self.field_error(field, e))
+            .ok()
+    }
+
     /// One of a fixed set of names; the error lists the valid ones.
     pub fn choice<T: Copy>(&mut self, field: &Field<'_, '_>, what: &str, choices: &[(&str, T)]) -> Option<T> {
         let text = self.str(field)?;

@@ -7,6 +7,7 @@ use crate::acl::AclRule;
 use crate::backend_limits::ConnectionLimits;
 use crate::client_limits::ClientLimits;
 use crate::health::PoolHealth;
+use crate::peer_address::PeerAddress;
 pub use crate::http_limits::HttpLimits;
 use crate::route::RouteSpec;
 use crate::sticky::StickyPolicy;
@@ -122,9 +123,12 @@ pub struct MembershipSpec {
     /// This node's Raft and admin gRPC address. `None` (no `[cluster]`
     /// section) runs a cluster of one with no network service.
     pub raft: Option<SocketAddr>,
+    /// Where the other nodes dial this one (`[cluster] advertise`), if not
+    /// at `raft`: a DNS name, or the address a `0.0.0.0` bind is reached at.
+    pub advertise: Option<PeerAddress>,
     /// The initial voters by node id, this node included; empty means a
     /// cluster of this node alone. Only read when a cluster first forms.
-    pub peers: BTreeMap<u64, SocketAddr>,
+    pub peers: BTreeMap<u64, PeerAddress>,
     /// How fast a lost leader is noticed and replaced.
     pub timing: RaftTiming,
     /// What a leader owning a VIP does when it cannot confirm a quorum.
@@ -207,12 +211,18 @@ impl MembershipSpec {
     /// Default of `[cluster] max_message_bytes`.
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 
+    /// Where the other nodes dial this one: `advertise`, else `raft`.
+    pub fn advertised(&self) -> Option<PeerAddress> {
+        self.advertise.clone().or(self.raft.map(PeerAddress::from))
+    }
+
     /// A cluster of one with no network service (no `[cluster]` section).
     pub fn standalone() -> Self {
         MembershipSpec {
             cluster_id: Self::STANDALONE_ID.to_string(),
             links: LinkSecurity::Standalone,
             raft: None,
+            advertise: None,
             peers: BTreeMap::new(),
             timing: RaftTiming::default(),
             vip_on_quorum_loss: VipOnQuorumLoss::default(),

@@ -455,3 +455,35 @@ fn certificate_files_need_name_cert_and_key() {
     let config = parse("lb.toml", &good).expect("valid");
     assert_eq!(config.certificate_files[0].key, "/etc/site.key");
 }
+
+#[test]
+fn peers_may_be_dns_names_that_advertise_names() {
+    let tls = "[cluster.tls]\nca_file = \"a\"\ncert_file = \"b\"\nkey_file = \"c\"\n";
+    let text = format!(
+        "[node]\nid = 1\n[cluster]\nid = \"lb\"\nraft = \"0.0.0.0:7000\"\n\
+         advertise = \"raftlb-0.raftlb-peers:7000\"\n\
+         peers = {{ 1 = \"raftlb-0.raftlb-peers:7000\", 2 = \"raftlb-1.raftlb-peers:7000\" }}\n{tls}"
+    );
+    let config = parse("lb.toml", &text).expect("valid");
+    assert_eq!(
+        config.membership.advertised().map(|a| a.to_string()).as_deref(),
+        Some("raftlb-0.raftlb-peers:7000")
+    );
+    let mismatch = errors(&text.replace("advertise = \"raftlb-0", "advertise = \"raftlb-9"));
+    assert!(
+        mismatch.iter().any(|e| e.contains(
+            "lists node 1 at raftlb-0.raftlb-peers:7000, but this node's advertised address (advertise) is raftlb-9.raftlb-peers:7000"
+        )),
+        "{mismatch:?}"
+    );
+    let bad = errors(&text.replace("2 = \"raftlb-1.raftlb-peers:7000\"", "2 = \"raftlb 1:7000\""));
+    assert!(
+        bad.iter().any(|e| e.starts_with("lb.toml:") && e.contains("invalid address \"raftlb 1:7000\"")),
+        "{bad:?}"
+    );
+    let cleartext = errors(&format!(
+        "[node]\nid = 1\n[cluster]\nid = \"lb\"\nraft = \"127.0.0.1:7000\"\ninsecure_cleartext = true\n\
+         peers = {{ 1 = \"127.0.0.1:7000\", 2 = \"localhost:7001\" }}\n"
+    ));
+    assert!(cleartext.iter().any(|e| e.contains("node 2's is localhost:7001")), "{cleartext:?}");
+}

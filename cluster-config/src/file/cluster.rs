@@ -5,9 +5,9 @@
 
 use super::across;
 use crate::reader::{Field, Reader, Section};
+use crate::peer_address::PeerAddress;
 use crate::spec::{LinkSecurity, MembershipSpec, NodeSpec, RaftTiming, TlsFiles, VipOnQuorumLoss};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 /// `[cluster]`: present means this node serves Raft and the admin API on
 /// `raft`, so it needs an id and a way to secure its links; `peers` lists
@@ -41,6 +41,10 @@ pub(super) fn membership(
     let cleartext_field = s.optional("insecure_cleartext");
     let cleartext = cleartext_field.as_ref().and_then(|f| reader.bool(f));
     let raft = s.required(reader, "raft").and_then(|f| reader.socket_addr(&f));
+    let advertise = match s.optional("advertise") {
+        Some(f) => reader.peer_address(&f).map(Some),
+        None => Some(None),
+    };
     let peers_field = s.optional("peers");
     let peers = match &peers_field {
         Some(f) => peers(reader, f),
@@ -71,16 +75,21 @@ pub(super) fn membership(
     let section_span = s.span();
     s.finish(reader);
 
-    let (raft, peers, node) = (raft?, peers?, node?);
+    let (raft, advertise, peers, node) = (raft?, advertise?, peers?, node?);
+    let advertised = advertise.clone().unwrap_or(PeerAddress::from(raft));
     // A node missing from `peers` is not an initial voter: it waits to be
     // added with `raftlb ctl member add`.
     if let (Some(f), Some(listed)) = (&peers_field, peers.get(&node.id))
-        && *listed != raft
+        && *listed != advertised
     {
+        let whose = match advertise {
+            Some(_) => "advertised address (advertise)",
+            None => "raft address",
+        };
         reader.field_error(
             f,
             format!(
-                "lists node {} at {listed}, but this node's raft address is {raft}",
+                "lists node {} at {listed}, but this node's {whose} is {advertised}",
                 node.id
             ),
         );
@@ -97,9 +106,9 @@ pub(super) fn membership(
         }
         (true, _) => tls.map(LinkSecurity::Tls),
         (false, Some(true)) => {
-            let outside = std::iter::once((node.id, raft))
-                .chain(peers.iter().map(|(id, a)| (*id, *a)))
-                .find(|(_, address)| !address.ip().is_loopback());
+            let outside = std::iter::once((node.id, advertised.clone()))
+                .chain(peers.iter().map(|(id, a)| (*id, a.clone())))
+                .find(|(_, address)| !address.is_loopback());
             match (outside, &cleartext_field) {
                 (Some((id, address)), Some(f)) => {
                     reader.field_error(
@@ -130,6 +139,7 @@ pub(super) fn membership(
         cluster_id: cluster_id?,
         links: links?,
         raft: Some(raft),
+        advertise,
         peers,
         timing: timing?,
         vip_on_quorum_loss: vip_on_quorum_loss?,
@@ -187,14 +197,15 @@ fn raft_timing(reader: &mut Reader<'_>, s: &mut Section<'_, '_>) -> Option<RaftT
     Some(timing)
 }
 
-/// `peers = { 1 = "10.0.0.1:7000", … }`: node id → raft address.
-fn peers(reader: &mut Reader<'_>, field: &Field<'_, '_>) -> Option<BTreeMap<u64, SocketAddr>> {
+/// `peers = { 1 = "10.0.0.1:7000", 2 = "lb2.example:7000", … }`: node id →
+/// the address the others dial it at.
+fn peers(reader: &mut Reader<'_>, field: &Field<'_, '_>) -> Option<BTreeMap<u64, PeerAddress>> {
     let entries = reader.entries(field)?;
     let mut peers = BTreeMap::new();
     let mut ok = true;
     for (key, value) in entries {
         let id = key.parse::<u64>().ok().filter(|id| *id >= 1);
-        let address = reader.socket_addr(&value);
+        let address = reader.peer_address(&value);
         match (id, address) {
             (Some(id), Some(address)) => {
                 if let Some((other, _)) = peers.iter().find(|(_, a)| **a == address) {

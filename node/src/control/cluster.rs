@@ -34,7 +34,7 @@ use crate::status_page::Observatory;
 use crate::status_page::access::{Token, TokenError};
 use crate::status_page::local::Observer;
 use crate::sticky::metrics::StickyMetrics;
-use raftlb_config::{Config, LinkSecurity, MembershipSpec, RaftTiming, Role, StickyTables};
+use raftlb_config::{Config, LinkSecurity, MembershipSpec, PeerAddress, RaftTiming, Role, StickyTables};
 use raftlb_proto::admin::admin_server::AdminServer;
 use raftlb_proto::raft::raft_server::RaftServer;
 use std::collections::BTreeMap;
@@ -312,7 +312,7 @@ impl ControlPlane {
             // leader, which owns the VIPs, is always a balancer.
             raft.runtime_config().elect(false);
         } else {
-            form_cluster(&raft, me, membership.raft, &membership.peers).await;
+            form_cluster(&raft, me, membership.advertised(), &membership.peers).await;
         }
         let (proposer, proposing) = Proposer::start(writer.clone());
         let raising = tokio::spawn(versions::keep_raised(
@@ -549,8 +549,8 @@ async fn serve(
 async fn form_cluster(
     raft: &Raft,
     me: NodeId,
-    address: Option<SocketAddr>,
-    peers: &BTreeMap<u64, SocketAddr>,
+    address: Option<PeerAddress>,
+    peers: &BTreeMap<u64, PeerAddress>,
 ) {
     match raft.is_initialized().await {
         Ok(true) => return,
