@@ -78,7 +78,11 @@ mod tests {
             "raftlb-0.raftlb-peers.raftlb.svc.cluster.local:7000",
             "lb1:7000",
         ] {
-            assert_eq!(PeerAddress::parse(good).unwrap().as_str().len(), good.len(), "{good}");
+            assert_eq!(
+                PeerAddress::parse(good).unwrap().as_str().len(),
+                good.len(),
+                "{good}"
+            );
         }
         for bad in [
             "10.0.0.1",

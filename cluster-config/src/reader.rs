@@ -129,7 +129,7 @@ impl<'s> Reader<'s> {
     /// A Raft peer's address: `IP:PORT` or `NAME:PORT`.
     pub fn peer_address(&mut self, field: &Field<'_, '_>) -> Option<crate::PeerAddress> {
         let text = self.str(field)?;
-        crate::PeerAddress::parse(&text)
+        crate::PeerAddress::parse(text)
             .map_err(|e| self.field_error(field, e))
             .ok()
     }

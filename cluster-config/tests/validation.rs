@@ -478,12 +478,16 @@ fn peers_may_be_dns_names_that_advertise_names() {
     );
     let bad = errors(&text.replace("2 = \"raftlb-1.raftlb-peers:7000\"", "2 = \"raftlb 1:7000\""));
     assert!(
-        bad.iter().any(|e| e.starts_with("lb.toml:") && e.contains("invalid address \"raftlb 1:7000\"")),
+        bad.iter()
+            .any(|e| e.starts_with("lb.toml:") && e.contains("invalid address \"raftlb 1:7000\"")),
         "{bad:?}"
     );
-    let cleartext = errors(&format!(
+    let cleartext = errors(
         "[node]\nid = 1\n[cluster]\nid = \"lb\"\nraft = \"127.0.0.1:7000\"\ninsecure_cleartext = true\n\
-         peers = {{ 1 = \"127.0.0.1:7000\", 2 = \"localhost:7001\" }}\n"
-    ));
-    assert!(cleartext.iter().any(|e| e.contains("node 2's is localhost:7001")), "{cleartext:?}");
+         peers = { 1 = \"127.0.0.1:7000\", 2 = \"localhost:7001\" }\n",
+    );
+    assert!(
+        cleartext.iter().any(|e| e.contains("node 2's is localhost:7001")),
+        "{cleartext:?}"
+    );
 }

@@ -1,7 +1,8 @@
 //! Peers named by DNS (`[cluster] advertise` and `peers` as `NAME:PORT`),
 //! as a Kubernetes StatefulSet names its pods: three real nodes that dial
 //! each other as `localhost:PORT` form a cluster whose membership records
-//! the names, replicate a write, and elect a new leader when theirs dies.
+//! the names, replicate a write, and elect a new leader when theirs dies;
+//! `ctl node drain` with no id then drains the node it talks to.
 
 use raftlb_tests::cluster::{CLUSTER_ID, ctl};
 use raftlb_tests::process::Raftlb;
@@ -74,12 +75,9 @@ async fn nodes_that_dial_each_other_by_name_form_a_cluster_and_fail_over() {
     assert!(done.success(), "write through node {follower}: {err}");
     nodes[leader as usize - 1].take().expect("leader").kill();
     let survivor = (1..=3).find(|id| *id != leader).expect("survivor");
-    let after = wait::value_of("a new leader", Duration::from_secs(15), || {
-        let ports = ports;
-        async move {
-            let out = status(&ports, survivor).await;
-            (!out.contains(&format!("leader {leader} "))).then_some(out)
-        }
+    let after = wait::value_of("a new leader", Duration::from_secs(15), || async move {
+        let out = status(&ports, survivor).await;
+        (!out.contains(&format!("leader {leader} "))).then_some(out)
     })
     .await;
     let survivor_node = format!("127.0.0.1:{}", ports[survivor as usize - 1]);
@@ -87,8 +85,20 @@ async fn nodes_that_dial_each_other_by_name_form_a_cluster_and_fail_over() {
     let (state, _) = admin.read(false).await.expect("linearizable read after failover");
     let pool = state.spec().pool("app").expect("pool app");
     assert!(
-        pool.backends.iter().any(|b| b.address.to_string() == "127.0.0.1:10"),
+        pool.backends
+            .iter()
+            .any(|b| b.address.to_string() == "127.0.0.1:10"),
         "the write made through node {follower} survived the leader's death"
     );
-    println!("by name: leader {leader} killed; then:\n{after}");
+    // `ctl node drain` with no id drains the node it talks to (preStop).
+    let (drained, out, err) = ctl(&survivor_node, &["node", "drain"]);
+    assert!(drained.success(), "{err}");
+    assert!(out.starts_with(&format!("node {survivor} is draining")), "{out}");
+    let status = nodes[survivor as usize - 1]
+        .as_mut()
+        .expect("survivor")
+        .wait_exit(Duration::from_secs(20))
+        .await;
+    assert!(status.success(), "the drained node exits cleanly: {status}");
+    println!("by name: leader {leader} killed; then:\n{after}\n{out}");
 }

@@ -4,8 +4,8 @@
 //! cluster's certificates) or, on loopback only, `insecure_cleartext`.
 
 use super::across;
-use crate::reader::{Field, Reader, Section};
 use crate::peer_address::PeerAddress;
+use crate::reader::{Field, Reader, Section};
 use crate::spec::{LinkSecurity, MembershipSpec, NodeSpec, RaftTiming, TlsFiles, VipOnQuorumLoss};
 use std::collections::BTreeMap;
 

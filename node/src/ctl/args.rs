@@ -294,8 +294,8 @@ pub enum NodeCommand {
     /// Hand over leadership and VIPs if it has them, stop accepting, finish
     /// in-flight requests, and exit (what SIGTERM does).
     Drain {
-        /// The node's `[node] id`.
-        id: u64,
+        /// The node's `[node] id` [default: the node --node points at].
+        id: Option<u64>,
     },
 }
 

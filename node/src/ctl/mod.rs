@@ -138,6 +138,8 @@ async fn execute(args: CtlArgs, settings: &Settings) -> Result<String, String> {
             // The drain call goes to the node itself, found through --node.
             let mut client = connect(settings, &args).await?;
             let status = client.status().await.map_err(|e| e.to_string())?;
+            // No id: the node --node points at (a Kubernetes preStop hook).
+            let id = &id.unwrap_or(status.node_id);
             let member = status
                 .members
                 .iter()
