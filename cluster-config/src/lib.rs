@@ -77,9 +77,9 @@ pub use health::{HealthCheck, HealthReports, HttpProbe, OutlierDetection, PoolHe
 pub use proposal::Proposal;
 pub use route::{RouteMatch, RouteSpec};
 pub use spec::{
-    AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, CertificateFile, ClusterSpec, Config,
-    HashKey, HttpLimits, LinkSecurity, ListenerSpec, MembershipSpec, NodeSpec, Placement, PoolSpec, Protocol,
-    RaftTiming, Role, TlsFiles, VipOnQuorumLoss, VipSpec,
+    AccessLogFormat, AccessLogSpec, AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls,
+    CertificateFile, ClusterSpec, Config, HashKey, HttpLimits, LinkSecurity, ListenerSpec, MembershipSpec,
+    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TlsFiles, VipOnQuorumLoss, VipSpec,
 };
 pub use state::ClusterState;
 pub use sticky::{StickyChange, StickyContract, StickyKey, StickyKind, StickyPolicy, StickySecret};

@@ -19,6 +19,8 @@
 //!   retry budget: which backends this node sends new work to.
 //! - [`descriptors`]: the open-file limit, raised at start, and the data plane's share of it.
 //! - [`metrics`]: Prometheus `/metrics` (`[node] metrics`).
+//! - [`access_log`]: one record per request and L4 connection, counted in
+//!   the traffic metrics and written as an access log line (`[node] access_log`).
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
 //! - [`tls`]: certificates by SNI and the rustls configuration of `https` listeners.
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
@@ -40,6 +42,7 @@
 //! share in the listener's admission table), nor awaits anything but sockets (and, with `sync` sticky
 //! sessions, a new session's commit).
 
+pub mod access_log;
 pub mod backend;
 pub mod balance;
 pub mod certs;

@@ -13,8 +13,10 @@ pub mod l4;
 pub mod l7;
 pub mod listener;
 pub mod splice;
+pub mod traffic;
 pub mod upstream;
 
+use crate::access_log::TlsInfo;
 use crate::upgrade::sockets::Registration;
 use crate::view::SharedView;
 use raftlb_config::{ListenerSpec, Protocol};
@@ -363,7 +365,7 @@ async fn serve_listener(
                 &shutdown,
                 |stream, peer, admitted, shutdown| {
                     let accepted = tokio::time::Instant::now();
-                    Arc::clone(&http).serve(stream, peer, admitted, shutdown, accepted)
+                    Arc::clone(&http).serve(stream, peer, admitted, shutdown, accepted, None)
                 },
             )
             .await;
@@ -389,7 +391,11 @@ async fn serve_listener(
                     let accepted = tokio::time::Instant::now();
                     async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => http.serve(tls, peer, admitted, shutdown, accepted).await,
+                            Ok(Ok(tls)) => {
+                                let info = TlsInfo::of(tls.get_ref().1);
+                                http.serve(tls, peer, admitted, shutdown, accepted, Some(info))
+                                    .await
+                            }
                             Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
                         }

@@ -8,6 +8,8 @@
 //! listener's ACL, per-source limits and HTTP deadlines, and when this node's cluster
 //! certificate expires.
 
+mod traffic;
+
 use crate::control::ControlPlane;
 use crate::control::leadership::Leadership;
 use crate::control::types::Metrics;
@@ -233,6 +235,7 @@ fn render(s: &Sources) -> String {
     );
     health(&mut metric, &s.view);
     clients(&mut metric, &s.view);
+    traffic::render(&mut out, &s.view);
     out
 }
 
