@@ -83,9 +83,9 @@ pub use proposal::Proposal;
 pub use proxy::ProxyVersion;
 pub use route::{RouteMatch, RouteSpec};
 pub use spec::{
-    AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, CertificateFile, ClusterSpec, Config,
-    HashKey, HttpLimits, LinkSecurity, ListenerSpec, MembershipSpec, NodeSpec, Placement, PoolSpec, Protocol,
-    RaftTiming, Role, TlsFiles, VipOnQuorumLoss, VipSpec,
+    AccessLogFormat, AccessLogSpec, AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls,
+    CertificateFile, ClusterSpec, Config, HashKey, HttpLimits, LinkSecurity, ListenerSpec, MembershipSpec,
+    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TlsFiles, VipOnQuorumLoss, VipSpec,
 };
 pub use state::ClusterState;
 pub use sticky::{StickyChange, StickyContract, StickyKey, StickyKind, StickyPolicy, StickySecret};

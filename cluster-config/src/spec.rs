@@ -86,6 +86,27 @@ pub struct NodeSpec {
     /// `/api/*` to non-loopback clients on the metrics address; `None`:
     /// loopback only.
     pub status_token_file: Option<String>,
+    /// `[node] access_log`: where and how this node writes one line per
+    /// request and L4 connection; `None`: request lines go to the ordinary
+    /// log (`raftlb::access`).
+    pub access_log: Option<AccessLogSpec>,
+}
+
+/// `[node] access_log = { format, path }` (node-local, not replicated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessLogSpec {
+    pub format: AccessLogFormat,
+    /// The file lines are appended to; `None` (`"-"` or no `path`): stderr.
+    pub path: Option<String>,
+}
+
+/// How an access log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessLogFormat {
+    /// Apache/nginx `combined`, extra fields appended as `key=value`.
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 /// What a node does besides Raft (`[node] role`).

@@ -26,6 +26,8 @@
 //!   cluster joined, not draining); [`systemd`]: telling systemd so
 //!   (`READY=1`, `STOPPING=1`, `WATCHDOG=1`).
 //! - [`histogram`]: the lock-free duration histogram behind the metrics.
+//! - [`access_log`]: one record per request and L4 connection, counted in
+//!   the traffic metrics and written as an access log line (`[node] access_log`).
 //! - [`sticky`]: sticky sessions: lookups, proposals, the cookie, upkeep.
 //! - [`tls`]: certificates by SNI and the rustls configuration of `https` listeners.
 //! - [`vip`]: virtual IPs held by the Raft leader under a kernel-fenced lease.
@@ -48,6 +50,7 @@
 //! share in the listener's admission table), nor awaits anything but sockets (and, with `sync` sticky
 //! sessions, a new session's commit).
 
+pub mod access_log;
 pub mod backend;
 pub mod balance;
 pub mod capabilities;

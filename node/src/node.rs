@@ -41,6 +41,8 @@ pub enum RunError {
     Failpoints(String),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
+    #[error(transparent)]
+    AccessLog(#[from] crate::access_log::OpenError),
     #[error("cannot serve /metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -70,6 +72,8 @@ pub async fn run(
 ) -> Result<(), RunError> {
     crate::failpoint::init().map_err(RunError::Failpoints)?;
     let sigusr2 = upgrade::spawn_on_sigusr2();
+    crate::access_log::start(config.node.access_log.as_ref(), config_path)?;
+    let sigusr1 = crate::access_log::reopen_on_sigusr1();
     let hangup = reload::watch_sighup();
     let open_files = crate::descriptors::raise_limit();
     let certificates = crate::tls::seed::read(&config.certificate_files).map_err(RunError::Certificate)?;
@@ -306,6 +310,8 @@ pub async fn run(
     }
     health_upkeep.abort();
     sigusr2.abort();
+    sigusr1.abort();
+    crate::access_log::flush(std::time::Duration::from_secs(1));
     if let Some(metrics) = metrics {
         metrics.abort();
     }

@@ -15,6 +15,7 @@ use crate::backend::{ActiveGuard, Backend};
 use crate::balance::{self, Balancer, Pick};
 use crate::dataplane::admission::{AclTable, ListenerGuard};
 use crate::dataplane::l7::route::RouteView;
+use crate::dataplane::traffic::{ListenerTraffic, PoolTraffic};
 use crate::health::{self, PoolRuntime};
 use crate::sticky::{PoolSticky, Sticky};
 use crate::tls::Certificates;
@@ -50,6 +51,8 @@ pub struct ListenerView {
     pub acl: Arc<AclTable>,
     /// Its sources and refusal counts, kept while the listener exists.
     pub guard: Arc<ListenerGuard>,
+    /// What it served, kept while the listener exists.
+    pub traffic: Arc<ListenerTraffic>,
 }
 
 /// A pool: its backends and the balancer that chooses among them.
@@ -74,6 +77,8 @@ pub struct PoolView {
     /// Work waiting for a backend under `max_connections`, kept while the
     /// pool exists.
     pub queue: Arc<WaitQueue>,
+    /// Its HTTP responses, kept while the pool exists.
+    pub traffic: Arc<PoolTraffic>,
 }
 
 /// What [`PoolView::next_backend`] found.
@@ -161,6 +166,7 @@ impl ClusterView {
                     routes,
                     acl,
                     guard: old.map_or_else(Default::default, |old| Arc::clone(&old.guard)),
+                    traffic: old.map_or_else(Default::default, |old| Arc::clone(&old.traffic)),
                 };
                 Some((listener.name.clone(), Arc::new(view)))
             })
@@ -287,6 +293,7 @@ impl PoolView {
             tls,
             runtime: previous.map_or_else(Default::default, |p| Arc::clone(&p.runtime)),
             queue,
+            traffic: previous.map_or_else(Default::default, |p| Arc::clone(&p.traffic)),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::spec::{
     NodeSpec, PoolSpec, Protocol, Role,
 };
 use crate::validate;
+use access_log::access_log;
 use across::{ListenerSite, PoolSite, Site};
 use backend_tls::backend_tls;
 use certificate::certificate_file;
@@ -25,6 +26,7 @@ use sticky::sticky;
 use toml::de::DeTable;
 use vip::vip;
 
+mod access_log;
 mod across;
 mod backend_tls;
 mod balance;
@@ -177,6 +179,9 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
         }
         Some(path.to_string())
     });
+    let access_log = s
+        .optional("access_log")
+        .map(|f| reader.table(&f).and_then(|t| access_log(reader, t)));
     s.finish(reader);
     let id = id?;
     Some(NodeSpec {
@@ -193,6 +198,10 @@ fn node(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<NodeSpec> {
             None => None,
         },
         status_token_file: match status_token_file {
+            Some(parsed) => Some(parsed?),
+            None => None,
+        },
+        access_log: match access_log {
             Some(parsed) => Some(parsed?),
             None => None,
         },

@@ -1,7 +1,8 @@
 //! One backend's health on this node: down by active checks, ejected by
 //! outlier detection, its pool in panic, and its slow-start ramp — bits and
 //! counters in atomics, read once per candidate on the request path. What
-//! sets them is in [`health`](crate::health).
+//! sets them is in [`health`](crate::health). Each change of availability
+//! is counted, `up` or `down` (`raftlb_backend_health_transitions_total`).
 
 use crate::health::now_ms;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -27,6 +28,14 @@ pub struct BackendHealth {
     ramp_from_ms: AtomicU64,
     /// Slow start's admission credit, in thousandths of a pick.
     ramp_credit: AtomicU32,
+    /// Times it became available, and unavailable, on this node.
+    went_up: AtomicU64,
+    went_down: AtomicU64,
+}
+
+/// Whether a backend with `flags` may be picked.
+fn available(flags: u8) -> bool {
+    flags & (DOWN | EJECTED) == 0 || flags & PANIC != 0
 }
 
 impl BackendHealth {
@@ -47,8 +56,31 @@ impl BackendHealth {
 
     /// Whether balancers may pick it.
     pub fn available(&self) -> bool {
-        let flags = self.flags.load(Ordering::Relaxed);
-        flags & (DOWN | EJECTED) == 0 || flags & PANIC != 0
+        available(self.flags.load(Ordering::Relaxed))
+    }
+
+    /// How many times it became available, and unavailable, on this node.
+    pub fn transitions(&self) -> (u64, u64) {
+        (
+            self.went_up.load(Ordering::Relaxed),
+            self.went_down.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sets (`on`) or clears `flag`; returns the flags before. A change of
+    /// availability is counted (each from one atomic step, so exactly).
+    fn set_flag(&self, flag: u8, on: bool, order: Ordering) -> u8 {
+        let before = match on {
+            true => self.flags.fetch_or(flag, order),
+            false => self.flags.fetch_and(!flag, order),
+        };
+        let after = if on { before | flag } else { before & !flag };
+        match (available(before), available(after)) {
+            (false, true) => self.went_up.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.went_down.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        before
     }
 
     /// Healthy by checks and not ejected, panic or not.
@@ -66,10 +98,7 @@ impl BackendHealth {
 
     /// Marks it down or up by active checks; true if that changed anything.
     pub(crate) fn set_down(&self, down: bool) -> bool {
-        let changed = match down {
-            true => self.flags.fetch_or(DOWN, Ordering::Relaxed) & DOWN == 0,
-            false => self.flags.fetch_and(!DOWN, Ordering::Relaxed) & DOWN != 0,
-        };
+        let changed = (self.set_flag(DOWN, down, Ordering::Relaxed) & DOWN != 0) != down;
         if changed && !down && !self.is_ejected() {
             self.ramp_from_ms.store(now_ms(), Ordering::Relaxed);
         }
@@ -78,7 +107,7 @@ impl BackendHealth {
 
     /// Ejects it until `until_ms`; false if another caller already had.
     pub(crate) fn eject(&self, until_ms: u64) -> bool {
-        if self.flags.fetch_or(EJECTED, Ordering::AcqRel) & EJECTED != 0 {
+        if self.set_flag(EJECTED, true, Ordering::AcqRel) & EJECTED != 0 {
             return false;
         }
         self.ejection_mark_ms.store(until_ms, Ordering::Release);
@@ -91,7 +120,7 @@ impl BackendHealth {
             return false;
         }
         self.ejection_mark_ms.store(now, Ordering::Release);
-        self.flags.fetch_and(!EJECTED, Ordering::AcqRel);
+        self.set_flag(EJECTED, false, Ordering::AcqRel);
         if !self.is_down() {
             self.ramp_from_ms.store(now, Ordering::Relaxed);
         }
@@ -103,10 +132,7 @@ impl BackendHealth {
         if (self.flags.load(Ordering::Relaxed) & PANIC != 0) == panic {
             return;
         }
-        match panic {
-            true => self.flags.fetch_or(PANIC, Ordering::Relaxed),
-            false => self.flags.fetch_and(!PANIC, Ordering::Relaxed),
-        };
+        self.set_flag(PANIC, panic, Ordering::Relaxed);
     }
 
     /// Slow start: whether this pick may go to the backend, so that while
@@ -163,6 +189,8 @@ mod tests {
         assert!(!health.readmit_if_due(now_ms()), "not yet due");
         assert!(health.readmit_if_due(now_ms() + 60_001));
         assert!(health.available());
+        // Down; (panic: up, down); up; ejected; readmitted.
+        assert_eq!(health.transitions(), (3, 3));
     }
 
     #[test]

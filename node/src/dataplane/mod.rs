@@ -14,8 +14,10 @@ pub mod l7;
 pub mod listener;
 pub mod proxy_protocol;
 pub mod splice;
+pub mod traffic;
 pub mod upstream;
 
+use crate::access_log::TlsInfo;
 use crate::upgrade::sockets::Registration;
 use crate::view::SharedView;
 use raftlb_config::{ListenerSpec, Protocol};
@@ -364,7 +366,7 @@ async fn serve_listener(
                 &shutdown,
                 move |stream, origin, admitted, shutdown| {
                     let accepted = tokio::time::Instant::now();
-                    Arc::clone(&http).serve(stream, origin, admitted, shutdown, accepted)
+                    Arc::clone(&http).serve(stream, origin, admitted, shutdown, accepted, None)
                 },
             )
             .await;
@@ -391,7 +393,11 @@ async fn serve_listener(
                     let client = origin.client;
                     async move {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => http.serve(tls, origin, admitted, shutdown, accepted).await,
+                            Ok(Ok(tls)) => {
+                                let info = TlsInfo::of(tls.get_ref().1);
+                                http.serve(tls, origin, admitted, shutdown, accepted, Some(info))
+                                    .await
+                            }
                             Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
                         }

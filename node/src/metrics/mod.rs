@@ -13,6 +13,7 @@
 
 mod process;
 mod raft;
+mod traffic;
 mod vip;
 
 use crate::control::ControlPlane;
@@ -243,6 +244,7 @@ fn render(s: &Sources) -> String {
     health(&mut metric, &s.view);
     clients(&mut metric, &s.view);
     process::render(&mut out);
+    traffic::render(&mut out, &s.view);
     out
 }
 

@@ -37,7 +37,9 @@
 use super::framing::{HeadScanner, Stop};
 use super::h2_frames::FrameFollower;
 use super::send_clock::SendClock;
+use crate::access_log::Record;
 use crate::dataplane::admission::{ListenerGuard, Refusal};
+use crate::dataplane::traffic::Open;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::io;
@@ -77,6 +79,9 @@ pub struct ConnWatch {
     last_activity_ns: AtomicU64,
     /// Where the connection's refusals are counted.
     listener: Arc<ListenerGuard>,
+    /// The connection in its listener's gauges: active while a request is
+    /// in flight, else idle (`None`: its listener has gone).
+    open: Option<Open>,
 }
 
 /// What the service should make of a request's framing.
@@ -90,8 +95,9 @@ pub enum Framing {
 }
 
 impl ConnWatch {
-    /// A connection of the listener `listener` guards, started at `born`.
-    pub fn new(listener: Arc<ListenerGuard>, born: Instant) -> Self {
+    /// A connection of the listener `listener` guards, started at `born`,
+    /// counted in its traffic as `open`.
+    pub fn new(listener: Arc<ListenerGuard>, born: Instant, open: Option<Open>) -> Self {
         ConnWatch {
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -103,13 +109,18 @@ impl ConnWatch {
             born,
             last_activity_ns: AtomicU64::new(0),
             listener,
+            open,
         }
     }
 
     /// A request has started; it is in flight until the guard drops.
     /// Returns the guard and the request's index on the connection.
     pub fn request_started(self: &Arc<Self>) -> (InFlight, u64) {
-        self.in_flight.fetch_add(1, Relaxed);
+        if self.in_flight.fetch_add(1, Relaxed) == 0
+            && let Some(open) = &self.open
+        {
+            open.set_active(true);
+        }
         self.touch();
         let index = self.requests.fetch_add(1, Relaxed);
         (InFlight(Arc::clone(self)), index)
@@ -180,25 +191,48 @@ pub struct InFlight(Arc<ConnWatch>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        if self.0.in_flight.fetch_sub(1, Relaxed) == 1
+            && let Some(open) = &self.0.open
+        {
+            open.set_active(false);
+        }
     }
 }
 
 /// A response body that keeps its request in flight, and the backend
-/// stream it holds taken, until it is dropped.
+/// stream it holds taken, until it is dropped; then its request's record
+/// is finished, with the body bytes sent.
 #[derive(Debug)]
 pub struct Tracked<B> {
     body: B,
     _in_flight: InFlight,
     _backend_stream: Option<OwnedSemaphorePermit>,
+    record: Option<Record>,
+    sent: u64,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(body: B, in_flight: InFlight, backend_stream: Option<OwnedSemaphorePermit>) -> Self {
+    pub fn new(
+        body: B,
+        in_flight: InFlight,
+        backend_stream: Option<OwnedSemaphorePermit>,
+        record: Option<Record>,
+    ) -> Self {
         Tracked {
             body,
             _in_flight: in_flight,
             _backend_stream: backend_stream,
+            record,
+            sent: 0,
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.sent = self.sent;
+            record.finish();
         }
     }
 }
@@ -211,7 +245,13 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.sent += data.len() as u64;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -434,7 +474,7 @@ mod tests {
         Watched<DuplexStream>,
     ) {
         let guard = Arc::new(ListenerGuard::default());
-        let watch = Arc::new(ConnWatch::new(Arc::clone(&guard), Instant::now()));
+        let watch = Arc::new(ConnWatch::new(Arc::clone(&guard), Instant::now(), None));
         let (client, server) = tokio::io::duplex(4096);
         let watched = Watched::new(server, Arc::clone(&watch), TIMEOUT, Duration::from_secs(60));
         (guard, watch, client, watched)
@@ -520,7 +560,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_reads_nothing_fails_the_write_after_the_send_timeout() {
         let guard = Arc::new(ListenerGuard::default());
-        let watch = Arc::new(ConnWatch::new(Arc::clone(&guard), Instant::now()));
+        let watch = Arc::new(ConnWatch::new(Arc::clone(&guard), Instant::now(), None));
         let (_client, server) = tokio::io::duplex(1024);
         let mut watched = Watched::new(server, watch, Duration::from_secs(60), TIMEOUT);
         let started = Instant::now();

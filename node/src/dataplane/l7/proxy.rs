@@ -19,6 +19,7 @@ use super::headers;
 use super::request_body::{self, BodyLimits, Cut, Late, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
 use super::{retry, route, sticky};
+use crate::access_log::{Record, StickyOutcome, TlsInfo};
 use crate::backend::ActiveGuard;
 use crate::balance;
 use crate::dataplane::admission::{Admitted, Refusal};
@@ -46,6 +47,8 @@ pub struct ConnContext {
     pub client: SocketAddr,
     /// Whom backend connections' PROXY headers name (`origin.client` is `client`).
     pub origin: Origin,
+    /// The TLS the listener terminated, if it did.
+    pub tls: Option<TlsInfo>,
     pub forwarding: headers::Forwarding,
     pub view: SharedView,
     /// Where upgraded connections' tunnels are spawned, so a drain waits for them.
@@ -73,17 +76,13 @@ impl ConnContext {
 
 /// Proxies one request; never fails (errors become local responses). The
 /// permit, if any, is the backend stream the response holds until its
-/// body ends.
+/// body ends. What happened goes in `record` (of `record.listener`).
 pub async fn handle(
     mut request: Request<Incoming>,
     conn: Arc<ConnContext>,
+    record: &mut Record,
 ) -> (Response<ProxyBody>, Option<OwnedSemaphorePermit>) {
-    let Some(listener) = conn.view.load().listener(&conn.listener).cloned() else {
-        return (
-            local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n"),
-            None,
-        );
-    };
+    let listener = Arc::clone(&record.listener);
     if let Err(retry_after) = conn
         .admitted
         .request(&listener.spec.limits, crate::health::now_ms())
@@ -94,14 +93,6 @@ pub async fn handle(
         return (redirect_to_https(&request), None);
     }
     let http1 = request.version() < Version::HTTP_2;
-    // Only what the access log needs is copied, and only when it is on.
-    let access = listener.spec.http.access_log.then(|| {
-        (
-            Instant::now(),
-            request.method().clone(),
-            request.uri().path().to_string(),
-        )
-    });
     let upgrade = upgrade::requested(&request, &listener.spec.http.upgrades);
     prepare(&mut request, &conn.forwarding);
     let pool = match route::find(&listener.routes, &request) {
@@ -114,6 +105,7 @@ pub async fn handle(
             None => return (local(StatusCode::NOT_FOUND, "no route for this request\n"), None),
         },
     };
+    record.pool = Some(Arc::clone(pool));
     let Some(stream) = conn.backend_stream(pool.spec.response_timeout).await else {
         conn.admitted.count(Refusal::BackendStreams);
         let busy = "too many requests of this connection at backends\n";
@@ -133,6 +125,7 @@ pub async fn handle(
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    record.received = declared.unwrap_or(0);
     let outcome = if declared.is_some_and(|n| n > limits.max_body_bytes) {
         // Refused before any backend sees it.
         Err(Failure::Cut(Cut::TooLarge(limits.max_body_bytes)))
@@ -160,14 +153,11 @@ pub async fn handle(
         };
         match body {
             Ok(body) => {
-                forward(
-                    Request::from_parts(parts, body),
-                    pool,
-                    preferred,
-                    hash,
-                    &conn.origin,
-                )
-                .await
+                if let Some(whole) = body.whole() {
+                    record.received = whole.len() as u64;
+                }
+                let request = Request::from_parts(parts, body);
+                forward(request, pool, Target { preferred, hash }, &conn.origin, record).await
             }
             Err(RequestBodyError::Cut(cut)) => Err(Failure::Cut(cut)),
             Err(RequestBodyError::Client(e)) => Err(Failure::BadBody(e)),
@@ -175,6 +165,8 @@ pub async fn handle(
     };
     let (response, backend) = match outcome {
         Ok((mut response, backend)) => {
+            record.backend = Some(backend);
+            record.sticky = StickyOutcome::of(pool.sticky.is_some(), preferred, backend);
             match sticky::settle(pool, affinity.as_ref(), backend, &mut response).await {
                 Ok(()) => (response, Some(backend)),
                 Err(reason) => {
@@ -207,18 +199,6 @@ pub async fn handle(
             (response, None)
         }
     };
-    if let Some((started, method, path)) = access {
-        tracing::info!(
-            target: "raftlb::access",
-            listener = %conn.listener,
-            client = %conn.client,
-            %method,
-            path,
-            status = response.status().as_u16(),
-            backend = backend.map(|b| b.to_string()).unwrap_or_else(|| "-".to_string()),
-            ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
-        );
-    }
     // A local answer holds no backend.
     (response, backend.and(Some(stream)))
 }
@@ -295,9 +275,16 @@ impl Failure {
     }
 }
 
-/// Sends the request to a backend of `pool` (`preferred`, a sticky
-/// session's, first, else the balancer's pick for key `hash`) and returns
-/// its response. A request that failed before any response byte is sent
+/// Where a request should go first: a sticky session's backend, else the
+/// balancer's pick for the key `hash`.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    preferred: Option<SocketAddr>,
+    hash: Option<u64>,
+}
+
+/// Sends the request to a backend of `pool` (`target`) and returns its
+/// response; `record` gets the tries' retries and timings. A request that failed before any response byte is sent
 /// again to another backend when it may be ([`retry`]), its body was read
 /// whole, and the pool's retry budget allows. The request stays here
 /// between tries: an HTTP/1.1 backend only reads it, and an HTTP/2 one is
@@ -305,26 +292,33 @@ impl Failure {
 async fn forward(
     mut request: Request<RequestBody>,
     pool: &PoolView,
-    preferred: Option<SocketAddr>,
-    hash: Option<u64>,
+    target: Target,
     origin: &Origin,
+    record: &mut Record,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
     let policy = &pool.spec.health.retry;
     // With one backend there is nowhere to retry.
     let may_retry = pool.backends.len() > 1 && retry::wanted(policy, request.method(), request.headers());
     pool.runtime.retry_budget.deposit(policy);
-    let mut attempts = Attempts::with_hash(hash);
-    let mut retries = 0;
+    let mut attempts = Attempts::with_hash(target.hash);
     loop {
-        let failure = match try_backend(&mut request, may_retry, pool, preferred, &mut attempts, origin).await
-        {
+        let tried = try_backend(
+            &mut request,
+            may_retry,
+            pool,
+            target.preferred,
+            &mut attempts,
+            origin,
+            record,
+        );
+        let failure = match tried.await {
             Ok(answered) => return Ok(answered),
             Err(failure) => failure,
         };
         if !may_retry
             || request.body().whole().is_none()
             || !matches!(failure, Failure::Backend { .. })
-            || retries >= policy.attempts
+            || record.retries >= policy.attempts
             || !pool.can_try_another(&attempts)
         {
             return Err(failure);
@@ -334,16 +328,17 @@ async fn forward(
             tracing::debug!(pool = %pool.spec.name, "retry budget spent; not retrying");
             return Err(failure);
         }
-        retries += 1;
+        record.retries += 1;
         pool.runtime.retries_total.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(pool = %pool.spec.name, error = %failure, retry = retries, "retrying on another backend");
+        tracing::info!(pool = %pool.spec.name, error = %failure, retry = record.retries, "retrying on another backend");
     }
 }
 
 /// One try: a backend of `pool` not yet in `attempts`, and its response
 /// (`keep`: leave `request` whole for a retry). Each outcome counts for the
 /// backend's outlier detection; the time from sending to the response
-/// headers (or the timeout) is its latency sample for peak EWMA.
+/// headers (or the timeout) is its latency sample for peak EWMA, and the
+/// record's first byte time, beside the time to a ready connection.
 async fn try_backend(
     request: &mut Request<RequestBody>,
     keep: bool,
@@ -351,8 +346,11 @@ async fn try_backend(
     preferred: Option<SocketAddr>,
     attempts: &mut Attempts,
     origin: &Origin,
+    record: &mut Record,
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
+    let connecting = Instant::now();
     let (mut sender, mut guard, mut fresh) = checkout(pool, preferred, attempts, origin).await?;
+    record.connect = Some(connecting.elapsed());
     let mut backend = guard.backend().address();
     if pool.spec.backend_protocol == BackendProtocol::H2 {
         for_http2(request, backend, pool.tls.is_some());
@@ -368,6 +366,7 @@ async fn try_backend(
         let elapsed = started.elapsed();
         if let Err(_) | Ok(Ok(_)) = &sent {
             guard.backend().latency().record(elapsed);
+            record.first_byte = Some(elapsed);
         }
         match &sent {
             Ok(Ok(response)) => guard
@@ -554,7 +553,7 @@ mod tests {
         fn size<F>(_: &dyn Fn() -> F) -> usize {
             std::mem::size_of::<F>()
         }
-        let handle = size(&|| handle(unreachable!(), unreachable!()));
+        let handle = size(&|| handle(unreachable!(), unreachable!(), unreachable!()));
         let checkout = size(&|| checkout(unreachable!(), None, unreachable!(), unreachable!()));
         assert!(handle <= 6 * 1024, "proxy::handle's future is {handle} bytes");
         assert!(checkout <= 1024, "checkout's future is {checkout} bytes");

@@ -18,6 +18,7 @@ use super::client_conn::{self, ConnWatch, Framing, Tracked, Watched};
 use super::framing::{self, Coding};
 use super::headers::{Claims, Forwarding};
 use super::proxy::{self, ConnContext};
+use crate::access_log::{Record, TlsInfo};
 use crate::dataplane::Shutdown;
 use crate::dataplane::admission::Admitted;
 use crate::dataplane::proxy_protocol::Origin;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Streams a client may reset before they are served, at once.
@@ -119,16 +120,23 @@ impl HttpListener {
         admitted: Admitted,
         shutdown: Shutdown,
         accepted: Instant,
+        tls: Option<TlsInfo>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let watch = Arc::new(ConnWatch::new(Arc::clone(admitted.listener()), accepted));
+        let open = self
+            .view
+            .load()
+            .listener(&self.name)
+            .map(|l| l.traffic.open(false));
+        let watch = Arc::new(ConnWatch::new(Arc::clone(admitted.listener()), accepted, open));
         let client = origin.client;
         let claims = Claims::of(self.trusted_proxies.as_deref(), client.ip());
         let context = Arc::new(ConnContext {
             listener: self.name.clone(),
             client,
             origin,
+            tls,
             forwarding: Forwarding::new(client, self.scheme, claims),
             view: Arc::clone(&self.view),
             tunnels: shutdown.tracker.clone(),
@@ -153,10 +161,8 @@ impl HttpListener {
                     if !h1 {
                         draining.h2.store(true, Relaxed);
                     }
-                    let (mut response, stream) = match refusal(&request, watch.framing(index)) {
-                        Some(refusal) => (refusal, None),
-                        None => proxy::handle(request, context).await,
-                    };
+                    let (mut response, stream, record) =
+                        serve_request(request, context, watch.framing(index)).await;
                     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         watch.tunnel();
                     } else if h1 && draining.closing.load(Relaxed) {
@@ -164,7 +170,11 @@ impl HttpListener {
                             .headers_mut()
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
-                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight, stream)))
+                    let record = record.map(|mut record| {
+                        record.status = Some(response.status().as_u16());
+                        record
+                    });
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight, stream, record)))
                 }
             })
         };
@@ -210,6 +220,25 @@ impl HttpListener {
             tracing::debug!(listener = %self.name, %client, error = %e, "HTTP connection ended with an error");
         }
     }
+}
+
+/// One request's response, the backend stream its body holds, and its
+/// record (none when the listener has just gone from the view: 503).
+async fn serve_request(
+    mut request: Request<Incoming>,
+    context: Arc<ConnContext>,
+    framing: Framing,
+) -> (Response<ProxyBody>, Option<OwnedSemaphorePermit>, Option<Record>) {
+    let Some(listener) = context.view.load().listener(&context.listener).cloned() else {
+        let gone = proxy::local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n");
+        return (gone, None, None);
+    };
+    let mut record = Record::http(listener, context.client, context.tls.clone(), &mut request);
+    let (response, stream) = match refusal(&request, framing) {
+        Some(refusal) => (refusal, None),
+        None => proxy::handle(request, context, &mut record).await,
+    };
+    (response, stream, Some(record))
 }
 
 /// The local answer for a request whose framing must not be passed on, if

@@ -1,0 +1,144 @@
+//! What a listener and a pool served on this node, for `/metrics`: HTTP
+//! responses by status class (proxied or local), the listener's request
+//! durations, and its connections (accepted; open now, active or idle).
+//! Fed by each request's [`Record`](crate::access_log::Record) and by the
+//! connection's [`Open`] guard; kept across view rebuilds while the
+//! listener or pool exists.
+
+use crate::histogram::{Histogram, HistogramSnapshot};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// The index of `status`'s class (1xx … 5xx) in a `[_; 5]`.
+pub fn class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// One listener's counters.
+#[derive(Debug, Default)]
+pub struct ListenerTraffic {
+    responses: [AtomicU64; 5],
+    duration: Histogram,
+    accepted: AtomicU64,
+    active: AtomicI64,
+    idle: AtomicI64,
+}
+
+/// A listener's counters as read at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListenerSnapshot {
+    pub responses: [u64; 5],
+    pub duration: HistogramSnapshot,
+    pub accepted: u64,
+    pub active: i64,
+    pub idle: i64,
+}
+
+impl ListenerTraffic {
+    /// A response with `status` finished `elapsed` after its head was read.
+    pub fn response(&self, status: u16, elapsed: Duration) {
+        self.responses[class_index(status)].fetch_add(1, Relaxed);
+        self.duration.observe(elapsed);
+    }
+
+    /// An accepted connection, idle (HTTP, before its first request) or
+    /// active (L4) until the guard drops.
+    pub fn open(self: &Arc<Self>, active: bool) -> Open {
+        self.accepted.fetch_add(1, Relaxed);
+        let open = Open {
+            traffic: Arc::clone(self),
+            active: AtomicBool::new(active),
+        };
+        open.gauge(active).fetch_add(1, Relaxed);
+        open
+    }
+
+    pub fn snapshot(&self) -> ListenerSnapshot {
+        ListenerSnapshot {
+            responses: std::array::from_fn(|i| self.responses[i].load(Relaxed)),
+            duration: self.duration.snapshot(),
+            accepted: self.accepted.load(Relaxed),
+            active: self.active.load(Relaxed),
+            idle: self.idle.load(Relaxed),
+        }
+    }
+}
+
+/// An open connection of a listener, counted active or idle until dropped.
+#[derive(Debug)]
+pub struct Open {
+    traffic: Arc<ListenerTraffic>,
+    active: AtomicBool,
+}
+
+impl Open {
+    /// Moves the connection to `active` (a request started) or idle (its
+    /// last request in flight ended).
+    pub fn set_active(&self, active: bool) {
+        if self.active.swap(active, Relaxed) != active {
+            self.gauge(!active).fetch_sub(1, Relaxed);
+            self.gauge(active).fetch_add(1, Relaxed);
+        }
+    }
+
+    fn gauge(&self, active: bool) -> &AtomicI64 {
+        match active {
+            true => &self.traffic.active,
+            false => &self.traffic.idle,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge(self.active.load(Relaxed)).fetch_sub(1, Relaxed);
+    }
+}
+
+/// One pool's HTTP responses by status class, proxied or local.
+#[derive(Debug, Default)]
+pub struct PoolTraffic {
+    responses: [AtomicU64; 5],
+}
+
+impl PoolTraffic {
+    pub fn response(&self, status: u16) {
+        self.responses[class_index(status)].fetch_add(1, Relaxed);
+    }
+
+    pub fn responses(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.responses[i].load(Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_move_between_active_and_idle_and_leave_no_trace() {
+        let traffic = Arc::new(ListenerTraffic::default());
+        let http = traffic.open(false);
+        let tcp = traffic.open(true);
+        assert_eq!((traffic.snapshot().active, traffic.snapshot().idle), (1, 1));
+        http.set_active(true);
+        http.set_active(true);
+        assert_eq!((traffic.snapshot().active, traffic.snapshot().idle), (2, 0));
+        http.set_active(false);
+        drop((http, tcp));
+        let s = traffic.snapshot();
+        assert_eq!((s.active, s.idle, s.accepted), (0, 0, 2));
+    }
+
+    #[test]
+    fn responses_count_by_class() {
+        let traffic = ListenerTraffic::default();
+        for status in [101, 200, 204, 404, 503, 999] {
+            traffic.response(status, Duration::from_millis(1));
+        }
+        let s = traffic.snapshot();
+        assert_eq!(s.responses, [1, 2, 0, 1, 2]);
+        assert_eq!(s.duration.count(), 6);
+    }
+}
