@@ -43,6 +43,7 @@
 //!   `file::across` holds the checks that look across sections (duplicate
 //!   names, dangling pool references, bind conflicts).
 
+pub mod access_log;
 pub mod acl;
 pub mod backend_limits;
 pub mod certificate;
@@ -58,6 +59,7 @@ pub mod format;
 pub mod health;
 pub mod http_limits;
 pub mod limits;
+pub mod membership;
 pub mod peer_address;
 pub mod proposal;
 pub mod proxy;
@@ -70,6 +72,7 @@ pub mod sticky;
 pub mod sticky_table;
 pub mod validate;
 
+pub use access_log::{AccessLogFormat, AccessLogSpec};
 pub use acl::{AclAction, AclChange, AclRule, Cidr};
 pub use backend_limits::ConnectionLimits;
 pub use certificate::Certificate;
@@ -83,9 +86,9 @@ pub use proposal::Proposal;
 pub use proxy::ProxyVersion;
 pub use route::{RouteMatch, RouteSpec};
 pub use spec::{
-    AccessLogFormat, AccessLogSpec, AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls,
-    CertificateFile, ClusterSpec, Config, HashKey, HttpLimits, LinkSecurity, ListenerSpec, MembershipSpec,
-    NodeSpec, Placement, PoolSpec, Protocol, RaftTiming, Role, TlsFiles, VipOnQuorumLoss, VipSpec,
+    AdminState, Algorithm, BackendProtocol, BackendSpec, BackendTls, CertificateFile, ClusterSpec, Config,
+    HashKey, HttpLimits, LinkSecurity, ListenerSpec, MembershipSpec, NodeSpec, Placement, PoolSpec, Protocol,
+    RaftTiming, Role, TlsFiles, VipOnQuorumLoss, VipSpec,
 };
 pub use state::ClusterState;
 pub use sticky::{StickyChange, StickyContract, StickyKey, StickyKind, StickyPolicy, StickySecret};

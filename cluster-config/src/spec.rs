@@ -3,16 +3,16 @@
 //! [`NodeSpec`] is this node's own settings. Defaults live here, next to the
 //! fields they fill, so the file reference and the code cannot drift apart.
 
+use crate::access_log::AccessLogSpec;
 use crate::acl::AclRule;
 use crate::backend_limits::ConnectionLimits;
 use crate::client_limits::ClientLimits;
 use crate::health::PoolHealth;
 pub use crate::http_limits::HttpLimits;
-use crate::peer_address::PeerAddress;
+pub use crate::membership::{LinkSecurity, MembershipSpec, RaftTiming, TlsFiles, VipOnQuorumLoss};
 use crate::route::RouteSpec;
 use crate::sticky::StickyPolicy;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -92,23 +92,6 @@ pub struct NodeSpec {
     pub access_log: Option<AccessLogSpec>,
 }
 
-/// `[node] access_log = { format, path }` (node-local, not replicated).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessLogSpec {
-    pub format: AccessLogFormat,
-    /// The file lines are appended to; `None` (`"-"` or no `path`): stderr.
-    pub path: Option<String>,
-}
-
-/// How an access log line is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AccessLogFormat {
-    /// Apache/nginx `combined`, extra fields appended as `key=value`.
-    Combined,
-    /// One JSON object per line.
-    Json,
-}
-
 /// What a node does besides Raft (`[node] role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -132,132 +115,6 @@ impl NodeSpec {
 
 impl NodeSpec {
     pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-}
-
-/// How a node finds its cluster and proves it belongs (`[cluster]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipSpec {
-    /// Names the cluster; bound into every certificate of it.
-    pub cluster_id: String,
-    /// How node-to-node and admin links are secured.
-    pub links: LinkSecurity,
-    /// This node's Raft and admin gRPC address. `None` (no `[cluster]`
-    /// section) runs a cluster of one with no network service.
-    pub raft: Option<SocketAddr>,
-    /// Where the other nodes dial this one (`[cluster] advertise`), if not
-    /// at `raft`: a DNS name, or the address a `0.0.0.0` bind is reached at.
-    pub advertise: Option<PeerAddress>,
-    /// The initial voters by node id, this node included; empty means a
-    /// cluster of this node alone. Only read when a cluster first forms.
-    pub peers: BTreeMap<u64, PeerAddress>,
-    /// How fast a lost leader is noticed and replaced.
-    pub timing: RaftTiming,
-    /// What a leader owning a VIP does when it cannot confirm a quorum.
-    pub vip_on_quorum_loss: VipOnQuorumLoss,
-    /// The largest gRPC message this node sends or accepts (Raft and admin).
-    pub max_message_bytes: usize,
-    /// `[cluster] apply_file_on_reload`: a reload (SIGHUP, `raftlb
-    /// reload`) commits the file's listeners and pools; otherwise it only
-    /// says how the file differs (see [`MembershipSpec::file_is_truth`]).
-    pub apply_file_on_reload: bool,
-}
-
-/// `[cluster.tls]`, or `insecure_cleartext = true`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LinkSecurity {
-    /// No `[cluster]` section: no network service at all.
-    Standalone,
-    /// Mutual TLS 1.3 on every link, identities from the cluster's certificates.
-    Tls(TlsFiles),
-    /// Cleartext, unauthenticated: only when every Raft address is a
-    /// loopback address (tests, demos on one host).
-    InsecureCleartext,
-}
-
-/// `[cluster.tls]`: PEM files, as made by `raftlb certs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TlsFiles {
-    /// The cluster CA (or two, while the CA is rotated).
-    pub ca_file: String,
-    /// This node's certificate (leaf first).
-    pub cert_file: String,
-    /// This node's private key.
-    pub key_file: String,
-}
-
-/// `[cluster] vip_on_quorum_loss`: what the owner of a `placement =
-/// "leader"` VIP does when it can no longer confirm its leadership with a
-/// quorum.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum VipOnQuorumLoss {
-    /// Release it once the lease runs out: two nodes never answer for one
-    /// VIP at once (safety over availability).
-    #[default]
-    Release,
-    /// Keep renewing the lease while this node still believes it leads
-    /// (until it hears a newer leader or term): the VIP stays up through a
-    /// quorum loss, but a partitioned old leader and a new leader on the
-    /// majority side can both answer for it.
-    Hold,
-}
-
-/// Raft's clocks (`heartbeat_interval`, `election_timeout` in `[cluster]`).
-///
-/// A follower that hears nothing from the leader for `election_timeout`
-/// plus the leader's lease (twice `election_timeout`) stands for election,
-/// at a random moment within one more `election_timeout`. The defaults
-/// replace a killed leader in about half a second on a LAN; raise both on
-/// links whose round trip approaches `heartbeat_interval`, or spurious
-/// elections follow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RaftTiming {
-    pub heartbeat_interval: Duration,
-    /// The shortest election timeout; each node draws its own from
-    /// `[election_timeout, 2 × election_timeout)`.
-    pub election_timeout: Duration,
-}
-
-impl Default for RaftTiming {
-    fn default() -> Self {
-        RaftTiming {
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(150),
-        }
-    }
-}
-
-impl MembershipSpec {
-    /// Cluster id of a node without a `[cluster]` section.
-    pub const STANDALONE_ID: &str = "standalone";
-    /// Default of `[cluster] max_message_bytes`.
-    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
-
-    /// Where the other nodes dial this one: `advertise`, else `raft`.
-    pub fn advertised(&self) -> Option<PeerAddress> {
-        self.advertise.clone().or(self.raft.map(PeerAddress::from))
-    }
-
-    /// A cluster of one with no network service (no `[cluster]` section).
-    pub fn standalone() -> Self {
-        MembershipSpec {
-            cluster_id: Self::STANDALONE_ID.to_string(),
-            links: LinkSecurity::Standalone,
-            raft: None,
-            advertise: None,
-            peers: BTreeMap::new(),
-            timing: RaftTiming::default(),
-            vip_on_quorum_loss: VipOnQuorumLoss::default(),
-            max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
-            apply_file_on_reload: false,
-        }
-    }
-
-    /// Whether the file's listeners and pools are committed when it is
-    /// read again: always on a standalone node (its file is the only way
-    /// to change it), on a cluster node with `apply_file_on_reload`.
-    pub fn file_is_truth(&self) -> bool {
-        self.raft.is_none() || self.apply_file_on_reload
-    }
 }
 
 /// The shared part: listeners and the pools they send to.

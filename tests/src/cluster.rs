@@ -261,6 +261,18 @@ pub fn http_seed(algorithm: &str, backends: &[SocketAddr]) -> String {
     )
 }
 
+/// Adds [`marker`] `n` to pool `app` in maintenance, so it never takes
+/// traffic: a write that changes nothing but the log.
+pub fn add_marker(n: u32) -> raftlb_config::Command {
+    raftlb_config::Command::AddBackend {
+        pool: "app".to_string(),
+        backend: raftlb_config::BackendSpec {
+            state: raftlb_config::AdminState::Maintenance,
+            ..raftlb_config::BackendSpec::new(marker(n))
+        },
+    }
+}
+
 /// An address no backend listens on, unique per `n`: a marker in the state.
 pub fn marker(n: u32) -> SocketAddr {
     SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 9))

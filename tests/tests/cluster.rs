@@ -3,25 +3,13 @@
 //! a learner joining, linearizable reads, and the data plane following the
 //! replicated state.
 
-use raftlb_config::{AdminState, BackendSpec, Command};
 use raftlb_tests::admin::Admin;
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::client;
-use raftlb_tests::cluster::{Cluster, http_seed, marker};
+use raftlb_tests::cluster::{Cluster, add_marker, http_seed, marker};
 use raftlb_tests::wait;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// Adds a marker backend in maintenance, so it never takes traffic.
-fn add_marker(n: u32) -> Command {
-    Command::AddBackend {
-        pool: "app".to_string(),
-        backend: BackendSpec {
-            state: AdminState::Maintenance,
-            ..BackendSpec::new(marker(n))
-        },
-    }
-}
 
 async fn pool_addresses(admin: &mut Admin, stale: bool) -> Vec<SocketAddr> {
     let (state, _) = admin.read(stale).await.expect("read");

@@ -99,6 +99,23 @@ fn vip_owner() -> Option<String> {
     })
 }
 
+/// A client container asks the VIP once: it must get a backend's answer.
+fn client_through_vip(when: &str) {
+    let client = compose(&[
+        "run",
+        "--rm",
+        "client",
+        "probe",
+        "--url",
+        &format!("http://{VIP}/"),
+    ]);
+    assert!(
+        client.status.success() && text(&client).contains("200 backend-"),
+        "the client container {when}: {}",
+        text(&client)
+    );
+}
+
 /// Takes the project down, whatever state it is in, on every exit.
 struct Down;
 
@@ -140,16 +157,7 @@ fn compose_cluster_serves_the_vip_fails_over_and_leaves_nothing() {
     let up_after = started.elapsed() - built;
 
     // A client container, on the same network, through the VIP.
-    let client = compose(&[
-        "run",
-        "--rm",
-        "client",
-        "probe",
-        "--url",
-        &format!("http://{VIP}/"),
-    ]);
-    assert!(client.status.success(), "client container: {}", text(&client));
-    assert!(text(&client).contains("200 backend-"), "{}", text(&client));
+    client_through_vip("before the failover");
     let admin = compose(&["run", "--rm", "ctl", "status"]);
     assert!(admin.status.success(), "ctl status: {}", text(&admin));
     assert!(
@@ -190,19 +198,7 @@ fn compose_cluster_serves_the_vip_fails_over_and_leaves_nothing() {
         failover < Duration::from_secs(1),
         "the VIP answered {failover:?} after `docker kill {owner}`"
     );
-    let client = compose(&[
-        "run",
-        "--rm",
-        "client",
-        "probe",
-        "--url",
-        &format!("http://{VIP}/"),
-    ]);
-    assert!(
-        client.status.success(),
-        "client after failover: {}",
-        text(&client)
-    );
+    client_through_vip("after the failover");
 
     let down = compose(&["down", "-v", "--remove-orphans"]);
     assert!(down.status.success(), "docker-compose down -v: {}", text(&down));

@@ -6,10 +6,9 @@
 //! SIGTERM starts its drain — in that order. A node that cannot join (no
 //! quorum) serves its listener but stays not ready (`/readyz` 503).
 
-use raftlb_config::{AdminState, BackendSpec, Command};
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::client;
-use raftlb_tests::cluster::{Cluster, http_seed, marker};
+use raftlb_tests::cluster::{Cluster, add_marker, http_seed};
 use raftlb_tests::process::{Raftlb, TempDir, binary};
 use raftlb_tests::wait;
 use std::path::PathBuf;
@@ -63,16 +62,6 @@ fn notify_env(socket: &std::path::Path) -> Vec<(String, String)> {
         // Every 150 ms, so a second shows several.
         ("WATCHDOG_USEC".to_string(), "300000".to_string()),
     ]
-}
-
-fn add_marker(n: u32) -> Command {
-    Command::AddBackend {
-        pool: "app".to_string(),
-        backend: BackendSpec {
-            state: AdminState::Maintenance,
-            ..BackendSpec::new(marker(n))
-        },
-    }
 }
 
 /// `GET path` on node `index`'s metrics address: (status, body).

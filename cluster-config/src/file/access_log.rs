@@ -1,8 +1,8 @@
 //! `[node] access_log = { format, path }`: how and where this node writes
 //! its access log. Node-local: it is read at start and never replicated.
 
+use crate::access_log::{AccessLogFormat, AccessLogSpec};
 use crate::reader::{Reader, Section};
-use crate::spec::{AccessLogFormat, AccessLogSpec};
 
 /// `format` (`"combined"`, the default, or `"json"`) and `path` (a file
 /// opened for appending; `"-"` or none: stderr).
@@ -41,8 +41,8 @@ pub(super) fn access_log(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Opt
 
 #[cfg(test)]
 mod tests {
+    use crate::access_log::{AccessLogFormat, AccessLogSpec};
     use crate::parse;
-    use crate::spec::{AccessLogFormat, AccessLogSpec};
 
     fn node(line: &str) -> Result<Option<AccessLogSpec>, String> {
         parse("lb.toml", &format!("[node]\nid = 1\n{line}\n"))
