@@ -12,6 +12,7 @@
 //!   and a command newer than the cluster's version is refused with the
 //!   members still older named.
 
+use raftlb_config::format::{CURRENT, OLDEST};
 use raftlb_config::{Command, PoolSpec};
 use raftlb_tests::admin::Admin;
 use raftlb_tests::backends::HttpBackend;
@@ -104,11 +105,15 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
             );
         }
     }
-    wait::value("the cluster version rises to 2", Duration::from_secs(10), || {
-        (0..BALANCERS.len())
-            .all(|i| cluster_version(&site, i) == Some(2))
-            .then_some(())
-    })
+    wait::value(
+        "the cluster version rises to this build's",
+        Duration::from_secs(10),
+        || {
+            (0..BALANCERS.len())
+                .all(|i| cluster_version(&site, i) == Some(u64::from(CURRENT)))
+                .then_some(())
+        },
+    )
     .await;
     let upgrade = upgrading.elapsed();
     // Sessions made on the upgraded cluster too.
@@ -328,25 +333,34 @@ async fn nodes_of_incompatible_versions_are_refused_with_a_sentence() {
     // Every member runs this build: the version rises by itself.
     let mut admin = cluster.admin(leader, Duration::from_secs(5));
     let raised = Instant::now();
-    wait::value_of("the cluster version rises to 2", Duration::from_secs(10), || {
-        let mut admin = admin.clone();
-        async move {
-            let status = admin.status().await.ok()?;
-            (status.cluster_version == 2).then_some(())
-        }
-    })
+    wait::value_of(
+        "the cluster version rises to this build's",
+        Duration::from_secs(10),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let status = admin.status().await.ok()?;
+                (status.cluster_version == u32::from(CURRENT)).then_some(())
+            }
+        },
+    )
     .await;
-    println!("cluster version 2 within {:?} of a leader", raised.elapsed());
+    println!(
+        "cluster version {CURRENT} within {:?} of a leader",
+        raised.elapsed()
+    );
 
     // A command newer than the cluster runs names the members still older.
     let refused = admin
-        .write(&Command::SetClusterVersion(3))
+        .write(&Command::SetClusterVersion(CURRENT + 1))
         .await
-        .expect_err("version 3 is refused");
+        .expect_err("a version no member reads is refused");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
     for id in 1..=3 {
         assert!(
-            refused.message().contains(&format!("node {id} (formats 1–2)")),
+            refused
+                .message()
+                .contains(&format!("node {id} (formats {OLDEST}–{CURRENT})")),
             "{}",
             refused.message()
         );
@@ -354,9 +368,11 @@ async fn nodes_of_incompatible_versions_are_refused_with_a_sentence() {
 
     // Nodes of a failpoints build that pretend to read other formats.
     let pretending = build_with_features("failpoints");
+    let newer = format!("{0}-{0}", CURRENT + 1);
+    let older = format!("{0}-{0}", CURRENT - 1);
     for (id, formats, sentence) in [
-        (4, "4-4", "it is more than one version newer"),
-        (5, "1-1", "it is too old to join"),
+        (4, newer.as_str(), "it is more than one version newer"),
+        (5, older.as_str(), "it is too old to join"),
     ] {
         let env = [("RAFTLB_TEST_FORMATS".to_string(), formats.to_string())];
         let joiner = cluster.start_joiner_as(id, &pretending, &env);
@@ -376,7 +392,10 @@ async fn nodes_of_incompatible_versions_are_refused_with_a_sentence() {
         .await;
         println!("node {id} (formats {formats}): {logged}");
         assert!(logged.contains(sentence), "{logged}");
-        assert!(logged.contains("the cluster runs format 2"), "{logged}");
+        assert!(
+            logged.contains(&format!("the cluster runs format {CURRENT}")),
+            "{logged}"
+        );
         let status = cluster
             .admin(joiner, Duration::from_secs(2))
             .status()

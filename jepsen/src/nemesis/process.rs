@@ -25,8 +25,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The earlier commit whose binary alternates with this build's in
-/// `upgrade`: the first on main with in-place upgrades.
-pub const EARLIER: &str = "5acb0d16b6f02fd47f0a6dc4493b658949296d82";
+/// `upgrade`: one that reads this build's newest format (3), so the
+/// cluster version, once raised, never shuts it out (an upgrade across
+/// versions is one way; `tests/tests/upgrade_versions.rs` covers that).
+pub const EARLIER: &str = "0db3f0222afc71e8cc43007d911c023db62ec5e4";
 
 /// How long an in-place upgrade's new process may take to be ready, and
 /// its old one to drain and exit.
