@@ -14,6 +14,7 @@
 
 use crate::format::Formats;
 use crate::state::ClusterState;
+use crate::state::encoding::VERSIONED;
 use crate::sticky_table::StickyTables;
 
 /// Starts snapshot data of format 2 and later.
@@ -58,6 +59,14 @@ pub fn decode(data: &[u8], tables: Option<&StickyTables>) -> Result<ClusterState
     };
     let (mut state, rest) = postcard::take_from_bytes::<ClusterState>(body)
         .map_err(|e| format!("its cluster state cannot be decoded: {e}"))?;
+    // A state from version 3 on says its version itself; the header must
+    // agree, or the state would hold settings its version cannot carry.
+    let said = state.cluster_version();
+    if (said >= VERSIONED || version >= VERSIONED) && said != version {
+        return Err(format!(
+            "its header records cluster version {version}, but its cluster state is of version {said}"
+        ));
+    }
     if let Some(tables) = tables {
         tables
             .restore(rest)
@@ -87,6 +96,41 @@ mod tests {
         let decoded = decode(&two, Some(&tables)).unwrap();
         assert_eq!(decoded.cluster_version(), 2);
         assert_eq!(decoded, state);
+    }
+
+    #[test]
+    fn a_header_that_disagrees_with_its_state_is_refused() {
+        let tables = StickyTables::default();
+        let mut state = ClusterState::default();
+        for version in 2..=VERSIONED {
+            assert!(state.apply(Command::SetClusterVersion(version)).is_applied());
+        }
+        let three = encode(&state, &tables).unwrap();
+        assert_eq!(decode(&three, Some(&tables)).unwrap(), state);
+        // The same state behind no header (format 1) or a version-2 header.
+        let bare = &three[HEADER_LEN..];
+        let error = decode(bare, Some(&tables)).unwrap_err();
+        assert!(
+            error.contains("records cluster version 1, but its cluster state is of version 3"),
+            "{error}"
+        );
+        let mut two = three.clone();
+        two[4..8].copy_from_slice(&[0, 3, 0, 2]);
+        let error = decode(&two, Some(&tables)).unwrap_err();
+        assert!(
+            error.contains("version 2, but its cluster state is of version 3"),
+            "{error}"
+        );
+        // And an unversioned state behind a version-3 header.
+        let mut old = ClusterState::default();
+        assert!(old.apply(Command::SetClusterVersion(2)).is_applied());
+        let mut forged = three[..HEADER_LEN].to_vec();
+        forged.extend_from_slice(&encode(&old, &tables).unwrap()[HEADER_LEN..]);
+        let error = decode(&forged, Some(&tables)).unwrap_err();
+        assert!(
+            error.contains("version 3, but its cluster state is of version 1"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::validate::{self, shown};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
-mod encoding;
+pub(crate) mod encoding;
 
 /// Everything the cluster agrees on. Encoded in its cluster version
 /// (see [`encoding`](self::encoding)).

@@ -266,6 +266,54 @@ async fn haproxy_in_front_sends_v2_and_the_backend_sees_the_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_sends_v2_before_tls_to_an_https_listener() {
+    if !haproxy_or_skip("haproxy_sends_v2_before_tls_to_an_https_listener") {
+        return;
+    }
+    let backend = http_backend(false).await;
+    let (web, metrics, front) = (free_port(), free_port(), free_port());
+    let dir = TempDir::new("proxy-tls");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["site.test".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("self-signed");
+    let (pem, pem_key) = (
+        dir.write("site.pem", &cert.pem()),
+        dir.write("site.key", &key.serialize_pem()),
+    );
+    let certificate = format!(
+        "[[certificate]]\nname = \"site\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
+        pem.display(),
+        pem_key.display()
+    );
+    let config = node(
+        metrics,
+        &(certificate
+            + &listener(
+                "web",
+                "https",
+                web,
+                "app",
+                "accept_proxy = true\nproxy_trusted = [\"127.0.0.1\"]",
+            )
+            + &pool("app", backend, "")),
+    );
+    let _raftlb = Raftlb::start(&config, &[&local(web).to_string()]).await;
+    // HAProxy writes the PROXY header, then speaks TLS to raftlb.
+    let haproxy = format!(
+        "{HAPROXY_DEFAULTS}frontend f\n  mode tcp\n  bind 127.0.0.1:{front}\n  default_backend b\n\n\
+         backend b\n  mode tcp\n  server raftlb 127.0.0.1:{web} send-proxy-v2 ssl verify none sni str(site.test)\n"
+    );
+    let _haproxy = Haproxy::start(&haproxy, local(front)).await;
+    let body = request(source(6), local(front), b"", "")
+        .await
+        .expect("an answer through HAProxy and raftlb's TLS");
+    println!("through HAProxy (send-proxy-v2, then TLS) and an https listener: {body}");
+    assert_eq!(body, "proxy=-;xff=127.0.0.6;proto=https");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_listener_takes_v1_and_its_pool_sends_v2() {
     let backend = tcp_backend().await;
     let (tcp, metrics) = (free_port(), free_port());

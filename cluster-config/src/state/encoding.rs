@@ -19,7 +19,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// The first version whose states start with their version.
-const VERSIONED: u16 = 3;
+pub(crate) const VERSIONED: u16 = 3;
 /// Elements of the encoding: the version byte, then six fields.
 const ELEMENTS: usize = 7;
 
