@@ -43,6 +43,8 @@ use tonic::{Request, Response, Status};
 
 /// The longest `snapshot` waits for the snapshot to be built.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `snapshot` waits for the log it covers to be purged.
+const PURGE_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything the admin API answers with.
 #[derive(Clone)]
@@ -221,6 +223,21 @@ impl admin_server::Admin for AdminService {
         let index = built.map_or(0, |id| id.index);
         if let Some(id) = built {
             self.raft.trigger().purge_log(id.index).await.map_err(fatal)?;
+            // The purge waits for replication still reading those entries;
+            // answer once it is done, so a follower that comes back later
+            // needs the snapshot (bounded: a purge still pending is fine).
+            let _ = tokio::time::timeout(PURGE_WAIT, async {
+                while metrics
+                    .borrow_and_update()
+                    .purged
+                    .is_none_or(|purged| purged.index < id.index)
+                {
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
         }
         Ok(Response::new(SnapshotReply {
             index,
