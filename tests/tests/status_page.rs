@@ -238,6 +238,14 @@ async fn the_status_page_follows_a_live_cluster_in_a_browser() {
     let viewer_id = cluster.members[viewer].id;
     let url = format!("http://127.0.0.{viewer_id}:{}/", cluster.metrics_port);
     browser.call("Page.navigate", json!({"url": url})).await;
+    // Page.navigate answers before the new document is built.
+    let loaded =
+        r#"JSON.stringify(document.readyState === "complete" && !!document.getElementById("leader"))"#;
+    let start = Instant::now();
+    while browser.eval(loaded).await != json!(true) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the page did not load");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     until_page(
         &mut browser,
