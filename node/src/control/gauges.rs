@@ -94,11 +94,12 @@ impl Gauges {
     }
 
     /// Counts leader changes as `metrics` reports them, until Raft stops.
-    pub(super) fn count_leader_changes(&self, mut metrics: watch::Receiver<Metrics>) -> JoinHandle<()> {
-        let leader = metrics.borrow_and_update().current_leader;
+    /// A process starts knowing no leader, so the first it learns of
+    /// counts (even one elected before this task started).
+    pub(super) fn count_leader_changes(&self, metrics: watch::Receiver<Metrics>) -> JoinHandle<()> {
         tokio::spawn(count_leader_changes(
             metrics,
-            leader,
+            None,
             Arc::clone(&self.leader_changes),
         ))
     }
@@ -111,11 +112,14 @@ async fn count_leader_changes(
     mut leader: Option<NodeId>,
     changes: Arc<AtomicU64>,
 ) {
-    while metrics.changed().await.is_ok() {
+    loop {
         let now = metrics.borrow_and_update().current_leader;
         if now != leader {
             changes.fetch_add(1, Ordering::Relaxed);
             leader = now;
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -155,5 +159,17 @@ mod tests {
         drop(raft);
         assert!(counting.await.is_ok(), "the count ends with Raft");
         assert_eq!(changes.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_leader_elected_before_counting_starts_counts() {
+        let mut elected = Metrics::new_initial(1);
+        elected.current_leader = Some(1);
+        let (raft, metrics) = watch::channel(elected);
+        let changes = Arc::new(AtomicU64::new(0));
+        let counting = tokio::spawn(count_leader_changes(metrics, None, Arc::clone(&changes)));
+        drop(raft);
+        assert!(counting.await.is_ok());
+        assert_eq!(changes.load(Ordering::Relaxed), 1);
     }
 }
