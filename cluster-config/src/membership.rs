@@ -76,19 +76,27 @@ pub enum VipOnQuorumLoss {
     Hold,
 }
 
-/// Raft's clocks (`heartbeat_interval`, `election_timeout` in `[cluster]`).
+/// Raft's clocks (`heartbeat_interval`, `election_timeout` in `[cluster]`),
+/// and the leases derived from them.
 ///
-/// A follower that hears nothing from the leader for `election_timeout`
-/// plus the leader's lease (twice `election_timeout`) stands for election,
-/// at a random moment within one more `election_timeout`. The defaults
-/// replace a killed leader in about half a second on a LAN; raise both on
-/// links whose round trip approaches `heartbeat_interval`, or spurious
-/// elections follow.
+/// The leader confirms its standing twice every `heartbeat_interval` (a
+/// round of heartbeats answered by a majority; openraft sends its own every
+/// one and a half, and gives each AppendEntries one `heartbeat_interval` to
+/// answer, so a shorter one fails replication under load). A follower that has heard nothing from the
+/// leader for `election_timeout` ([`vote_lease`](Self::vote_lease)) asks the
+/// other voters whether they would vote for it (pre-vote) and stands once a
+/// majority says yes. Until then each of them refuses to vote, so no
+/// successor is elected before `election_timeout` has passed since the last
+/// round the old leader sent; the old leader drops its VIPs well before
+/// that ([`vip_lease`](Self::vip_lease)). The defaults replace a killed
+/// leader in about 150–200 ms on a LAN; raise both on links whose round
+/// trip approaches `heartbeat_interval`, or spurious elections follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaftTiming {
     pub heartbeat_interval: Duration,
-    /// The shortest election timeout; each node draws its own from
-    /// `[election_timeout, 2 × election_timeout)`.
+    /// How long a follower waits without hearing from the leader before it
+    /// asks to stand, and how long a voter refuses other candidates after
+    /// it last heard from the leader.
     pub election_timeout: Duration,
 }
 
@@ -98,6 +106,33 @@ impl Default for RaftTiming {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout: Duration::from_millis(150),
         }
+    }
+}
+
+impl RaftTiming {
+    /// How long a voter that heard from a leader refuses to vote for anyone
+    /// else, and how long a follower waits in silence before it asks to
+    /// stand: one election timeout.
+    pub fn vote_lease(self) -> Duration {
+        self.election_timeout
+    }
+
+    /// How often the leader confirms its leadership with a quorum round (its
+    /// VIP lease renewals, and heartbeats followers hear): twice a heartbeat
+    /// interval, so four rounds fall within a VIP lease at the least ratio.
+    pub fn confirm_every(self) -> Duration {
+        self.heartbeat_interval / 2
+    }
+
+    /// How long a leader may hold its VIPs after the instant just before a
+    /// round a quorum answered: two thirds of the vote lease. The kernel
+    /// may keep the VIP's fence a quarter lease longer (a late renewal),
+    /// so the hold ends by 5/6 of the vote lease, and every voter that
+    /// answered that round still refuses to elect a successor until the
+    /// whole vote lease has passed on its own clock: the sixth left over
+    /// covers clocks that run up to 8 % apart.
+    pub fn vip_lease(self) -> Duration {
+        self.election_timeout * 2 / 3
     }
 }
 

@@ -1,26 +1,28 @@
 //! The VIP's safety rests on this: while a leader is confirming its
 //! leadership (and so renewing its VIP lease), no other node can become
-//! leader. openraft's followers refuse votes for two election timeouts after
-//! they last heard the leader, but openraft never refreshes a leader's own
-//! lease, so a long-standing leader would grant a vote at once; raftlb's
-//! Raft service refuses it instead. Here a follower is made to stand while
-//! the leader is healthy: while the old leader's lease (one election
-//! timeout from its latest quorum confirmation) may still hold, it must not
-//! win.
+//! leader. Voters refuse votes for one vote lease (one election timeout)
+//! after they last heard the leader, but openraft never refreshes a
+//! leader's own lease, so a long-standing leader would grant a vote at
+//! once, even more so once a candidate's higher term has deposed it;
+//! raftlb's Raft service refuses it instead, for a vote lease after its
+//! last confirmation. Here a follower is made to stand while the leader is
+//! healthy, without asking first (no pre-vote): within a vote lease of the
+//! old leader's latest quorum confirmation (its VIP lease is two thirds of
+//! that), it must not win.
 
 mod common;
 
 use common::Nodes;
 use std::time::{Duration, Instant};
 
-/// The default election timeout (`[cluster] election_timeout`): the VIP lease.
+/// The default election timeout (`[cluster] election_timeout`): the vote lease.
 const LEASE: Duration = Duration::from_millis(150);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_election_cannot_win_while_the_leader_holds_its_lease() {
     let cluster = Nodes::start("lease-test").await;
     let leader = cluster.leader();
-    // Lead long past openraft's own lease on the leader's vote (2 × 300 ms).
+    // Lead long past openraft's own lease on the leader's vote (150 ms).
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(cluster.leader(), leader, "leadership moved on its own");
     let challenger = (1..=3).find(|id| *id != leader).expect("a follower");

@@ -56,9 +56,11 @@ impl Cluster {
     }
 
     /// [`Cluster::start`] with `[cluster]` `heartbeat_interval` and
-    /// `election_timeout` set, e.g. `("1s", "3s")` for entries of a few
+    /// `election_timeout` set, e.g. `("1s", "9s")` for entries of a few
     /// MB: openraft gives AppendEntries one heartbeat interval, and a debug
-    /// build needs far more than the default 50 ms to replicate such an entry.
+    /// build needs far more than the default 25 ms to replicate such an
+    /// entry, and may be busy with it for seconds, longer than followers
+    /// wait before they stand (`election_timeout`).
     pub async fn start_timed(voters: u64, seed: &str, timing: (&'static str, &'static str)) -> Cluster {
         let mut cluster = Cluster::new(voters, seed);
         cluster.timing = Some(timing);

@@ -217,7 +217,7 @@ async fn restarted_leader_serves_no_stale_read() {
     let backend = SocketAddr::from(([127, 0, 0, 1], 9));
     // Long enough that no follower campaigns while the leader restarts.
     let mut cluster =
-        Cluster::start_timed(3, &http_seed("weighted_round_robin", &[backend]), ("50ms", "2s")).await;
+        Cluster::start_timed(3, &http_seed("weighted_round_robin", &[backend]), ("50ms", "6s")).await;
     for round in 0..3u32 {
         let leader = cluster.index_of(cluster.wait_leader(Duration::from_secs(20)).await);
         let (lagging, current) = ((leader + 1) % 3, (leader + 2) % 3);

@@ -118,7 +118,7 @@ async fn hostile_commands_are_refused_and_no_node_stops() {
 async fn one_apply_adds_a_hundred_thousand_backends() {
     let backend = HttpBackend::start("a").await;
     // A 1–2 MB entry: see `Cluster::start_timed`.
-    let cluster = Cluster::start_timed(3, &http_seed("round_robin", &[backend.address]), ("1s", "3s")).await;
+    let cluster = Cluster::start_timed(3, &http_seed("round_robin", &[backend.address]), ("1s", "9s")).await;
     let mut addresses = vec![backend.address];
     addresses.extend((0..100_000u32).map(raftlb_tests::cluster::marker));
     let dir = TempDir::new("big-apply");

@@ -97,7 +97,7 @@ async fn an_acl_written_on_one_node_resets_the_source_everywhere_within_a_second
 async fn a_hundred_thousand_rules_from_a_file_commit_as_one_entry() {
     let backend = HttpBackend::start("a").await;
     // A 1–2 MB entry: see `Cluster::start_timed`.
-    let cluster = Cluster::start_timed(3, &http_seed("round_robin", &[backend.address]), ("1s", "3s")).await;
+    let cluster = Cluster::start_timed(3, &http_seed("round_robin", &[backend.address]), ("1s", "9s")).await;
     let listeners: Vec<SocketAddr> = cluster
         .members
         .iter()

@@ -1,6 +1,7 @@
 //! The bar raftlb's VIP failover is measured against: keepalived (VRRPv3,
-//! unicast peers, `advert_int 0.1`, nginx behind it, as in
-//! `shared/reference/peers/ka-*.conf`) in the same kind of namespaces, with
+//! unicast peers, `advert_int 0.1` as in `shared/reference/peers/ka-*.conf`
+//! or `$KEEPALIVED_ADVERT_INT`, down to VRRPv3's 0.01 s; nginx behind it)
+//! in the same kind of namespaces, with
 //! the same client and the same ARP prober. Each trial kills every process
 //! of the master's host with `kill -9` (the balancer dies, its kernel does
 //! not), measures the time to the first answer through the VIP, and counts
@@ -28,10 +29,16 @@ fn nginx_conf(dir: &std::path::Path) -> String {
     )
 }
 
+/// Seconds between VRRP advertisements (`$KEEPALIVED_ADVERT_INT`, 0.1).
+fn advert_int() -> String {
+    std::env::var("KEEPALIVED_ADVERT_INT").unwrap_or_else(|_| "0.1".to_string())
+}
+
 fn keepalived_conf(me: &str, peer: &str, priority: u32) -> String {
+    let advert_int = advert_int();
     format!(
         "global_defs {{\n  router_id {me}\n  vrrp_version 3\n  vrrp_garp_master_delay 1\n  vrrp_garp_master_repeat 3\n}}\n\
-         vrrp_instance VI_1 {{\n  state BACKUP\n  nopreempt\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int 0.1\n\
+         vrrp_instance VI_1 {{\n  state BACKUP\n  nopreempt\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  advert_int {advert_int}\n\
            unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n  virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n}}\n"
     )
 }
@@ -218,8 +225,9 @@ async fn keepalived_failover_for_comparison() {
     failovers.sort();
     overlaps.sort();
     println!(
-        "keepalived: kill -9 of the master's processes → answer via the VIP: n={} p50={:?} p99={:?} max={:?}; \
+        "keepalived (advert_int {}): kill -9 of the master's processes → answer via the VIP: n={} p50={:?} p99={:?} max={:?}; \
          ARP overlap per trial (dead kernel still answering, 1 s window): p50={:?} max={:?}",
+        advert_int(),
         failovers.len(),
         percentile(&failovers, 0.5),
         percentile(&failovers, 0.99),

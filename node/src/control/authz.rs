@@ -6,7 +6,7 @@
 //!
 //! | method | who |
 //! |---|---|
-//! | Raft `AppendEntries`, `Vote`, `InstallSnapshot` | a member node (and the message's sender must be that node: [`sender_is_caller`]) |
+//! | Raft `AppendEntries`, `Vote`, `InstallSnapshot`, `PreVote` | a member node (and the message's sender must be that node: [`sender_is_caller`]) |
 //! | admin `Campaign`, `LeaseVips` | a member node |
 //! | admin `Status`, `Observe`, `Read`, `StickyStats`, `StickyGet` | a client certificate (`read` or `admin`), or a member node |
 //! | every other admin call (writes, membership, transfer, drain, snapshot) | an `admin` client, or a member node forwarding a call it was given ([`FORWARDED_HEADER`]) |
@@ -53,7 +53,7 @@ pub enum Need {
 pub fn need(path: &str) -> Option<Need> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     match (service, method) {
-        ("raftlb.raft.v1.Raft", "AppendEntries" | "Vote" | "InstallSnapshot") => Some(Need::Raft),
+        ("raftlb.raft.v1.Raft", "AppendEntries" | "Vote" | "InstallSnapshot" | "PreVote") => Some(Need::Raft),
         ("raftlb.admin.v1.Admin", method) => match method {
             "Campaign" | "LeaseVips" => Some(Need::Node),
             "Status" | "Observe" | "Read" | "StickyStats" | "StickyGet" => Some(Need::Read),

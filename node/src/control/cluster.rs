@@ -10,6 +10,7 @@
 use super::admin_service::AdminService;
 use super::authz::{Authorize, Policy};
 use super::data_dir::{self, DataDirError};
+use super::election::{Elector, LeaderContact};
 use super::gauges::{Gauges, VipCounts};
 use super::leader_link::LeaderLink;
 use super::leadership::{self, Leadership};
@@ -69,16 +70,20 @@ pub enum ControlError {
     },
 }
 
-/// Raft settings. The tick that checks election timers runs every 1.5
-/// heartbeats, so election timing is only as fine as the heartbeat.
+/// Raft settings. openraft's follower lease (`election_timeout_max`) is
+/// the vote lease; it never stands for election by itself
+/// (`enable_elect`): [`election`](super::election) asks first (pre-vote)
+/// and then triggers it. Its own timer would fire at the lease plus a
+/// random part of `election_timeout_min`, unasked.
 fn raft_config(cluster: &str, timing: RaftTiming) -> Result<openraft::Config, ControlError> {
     let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let election = millis(timing.election_timeout);
+    let lease = millis(timing.vote_lease());
     openraft::Config {
         cluster_name: cluster.to_string(),
         heartbeat_interval: millis(timing.heartbeat_interval),
-        election_timeout_min: election,
-        election_timeout_max: election.saturating_mul(2),
+        election_timeout_min: lease / 2,
+        election_timeout_max: lease,
+        enable_elect: false,
         install_snapshot_timeout: 2000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1000,
@@ -198,25 +203,33 @@ impl ControlPlane {
         };
         let dialer = Dialer::new(links.clone(), CONNECT_TIMEOUT);
         let versions = Versions::new(me);
+        let network = Network::new(
+            me,
+            dialer.clone(),
+            membership.max_message_bytes,
+            Arc::clone(&versions),
+            applied.clone(),
+            membership.timing.vote_lease(),
+        );
         let raft = Raft::new(
             me,
             Arc::new(raft_config(&membership.cluster_id, membership.timing)?),
-            Network::new(
-                me,
-                dialer.clone(),
-                membership.max_message_bytes,
-                Arc::clone(&versions),
-                applied.clone(),
-            ),
-            log_store,
+            network.clone(),
+            log_store.clone(),
             state_machine.clone(),
         )
         .await
         .map_err(|e| ControlError::Raft(e.to_string()))?;
 
         let standing_down = Arc::new(AtomicBool::new(false));
-        let (leadership, leading) =
-            leadership::watch(raft.clone(), membership.timing, Arc::clone(&standing_down));
+        let contact = LeaderContact::default();
+        let campaigning = Arc::new(AtomicBool::new(false));
+        let (leadership, leading) = leadership::watch(
+            raft.clone(),
+            membership.timing,
+            Arc::clone(&standing_down),
+            contact.clone(),
+        );
         let link = LeaderLink::new(raft.clone(), dialer, membership.max_message_bytes);
         let writer = Writer::new(
             me,
@@ -260,6 +273,8 @@ impl ControlPlane {
             standing_down: Arc::clone(&standing_down),
             witness: config.node.role == Role::Witness,
             drain: CancellationToken::new(),
+            contact: contact.clone(),
+            campaigning: Arc::clone(&campaigning),
         };
         let leases = LeaseDesk {
             me,
@@ -298,6 +313,9 @@ impl ControlPlane {
                         leadership.clone(),
                         membership.timing,
                         Arc::clone(&versions),
+                        log_store.clone(),
+                        contact.clone(),
+                        Arc::clone(&campaigning),
                     ),
                     admin,
                     stop_server.clone(),
@@ -306,12 +324,22 @@ impl ControlPlane {
             ),
             None => None,
         };
-        if config.node.role == Role::Witness {
-            // A witness votes but never stands, and leaves forming the
-            // cluster (which starts an election) to the balancers: the
-            // leader, which owns the VIPs, is always a balancer.
-            raft.runtime_config().elect(false);
-        } else {
+        // A witness votes but never stands, and leaves forming the cluster
+        // to the balancers: the leader, which owns the VIPs, is always a
+        // balancer.
+        let standing = (config.node.role != Role::Witness).then(|| {
+            Elector {
+                me,
+                raft: raft.clone(),
+                log: log_store,
+                network,
+                contact,
+                timing: membership.timing,
+                campaigning,
+            }
+            .spawn()
+        });
+        if config.node.role != Role::Witness {
             form_cluster(&raft, me, membership.advertised(), &membership.peers).await;
         }
         let (proposer, proposing) = Proposer::start(writer.clone());
@@ -333,6 +361,7 @@ impl ControlPlane {
         let gauges = Gauges::new(committed, proposer.clone(), writer.clone(), state_machine);
         let following = crate::events::follow(Arc::clone(&events), raft.metrics(), vips_held.subscribe());
         let mut tasks = vec![leading, proposing, seeding, raising, following];
+        tasks.extend(standing);
         tasks.push(gauges.count_leader_changes(raft.metrics()));
         tasks.extend(keyring.clone().map(crate::pki::watch::start));
         Ok(ControlPlane {

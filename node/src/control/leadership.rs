@@ -1,10 +1,14 @@
-//! What this node knows about its standing, refreshed every heartbeat
-//! interval: as leader, the moment just before a quorum last confirmed it
-//! (a round of heartbeats answered by a majority, [`Raft::get_read_log_id`]);
+//! What this node knows about its standing, refreshed twice every
+//! heartbeat interval ([`RaftTiming::confirm_every`]): as leader, the moment
+//! just before a quorum last confirmed it (a round of heartbeats answered
+//! by a majority, [`Raft::get_read_log_id`]);
 //! as any node, when it last saw a quorum at all (confirmed as leader, or
-//! following a known leader). The VIP lease is counted from the first; the
+//! following a leader heard within its lease: a follower that no longer
+//! hears its leader, and finds no majority to elect it, keeps the leader's
+//! id but has no quorum). The VIP lease is counted from the first; the
 //! "no quorum for …" of `raftlb ctl status` from the second.
 
+use super::election::LeaderContact;
 use super::types::Raft;
 use openraft::ServerState;
 use raftlb_config::RaftTiming;
@@ -20,6 +24,10 @@ pub struct Leadership {
     /// answered it, so no other node can win an election for two election
     /// timeouts after this instant.
     pub confirmed_at: Option<Instant>,
+    /// The same instant of the last round ever answered, kept after this
+    /// node stops leading: while a vote lease from it runs, the VIP may
+    /// still be held, and this node must not vote for another.
+    pub last_confirmed_at: Option<Instant>,
     /// When this node last saw a quorum (None: not since it started).
     pub quorum_seen_at: Option<Instant>,
 }
@@ -49,13 +57,15 @@ pub fn watch(
     raft: Raft,
     timing: RaftTiming,
     standing_down: Arc<AtomicBool>,
+    contact: LeaderContact,
 ) -> (watch::Receiver<Leadership>, JoinHandle<()>) {
     let (tx, rx) = watch::channel(Leadership {
         confirmed_at: None,
+        last_confirmed_at: None,
         quorum_seen_at: None,
     });
     let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(timing.heartbeat_interval);
+        let mut tick = tokio::time::interval(timing.confirm_every());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut metrics = raft.metrics();
         let mut was = None;
@@ -91,9 +101,13 @@ pub fn watch(
                 }
                 _ => false,
             };
-            let sees_quorum = confirmed || (state != ServerState::Leader && leader.is_some());
+            let follows = state != ServerState::Leader && leader.is_some() && !contact.lease_left().is_zero();
+            let sees_quorum = confirmed || follows;
             tx.send_modify(|l| {
                 l.confirmed_at = confirmed.then_some(now);
+                if confirmed {
+                    l.last_confirmed_at = Some(now);
+                }
                 if sees_quorum {
                     l.quorum_seen_at = Some(now);
                 }

@@ -24,8 +24,8 @@ use std::fmt;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Why the Raft log or the state machine's snapshot could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,9 @@ pub struct LogStore {
     keys: Arc<LogKeys>,
     /// The index `save_committed` was last given, for `/metrics`.
     committed: Arc<AtomicU64>,
+    /// The last entry's id, as `get_log_state` would read it, kept up to
+    /// date by every write so that pre-votes read it without decoding.
+    last: Arc<Mutex<Option<LogId>>>,
 }
 
 // By hand: sled's own `Debug` prints every page of the database.
@@ -108,8 +111,14 @@ impl LogStore {
             meta,
             keys: Arc::new(keys),
             committed: Arc::default(),
+            last: Arc::default(),
         };
         store.check()?;
+        let last = store.stored_last_log_id().map_err(|e| OpenError::CorruptLog {
+            path: path.to_path_buf(),
+            reason: format!("its last entry cannot be read: {e}"),
+        })?;
+        store.set_last(last);
         store.committed.store(store.committed_index(), Ordering::Relaxed);
         Ok(store)
     }
@@ -280,21 +289,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> =
             self.read_meta(LAST_PURGED).map_err(StorageIOError::read_logs)?;
-        let epochs = self.keys.read();
-        let last_entry = match self.logs.last().map_err(|e| StorageIOError::read_logs(&e))? {
-            Some((key, value)) => Some(
-                decode_entry(&epochs, &key, &value)
-                    .map_err(StorageIOError::read_logs)?
-                    .log_id,
-            ),
-            None => None,
-        };
-        drop(epochs);
-        // Entries at or below the purge point may survive a crash mid-purge;
-        // the purge point still bounds the log from below.
         Ok(LogState {
             last_purged_log_id,
-            last_log_id: last_entry.max(last_purged_log_id),
+            last_log_id: self.stored_last_log_id().map_err(StorageIOError::read_logs)?,
         })
     }
 
@@ -352,7 +349,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for entry in entries {
+            last = Some(entry.log_id);
             let bytes =
                 postcard::to_stdvec(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             let sealed = self
@@ -364,6 +363,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.logs
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        if last.is_some() {
+            self.set_last(last);
+        }
         self.flush().await.map_err(StorageIOError::write_logs)?;
         callback.log_io_completed(Ok(()));
         Ok(())
@@ -372,6 +374,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.remove_range(key(log_id.index)..)
             .map_err(StorageIOError::write_logs)?;
+        self.set_last(self.stored_last_log_id().map_err(StorageIOError::read_logs)?);
         self.flush().await.map_err(StorageIOError::write_logs)?;
         Ok(())
     }
@@ -384,6 +387,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.flush().await.map_err(StorageIOError::write_logs)?;
         self.remove_range(..=key(log_id.index))
             .map_err(StorageIOError::write_logs)?;
+        let last = self.last_log_id().max(Some(log_id));
+        self.set_last(last);
         self.forget_purged(log_id.index)
             .await
             .map_err(StorageIOError::write_logs)?;
@@ -392,6 +397,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 impl LogStore {
+    /// The last entry's id (or the purge point's, when every entry was
+    /// purged), without reading the store.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_last(&self, last: Option<LogId>) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
+    }
+
+    /// The last entry's id as stored (decoding that entry), or the purge
+    /// point's if it is later: entries at or below it may survive a crash
+    /// mid-purge, and the purge point still bounds the log from below.
+    fn stored_last_log_id(&self) -> Result<Option<LogId>, AnyError> {
+        let last_purged: Option<LogId> = self.read_meta(LAST_PURGED)?;
+        let epochs = self.keys.read();
+        let last_entry = match self.logs.last().map_err(|e| AnyError::new(&e))? {
+            Some((key, value)) => Some(decode_entry(&epochs, &key, &value)?.log_id),
+            None => None,
+        };
+        Ok(last_entry.max(last_purged))
+    }
+
     /// After a purge up to `index`: a new epoch; the entries after `index`
     /// sealed again under it, durably; then every older key deleted, and
     /// with them whatever sled still keeps of the purged entries.

@@ -22,6 +22,8 @@
 //!   index, proposal queue, snapshot size, leader changes, VIP leases).
 //! - [`leadership`]: leadership confirmed by a quorum every heartbeat, and
 //!   since when a quorum has been missing.
+//! - [`election`]: when a follower stands: after its lease on the leader,
+//!   in its turn, and only once a majority would vote for it (pre-vote).
 //! - [`spread`]: leases on and assignment of `placement = "spread"` VIPs.
 //! - [`sticky_admin`]: the admin API's sticky-table calls.
 //! - [`transfer`]: planned leadership transfer (openraft 0.9 has none).
@@ -35,6 +37,7 @@ pub mod authz;
 pub mod catch_up;
 pub mod cluster;
 pub mod data_dir;
+pub mod election;
 pub mod gauges;
 pub mod leader_link;
 pub mod leadership;

@@ -10,6 +10,7 @@
 //! this node's format versions and the cluster version it has applied, and
 //! every reply's formats are recorded ([`Versions`]).
 
+use super::election::{PreVoteAnswer, PreVoteRequest};
 use super::state_machine::Applied;
 use super::transport::Dialer;
 use super::types::{Node, NodeId, TypeConfig};
@@ -55,6 +56,9 @@ pub struct Network {
     versions: Arc<Versions>,
     /// Where requests read the cluster version they carry.
     applied: watch::Receiver<Arc<Applied>>,
+    /// The vote lease every request asks of its receiver, in ms (see
+    /// [`super::election::LeaderContact`]).
+    vote_lease_ms: u32,
 }
 
 impl Network {
@@ -64,6 +68,7 @@ impl Network {
         max_message_bytes: usize,
         versions: Arc<Versions>,
         applied: watch::Receiver<Arc<Applied>>,
+        vote_lease: Duration,
     ) -> Self {
         Network {
             me,
@@ -72,6 +77,55 @@ impl Network {
             channels: Arc::default(),
             versions,
             applied,
+            vote_lease_ms: u32::try_from(vote_lease.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl Network {
+    /// The shared channel to `target` at `address`, dialled lazily.
+    fn client(&self, target: NodeId, address: &str) -> Dialled {
+        let limit = self.max_message_bytes;
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((target, address.to_string()))
+            .or_insert_with(|| {
+                let channel = self.dialer.lazy(address, Expect::Node(target))?;
+                Ok(RaftClient::new(channel)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit))
+            })
+            .clone()
+    }
+
+    /// Asks `target` whether it would vote for this node now. A node of a
+    /// release without pre-vote answers Unimplemented: it would, as far as
+    /// this asking goes (it applies its own lease to the vote itself).
+    pub async fn pre_vote(
+        &self,
+        target: NodeId,
+        address: &str,
+        request: &PreVoteRequest,
+    ) -> Result<PreVoteAnswer, String> {
+        let mut client = self.client(target, address)?;
+        let payload = postcard::to_allocvec(request).map_err(|e| format!("cannot encode a pre-vote: {e}"))?;
+        let formats = self.versions.this();
+        let request = RaftRequest {
+            from: self.me,
+            payload,
+            format_min: u32::from(formats.min),
+            format_max: u32::from(formats.max),
+            cluster_version: u32::from(self.applied.borrow().state.cluster_version()),
+            vote_lease_ms: 0,
+        };
+        match client.pre_vote(request).await {
+            Ok(reply) => raftlb_config::proposal::decode_carrier(&reply.into_inner().payload)
+                .map_err(|e| format!("undecodable pre-vote answer: {e}")),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                Ok(PreVoteAnswer::granted_by_earlier_release())
+            }
+            Err(status) => Err(status_text(&status)),
         }
     }
 }
@@ -80,24 +134,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
-        let limit = self.max_message_bytes;
         Peer {
             me: self.me,
             target,
             address: node.addr.clone(),
-            client: self
-                .channels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry((target, node.addr.clone()))
-                .or_insert_with(|| {
-                    let channel = self.dialer.lazy(&node.addr, Expect::Node(target))?;
-                    Ok(RaftClient::new(channel)
-                        .max_decoding_message_size(limit)
-                        .max_encoding_message_size(limit))
-                })
-                .clone(),
-            max_message_bytes: limit,
+            client: self.client(target, &node.addr),
+            max_message_bytes: self.max_message_bytes,
+            vote_lease_ms: self.vote_lease_ms,
             last_logged: None,
             versions: Arc::clone(&self.versions),
             applied: self.applied.clone(),
@@ -113,6 +156,7 @@ pub struct Peer {
     address: String,
     client: Result<Client, String>,
     max_message_bytes: usize,
+    vote_lease_ms: u32,
     last_logged: Option<Instant>,
     versions: Arc<Versions>,
     applied: watch::Receiver<Arc<Applied>>,
@@ -185,6 +229,7 @@ impl Peer {
             format_min: u32::from(formats.min),
             format_max: u32::from(formats.max),
             cluster_version: u32::from(self.applied.borrow().state.cluster_version()),
+            vote_lease_ms: self.vote_lease_ms,
         });
         request.set_timeout(option.hard_ttl());
         let reply = match kind {

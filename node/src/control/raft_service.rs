@@ -9,16 +9,19 @@
 //! sentence saying which versions it needs (nothing reaches the log).
 
 use super::authz;
+use super::election::{self, LeaderContact, PreVoteRequest};
 use super::leadership::Leadership;
+use super::log_store::LogStore;
 use super::transport::Caller;
 use super::types::{NodeId, Raft, TypeConfig};
 use super::versions::Versions;
-use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest};
 use raftlb_config::{Formats, RaftTiming};
 use raftlb_proto::raft::raft_server;
 use raftlb_proto::raft::{RaftReply, RaftRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -34,9 +37,13 @@ const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
 pub struct RaftService {
     raft: Raft,
     leadership: watch::Receiver<Leadership>,
-    /// How long after its last confirmation as leader this node refuses
-    /// to vote: openraft's own follower lease (two election timeouts).
-    vote_hold: Duration,
+    timing: RaftTiming,
+    /// This node's log, for pre-votes.
+    log: LogStore,
+    /// When this node last heard from a leader, and the lease it asked for.
+    contact: LeaderContact,
+    /// Set while this node stands as a leadership transfer's target.
+    campaigning: Arc<AtomicBool>,
     /// The snapshot being received, and how many of its bytes.
     receiving: Arc<Mutex<Option<(String, u64)>>>,
     versions: Arc<Versions>,
@@ -56,11 +63,17 @@ impl RaftService {
         leadership: watch::Receiver<Leadership>,
         timing: RaftTiming,
         versions: Arc<Versions>,
+        log: LogStore,
+        contact: LeaderContact,
+        campaigning: Arc<AtomicBool>,
     ) -> Self {
         RaftService {
             raft,
+            log,
             leadership,
-            vote_hold: timing.election_timeout * 2,
+            timing,
+            contact,
+            campaigning,
             receiving: Arc::default(),
             versions,
             refusal_logged: Arc::default(),
@@ -139,15 +152,29 @@ impl RaftService {
     /// but openraft refreshes a node's own leader lease only when it hears
     /// from a leader, never while it is one: a long-standing leader would
     /// grant a vote at once, and a new leader (and VIP owner) could exist
-    /// while its fence still holds. Refuse, as followers do, until two
-    /// election timeouts after the last confirmation.
+    /// while its fence still holds. Refuse, as followers do, until a vote
+    /// lease after the last confirmation, even once this node has stepped
+    /// down (a candidate's higher term deposes it at once); and as a
+    /// follower, while the lease its leader asked for runs (openraft's own
+    /// is one election timeout, whatever the leader's release relies on).
     fn refuse_vote_while_leasing(&self) -> Result<(), Status> {
-        match self.leadership.borrow().confirmed_at {
-            Some(at) if at.elapsed() < self.vote_hold => Err(Status::unavailable(format!(
+        if let Some(at) = self.leadership.borrow().last_confirmed_at
+            && at.elapsed() < self.timing.vote_lease()
+        {
+            return Err(Status::unavailable(format!(
                 "vote refused: this node was confirmed leader {:?} ago and its VIP lease may still be live",
                 at.elapsed()
-            ))),
-            _ => Ok(()),
+            )));
+        }
+        self.contact.refuse_vote().map_err(Status::unavailable)
+    }
+
+    /// The vote lease a leader's message asks for: a release before the
+    /// field relied on two election timeouts.
+    fn asked_lease(&self, request: &RaftRequest) -> Duration {
+        match request.vote_lease_ms {
+            0 => self.timing.election_timeout * 2,
+            ms => Duration::from_millis(u64::from(ms)),
         }
     }
 }
@@ -211,8 +238,10 @@ impl raft_server::Raft for RaftService {
         self.check_versions(&request)?;
         let rpc = decode(&request, "AppendEntries")?;
         let result = self.raft.append_entries(rpc).await;
-        if let Err(e) = &result {
-            tracing::debug!(from = sender(&request), error = %e, "append_entries refused");
+        match &result {
+            Ok(AppendEntriesResponse::HigherVote(_)) => {}
+            Ok(_) => self.contact.heard(self.asked_lease(&request)),
+            Err(e) => tracing::debug!(from = sender(&request), error = %e, "append_entries refused"),
         }
         self.reply(&result)
     }
@@ -222,14 +251,40 @@ impl raft_server::Raft for RaftService {
         self.check_versions(&request)?;
         self.refuse_vote_while_leasing()?;
         let rpc = decode(&request, "Vote")?;
-        self.reply(&self.raft.vote(rpc).await)
+        let result = self.raft.vote(rpc).await;
+        if result.as_ref().is_ok_and(|r| r.vote_granted) {
+            self.contact.voted();
+        }
+        self.reply(&result)
     }
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = self.check_sender(request)?;
         self.check_versions(&request)?;
-        let rpc = decode(&request, "InstallSnapshot")?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request, "InstallSnapshot")?;
         self.check_chunk(&rpc)?;
-        self.reply(&self.raft.install_snapshot(rpc).await)
+        let vote = rpc.vote;
+        let result = self.raft.install_snapshot(rpc).await;
+        if result.as_ref().is_ok_and(|r| r.vote == vote) {
+            self.contact.heard(self.asked_lease(&request));
+        }
+        self.reply(&result)
+    }
+
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = self.check_sender(request)?;
+        self.check_versions(&request)?;
+        let ask: PreVoteRequest = decode(&request, "PreVote")?;
+        let leadership = *self.leadership.borrow();
+        let answer = election::answer(
+            &self.raft,
+            &self.log,
+            &self.contact,
+            leadership,
+            self.campaigning.load(Ordering::Relaxed),
+            self.timing,
+            &ask,
+        );
+        self.reply(&answer)
     }
 }

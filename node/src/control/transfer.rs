@@ -2,10 +2,11 @@
 //! of its own. The leader steps aside: it stops heartbeats and leadership
 //! confirmations (so its VIP lease runs out) and will not stand again for a
 //! while; it asks the target to campaign once the other voters' leases on
-//! the old leader have run out (two election timeouts after the last
-//! heartbeat, when they grant votes again); the target triggers an
-//! election at once, well before any other follower's own timer fires, and
-//! wins it. Then the old leader resumes its normal settings as a follower.
+//! the old leader have run out (a vote lease after the last heartbeat,
+//! when they grant votes again); the target triggers an election then, a
+//! little before any other follower's turn to ask ([`super::election`]),
+//! refuses their pre-votes meanwhile, and wins it. Then the old leader
+//! resumes its normal settings as a follower.
 //! If the target cannot win, the next candidate is asked, and if none can,
 //! the old leader resumes leading.
 //!
@@ -13,6 +14,7 @@
 //! passes it to the leader), the leader's `Campaign` call to the target,
 //! and `ctl node drain` (this node hands over, then stops).
 
+use super::election::LeaderContact;
 use super::leader_link::{LeaderLink, Redirect};
 use super::network::status_text;
 use super::types::{NodeId, Raft};
@@ -37,6 +39,11 @@ pub struct Handover {
     pub standing_down: Arc<AtomicBool>,
     /// A witness never campaigns.
     pub witness: bool,
+    /// When this node last heard from a leader (a target waits out the
+    /// lease it asked for).
+    pub contact: LeaderContact,
+    /// Set while this node stands as a transfer's target.
+    pub campaigning: Arc<AtomicBool>,
     /// Cancelled when an operator asks this node to drain and stop.
     pub drain: CancellationToken,
 }
@@ -97,24 +104,39 @@ impl Handover {
     }
 
     /// The target's side of a transfer: stand for election once the other
-    /// voters' leases on the old leader have run out, whatever the caller
-    /// asks, and say whether this node won.
-    pub async fn campaign(&self, after_ms: u64) -> Result<(), Status> {
+    /// voters' leases on the old leader have run out (when this node's
+    /// own does, and a quarter heartbeat for theirs, which started a
+    /// little later), whatever the caller asks, and say whether this node
+    /// won. Meanwhile this node refuses other followers' pre-votes.
+    pub async fn campaign(&self, _after_ms: u64) -> Result<(), Status> {
         if self.witness {
             return Err(Status::failed_precondition("a witness never leads"));
         }
-        let least = campaign_delay(self.timing);
-        let after = Duration::from_millis(after_ms.min(10_000)).max(least);
+        if self.campaigning.swap(true, Ordering::AcqRel) {
+            return Err(Status::aborted("this node already stands in a transfer"));
+        }
+        struct Standing<'a>(&'a AtomicBool);
+        impl Drop for Standing<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _standing = Standing(&self.campaigning);
+        let after = (self.contact.lease_left() + self.timing.heartbeat_interval / 4).min(MAX_CAMPAIGN_DELAY);
         campaign(&self.raft, after).await.map_err(Status::unavailable)
     }
 }
 
+/// The longest a target waits for the old leader's lease to run out.
+const MAX_CAMPAIGN_DELAY: Duration = Duration::from_secs(10);
+
 /// How long a campaigning node waits to see itself leader.
 pub const CAMPAIGN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long after the last heartbeat the target may stand and be heard.
+/// How long after the last heartbeat the target may stand and be heard
+/// (the leader's wait for its answer counts from it).
 pub fn campaign_delay(timing: RaftTiming) -> Duration {
-    timing.election_timeout * 2 + timing.heartbeat_interval
+    timing.vote_lease() + timing.heartbeat_interval
 }
 
 /// The voters to hand over to, best first: `to` alone if given, otherwise
@@ -166,7 +188,6 @@ pub async fn step_aside<T>(
     impl Drop for Aside<'_> {
         fn drop(&mut self) {
             self.raft.runtime_config().heartbeat(true);
-            self.raft.runtime_config().elect(true);
             self.standing_down.store(false, Ordering::Relaxed);
         }
     }
@@ -177,7 +198,6 @@ pub async fn step_aside<T>(
         return None;
     }
     raft.runtime_config().heartbeat(false);
-    raft.runtime_config().elect(false);
     let _aside = Aside { raft, standing_down };
     Some(campaign.await)
 }

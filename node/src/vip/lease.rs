@@ -19,10 +19,14 @@
 //! it took the message, so its hold ends by `c + 5/4 lease` even if this
 //! process dies.
 //!
-//! - Leader-placed (lease = one election timeout `E`): every voter that
-//!   answered the round refuses to vote for anyone else for `2E` after it
-//!   answered, so a successor is elected, and first confirmed, after
-//!   `c + 2E`: after this node's hold, kernel slack included.
+//! - Leader-placed (lease = two thirds of the vote lease `V`, one
+//!   election timeout: [`RaftTiming::vip_lease`]): every voter that
+//!   answered the round refuses to vote for anyone else for `V` after it
+//!   answered, on its own clock, so a successor is elected, and first
+//!   confirmed, after `c + V`: after this node's hold, which the kernel
+//!   ends by `c + 5/6 V`, with a sixth to spare for clocks that disagree.
+//!
+//! [`RaftTiming::vip_lease`]: raftlb_config::RaftTiming::vip_lease
 //! - Spread (lease = `E`): the leader grants only while its own
 //!   confirmation is under `E` old, and moves a VIP only once its last grant
 //!   of it to another node is a lease old (a new leader first waits two

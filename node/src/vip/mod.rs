@@ -201,14 +201,14 @@ impl VipManager {
 }
 
 /// The lease a leader holds its VIPs for, from before each confirmation:
-/// one election timeout, half the other voters' vote lease. (Failpoint
-/// `vip-skip-lease-wait`: many more, so a successor claims before it ends.)
+/// [`RaftTiming::vip_lease`]. (Failpoint `vip-skip-lease-wait`: many more,
+/// so a successor claims before it ends.)
 fn leader_lease(timing: RaftTiming) -> Duration {
     #[cfg(feature = "failpoints")]
     if crate::failpoint::active(crate::failpoint::Failpoint::VipSkipLeaseWait) {
         return timing.election_timeout * crate::failpoint::STRETCHED_LEASE;
     }
-    timing.election_timeout
+    timing.vip_lease()
 }
 
 /// The leader's lease loop: gathers the facts (Raft state, the last
