@@ -11,6 +11,7 @@ use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::client;
 use raftlb_tests::cluster::{Cluster, http_seed};
 use raftlb_tests::process::TempDir;
+use raftlb_tests::wait;
 use std::time::{Duration, Instant};
 
 /// Every node still commits a write and (with `http`) answers through its listener.
@@ -153,9 +154,18 @@ async fn one_apply_adds_a_hundred_thousand_backends() {
         "ctl apply of 100 000 backend adds: {:?} end to end (debug build)",
         started.elapsed()
     );
-    let mut admin = Admin::new(&cluster.members[2].raft, Duration::from_secs(10));
-    let (state, _) = admin.read(false).await.expect("read");
-    assert_eq!(state.spec().pools[0].backends.len(), 100_001);
+    // Node 3 may still be busy with the entry (a debug build decodes and
+    // applies 100 000 backends for seconds): ask until it has them.
+    wait::value_of(
+        "node 3 has all 100 001 backends",
+        Duration::from_secs(60),
+        || async {
+            let mut admin = Admin::new(&cluster.members[2].raft, Duration::from_secs(10));
+            let (state, _) = admin.read(false).await.ok()?;
+            (state.spec().pools[0].backends.len() == 100_001).then_some(())
+        },
+    )
+    .await;
     // (No HTTP now: the markers are addresses nothing may be sent to.)
     every_node_serves(&cluster, 1, false).await;
 }
