@@ -8,7 +8,7 @@
 
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::client;
-use raftlb_tests::cluster::{Cluster, add_marker, http_seed};
+use raftlb_tests::cluster::{Cluster, add_marker, http_seed, marker};
 use raftlb_tests::process::{Raftlb, TempDir, binary};
 use raftlb_tests::wait;
 use std::path::PathBuf;
@@ -226,6 +226,20 @@ async fn ready_once_serving_and_joined_then_watchdog_then_stopping() {
 async fn a_node_that_cannot_join_serves_but_is_not_ready() {
     let backend = HttpBackend::start("app-1").await;
     let mut cluster = Cluster::start(3, &http_seed("round_robin", &[backend.address])).await;
+    // One write after the seed, applied on node 3: its append is fsynced,
+    // and with it the committed index node 3 saved (lazily) for the seed,
+    // which a restart replays up to before it serves.
+    let mut admin = cluster.admin(0, Duration::from_secs(5));
+    admin.write(&add_marker(1)).await.expect("a write after the seed");
+    wait::value_of("node 3 applies the write", Duration::from_secs(10), || async {
+        let (state, _) = cluster.admin(2, Duration::from_secs(5)).read(false).await.ok()?;
+        state.spec().pools[0]
+            .backends
+            .iter()
+            .any(|b| b.address == marker(1))
+            .then_some(())
+    })
+    .await;
     for i in 0..3 {
         cluster.kill(i);
     }
