@@ -511,7 +511,7 @@ async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_with_raft(
     doomed.kill();
     let outcome = wait::value("the old process notices", Duration::from_secs(20), || {
         let log = node.log();
-        if log.contains("in-place upgrade abandoned; serving on") {
+        if log.contains("in-place upgrade or reload abandoned; serving on") {
             Some("before it released the log: it kept its Raft")
         } else if log.contains("starts a copy of its own binary") {
             Some("after it released the log: a copy of its own binary took over with Raft")
