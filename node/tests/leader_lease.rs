@@ -21,10 +21,10 @@ const LEASE: Duration = Duration::from_millis(150);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_election_cannot_win_while_the_leader_holds_its_lease() {
     let cluster = Nodes::start("lease-test").await;
-    let leader = cluster.leader();
+    let leader = cluster.leader().await;
     // Lead long past openraft's own lease on the leader's vote (150 ms).
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(cluster.leader(), leader, "leadership moved on its own");
+    assert_eq!(cluster.leader().await, leader, "leadership moved on its own");
     let challenger = (1..=3).find(|id| *id != leader).expect("a follower");
     // What the old leader's VIP lease is counted from: its latest quorum
     // confirmation (a starved leader may have confirmed long ago, and then

@@ -28,7 +28,7 @@ fn backend(n: u16) -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_on_a_follower_commits_in_few_entries_with_one_outcome_each() {
     let cluster = Nodes::start("proposer-test").await;
-    let leader = cluster.leader();
+    let leader = cluster.leader().await;
     let follower = cluster
         .nodes
         .iter()
@@ -104,7 +104,7 @@ fn verdict(node: u64, up: bool) -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_sessions_fills_its_own_share_and_a_verdict_rides_ahead() {
     let cluster = Nodes::start_with("proposer-shares", STICKY_POOL).await;
-    let leader = cluster.leader();
+    let leader = cluster.leader().await;
     let follower = cluster
         .nodes
         .iter()

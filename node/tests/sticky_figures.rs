@@ -65,7 +65,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[ignore = "figures: run in release with --ignored --nocapture"]
 async fn committed_sessions_per_second_lag_and_sync_cost() {
     let cluster = Nodes::start_with("sticky-figures", SEED).await;
-    let leader = cluster.leader();
+    let leader = cluster.leader().await;
     let follower = cluster
         .nodes
         .iter()

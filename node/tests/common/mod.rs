@@ -86,13 +86,22 @@ impl Nodes {
         Nodes { nodes, root }
     }
 
-    /// The leader's id, as node 1 knows it.
-    pub fn leader(&self) -> u64 {
-        self.nodes[0]
-            .raft_metrics()
-            .borrow()
-            .current_leader
-            .expect("a leader")
+    /// The leader's id, once every node names the same one (an election
+    /// can still be settling just after the start).
+    pub async fn leader(&self) -> u64 {
+        let named = || {
+            let leaders: Vec<Option<u64>> = self
+                .nodes
+                .iter()
+                .map(|n| n.raft_metrics().borrow().current_leader)
+                .collect();
+            leaders[0].filter(|first| leaders.iter().all(|l| *l == Some(*first)))
+        };
+        wait_for("one leader named by every node", Duration::from_secs(10), || {
+            named().is_some()
+        })
+        .await;
+        named().expect("a leader")
     }
 
     /// The node with id `id`.
