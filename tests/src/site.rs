@@ -25,7 +25,7 @@ pub const CLUSTER: &str = "vip-test";
 
 /// One request through the VIP: its `X-Request-Id`, when it started and
 /// ended, whether it got a 200.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Attempt {
     pub id: u64,
     /// The VIP port it went to (8080 `http`, 9000 `tcp`).
@@ -35,6 +35,8 @@ pub struct Attempt {
     pub connected: Option<Instant>,
     pub end: Instant,
     pub ok: bool,
+    /// What came back: the status line, or how the request failed.
+    pub outcome: String,
 }
 
 /// How a [`Site`] differs from the default one.
@@ -489,7 +491,7 @@ impl Load {
                     break;
                 }
                 let start = Instant::now();
-                let (ok, connected) = request(SocketAddr::new(vip, *port), connect_timeout, id);
+                let (ok, connected, outcome) = request(SocketAddr::new(vip, *port), connect_timeout, id);
                 let end = Instant::now();
                 attempts.lock().expect("attempts").push(Attempt {
                     id,
@@ -498,6 +500,7 @@ impl Load {
                     connected,
                     end,
                     ok,
+                    outcome,
                 });
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -571,20 +574,27 @@ pub fn get_from_client(site: &Site, to: SocketAddr) -> bool {
 
 /// `GET /` with `X-Request-Id: id`; whether it got a 200, and when the
 /// connection was made (if it was).
-fn request(to: SocketAddr, connect_timeout: Duration, id: u64) -> (bool, Option<Instant>) {
-    let Ok(mut stream) = TcpStream::connect_timeout(&to, connect_timeout) else {
-        return (false, None);
+fn request(to: SocketAddr, connect_timeout: Duration, id: u64) -> (bool, Option<Instant>, String) {
+    let mut stream = match TcpStream::connect_timeout(&to, connect_timeout) {
+        Ok(stream) => stream,
+        Err(e) => return (false, None, format!("connect: {e}")),
     };
     let connected = Some(Instant::now());
     // A patient client (a long connect timeout) waits as long for the answer.
     let _ = stream.set_read_timeout(Some(connect_timeout.max(Duration::from_millis(300))));
     let head = format!("GET / HTTP/1.1\r\nHost: vip\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(head.as_bytes()).is_err() {
-        return (false, connected);
+    if let Err(e) = stream.write_all(head.as_bytes()) {
+        return (false, connected, format!("write: {e}"));
     }
     let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    (answer.starts_with(b"HTTP/1.1 200"), connected)
+    let read = stream.read_to_end(&mut answer);
+    let status = answer.split(|b| *b == b'\r').next().unwrap_or_default();
+    let outcome = match read {
+        Err(e) if answer.is_empty() => format!("read: {e}"),
+        _ if answer.is_empty() => "closed without an answer".to_string(),
+        _ => String::from_utf8_lossy(status).into_owned(),
+    };
+    (answer.starts_with(b"HTTP/1.1 200"), connected, outcome)
 }
 
 /// Sends `signal` (`"STOP"`, `"CONT"`, `"KILL"`) to process `pid`.

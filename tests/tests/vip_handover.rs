@@ -1,7 +1,8 @@
 //! Planned handover in network namespaces ([`Site`]): `ctl leader
 //! transfer` and `ctl node drain` move leadership and the VIP while a
 //! patient client (one that waits out a SYN retransmission, as curl or a
-//! browser does) requests the VIP all along and eight admin writers commit
+//! browser does: the handing-over node drops new SYNs while its requests
+//! finish) requests the VIP all along and eight admin writers commit
 //! weight changes through every node; not one request may fail. Needs root;
 //! otherwise skips, saying so.
 
@@ -61,6 +62,16 @@ async fn planned_transfer_and_drain_fail_no_request() {
     assert!(status.success(), "the drained node's exit: {status}");
     let next = site.owner().await;
     assert_ne!(next, owner);
+    // Each planned handover first stopped new connections on the VIP.
+    for (node, what) in [(old, "transfer"), (owner, "drain")] {
+        assert!(
+            site.nodes[node]
+                .log()
+                .contains("handing over: no new connections on the VIPs"),
+            "node {} took new connections until its lease ran out ({what})",
+            node + 1
+        );
+    }
     println!("node drain → exited after {:?}", drained.elapsed());
 
     // Let the patient client finish whatever it had in flight.
@@ -75,6 +86,24 @@ async fn planned_transfer_and_drain_fail_no_request() {
         requests > 100,
         "only {requests} requests: the load was not constant"
     );
+    if failed > 0 {
+        let at = |t: Instant| t.saturating_duration_since(began);
+        println!(
+            "transfer at {:?}, drain at {:?}; failed requests:",
+            at(transferred),
+            at(drained)
+        );
+        for a in patient.attempts().iter().filter(|a| !a.ok && a.start > began) {
+            let connected = a.connected.map(at);
+            println!(
+                "  #{} {:?}..{:?} (connected {connected:?}): {}",
+                a.id,
+                at(a.start),
+                at(a.end),
+                a.outcome
+            );
+        }
+    }
     assert_eq!(failed, 0, "requests failed during a planned handover");
 }
 

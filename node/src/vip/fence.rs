@@ -25,6 +25,13 @@
 //! set: nftables 1.0 has no ND-target expression to compare with an
 //! `ipv6_addr` set. So an IPv6 lease is two elements, renewed together.
 //!
+//! A leader handing over on purpose (a transfer, a drain) first stops
+//! taking new TCP connections on its VIPs (`closing`: a client's SYN is
+//! dropped, and retransmitted to the new owner a second later) while the
+//! requests already on them finish; the lease then runs out as ever. An
+//! element of `closing` expires by itself, so a handover that fails leaves
+//! the VIP taking connections again.
+//!
 //! The tables are created once at start (by `nft -f -`, replacing any a
 //! previous run left), renewals go through netlink from the process.
 
@@ -37,6 +44,9 @@ use std::time::Duration;
 const TABLE: &str = "raftlb";
 const LEASE_SET: &str = "lease";
 const LEASE6_SET: &str = "lease6";
+/// VIPs whose owner takes no new TCP connection (a planned handover).
+const CLOSING_SET: &str = "closing";
+const CLOSING6_SET: &str = "closing6";
 /// IPv6 leases again, keyed by the raw ND target field (`@th,64,128`).
 const LEASE6_TARGET_SET: &str = "lease6_target";
 /// A set in the `arp` table used once at start to check that this kernel
@@ -105,6 +115,7 @@ fn ruleset(vips: &[IpAddr]) -> String {
     let (v4, v6, v6_raw) = (elements(&v4), elements(&v6), elements(&v6_raw));
     let nd = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }";
     let na_target = "icmpv6 type nd-neighbor-advert @th,64,128";
+    let new_tcp = "tcp flags & (syn | ack) == syn";
     format!(
         "table arp {TABLE} {{}}\ndelete table arp {TABLE}\n\
          table arp {TABLE} {{\n\
@@ -124,7 +135,11 @@ fn ruleset(vips: &[IpAddr]) -> String {
            set vips6 {{ type ipv6_addr;{v6} }}\n\
            set {LEASE6_TARGET_SET} {{ typeof @th,64,128; flags timeout; }}\n\
            set vips6_target {{ typeof @th,64,128;{v6_raw} }}\n\
+           set {CLOSING_SET} {{ type ipv4_addr; flags timeout; }}\n\
+           set {CLOSING6_SET} {{ type ipv6_addr; flags timeout; }}\n\
            chain input {{ type filter hook input priority -150; policy accept;\n\
+             ip daddr @{CLOSING_SET} {new_tcp} drop\n\
+             ip6 daddr @{CLOSING6_SET} {new_tcp} drop\n\
              ip daddr @{LEASE_SET} accept\n\
              ip daddr @vips drop\n\
              ip6 daddr @{LEASE6_SET} accept\n\
@@ -266,6 +281,26 @@ pub fn renew(vips: &[IpAddr], lease: Duration) -> io::Result<()> {
     netlink::request(NETLINK_NETFILTER, batch(messages), &[])
 }
 
+/// Stops this host taking new TCP connections on `vips` for `lasting`
+/// (a planned handover: see the module doc); established ones go on.
+pub fn close_to_new_connections(vips: &[IpAddr], lasting: Duration) -> io::Result<()> {
+    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+    let messages = vips.iter().map(|vip| {
+        let set = match vip {
+            IpAddr::V4(_) => CLOSING_SET,
+            IpAddr::V6(_) => CLOSING6_SET,
+        };
+        element_message(
+            (NFPROTO_INET, set),
+            NFT_MSG_NEWSETELEM,
+            flags,
+            *vip,
+            Some(lasting),
+        )
+    });
+    netlink::request(NETLINK_NETFILTER, batch(messages), &[])
+}
+
 /// Withdraws the lease on `vips` now (absent elements are fine).
 pub fn revoke(vips: &[IpAddr]) -> io::Result<()> {
     // One transaction per element: a missing one must not abort the rest.
@@ -310,6 +345,7 @@ mod tests {
         let both = ruleset(&[v4, v6]);
         assert!(both.contains("set vips { type ipv4_addr; elements = { 198.18.0.100 }; }"));
         assert!(!both.contains("{  }"));
+        assert!(both.contains("ip daddr @closing tcp flags & (syn | ack) == syn drop"));
     }
 
     #[test]

@@ -93,6 +93,25 @@ impl Holder {
         self.slots.iter().any(|s| s.held)
     }
 
+    /// A planned handover begins: the held VIPs take no new TCP
+    /// connection for `lasting` (past the lease's end), while requests
+    /// under way finish before the lease runs out and the VIPs go.
+    pub(crate) fn refuse_new_connections(&self, lasting: Duration) {
+        let held: Vec<IpAddr> = self
+            .slots
+            .iter()
+            .filter(|s| s.held)
+            .map(|s| s.vip.spec.address)
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        match fence::close_to_new_connections(&held, lasting) {
+            Ok(()) => tracing::info!(vips = ?held, "handing over: no new connections on the VIPs"),
+            Err(e) => tracing::warn!(error = %e, "could not stop new connections before the handover"),
+        }
+    }
+
     /// The confirmation the fence was last renewed from, for any VIP.
     #[cfg(feature = "failpoints")]
     pub(crate) fn renewed_from(&self) -> Option<Instant> {

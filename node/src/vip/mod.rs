@@ -227,6 +227,7 @@ struct Owner {
 impl Owner {
     async fn run(mut self, every: Duration, stop: CancellationToken) {
         let mut until = None;
+        let mut closing = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -234,6 +235,11 @@ impl Owner {
                 () = tokio::time::sleep(every) => {}
                 () = holder::sleep_until(until) => {}
             }
+            let standing_down = self.standing_down.load(Ordering::Relaxed);
+            if standing_down && !closing {
+                self.holder.refuse_new_connections(self.holder.lease() * 2);
+            }
+            closing = standing_down;
             let (leader, confirmed_at) = self.standing();
             until = self.holder.carry_out(|_| Right {
                 entitled: leader,
