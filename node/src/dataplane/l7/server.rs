@@ -155,7 +155,13 @@ impl HttpListener {
             service_fn(move |request| {
                 let (context, watch) = (Arc::clone(&context), Arc::clone(&watch));
                 let draining = Arc::clone(&draining);
-                async move {
+                // Boxed: hyper keeps a slot the size of the service's
+                // future for the connection's whole life, and a request's
+                // future (the proxying, its retries and its backend I/O)
+                // runs to several kilobytes. Boxed, an idle keep-alive
+                // connection holds a pointer instead, and the request's
+                // state is freed when its response head goes out.
+                Box::pin(async move {
                     let (in_flight, index) = watch.request_started();
                     let h1 = request.version() < Version::HTTP_2;
                     if !h1 {
@@ -175,7 +181,7 @@ impl HttpListener {
                         record
                     });
                     Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight, stream, record)))
-                }
+                })
             })
         };
         let connection = self
