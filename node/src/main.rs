@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// mimalloc's per-thread heaps suit the data plane's thread-per-core workers
-/// (each connection's buffers are allocated and freed on one thread).
+/// (each connection's buffers are allocated and freed on one thread). Built
+/// without transparent huge pages (feature `no_thp`), and [`main`] turns
+/// them off for the process: with them, every thread's first touch of its
+/// heap made 2 MiB resident, and an idle node held ~60 MB instead of ~18.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -98,6 +101,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts (see ALLOCATOR). A kernel without the
+    // setting costs memory, nothing else.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     init_logging();
     match cli.command {
