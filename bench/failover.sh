@@ -24,7 +24,8 @@ for tool in ip nft keepalived nginx; do
   command -v "$tool" >/dev/null || { echo "failover bench: $tool is missing" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "failover bench: needs root (network namespaces)" >&2; exit 1; }
-target="${CARGO_TARGET_DIR:-target}"
+# Absolute: the tests run from their own package directory.
+target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 cargo build --release -p raftlb-node --bin raftlb
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
