@@ -38,6 +38,9 @@ pub struct Shutdown {
     pub token: CancellationToken,
     /// Every served connection and session.
     pub tracker: TaskTracker,
+    /// Cancelled when the drain's time is up: tunnels close, with a FIN
+    /// each way, rather than be dropped with the runtime (a reset).
+    pub deadline: CancellationToken,
 }
 
 /// A listener that could not be bound, or a worker that could not start.
@@ -116,17 +119,21 @@ impl DataPlane {
     /// sessions served at once, over every listener.
     pub fn start(view: SharedView, workers: usize, connections: usize) -> Result<DataPlane, StartError> {
         let workers = workers.max(1);
-        let shutdown = Shutdown::default();
         let hard_stop = CancellationToken::new();
+        let shutdown = Shutdown {
+            deadline: hard_stop.clone(),
+            ..Shutdown::default()
+        };
         let mut threads = Vec::with_capacity(workers);
         let mut inboxes = Vec::with_capacity(workers);
         let shared_view = Arc::clone(&view);
         for index in 0..workers {
             let (inbox, listeners) = mpsc::unbounded_channel();
             let (view, hard_stop) = (Arc::clone(&view), hard_stop.clone());
+            let tracker = shutdown.tracker.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("raftlb-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, view, hard_stop))
+                .spawn(move || run_worker(index, listeners, view, hard_stop, tracker))
                 .map_err(|source| StartError::Worker { index, source })?;
             threads.push(thread);
             inboxes.push(inbox);
@@ -229,6 +236,7 @@ impl DataPlane {
         let shutdown = Shutdown {
             token: stop.clone(),
             tracker: self.shutdown.tracker.clone(),
+            deadline: self.shutdown.deadline.clone(),
         };
         let limits = Limits {
             listener: Arc::new(Semaphore::new(spec.max_connections as usize)),
@@ -300,12 +308,14 @@ fn same_socket(a: &ListenerSpec, b: &ListenerSpec) -> bool {
 }
 
 /// One worker thread: a single-threaded runtime serving every listener
-/// share it is sent until the hard stop.
+/// share it is sent until the hard stop, and then the tunnels' last
+/// [`splice::LINGER`] to close.
 fn run_worker(
     index: usize,
     mut listeners: mpsc::UnboundedReceiver<Serve>,
     view: SharedView,
     hard_stop: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -338,6 +348,7 @@ fn run_worker(
             });
         }
         hard_stop.cancelled().await;
+        let _ = tokio::time::timeout(splice::LINGER, tracker.wait()).await;
     });
 }
 
@@ -410,11 +421,11 @@ async fn serve_listener(
             let listener = tokio::net::TcpListener::from_std(socket)?;
             listener::accept_loop(listener, &name, &view, limits.clone(), &shutdown, {
                 let (view, name) = (Arc::clone(&view), name.clone());
-                move |stream, origin, admitted, _| {
+                move |stream, origin, admitted, shutdown: Shutdown| {
                     let view = Arc::clone(&view);
                     let name = name.clone();
                     async move {
-                        l4::tcp::serve(stream, origin, &name, &view).await;
+                        l4::tcp::serve(stream, origin, &name, &view, &shutdown.deadline).await;
                         drop(admitted);
                     }
                 }

@@ -14,23 +14,36 @@ use crate::view::{ListenerView, SharedView};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 /// Serves one accepted client connection to its end, counted open in its
 /// listener's traffic meanwhile and recorded when it ends.
-pub async fn serve(client: TcpStream, origin: Origin, listener: &str, view: &SharedView) {
+pub async fn serve(
+    client: TcpStream,
+    origin: Origin,
+    listener: &str,
+    view: &SharedView,
+    deadline: &CancellationToken,
+) {
     let peer = origin.client;
     let Some(route) = view.load().listener(listener).cloned() else {
         return;
     };
     let _open = route.traffic.open(true);
     let mut record = Record::connection(Arc::clone(&route), peer);
-    proxy(client, &route, &origin, &mut record).await;
+    proxy(client, &route, &origin, &mut record, deadline).await;
     record.finish();
 }
 
 /// Connects the client to a backend of the listener's pool and copies
 /// bytes until either side is done; what happened goes in `record`.
-async fn proxy(client: TcpStream, route: &ListenerView, origin: &Origin, record: &mut Record) {
+async fn proxy(
+    client: TcpStream,
+    route: &ListenerView,
+    origin: &Origin,
+    record: &mut Record,
+    deadline: &CancellationToken,
+) {
     let (listener, peer) = (route.spec.name.as_str(), record.client);
     let Some(pool) = &route.pool else { return };
     record.pool = Some(Arc::clone(pool));
@@ -59,7 +72,7 @@ async fn proxy(client: TcpStream, route: &ListenerView, origin: &Origin, record:
         tracing::warn!(listener, client = %peer, %reason, "sticky session not committed; connection closed");
         return;
     }
-    match splice(client, backend, route.spec.idle_timeout).await {
+    match splice(client, backend, route.spec.idle_timeout, deadline).await {
         Ok((up, down)) => {
             (record.received, record.sent) = (up, down);
             tracing::debug!(listener, client = %peer, backend = %address, up, down, "TCP connection closed")

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// What a request needs to know about the connection it came on.
@@ -53,6 +54,8 @@ pub struct ConnContext {
     pub view: SharedView,
     /// Where upgraded connections' tunnels are spawned, so a drain waits for them.
     pub tunnels: TaskTracker,
+    /// Cancelled when the drain's time is up: tunnels close then.
+    pub drain_deadline: CancellationToken,
     /// The connection as its source's limits count it.
     pub admitted: Admitted,
     /// The requests it may have at backends at once (`max_backend_streams`;

@@ -140,6 +140,7 @@ impl HttpListener {
             forwarding: Forwarding::new(client, self.scheme, claims),
             view: Arc::clone(&self.view),
             tunnels: shutdown.tracker.clone(),
+            drain_deadline: shutdown.deadline.clone(),
             admitted,
             backend_streams: Arc::new(Semaphore::new(self.max_backend_streams)),
         });

@@ -83,6 +83,7 @@ pub async fn forward(
     conn: &ConnContext,
 ) -> Result<(Response<ProxyBody>, SocketAddr), UpgradeError> {
     let (tunnels, origin) = (&conn.tunnels, &conn.origin);
+    let deadline = conn.drain_deadline.clone();
     let client_side = hyper::upgrade::on(&mut request);
     let mut request = request.map(|body| RequestBody::streaming(body, BodyLimits::of(limits)));
     let idle = limits.tunnel_idle_timeout;
@@ -112,7 +113,7 @@ pub async fn forward(
         let _counted = guard;
         match tokio::try_join!(client_side, backend_side) {
             Ok((client, server)) => {
-                let result = splice(TokioIo::new(client), TokioIo::new(server), idle).await;
+                let result = splice(TokioIo::new(client), TokioIo::new(server), idle, &deadline).await;
                 tracing::debug!(%backend, ?result, "tunnel closed");
             }
             Err(e) => tracing::debug!(%backend, error = %e, "upgrade not completed"),
