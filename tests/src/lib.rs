@@ -7,7 +7,8 @@
 //! ([`pki`]), real backends on
 //! loopback sockets ([`backends`]), an HTTP client ([`client`]), and
 //! condition waits with deadlines ([`wait`]), and network namespaces for
-//! multi-host tests ([`netns`], [`site`]) with a prober of who answers
+//! multi-host tests ([`netns`], [`site`], with load through the VIP:
+//! [`vip_load`]) with a prober of who answers
 //! ARP or IPv6 neighbour solicitations for an address ([`arp`], [`ndp`]),
 //! and a capture of every frame on their bridge ([`capture`]); clients as
 //! source addresses ([`sources`]); the binary of an earlier commit, for
@@ -27,6 +28,7 @@ pub mod pki;
 pub mod process;
 pub mod site;
 pub mod sources;
+pub mod vip_load;
 pub mod wait;
 
 /// A TCP and UDP port free on 127.0.0.1, never the same twice in one test

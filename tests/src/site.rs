@@ -8,13 +8,13 @@
 use crate::backends::HttpBackend;
 use crate::netns::{self, Lab};
 use crate::process::{Raftlb, TempDir, binary};
+use crate::vip_load::request;
+pub use crate::vip_load::{Attempt, Load, percentile};
 use crate::wait;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BALANCERS: [&str; 3] = ["lb1", "lb2", "lb3"];
@@ -22,22 +22,6 @@ const HOSTS: [&str; 5] = ["lb1", "lb2", "lb3", "client", "backend"];
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
 pub const CLUSTER: &str = "vip-test";
-
-/// One request through the VIP: its `X-Request-Id`, when it started and
-/// ended, whether it got a 200.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub id: u64,
-    /// The VIP port it went to (8080 `http`, 9000 `tcp`).
-    pub port: u16,
-    pub start: Instant,
-    /// When its connection was made, if it was.
-    pub connected: Option<Instant>,
-    pub end: Instant,
-    pub ok: bool,
-    /// What came back: the status line, or how the request failed.
-    pub outcome: String,
-}
 
 /// How a [`Site`] differs from the default one.
 #[derive(Debug, Clone)]
@@ -453,99 +437,6 @@ impl Site {
     }
 }
 
-/// Requests to the VIP from one host at a constant rate, each on a new
-/// connection, until dropped.
-#[derive(Debug)]
-pub struct Load {
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn idle() -> Load {
-        Load {
-            attempts: Arc::default(),
-            stop: Arc::default(),
-            thread: None,
-        }
-    }
-
-    /// Starts requesting `vip` port 8080 from namespace `ns` every 5 ms,
-    /// with `X-Request-Id` 0, 1, 2, …; a connection not made within
-    /// `connect_timeout` is a failed request.
-    pub fn start(ns: &str, vip: IpAddr, connect_timeout: Duration) -> Load {
-        Self::start_on(ns, vip, &[8080], connect_timeout, 0)
-    }
-
-    /// [`Load::start`] with ids from `first_id` on, and the n-th request
-    /// sent to port `ports[n % len]`.
-    pub fn start_on(ns: &str, vip: IpAddr, ports: &[u16], connect_timeout: Duration, first_id: u64) -> Load {
-        let mut load = Load::idle();
-        let (ns, attempts, stop) = (ns.to_string(), Arc::clone(&load.attempts), Arc::clone(&load.stop));
-        let ports = ports.to_vec();
-        load.thread = Some(std::thread::spawn(move || {
-            netns::enter(&ns);
-            for (id, port) in (first_id..).zip(ports.iter().cycle()) {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let start = Instant::now();
-                let (ok, connected, outcome) = request(SocketAddr::new(vip, *port), connect_timeout, id);
-                let end = Instant::now();
-                attempts.lock().expect("attempts").push(Attempt {
-                    id,
-                    port: *port,
-                    start,
-                    connected,
-                    end,
-                    ok,
-                    outcome,
-                });
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }));
-        load
-    }
-
-    /// When the first request that started after `since` got a 200.
-    pub fn answered_since(&self, since: Instant) -> Option<Instant> {
-        let attempts = self.attempts.lock().expect("attempts");
-        attempts.iter().find(|a| a.ok && a.start > since).map(|a| a.end)
-    }
-
-    /// Every request so far, in order.
-    pub fn attempts(&self) -> Vec<Attempt> {
-        self.attempts.lock().expect("attempts").clone()
-    }
-
-    /// Requests started after `since`: (all, failed).
-    pub fn counts_since(&self, since: Instant) -> (usize, usize) {
-        let attempts = self.attempts.lock().expect("attempts");
-        let after: Vec<&Attempt> = attempts.iter().filter(|a| a.start > since).collect();
-        (after.len(), after.iter().filter(|a| !a.ok).count())
-    }
-
-    /// Stops requesting, waits for the requests in flight, and returns
-    /// every attempt.
-    pub fn finish(mut self) -> Vec<Attempt> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        self.attempts()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// The backend that answered `user`'s request (header `X-Session`) to
 /// `to`, from namespace `ns`; `None` if it was not a 200.
 pub fn session(ns: &str, to: SocketAddr, user: &str) -> Option<String> {
@@ -572,31 +463,6 @@ pub fn get_from_client(site: &Site, to: SocketAddr) -> bool {
     })
 }
 
-/// `GET /` with `X-Request-Id: id`; whether it got a 200, and when the
-/// connection was made (if it was).
-fn request(to: SocketAddr, connect_timeout: Duration, id: u64) -> (bool, Option<Instant>, String) {
-    let mut stream = match TcpStream::connect_timeout(&to, connect_timeout) {
-        Ok(stream) => stream,
-        Err(e) => return (false, None, format!("connect: {e}")),
-    };
-    let connected = Some(Instant::now());
-    // A patient client (a long connect timeout) waits as long for the answer.
-    let _ = stream.set_read_timeout(Some(connect_timeout.max(Duration::from_millis(300))));
-    let head = format!("GET / HTTP/1.1\r\nHost: vip\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n");
-    if let Err(e) = stream.write_all(head.as_bytes()) {
-        return (false, connected, format!("write: {e}"));
-    }
-    let mut answer = Vec::new();
-    let read = stream.read_to_end(&mut answer);
-    let status = answer.split(|b| *b == b'\r').next().unwrap_or_default();
-    let outcome = match read {
-        Err(e) if answer.is_empty() => format!("read: {e}"),
-        _ if answer.is_empty() => "closed without an answer".to_string(),
-        _ => String::from_utf8_lossy(status).into_owned(),
-    };
-    (answer.starts_with(b"HTTP/1.1 200"), connected, outcome)
-}
-
 /// Sends `signal` (`"STOP"`, `"CONT"`, `"KILL"`) to process `pid`.
 pub fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -604,10 +470,4 @@ pub fn signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {pid}");
-}
-
-/// p-th percentile of sorted durations.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
