@@ -60,9 +60,9 @@ pub enum StartError {
 /// The running workers of one node and the listeners they serve.
 #[derive(Debug)]
 pub struct DataPlane {
+    /// Its `deadline` is the hard stop: workers close their tunnels and
+    /// drop what is left.
     shutdown: Shutdown,
-    /// Cancelled when the drain time is up: workers drop what is left.
-    hard_stop: CancellationToken,
     workers: Vec<JoinHandle<()>>,
     /// Each worker's inbox of listeners to start serving.
     inboxes: Vec<mpsc::UnboundedSender<Serve>>,
@@ -119,28 +119,22 @@ impl DataPlane {
     /// sessions served at once, over every listener.
     pub fn start(view: SharedView, workers: usize, connections: usize) -> Result<DataPlane, StartError> {
         let workers = workers.max(1);
-        let hard_stop = CancellationToken::new();
-        let shutdown = Shutdown {
-            deadline: hard_stop.clone(),
-            ..Shutdown::default()
-        };
+        let shutdown = Shutdown::default();
         let mut threads = Vec::with_capacity(workers);
         let mut inboxes = Vec::with_capacity(workers);
         let shared_view = Arc::clone(&view);
         for index in 0..workers {
             let (inbox, listeners) = mpsc::unbounded_channel();
-            let (view, hard_stop) = (Arc::clone(&view), hard_stop.clone());
-            let tracker = shutdown.tracker.clone();
+            let (view, shutdown) = (Arc::clone(&view), shutdown.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("raftlb-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, view, hard_stop, tracker))
+                .spawn(move || run_worker(index, listeners, view, shutdown))
                 .map_err(|source| StartError::Worker { index, source })?;
             threads.push(thread);
             inboxes.push(inbox);
         }
         Ok(DataPlane {
             shutdown,
-            hard_stop,
             workers: threads,
             inboxes,
             running: HashMap::new(),
@@ -284,7 +278,7 @@ impl DataPlane {
             Ok(()) => 0,
             Err(_) => self.shutdown.tracker.len(),
         };
-        self.hard_stop.cancel();
+        self.shutdown.deadline.cancel();
         drop(self.inboxes);
         let workers = self.workers;
         let joined = tokio::task::spawn_blocking(move || {
@@ -308,15 +302,19 @@ fn same_socket(a: &ListenerSpec, b: &ListenerSpec) -> bool {
 }
 
 /// One worker thread: a single-threaded runtime serving every listener
-/// share it is sent until the hard stop, and then the tunnels' last
-/// [`splice::LINGER`] to close.
+/// share it is sent until the hard stop (`shutdown.deadline`), and then
+/// the tunnels' last [`splice::LINGER`] to close.
 fn run_worker(
     index: usize,
     mut listeners: mpsc::UnboundedReceiver<Serve>,
     view: SharedView,
-    hard_stop: CancellationToken,
-    tracker: TaskTracker,
+    shutdown: Shutdown,
 ) {
+    let Shutdown {
+        deadline: hard_stop,
+        tracker,
+        ..
+    } = shutdown;
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -272,31 +272,34 @@ fn element_message(
 
 /// Grants this host `vips` for `lease` from now, in one transaction.
 pub fn renew(vips: &[IpAddr], lease: Duration) -> io::Result<()> {
-    let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
-    let messages = vips.iter().flat_map(|vip| {
-        lease_sets(*vip)
-            .into_iter()
-            .map(move |set| element_message(set, NFT_MSG_NEWSETELEM, flags, *vip, Some(lease)))
-    });
-    netlink::request(NETLINK_NETFILTER, batch(messages), &[])
+    add_for(vips, |vip| lease_sets(vip).to_vec(), lease)
 }
 
 /// Stops this host taking new TCP connections on `vips` for `lasting`
 /// (a planned handover: see the module doc); established ones go on.
 pub fn close_to_new_connections(vips: &[IpAddr], lasting: Duration) -> io::Result<()> {
+    add_for(
+        vips,
+        |vip| match vip {
+            IpAddr::V4(_) => vec![(NFPROTO_INET, CLOSING_SET)],
+            IpAddr::V6(_) => vec![(NFPROTO_INET, CLOSING6_SET)],
+        },
+        lasting,
+    )
+}
+
+/// Adds each of `vips` to its sets (`sets_of`) for `lasting` from now, in
+/// one transaction (an element there already gets the new expiry).
+fn add_for(
+    vips: &[IpAddr],
+    sets_of: impl Fn(IpAddr) -> Vec<(u8, &'static str)>,
+    lasting: Duration,
+) -> io::Result<()> {
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
-    let messages = vips.iter().map(|vip| {
-        let set = match vip {
-            IpAddr::V4(_) => CLOSING_SET,
-            IpAddr::V6(_) => CLOSING6_SET,
-        };
-        element_message(
-            (NFPROTO_INET, set),
-            NFT_MSG_NEWSETELEM,
-            flags,
-            *vip,
-            Some(lasting),
-        )
+    let messages = vips.iter().flat_map(|vip| {
+        sets_of(*vip)
+            .into_iter()
+            .map(move |set| element_message(set, NFT_MSG_NEWSETELEM, flags, *vip, Some(lasting)))
     });
     netlink::request(NETLINK_NETFILTER, batch(messages), &[])
 }
