@@ -91,6 +91,17 @@ struct Contact {
 }
 
 impl LeaderContact {
+    /// A node that has just started. It may have answered a leader just
+    /// before it went down and remembers nothing of it, so it counts its
+    /// start as a message from a leader asking for `lease`: it neither
+    /// votes for another nor claims VIPs as leader before that lease has
+    /// run out.
+    pub fn started(lease: Duration) -> Self {
+        let contact = LeaderContact::default();
+        contact.heard(lease);
+        contact
+    }
+
     fn get(&self) -> Contact {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -105,7 +116,7 @@ impl LeaderContact {
 
     /// When the lease on the last leader heard runs out (`None`: no
     /// leader heard since this node started).
-    fn lease_ends(&self) -> Option<Instant> {
+    pub fn lease_ends(&self) -> Option<Instant> {
         self.get().heard.map(|(at, lease)| at + lease)
     }
 
@@ -252,7 +263,13 @@ impl Elector {
                 Next::Wait(wait) => wait,
                 Next::Stand => self.stand().await,
                 Next::Ask(others) => match self.ask(&others).await {
-                    Ok(()) => self.stand().await,
+                    Ok(()) => {
+                        // Not woken by metrics either: after a split vote
+                        // they change at once, and the candidates would
+                        // meet again.
+                        tokio::time::sleep(self.stand().await).await;
+                        continue;
+                    }
                     Err(wait) => {
                         // Not woken by metrics: they change on every
                         // failed heartbeat of a leader still trying.
@@ -346,6 +363,15 @@ impl Elector {
                 Err(e) => refusals.push(format!("node {id}: {e}")),
             }
             if yes >= majority {
+                // A leader may have been heard while asking (a round it
+                // sent after a silence): its lease runs again.
+                let now = Instant::now();
+                if let Some(quiet) = self.contact.quiet_from(self.timing.vote_lease())
+                    && quiet > now
+                {
+                    tracing::debug!("a leader was heard while asking for pre-votes: not standing");
+                    return Err(quiet - now);
+                }
                 tracing::info!(
                     votes = yes,
                     voters,
@@ -373,7 +399,16 @@ impl Elector {
             .wait(Some(self.timing.vote_lease()))
             .metrics(|m| m.current_leader.is_some(), "an election's outcome")
             .await;
-        self.timing.heartbeat_interval / 2
+        if self.raft.metrics().borrow().current_leader.is_some() {
+            return self.timing.heartbeat_interval / 2;
+        }
+        // No leader: a split vote. Every candidate backs off a different,
+        // random part of a heartbeat before it asks again.
+        let mut bytes = [0u8; 4];
+        let _ = getrandom::fill(&mut bytes);
+        let share = f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX);
+        tracing::debug!("no leader came of standing (a split vote?): backing off");
+        self.timing.heartbeat_interval / 2 + self.timing.heartbeat_interval.mul_f64(share)
     }
 }
 
@@ -400,6 +435,17 @@ mod tests {
         assert_eq!(after_3, [ms(10), ms(20), ms(30), ms(40)]);
         // No leader known (a new cluster): every voter has its place.
         assert_eq!(turn(5, &voters, None, timing), ms(50));
+    }
+
+    #[test]
+    fn a_node_that_just_started_keeps_quiet_for_a_lease() {
+        let contact = LeaderContact::started(ms(300));
+        assert!(
+            contact.refuse_vote().is_err(),
+            "it may have answered a leader before"
+        );
+        let ends = contact.lease_ends().expect("counted from its start");
+        assert!(ends > Instant::now() + ms(200) && ends <= Instant::now() + ms(300));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What this node knows about its standing, refreshed twice every
 //! heartbeat interval ([`RaftTiming::confirm_every`]): as leader, the moment
 //! just before a quorum last confirmed it (a round of heartbeats answered
-//! by a majority, [`Raft::get_read_log_id`]);
+//! by a majority, [`Raft::get_read_log_id`], sent once this node's own
+//! lease on any earlier leader has run out: see [`crate::vip`]'s lease);
 //! as any node, when it last saw a quorum at all (confirmed as leader, or
 //! following a leader heard within its lease: a follower that no longer
 //! hears its leader, and finds no majority to elect it, keeps the leader's
@@ -87,6 +88,16 @@ pub fn watch(
             }
             let (state, leader, term) = standing(&raft);
             was = Some((state, term));
+            if state == ServerState::Leader
+                && let Some(end) = contact.lease_ends()
+            {
+                // A leader's own vote is given unasked, and it may have
+                // answered its predecessor's last round just before it
+                // stood (or before it restarted): no round counts until
+                // its own lease on that predecessor has run out, by when
+                // the predecessor's VIP lease has too.
+                tokio::time::sleep_until(end.into()).await;
+            }
             let now = Instant::now();
             let confirmed = match state {
                 ServerState::Leader if !standing_down.load(Ordering::Relaxed) => {

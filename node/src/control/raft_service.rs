@@ -13,9 +13,9 @@ use super::election::{self, LeaderContact, PreVoteRequest};
 use super::leadership::Leadership;
 use super::log_store::LogStore;
 use super::transport::Caller;
-use super::types::{NodeId, Raft, TypeConfig};
+use super::types::{NodeId, Raft, TypeConfig, Vote};
 use super::versions::Versions;
-use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest};
 use raftlb_config::{Formats, RaftTiming};
 use raftlb_proto::raft::raft_server;
 use raftlb_proto::raft::{RaftReply, RaftRequest};
@@ -169,6 +169,17 @@ impl RaftService {
         self.contact.refuse_vote().map_err(Status::unavailable)
     }
 
+    /// Stamps the contact when a message comes from a leader this node
+    /// would follow (its vote at least this node's), before Raft answers
+    /// it: once answered, the sender may count this node in a quorum round,
+    /// and this node's own candidacy and claims must see that contact.
+    /// (Stamped again after a successful answer, which is later.)
+    fn heard_before_answering(&self, vote: &Vote, request: &RaftRequest) {
+        if *vote >= self.raft.metrics().borrow().vote {
+            self.contact.heard(self.asked_lease(request));
+        }
+    }
+
     /// The vote lease a leader's message asks for: a release before the
     /// field relied on two election timeouts.
     fn asked_lease(&self, request: &RaftRequest) -> Duration {
@@ -236,7 +247,8 @@ impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = self.check_sender(request)?;
         self.check_versions(&request)?;
-        let rpc = decode(&request, "AppendEntries")?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request, "AppendEntries")?;
+        self.heard_before_answering(&rpc.vote, &request);
         let result = self.raft.append_entries(rpc).await;
         match &result {
             Ok(AppendEntriesResponse::HigherVote(_)) => {}
@@ -264,6 +276,7 @@ impl raft_server::Raft for RaftService {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request, "InstallSnapshot")?;
         self.check_chunk(&rpc)?;
         let vote = rpc.vote;
+        self.heard_before_answering(&vote, &request);
         let result = self.raft.install_snapshot(rpc).await;
         if result.as_ref().is_ok_and(|r| r.vote == vote) {
             self.contact.heard(self.asked_lease(&request));

@@ -22,9 +22,16 @@
 //! - Leader-placed (lease = two thirds of the vote lease `V`, one
 //!   election timeout: [`RaftTiming::vip_lease`]): every voter that
 //!   answered the round refuses to vote for anyone else for `V` after it
-//!   answered, on its own clock, so a successor is elected, and first
-//!   confirmed, after `c + V`: after this node's hold, which the kernel
-//!   ends by `c + 5/6 V`, with a sixth to spare for clocks that disagree.
+//!   answered, on its own clock. A successor's quorum includes one of
+//!   them: either another voter, whose vote it gets only after `c + V`, or
+//!   the successor itself, whose own vote is unasked but whose rounds count
+//!   as confirmations only once `V` has passed since it last heard a
+//!   leader (stamped when the message arrives, before it is answered; a
+//!   node that restarted counts its start as such a message, having
+//!   forgotten what it answered before). Either way the successor is first
+//!   confirmed after `c + V`: after this node's hold, which the kernel ends
+//!   by `c + 5/6 V` (it truncates timeouts to its ticks, so never later),
+//!   with a sixth to spare for clocks that disagree.
 //!
 //! [`RaftTiming::vip_lease`]: raftlb_config::RaftTiming::vip_lease
 //! - Spread (lease = `E`): the leader grants only while its own
