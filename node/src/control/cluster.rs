@@ -21,6 +21,7 @@ use super::proposer::Proposer;
 use super::raft_service::RaftService;
 use super::reconcile;
 use super::spread::{LeaseDesk, SharedLeases};
+use super::stall_watch;
 use super::state_machine::{Applied, StateMachine};
 use super::status::StatusView;
 use super::sticky_admin::StickyAdmin;
@@ -222,7 +223,7 @@ impl ControlPlane {
         .map_err(|e| ControlError::Raft(e.to_string()))?;
 
         let standing_down = Arc::new(AtomicBool::new(false));
-        let contact = LeaderContact::default();
+        let contact = LeaderContact::started(membership.timing.vote_lease());
         let campaigning = Arc::new(AtomicBool::new(false));
         let (leadership, leading) = leadership::watch(
             raft.clone(),
@@ -360,7 +361,14 @@ impl ControlPlane {
         ));
         let gauges = Gauges::new(committed, proposer.clone(), writer.clone(), state_machine);
         let following = crate::events::follow(Arc::clone(&events), raft.metrics(), vips_held.subscribe());
-        let mut tasks = vec![leading, proposing, seeding, raising, following];
+        let mut tasks = vec![
+            leading,
+            proposing,
+            seeding,
+            raising,
+            following,
+            stall_watch::spawn(),
+        ];
         tasks.extend(standing);
         tasks.push(gauges.count_leader_changes(raft.metrics()));
         tasks.extend(keyring.clone().map(crate::pki::watch::start));

@@ -49,6 +49,7 @@ pub mod proposer;
 pub mod raft_service;
 pub mod reconcile;
 pub mod spread;
+pub mod stall_watch;
 pub mod state_machine;
 pub mod status;
 pub mod sticky_admin;

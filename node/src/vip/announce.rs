@@ -19,7 +19,8 @@
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 const ETH_P_ARP: u16 = 0x0806;
 const BROADCAST: [u8; 6] = [0xff; 6];
@@ -65,16 +66,29 @@ fn frame(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
     frame
 }
 
-/// Sends one gratuitous ARP for `vip` out of interface `index`.
-pub fn gratuitous_arp(index: u32, mac: [u8; 6], vip: Ipv4Addr) -> io::Result<()> {
-    let protocol = i32::from(ETH_P_ARP.to_be());
+/// The packet socket every gratuitous ARP leaves by, opened once and kept
+/// for the process's life: closing a packet socket waits for an RCU grace
+/// period, tens of milliseconds on a busy host, and announcements run on
+/// the control runtime, whose leases cannot wait that long. Protocol 0: it
+/// only sends, and nothing queues on it.
+fn packet_socket() -> io::Result<BorrowedFd<'static>> {
+    static SOCKET: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(socket) = SOCKET.get() {
+        return Ok(socket.as_fd());
+    }
     // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(SOCKET.get_or_init(|| socket).as_fd())
+}
+
+/// Sends one gratuitous ARP for `vip` out of interface `index`.
+pub fn gratuitous_arp(index: u32, mac: [u8; 6], vip: Ipv4Addr) -> io::Result<()> {
+    let socket = packet_socket()?;
     // SAFETY: a zeroed sockaddr_ll, filled in below.
     let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     to.sll_family = libc::AF_PACKET as u16;

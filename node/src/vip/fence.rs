@@ -39,6 +39,7 @@ use super::netlink::{self, Message, NETLINK_NETFILTER, NLM_F_ACK, NLM_F_CREATE, 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const TABLE: &str = "raftlb";
@@ -59,6 +60,8 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+/// Deletes an element if it is there (Linux 6.3 and later).
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
 const NFPROTO_INET: u8 = 1;
 const NFPROTO_ARP: u8 = 3;
 
@@ -305,7 +308,29 @@ fn add_for(
 }
 
 /// Withdraws the lease on `vips` now (absent elements are fine).
+///
+/// In one transaction that removes whichever elements are there (destroy,
+/// Linux 6.3 on). A delete of an absent element (one that expired) fails
+/// its transaction, and the kernel's abort waits for an RCU grace period,
+/// tens of milliseconds that would stall the control runtime; so delete,
+/// one transaction per element, only where destroy is unknown.
 pub fn revoke(vips: &[IpAddr]) -> io::Result<()> {
+    static DESTROY_UNKNOWN: AtomicBool = AtomicBool::new(false);
+    if !DESTROY_UNKNOWN.load(Ordering::Relaxed) {
+        let messages = vips.iter().flat_map(|vip| {
+            lease_sets(*vip).into_iter().map(move |set| {
+                element_message(set, NFT_MSG_DESTROYSETELEM, NLM_F_REQUEST | NLM_F_ACK, *vip, None)
+            })
+        });
+        match netlink::request(NETLINK_NETFILTER, batch(messages), &[]) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            {
+                DESTROY_UNKNOWN.store(true, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
     // One transaction per element: a missing one must not abort the rest.
     let mut result = Ok(());
     for vip in vips {

@@ -160,7 +160,7 @@ impl Holder {
             }
             let renewals = with(|s| matches!(s, Step::Renew { .. }));
             if !renewals.is_empty() {
-                for i in self.renew(now, &renewals, &steps) {
+                for i in self.renew(&renewals, &steps) {
                     failed[i] = true;
                 }
                 continue;
@@ -212,18 +212,28 @@ impl Holder {
     }
 
     /// Renews the fence of the VIPs `which` (whose steps are renewals) in
-    /// one transaction, for the shortest time asked; returns those released
-    /// because it failed or stalled.
-    fn renew(&mut self, decided: Instant, which: &[usize], steps: &[Step]) -> Vec<usize> {
-        let mut lasting = self.lease;
+    /// one transaction, for the shortest time left of their leases, counted
+    /// just before sending (the kernel counts from when it takes the
+    /// message); returns those released because it failed or stalled.
+    fn renew(&mut self, which: &[usize], steps: &[Step]) -> Vec<usize> {
+        let mut ends = Vec::with_capacity(which.len());
         for i in which {
-            if let Step::Renew { from, lasting: l } = steps[*i] {
+            if let Step::Renew { from, lasting } = steps[*i] {
                 // Before sending: from now on the element may exist.
                 self.slots[*i].renewed_from = Some(from);
-                lasting = lasting.min(l);
+                ends.push((from, lasting));
             }
         }
         let addresses: Vec<IpAddr> = which.iter().map(|i| self.slots[*i].vip.spec.address).collect();
+        let decided = Instant::now();
+        let lasting = ends
+            .iter()
+            .map(|(from, lasting)| {
+                let left = (*from + self.lease).saturating_duration_since(decided);
+                left.min(*lasting)
+            })
+            .min()
+            .unwrap_or_default();
         let renewed = fence::renew(&addresses, lasting);
         let returned = Instant::now();
         let why = match renewed {
