@@ -42,6 +42,11 @@ pub(crate) fn packet_socket(ethertype: u16) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Interface `name`'s MAC in namespace `ns`.
+pub fn mac_of(ns: &str, name: &str) -> [u8; 6] {
+    link(ns, name).1
+}
+
 /// Interface `name`'s index and MAC in namespace `ns`, from `ip` (sysfs
 /// shows the root namespace to a thread that merely entered another).
 fn link(ns: &str, name: &str) -> (i32, [u8; 6]) {
@@ -246,23 +251,39 @@ pub fn claims(replies: &[Reply], every: Duration) -> Vec<([u8; 6], Instant, Inst
     claims
 }
 
+/// A time when two hosts (`macs`) both answered for the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overlap {
+    pub macs: [[u8; 6]; 2],
+    pub from: Instant,
+    pub to: Instant,
+}
+
+/// Every intersection of claims by different MACs.
+pub fn overlaps(replies: &[Reply], every: Duration) -> Vec<Overlap> {
+    let claims = claims(replies, every);
+    let mut found = Vec::new();
+    for (i, (mac_a, start_a, end_a)) in claims.iter().enumerate() {
+        for (mac_b, start_b, end_b) in &claims[i + 1..] {
+            let (from, to) = ((*start_a).max(*start_b), (*end_a).min(*end_b));
+            if mac_a != mac_b && from < to {
+                found.push(Overlap {
+                    macs: [*mac_a, *mac_b],
+                    from,
+                    to,
+                });
+            }
+        }
+    }
+    found
+}
+
 /// How long two hosts answered for the address at once: the summed
 /// intersection of claims by different MACs. A handover (one host stops,
 /// another starts later) is zero; two hosts answering the same question, or
 /// taking turns, is not.
 pub fn overlap(replies: &[Reply], every: Duration) -> Duration {
-    let claims = claims(replies, every);
-    let mut total = Duration::ZERO;
-    for (i, (mac_a, start_a, end_a)) in claims.iter().enumerate() {
-        for (mac_b, start_b, end_b) in &claims[i + 1..] {
-            if mac_a != mac_b {
-                let start = (*start_a).max(*start_b);
-                let end = (*end_a).min(*end_b);
-                total += end.saturating_duration_since(start);
-            }
-        }
-    }
-    total
+    overlaps(replies, every).iter().map(|o| o.to - o.from).sum()
 }
 
 #[cfg(test)]

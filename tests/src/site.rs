@@ -7,6 +7,7 @@
 
 use crate::backends::HttpBackend;
 use crate::netns::{self, Lab};
+use crate::overlap_report::Balancer;
 use crate::process::{Raftlb, TempDir, binary};
 use crate::vip_load::request;
 pub use crate::vip_load::{Attempt, Load, percentile};
@@ -93,6 +94,8 @@ pub struct Site {
     pub load: Load,
     /// Every frame on the bridge, with `Options::capture`.
     pub capture: Option<crate::capture::Capture>,
+    /// The logs of processes [`Site::restart`] replaced, by balancer.
+    past_logs: Vec<(usize, String)>,
 }
 
 impl Site {
@@ -160,6 +163,7 @@ impl Site {
             backends,
             load: Load::idle(),
             capture,
+            past_logs: Vec::new(),
         };
         for i in 0..BALANCERS.len() {
             let node = site.spawn(i);
@@ -384,6 +388,7 @@ impl Site {
 
     /// Starts node `i` again and waits until it has caught up with the leader.
     pub async fn restart(&mut self, i: usize) {
+        self.past_logs.push((i, self.nodes[i].log()));
         self.nodes[i] = self.spawn(i);
         self.nodes[i].ready(&[]).await;
         // Ready means serving the state it had on disk; wait until it has
@@ -392,6 +397,25 @@ impl Site {
             self.caught_up(i).then_some(())
         })
         .await;
+    }
+
+    /// Each overlap named by balancer, beside what the balancers (earlier
+    /// processes too) logged around it.
+    pub fn explain(&self, overlaps: &[crate::arp::Overlap]) -> String {
+        let balancers: Vec<Balancer<'_>> = BALANCERS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Balancer {
+                name,
+                mac: crate::arp::mac_of(&self.lab.ns(name), "eth0"),
+                logs: (self.past_logs.iter())
+                    .filter(|(node, _)| *node == i)
+                    .map(|(_, log)| log.clone())
+                    .chain(self.nodes.get(i).map(Raftlb::log))
+                    .collect(),
+            })
+            .collect();
+        crate::overlap_report::explain(overlaps, &balancers)
     }
 
     /// Whether every member, as node `i` reports them, has applied the same index.

@@ -104,5 +104,11 @@ async fn the_rolling_upgrade_script_fails_no_request() {
         owner + 1
     );
     assert!(attempts.len() > 100, "only {} requests", attempts.len());
-    assert_eq!(failed, 0, "requests failed during the rolling upgrade");
+    let failures: Vec<String> = (attempts.iter().filter(|a| !a.ok))
+        .map(|a| format!("#{} after {:?}: {}", a.id, a.end - a.start, a.outcome))
+        .collect();
+    assert_eq!(
+        failed, 0,
+        "requests failed during the rolling upgrade: {failures:#?}"
+    );
 }

@@ -136,7 +136,21 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
         made.len()
     );
     assert!(attempts.len() > 100, "only {} requests", attempts.len());
-    assert_eq!(failed, 0, "requests failed during the rolling upgrade");
+    let failures: Vec<String> = (attempts.iter().filter(|a| !a.ok))
+        .map(|a| {
+            format!(
+                "#{} port {} after {:?}: {}",
+                a.id,
+                a.port,
+                a.end - a.start,
+                a.outcome
+            )
+        })
+        .collect();
+    assert_eq!(
+        failed, 0,
+        "requests failed during the rolling upgrade: {failures:#?}"
+    );
 
     // Every acknowledged write is in the state.
     let node = format!("{}:7000", site.lab.address(BALANCERS[0]));
