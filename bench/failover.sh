@@ -40,7 +40,7 @@ raftlb_run() {
       cargo test --release -p raftlb-tests --test vip a_killed_owner -- --nocapture >"$out" 2>&1; then
     cat "$out"; rm -f "$out"; exit 1
   fi
-  grep -E "^(test .* \.\.\. )?kill -9 of the VIP owner" "$out" | sed "s/^.*kill -9/raftlb, $label: kill -9/" | tee -a "$log"
+  grep -E "^(test .* \.\.\. )?kill -9 of the VIP owner" "$out" | sed "s|^.*kill -9|raftlb, $label: kill -9|" | tee -a "$log"
   rm -f "$out"
 }
 

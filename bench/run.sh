@@ -15,14 +15,17 @@
 # with `raftlb ctl cert add` on a one-node cluster, as an operator would).
 # The footprint scenario measures memory: the idle RSS of each node of a 3-node
 # raftlb cluster, and each proxy's RSS growth per idle keep-alive client
-# connection (FOOT_CONNS connections held by bench/idle_conns.py).
+# connection (FOOT_CONNS connections held by bench/idle_conns.py). The stability
+# scenario puts wrk's full load on a 3-node cluster for STABILITY_SECS and counts
+# the leader changes and term rises it caused (there should be none).
 # Prints medians and raftlb/haproxy, raftlb/nginx ratios, then every goal of
 # issue 21 with its figures and a verdict; raw output, the table and the goals
 # go to bench/results/<timestamp>/. Nothing is pinned: all shares the cores.
 #
-# Env: DURATION=10 RUNS=3 SCENARIOS="http tcp https footprint"
-#      SMOKE=1 (=DURATION=2 RUNS=1 FOOT_CONNS=1000 IDLE_SECS=2)
-#      CPU_RPS=20000 CPU_CLIENTS=100 FOOT_CONNS=10000 IDLE_SECS=5
+# Env: DURATION=10 RUNS=3 SCENARIOS="http tcp https footprint" (or stability)
+#      SMOKE=1 (=DURATION=2 RUNS=1 FOOT_CONNS=1000 IDLE_SECS=2 STABILITY_SECS=2, and
+#      stability among the default scenarios)
+#      CPU_RPS=20000 CPU_CLIENTS=100 FOOT_CONNS=10000 IDLE_SECS=5 STABILITY_SECS=600
 #      RAFTLB_BIN=target/release/raftlb  BENCH_NO_BUILD=1 (never cargo build)
 # Exit status: non-zero when a proxy fails its correctness check (never on ratios
 # or goal verdicts).
@@ -30,7 +33,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."                      # repo root
 CONF=bench/conf
-if [[ "${SMOKE:-0}" == 1 ]]; then DURATION=2 RUNS=1 FOOT_CONNS=1000 IDLE_SECS=2; fi
+if [[ "${SMOKE:-0}" == 1 ]]; then
+    DURATION=2 RUNS=1 FOOT_CONNS=1000 IDLE_SECS=2 STABILITY_SECS=2
+    SCENARIOS=${SCENARIOS:-http tcp https footprint stability}
+fi
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
 SCENARIOS=${SCENARIOS:-http tcp https footprint}
@@ -39,6 +45,7 @@ CPU_RPS=${CPU_RPS:-20000}         # fixed offered load for the CPU-per-request m
 CPU_CLIENTS=${CPU_CLIENTS:-100}   # ... spread over this many keep-alive connections
 FOOT_CONNS=${FOOT_CONNS:-10000}   # idle keep-alive connections held in footprint
 IDLE_SECS=${IDLE_SECS:-5}         # footprint: seconds a ready cluster is left idle
+STABILITY_SECS=${STABILITY_SECS:-600}  # stability: seconds of full load on a 3-node cluster
 TARGETS=(haproxy nginx raftlb)
 declare -A PORT=([haproxy]=8080 [nginx]=8081 [raftlb]=8082)
 declare -A PROXY_PID=()    # target -> pid of the proxy (nginx: its master)
@@ -362,12 +369,15 @@ run_cpu() {
 }
 
 # ---- footprint ------------------------------------------------------------------
-# cluster_idle_rss: a 3-node raftlb cluster on loopback (node N on 127.0.0.N: Raft
+# start_cluster: a 3-node raftlb cluster on loopback (node N on 127.0.0.N: Raft
 # and admin on :7100 in cleartext, metrics on :9100, the http listener on :8082
-# through bind_ip), every node ready (/readyz 200) and serving "ok", then left
-# IDLE_SECS without traffic; records each node's VmRSS (MiB).
-cluster_idle_rss() {
-    local n cfg deadline code rss peers='' pids=()
+# through bind_ip, default Raft timings), every node ready (/readyz 200) and
+# serving "ok"; their pids in CLUSTER_PIDS.
+# cluster_idle_rss: that cluster left IDLE_SECS without traffic; records each
+# node's VmRSS (MiB).
+CLUSTER_PIDS=()
+start_cluster() {
+    local n cfg deadline code peers='' pids=()
     for n in 1 2 3; do peers+="${peers:+, }$n = \"127.0.0.$n:7100\""; done
     for n in 1 2 3; do
         mkdir -p "$BENCH_DIR/cluster/node$n"
@@ -392,6 +402,13 @@ cluster_idle_rss() {
         done
         wait_ok "raftlb-node$n" "${PORT[raftlb]}" "${pids[n - 1]}" http "127.0.0.$n" || return 1
     done
+    CLUSTER_PIDS=("${pids[@]}")
+}
+
+cluster_idle_rss() {
+    local n rss pids
+    start_cluster || return 1
+    pids=("${CLUSTER_PIDS[@]}")
     log "footprint: 3-node cluster ready, idle for ${IDLE_SECS} s"
     sleep "$IDLE_SECS"           # the measured condition itself: no traffic for this long
     for n in 1 2 3; do
@@ -459,6 +476,9 @@ metrics_of() {
     footprint)
         printf '%s\n' "idle rss|idle RSS MiB (3 nodes)|median|1" "idle rss max|idle RSS MiB, largest|median|1" \
             "conn rss|RSS B/idle conn|median|0" "conns held|idle conns held|total|0" ;;
+    stability)
+        printf '%s\n' "elections|leader changes under load|total|0" "term rises|term rises under load|total|0" \
+            "load rps|req/s during it|median|0" ;;
     *)
         printf '%s\n' "ka rps|keepalive req/s|median|0" "ka p99|keepalive p99 ms|median|2" \
             "close rps|conn/req req/s|median|0"
@@ -560,7 +580,7 @@ print_goals() {
     rate_goal 4c "https h2 req/s" https "h2 rps" 1.15 1.15
     cpu_goal 5a http
     cpu_goal 5b tcp
-    nodes=$(for n in 1 2 3; do fmt "$(med footprint raftlb "node$n rss")" 1; echo; done | paste -sd/)
+    nodes=$(for n in 1 2 3; do echo "$(fmt "$(med footprint raftlb "node$n rss")" 1)"; done | paste -sd/)
     [[ $nodes == n/a/n/a/n/a ]] && nodes=n/a
     largest=$(med footprint raftlb "idle rss max")
     goal 6a "idle node RSS, 3-node cluster" "$nodes MiB (median $(fmt "$(med footprint raftlb "idle rss")" 1))" \
@@ -569,6 +589,46 @@ print_goals() {
     goal 6b "RSS per idle keep-alive conn" \
         "$(fmt "$per" 0) B (haproxy $(fmt "$(med footprint haproxy "conn rss")" 0), nginx $(fmt "$(med footprint nginx "conn rss")" 0); $FOOT_CONNS conns)" \
         "≤ 8192 B (8 KiB)" "$(verdict "$(check "$per" '<=' 8192)")"
+    goal 8 "no election under full load" \
+        "$(med stability raftlb elections) leader changes, $(med stability raftlb "term rises") term rises in ${STABILITY_SECS} s" \
+        "0 (default timings, 3 nodes)" "$(verdict "$(check "$(med stability raftlb elections)" '<=' 0)" \
+        "$(check "$(med stability raftlb "term rises")" '<=' 0)")"
+}
+
+# ---- stability ------------------------------------------------------------------
+# raft_metric NODE NAME: one Raft metric of cluster node NODE (127.0.0.NODE:9100).
+raft_metric() {
+    curl -s --max-time 2 "http://127.0.0.$1:9100/metrics" | awk -v m="raftlb_$2" '$1 == m { print $2 }'
+}
+
+# cluster_under_load: the 3-node cluster on the default timings, wrk's full load
+# (-t2 -c64, keep-alive) on node 1 for STABILITY_SECS; records how often each
+# node saw the leader change and how far the term rose meanwhile (goal 8: no
+# spurious election, so no VIP move, under load).
+cluster_under_load() {
+    local n f=$OUT/raw/stability-wrk.txt before=() terms=() changes=0 rises=0 rps after term
+    start_cluster || return 1
+    for n in 1 2 3; do
+        before[n]=$(raft_metric "$n" raft_leader_changes_total); terms[n]=$(raft_metric "$n" raft_term)
+    done
+    log "stability: 3-node cluster ready; full load on node 1 for ${STABILITY_SECS} s"
+    timeout $((STABILITY_SECS + 30)) wrk -t2 -c64 "-d${STABILITY_SECS}s" "http://127.0.0.1:${PORT[raftlb]}/" >"$f" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || log "stability: wrk exited non-zero (see $f)"
+    WRK_PID=
+    for n in 1 2 3; do
+        kill -0 "${CLUSTER_PIDS[n - 1]}" 2>/dev/null || { log "raftlb node $n: exited under load"; return 1; }
+        after=$(raft_metric "$n" raft_leader_changes_total); term=$(raft_metric "$n" raft_term)
+        [[ ${before[n]} =~ ^[0-9]+$ && $after =~ ^[0-9]+$ && $term =~ ^[0-9]+$ ]] \
+            || { log "stability: node $n's Raft metrics unreadable"; return 1; }
+        changes=$((changes + after - before[n])); rises=$((rises + term - terms[n]))
+        echo "node $n: leader changes ${before[n]} -> $after, term ${terms[n]} -> $term" >>"$OUT/raw/stability.txt"
+    done
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$f")
+    add stability raftlb "elections" "$changes"
+    add stability raftlb "term rises" "$rises"
+    add stability raftlb "load rps" "${rps:-n/a}"
+    log "stability: ${rps:-?} req/s; leader changes seen $changes, term rises $rises"
 }
 
 # Stop the current scenario's processes; the backends stay.
@@ -598,7 +658,7 @@ run_footprint() {
 
 # ---- main -------------------------------------------------------------------
 for sc in $SCENARIOS; do
-    [[ $sc == footprint || -f $CONF/haproxy-$sc.cfg ]] || die "unknown scenario: $sc"
+    [[ $sc == footprint || $sc == stability || -f $CONF/haproxy-$sc.cfg ]] || die "unknown scenario: $sc"
 done
 ensure_tools
 # footprint holds FOOT_CONNS sockets in one process: take every descriptor allowed.
@@ -618,7 +678,7 @@ mkdir -p "$BENCH_DIR"/{run,logs,tmp,raftlb-data}
 HAVE_RAFTLB=0; raftlb_available && HAVE_RAFTLB=1 || log "raftlb: binary missing, skipped ($RAFTLB_BIN)"
 { echo "date: $(date -Is)  host: $(uname -n)  cpus: $(nproc)  git: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "DURATION=$DURATION RUNS=$RUNS SCENARIOS=\"$SCENARIOS\" wrk -t2 -c64"
-  echo "CPU_RPS=$CPU_RPS CPU_CLIENTS=$CPU_CLIENTS FOOT_CONNS=$FOOT_CONNS IDLE_SECS=$IDLE_SECS ulimit -n $(ulimit -n)"
+  echo "CPU_RPS=$CPU_RPS CPU_CLIENTS=$CPU_CLIENTS FOOT_CONNS=$FOOT_CONNS IDLE_SECS=$IDLE_SECS STABILITY_SECS=$STABILITY_SECS ulimit -n $(ulimit -n)"
   echo "$(haproxy -v | head -1); $(nginx -v 2>&1); raftlb: $RAFTLB_BIN (available=$HAVE_RAFTLB)"; } >"$OUT/meta.txt"
 
 [[ " $SCENARIOS " == *" https "* ]] && make_certificate
@@ -628,6 +688,13 @@ for sc in $SCENARIOS; do
     if [[ $sc == footprint ]]; then
         log "scenario footprint: idle cluster RSS, RSS per idle connection ($FOOT_CONNS)"
         run_footprint
+        continue
+    fi
+    if [[ $sc == stability ]]; then
+        if ((HAVE_RAFTLB)); then
+            cluster_under_load || { log "raftlb (stability): FAILED"; FAILED=1; }
+            stop_scenario
+        fi
         continue
     fi
     log "scenario $sc: starting proxies"
