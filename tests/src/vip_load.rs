@@ -25,6 +25,22 @@ pub struct Attempt {
     pub outcome: String,
 }
 
+/// The failed ones of `attempts`, a line each: id, port, how long it took,
+/// what came back.
+pub fn failures(attempts: &[Attempt]) -> Vec<String> {
+    (attempts.iter().filter(|a| !a.ok))
+        .map(|a| {
+            format!(
+                "#{} port {} after {:?}: {}",
+                a.id,
+                a.port,
+                a.end - a.start,
+                a.outcome
+            )
+        })
+        .collect()
+}
+
 /// How often a request starts.
 const PERIOD: Duration = Duration::from_millis(5);
 /// The most requests under way at once (a patient client's requests wait

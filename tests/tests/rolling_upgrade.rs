@@ -7,6 +7,7 @@
 
 use raftlb_tests::process::binary;
 use raftlb_tests::site::{BALANCERS, CLUSTER, Load, Site};
+use raftlb_tests::vip_load::failures;
 use raftlb_tests::{root_or_skip, wait};
 use std::path::PathBuf;
 use std::process::Command;
@@ -104,11 +105,10 @@ async fn the_rolling_upgrade_script_fails_no_request() {
         owner + 1
     );
     assert!(attempts.len() > 100, "only {} requests", attempts.len());
-    let failures: Vec<String> = (attempts.iter().filter(|a| !a.ok))
-        .map(|a| format!("#{} after {:?}: {}", a.id, a.end - a.start, a.outcome))
-        .collect();
     assert_eq!(
-        failed, 0,
-        "requests failed during the rolling upgrade: {failures:#?}"
+        failed,
+        0,
+        "requests failed during the rolling upgrade: {:#?}",
+        failures(&attempts)
     );
 }

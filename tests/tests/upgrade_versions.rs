@@ -20,6 +20,7 @@ use raftlb_tests::cluster::{Cluster, http_seed};
 use raftlb_tests::pinned;
 use raftlb_tests::process::{binary, build_with_features};
 use raftlb_tests::site::{BALANCERS, CLUSTER, Load, Options, Site, session};
+use raftlb_tests::vip_load::failures;
 use raftlb_tests::{netns, root_or_skip, wait};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -136,20 +137,11 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
         made.len()
     );
     assert!(attempts.len() > 100, "only {} requests", attempts.len());
-    let failures: Vec<String> = (attempts.iter().filter(|a| !a.ok))
-        .map(|a| {
-            format!(
-                "#{} port {} after {:?}: {}",
-                a.id,
-                a.port,
-                a.end - a.start,
-                a.outcome
-            )
-        })
-        .collect();
     assert_eq!(
-        failed, 0,
-        "requests failed during the rolling upgrade: {failures:#?}"
+        failed,
+        0,
+        "requests failed during the rolling upgrade: {:#?}",
+        failures(&attempts)
     );
 
     // Every acknowledged write is in the state.

@@ -27,7 +27,7 @@ use super::status::StatusView;
 use super::sticky_admin::StickyAdmin;
 use super::transfer::Handover;
 use super::transport::{self, Dialer, Links};
-use super::types::{Metrics, Node, NodeId, Raft};
+use super::types::{self, Metrics, Node, NodeId, Raft};
 use super::versions::{self, Versions};
 use super::writer::Writer;
 use crate::events::Events;
@@ -36,7 +36,7 @@ use crate::status_page::Observatory;
 use crate::status_page::access::{Token, TokenError};
 use crate::status_page::local::Observer;
 use crate::sticky::metrics::StickyMetrics;
-use raftlb_config::{Config, LinkSecurity, MembershipSpec, PeerAddress, RaftTiming, Role, StickyTables};
+use raftlb_config::{Config, LinkSecurity, MembershipSpec, PeerAddress, Role, StickyTables};
 use raftlb_proto::admin::admin_server::AdminServer;
 use raftlb_proto::raft::raft_server::RaftServer;
 use std::collections::BTreeMap;
@@ -69,30 +69,6 @@ pub enum ControlError {
         address: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// Raft settings. openraft's follower lease (`election_timeout_max`) is
-/// the vote lease; it never stands for election by itself
-/// (`enable_elect`): [`election`](super::election) asks first (pre-vote)
-/// and then triggers it. Its own timer would fire at the lease plus a
-/// random part of `election_timeout_min`, unasked.
-fn raft_config(cluster: &str, timing: RaftTiming) -> Result<openraft::Config, ControlError> {
-    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let lease = millis(timing.vote_lease());
-    openraft::Config {
-        cluster_name: cluster.to_string(),
-        heartbeat_interval: millis(timing.heartbeat_interval),
-        election_timeout_min: lease / 2,
-        election_timeout_max: lease,
-        enable_elect: false,
-        install_snapshot_timeout: 2000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
-        max_in_snapshot_log_to_keep: 1000,
-        purge_batch_size: 256,
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| ControlError::RaftConfig(e.to_string()))
 }
 
 /// The longest a stopping leader spends handing leadership over.
@@ -214,7 +190,10 @@ impl ControlPlane {
         );
         let raft = Raft::new(
             me,
-            Arc::new(raft_config(&membership.cluster_id, membership.timing)?),
+            Arc::new(
+                types::raft_config(&membership.cluster_id, membership.timing)
+                    .map_err(ControlError::RaftConfig)?,
+            ),
             network.clone(),
             log_store.clone(),
             state_machine.clone(),
@@ -361,14 +340,8 @@ impl ControlPlane {
         ));
         let gauges = Gauges::new(committed, proposer.clone(), writer.clone(), state_machine);
         let following = crate::events::follow(Arc::clone(&events), raft.metrics(), vips_held.subscribe());
-        let mut tasks = vec![
-            leading,
-            proposing,
-            seeding,
-            raising,
-            following,
-            stall_watch::spawn(),
-        ];
+        let mut tasks = vec![leading, proposing, seeding, raising, following];
+        tasks.push(stall_watch::spawn());
         tasks.extend(standing);
         tasks.push(gauges.count_leader_changes(raft.metrics()));
         tasks.extend(keyring.clone().map(crate::pki::watch::start));
