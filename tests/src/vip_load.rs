@@ -43,9 +43,10 @@ pub fn failures(attempts: &[Attempt]) -> Vec<String> {
 
 /// How often a request starts.
 const PERIOD: Duration = Duration::from_millis(5);
-/// The most requests under way at once (a patient client's requests wait
-/// long in an outage).
+/// The most requests under way at once for a quick client.
 const IN_FLIGHT: usize = 8;
+/// The longest connect timeout of a quick client.
+const QUICK: Duration = Duration::from_millis(100);
 
 /// Requests to the VIP from one host at a constant rate, each on a new
 /// connection, until dropped.
@@ -73,9 +74,11 @@ impl Load {
     }
 
     /// [`Load::start`] with ids from `first_id` on, and the n-th request
-    /// sent to port `ports[n % len]`. A request starts every 5 ms whether
-    /// or not those before it have ended (up to [`IN_FLIGHT`] at once), so
-    /// an outage's end shows within 5 ms, not a connect timeout later.
+    /// sent to port `ports[n % len]`. A quick client (a connect timeout of
+    /// [`QUICK`] or less: the failover figures) starts a request every 5 ms
+    /// whether or not those before it have ended (up to [`IN_FLIGHT`] at
+    /// once), so an outage's end shows within 5 ms, not a connect timeout
+    /// later; a patient one makes one request at a time, 5 ms apart.
     pub fn start_on(ns: &str, vip: IpAddr, ports: &[u16], connect_timeout: Duration, first_id: u64) -> Load {
         let mut load = Load::idle();
         let (ns, attempts, stop) = (ns.to_string(), Arc::clone(&load.attempts), Arc::clone(&load.stop));
@@ -83,12 +86,13 @@ impl Load {
         load.thread = Some(std::thread::spawn(move || {
             // Threads started from here are in the namespace too.
             netns::enter(&ns);
+            let most = if connect_timeout <= QUICK { IN_FLIGHT } else { 1 };
             let mut in_flight: Vec<std::thread::JoinHandle<()>> = Vec::new();
             let mut next = Instant::now();
             for (id, port) in (first_id..).zip(ports.iter().cycle()) {
                 loop {
                     in_flight.retain(|request| !request.is_finished());
-                    if in_flight.len() < IN_FLIGHT || stop.load(Ordering::Relaxed) {
+                    if in_flight.len() < most || stop.load(Ordering::Relaxed) {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(1));
