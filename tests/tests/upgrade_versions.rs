@@ -73,11 +73,18 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
 
     let upgrading = Instant::now();
     let mut owners = vec![site.owner().await];
+    // The stopped format-1 processes' logs, shown if a request fails.
+    let mut stopped_logs = Vec::new();
     for i in 0..BALANCERS.len() {
         let step = Instant::now();
         site.nodes[i].terminate();
         let status = site.nodes[i].wait_exit(Duration::from_secs(15)).await;
         assert!(status.success(), "node {} stopped: {status}", i + 1);
+        stopped_logs.push(format!(
+            "--- node {} (format 1) ---\n{}",
+            i + 1,
+            site.nodes[i].log()
+        ));
         site.nodes[i] = site.spawn_as(i, &new);
         site.nodes[i].ready(&[]).await;
         wait::value("the upgraded node catches up", Duration::from_secs(20), || {
@@ -137,6 +144,12 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
         made.len()
     );
     assert!(attempts.len() > 100, "only {} requests", attempts.len());
+    if failed > 0 {
+        let now: Vec<String> = (site.nodes.iter().enumerate())
+            .map(|(i, node)| format!("--- node {} (upgraded) ---\n{}", i + 1, node.log()))
+            .collect();
+        eprintln!("{}\n{}", stopped_logs.join("\n"), now.join("\n"));
+    }
     assert_eq!(
         failed,
         0,
