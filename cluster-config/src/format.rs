@@ -17,6 +17,7 @@
 //! | 1 | every release before versions existed (up to commit b834ab7): a log entry is the bare postcard `Command`; snapshot data is `ClusterState ‖ sticky tables`; `snapshot.bin` starts `RLBSNAP2`; the data dir's identity file has no `format` line |
 //! | 2 | a log entry says its version (an envelope around the command's bytes); snapshot data starts with a header holding the cluster version; `snapshot.bin` starts `RLBSNAP3`; the identity file records `format=2`; node-to-node messages carry the sender's formats and the cluster version; `SetClusterVersion` |
 //! | 3 | the PROXY protocol and trusted proxies: `ListenerSpec::proxy_trusted`, `HttpLimits::trusted_proxies`, `PoolSpec::proxy_protocol` ([`since_v3`]); a `ClusterState` of version 3 or later starts with its version (a byte no `bool` takes) |
+//! | 4 | the data dir only: the Raft log moves out of sled (`raft/`) into raftlb's own files (`raft-log/`), so a binary that reads only sled must refuse it; entries, snapshots and messages are as in 3 |
 //!
 //! ## Changing a replicated type
 //! Adding a field to anything a command or the state holds changes the
@@ -39,13 +40,14 @@
 //! a [`Proposal`](crate::Proposal) by its format, a
 //! [`ClusterState`](crate::ClusterState) by its cluster version. Bare
 //! encodings (a command outside a proposal) are format 1. Since formats
-//! 1 to 3 differ only by such fields, this binary reads all three.
+//! 1 to 4 differ only by such fields (and 4 from 3 only in the data dir),
+//! this binary reads all four.
 
 use std::cell::Cell;
 use std::fmt;
 
 /// The newest format this binary writes (once the cluster allows it).
-pub const CURRENT: u16 = 3;
+pub const CURRENT: u16 = 4;
 /// The oldest format this binary reads and writes for a mixed cluster.
 pub const OLDEST: u16 = 1;
 

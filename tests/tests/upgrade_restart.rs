@@ -499,7 +499,15 @@ async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_with_raft(
     })
     .await;
 
-    // Killed as soon as the old process has heard from it.
+    // Killed as soon as the old process has heard from it. The hand-over
+    // takes a few milliseconds, so the new process is held at the log's
+    // release (`upgrade::wait_log_released`) by the lock a release of
+    // formats 1–3 keeps on its sled log, held here: the kill lands
+    // mid-upgrade on a machine of any speed.
+    let sled_log = node.dir().join("data/node1/raft");
+    std::fs::create_dir_all(&sled_log).expect("sled log dir");
+    let held = std::fs::File::create(sled_log.join("db")).expect("sled lock file");
+    held.lock().expect("hold the sled log's lock");
     let mut doomed = node.spawn_successor("doomed.log");
     let doomed_pid = doomed.pid();
     wait::until(
@@ -509,6 +517,8 @@ async fn a_new_process_killed_mid_upgrade_leaves_the_node_serving_and_with_raft(
     )
     .await;
     doomed.kill();
+    drop(held);
+    std::fs::remove_dir_all(&sled_log).expect("remove the sled log dir");
     let outcome = wait::value("the old process notices", Duration::from_secs(20), || {
         let log = node.log();
         if log.contains("in-place upgrade or reload abandoned; serving on") {

@@ -4,8 +4,9 @@
 //!   (format 1, [`pinned::FORMAT_ONE`]) is upgraded node by node to this
 //!   build while a patient client requests the VIP (HTTP and TCP), admin
 //!   writes commit and sticky sessions are made: no request fails, every
-//!   acknowledged write and every session is still there, and the cluster
-//!   version rises to 2 only once the last node runs this build (root:
+//!   acknowledged write and every session is still there, every data dir's
+//!   log moves out of sled, and the cluster version rises (to this build's
+//!   newest) only once the last node runs this build (root:
 //!   network namespaces; otherwise skips, saying so);
 //! - a node whose binary is more than one version newer, or too old, for
 //!   the cluster's version refuses to join, saying which versions it needs,
@@ -93,8 +94,10 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
         .await;
         let log = site.nodes[i].log();
         assert!(
-            log.contains("upgraded the data dir's format in place"),
-            "node {}: the format-1 data dir was not upgraded:\n{log}",
+            log.contains("upgraded the data dir's format in place")
+                && log.contains("moved the Raft log out of sled")
+                && log.contains("removed sled's copy of the Raft log"),
+            "node {}: the format-1 data dir was not upgraded (its log moved out of sled):\n{log}",
             i + 1
         );
         owners.push(site.owner().await);
@@ -137,7 +140,7 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
     let failed = attempts.iter().filter(|a| !a.ok).count();
     let moves = owners.windows(2).filter(|w| w[0] != w[1]).count();
     println!(
-        "rolling upgrade of 3 nodes, format 1 → 2, in {upgrade:?}: {} requests, {failed} failed, {} admin writes, \
+        "rolling upgrade of 3 nodes, format 1 → {CURRENT}, in {upgrade:?}: {} requests, {failed} failed, {} admin writes, \
          {} sessions, VIP moved {moves} times",
         attempts.len(),
         written.len(),

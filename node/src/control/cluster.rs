@@ -14,6 +14,7 @@ use super::election::{Elector, LeaderContact};
 use super::gauges::{Gauges, VipCounts};
 use super::leader_link::LeaderLink;
 use super::leadership::{self, Leadership};
+use super::log_migration;
 use super::log_store::{LogStore, OpenError};
 use super::membership::Membership;
 use super::network::Network;
@@ -167,12 +168,14 @@ impl ControlPlane {
             .transpose()?;
         let dir = Path::new(&config.node.data_dir);
         let claimed = data_dir::claim(dir, &membership.cluster_id, me)?;
-        let log_store = LogStore::open(&dir.join("raft"))?;
+        log_migration::from_sled(dir, claimed.format)?;
+        let log_store = LogStore::open(dir)?;
         let committed_at_start = log_store.committed_index();
         let committed = log_store.committed();
         let sticky_metrics = Arc::new(StickyMetrics::default());
         let (state_machine, applied) = StateMachine::open(dir, Arc::clone(&sticky_metrics))?;
         claimed.upgrade()?;
+        log_migration::remove_sled(dir)?;
         let sticky_tables = state_machine.sticky_tables();
         let sticky_admin = StickyAdmin {
             machine: state_machine.clone(),

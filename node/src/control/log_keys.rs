@@ -1,27 +1,28 @@
 //! Sealing the Raft log at rest, so that purging it forgets it.
 //!
-//! sled is log-structured: a removed value stays in its segment file until
-//! the segment happens to be reused, so a purged entry (a certificate's
-//! private key, say) would linger in the data dir's files. Every entry is
-//! therefore stored sealed (ChaCha20-Poly1305, a random nonce per entry,
-//! the log index as associated data) under the key of an *epoch*. Each
-//! purge starts a new epoch: the entries that remain are sealed again
-//! under its key, and then every older key is deleted from the key file
-//! (`raft.keys`, rewritten whole: temporary file, fsync, rename). What the
-//! purge removed is unreadable from then on, wherever sled left its bytes
-//! (crypto-shredding). The key file sits beside the log in the data dir
-//! (mode 0600): this does not protect a live data dir from its reader, it
-//! makes purging mean forgetting.
+//! A purge deletes the log file the purged entries were in, but a deleted
+//! file's blocks stay on the disk until reused (and sled, which held the
+//! log until data-dir format 4, kept a removed value in its segment files),
+//! so a purged entry (a certificate's private key, say) could linger
+//! where the data dir's disk is read. Every entry is therefore stored
+//! sealed (ChaCha20-Poly1305, a random nonce per entry, the log index as
+//! associated data) under the key of an *epoch*. Each purge starts a new
+//! epoch: the entries that remain are sealed again under its key, and then
+//! every older key is deleted from the key file (`raft.keys`, rewritten
+//! whole: temporary file, fsync, rename). What the purge removed is
+//! unreadable from then on, wherever its bytes are left (crypto-shredding).
+//! The key file sits beside the log in the data dir (mode 0600): this does
+//! not protect a live data dir from its reader, it makes purging mean
+//! forgetting.
 //!
 //! A sealed value is `epoch (8 bytes, big-endian) ‖ nonce (12) ‖
 //! ciphertext ‖ tag (16)`.
 
+use super::log_meta::replace_durably;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -241,20 +242,7 @@ fn write(path: &Path, epochs: &Epochs) -> std::io::Result<()> {
     };
     let mut bytes = MAGIC.to_vec();
     bytes.extend(postcard::to_stdvec(&stored).map_err(std::io::Error::other)?);
-    let temporary = path.with_extension("keys.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    replace_durably(path, &bytes)
 }
 
 #[cfg(test)]

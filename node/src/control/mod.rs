@@ -4,8 +4,11 @@
 //! - [`cluster`]: [`ControlPlane`], one node's Raft from start to stop
 //!   (forming the cluster, seeding it from the file, drift warnings).
 //! - [`types`]: the openraft type configuration and aliases.
-//! - [`log_store`]: the Raft log and vote on sled, fsynced before acknowledging,
-//!   every entry sealed under a key [`log_keys`] forgets at each purge.
+//! - [`log_store`]: the Raft log and vote on disk, fsynced before acknowledging
+//!   ([`log_sync`]), every entry sealed under a key [`log_keys`] forgets at
+//!   each purge; its entries' file is [`log_file`], its vote, purge point and
+//!   committed id [`log_meta`]; [`log_migration`] moves a log out of sled
+//!   (data dirs of formats 1 to 3).
 //! - [`state_machine`]: the applied state in memory, snapshots on disk; every
 //!   applied batch is published on a watch channel the data plane follows.
 //! - [`network`] and [`raft_service`]: node-to-node Raft over tonic gRPC.
@@ -41,8 +44,12 @@ pub mod election;
 pub mod gauges;
 pub mod leader_link;
 pub mod leadership;
+pub mod log_file;
 pub mod log_keys;
+pub mod log_meta;
+pub mod log_migration;
 pub mod log_store;
+pub mod log_sync;
 pub mod membership;
 pub mod network;
 pub mod proposer;

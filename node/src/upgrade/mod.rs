@@ -31,7 +31,7 @@ pub const SOCKET_FILE: &str = "raftlb.upgrade.sock";
 /// How long either side waits for the other's next step (but `Serving`:
 /// a new process may take long to catch up, and its death closes the socket).
 const STEP_DEADLINE: Duration = Duration::from_secs(30);
-/// How long a stopped Raft may take to close its log (sled's flusher).
+/// How long a stopped Raft may take to close its log.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why an upgrade did not happen.
@@ -310,16 +310,26 @@ impl Pending {
     }
 }
 
-/// Waits until no process holds the Raft log's file lock (sled locks
-/// `DATA_DIR/raft/db`), so the new process can open it.
+/// Waits until no process holds the Raft log's file lock, so the new
+/// process can open it: `DATA_DIR/raft-log/lock`, or, handed over by a
+/// release whose log is in sled (formats 1 to 3), sled's `DATA_DIR/raft/db`.
 pub async fn wait_log_released(data_dir: &str) -> Result<(), String> {
-    let db = Path::new(data_dir).join("raft").join("db");
+    for lock in [
+        Path::new(data_dir).join("raft-log").join("lock"),
+        Path::new(data_dir).join("raft").join("db"),
+    ] {
+        wait_unlocked(&lock).await?;
+    }
+    Ok(())
+}
+
+async fn wait_unlocked(lock: &Path) -> Result<(), String> {
     let start = Instant::now();
     loop {
-        let file = match std::fs::File::open(&db) {
+        let file = match std::fs::File::open(lock) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("cannot open {}: {e}", db.display())),
+            Err(e) => return Err(format!("cannot open {}: {e}", lock.display())),
         };
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             // Closing the file drops the probe's lock.
@@ -330,7 +340,7 @@ pub async fn wait_log_released(data_dir: &str) -> Result<(), String> {
             Err(e) => {
                 return Err(format!(
                     "the Raft log {} is still locked {:?} after Raft stopped: {e}",
-                    db.display(),
+                    lock.display(),
                     start.elapsed()
                 ));
             }
