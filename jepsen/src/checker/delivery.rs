@@ -45,7 +45,7 @@ pub fn check(history: &[Op], served: &HashSet<u64>) -> Check {
                 .filter(|f| !PLANNED.contains(&f.kind.as_str()))
                 .any(|f| f.overlaps(invoke.time_ns, done.time_ns, GRACE))
             {
-                unexcused.push((id, invoke.time_ns));
+                unexcused.push((id, invoke.time_ns, done.error.clone()));
             }
         }
     }
@@ -67,7 +67,10 @@ pub fn check(history: &[Op], served: &HashSet<u64>) -> Check {
         let shown: Vec<String> = unexcused
             .iter()
             .take(EVIDENCE)
-            .map(|(id, at)| format!("{id} at {:.3}s", *at as f64 / 1e9))
+            .map(|(id, at, error)| match error {
+                Some(error) => format!("{id} at {:.3}s ({error})", *at as f64 / 1e9),
+                None => format!("{id} at {:.3}s", *at as f64 / 1e9),
+            })
             .collect();
         problems.push(format!(
             "{} patient requests failed outside any unplanned fault, e.g. {}",
@@ -92,7 +95,8 @@ mod tests {
         let ns = at_ms * 1_000_000;
         history.push(Op::new(process, Kind::Invoke, "get", ns).value(Some(id)));
         let end = if ok { Kind::Ok } else { Kind::Fail };
-        history.push(Op::new(process, end, "get", ns + 1_000_000).value(Some(id)));
+        let done = Op::new(process, end, "get", ns + 1_000_000).value(Some(id));
+        history.push(if ok { done } else { done.error("reset") });
     }
 
     fn fault(history: &mut Vec<Op>, kind: &str, from_ms: u64, to_ms: u64) {
@@ -134,8 +138,7 @@ mod tests {
         history.sort_by_key(|o| o.time_ns);
         let check = check(&history, &HashSet::new());
         assert_eq!(check.verdict, Verdict::Violation);
-        let expected =
-            "2 patient requests failed outside any unplanned fault, e.g. 7 at 0.060s, 8 at 20.000s";
+        let expected = "2 patient requests failed outside any unplanned fault, e.g. 7 at 0.060s (reset), 8 at 20.000s (reset)";
         assert!(check.detail.contains(expected), "{}", check.detail);
         assert!(
             check.detail.contains("4 failed, 2 of them patient"),

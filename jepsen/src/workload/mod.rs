@@ -340,7 +340,7 @@ pub async fn after_heal(history: History, nodes: Vec<Ipv4Addr>, deadline: Durati
 /// those before the VIP first answered) as history: process `process`
 /// (`vip`, the site's impatient client, or `patient`), `get` (through the
 /// `http` listener) or `tcp` (HTTP through the `tcp` listener), the
-/// request's `X-Request-Id` as its value.
+/// request's `X-Request-Id` as its value, a failure's outcome as its error.
 pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant, process: &str) -> Vec<Op> {
     attempts
         .iter()
@@ -349,9 +349,10 @@ pub fn vip_ops(history: &History, attempts: &[Attempt], since: Instant, process:
             let id = Some(a.id);
             let end = if a.ok { Kind::Ok } else { Kind::Fail };
             let f = if a.port == 9000 { "tcp" } else { "get" };
+            let done = Op::new(process, end, f, history.ns(a.end)).value(id);
             [
                 Op::new(process, Kind::Invoke, f, history.ns(a.start)).value(id),
-                Op::new(process, end, f, history.ns(a.end)).value(id),
+                if a.ok { done } else { done.error(a.outcome.clone()) },
             ]
         })
         .collect()

@@ -319,6 +319,7 @@ impl ControlPlane {
                 contact,
                 timing: membership.timing,
                 campaigning,
+                standing_down: Arc::clone(&standing_down),
             }
             .spawn()
         });

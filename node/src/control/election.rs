@@ -230,6 +230,9 @@ pub struct Elector {
     pub timing: RaftTiming,
     /// Set while this node is a transfer's target: it campaigns by itself.
     pub campaigning: Arc<AtomicBool>,
+    /// Set while this node, leader until the transfer began, steps aside:
+    /// it must not stand against its own target.
+    pub standing_down: Arc<AtomicBool>,
 }
 
 /// What one look at the node's standing decided.
@@ -286,8 +289,9 @@ impl Elector {
     }
 
     /// Whether, and when, to ask: only a voter that is neither leader nor
-    /// a transfer's target, once its lease on the leader ran out and its
-    /// turn came (a node that has heard no leader counts from its start).
+    /// a transfer's target nor its leader stepping aside, once its lease on
+    /// the leader ran out and its turn came (a node that has heard no
+    /// leader counts from its start).
     fn next(&self, started: Instant) -> Next {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -296,6 +300,7 @@ impl Elector {
         if metrics.state == ServerState::Leader
             || !voters.contains(&self.me)
             || self.campaigning.load(Ordering::Relaxed)
+            || self.standing_down.load(Ordering::Relaxed)
         {
             return idle;
         }

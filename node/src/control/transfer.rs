@@ -8,7 +8,9 @@
 //! refuses their pre-votes meanwhile, and wins it. Then the old leader
 //! resumes its normal settings as a follower.
 //! If the target cannot win, the next candidate is asked, and if none can,
-//! the old leader resumes leading.
+//! the old leader resumes leading; if another voter wins meanwhile (in its
+//! own turn), the transfer is done. While it steps aside the old leader
+//! does not stand ([`super::election`]).
 //!
 //! [`Handover`] serves `ctl leader transfer` (from any node: a follower
 //! passes it to the leader), the leader's `Campaign` call to the target,
@@ -85,7 +87,14 @@ impl Handover {
                     };
                     client.campaign(request).await.map(|_| ())
                 };
-                match tokio::time::timeout(after + CAMPAIGN_TIMEOUT * 2, ask).await {
+                // Another voter may win the target's election meanwhile
+                // (one that did not hear the target's campaign in time
+                // stands in its turn): leadership has moved all the same.
+                let answer = tokio::select! {
+                    answer = tokio::time::timeout(after + CAMPAIGN_TIMEOUT * 2, ask) => answer,
+                    Some(leader) = other_leader(&self.raft, self.me) => return Some(leader),
+                };
+                match answer {
                     Ok(Ok(())) => return Some(*candidate),
                     Ok(Err(status)) => reasons.push(format!("node {candidate}: {}", status_text(&status))),
                     Err(_) => reasons.push(format!("node {candidate}: no answer")),
@@ -124,6 +133,24 @@ impl Handover {
         let _standing = Standing(&self.campaigning);
         let after = (self.contact.lease_left() + self.timing.heartbeat_interval / 4).min(MAX_CAMPAIGN_DELAY);
         campaign(&self.raft, after).await.map_err(Status::unavailable)
+    }
+}
+
+/// Resolves to the leader once this node sees another node lead; `None`
+/// if Raft stops.
+async fn other_leader(raft: &Raft, me: NodeId) -> Option<NodeId> {
+    let mut metrics = raft.metrics();
+    loop {
+        {
+            let seen = metrics.borrow_and_update();
+            if let Some(leader) = seen.current_leader
+                && leader != me
+                && seen.state != ServerState::Leader
+            {
+                return Some(leader);
+            }
+        }
+        metrics.changed().await.ok()?;
     }
 }
 
