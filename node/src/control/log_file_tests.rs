@@ -141,3 +141,34 @@ fn damage_a_crash_cannot_explain_is_refused_and_kept() {
     let error = LogFile::open(&dir.0).expect_err("refused");
     assert!(error.to_string().contains("does not start like"), "{error}");
 }
+
+#[test]
+fn no_cut_or_flipped_byte_yields_a_wrong_entry_or_a_panic() {
+    let dir = Dir::new("every-byte");
+    let (mut log, _) = LogFile::open(&dir.0).expect("create");
+    let written = entries(1, 3);
+    log.append(&written).expect("append");
+    drop(log);
+    let path = dir.log_path();
+    let whole = fs::read(&path).expect("read");
+    // What a damaged file may still give: a prefix of what was written.
+    let is_prefix = |log: &LogFile| {
+        let read = log.read(0, u64::MAX).expect("read");
+        read.len() <= written.len() && read.iter().zip(&written).all(|(a, b)| a == b)
+    };
+    for len in 0..whole.len() {
+        fs::write(&path, &whole[..len]).expect("cut");
+        match LogFile::open(&dir.0) {
+            Ok((log, _)) => assert!(is_prefix(&log), "cut at {len}"),
+            Err(e) => assert!(len < MAGIC.len(), "cut at {len} refused: {e}"),
+        }
+    }
+    for at in 0..whole.len() {
+        let mut bytes = whole.clone();
+        bytes[at] ^= 0x01;
+        fs::write(&path, &bytes).expect("flip");
+        if let Ok((log, _)) = LogFile::open(&dir.0) {
+            assert!(is_prefix(&log), "flipped byte {at}");
+        }
+    }
+}
