@@ -187,11 +187,6 @@ impl LogFile {
         (!self.offsets.is_empty()).then(|| self.first + self.offsets.len() as u64 - 1)
     }
 
-    /// The file's size in bytes.
-    pub fn size(&self) -> u64 {
-        self.end
-    }
-
     /// The file being written, for fsync.
     pub fn file(&self) -> Arc<File> {
         Arc::clone(&self.file)
