@@ -6,8 +6,10 @@ use crate::control::state_machine;
 use raftlb_config::{ClusterState, StickyTables};
 
 pub use crate::dataplane::l7::chunked::{Chunked, Malformed, Step};
-pub use crate::dataplane::l7::framing::{HeadScanner, Stop};
 pub use crate::dataplane::l7::h1_client::{Framing, Parsed, final_response_began, parse_head};
+pub use crate::dataplane::l7::h1_server::head::{
+    BodyFraming, HeadLimits, Refused, parse as parse_request_head,
+};
 pub use crate::dataplane::l7::h2_frames::FrameFollower;
 pub use crate::dataplane::proxy_protocol::header as proxy_header;
 

@@ -1,40 +1,31 @@
-//! What one client connection's bytes and requests say about it, shared by
-//! its stream ([`Watched`]), its requests ([`InFlight`]) and its idle
-//! watch ([`idle`]):
+//! What one HTTP/2 client connection's bytes and requests say about it,
+//! shared by its stream ([`Watched`]), its requests ([`InFlight`]) and its
+//! idle watch ([`idle`]). (HTTP/1 connections are timed by their own
+//! server, [`h1_server`](super::h1_server); they share [`ConnWatch`] for
+//! their gauges and refusals.)
 //!
-//! - **Framing.** [`Watched`] wraps the client stream and feeds every byte
-//!   hyper reads through a [`HeadScanner`] (HTTP/1 only: it stops at an
-//!   HTTP/2 preface and when an upgrade's `101` goes out). Request n asks
-//!   [`ConnWatch::framing`] whether head n was checked and sound. After an
-//!   HTTP/2 preface, a [`FrameFollower`] finds the header blocks instead.
-//! - **Head timeout.** A request head (HTTP/2: a header block, or any
-//!   frame's 9-byte header) must arrive whole within the listener's
-//!   `header_read_timeout`: a total, counted from the connection's start
-//!   for the first request and from a head's first byte after that,
-//!   however slowly the bytes come. HTTP/1: hyper reads no further while a
-//!   response is going out, so a head that began meanwhile is judged when
-//!   the response ends (at once, if its time is up). Expiry fails the
-//!   read, so hyper drops the connection without an answer, as its own
-//!   header timeout did. hyper's timeout is off: it also ran while a
-//!   keep-alive connection sat idle between requests, so idle time and
-//!   head time were one setting.
+//! - **Head timeout.** [`Watched`] follows the client's bytes below hyper
+//!   with a [`FrameFollower`]: a request head (the preface, a header
+//!   block, or any frame's 9-byte header) must arrive whole within the
+//!   listener's `header_read_timeout`: a total, counted from the
+//!   connection's start for the preface and from a head's first byte after
+//!   that, however slowly the bytes come. Expiry fails the read, so hyper
+//!   drops the connection without an answer.
 //! - **Send timeout.** Writes to the client that make no progress for the
 //!   listener's `send_timeout` fail ([`SendClock`]), closing the
-//!   connection, HTTP/1 or HTTP/2 (the stream is below hyper, above TLS).
+//!   connection (the stream is below hyper, above TLS).
 //! - **Keep-alive idle.** A connection with no request in flight and no
 //!   head arriving is idle; [`idle`] resolves once it has been idle for the
-//!   listener's `keepalive_timeout`, and the server then shuts it down
-//!   gracefully (HTTP/1: closed; HTTP/2: GOAWAY). A request counts as in
-//!   flight from the service call until its response body is dropped
-//!   ([`Tracked`] holds its [`InFlight`]). The watch is lazy: requests only
-//!   stamp the time they start and end, and [`idle`] wakes once per
-//!   timeout to compare, so a busy keep-alive connection pays no timer
+//!   listener's `keepalive_timeout`, and the server then sends GOAWAY. A
+//!   request counts as in flight from the service call until its response
+//!   body is dropped ([`Tracked`] holds its [`InFlight`]). The watch is
+//!   lazy: requests only stamp the time they start and end, and [`idle`]
+//!   wakes once per timeout to compare, so a busy connection pays no timer
 //!   and no wake-up per request.
 //!
 //! Head and send timeouts are counted as refusals of the listener
 //! (`header_timeout`, `send_timeout`).
 
-use super::framing::{HeadScanner, Stop};
 use super::h2_frames::FrameFollower;
 use super::send_clock::SendClock;
 use crate::access_log::Record;
@@ -52,29 +43,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-/// No conflicting head.
-const NONE: u64 = u64::MAX;
-
 /// One client connection's shared state (see the module doc).
 #[derive(Debug)]
 pub struct ConnWatch {
     /// Requests whose response body has not been dropped.
     in_flight: AtomicU64,
-    /// Requests started, the index of the next one.
-    requests: AtomicU64,
-    /// HTTP/1: requests with a lower index had their heads checked.
-    checked: AtomicU64,
-    /// HTTP/1: the index of a head with both `Content-Length` and
-    /// `Transfer-Encoding`, else [`NONE`].
-    conflict: AtomicU64,
-    http2: AtomicBool,
-    /// An upgrade's `101` went out: the connection is a tunnel now.
-    tunnel: AtomicBool,
-    /// HTTP/1: part of a head has arrived.
+    /// Part of a head has arrived.
     head_arriving: AtomicBool,
     /// When the connection started.
     born: Instant,
-    /// When a head, request or HTTP/2 last started or a request ended, in
+    /// When a head or request last started or a request ended, in
     /// nanoseconds after `born`.
     last_activity_ns: AtomicU64,
     /// Where the connection's refusals are counted.
@@ -84,27 +62,12 @@ pub struct ConnWatch {
     open: Option<Open>,
 }
 
-/// What the service should make of a request's framing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    Sound,
-    /// Both `Content-Length` and `Transfer-Encoding`.
-    Conflict,
-    /// Not followed: refused, failing closed.
-    Unknown,
-}
-
 impl ConnWatch {
     /// A connection of the listener `listener` guards, started at `born`,
     /// counted in its traffic as `open`.
     pub fn new(listener: Arc<ListenerGuard>, born: Instant, open: Option<Open>) -> Self {
         ConnWatch {
             in_flight: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            checked: AtomicU64::new(0),
-            conflict: AtomicU64::new(NONE),
-            http2: AtomicBool::new(false),
-            tunnel: AtomicBool::new(false),
             head_arriving: AtomicBool::new(false),
             born,
             last_activity_ns: AtomicU64::new(0),
@@ -113,35 +76,20 @@ impl ConnWatch {
         }
     }
 
+    /// When the connection started (accepted).
+    pub fn born(&self) -> Instant {
+        self.born
+    }
+
     /// A request has started; it is in flight until the guard drops.
-    /// Returns the guard and the request's index on the connection.
-    pub fn request_started(self: &Arc<Self>) -> (InFlight, u64) {
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
         if self.in_flight.fetch_add(1, Relaxed) == 0
             && let Some(open) = &self.open
         {
             open.set_active(true);
         }
         self.touch();
-        let index = self.requests.fetch_add(1, Relaxed);
-        (InFlight(Arc::clone(self)), index)
-    }
-
-    /// The framing of request `index` as the client sent it.
-    pub fn framing(&self, index: u64) -> Framing {
-        if self.http2.load(Relaxed) {
-            Framing::Sound
-        } else if index == self.conflict.load(Relaxed) {
-            Framing::Conflict
-        } else if index < self.checked.load(Relaxed) {
-            Framing::Sound
-        } else {
-            Framing::Unknown
-        }
-    }
-
-    /// The connection has become a tunnel: stop reading it as HTTP.
-    pub fn tunnel(&self) {
-        self.tunnel.store(true, Relaxed);
+        InFlight(Arc::clone(self))
     }
 
     /// Counts a refusal of this connection's client.
@@ -156,17 +104,12 @@ impl ConnWatch {
     }
 
     fn is_idle(&self) -> bool {
-        let started = self.http2.load(Relaxed) || self.requests.load(Relaxed) > 0;
-        started
-            && self.in_flight.load(Relaxed) == 0
-            && !self.head_arriving.load(Relaxed)
-            && !self.tunnel.load(Relaxed)
+        self.in_flight.load(Relaxed) == 0 && !self.head_arriving.load(Relaxed)
     }
 }
 
 /// Resolves once the connection has been idle (see the module doc) for
-/// `timeout`: from the end of its last response, or for HTTP/2 from its
-/// preface.
+/// `timeout`: from the end of its last response, or from its preface.
 pub async fn idle(watch: &ConnWatch, timeout: Duration) {
     let mut deadline = watch.born + timeout;
     loop {
@@ -263,12 +206,13 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     }
 }
 
-/// A client stream whose reads and writes are followed (see the module doc).
+/// An HTTP/2 client stream whose reads and writes are followed (see the
+/// module doc).
 #[derive(Debug)]
 pub struct Watched<S> {
     inner: S,
     watch: Arc<ConnWatch>,
-    scanner: HeadScanner,
+    frames: FrameFollower,
     header_timeout: Duration,
     /// When the head being awaited started (its time runs from there).
     head_started: Instant,
@@ -277,34 +221,25 @@ pub struct Watched<S> {
     /// (the usual case) costs no timer operation.
     deadline: Pin<Box<Sleep>>,
     timing: bool,
-    /// Bytes read while HTTP/1 (where an HTTP/2 preface ends).
-    read_total: u64,
-    /// HTTP/2: its frames, followed instead of `scanner`.
-    http2: Option<FrameFollower>,
-    /// Not followed (any more): a tunnel, or framing lost. Reads pass
-    /// straight through.
-    through: bool,
     send: SendClock,
     /// The send timeout has been counted (once a connection).
     send_counted: bool,
 }
 
 impl<S> Watched<S> {
-    /// Wraps a new connection's stream; the first head's time runs from
-    /// the connection's start (`watch`'s birth).
+    /// Wraps a new connection's stream, from its first byte (the
+    /// preface's); the preface's time runs from the connection's start
+    /// (`watch`'s birth).
     pub fn new(inner: S, watch: Arc<ConnWatch>, header_timeout: Duration, send_timeout: Duration) -> Self {
         let head_started = watch.born;
         Watched {
             inner,
             watch,
-            scanner: HeadScanner::default(),
+            frames: FrameFollower::after(0),
             header_timeout,
             head_started,
             deadline: Box::pin(tokio::time::sleep_until(head_started + header_timeout)),
             timing: true,
-            read_total: 0,
-            http2: None,
-            through: false,
             send: SendClock::new(send_timeout),
             send_counted: false,
         }
@@ -312,52 +247,9 @@ impl<S> Watched<S> {
 
     /// Follows `read`, bytes just read from the client.
     fn follow(&mut self, read: &[u8]) {
-        if self.http2.is_some() {
-            return self.follow_http2(read);
-        }
-        let heads = self.scanner.heads();
-        let read_before = self.read_total;
-        self.read_total += read.len() as u64;
-        self.scanner.feed(read);
-        let watch = &self.watch;
-        if self.scanner.heads() != heads {
-            watch.checked.store(self.scanner.heads(), Relaxed);
-        }
-        if let Some(stop) = self.scanner.stopped() {
-            match stop {
-                Stop::Conflict => watch.conflict.store(self.scanner.heads(), Relaxed),
-                Stop::Http2 => {
-                    watch.http2.store(true, Relaxed);
-                    watch.touch();
-                    // The preface is the first head: its time runs on.
-                    self.http2 = Some(FrameFollower::after(read_before));
-                    return self.follow_http2(read);
-                }
-                Stop::Lost => {}
-            }
-            watch.head_arriving.store(false, Relaxed);
-            self.through = true;
-            self.timing = false;
-            return;
-        }
-        let arriving = self.scanner.mid_head();
-        self.time_head(arriving, self.scanner.heads() != heads);
-    }
-
-    /// [`follow`](Self::follow) for HTTP/2.
-    fn follow_http2(&mut self, read: &[u8]) {
-        let Some(frames) = self.http2.as_mut() else {
-            return;
-        };
-        let finished = frames.finished();
-        frames.feed(read);
-        let (arriving, began) = (frames.mid_head(), frames.finished() != finished);
-        self.time_head(arriving, began);
-    }
-
-    /// After a read: whether part of a head is here (`arriving`), and
-    /// whether a new head began in it.
-    fn time_head(&mut self, arriving: bool, began: bool) {
+        let finished = self.frames.finished();
+        self.frames.feed(read);
+        let (arriving, began) = (self.frames.mid_head(), self.frames.finished() != finished);
         if arriving && (began || !self.timing) {
             self.head_started = Instant::now();
             self.timing = true;
@@ -399,13 +291,6 @@ impl<S> Watched<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.through && this.watch.tunnel.load(Relaxed) {
-            this.through = true;
-            this.timing = false;
-        }
-        if this.through {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -486,7 +371,7 @@ mod tests {
         let started = Instant::now();
         // 40 bytes, one every tenth of the timeout: still coming at 4 × the timeout.
         let trickle = tokio::spawn(async move {
-            for byte in b"GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaaaa" {
+            for byte in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\x04\x01\x04\0\0\0" {
                 if client.write_all(&[*byte]).await.is_err() {
                     break;
                 }
@@ -506,55 +391,6 @@ mod tests {
         assert!(after >= TIMEOUT && after < TIMEOUT * 3, "cut after {after:?}");
         assert_eq!(guard.refused(Refusal::HeaderTimeout), 1);
         trickle.abort();
-    }
-
-    /// A pipelined head's first bytes read while a response goes out: the
-    /// head's time runs meanwhile, whether or not the stream is read again
-    /// before the response ends (it used to pause, and start over after).
-    #[tokio::test]
-    async fn a_head_begun_during_a_response_gets_no_more_time_after_it() {
-        let (guard, watch, mut client, mut watched) = connection();
-        let mut buf = [0u8; 64];
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        assert!(watched.read(&mut buf).await.expect("read") > 0);
-        let (in_flight, _) = watch.request_started();
-        client.write_all(b"GET /next HT").await.expect("write");
-        assert_eq!(watched.read(&mut buf).await.expect("read"), 12);
-        let early = tokio::time::timeout(TIMEOUT / 3, watched.read(&mut buf)).await;
-        assert!(early.is_err(), "not late yet: {early:?}");
-        tokio::time::sleep(TIMEOUT * 2).await;
-        drop(in_flight);
-        let ended = Instant::now();
-        let read = tokio::time::timeout(TIMEOUT / 2, watched.read(&mut buf)).await;
-        let error = read.expect("the late head is judged at once").expect_err("late");
-        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert!(ended.elapsed() < TIMEOUT / 2);
-        assert_eq!(guard.refused(Refusal::HeaderTimeout), 1);
-    }
-
-    #[tokio::test]
-    async fn a_whole_pipelined_head_waits_out_a_long_response() {
-        let (guard, watch, mut client, mut watched) = connection();
-        let mut buf = [0u8; 128];
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        assert!(watched.read(&mut buf).await.expect("read") > 0);
-        let (in_flight, _) = watch.request_started();
-        client
-            .write_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        assert!(watched.read(&mut buf).await.expect("read") > 0);
-        tokio::time::sleep(TIMEOUT * 2).await;
-        drop(in_flight);
-        let read = tokio::time::timeout(TIMEOUT * 2, watched.read(&mut buf)).await;
-        assert!(read.is_err(), "nothing to read and nothing late: {read:?}");
-        assert_eq!(guard.refused(Refusal::HeaderTimeout), 0);
     }
 
     #[tokio::test]

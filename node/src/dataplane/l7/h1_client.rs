@@ -22,7 +22,7 @@
 
 use super::backend_conn::Transport;
 use super::chunked::{self, Chunked, Step};
-use super::framing::parse_length;
+use super::h1_server::head::parse_length;
 use super::headers::connection_has;
 use super::request_body::{Cut, RequestBody, RequestBodyError};
 use bytes::{Buf, Bytes, BytesMut};

@@ -1,18 +1,20 @@
-//! Layer 7: HTTP/1.1 and cleartext HTTP/2 from clients, HTTP/1.1 with
-//! keep-alive to backends.
+//! Layer 7: HTTP/1.x (raftlb's own server) and HTTP/2 (hyper's) from
+//! clients, HTTP/1.1 with keep-alive or HTTP/2 to backends.
 
 pub(crate) mod backend_conn;
 mod body;
 pub(crate) mod chunked;
+mod client_body;
 mod client_conn;
 pub(crate) mod cookies;
-pub(crate) mod framing;
 pub(crate) mod h1_client;
+pub(crate) mod h1_server;
 pub(crate) mod h2_frames;
 mod headers;
 mod proxy;
 pub mod request_body;
 pub(crate) mod retry;
+mod rewind;
 pub mod route;
 mod send_clock;
 pub mod server;

@@ -13,8 +13,10 @@
 //! behind its pace.
 
 use super::backend_conn::{self, BackendBody, Sender};
-use super::body::{ProxyBody, UpstreamBody};
+use super::body::{BoxError, ProxyBody, UpstreamBody};
+use super::client_body::ClientBody;
 use super::h1_client::{BackendError, SendError};
+use super::h1_server::ClientUpgrade;
 use super::headers;
 use super::request_body::{self, BodyLimits, Cut, Late, RequestBody, RequestBodyError};
 use super::upgrade::{self, UpgradeError};
@@ -31,7 +33,6 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use raftlb_config::BackendProtocol;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,8 +81,11 @@ impl ConnContext {
 /// Proxies one request; never fails (errors become local responses). The
 /// permit, if any, is the backend stream the response holds until its
 /// body ends. What happened goes in `record` (of `record.listener`).
+/// `client_upgrade` is the client's connection for a tunnel, when it asks
+/// to upgrade (HTTP/1 only).
 pub async fn handle(
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
+    client_upgrade: Option<ClientUpgrade>,
     conn: Arc<ConnContext>,
     record: &mut Record,
 ) -> (Response<ProxyBody>, Option<OwnedSemaphorePermit>) {
@@ -96,7 +100,11 @@ pub async fn handle(
         return (redirect_to_https(&request), None);
     }
     let http1 = request.version() < Version::HTTP_2;
-    let upgrade = upgrade::requested(&request, &listener.spec.http.upgrades);
+    let upgrade =
+        upgrade::requested(&request, &listener.spec.http.upgrades).map(|protocols| upgrade::Asked {
+            protocols,
+            client: client_upgrade,
+        });
     prepare(&mut request, &conn.forwarding);
     let pool = match route::find(&listener.routes, &request) {
         Some(route) => {
@@ -250,7 +258,7 @@ enum Failure {
     #[error(transparent)]
     Cut(Cut),
     #[error("malformed request body: {0}")]
-    BadBody(hyper::Error),
+    BadBody(BoxError),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
 }
@@ -470,7 +478,7 @@ async fn checkout(
 }
 
 /// `301` to the same host (default port) and path over https.
-fn redirect_to_https(request: &Request<Incoming>) -> Response<ProxyBody> {
+fn redirect_to_https<B>(request: &Request<B>) -> Response<ProxyBody> {
     let host = request.uri().host().map(str::to_string).or_else(|| {
         let value = request.headers().get(header::HOST)?.to_str().ok()?;
         Some(value.parse::<http::uri::Authority>().ok()?.host().to_string())
@@ -556,7 +564,7 @@ mod tests {
         fn size<F>(_: &dyn Fn() -> F) -> usize {
             std::mem::size_of::<F>()
         }
-        let handle = size(&|| handle(unreachable!(), unreachable!(), unreachable!()));
+        let handle = size(&|| handle(unreachable!(), None, unreachable!(), unreachable!()));
         let checkout = size(&|| checkout(unreachable!(), None, unreachable!(), unreachable!()));
         assert!(handle <= 6 * 1024, "proxy::handle's future is {handle} bytes");
         assert!(checkout <= 1024, "checkout's future is {checkout} bytes");

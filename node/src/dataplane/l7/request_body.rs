@@ -13,10 +13,11 @@
 //! fires early, so a body that keeps its pace costs no timer operation per
 //! piece.
 
+use super::body::BoxError;
+use super::client_body::ClientBody;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub enum Late {
 pub enum RequestBodyError {
     /// Malformed framing, or the client went away.
     #[error(transparent)]
-    Client(#[from] hyper::Error),
+    Client(BoxError),
     #[error(transparent)]
     Cut(#[from] Cut),
 }
@@ -131,7 +132,7 @@ pub struct RequestBody {
     /// Read ahead, sent first.
     ahead: Option<Bytes>,
     /// The rest, if the body had not ended.
-    rest: Option<Incoming>,
+    rest: Option<ClientBody>,
     limits: BodyLimits,
     /// Bytes handed on so far; `u64::MAX` once [spent](RequestBody::spent).
     seen: u64,
@@ -142,7 +143,7 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// Streams `body` as it arrives.
-    pub fn streaming(body: Incoming, limits: BodyLimits) -> Self {
+    pub fn streaming(body: ClientBody, limits: BodyLimits) -> Self {
         let pace = Pace::new(Instant::now());
         RequestBody {
             ahead: None,
@@ -196,7 +197,7 @@ impl RequestBody {
 
     /// Reads a chunked body ahead (see the module's doc); `Err` for a
     /// malformed, oversized or late one, before anything was forwarded.
-    pub async fn read_ahead(mut body: Incoming, limits: BodyLimits) -> Result<Self, RequestBodyError> {
+    pub async fn read_ahead(mut body: ClientBody, limits: BodyLimits) -> Result<Self, RequestBodyError> {
         let mut pace = Pace::new(Instant::now());
         let mut ahead = BytesMut::new();
         while ahead.len() < READ_AHEAD {
@@ -216,7 +217,7 @@ impl RequestBody {
                     });
                 }
                 Some(frame) => {
-                    if let Ok(data) = frame?.into_data() {
+                    if let Ok(data) = frame.map_err(RequestBodyError::Client)?.into_data() {
                         pace.arrived(Instant::now(), data.len() as u64);
                         ahead.extend_from_slice(&data);
                     }
@@ -286,12 +287,12 @@ impl Body for RequestBody {
             }
             _ => {}
         }
-        polled.map(|frame| frame.map(|result| result.map_err(RequestBodyError::from)))
+        polled.map(|frame| frame.map(|result| result.map_err(RequestBodyError::Client)))
     }
 
     fn is_end_stream(&self) -> bool {
         self.ahead.as_ref().is_none_or(Bytes::is_empty)
-            && self.rest.as_ref().is_none_or(Incoming::is_end_stream)
+            && self.rest.as_ref().is_none_or(ClientBody::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {

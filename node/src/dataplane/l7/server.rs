@@ -1,40 +1,39 @@
-//! The HTTP side facing clients: one hyper connection per accepted socket,
-//! HTTP/1.1 or HTTP/2 with prior knowledge (told apart by the connection
-//! preface), with the listener's limits set explicitly: head size and header
-//! count (431 beyond them; HTTP/2: the header list size), head read, send
-//! and keep-alive idle timeouts ([`client_conn`]), and the streams of one
-//! connection at backends at once ([`ConnContext::backend_streams`]).
-//! Malformed requests are answered 400 by hyper's
-//! parser; framing hyper lets through but a proxy must not pass on is
-//! answered here before any backend sees it: 400 for `Content-Length`
-//! beside `Transfer-Encoding` ([`framing`]), 501 for a transfer coding
-//! other than `chunked` (which could not be passed on, since bodies are
-//! re-framed). On shutdown an HTTP/1 connection answers its next request
-//! with `Connection: close` (an idle one is closed after a second), so no
-//! request on its way is cut off; HTTP/2 gets GOAWAY.
+//! The HTTP side facing clients. A connection's first bytes say which
+//! protocol it speaks: the HTTP/2 connection preface (prior knowledge, or
+//! after TLS's ALPN) goes to hyper's HTTP/2 server, anything else to
+//! raftlb's own HTTP/1 server ([`h1_server`]). Both apply the listener's
+//! limits: head size and header count (431; HTTP/2: the header list size),
+//! head read, send and keep-alive idle timeouts, and (HTTP/2) the streams
+//! of one connection at backends at once
+//! ([`ConnContext::backend_streams`]). On shutdown an HTTP/1 connection
+//! answers its next request with `Connection: close` (an idle one is
+//! closed after a second), so no request on its way is cut off; HTTP/2
+//! gets GOAWAY. HTTP/2's head and send timeouts are followed by
+//! [`Watched`] below hyper ([`client_conn`]).
 
 use super::body::ProxyBody;
-use super::client_conn::{self, ConnWatch, Framing, Tracked, Watched};
-use super::framing::{self, Coding};
+use super::client_body::ClientBody;
+use super::client_conn::{self, ConnWatch, Tracked, Watched};
+use super::h1_server::{self, head::HeadLimits};
 use super::headers::{Claims, Forwarding};
 use super::proxy::{self, ConnContext};
+use super::rewind::Rewind;
 use crate::access_log::{Record, TlsInfo};
 use crate::dataplane::Shutdown;
-use crate::dataplane::admission::Admitted;
+use crate::dataplane::admission::{Admitted, Refusal};
 use crate::dataplane::proxy_protocol::Origin;
 use crate::view::SharedView;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use bytes::BytesMut;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use raftlb_config::HttpLimits;
 use raftlb_config::limits::MAX_CONCURRENT_STREAMS;
 use std::convert::Infallible;
+use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -43,19 +42,8 @@ use tokio::time::Instant;
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams the server may reset for a client's protocol errors, in all.
 const MAX_LOCAL_ERROR_RESETS: usize = 100;
-/// How long a draining HTTP/1 connection with no request in flight waits
-/// for its client's next request (answered, with `Connection: close`):
-/// closing it at once would race a request already on its way.
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
-
-/// What a connection's requests tell its drain, and the drain them.
-#[derive(Debug, Default)]
-struct Draining {
-    /// Set when the node drains: HTTP/1 responses say `Connection: close`.
-    closing: AtomicBool,
-    /// An HTTP/2 request was seen: the drain sends GOAWAY at once.
-    h2: AtomicBool,
-}
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What every connection of one HTTP listener shares.
 #[derive(Debug)]
@@ -64,29 +52,23 @@ pub struct HttpListener {
     view: SharedView,
     /// `http` or `https`, for `X-Forwarded-Proto` and `Forwarded`.
     scheme: &'static str,
-    builder: auto::Builder<TokioExecutor>,
-    header_read_timeout: Duration,
-    keepalive_timeout: Duration,
-    send_timeout: Duration,
+    http1: h1_server::Settings,
+    http2: http2::Builder<TokioExecutor>,
     max_backend_streams: usize,
     /// Whose forwarding headers are believed (`None`: everyone's).
     trusted_proxies: Option<Vec<raftlb_config::Cidr>>,
 }
 
+/// What a connection's first bytes say it speaks.
+enum Protocol {
+    Http1,
+    Http2,
+}
+
 impl HttpListener {
     pub fn new(name: &str, limits: &HttpLimits, view: SharedView, scheme: &'static str) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // Timed by `Watched` instead (see `client_conn`).
-            .header_read_timeout(None)
-            // Also the largest head: hyper answers 431 beyond it.
-            .max_buf_size(limits.max_header_bytes)
-            .max_headers(limits.max_headers)
-            .keep_alive(true);
-        builder
-            .http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             // The head limit, announced (SETTINGS_MAX_HEADER_LIST_SIZE)
             // and enforced: a larger header list gets 431.
@@ -101,10 +83,16 @@ impl HttpListener {
             name: name.to_string(),
             view,
             scheme,
-            builder,
-            header_read_timeout: limits.header_read_timeout,
-            keepalive_timeout: limits.keepalive_timeout,
-            send_timeout: limits.send_timeout,
+            http1: h1_server::Settings {
+                head: HeadLimits {
+                    max_bytes: limits.max_header_bytes,
+                    max_headers: limits.max_headers,
+                },
+                header_read_timeout: limits.header_read_timeout,
+                keepalive_timeout: limits.keepalive_timeout,
+                send_timeout: limits.send_timeout,
+            },
+            http2,
             max_backend_streams: limits.max_backend_streams as usize,
             trusted_proxies: limits.trusted_proxies.clone(),
         }
@@ -115,7 +103,7 @@ impl HttpListener {
     /// closes or shutdown drains it.
     pub async fn serve<S>(
         self: Arc<Self>,
-        stream: S,
+        mut stream: S,
         origin: Origin,
         admitted: Admitted,
         shutdown: Shutdown,
@@ -130,6 +118,16 @@ impl HttpListener {
             .listener(&self.name)
             .map(|l| l.traffic.open(false));
         let watch = Arc::new(ConnWatch::new(Arc::clone(admitted.listener()), accepted, open));
+        let mut first = BytesMut::new();
+        let deadline = accepted + self.http1.header_read_timeout;
+        let protocol = match tokio::time::timeout_at(deadline, sniff(&mut stream, &mut first)).await {
+            Ok(Some(protocol)) => protocol,
+            Ok(None) => return,
+            Err(_) => {
+                admitted.count(Refusal::HeaderTimeout);
+                return;
+            }
+        };
         let client = origin.client;
         let claims = Claims::of(self.trusted_proxies.as_deref(), client.ip());
         let context = Arc::new(ConnContext {
@@ -144,39 +142,43 @@ impl HttpListener {
             admitted,
             backend_streams: Arc::new(Semaphore::new(self.max_backend_streams)),
         });
+        match protocol {
+            Protocol::Http1 => h1_server::serve(stream, first, self.http1, context, watch, &shutdown).await,
+            Protocol::Http2 => {
+                let stream = Rewind::new(first.freeze(), stream);
+                self.serve_http2(stream, context, watch, shutdown).await
+            }
+        }
+    }
+
+    /// Serves an HTTP/2 connection with hyper.
+    async fn serve_http2<S>(
+        &self,
+        stream: S,
+        context: Arc<ConnContext>,
+        watch: Arc<ConnWatch>,
+        shutdown: Shutdown,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let client = context.client;
         let stream = Watched::new(
             stream,
             Arc::clone(&watch),
-            self.header_read_timeout,
-            self.send_timeout,
+            self.http1.header_read_timeout,
+            self.http1.send_timeout,
         );
-        let draining = Arc::new(Draining::default());
         let service = {
-            let (watch, draining) = (Arc::clone(&watch), Arc::clone(&draining));
-            service_fn(move |request| {
+            let watch = Arc::clone(&watch);
+            service_fn(move |request: Request<Incoming>| {
                 let (context, watch) = (Arc::clone(&context), Arc::clone(&watch));
-                let draining = Arc::clone(&draining);
-                // Boxed: hyper keeps a slot the size of the service's
-                // future for the connection's whole life, and a request's
-                // future (the proxying, its retries and its backend I/O)
-                // runs to several kilobytes. Boxed, an idle keep-alive
-                // connection holds a pointer instead, and the request's
-                // state is freed when its response head goes out.
+                // Boxed: a request's future (the proxying, its retries and
+                // its backend I/O) runs to several kilobytes, and hyper
+                // keeps one per open stream.
                 Box::pin(async move {
-                    let (in_flight, index) = watch.request_started();
-                    let h1 = request.version() < Version::HTTP_2;
-                    if !h1 {
-                        draining.h2.store(true, Relaxed);
-                    }
-                    let (mut response, stream, record) =
-                        serve_request(request, context, watch.framing(index)).await;
-                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        watch.tunnel();
-                    } else if h1 && draining.closing.load(Relaxed) {
-                        response
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
+                    let in_flight = watch.request_started();
+                    let request = request.map(ClientBody::Http2);
+                    let (response, stream, record) = serve_request(request, context).await;
                     let record = record.map(|mut record| {
                         record.status = Some(response.status().as_u16());
                         record
@@ -185,38 +187,21 @@ impl HttpListener {
                 })
             })
         };
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = self.http2.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,
+            // GOAWAY at once: a client retries the streams it names unprocessed.
             () = shutdown.token.cancelled() => {
-                // HTTP/2: GOAWAY at once (a client retries the streams it
-                // names unprocessed). HTTP/1: the next response closes the
-                // connection; one left idle is closed after `DRAIN_IDLE`.
-                draining.closing.store(true, Relaxed);
-                let ended = match draining.h2.load(Relaxed) {
-                    true => None,
-                    false => tokio::select! {
-                        result = connection.as_mut() => Some(result),
-                        () = client_conn::idle(&watch, DRAIN_IDLE.min(self.keepalive_timeout)) => None,
-                    },
-                };
-                match ended {
-                    Some(result) => result,
-                    None => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                }
+                connection.as_mut().graceful_shutdown();
+                connection.await
             }
-            () = client_conn::idle(&watch, self.keepalive_timeout) => {
+            () = client_conn::idle(&watch, self.http1.keepalive_timeout) => {
                 tracing::debug!(listener = %self.name, %client, "closing an idle connection");
                 connection.as_mut().graceful_shutdown();
-                // HTTP/2 closes once the client acknowledges the GOAWAY's
-                // PING; one that never does is given a head's time.
-                let closed = tokio::time::timeout(self.header_read_timeout, connection).await;
+                // It closes once the client acknowledges the GOAWAY's PING;
+                // one that never does is given a head's time.
+                let closed = tokio::time::timeout(self.http1.header_read_timeout, connection).await;
                 closed.unwrap_or_else(|_| {
                     tracing::debug!(listener = %self.name, %client, "idle connection did not close; dropped");
                     Ok(())
@@ -224,51 +209,42 @@ impl HttpListener {
             }
         };
         if let Err(e) = result {
-            tracing::debug!(listener = %self.name, %client, error = %e, "HTTP connection ended with an error");
+            tracing::debug!(listener = %self.name, %client, error = %e, "HTTP/2 connection ended with an error");
         }
     }
 }
 
-/// One request's response, the backend stream its body holds, and its
-/// record (none when the listener has just gone from the view: 503).
+/// Reads the connection's first bytes into `buf` until they tell the
+/// protocol: `None` when the client closed (or failed) first.
+async fn sniff<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Option<Protocol> {
+    loop {
+        let seen = buf.len().min(PREFACE.len());
+        if buf[..seen] != PREFACE[..seen] {
+            return Some(Protocol::Http1);
+        }
+        if seen == PREFACE.len() {
+            return Some(Protocol::Http2);
+        }
+        buf.reserve(4 * 1024);
+        let read =
+            poll_fn(|cx| tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *stream), cx, buf)).await;
+        if let Ok(0) | Err(_) = read {
+            return None;
+        }
+    }
+}
+
+/// One HTTP/2 request's response, the backend stream its body holds, and
+/// its record (none when the listener has just gone from the view: 503).
 async fn serve_request(
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
     context: Arc<ConnContext>,
-    framing: Framing,
 ) -> (Response<ProxyBody>, Option<OwnedSemaphorePermit>, Option<Record>) {
     let Some(listener) = context.view.load().listener(&context.listener).cloned() else {
         let gone = proxy::local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n");
         return (gone, None, None);
     };
     let mut record = Record::http(listener, context.client, context.tls.clone(), &mut request);
-    let (response, stream) = match refusal(&request, framing) {
-        Some(refusal) => (refusal, None),
-        None => proxy::handle(request, context, &mut record).await,
-    };
+    let (response, stream) = proxy::handle(request, None, context, &mut record).await;
     (response, stream, Some(record))
-}
-
-/// The local answer for a request whose framing must not be passed on, if
-/// it is one; the connection closes after it, its body unread.
-fn refusal(request: &Request<Incoming>, framing: Framing) -> Option<Response<ProxyBody>> {
-    let (status, text) = match framing {
-        Framing::Conflict => (
-            StatusCode::BAD_REQUEST,
-            "Content-Length and Transfer-Encoding together\n",
-        ),
-        Framing::Unknown => (StatusCode::BAD_REQUEST, "request framing not understood\n"),
-        Framing::Sound => match framing::transfer_coding(request.headers()) {
-            Coding::None | Coding::Chunked => return None,
-            Coding::Twice => (StatusCode::BAD_REQUEST, "chunked applied more than once\n"),
-            Coding::Other => (
-                StatusCode::NOT_IMPLEMENTED,
-                "only the chunked transfer coding is supported\n",
-            ),
-        },
-    };
-    let mut response = proxy::local(status, text);
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    Some(response)
 }

@@ -14,6 +14,8 @@
 
 use super::backend_conn::{self, BackendBody};
 use super::body::{ProxyBody, UpstreamBody};
+use super::client_body::ClientBody;
+use super::h1_server::ClientUpgrade;
 use super::headers::{connection_has, remove_hop_by_hop};
 use super::proxy::ConnContext;
 use super::request_body::{BodyLimits, RequestBody};
@@ -22,7 +24,6 @@ use crate::dataplane::upstream::{self, ConnectError};
 use crate::view::{Attempts, PoolView};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use raftlb_config::HttpLimits;
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use std::net::SocketAddr;
 /// `None` when it offers none of them: the request is then served as a
 /// plain one (header rewriting drops its `Upgrade`), so `h2c` or any
 /// protocol the listener does not name never reaches a backend as a tunnel.
-pub fn requested(request: &Request<Incoming>, allowed: &[String]) -> Option<HeaderValue> {
+pub fn requested<B>(request: &Request<B>, allowed: &[String]) -> Option<HeaderValue> {
     if request.version() != Version::HTTP_11 || !connection_has(request.headers(), "upgrade") {
         return None;
     }
@@ -67,15 +68,28 @@ pub enum UpgradeError {
         backend: SocketAddr,
         timeout: std::time::Duration,
     },
+    /// Only raftlb's HTTP/1 server hands its connections over.
+    #[error("the client's connection cannot be upgraded")]
+    NotUpgradable,
 }
 
-/// Sends the upgrade request (`upgrade`: its `Upgrade` value, which
-/// header rewriting removed) to a backend of `pool` (`preferred` first,
+/// An upgrade a request asks for.
+#[derive(Debug)]
+pub struct Asked {
+    /// The `Upgrade` value to pass on ([`requested`]), which header
+    /// rewriting removed from the request.
+    pub protocols: HeaderValue,
+    /// The client's connection, once the `101` has gone out (`None`: the
+    /// server cannot hand it over).
+    pub client: Option<ClientUpgrade>,
+}
+
+/// Sends the upgrade request to a backend of `pool` (`preferred` first,
 /// else the balancer's picks under `attempts`) on a new connection and
 /// returns the backend's answer; a `101` starts the tunnel.
 pub async fn forward(
-    mut request: Request<Incoming>,
-    upgrade: HeaderValue,
+    request: Request<ClientBody>,
+    upgrade: Asked,
     pool: &PoolView,
     preferred: Option<SocketAddr>,
     mut attempts: Attempts,
@@ -84,12 +98,14 @@ pub async fn forward(
 ) -> Result<(Response<ProxyBody>, SocketAddr), UpgradeError> {
     let (tunnels, origin) = (&conn.tunnels, &conn.origin);
     let deadline = conn.drain_deadline.clone();
-    let client_side = hyper::upgrade::on(&mut request);
+    let Some(ClientUpgrade(client_side)) = upgrade.client else {
+        return Err(UpgradeError::NotUpgradable);
+    };
     let mut request = request.map(|body| RequestBody::streaming(body, BodyLimits::of(limits)));
     let idle = limits.tunnel_idle_timeout;
     let headers: &mut HeaderMap = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, upgrade);
+    headers.insert(header::UPGRADE, upgrade.protocols);
     let (mut sender, guard) = upstream::reach(pool, preferred, &mut attempts, |backend| async move {
         backend_conn::handshake_http1(backend.address(), pool, Some(origin)).await
     })
@@ -111,12 +127,16 @@ pub async fn forward(
     let backend_side = hyper::upgrade::on(&mut response);
     tunnels.spawn(async move {
         let _counted = guard;
-        match tokio::try_join!(client_side, backend_side) {
-            Ok((client, server)) => {
-                let result = splice(TokioIo::new(client), TokioIo::new(server), idle, &deadline).await;
+        let (client, server) = tokio::join!(client_side, backend_side);
+        match (client, server) {
+            (Ok(client), Ok(server)) => {
+                let result = splice(client, TokioIo::new(server), idle, &deadline).await;
                 tracing::debug!(%backend, ?result, "tunnel closed");
             }
-            Err(e) => tracing::debug!(%backend, error = %e, "upgrade not completed"),
+            (Err(_), _) => {
+                tracing::debug!(%backend, "upgrade not completed: the client's 101 did not go out")
+            }
+            (_, Err(e)) => tracing::debug!(%backend, error = %e, "upgrade not completed"),
         }
     });
     let (parts, _) = response.into_parts();
