@@ -107,7 +107,8 @@ pub async fn serve<S>(
     let (read, write) = tokio::io::split(stream);
     let mut inbound = Inbound::new(Box::pin(read), buf);
     let guard = Arc::clone(context.admitted.listener());
-    let mut out = Outbound::new(Box::pin(write), settings.send_timeout, guard);
+    let tls = context.tls.is_some();
+    let mut out = Outbound::new(Box::pin(write), settings.send_timeout, guard, tls);
     let cancelled = shutdown.token.cancelled();
     tokio::pin!(cancelled);
     let timer = tokio::time::sleep(Duration::ZERO);
@@ -136,10 +137,7 @@ pub async fn serve<S>(
                 watch.refused(Refusal::HeaderTimeout);
                 return;
             }
-            Err(NoHead::Closed | NoHead::Idle) => {
-                let _ = tokio::time::timeout(LINGER, out.shutdown()).await;
-                return;
-            }
+            Err(NoHead::Closed | NoHead::Idle) => return out.close().await,
         };
         // A next head already begun (pipelined) is timed from now: its time
         // runs while this response goes out.
@@ -260,7 +258,7 @@ async fn serve_request(
         (Ok(_), kept) => match unread.or(kept.filter(|inbound| !inbound.buf.is_empty())) {
             Some(inbound) => Served::Close(Some(inbound)),
             None => {
-                let _ = tokio::time::timeout(LINGER, out.shutdown()).await;
+                out.close().await;
                 Served::Close(None)
             }
         },
