@@ -20,8 +20,10 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
-/// Room made in the buffer before a read into it.
+/// Room made in the buffer before a read of a head into it.
 const READ_SIZE: usize = 8 * 1024;
+/// Room made before a read of a body: bodies stream, larger reads.
+const BODY_READ_SIZE: usize = 16 * 1024;
 /// The stack buffer the first read of a head goes to.
 const FIRST_READ: usize = 4 * 1024;
 
@@ -48,7 +50,8 @@ impl Inbound {
         Inbound { io, buf }
     }
 
-    /// Reads more into the buffer; `Ok(0)` at the end of the stream.
+    /// Reads more of a head into the buffer; `Ok(0)` at the end of the
+    /// stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.is_empty() {
             // Idle connections keep no buffer: read onto the stack first.
@@ -58,8 +61,17 @@ impl Inbound {
             self.buf.extend_from_slice(read.filled());
             return Poll::Ready(Ok(read.filled().len()));
         }
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
+        self.poll_read_into_buf(cx, READ_SIZE)
+    }
+
+    /// Reads more of a body into the buffer (never through the stack).
+    fn poll_fill_body(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_read_into_buf(cx, BODY_READ_SIZE)
+    }
+
+    fn poll_read_into_buf(&mut self, cx: &mut Context<'_>, size: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < size / 4 {
+            self.buf.reserve(size);
         }
         tokio_util::io::poll_read_buf(self.io.as_mut(), cx, &mut self.buf)
     }
@@ -80,7 +92,7 @@ impl Inbound {
         let mut seen = 0;
         while seen < limit {
             self.buf.clear();
-            match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
+            match std::future::poll_fn(|cx| self.poll_fill_body(cx)).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => seen += n,
             }
@@ -183,7 +195,7 @@ impl H1Body {
                     return Poll::Ready(Some(Ok(data)));
                 }
                 Step::End => continue,
-                Step::More => match ready!(inbound.poll_fill(cx)) {
+                Step::More => match ready!(inbound.poll_fill_body(cx)) {
                     Ok(0) => return Poll::Ready(Some(Err(BodyError::Truncated))),
                     Ok(_) => {}
                     Err(e) => return Poll::Ready(Some(Err(e.into()))),
