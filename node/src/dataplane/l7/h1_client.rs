@@ -23,7 +23,7 @@
 use super::backend_conn::Transport;
 use super::chunked::{self, Chunked, Step};
 use super::h1_server::head::parse_length;
-use super::headers::connection_has;
+use super::headers::{connection_has, list_items};
 use super::request_body::{Cut, RequestBody, RequestBodyError};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -416,12 +416,7 @@ fn framing(headers: &HeaderMap, code: u16, head_only: bool) -> Result<(Framing, 
         return Ok((Framing::Empty, true));
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|coding| !coding.is_empty());
+        let last = list_items(headers, header::TRANSFER_ENCODING).last();
         let chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         // With a Content-Length too, the sender was confused: not reused.
         let framed = chunked && !headers.contains_key(header::CONTENT_LENGTH);

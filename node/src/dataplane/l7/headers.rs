@@ -97,11 +97,18 @@ fn remove_connection_options(headers: &mut HeaderMap) {
 
 /// Whether a `Connection` header lists `option` (case-insensitive).
 pub fn connection_has(headers: &HeaderMap, option: &str) -> bool {
+    list_items(headers, header::CONNECTION).any(|token| token.eq_ignore_ascii_case(option.as_bytes()))
+}
+
+/// The items of a list-valued header (RFC 9110 §5.6.1) over all its
+/// fields, in order, trimmed, empty ones skipped.
+pub fn list_items(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
     headers
-        .get_all(header::CONNECTION)
-        .iter()
+        .get_all(name)
+        .into_iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(option.as_bytes()))
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
 }
 
 /// What becomes of the forwarding headers a request arrives with.

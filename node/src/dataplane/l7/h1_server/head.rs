@@ -17,7 +17,7 @@
 //!   could not be passed on, bodies being re-framed): 501;
 //! - `CONNECT`: 405 (a reverse proxy opens no tunnels on request).
 
-use crate::dataplane::l7::headers::connection_has;
+use crate::dataplane::l7::headers::{connection_has, list_items};
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -239,13 +239,7 @@ enum Coding {
 
 fn transfer_coding(headers: &HeaderMap) -> Coding {
     let (mut chunked, mut other, mut last_chunked) = (0, false, false);
-    let tokens = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|token| !token.is_empty());
-    for token in tokens {
+    for token in list_items(headers, header::TRANSFER_ENCODING) {
         last_chunked = token.eq_ignore_ascii_case(b"chunked");
         match last_chunked {
             true => chunked += 1,
