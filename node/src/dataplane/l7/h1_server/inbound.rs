@@ -11,6 +11,7 @@
 
 use super::head::BodyFraming;
 use crate::dataplane::l7::chunked::{Chunked, Malformed, Step};
+use crate::dataplane::l7::rewind::Rewind;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::io;
@@ -248,38 +249,36 @@ impl Body for H1Body {
 
 /// A client connection handed to an upgrade's tunnel: what was read past
 /// the request head first, then the connection both ways.
-pub struct Upgraded {
-    inbound: Inbound,
+pub type Upgraded = Rewind<Halves>;
+
+/// The connection's halves, joined again.
+pub struct Halves {
+    read: ReadIo,
     write: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
-impl std::fmt::Debug for Upgraded {
+impl std::fmt::Debug for Halves {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upgraded")
-            .field("inbound", &self.inbound)
-            .finish()
+        f.debug_struct("Halves").finish_non_exhaustive()
     }
 }
 
-impl Upgraded {
-    pub fn new(inbound: Inbound, write: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
-        Upgraded { inbound, write }
-    }
+/// The connection of `inbound` and `write`, for a tunnel.
+pub fn upgraded(inbound: Inbound, write: Pin<Box<dyn AsyncWrite + Send>>) -> Upgraded {
+    let halves = Halves {
+        read: inbound.io,
+        write,
+    };
+    Rewind::new(inbound.buf.freeze(), halves)
 }
 
-impl AsyncRead for Upgraded {
+impl AsyncRead for Halves {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.inbound.buf.is_empty() {
-            let n = this.inbound.buf.len().min(buf.remaining());
-            buf.put_slice(&this.inbound.buf.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        this.inbound.io.as_mut().poll_read(cx, buf)
+        self.get_mut().read.as_mut().poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Upgraded {
+impl AsyncWrite for Halves {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.get_mut().write.as_mut().poll_write(cx, buf)
     }

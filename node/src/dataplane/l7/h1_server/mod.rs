@@ -36,6 +36,7 @@ mod inbound;
 mod response;
 
 use inbound::Returned;
+use inbound::upgraded;
 pub use inbound::{H1Body, Upgraded};
 
 use super::client_body::ClientBody;
@@ -151,7 +152,7 @@ pub async fn serve<S>(
             Served::Close(None) => return,
             Served::Close(Some(mut unread)) => return linger(&mut out, &mut unread).await,
             Served::Upgrade(handover, inbound) => {
-                let _ = handover.send(Upgraded::new(inbound, out.into_inner()));
+                let _ = handover.send(upgraded(inbound, out.into_inner()));
                 return;
             }
         };
