@@ -52,6 +52,8 @@ pub struct HttpListener {
     view: SharedView,
     /// `http` or `https`, for `X-Forwarded-Proto` and `Forwarded`.
     scheme: &'static str,
+    /// The HTTP/1 server's settings; their timeouts are the listener's,
+    /// which HTTP/2 connections follow too.
     http1: h1_server::Settings,
     http2: http2::Builder<TokioExecutor>,
     max_backend_streams: usize,
