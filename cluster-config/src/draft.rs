@@ -7,7 +7,7 @@
 
 use crate::command::Command;
 use crate::limits::{MAX_ACL_RULES, MAX_BACKENDS, MAX_BACKENDS_PER_POOL, MAX_LISTENERS, MAX_POOLS};
-use crate::spec::{BackendSpec, ClusterSpec, ListenerSpec, PoolSpec, binds_overlap};
+use crate::spec::{BackendSpec, ClusterSpec, ListenerSpec, PoolSpec};
 use crate::state::serves;
 use crate::validate::shown;
 use std::collections::HashMap;
@@ -267,10 +267,7 @@ impl Draft {
             .iter()
             .enumerate()
             .filter(|(i, _)| Some(*i) != replaces);
-        match others
-            .map(|(_, o)| o)
-            .find(|o| binds_overlap((l.protocol, l.bind), (o.protocol, o.bind)))
-        {
+        match others.map(|(_, o)| o).find(|o| l.overlaps(o)) {
             Some(other) => Err(format!(
                 "listener \"{}\" on {} conflicts with listener \"{}\" on {}",
                 l.name, l.bind, other.name, other.bind

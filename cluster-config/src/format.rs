@@ -18,6 +18,7 @@
 //! | 2 | a log entry says its version (an envelope around the command's bytes); snapshot data starts with a header holding the cluster version; `snapshot.bin` starts `RLBSNAP3`; the identity file records `format=2`; node-to-node messages carry the sender's formats and the cluster version; `SetClusterVersion` |
 //! | 3 | the PROXY protocol and trusted proxies: `ListenerSpec::proxy_trusted`, `HttpLimits::trusted_proxies`, `PoolSpec::proxy_protocol` ([`since_v3`]); a `ClusterState` of version 3 or later starts with its version (a byte no `bool` takes) |
 //! | 4 | the data dir only: the Raft log moves out of sled (`raft/`) into raftlb's own files (`raft-log/`), so a binary that reads only sled must refuse it; entries, snapshots and messages are as in 3 |
+//! | 5 | QUIC: `ListenerSpec::quic` (HTTP/3 on `https` listeners, routing by connection ID on `udp` ones, [`since_v5`]) |
 //!
 //! ## Changing a replicated type
 //! Adding a field to anything a command or the state holds changes the
@@ -40,14 +41,14 @@
 //! a [`Proposal`](crate::Proposal) by its format, a
 //! [`ClusterState`](crate::ClusterState) by its cluster version. Bare
 //! encodings (a command outside a proposal) are format 1. Since formats
-//! 1 to 4 differ only by such fields (and 4 from 3 only in the data dir),
-//! this binary reads all four.
+//! 1 to 5 differ only by such fields (and 4 from 3 only in the data dir),
+//! this binary reads all five.
 
 use std::cell::Cell;
 use std::fmt;
 
 /// The newest format this binary writes (once the cluster allows it).
-pub const CURRENT: u16 = 4;
+pub const CURRENT: u16 = 5;
 /// The oldest format this binary reads and writes for a mixed cluster.
 pub const OLDEST: u16 = 1;
 
@@ -139,23 +140,12 @@ fn encoding() -> u16 {
 pub mod since_v3 {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    const SINCE: u16 = 3;
-
     pub fn serialize<T, S>(value: &T, serializer: S) -> Result<S::Ok, S::Error>
     where
         T: Serialize + Default + PartialEq,
         S: Serializer,
     {
-        if serializer.is_human_readable() || super::encoding() >= SINCE {
-            return value.serialize(serializer);
-        }
-        if *value != T::default() {
-            return Err(serde::ser::Error::custom(format!(
-                "a setting of format {SINCE} cannot be written in format {}",
-                super::encoding()
-            )));
-        }
-        serializer.serialize_unit()
+        super::serialize_since(3, value, serializer)
     }
 
     pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
@@ -163,12 +153,62 @@ pub mod since_v3 {
         T: Deserialize<'de> + Default,
         D: Deserializer<'de>,
     {
-        if deserializer.is_human_readable() || super::encoding() >= SINCE {
-            return T::deserialize(deserializer);
-        }
-        <()>::deserialize(deserializer)?;
-        Ok(T::default())
+        super::deserialize_since(3, deserializer)
     }
+}
+
+/// `serde(with)` for a field first written in format 5 (see above).
+pub mod since_v5 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T, S>(value: &T, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        T: Serialize + Default + PartialEq,
+        S: Serializer,
+    {
+        super::serialize_since(5, value, serializer)
+    }
+
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: Deserialize<'de> + Default,
+        D: Deserializer<'de>,
+    {
+        super::deserialize_since(5, deserializer)
+    }
+}
+
+/// Encodes a field first written in format `since`: nothing in an older
+/// format, where only its default can be said.
+fn serialize_since<T, S>(since: u16, value: &T, serializer: S) -> Result<S::Ok, S::Error>
+where
+    T: serde::Serialize + Default + PartialEq,
+    S: serde::Serializer,
+{
+    if serializer.is_human_readable() || encoding() >= since {
+        return value.serialize(serializer);
+    }
+    if *value != T::default() {
+        return Err(serde::ser::Error::custom(format!(
+            "a setting of format {since} cannot be written in format {}",
+            encoding()
+        )));
+    }
+    serializer.serialize_unit()
+}
+
+/// Decodes a field first written in format `since`: its default in an
+/// older format.
+fn deserialize_since<'de, T, D>(since: u16, deserializer: D) -> Result<T, D::Error>
+where
+    T: serde::Deserialize<'de> + Default,
+    D: serde::Deserializer<'de>,
+{
+    if deserializer.is_human_readable() || encoding() >= since {
+        return T::deserialize(deserializer);
+    }
+    <() as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(T::default())
 }
 
 /// The version every member can read: the lowest newest-format among

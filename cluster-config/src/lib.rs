@@ -23,6 +23,8 @@
 //!   carry it.
 //! - [`proxy`]: the PROXY protocol settings of listeners and pools, and
 //!   the proxies an HTTP listener trusts about `X-Forwarded-For`.
+//! - [`quic`]: HTTP/3 on `https` listeners and routing by QUIC connection
+//!   ID on `udp` ones.
 //! - [`snapshot_data`]: the state and sticky tables as snapshots hold them.
 //! - [`health`]: active and passive health settings, retries, and the
 //!   health verdicts each node commits.
@@ -63,6 +65,7 @@ pub mod membership;
 pub mod peer_address;
 pub mod proposal;
 pub mod proxy;
+pub mod quic;
 mod reader;
 pub mod route;
 pub mod snapshot_data;

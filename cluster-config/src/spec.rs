@@ -223,6 +223,9 @@ pub struct ListenerSpec {
     /// (v1 or v2), whose source is then the client's address. Format 3.
     #[serde(with = "crate::format::since_v3")]
     pub proxy_trusted: Vec<crate::acl::Cidr>,
+    /// HTTP/3 (`https`) or routing by QUIC connection ID (`udp`). Format 5.
+    #[serde(with = "crate::format::since_v5")]
+    pub quic: crate::quic::QuicSpec,
 }
 
 impl ListenerSpec {
@@ -235,10 +238,29 @@ impl ListenerSpec {
 
     /// The oldest format that can carry this listener (see [`format`](crate::format)).
     pub fn format_needed(&self) -> u16 {
+        if !self.quic.is_default() {
+            return 5;
+        }
         match self.accepts_proxy() || self.http.trusted_proxies.is_some() {
             true => 3,
             false => 1,
         }
+    }
+
+    /// The UDP address HTTP/3 is served on, when it is.
+    pub fn http3_bind(&self) -> Option<SocketAddr> {
+        self.quic.http3.then(|| self.quic.http3_bind.unwrap_or(self.bind))
+    }
+
+    /// Every socket address the listener binds, with the protocol whose
+    /// transport it takes (HTTP/3's UDP as `Udp`).
+    pub fn binds(&self) -> impl Iterator<Item = (Protocol, SocketAddr)> {
+        std::iter::once((self.protocol, self.bind)).chain(self.http3_bind().map(|b| (Protocol::Udp, b)))
+    }
+
+    /// Whether some socket of this listener would collide with one of `other`'s.
+    pub fn overlaps(&self, other: &ListenerSpec) -> bool {
+        self.binds().any(|a| other.binds().any(|b| binds_overlap(a, b)))
     }
 
     /// `name (protocol bind → pool, N routes)`, as commands print it.

@@ -13,7 +13,7 @@ use crate::command::{Command, Outcome};
 use crate::draft::Draft;
 use crate::health::HealthReports;
 use crate::limits::{MAX_CERTIFICATES, MAX_SPREAD_VIPS};
-use crate::spec::{ClusterSpec, ListenerSpec, PoolSpec, binds_overlap};
+use crate::spec::{ClusterSpec, ListenerSpec, PoolSpec};
 use crate::sticky::StickySecret;
 use crate::sticky_table::StickyTables;
 use crate::validate::{self, shown};
@@ -340,9 +340,7 @@ pub fn check(spec: &ClusterSpec) -> Result<(), String> {
             };
             serves(listener, pool)?;
         }
-        let clash = spec.listeners[..i]
-            .iter()
-            .find(|other| binds_overlap((listener.protocol, listener.bind), (other.protocol, other.bind)));
+        let clash = spec.listeners[..i].iter().find(|other| listener.overlaps(other));
         if let Some(other) = clash {
             return Err(format!(
                 "listener \"{}\" on {} conflicts with listener \"{}\" on {}",

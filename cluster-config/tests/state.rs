@@ -45,6 +45,7 @@ fn listener(name: &str, port: u16, pool: &str) -> ListenerSpec {
         limits: Default::default(),
         acl: Vec::new(),
         proxy_trusted: Vec::new(),
+        quic: Default::default(),
     }
 }
 

@@ -147,6 +147,7 @@ fn seeded(pool: PoolSpec) -> ClusterState {
         limits: Default::default(),
         acl: Vec::new(),
         proxy_trusted: Vec::new(),
+        quic: Default::default(),
     };
     let seed = ClusterSpec {
         listeners: vec![listener],

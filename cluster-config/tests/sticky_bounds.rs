@@ -126,6 +126,7 @@ fn seeded(max_entries: u64) -> ClusterState {
         limits: Default::default(),
         acl: Vec::new(),
         proxy_trusted: Vec::new(),
+        quic: Default::default(),
     };
     let mut state = ClusterState::default();
     let seed = ClusterSpec {

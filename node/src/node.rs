@@ -173,9 +173,13 @@ pub async fn run(
                 let local: Vec<ListenerSpec> = spec
                     .listeners
                     .iter()
-                    .map(|l| ListenerSpec {
-                        bind: config.node.local_bind(l.bind),
-                        ..l.clone()
+                    .map(|l| {
+                        let mut local = ListenerSpec {
+                            bind: config.node.local_bind(l.bind),
+                            ..l.clone()
+                        };
+                        local.quic.http3_bind = l.quic.http3_bind.map(|b| config.node.local_bind(b));
+                        local
                     })
                     .collect();
                 if let Some(dataplane) = dataplane.as_mut() {

@@ -53,6 +53,8 @@ pub struct ListenerView {
     pub guard: Arc<ListenerGuard>,
     /// What it served, kept while the listener exists.
     pub traffic: Arc<ListenerTraffic>,
+    /// With HTTP/3 on: the `Alt-Svc` its TCP responses carry.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 /// A pool: its backends and the balancer that chooses among them.
@@ -167,6 +169,7 @@ impl ClusterView {
                     acl,
                     guard: old.map_or_else(Default::default, |old| Arc::clone(&old.guard)),
                     traffic: old.map_or_else(Default::default, |old| Arc::clone(&old.traffic)),
+                    alt_svc: listener.http3_bind().and_then(|bind| alt_svc(bind.port())),
                 };
                 Some((listener.name.clone(), Arc::new(view)))
             })
@@ -387,6 +390,12 @@ impl PoolView {
             None => Next::Full(None),
         }
     }
+}
+
+/// `h3=":PORT"; ma=86400`: HTTP/3 is served on `port` of the same host,
+/// for a day (RFC 7838).
+fn alt_svc(port: u16) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
 }
 
 /// The view of the pool `spec` (named "p") alone.

@@ -35,6 +35,7 @@ mod client;
 mod cluster;
 mod health;
 mod proxy;
+mod quic;
 mod route;
 mod sticky;
 mod vip;
@@ -352,6 +353,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
         http_ok &= ok.is_some();
     }
     let proxy = proxy::listener(reader, &mut s, protocol);
+    let quic = quic::listener(reader, &mut s, protocol);
     s.finish(reader);
 
     let site = ListenerSite {
@@ -390,6 +392,7 @@ fn listener(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<Listener
             limits: limits.unwrap_or(Some(ClientLimits::default()))?,
             acl: acl.unwrap_or(Some(Vec::new()))?,
             proxy_trusted: proxy.proxy_trusted,
+            quic: quic?,
         })
     })();
     (spec, site)

@@ -24,6 +24,7 @@ fn settings(l: &ListenerSpec) -> Result<(), String> {
     l.limits.check()?;
     acl(&l.acl)?;
     proxy(l)?;
+    quic(l)?;
     if l.routes.len() > MAX_ROUTES {
         return Err(format!(
             "{} routes are more than the {MAX_ROUTES} a listener may have",
@@ -56,6 +57,25 @@ fn proxy(l: &ListenerSpec) -> Result<(), String> {
         if networks.len() > MAX_ACL_RULES {
             return Err(format!("{key} lists more than {MAX_ACL_RULES} networks"));
         }
+    }
+    Ok(())
+}
+
+/// HTTP/3 on `https` listeners only, on a UDP address apart from any
+/// other; routing by connection ID on `udp` listeners only.
+fn quic(l: &ListenerSpec) -> Result<(), String> {
+    l.quic.check()?;
+    if l.quic.http3 && l.protocol != Protocol::Https {
+        return Err(format!(
+            "http3 only applies to https listeners, this one is {}",
+            l.protocol.name()
+        ));
+    }
+    if l.quic.route_by_connection_id && l.protocol != Protocol::Udp {
+        return Err(format!(
+            "quic only applies to udp listeners, this one is {}",
+            l.protocol.name()
+        ));
     }
     Ok(())
 }

@@ -200,6 +200,7 @@ fn listener() -> impl Strategy<Value = ListenerSpec> {
                     // Format 3's fields stay at their defaults: the bare
                     // encodings tested here are format 1.
                     proxy_trusted: Vec::new(),
+                    quic: Default::default(),
                 }
             },
         )

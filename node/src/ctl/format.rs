@@ -457,6 +457,7 @@ mod tests {
             limits: Default::default(),
             acl: Vec::new(),
             proxy_trusted: Vec::new(),
+            quic: Default::default(),
         };
         let text = listeners(&[
             listener("public", Protocol::Http, "0.0.0.0:80", Duration::from_secs(99)),

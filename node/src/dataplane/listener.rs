@@ -97,6 +97,44 @@ pub fn udp(address: SocketAddr) -> io::Result<Registered<std::net::UdpSocket>> {
     Ok((socket, registration))
 }
 
+/// `count` UDP sockets on one address with `SO_REUSEPORT`, one per worker
+/// of an HTTP/3 listener, their datagrams steered by QUIC connection ID
+/// ([`steering`](super::quic::steering)): the predecessor's group after an
+/// in-place upgrade (in the order it registered them, which is the
+/// group's), else a new one, the address probed first as for TCP.
+pub fn udp_group(address: SocketAddr, count: usize) -> io::Result<Vec<Registered<std::net::UdpSocket>>> {
+    let key = Key::new(Kind::Udp, address);
+    let mut group: Vec<std::net::UdpSocket> = sockets::take_all(key).into_iter().map(Into::into).collect();
+    if group.is_empty() {
+        drop(std::net::UdpSocket::bind(address)?);
+    }
+    while group.len() < count.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&address.into())?;
+        group.push(socket.into());
+    }
+    super::quic::steering::attach(&group[0], group.len())?;
+    group
+        .into_iter()
+        .map(|socket| {
+            if socket.local_addr()? != address {
+                return Err(io::Error::other(format!(
+                    "a socket inherited for {address} is bound to {}",
+                    socket.local_addr()?
+                )));
+            }
+            socket.set_nonblocking(true)?;
+            let registration = sockets::register(key, socket.as_fd())?;
+            Ok((socket, registration))
+        })
+        .collect()
+}
+
 /// Accepts connections until shutdown, each handed to `serve` on its own
 /// task of this worker, tracked for draining. `limit` (shared by the workers
 /// of one listener) caps the connections served at once. A worker accepts

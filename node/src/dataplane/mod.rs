@@ -3,7 +3,9 @@
 //! socket for every TCP listener (HAProxy's and nginx's model: a connection,
 //! its backend connection and every task serving them stay on one thread, so
 //! a request never crosses threads or takes a lock, but for a sticky pool's
-//! shard read lock). UDP listeners are served
+//! shard read lock). An `https` listener's HTTP/3 runs a QUIC endpoint on
+//! every worker too, each datagram steered to the worker owning its
+//! connection ([`quic`]). UDP listeners are served
 //! by the first worker. Listeners come and go as the replicated state
 //! changes ([`DataPlane::reconcile`]); routing is read only from the shared
 //! [`ClusterView`](crate::view::ClusterView).
@@ -13,6 +15,7 @@ pub mod l4;
 pub mod l7;
 pub mod listener;
 pub mod proxy_protocol;
+pub mod quic;
 pub mod splice;
 pub mod traffic;
 pub mod upstream;
@@ -92,6 +95,9 @@ enum Bound {
     Https(std::net::TcpListener, Arc<rustls::ServerConfig>),
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
+    /// An `https` listener's HTTP/3: the worker's socket of the group, its
+    /// index in the group, and what the workers share.
+    Http3(std::net::UdpSocket, usize, Arc<quic::Http3Config>),
 }
 
 /// One worker's share of a listener: its spec, its socket, the connection
@@ -210,11 +216,18 @@ impl DataPlane {
                 let tls =
                     crate::tls::server_config(Arc::clone(&self.view), spec.http.default_certificate.clone())
                         .map_err(|e| bind_error(io::Error::other(e)))?;
-                listener::tcp_group(spec.bind, workers)
-                    .map_err(bind_error)?
-                    .into_iter()
-                    .map(|(socket, registration)| (Bound::Https(socket, Arc::clone(&tls)), registration))
-                    .unzip()
+                let (mut sockets, mut registrations): (Vec<Bound>, Vec<Registration>) =
+                    listener::tcp_group(spec.bind, workers)
+                        .map_err(bind_error)?
+                        .into_iter()
+                        .map(|(socket, registration)| (Bound::Https(socket, Arc::clone(&tls)), registration))
+                        .unzip();
+                if let Some(bind) = spec.http3_bind() {
+                    let (http3, http3_registrations) = self.bind_http3(spec, bind, workers)?;
+                    sockets.extend(http3);
+                    registrations.extend(http3_registrations);
+                }
+                (sockets, registrations)
             }
             Protocol::Tcp => listener::tcp_group(spec.bind, workers)
                 .map_err(bind_error)?
@@ -237,7 +250,15 @@ impl DataPlane {
             descriptors: Arc::clone(&self.descriptors),
         };
         // An inherited group may hold more sockets than there are workers.
-        for (index, socket) in sockets.into_iter().enumerate() {
+        let mut stream_sockets = 0;
+        for socket in sockets {
+            let index = match &socket {
+                Bound::Http3(_, index, _) => *index,
+                _ => {
+                    stream_sockets += 1;
+                    stream_sockets - 1
+                }
+            };
             let inbox = &self.inboxes[index % workers];
             let serve = Serve {
                 spec: spec.clone(),
@@ -259,6 +280,34 @@ impl DataPlane {
             },
         );
         Ok(())
+    }
+
+    /// Binds `spec`'s HTTP/3 sockets on `bind`: one per worker (at most
+    /// [`quic::steering::MAX_SOCKETS`]), steered by connection ID.
+    fn bind_http3(
+        &self,
+        spec: &ListenerSpec,
+        bind: SocketAddr,
+        workers: usize,
+    ) -> Result<(Vec<Bound>, Vec<Registration>), StartError> {
+        let bind_error = |source| StartError::Bind {
+            listener: spec.name.clone(),
+            protocol: "UDP (HTTP/3)",
+            address: bind,
+            source,
+        };
+        let count = workers.min(quic::steering::MAX_SOCKETS);
+        let config = quic::Http3Config::new(spec, Arc::clone(&self.view), count)
+            .map_err(|e| bind_error(io::Error::other(e)))?;
+        let config = Arc::new(config);
+        Ok(listener::udp_group(bind, count)
+            .map_err(bind_error)?
+            .into_iter()
+            .enumerate()
+            .map(|(index, (socket, registration))| {
+                (Bound::Http3(socket, index, Arc::clone(&config)), registration)
+            })
+            .unzip())
     }
 
     /// Stops accepting, then waits up to `timeout` for connections in flight
@@ -299,6 +348,7 @@ fn same_socket(a: &ListenerSpec, b: &ListenerSpec) -> bool {
         && a.max_connections == b.max_connections
         && a.idle_timeout == b.idle_timeout
         && a.http == b.http
+        && a.quic == b.quic
 }
 
 /// One worker thread: a single-threaded runtime serving every listener
@@ -429,6 +479,12 @@ async fn serve_listener(
                 }
             })
             .await;
+        }
+        Bound::Http3(socket, index, config) => {
+            let tracker = shutdown.tracker.clone();
+            tracker
+                .track_future(quic::serve(spec, socket, index, config, limits, view, shutdown))
+                .await?;
         }
         Bound::Udp(socket) => {
             let socket = tokio::net::UdpSocket::from_std(socket)?;

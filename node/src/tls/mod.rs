@@ -118,3 +118,23 @@ pub fn server_config(view: SharedView, default: Option<String>) -> Result<Arc<Se
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(config))
 }
+
+/// The rustls configuration of one `https` listener's HTTP/3: the same
+/// certificates, TLS 1.3 only (QUIC's), ALPN `h3`, and 0-RTT if
+/// `early_data` (QUIC allows an early-data limit of 0 or all).
+pub fn quic_server_config(
+    view: SharedView,
+    default: Option<String>,
+    early_data: bool,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ViewResolver { view, default }));
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(64 * 1024);
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.max_early_data_size = if early_data { u32::MAX } else { 0 };
+    Ok(Arc::new(config))
+}

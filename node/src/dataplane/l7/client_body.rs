@@ -1,8 +1,10 @@
 //! A client's request body, whichever server read its head: raftlb's own
-//! HTTP/1 server ([`H1Body`]) or hyper's HTTP/2 one ([`Incoming`]).
+//! HTTP/1 server ([`H1Body`]), hyper's HTTP/2 one ([`Incoming`]) or the
+//! HTTP/3 one ([`H3Body`]).
 
 use super::body::BoxError;
 use super::h1_server::H1Body;
+use super::h3_body::H3Body;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -15,6 +17,7 @@ pub enum ClientBody {
     Empty,
     Http1(H1Body),
     Http2(Incoming),
+    Http3(H3Body),
 }
 
 impl Body for ClientBody {
@@ -29,6 +32,7 @@ impl Body for ClientBody {
             ClientBody::Empty => Poll::Ready(None),
             ClientBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
             ClientBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            ClientBody::Http3(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -37,6 +41,7 @@ impl Body for ClientBody {
             ClientBody::Empty => true,
             ClientBody::Http1(body) => body.is_end_stream(),
             ClientBody::Http2(body) => body.is_end_stream(),
+            ClientBody::Http3(body) => body.is_end_stream(),
         }
     }
 
@@ -45,6 +50,7 @@ impl Body for ClientBody {
             ClientBody::Empty => SizeHint::with_exact(0),
             ClientBody::Http1(body) => body.size_hint(),
             ClientBody::Http2(body) => body.size_hint(),
+            ClientBody::Http3(body) => body.size_hint(),
         }
     }
 }

@@ -100,6 +100,10 @@ pub async fn handle(
         return (redirect_to_https(&request), None);
     }
     let http1 = request.version() < Version::HTTP_2;
+    let alt_svc = match request.version() {
+        Version::HTTP_3 => None,
+        _ => listener.alt_svc.clone(),
+    };
     let upgrade =
         upgrade::requested(&request, &listener.spec.http.upgrades).map(|protocols| upgrade::Asked {
             protocols,
@@ -210,6 +214,10 @@ pub async fn handle(
             (response, None)
         }
     };
+    let mut response = response;
+    if let Some(alt_svc) = alt_svc {
+        response.headers_mut().insert(header::ALT_SVC, alt_svc);
+    }
     // A local answer holds no backend.
     (response, backend.and(Some(stream)))
 }
