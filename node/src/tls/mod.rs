@@ -121,7 +121,10 @@ pub fn server_config(view: SharedView, default: Option<String>) -> Result<Arc<Se
 
 /// The rustls configuration of one `https` listener's HTTP/3: the same
 /// certificates, TLS 1.3 only (QUIC's), ALPN `h3`, and 0-RTT if
-/// `early_data` (QUIC allows an early-data limit of 0 or all).
+/// `early_data` (QUIC allows an early-data limit of 0 or all). With 0-RTT,
+/// sessions resume only from this process's cache, which hands each
+/// ticket out once (rustls accepts early data only so): stateless tickets
+/// would let a recorded 0-RTT flight be replayed at will.
 pub fn quic_server_config(
     view: SharedView,
     default: Option<String>,
@@ -134,7 +137,9 @@ pub fn quic_server_config(
         .with_cert_resolver(Arc::new(ViewResolver { view, default }));
     config.alpn_protocols = vec![b"h3".to_vec()];
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(64 * 1024);
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    config.max_early_data_size = if early_data { u32::MAX } else { 0 };
+    match early_data {
+        true => config.max_early_data_size = u32::MAX,
+        false => config.ticketer = rustls::crypto::ring::Ticketer::new()?,
+    }
     Ok(Arc::new(config))
 }

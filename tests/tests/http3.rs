@@ -1,0 +1,323 @@
+//! HTTP/3 through real `raftlb` processes, with a third-party client
+//! (aioquic, `tests/scripts/h3_client.py`): routing by host and path,
+//! certificates chosen by SNI and added with `ctl cert add` on another
+//! node, a 10 MB upload, `Alt-Svc` on the TCP side, 0-RTT that serves
+//! only safe methods from early data, and a drain that lets a request in
+//! flight finish.
+
+use raftlb_tests::backends::HttpBackend;
+use raftlb_tests::cluster::Cluster;
+use raftlb_tests::process::TempDir;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/h3_client.py");
+
+/// Whether `python3` has aioquic; says why the test is skipped when not
+/// (and fails under `RAFTLB_REQUIRE_TOOLS=1`, where CI installs it).
+fn aioquic_or_skip(test: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import aioquic"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("RAFTLB_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{test}: python3 has no aioquic and RAFTLB_REQUIRE_TOOLS=1"
+        );
+        eprintln!("SKIPPED {test}: the HTTP/3 client needs python3 with aioquic (pip install aioquic)");
+    }
+    found
+}
+
+/// A self-signed certificate for `name`, written as FILE.pem and FILE.key.
+fn certificate(dir: &TempDir, file: &str, name: &str) -> (PathBuf, PathBuf) {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-signed");
+    (
+        dir.write(&format!("{file}.pem"), &cert.pem()),
+        dir.write(&format!("{file}.key"), &key.serialize_pem()),
+    )
+}
+
+/// One run of the client against `ip:port`: the requests (JSON), then
+/// extra flags. `Ok(report)` or `Err(stderr)`.
+fn h3(ip: &str, port: u16, requests: &str, flags: &[&str]) -> Result<Value, String> {
+    let out = Command::new("python3")
+        .args([CLIENT, ip, &port.to_string(), requests])
+        .args(flags)
+        .output()
+        .expect("run the HTTP/3 client");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A GET of `path` at `host`, with SNI `host`, trusting `ca`.
+fn get(ip: &str, port: u16, host: &str, path: &str, ca: &PathBuf) -> Result<Value, String> {
+    let requests = format!(r#"[{{"authority": "{host}", "path": "{path}"}}]"#);
+    h3(
+        ip,
+        port,
+        &requests,
+        &["--sni", host, "--cacert", &ca.display().to_string()],
+    )
+}
+
+fn status_and_body(report: &Value, i: usize) -> (u64, String) {
+    let result = &report["results"][i];
+    (
+        result["status"].as_u64().unwrap_or(0),
+        result["body"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+fn port_of(address: &str) -> u16 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_routes_by_host_and_path_with_certificates_from_the_cluster() {
+    if !aioquic_or_skip("http3_routes_by_host_and_path_with_certificates_from_the_cluster") {
+        return;
+    }
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let seed = format!(
+        "[[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\nhttp3 = true\n\n\
+         [[listener.route]]\nmatch = {{ host = \"b.example.test\" }}\npool = \"b\"\n\n\
+         [[listener.route]]\nmatch = {{ path_prefix = \"/to-b\" }}\npool = \"b\"\n\n\
+         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n\n\
+         [[pool]]\nname = \"b\"\nbackends = [{{ address = \"{}\" }}]\n",
+        a.address, b.address
+    );
+    let cluster = Cluster::start(3, &seed).await;
+    let port = port_of(&cluster.members[0].http);
+    let dir = TempDir::new("h3-certs");
+    let (a_pem, a_key) = certificate(&dir, "a", "a.example.test");
+    let (b_pem, b_key) = certificate(&dir, "b", "b.example.test");
+
+    // Added through node 1, served over HTTP/3 by node 3 within a second.
+    for (name, pem, key) in [("a", &a_pem, &a_key), ("b", &b_pem, &b_key)] {
+        let (pem, key) = (pem.display().to_string(), key.display().to_string());
+        let (status, _, err) =
+            cluster.ctl(0, &["cert", "add", name, "--cert-file", &pem, "--key-file", &key]);
+        assert!(status.success(), "cert add {name}: {err}");
+    }
+    let node3 = "127.0.0.3";
+    let requests = r#"[{"authority": "b.example.test", "path": "/"}]"#;
+    let ca = b_pem.display().to_string();
+    let served = h3(
+        node3,
+        port,
+        requests,
+        &["--sni", "b.example.test", "--cacert", &ca, "--retry-for", "5"],
+    )
+    .unwrap_or_else(|e| panic!("node 3 never served certificate b over HTTP/3: {e}"));
+    let elapsed = served["elapsed_ms"].as_u64().expect("elapsed_ms");
+    println!("certificate b served over HTTP/3 by node 3 {elapsed} ms after it was committed");
+    assert!(
+        elapsed <= 1000,
+        "certificate b took {elapsed} ms to reach node 3's HTTP/3"
+    );
+
+    // Routing: by host, by path, and the listener's pool otherwise; each
+    // name with its own certificate, chosen by SNI.
+    for (host, path, ca, expected) in [
+        ("a.example.test", "/", &a_pem, "a"),
+        ("b.example.test", "/", &b_pem, "b"),
+        ("a.example.test", "/to-b/x", &a_pem, "b"),
+    ] {
+        let report = get(node3, port, host, path, ca).unwrap_or_else(|e| panic!("{host}{path}: {e}"));
+        assert_eq!(
+            status_and_body(&report, 0),
+            (200, expected.to_string()),
+            "{host}{path}: {report}"
+        );
+    }
+    let wrong = get(node3, port, "a.example.test", "/", &b_pem);
+    assert!(
+        wrong.is_err(),
+        "a.example.test must not be served b's certificate: {wrong:?}"
+    );
+
+    // The backend gets HTTP/1.1 with the client's address forwarded; a
+    // 10 MB upload arrives whole, on the same connection as a GET.
+    let requests = r#"[{"authority": "a.example.test", "path": "/headers"},
+        {"authority": "a.example.test", "path": "/upload", "method": "POST", "body_bytes": 10485760}]"#;
+    let ca = a_pem.display().to_string();
+    let report = h3(
+        node3,
+        port,
+        requests,
+        &["--sni", "a.example.test", "--cacert", &ca],
+    )
+    .expect("upload");
+    let (status, headers) = status_and_body(&report, 0);
+    assert_eq!(status, 200, "{report}");
+    assert!(headers.contains("x-forwarded-for: 127.0.0.1"), "{headers}");
+    assert!(headers.contains("x-forwarded-proto: https"), "{headers}");
+    assert_eq!(
+        status_and_body(&report, 1),
+        (200, "10485760".to_string()),
+        "{report}"
+    );
+
+    // The TCP side says where HTTP/3 is; HTTP/3's answers do not.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "--cacert",
+            &ca,
+        ])
+        .args(["--resolve", &format!("a.example.test:{port}:{node3}")])
+        .arg(format!("https://a.example.test:{port}/"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        head.contains(&format!("alt-svc: h3=\":{port}\"; ma=86400")),
+        "{head}"
+    );
+    assert!(
+        !report["results"][0]["headers"]
+            .as_object()
+            .expect("headers")
+            .contains_key("alt-svc")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_rtt_serves_safe_methods_and_answers_others_too_early() {
+    if !aioquic_or_skip("zero_rtt_serves_safe_methods_and_answers_others_too_early") {
+        return;
+    }
+    let backend = HttpBackend::start("a").await;
+    let dir = TempDir::new("h3-0rtt");
+    let (pem, key) = certificate(&dir, "a", "a.example.test");
+    let seed = format!(
+        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\n\
+         http3 = true\nhttp3_early_data = true\n\n\
+         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
+        pem.display(),
+        key.display(),
+        backend.address
+    );
+    let cluster = Cluster::start(1, &seed).await;
+    let port = port_of(&cluster.members[0].http);
+    let ca = pem.display().to_string();
+    // GETs and POSTs sent in 0-RTT, before the handshake is done. A POST
+    // the server reads before the handshake is done gets 425 and never
+    // reaches the backend; one it reads after may be served (the handshake
+    // proves it is no replay). Tries until some POST was early enough.
+    let mut too_early = 0;
+    for attempt in 0..20 {
+        let id = |i: u64| attempt * 100 + i;
+        let requests: Vec<String> = (0..10)
+            .map(|i| {
+                let method = if i % 2 == 0 { "GET" } else { "POST" };
+                format!(
+                    r#"{{"authority": "a.example.test", "method": "{method}", "path": "/", "headers": {{"x-request-id": "{}"}}}}"#,
+                    id(i)
+                )
+            })
+            .collect();
+        let requests = format!("[{}]", requests.join(","));
+        let report = h3(
+            "127.0.0.1",
+            port,
+            &requests,
+            &["--sni", "a.example.test", "--cacert", &ca, "--zero-rtt"],
+        )
+        .expect("0-RTT client");
+        assert_eq!(
+            report["early_data"],
+            Value::Bool(true),
+            "0-RTT not accepted: {report}"
+        );
+        let seen: Vec<u64> = backend
+            .counters
+            .ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        for i in 0..10 {
+            let (status, body) = status_and_body(&report, i as usize);
+            if i % 2 == 0 {
+                assert_eq!((status, body.as_str()), (200, "a"), "GET in early data: {report}");
+                continue;
+            }
+            match status {
+                425 => {
+                    too_early += 1;
+                    assert!(!seen.contains(&id(i)), "a POST answered 425 reached the backend");
+                }
+                200 => assert!(seen.contains(&id(i))),
+                other => panic!("POST in early data answered {other}: {report}"),
+            }
+        }
+        if too_early > 0 {
+            println!("{too_early} POSTs answered 425 in {} attempts", attempt + 1);
+            return;
+        }
+    }
+    panic!("no POST in 0-RTT was read before its handshake finished in 20 attempts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_lets_an_http3_request_in_flight_finish() {
+    if !aioquic_or_skip("a_stop_lets_an_http3_request_in_flight_finish") {
+        return;
+    }
+    let backend = HttpBackend::start_slow("slow").await;
+    let dir = TempDir::new("h3-drain");
+    let (pem, key) = certificate(&dir, "a", "a.example.test");
+    let seed = format!(
+        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\nhttp3 = true\n\n\
+         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
+        pem.display(),
+        key.display(),
+        backend.address
+    );
+    let mut cluster = Cluster::start(1, &seed).await;
+    let port = port_of(&cluster.members[0].http);
+    let ca = pem.display().to_string();
+    let slow = tokio::task::spawn_blocking(move || {
+        let requests = r#"[{"authority": "a.example.test", "path": "/slow?ms=1500"}]"#;
+        h3(
+            "127.0.0.1",
+            port,
+            requests,
+            &["--sni", "a.example.test", "--cacert", &ca],
+        )
+    });
+    raftlb_tests::wait::until("the slow request at the backend", Duration::from_secs(5), || {
+        backend.in_flight() == 1
+    })
+    .await;
+    let node = cluster.members[0].process.as_mut().expect("node");
+    node.terminate();
+    let report = slow.await.expect("client").expect("the request in flight");
+    assert_eq!(status_and_body(&report, 0), (200, "slow".to_string()), "{report}");
+    let status = node.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "node exit: {status:?}");
+}
