@@ -59,7 +59,7 @@ fn h3(ip: &str, port: u16, requests: &str, flags: &[&str]) -> Result<Value, Stri
 }
 
 /// A GET of `path` at `host`, with SNI `host`, trusting `ca`.
-fn get(ip: &str, port: u16, host: &str, path: &str, ca: &PathBuf) -> Result<Value, String> {
+fn get(ip: &str, port: u16, host: &str, path: &str, ca: &std::path::Path) -> Result<Value, String> {
     let requests = format!(r#"[{{"authority": "{host}", "path": "{path}"}}]"#);
     h3(
         ip,
