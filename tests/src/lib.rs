@@ -71,7 +71,8 @@ pub fn tool_or_skip(test: &str, tool: &str) -> bool {
 }
 
 /// Whether this test may do what needs root (mounts, namespaces). When it
-/// may not, it says so on stderr, so a skipped test never passes silently.
+/// may not, it says so on stderr, so a skipped test never passes silently;
+/// under `RAFTLB_REQUIRE_TOOLS=1` (CI, which runs as root) it fails.
 pub fn root_or_skip(test: &str, needs: &str) -> bool {
     let euid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         s.lines()
@@ -80,6 +81,10 @@ pub fn root_or_skip(test: &str, needs: &str) -> bool {
     });
     let root = euid.as_deref() == Some("0");
     if !root {
+        assert!(
+            std::env::var("RAFTLB_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{test}: not root, and it needs root to {needs}; RAFTLB_REQUIRE_TOOLS=1"
+        );
         eprintln!("SKIPPED {test}: not root, and it needs root to {needs}");
     }
     root

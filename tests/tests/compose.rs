@@ -1,10 +1,11 @@
 //! The container image and the compose cluster (`deploy/container/`,
 //! `deploy/compose/`), on this machine's Docker engine: the image is built
-//! from this build's binary by `deploy/container/build.sh`; `docker-compose
-//! up` brings up three balancers, three backends and the certificates; a
-//! client container gets answers through the VIP; `docker kill` of the VIP
-//! owner and the VIP answers again within 1 s; `docker-compose down -v`
-//! leaves no container, volume or network behind. Needs root (the Docker
+//! from this build's binary by `deploy/container/build.sh`; then for each
+//! profile (three balancers; two balancers and a witness) `docker-compose
+//! up` brings up the nodes, three backends and the certificates; a client
+//! container gets answers through the VIP; `docker kill` of the VIP owner
+//! and the VIP answers again within 1 s; `docker-compose down -v` leaves
+//! no container, volume or network behind. Needs root (the Docker
 //! socket) and docker and docker-compose; skipped, saying so, otherwise
 //! (never where `RAFTLB_REQUIRE_TOOLS=1`).
 
@@ -22,14 +23,15 @@ fn deploy_dir(sub: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy")).join(sub)
 }
 
-/// `docker-compose -p PROJECT ARGS…` in deploy/compose, with the test image.
-fn compose(args: &[&str]) -> Output {
+/// `COMPOSE_PROFILES=profile docker-compose -p PROJECT ARGS…` in
+/// deploy/compose, with the test image.
+fn compose(profile: &str, args: &[&str]) -> Output {
     Command::new("docker-compose")
         .args(["-p", PROJECT])
         .args(args)
         .current_dir(deploy_dir("compose"))
         .env("RAFTLB_IMAGE", IMAGE)
-        .env("COMPOSE_PROFILES", "balancer")
+        .env("COMPOSE_PROFILES", profile)
         .output()
         .expect("docker-compose")
 }
@@ -100,15 +102,18 @@ fn vip_owner() -> Option<String> {
 }
 
 /// A client container asks the VIP once: it must get a backend's answer.
-fn client_through_vip(when: &str) {
-    let client = compose(&[
-        "run",
-        "--rm",
-        "client",
-        "probe",
-        "--url",
-        &format!("http://{VIP}/"),
-    ]);
+fn client_through_vip(profile: &str, when: &str) {
+    let client = compose(
+        profile,
+        &[
+            "run",
+            "--rm",
+            "client",
+            "probe",
+            "--url",
+            &format!("http://{VIP}/"),
+        ],
+    );
     assert!(
         client.status.success() && text(&client).contains("200 backend-"),
         "the client container {when}: {}",
@@ -117,11 +122,11 @@ fn client_through_vip(when: &str) {
 }
 
 /// Takes the project down, whatever state it is in, on every exit.
-struct Down;
+struct Down(&'static str);
 
 impl Drop for Down {
     fn drop(&mut self) {
-        let _ = compose(&["down", "-v", "--remove-orphans"]);
+        let _ = compose(self.0, &["down", "-v", "--remove-orphans"]);
     }
 }
 
@@ -144,28 +149,73 @@ fn compose_cluster_serves_the_vip_fails_over_and_leaves_nothing() {
     println!("{}", String::from_utf8_lossy(&build.stdout).trim());
     let built = started.elapsed();
 
-    let _ = compose(&["down", "-v", "--remove-orphans"]);
-    let _down = Down;
-    let up = compose(&["up", "-d"]);
-    assert!(up.status.success(), "docker-compose up: {}", text(&up));
+    println!("image built in {} ms", built.as_millis());
+    // The image runs as its own user, and asks /readyz for its health.
+    let inspect = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Config.User}} {{json .Config.Healthcheck}}",
+        IMAGE,
+    ]);
+    let config = text(&inspect);
+    assert!(
+        config.starts_with("65532") || config.starts_with("raftlb"),
+        "image user: {config}"
+    );
+    assert!(config.contains("probe"), "image health check: {config}");
+    for profile in ["balancer", "witness"] {
+        up_kill_down(profile);
+    }
+}
+
+/// One profile's cluster: up, answers through the VIP, `docker kill` of
+/// the VIP owner answered again within 1 s, down leaving nothing.
+fn up_kill_down(profile: &'static str) {
+    let started = Instant::now();
+    let _ = compose(profile, &["down", "-v", "--remove-orphans"]);
+    let _down = Down(profile);
+    let up = compose(profile, &["up", "-d"]);
+    assert!(
+        up.status.success(),
+        "docker-compose up ({profile}): {}",
+        text(&up)
+    );
     // `announce` asks the VIP once two balancers are healthy, then says where to go.
     let announced = wait::blocking_value("the announce line", Duration::from_secs(90), || {
-        let logs = text(&compose(&["logs", "--no-color", "announce"]));
+        let logs = text(&compose(profile, &["logs", "--no-color", "announce"]));
         logs.contains("raftlb is up").then_some(logs)
     });
     assert!(announced.contains(&format!("curl http://{VIP}/")), "{announced}");
-    let up_after = started.elapsed() - built;
+    let up_after = started.elapsed();
 
     // A client container, on the same network, through the VIP.
-    client_through_vip("before the failover");
-    let admin = compose(&["run", "--rm", "ctl", "status"]);
+    client_through_vip(profile, "before the failover");
+    let admin = compose(profile, &["run", "--rm", "ctl", "status"]);
     assert!(admin.status.success(), "ctl status: {}", text(&admin));
     assert!(
         text(&admin).contains("holds VIP 198.19.40.100/24"),
         "{}",
         text(&admin)
     );
+    // Node 3 forwards traffic as a balancer, and none as a witness.
+    let node3 = get("198.19.40.13:80", "/", Duration::from_secs(1));
+    assert_eq!(
+        node3.is_some(),
+        profile == "balancer",
+        "node 3 ({profile}) answered {node3:?}"
+    );
 
+    // Nodes hold the three network capabilities and no other.
+    let caps = text(&docker(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.CapDrop}} {{json .HostConfig.CapAdd}}",
+        &format!("{PROJECT}_node1_1"),
+    ]));
+    for cap in ["ALL", "NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"] {
+        assert!(caps.contains(cap), "node 1's capabilities: {caps}");
+    }
     let owner = wait::blocking_value("a VIP owner", Duration::from_secs(10), vip_owner);
     assert!(
         get_vip(Duration::from_secs(1)).is_some(),
@@ -182,11 +232,11 @@ fn compose_cluster_serves_the_vip_fails_over_and_leaves_nothing() {
                 .output()
                 .expect("ip");
             panic!(
-                "the VIP did not answer within {deadline:?} of `docker kill {owner}`; owner now {:?}, \
+                "the VIP did not answer within {deadline:?} of `docker kill {owner}` ({profile}); owner now {:?}, \
                  neighbour entry {}; logs:\n{}",
                 vip_owner(),
                 text(&neighbour),
-                text(&compose(&["logs", "--no-color", "--tail", "40"]))
+                text(&compose(profile, &["logs", "--no-color", "--tail", "40"]))
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -196,18 +246,17 @@ fn compose_cluster_serves_the_vip_fails_over_and_leaves_nothing() {
     assert_ne!(new_owner, owner);
     assert!(
         failover < Duration::from_secs(1),
-        "the VIP answered {failover:?} after `docker kill {owner}`"
+        "the VIP answered {failover:?} after `docker kill {owner}` ({profile})"
     );
-    client_through_vip("after the failover");
+    client_through_vip(profile, "after the failover");
 
-    let down = compose(&["down", "-v", "--remove-orphans"]);
+    let down = compose(profile, &["down", "-v", "--remove-orphans"]);
     assert!(down.status.success(), "docker-compose down -v: {}", text(&down));
     let left = leftovers();
     assert!(left.is_empty(), "left behind: {left:?}");
     println!(
-        "image built in {} ms; up and announced in {} ms; `docker kill {owner}` → VIP answered \
+        "profile {profile}: up and announced in {} ms; `docker kill {owner}` → VIP answered \
          (from {new_owner}) after {} ms; down -v left nothing",
-        built.as_millis(),
         up_after.as_millis(),
         failover.as_millis()
     );

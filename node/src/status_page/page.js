@@ -1,4 +1,5 @@
-// The status page: polls api/status every second and redraws. Rates are
+// The status page: polls api/status every second (each poll starts a
+// second after the last one started, however long that took) and redraws. Rates are
 // computed here from successive totals; nothing is fetched from elsewhere.
 "use strict";
 (function () {
@@ -187,6 +188,7 @@
   }
 
   async function poll() {
+    const started = Date.now();
     try {
       const headers = token ? { Authorization: "Bearer " + token } : {};
       const response = await fetch("/api/status", { headers, cache: "no-store" });
@@ -199,7 +201,7 @@
     } catch (e) {
       problem("cannot reach this node: " + e.message);
     } finally {
-      setTimeout(poll, POLL_MS);
+      setTimeout(poll, Math.max(0, POLL_MS - (Date.now() - started)));
     }
   }
 

@@ -7,17 +7,20 @@
 //! that are dropped), and a new session must pass admission (the ACL and
 //! its source's limits: a source's sessions count as its connections).
 //! A draining listener stops reading but relays replies until its
-//! sessions fall quiet.
+//! sessions fall quiet. With `quic = true`, a new session goes to the
+//! backend its first datagram's connection ID names, when one does
+//! ([`quic_route`]).
 
+use super::quic_route::{self, CidTable};
 use crate::backend::ActiveGuard;
 use crate::balance;
 use crate::dataplane::Shutdown;
 use crate::dataplane::admission::{self, Admitted};
-use crate::view::{Attempts, Next, SharedView};
+use crate::view::{Attempts, Next, PoolView, SharedView};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -46,12 +49,20 @@ pub async fn serve(
     let front = Arc::new(front);
     let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
     let (expired_tx, mut expired_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
+    let quic = view.load().listener(&listener).and_then(|l| {
+        let capacity = (l.spec.max_connections as usize).saturating_mul(4);
+        l.spec
+            .quic
+            .route_by_connection_id
+            .then(|| Arc::new(Mutex::new(CidTable::new(capacity))))
+    });
     let relay = Relay {
         front: Arc::clone(&front),
         listener: listener.clone(),
         view,
         descriptors,
         expired: expired_tx,
+        quic,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut next_id = 0u64;
@@ -77,7 +88,8 @@ pub async fn serve(
         };
         if !sessions.contains_key(&client) {
             next_id += 1;
-            let Some(session) = relay.open_session(client, next_id, sessions.len()).await else {
+            let first = &buf[..len];
+            let Some(session) = relay.open_session(client, next_id, sessions.len(), first).await else {
                 continue;
             };
             sessions.insert(client, session);
@@ -126,13 +138,40 @@ struct Relay {
     descriptors: Arc<Semaphore>,
     /// Where a session's reply task reports that it has expired.
     expired: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    /// `quic = true`: the connection IDs backends issued.
+    quic: Option<Arc<Mutex<CidTable>>>,
 }
 
 impl Relay {
+    /// The backend that issued the QUIC connection ID `datagram` is
+    /// addressed to, if it may still take it: from this listener's table,
+    /// else from the pool's replicated one.
+    fn quic_backend(&self, pool: &PoolView, datagram: &[u8]) -> Option<SocketAddr> {
+        let table = self.quic.as_ref()?;
+        let local = table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .backend_of(datagram);
+        if let Some(backend) = local.filter(|b| pool.keeps_sessions(*b)) {
+            return Some(backend);
+        }
+        let sticky = pool.sticky.as_ref().filter(|s| s.policy.uses_table())?;
+        let lengths = quic_route::every_length();
+        quic_route::candidates(datagram, &lengths)
+            .into_iter()
+            .find_map(|cid| {
+                sticky
+                    .by_key(raftlb_config::sticky::StickyKey::of(cid), |b| {
+                        pool.keeps_sessions(b)
+                    })
+                    .preferred
+            })
+    }
+
     /// Starts a session for a new client (`open`: sessions open now): picks
     /// a backend, connects a socket to it and spawns the task that relays its
-    /// replies.
-    async fn open_session(&self, client: SocketAddr, id: u64, open: usize) -> Option<Session> {
+    /// replies. `first`: the datagram that opens it.
+    async fn open_session(&self, client: SocketAddr, id: u64, open: usize, first: &[u8]) -> Option<Session> {
         let (listener, front, expired) = (self.listener.as_str(), &self.front, &self.expired);
         let route = self.view.load().listener(listener).cloned()?;
         if open >= route.spec.max_connections as usize {
@@ -157,7 +196,8 @@ impl Relay {
             .sticky
             .as_ref()
             .map(|sticky| sticky.by_source(client.ip(), |b| pool.keeps_sessions(b)));
-        let preferred = affinity.as_ref().and_then(|a| a.preferred);
+        let routed = self.quic_backend(pool, first);
+        let preferred = routed.or(affinity.as_ref().and_then(|a| a.preferred));
         let mut attempts = Attempts::with_hash(balance::source_hash(&pool.spec, client.ip()));
         // No queue for datagrams: with every backend full, this one is dropped.
         let Next::Reserved(slot) = pool.next_backend(preferred, &mut attempts) else {
@@ -165,7 +205,7 @@ impl Relay {
             return None;
         };
         let backend = Arc::clone(slot.backend());
-        if let (Some(sticky), Some(affinity)) = (&pool.sticky, &affinity)
+        if let (Some(sticky), Some(affinity), None) = (&pool.sticky, &affinity, routed)
             && let Some(commit) = sticky.settle(affinity, backend.address()).commit
         {
             // One task relays every client's datagrams: it cannot wait for a
@@ -193,6 +233,11 @@ impl Relay {
             upstream: Arc::new(upstream),
             activity: Arc::new(AtomicU64::new(0)),
         };
+        let learner = self.quic.as_ref().map(|table| Learner {
+            table: Arc::clone(table),
+            pool: Arc::clone(pool),
+            backend: backend.address(),
+        });
         tokio::spawn(relay_replies(
             Arc::clone(front),
             Arc::clone(&session.upstream),
@@ -201,13 +246,44 @@ impl Relay {
             route.spec.idle_timeout,
             (slot, admitted, descriptor),
             expired.clone(),
+            learner,
         ));
         Some(session)
     }
 }
 
+/// Learns the QUIC connection IDs one session's backend issues.
+#[derive(Debug)]
+struct Learner {
+    table: Arc<Mutex<CidTable>>,
+    pool: Arc<PoolView>,
+    backend: SocketAddr,
+}
+
+impl Learner {
+    /// A datagram from the backend: a long header's source ID is one it
+    /// issued, kept here and, new, in the pool's sticky table.
+    fn saw(&self, datagram: &[u8]) {
+        let Some(cid) = quic_route::long_header_scid(datagram) else {
+            return;
+        };
+        let new = self
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .learn(cid, self.backend);
+        if let Some(sticky) = self.pool.sticky.as_ref().filter(|s| new && s.policy.uses_table()) {
+            // Spawned: the reply goes on without waiting for Raft.
+            if let Some(commit) = sticky.learn(cid, self.backend) {
+                tokio::spawn(commit);
+            }
+        }
+    }
+}
+
 /// Sends the backend's replies to the client until the session goes idle or
 /// the backend's socket fails, then reports the session expired.
+#[allow(clippy::too_many_arguments)]
 async fn relay_replies(
     front: Arc<UdpSocket>,
     upstream: Arc<UdpSocket>,
@@ -218,6 +294,7 @@ async fn relay_replies(
     // source and the data plane's descriptors.
     _counted: (ActiveGuard, Admitted, OwnedSemaphorePermit),
     expired: mpsc::UnboundedSender<(SocketAddr, u64)>,
+    learner: Option<Learner>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut seen = activity.load(Ordering::Relaxed);
@@ -225,6 +302,9 @@ async fn relay_replies(
         match tokio::time::timeout(idle, upstream.recv(&mut buf)).await {
             Ok(Ok(len)) => {
                 activity.fetch_add(1, Ordering::Relaxed);
+                if let Some(learner) = &learner {
+                    learner.saw(&buf[..len]);
+                }
                 if let Err(e) = front.send_to(&buf[..len], client).await {
                     tracing::debug!(%client, error = %e, "UDP reply to client failed");
                 }

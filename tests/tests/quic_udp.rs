@@ -1,0 +1,305 @@
+//! QUIC through `udp` listeners with `quic = true`: a client's datagrams
+//! follow its connection ID to the backend that serves it when its address
+//! changes. The clients and backends are quinn endpoints; between client
+//! and balancer sits a NAT of the test's own ([`Nat`]), which changes the
+//! client's address (rebinding: a new source port, the client unaware, so
+//! it keeps its connection ID) and sends to another balancer (as after a
+//! VIP move). Without `quic = true` the same moves lose connections: the
+//! test can fail.
+
+use raftlb_tests::cluster::Cluster;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+/// A QUIC backend: answers each stream with its name.
+struct QuicBackend {
+    address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for QuicBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The certificate every test backend serves, and its DER for clients.
+fn backend_identity() -> (Vec<u8>, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["backend.test".to_string()]).expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    (cert.der().to_vec(), key.serialize_der())
+}
+
+fn quic_backend(name: &'static str, (cert, key): &(Vec<u8>, Vec<u8>)) -> QuicBackend {
+    let cert = rustls::pki_types::CertificateDer::from(cert.clone());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.clone().into());
+    let config = quinn::ServerConfig::with_single_cert(vec![cert], key).expect("server config");
+    let endpoint =
+        quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    let address = endpoint.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    let _ = recv.read_to_end(64).await;
+                    let _ = send.write_all(name.as_bytes()).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    QuicBackend { address, task }
+}
+
+fn client_endpoint(cert: &[u8]) -> quinn::Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert.to_vec()))
+        .expect("root");
+    let mut config = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client config");
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_secs(3).try_into().expect("idle")));
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+/// One stream's answer: the backend's name, or why there was none.
+async fn ask(connection: &quinn::Connection) -> Result<String, String> {
+    let exchange = async {
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(b"who").await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        let answer = recv.read_to_end(64).await.map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .unwrap_or_else(|_| Err("no answer in 3 s".to_string()))
+}
+
+/// A NAT between one client and the balancers: the client talks to
+/// `front`; the NAT sends on from its current outbound socket to its
+/// current target, and relays what comes back.
+struct Nat {
+    front: Arc<UdpSocket>,
+    state: Arc<Mutex<NatState>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Where a rebinding moves the client's datagrams' source.
+    rebound_ip: [u8; 4],
+}
+
+struct NatState {
+    outbound: Arc<UdpSocket>,
+    target: SocketAddr,
+    client: Option<SocketAddr>,
+}
+
+impl Nat {
+    /// A NAT whose outbound address is on `ip` (then `rebound_ip`).
+    async fn start(target: SocketAddr, ip: [u8; 4], rebound_ip: [u8; 4]) -> Nat {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("front"));
+        let outbound = Arc::new(
+            UdpSocket::bind(SocketAddr::from((ip, 0)))
+                .await
+                .expect("outbound"),
+        );
+        let state = Arc::new(Mutex::new(NatState {
+            outbound: Arc::clone(&outbound),
+            target,
+            client: None,
+        }));
+        let mut nat = Nat {
+            front: Arc::clone(&front),
+            state: Arc::clone(&state),
+            tasks: Vec::new(),
+            rebound_ip,
+        };
+        nat.tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            while let Ok((len, client)) = front.recv_from(&mut buf).await {
+                let (outbound, target) = {
+                    let mut state = state.lock().expect("nat");
+                    state.client = Some(client);
+                    (Arc::clone(&state.outbound), state.target)
+                };
+                let _ = outbound.send_to(&buf[..len], target).await;
+            }
+        }));
+        nat.relay_back(outbound);
+        nat
+    }
+
+    /// Relays what comes to `outbound` back to the client.
+    fn relay_back(&mut self, outbound: Arc<UdpSocket>) {
+        let (front, state) = (Arc::clone(&self.front), Arc::clone(&self.state));
+        self.tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            while let Ok(len) = outbound.recv(&mut buf).await {
+                let client = state.lock().expect("nat").client;
+                if let Some(client) = client {
+                    let _ = front.send_to(&buf[..len], client).await;
+                }
+            }
+        }));
+    }
+
+    fn address(&self) -> SocketAddr {
+        self.front.local_addr().expect("front")
+    }
+
+    /// The client's datagrams leave from a new address from now on (a
+    /// new IP too: the pool's `source_ip` table must not be what keeps it).
+    async fn rebind(&mut self) -> SocketAddr {
+        let outbound = Arc::new(
+            UdpSocket::bind(SocketAddr::from((self.rebound_ip, 0)))
+                .await
+                .expect("outbound"),
+        );
+        let address = outbound.local_addr().expect("outbound");
+        self.state.lock().expect("nat").outbound = Arc::clone(&outbound);
+        self.relay_back(outbound);
+        address
+    }
+
+    /// The client's datagrams go to `target` from now on.
+    fn retarget(&self, target: SocketAddr) {
+        self.state.lock().expect("nat").target = target;
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A cluster of `nodes` with a udp listener on `port` (quic or not) to
+/// `backends`, and a `source_ip` sticky table (which carries the learned
+/// connection IDs to every node). (The http listener tells the test when
+/// a node serves.)
+async fn cluster(nodes: u64, quic: bool, backends: &[&QuicBackend], port: u16) -> Cluster {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.address))
+        .collect();
+    let seed = format!(
+        "[[listener]]\nname = \"quic\"\nprotocol = \"udp\"\nbind = \"0.0.0.0:{port}\"\npool = \"app\"\n\
+         idle_timeout = \"30s\"\nquic = {quic}\n\n\
+         [[listener]]\nname = \"ready\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"app\"\n\n\
+         [[pool]]\nname = \"app\"\nalgorithm = \"round_robin\"\nbackends = [{}]\n\n\
+         [pool.sticky]\nkind = \"source_ip\"\n",
+        list.join(", ")
+    );
+    Cluster::start(nodes, &seed).await
+}
+
+/// Node `i`'s udp listener, on `port`.
+fn listener_of(i: usize, port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, i as u8 + 1], port))
+}
+
+/// Entries in pool `app`'s sticky table on node `i`.
+fn sticky_entries(cluster: &Cluster, i: usize) -> u64 {
+    let (_, out, _) = cluster.ctl(i, &["--json", "sticky", "stats"]);
+    let members: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    members
+        .iter()
+        .find(|m| m["id"] == i as u64 + 1)
+        .and_then(|m| {
+            m["stats"]["tables"]
+                .as_array()?
+                .iter()
+                .find(|t| t["pool"] == "app")?["entries"]
+                .as_u64()
+        })
+        .unwrap_or(0)
+}
+
+/// `clients` QUIC connections, each through its own NAT (from its own
+/// address) to node 1, each asks once. Then each NAT rebinds (and, with
+/// `move_to`, sends to that node from then on, once it holds what node 1
+/// learned), and each client asks again. Returns how many kept their backend.
+async fn moves(cluster: &Cluster, port: u16, clients: u8, move_to: Option<usize>, cert: &[u8]) -> usize {
+    let mut connected = Vec::new();
+    for i in 0..clients {
+        let mut nat = Nat::start(listener_of(0, port), [127, 0, 1, i + 1], [127, 0, 2, i + 1]).await;
+        let endpoint = client_endpoint(cert);
+        let connection = endpoint
+            .connect(nat.address(), "backend.test")
+            .expect("connect")
+            .await
+            .unwrap_or_else(|e| panic!("client {i}: handshake through node 1: {e}"));
+        let first = ask(&connection)
+            .await
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        if move_to.is_none() {
+            nat.rebind().await;
+        }
+        connected.push((nat, endpoint, connection, first));
+    }
+    if let Some(node) = move_to {
+        // Each client's source and at least one connection ID of its backend.
+        let wanted = 2 * u64::from(clients);
+        raftlb_tests::wait::until(
+            "node 1's sessions and IDs on the other node",
+            Duration::from_secs(10),
+            || sticky_entries(cluster, node) >= wanted,
+        )
+        .await;
+        for (nat, ..) in &mut connected {
+            nat.rebind().await;
+            nat.retarget(listener_of(node, port));
+        }
+    }
+    let mut kept = 0;
+    for (i, (_nat, _endpoint, connection, first)) in connected.iter().enumerate() {
+        let again = ask(connection).await;
+        println!("client {i}: {first}, then from a new address: {again:?}");
+        if again.as_deref() == Ok(first.as_str()) {
+            kept += 1;
+        }
+        connection.close(0u32.into(), b"");
+    }
+    kept
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebinding_quic_client_keeps_its_backend_through_one_balancer() {
+    let identity = backend_identity();
+    let (a, b) = (quic_backend("a", &identity), quic_backend("b", &identity));
+    let port = raftlb_tests::free_port();
+    let cluster = cluster(1, true, &[&a, &b], port).await;
+    let kept = moves(&cluster, port, 6, None, &identity.0).await;
+    assert_eq!(kept, 6, "every rebinding client keeps its backend");
+
+    // The control: without routing by connection ID, rebinding loses some.
+    drop(cluster);
+    let port = raftlb_tests::free_port();
+    let plain = self::cluster(1, false, &[&a, &b], port).await;
+    let kept = moves(&plain, port, 6, None, &identity.0).await;
+    assert!(
+        kept < 6,
+        "without quic = true every client kept its backend: the test proves nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_client_keeps_its_backend_on_another_balancer() {
+    let identity = backend_identity();
+    let (a, b) = (quic_backend("a", &identity), quic_backend("b", &identity));
+    let port = raftlb_tests::free_port();
+    let cluster = cluster(3, true, &[&a, &b], port).await;
+    // Through node 1, then (rebound, as a NAT would after the VIP moved)
+    // through node 2: the IDs learned on node 1 reached node 2 by Raft.
+    let kept = moves(&cluster, port, 6, Some(1), &identity.0).await;
+    assert_eq!(kept, 6, "every client keeps its backend on node 2");
+}
