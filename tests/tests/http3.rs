@@ -2,8 +2,9 @@
 //! (aioquic, `tests/scripts/h3_client.py`): routing by host and path,
 //! certificates chosen by SNI and added with `ctl cert add` on another
 //! node, a 10 MB upload, `Alt-Svc` on the TCP side, 0-RTT that serves
-//! only safe methods from early data, and a drain that lets a request in
-//! flight finish.
+//! only safe methods from early data, a drain that lets a request in
+//! flight finish, and garbage datagrams and a flood of Initials from many
+//! sources (answered with Retries past the threshold) that harm no one.
 
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::cluster::Cluster;
@@ -320,4 +321,172 @@ async fn a_stop_lets_an_http3_request_in_flight_finish() {
     assert_eq!(status_and_body(&report, 0), (200, "slow".to_string()), "{report}");
     let status = node.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "node exit: {status:?}");
+}
+
+/// Real QUIC Initials, each from a new connection of a quinn client to a
+/// socket of the test's that only records them (no handshake follows).
+async fn captured_initials(count: usize) -> Vec<Vec<u8>> {
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("sink");
+    let to = sink.local_addr().expect("sink");
+    let mut roots = rustls::RootCertStore::empty();
+    let dir = TempDir::new("h3-initials");
+    let (pem, _) = certificate(&dir, "x", "a.example.test");
+    let der = std::fs::read_to_string(pem).expect("pem");
+    let der = base64_der(&der);
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(std::sync::Arc::new(tls)).expect("QUIC TLS");
+    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    endpoint.set_default_client_config(config);
+    let mut initials: Vec<Vec<u8>> = Vec::with_capacity(count);
+    let mut seen = std::collections::HashSet::new();
+    // Kept until the end: a dropped connection would send a close, which
+    // is an Initial too.
+    let mut open = Vec::with_capacity(count);
+    let mut buf = vec![0u8; 2048];
+    while initials.len() < count {
+        open.push(endpoint.connect(to, "a.example.test").expect("connect"));
+        let (len, _) = sink.recv_from(&mut buf).await.expect("an Initial");
+        let dcid = buf[6..6 + usize::from(buf[5])].to_vec();
+        // An Initial (a retransmission's ID is seen already).
+        if buf[0] & 0xb0 == 0x80 && seen.insert(dcid) {
+            initials.push(buf[..len].to_vec());
+        }
+    }
+    initials
+}
+
+/// The DER of a one-certificate PEM.
+fn base64_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bogus_versions_and_an_initial_flood_harm_no_one() {
+    if !aioquic_or_skip("garbage_bogus_versions_and_an_initial_flood_harm_no_one") {
+        return;
+    }
+    let backend = HttpBackend::start("a").await;
+    let dir = TempDir::new("h3-flood");
+    let (pem, key) = certificate(&dir, "a", "a.example.test");
+    let seed = format!(
+        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\n\
+         http3 = true\nhttp3_retry_threshold = 16\n\n\
+         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
+        pem.display(),
+        key.display(),
+        backend.address
+    );
+    let cluster = Cluster::start(1, &seed).await;
+    let port = port_of(&cluster.members[0].http);
+    let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let ca = pem.display().to_string();
+    let node = cluster.members[0].process.as_ref().expect("node");
+    let rss_before = node.rss_kib();
+
+    // Garbage: random datagrams of every size, truncated and bogus-version
+    // long headers. Nothing answers them but a version negotiation.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+    let mut seed_byte = 0x9e37_79b9_u32;
+    let mut random = move || {
+        seed_byte ^= seed_byte << 13;
+        seed_byte ^= seed_byte >> 17;
+        seed_byte ^= seed_byte << 5;
+        seed_byte
+    };
+    for i in 0..20_000u32 {
+        let len = (random() % 1400) as usize;
+        let mut datagram: Vec<u8> = (0..len).map(|_| random() as u8).collect();
+        match i % 4 {
+            // A long header of an unknown version, padded as an Initial.
+            0 if len > 40 => datagram[1..5].copy_from_slice(&0x1a2a_3a4a_u32.to_be_bytes()),
+            // A long header cut short.
+            1 => datagram.truncate(7),
+            _ => {}
+        }
+        if let Some(first) = datagram.first_mut() {
+            *first |= if i % 2 == 0 { 0xc0 } else { 0 };
+        }
+        let _ = socket.send_to(&datagram, target).await;
+    }
+
+    // A flood of real Initials, each from its own source: past 16
+    // handshakes under way, each gets a Retry (stateless) instead of a
+    // connection.
+    let initials = captured_initials(2_000).await;
+    let mut sources = Vec::with_capacity(initials.len());
+    for (i, initial) in initials.iter().enumerate() {
+        let ip = [127, 0, 3 + (i / 250) as u8, 1 + (i % 250) as u8];
+        let source = std::net::UdpSocket::bind(std::net::SocketAddr::from((ip, 0))).expect("source");
+        source.send_to(initial, target).expect("send");
+        sources.push(source);
+        if i % 50 == 49 {
+            // Paced so the kernel's socket buffers, not raftlb, decide little.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Every answer (a Retry, or the server's first flight) has come by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut retries, mut handshakes) = (0, 0);
+    for source in &sources {
+        source.set_nonblocking(true).expect("nonblocking");
+        let mut answer = [0u8; 2048];
+        if let Ok((len, _)) = source.recv_from(&mut answer)
+            && len > 0
+        {
+            match (answer[0] & 0x30) >> 4 {
+                3 => retries += 1,
+                _ => handshakes += 1,
+            }
+        }
+    }
+    let rss_after = node.rss_kib();
+    println!(
+        "20 000 garbage datagrams, then {} Initials from as many sources: {handshakes} handshakes begun, \
+         {retries} Retries; RSS {rss_before} KiB → {rss_after} KiB",
+        initials.len()
+    );
+    assert!(
+        handshakes <= 64,
+        "{handshakes} handshakes begun past the threshold of 16"
+    );
+    let answered = retries + handshakes;
+    assert!(
+        answered >= initials.len() / 2,
+        "only {answered} Initials answered"
+    );
+    assert!(
+        retries >= answered * 9 / 10,
+        "only {retries} Retries of {answered} answers"
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+
+    // And a real client is served: it proves its address with the Retry's token.
+    let report = get(
+        "127.0.0.1",
+        port,
+        "a.example.test",
+        "/",
+        std::path::Path::new(&ca),
+    )
+    .expect("a client after the flood");
+    assert_eq!(status_and_body(&report, 0), (200, "a".to_string()), "{report}");
 }

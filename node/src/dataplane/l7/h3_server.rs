@@ -62,8 +62,8 @@ impl Http3Conn {
     }
 
     /// Serves one admitted connection attempt to its end. `handshakes`
-    /// counts the worker's handshakes under way, this one among them until
-    /// it is done.
+    /// counts the worker's handshakes under way, this one among them (the
+    /// caller counted it) until it is done.
     pub async fn serve(
         self: Arc<Self>,
         incoming: quinn::Incoming,
@@ -73,7 +73,6 @@ impl Http3Conn {
     ) {
         let client = incoming.remote_address();
         let local = incoming.local_ip();
-        handshakes.fetch_add(1, Relaxed);
         let connection = self.handshake(incoming).await;
         handshakes.fetch_sub(1, Relaxed);
         let Some((connection, handshaken)) = connection else {

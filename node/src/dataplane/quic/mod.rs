@@ -145,6 +145,8 @@ pub async fn serve(
             incoming.refuse();
             continue;
         };
+        // Counted here, not on the task: a burst is judged before it runs.
+        handshakes.fetch_add(1, Relaxed);
         let (http, handshakes, shutdown) = (Arc::clone(&http), Arc::clone(&handshakes), shutdown.clone());
         shutdown.tracker.clone().spawn(async move {
             http.serve(incoming, admitted, handshakes, shutdown).await;
