@@ -22,6 +22,8 @@ pub mod capture;
 pub mod client;
 pub mod cluster;
 pub mod failover;
+pub mod h3;
+pub mod nat;
 pub mod ndp;
 pub mod netns;
 pub mod overlap_report;

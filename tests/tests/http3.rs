@@ -3,11 +3,14 @@
 //! certificates chosen by SNI and added with `ctl cert add` on another
 //! node, a 10 MB upload, `Alt-Svc` on the TCP side, 0-RTT that serves
 //! only safe methods from early data, a drain that lets a request in
-//! flight finish, and garbage datagrams and a flood of Initials from many
+//! flight finish, clients whose address changes mid-connection kept on
+//! the worker that owns their connection, and garbage datagrams and a flood of Initials from many
 //! sources (answered with Retries past the threshold) that harm no one.
 
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::cluster::Cluster;
+use raftlb_tests::h3::H3Conn;
+use raftlb_tests::nat::Nat;
 use raftlb_tests::process::TempDir;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -328,24 +331,10 @@ async fn a_stop_lets_an_http3_request_in_flight_finish() {
 async fn captured_initials(count: usize) -> Vec<Vec<u8>> {
     let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("sink");
     let to = sink.local_addr().expect("sink");
-    let mut roots = rustls::RootCertStore::empty();
     let dir = TempDir::new("h3-initials");
     let (pem, _) = certificate(&dir, "x", "a.example.test");
-    let der = std::fs::read_to_string(pem).expect("pem");
-    let der = base64_der(&der);
-    roots
-        .add(rustls::pki_types::CertificateDer::from(der))
-        .expect("root");
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(std::sync::Arc::new(tls)).expect("QUIC TLS");
-    let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    let roots = raftlb_tests::h3::roots_of(&std::fs::read_to_string(pem).expect("pem"));
+    let config = raftlb_tests::h3::client_config(Some(roots));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
     endpoint.set_default_client_config(config);
     let mut initials: Vec<Vec<u8>> = Vec::with_capacity(count);
@@ -364,15 +353,6 @@ async fn captured_initials(count: usize) -> Vec<Vec<u8>> {
         }
     }
     initials
-}
-
-/// The DER of a one-certificate PEM.
-fn base64_der(pem: &str) -> Vec<u8> {
-    use base64::Engine;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .expect("base64")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,4 +469,47 @@ async fn garbage_bogus_versions_and_an_initial_flood_harm_no_one() {
     )
     .expect("a client after the flood");
     assert_eq!(status_and_body(&report, 0), (200, "a".to_string()), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebinding_http3_client_keeps_its_connection() {
+    // Each worker has its own endpoint; the kernel would hash a client's
+    // new address to any of them. The connection ID steers it back.
+    let backend = HttpBackend::start("a").await;
+    let dir = TempDir::new("h3-rebind");
+    let (pem, key) = certificate(&dir, "a", "a.example.test");
+    let seed = format!(
+        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\nhttp3 = true\n\n\
+         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
+        pem.display(),
+        key.display(),
+        backend.address
+    );
+    let cluster = Cluster::start(1, &seed).await;
+    let port = port_of(&cluster.members[0].http);
+    let roots = raftlb_tests::h3::roots_of(&std::fs::read_to_string(&pem).expect("pem"));
+    let config = raftlb_tests::h3::client_config(Some(roots));
+    for i in 0..8u8 {
+        let mut nat = Nat::start(
+            ([127, 0, 0, 1], port).into(),
+            [127, 0, 4, i + 1],
+            [127, 0, 5, i + 1],
+        )
+        .await;
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+        endpoint.set_default_client_config(config.clone());
+        let mut conn = H3Conn::connect(&endpoint, nat.address(), "a.example.test")
+            .await
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        let first = conn.get("/").await.unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(first, (200, bytes::Bytes::from_static(b"a")));
+        let from = nat.rebind().await;
+        let again = tokio::time::timeout(Duration::from_secs(5), conn.get("/")).await;
+        assert!(
+            matches!(&again, Ok(Ok((200, body))) if body == "a"),
+            "client {i} from {from}: {again:?}"
+        );
+    }
 }
