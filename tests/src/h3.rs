@@ -10,6 +10,14 @@ type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 /// A QUIC client configuration for HTTP/3 (ALPN `h3`, TLS 1.3) that
 /// trusts `roots`, or any certificate when `None` (the load client's).
 pub fn client_config(roots: Option<rustls::RootCertStore>) -> quinn::ClientConfig {
+    let tls = tls_config(roots, b"h3");
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).expect("QUIC TLS");
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+/// A TLS 1.3 client configuration offering `alpn`, trusting `roots`, or
+/// any certificate when `None`.
+pub fn tls_config(roots: Option<rustls::RootCertStore>, alpn: &[u8]) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -21,9 +29,8 @@ pub fn client_config(roots: Option<rustls::RootCertStore>) -> quinn::ClientConfi
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth(),
     };
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).expect("QUIC TLS");
-    quinn::ClientConfig::new(Arc::new(crypto))
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls
 }
 
 /// The roots holding one PEM certificate.

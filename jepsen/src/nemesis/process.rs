@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The earlier commit whose binary alternates with this build's in
-/// `upgrade`: one that reads this build's newest format (4) and data dirs
+/// `upgrade`: one that reads this build's newest format (5) and data dirs
 /// of it, so neither the cluster version nor a data dir, once upgraded,
 /// shuts it out (an upgrade across versions is one way;
-/// `tests/tests/upgrade_versions.rs` covers that). Format 4's first commit.
-pub const EARLIER: &str = "222c1b66993ae38b69c665b967bb21bffa30dd4c";
+/// `tests/tests/upgrade_versions.rs` covers that). Format 5's first commit.
+pub const EARLIER: &str = "a380f802a58def825d5aed85af5dca5366206ad1";
 
 /// How long an in-place upgrade's new process may take to be ready, and
 /// its old one to drain and exit.
