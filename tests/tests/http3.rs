@@ -513,3 +513,63 @@ async fn a_rebinding_http3_client_keeps_its_connection() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listeners_per_source_limits_count_quic_connections() {
+    let backend = HttpBackend::start("a").await;
+    let dir = TempDir::new("h3-limits");
+    let (pem, key) = certificate(&dir, "a", "a.example.test");
+    let seed = format!(
+        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\nhttp3 = true\n\n\
+         [listener.limits]\nconnections = 2\n\n\
+         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
+        pem.display(),
+        key.display(),
+        backend.address
+    );
+    let cluster = Cluster::start(1, &seed).await;
+    let to: std::net::SocketAddr = format!("127.0.0.1:{}", port_of(&cluster.members[0].http))
+        .parse()
+        .expect("address");
+    let roots = raftlb_tests::h3::roots_of(&std::fs::read_to_string(&pem).expect("pem"));
+    let mut config = raftlb_tests::h3::client_config(Some(roots));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_secs(20).try_into().expect("idle")));
+    config.transport_config(std::sync::Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    endpoint.set_default_client_config(config);
+
+    // Two connections from 127.0.0.1 are served; a third is not answered.
+    let mut first = H3Conn::connect(&endpoint, to, "a.example.test")
+        .await
+        .expect("first");
+    let mut second = H3Conn::connect(&endpoint, to, "a.example.test")
+        .await
+        .expect("second");
+    assert_eq!(first.get("/").await.expect("first").0, 200);
+    assert_eq!(second.get("/").await.expect("second").0, 200);
+    // (Its Initials are dropped unanswered, however often it sends them.)
+    let third = tokio::time::timeout(
+        Duration::from_secs(3),
+        H3Conn::connect(&endpoint, to, "a.example.test"),
+    )
+    .await;
+    assert!(
+        !matches!(third, Ok(Ok(_))),
+        "a third connection from one source was served"
+    );
+    // One closes, and a new one is served.
+    first.connection.close(0u32.into(), b"done");
+    drop(first);
+    let served = raftlb_tests::wait::value_of(
+        "a connection once one closed",
+        Duration::from_secs(10),
+        || async {
+            let mut conn = H3Conn::connect(&endpoint, to, "a.example.test").await.ok()?;
+            conn.get("/").await.ok().map(|(status, _)| status)
+        },
+    )
+    .await;
+    assert_eq!(served, 200);
+}
