@@ -4,8 +4,10 @@
 # hyper for HTTP/2 over TLS): CONNS connections x STREAMS requests in flight,
 # closed loop, DURATION seconds a round, RUNS rounds, the order of the two
 # protocols swapped each round. Two nginx backends answer "ok" as in run.sh.
-# Prints each round, then the medians and h3/h2 ratios, and the goal of
-# issue 22 (HTTP/3 req/s >= 0.8x HTTP/2) with a verdict.
+# Prints each round, then the medians (req/s, p99, and raftlb's own CPU time
+# per request from /proc, which does not depend on what the client costs),
+# the h3/h2 ratio, and the goal of issue 22 (HTTP/3 req/s >= 0.8x HTTP/2)
+# with a verdict.
 #
 # Env: DURATION=5 RUNS=5 CONNS=16 STREAMS=8 RAFTLB_BIN=target/release/raftlb
 #      H3LOAD_BIN=target/release/h3load  SMOKE=1 (= DURATION=2 RUNS=1)
@@ -79,7 +81,11 @@ algorithm = "round_robin"
 backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
 EOF
 RAFTLB_WORKER_THREADS=2 "$RAFTLB_BIN" run --config "$DIR/raftlb.toml" >"$DIR/logs/raftlb.out" 2>&1 &
-PIDS+=($!)
+RAFTLB_PID=$!
+PIDS+=($RAFTLB_PID)
+# CPU ticks (user + system) raftlb has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$RAFTLB_PID/stat"; }
+TICK=$(getconf CLK_TCK)
 
 load() {   # load PROTOCOL SECONDS CONNS STREAMS -> one JSON line
     "$H3LOAD_BIN" --protocol "$1" --connect "127.0.0.1:$PORT" --host bench.local \
@@ -93,20 +99,24 @@ done
 
 field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-declare -A RPS=() P99=()
+declare -A RPS=() P99=() CPU=()
 for ((r = 1; r <= RUNS; r++)); do
     order=(h3 h2); ((r % 2 == 0)) && order=(h2 h3)
     for p in "${order[@]}"; do
+        before=$(cpu_ticks)
         line=$(load "$p" "$DURATION" "$CONNS" "$STREAMS")
-        log "round $r $p: $line"
+        used=$(($(cpu_ticks) - before))
+        # raftlb's CPU per request, µs: independent of how much the client costs.
+        us=$(awk -v t="$used" -v hz="$TICK" -v n="$(field requests <<<"$line")" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
+        log "round $r $p: $line, raftlb cpu ${us} us/req"
         [[ $(field errors <<<"$line") == 0 ]] || log "$p: errors in round $r"
-        RPS[$p]+="$(field rps <<<"$line") " P99[$p]+="$(field p99_ms <<<"$line") "
+        RPS[$p]+="$(field rps <<<"$line") " P99[$p]+="$(field p99_ms <<<"$line") " CPU[$p]+="$us "
     done
 done
-printf '%-8s %12s %10s\n' protocol "req/s" "p99 ms"
+printf '%-8s %12s %10s %18s\n' protocol "req/s" "p99 ms" "raftlb cpu us/req"
 for p in h3 h2; do
-    printf '%-8s %12s %10s\n' "$p" "$(tr ' ' '\n' <<<"${RPS[$p]}" | grep . | median)" \
-        "$(tr ' ' '\n' <<<"${P99[$p]}" | grep . | median)"
+    printf '%-8s %12s %10s %18s\n' "$p" "$(tr ' ' '\n' <<<"${RPS[$p]}" | grep . | median)" \
+        "$(tr ' ' '\n' <<<"${P99[$p]}" | grep . | median)" "$(tr ' ' '\n' <<<"${CPU[$p]}" | grep . | median)"
 done
 h3=$(tr ' ' '\n' <<<"${RPS[h3]}" | grep . | median) h2=$(tr ' ' '\n' <<<"${RPS[h2]}" | grep . | median)
 ratio=$(awk -v a="$h3" -v b="$h2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')

@@ -62,7 +62,10 @@ impl Http3Config {
             .max_concurrent_bidi_streams(MAX_CONCURRENT_STREAMS.into())
             // HTTP/3's control stream and QPACK's two, and room for a few more.
             .max_concurrent_uni_streams(8u32.into())
-            .max_idle_timeout(spec.http.keepalive_timeout.try_into().ok());
+            .max_idle_timeout(spec.http.keepalive_timeout.try_into().ok())
+            // Requests and responses are mostly small streams, many at once:
+            // packing them without round-robin fragments less.
+            .send_fairness(false);
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server
             .transport_config(Arc::new(transport))
