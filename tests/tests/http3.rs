@@ -573,3 +573,52 @@ async fn the_listeners_per_source_limits_count_quic_connections() {
     .await;
     assert_eq!(served, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_upgrade_hands_the_http3_sockets_over() {
+    let backend = HttpBackend::start("a").await;
+    let dir = TempDir::new("h3-upgrade");
+    let (pem, key) = certificate(&dir, "a", "a.example.test");
+    let address = format!("127.0.0.1:{}", raftlb_tests::free_port());
+    let config = format!(
+        "[node]\nid = 1\ndrain_timeout = \"2s\"\n\n\
+         [[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"{address}\"\npool = \"a\"\nhttp3 = true\n\n\
+         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
+        pem.display(),
+        key.display(),
+        backend.address
+    );
+    let mut node = raftlb_tests::process::Raftlb::start(&config, &[&address]).await;
+    let to: std::net::SocketAddr = address.parse().expect("address");
+    let roots = raftlb_tests::h3::roots_of(&std::fs::read_to_string(&pem).expect("pem"));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    endpoint.set_default_client_config(raftlb_tests::h3::client_config(Some(roots)));
+    for round in 0..3 {
+        // Served over HTTP/3 by this process (after an upgrade: on the
+        // sockets its predecessor handed it).
+        let served = raftlb_tests::wait::value_of("an HTTP/3 answer", Duration::from_secs(10), || async {
+            let mut conn = H3Conn::connect(&endpoint, to, "a.example.test").await.ok()?;
+            conn.get("/").await.ok()
+        })
+        .await;
+        assert_eq!(served, (200, bytes::Bytes::from_static(b"a")), "round {round}");
+        if round == 2 {
+            break;
+        }
+        let mut new = node.spawn_successor(&format!("raftlb-{round}.log"));
+        let status = node.wait_exit(Duration::from_secs(30)).await;
+        assert!(
+            status.success(),
+            "round {round}: the old process exited {status}:\n{}",
+            node.log()
+        );
+        new.ready(&[&address]).await;
+        assert!(
+            !new.log().contains("cannot bind"),
+            "round {round}: the new process could not bind:\n{}",
+            new.log()
+        );
+        node = new;
+    }
+}

@@ -131,7 +131,8 @@ pub async fn serve(
                 Ok(admitted) => admitted,
                 Err(refusal) => {
                     tracing::debug!(listener = %name, %client, reason = refusal.name(), "QUIC connection refused");
-                    // Dropped without an answer, as a TCP reset costs nothing to send.
+                    // Dropped unanswered: a refused source is sent nothing
+                    // (an answer would be a reflection for spoofed ones).
                     incoming.ignore();
                     continue;
                 }
