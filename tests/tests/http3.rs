@@ -48,6 +48,23 @@ fn certificate(dir: &TempDir, file: &str, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// A one-node cluster's seed: certificate `a` (for a.example.test, from
+/// files in `dir`), an https listener on the test port with
+/// `listener_lines`, and pool `a` of `backend`. Returns the certificate's
+/// PEM file and the seed.
+fn one_node_seed(dir: &TempDir, listener_lines: &str, backend: &HttpBackend) -> (PathBuf, String) {
+    let (pem, key) = certificate(dir, "a", "a.example.test");
+    let seed = format!(
+        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\n\
+         {listener_lines}\n\n[[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
+        pem.display(),
+        key.display(),
+        backend.address
+    );
+    (pem, seed)
+}
+
 /// One run of the client against `ip:port`: the requests (JSON), then
 /// extra flags. `Ok(report)` or `Err(stderr)`.
 fn h3(ip: &str, port: u16, requests: &str, flags: &[&str]) -> Result<Value, String> {
@@ -213,16 +230,7 @@ async fn zero_rtt_serves_safe_methods_and_answers_others_too_early() {
     }
     let backend = HttpBackend::start("a").await;
     let dir = TempDir::new("h3-0rtt");
-    let (pem, key) = certificate(&dir, "a", "a.example.test");
-    let seed = format!(
-        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
-         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\n\
-         http3 = true\nhttp3_early_data = true\n\n\
-         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
-        pem.display(),
-        key.display(),
-        backend.address
-    );
+    let (pem, seed) = one_node_seed(&dir, "http3 = true\nhttp3_early_data = true", &backend);
     let cluster = Cluster::start(1, &seed).await;
     let port = port_of(&cluster.members[0].http);
     let ca = pem.display().to_string();
@@ -293,15 +301,7 @@ async fn a_stop_lets_an_http3_request_in_flight_finish() {
     }
     let backend = HttpBackend::start_slow("slow").await;
     let dir = TempDir::new("h3-drain");
-    let (pem, key) = certificate(&dir, "a", "a.example.test");
-    let seed = format!(
-        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
-         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\nhttp3 = true\n\n\
-         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
-        pem.display(),
-        key.display(),
-        backend.address
-    );
+    let (pem, seed) = one_node_seed(&dir, "http3 = true", &backend);
     let mut cluster = Cluster::start(1, &seed).await;
     let port = port_of(&cluster.members[0].http);
     let ca = pem.display().to_string();
@@ -362,16 +362,7 @@ async fn garbage_bogus_versions_and_an_initial_flood_harm_no_one() {
     }
     let backend = HttpBackend::start("a").await;
     let dir = TempDir::new("h3-flood");
-    let (pem, key) = certificate(&dir, "a", "a.example.test");
-    let seed = format!(
-        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
-         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\n\
-         http3 = true\nhttp3_retry_threshold = 16\n\n\
-         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
-        pem.display(),
-        key.display(),
-        backend.address
-    );
+    let (pem, seed) = one_node_seed(&dir, "http3 = true\nhttp3_retry_threshold = 16", &backend);
     let cluster = Cluster::start(1, &seed).await;
     let port = port_of(&cluster.members[0].http);
     let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
@@ -477,15 +468,7 @@ async fn a_rebinding_http3_client_keeps_its_connection() {
     // new address to any of them. The connection ID steers it back.
     let backend = HttpBackend::start("a").await;
     let dir = TempDir::new("h3-rebind");
-    let (pem, key) = certificate(&dir, "a", "a.example.test");
-    let seed = format!(
-        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
-         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\nhttp3 = true\n\n\
-         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
-        pem.display(),
-        key.display(),
-        backend.address
-    );
+    let (pem, seed) = one_node_seed(&dir, "http3 = true", &backend);
     let cluster = Cluster::start(1, &seed).await;
     let port = port_of(&cluster.members[0].http);
     let roots = raftlb_tests::h3::roots_of(&std::fs::read_to_string(&pem).expect("pem"));
@@ -518,15 +501,10 @@ async fn a_rebinding_http3_client_keeps_its_connection() {
 async fn the_listeners_per_source_limits_count_quic_connections() {
     let backend = HttpBackend::start("a").await;
     let dir = TempDir::new("h3-limits");
-    let (pem, key) = certificate(&dir, "a", "a.example.test");
-    let seed = format!(
-        "[[certificate]]\nname = \"a\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
-         [[listener]]\nname = \"secure\"\nprotocol = \"https\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"a\"\nhttp3 = true\n\n\
-         [listener.limits]\nconnections = 2\n\n\
-         [[pool]]\nname = \"a\"\nbackends = [{{ address = \"{}\" }}]\n",
-        pem.display(),
-        key.display(),
-        backend.address
+    let (pem, seed) = one_node_seed(
+        &dir,
+        "http3 = true\n\n[listener.limits]\nconnections = 2",
+        &backend,
     );
     let cluster = Cluster::start(1, &seed).await;
     let to: std::net::SocketAddr = format!("127.0.0.1:{}", port_of(&cluster.members[0].http))
