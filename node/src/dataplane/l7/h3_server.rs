@@ -41,23 +41,30 @@ type SendHalf = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
 /// What every HTTP/3 connection of one listener shares.
 #[derive(Debug)]
-pub struct Http3Conn {
+pub struct Http3Listener {
     name: String,
     view: SharedView,
     limits: HttpLimits,
     early_data: bool,
-    /// Whose forwarding headers are believed (`None`: everyone's).
-    trusted_proxies: Option<Vec<raftlb_config::Cidr>>,
 }
 
-impl Http3Conn {
+/// A request's deadlines, copied into its task (the listener's limits
+/// stay with the connection: nothing is cloned per request).
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// The head, from the stream's start (`header_read_timeout`).
+    head: Duration,
+    /// Each write of the response (`send_timeout`).
+    send: Duration,
+}
+
+impl Http3Listener {
     pub fn new(spec: &ListenerSpec, view: SharedView) -> Self {
-        Http3Conn {
+        Http3Listener {
             name: spec.name.clone(),
             view,
             limits: spec.http.clone(),
             early_data: spec.quic.early_data,
-            trusted_proxies: spec.http.trusted_proxies.clone(),
         }
     }
 
@@ -89,7 +96,7 @@ impl Http3Conn {
             || std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
             |ip| std::net::SocketAddr::new(ip, 0),
         );
-        let claims = Claims::of(self.trusted_proxies.as_deref(), client.ip());
+        let claims = Claims::of(self.limits.trusted_proxies.as_deref(), client.ip());
         let context = Arc::new(ConnContext {
             listener: self.name.clone(),
             client,
@@ -203,7 +210,10 @@ impl Http3Conn {
                     let request = serve_request(
                         resolver,
                         Arc::clone(&context),
-                        self.limits.clone(),
+                        Deadlines {
+                            head: self.limits.header_read_timeout,
+                            send: self.limits.send_timeout,
+                        },
                         self.early_data.then(|| Arc::clone(&handshaken)),
                     );
                     shutdown.tracker.spawn(request);
@@ -226,12 +236,10 @@ impl Http3Conn {
 async fn serve_request(
     resolver: Resolver,
     context: Arc<ConnContext>,
-    limits: HttpLimits,
+    deadlines: Deadlines,
     handshaken: Option<Arc<AtomicBool>>,
 ) {
-    let (request, stream) = match tokio::time::timeout(limits.header_read_timeout, resolver.resolve_request())
-        .await
-    {
+    let (request, stream) = match tokio::time::timeout(deadlines.head, resolver.resolve_request()).await {
         Ok(Ok(resolved)) => resolved,
         Ok(Err(e)) => {
             tracing::debug!(listener = %context.listener, client = %context.client, error = %e, "HTTP/3 request refused");
@@ -248,19 +256,19 @@ async fn serve_request(
     let early = handshaken.is_some_and(|done| !done.load(Relaxed));
     if early && !is_safe(request.method()) {
         let too_early = proxy::local(StatusCode::TOO_EARLY, "sent in early data; send it again\n");
-        let _ = respond(&mut send, too_early, limits.send_timeout).await;
+        let _ = respond(&mut send, too_early, deadlines.send).await;
         return;
     }
     let mut request = request.map(|()| ClientBody::Http3(H3Body::new(recv)));
     let Some(listener) = context.view.load().listener(&context.listener).cloned() else {
         let gone = proxy::local(StatusCode::SERVICE_UNAVAILABLE, "no route for this listener\n");
-        let _ = respond(&mut send, gone, limits.send_timeout).await;
+        let _ = respond(&mut send, gone, deadlines.send).await;
         return;
     };
     let mut record = Record::http(listener, context.client, context.tls.clone(), &mut request);
     let (response, backend_stream) = proxy::handle(request, None, Arc::clone(&context), &mut record).await;
     record.status = Some(response.status().as_u16());
-    match respond(&mut send, response, limits.send_timeout).await {
+    match respond(&mut send, response, deadlines.send).await {
         Ok(sent) => record.sent = sent,
         Err(e) => {
             tracing::debug!(listener = %context.listener, client = %context.client, error = %e, "HTTP/3 response cut");

@@ -26,7 +26,7 @@
 pub mod steering;
 
 use super::admission;
-use super::l7::h3_server::Http3Conn;
+use super::l7::h3_server::Http3Listener;
 use super::{Limits, Shutdown};
 use crate::view::SharedView;
 use quinn::crypto::rustls::QuicServerConfig;
@@ -105,7 +105,7 @@ pub async fn serve(
         Arc::new(quinn::TokioRuntime),
     )?;
     let name = spec.name.clone();
-    let http = Arc::new(Http3Conn::new(&spec, Arc::clone(&view)));
+    let http = Arc::new(Http3Listener::new(&spec, Arc::clone(&view)));
     let handshakes = Arc::new(AtomicUsize::new(0));
     let retry_threshold = spec.quic.retry_threshold as usize;
     loop {
