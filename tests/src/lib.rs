@@ -72,6 +72,24 @@ pub fn tool_or_skip(test: &str, tool: &str) -> bool {
     found
 }
 
+/// Whether `python3` (the first on PATH) can import `module`, which
+/// `pip install {module}` provides; skipped and failed as [`tool_or_skip`].
+pub fn python_module_or_skip(test: &str, module: &str) -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("RAFTLB_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{test}: python3 cannot import {module} and RAFTLB_REQUIRE_TOOLS=1"
+        );
+        eprintln!("SKIPPED {test}: python3 cannot import {module} (pip install {module})");
+    }
+    found
+}
+
 /// Whether this test may do what needs root (mounts, namespaces). When it
 /// may not, it says so on stderr, so a skipped test never passes silently;
 /// under `RAFTLB_REQUIRE_TOOLS=1` (CI, which runs as root) it fails.

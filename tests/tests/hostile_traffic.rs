@@ -7,7 +7,7 @@
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::cluster::{Cluster, http_seed};
 use raftlb_tests::sources::{connect_from, get_from, is_reset, refusals};
-use raftlb_tests::wait;
+use raftlb_tests::{python_module_or_skip, wait};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -183,18 +183,9 @@ async fn limits_changed_through_ctl_apply_to_the_next_connection() {
     .await;
 }
 
-/// Whether `python3` can import the `h2` library (`pip install h2`).
-fn python_h2() -> bool {
-    std::process::Command::new("python3")
-        .args(["-c", "import h2"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_gets_goaway_and_other_clients_are_served() {
-    if !python_h2() {
-        eprintln!("SKIPPED: the HTTP/2 rapid-reset client needs python3 with h2 (pip install h2)");
+    if !python_module_or_skip("http2_rapid_reset_gets_goaway_and_other_clients_are_served", "h2") {
         return;
     }
     let backend = HttpBackend::start("a").await;

@@ -12,29 +12,13 @@ use raftlb_tests::cluster::Cluster;
 use raftlb_tests::h3::H3Conn;
 use raftlb_tests::nat::Nat;
 use raftlb_tests::process::TempDir;
+use raftlb_tests::python_module_or_skip;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/h3_client.py");
-
-/// Whether `python3` has aioquic; says why the test is skipped when not
-/// (and fails under `RAFTLB_REQUIRE_TOOLS=1`, where CI installs it).
-fn aioquic_or_skip(test: &str) -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import aioquic"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("RAFTLB_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{test}: python3 has no aioquic and RAFTLB_REQUIRE_TOOLS=1"
-        );
-        eprintln!("SKIPPED {test}: the HTTP/3 client needs python3 with aioquic (pip install aioquic)");
-    }
-    found
-}
 
 /// A self-signed certificate for `name`, written as FILE.pem and FILE.key.
 fn certificate(dir: &TempDir, file: &str, name: &str) -> (PathBuf, PathBuf) {
@@ -108,7 +92,10 @@ fn port_of(address: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_routes_by_host_and_path_with_certificates_from_the_cluster() {
-    if !aioquic_or_skip("http3_routes_by_host_and_path_with_certificates_from_the_cluster") {
+    if !python_module_or_skip(
+        "http3_routes_by_host_and_path_with_certificates_from_the_cluster",
+        "aioquic",
+    ) {
         return;
     }
     let a = HttpBackend::start("a").await;
@@ -225,7 +212,10 @@ async fn http3_routes_by_host_and_path_with_certificates_from_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_rtt_serves_safe_methods_and_answers_others_too_early() {
-    if !aioquic_or_skip("zero_rtt_serves_safe_methods_and_answers_others_too_early") {
+    if !python_module_or_skip(
+        "zero_rtt_serves_safe_methods_and_answers_others_too_early",
+        "aioquic",
+    ) {
         return;
     }
     let backend = HttpBackend::start("a").await;
@@ -296,7 +286,7 @@ async fn zero_rtt_serves_safe_methods_and_answers_others_too_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_lets_an_http3_request_in_flight_finish() {
-    if !aioquic_or_skip("a_stop_lets_an_http3_request_in_flight_finish") {
+    if !python_module_or_skip("a_stop_lets_an_http3_request_in_flight_finish", "aioquic") {
         return;
     }
     let backend = HttpBackend::start_slow("slow").await;
@@ -357,7 +347,10 @@ async fn captured_initials(count: usize) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bogus_versions_and_an_initial_flood_harm_no_one() {
-    if !aioquic_or_skip("garbage_bogus_versions_and_an_initial_flood_harm_no_one") {
+    if !python_module_or_skip(
+        "garbage_bogus_versions_and_an_initial_flood_harm_no_one",
+        "aioquic",
+    ) {
         return;
     }
     let backend = HttpBackend::start("a").await;
