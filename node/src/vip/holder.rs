@@ -113,7 +113,6 @@ impl Holder {
     }
 
     /// The confirmation the fence was last renewed from, for any VIP.
-    #[cfg(feature = "failpoints")]
     pub(crate) fn renewed_from(&self) -> Option<Instant> {
         self.slots.iter().filter_map(|s| s.renewed_from).max()
     }

@@ -252,6 +252,16 @@ impl Owner {
     /// Whether this node leads, and the confirmation its lease counts from.
     fn standing(&mut self) -> (bool, Option<Instant>) {
         let confirmed_at = self.leadership.borrow_and_update().confirmed_at;
+        // A leader handing over sends no more rounds; the lease it holds
+        // runs to its end, as between two rounds, so the requests already
+        // on the VIP get that long to finish (new connections are refused
+        // meanwhile), rather than losing the VIP at once as after a round
+        // that failed. Once it no longer leads, the VIP goes at once.
+        let standing_down = self.standing_down.load(Ordering::Relaxed);
+        let confirmed_at = match standing_down {
+            true => confirmed_at.or(self.holder.renewed_from()),
+            false => confirmed_at,
+        };
         // Failpoint `vip-skip-lease-wait`: a failed round does not end
         // the lease; it runs from the last renewal to its (stretched) end.
         #[cfg(feature = "failpoints")]
@@ -265,7 +275,7 @@ impl Owner {
                 leader: m.state == ServerState::Leader,
                 term: m.current_term,
                 confirmed_at,
-                standing_down: self.standing_down.load(Ordering::Relaxed),
+                standing_down,
                 held: self.holder.any_held(),
             }
         };
