@@ -55,6 +55,7 @@ pub struct Config {
 pub fn run(config: &Config) -> Report {
     let dir = config.results.join(format!("{}-{}", timestamp(), config.name));
     let history = History::new();
+    let began = std::time::SystemTime::now();
     let logs: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let outcome = {
         let (config, history, logs) = (config.clone(), history.clone(), Arc::clone(&logs));
@@ -92,7 +93,21 @@ pub fn run(config: &Config) -> Report {
             detail: format!("could not write {}: {e}", dir.display()),
         });
     }
+    // The nodes' logs carry wall-clock times; the history counts from here.
+    let timing = format!("{timing}; t=0 at {} UTC", time_of_day(began));
     Report::new(config, timing, dir, &ops, checks)
+}
+
+/// `at` as `HH:MM:SS.mmm` of its UTC day.
+fn time_of_day(at: std::time::SystemTime) -> String {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = (since.as_secs() % 86_400, since.subsec_millis());
+    format!(
+        "{:02}:{:02}:{:02}.{millis:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn write_results(dir: &PathBuf, ops: &[Op], logs: &[(String, String)]) -> std::io::Result<()> {
