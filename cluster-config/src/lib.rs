@@ -53,6 +53,7 @@ pub mod client_limits;
 pub mod command;
 mod decode;
 pub mod diff;
+pub mod discovery;
 mod draft;
 pub mod duration;
 pub mod error;

@@ -43,6 +43,10 @@ pub struct ClusterState {
     /// bytes are those of format 1: snapshot data carries it in its header
     /// ([`snapshot_data`](crate::snapshot_data)); from 3 on its first byte.
     cluster_version: u16,
+    /// The Raft log index of the entry being applied (0 outside
+    /// [`apply_entry`](Self::apply_entry)): what a discovery change records.
+    /// Not encoded; always 0 between entries.
+    applying_index: u64,
 }
 
 impl ClusterState {
@@ -116,6 +120,16 @@ impl ClusterState {
     /// Applies `command`, sending sticky-table changes to `sticky`.
     pub fn apply_with(&mut self, command: Command, sticky: &StickyTables) -> Outcome {
         self.apply_to(command, Some(sticky))
+    }
+
+    /// Applies the log entry at `index` holding `command`: as
+    /// [`apply_with`](Self::apply_with), and a discovery change records
+    /// `index` (the same on every node: every node applies that entry).
+    pub fn apply_entry(&mut self, index: u64, command: Command, sticky: &StickyTables) -> Outcome {
+        self.applying_index = index;
+        let outcome = self.apply_to(command, Some(sticky));
+        self.applying_index = 0;
+        outcome
     }
 
     fn apply_to(&mut self, command: Command, sticky: Option<&StickyTables>) -> Outcome {
@@ -225,7 +239,21 @@ impl ClusterState {
                 self.vip_owners.remove(&address);
                 Outcome::Applied
             }
-            command => match self.change_spec(draft, command) {
+            Command::SetDiscovered(update) => {
+                let index = self.applying_index;
+                match crate::discovery::apply(draft, update, index) {
+                    Ok(removed) => {
+                        for (pool, address) in removed {
+                            self.health.forget(&pool, address);
+                        }
+                        Outcome::Applied
+                    }
+                    Err(reason) => Outcome::Rejected(reason),
+                }
+            }
+            command => match crate::discovery::keeps_discovered(draft, command)
+                .and_then(|command| self.change_spec(draft, command))
+            {
                 Ok(()) => Outcome::Applied,
                 Err(reason) => Outcome::Rejected(reason),
             },

@@ -176,6 +176,13 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
                 }
             ));
         }
+        if let Some(discovery) = &pool.discovery {
+            out.push_str(&discovery_line(
+                discovery,
+                &pool.discovery_status,
+                std::time::SystemTime::now(),
+            ));
+        }
         let limited =
             pool.limits.max_connections != 0 || pool.backends.iter().any(|b| b.max_connections.is_some());
         if limited {
@@ -200,18 +207,61 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
                         n => n.to_string(),
                     });
                 }
+                if pool.discovery.is_some() {
+                    row.push(if b.discovered { "dns" } else { "static" }.to_string());
+                }
                 row
             })
             .collect();
-        let headers: &[&str] = match limited {
-            true => &["ADDRESS", "WEIGHT", "STATE", "MAX CONNECTIONS"],
-            false => &["ADDRESS", "WEIGHT", "STATE"],
-        };
+        let mut headers: Vec<&str> = vec!["ADDRESS", "WEIGHT", "STATE"];
+        if limited {
+            headers.push("MAX CONNECTIONS");
+        }
+        if pool.discovery.is_some() {
+            headers.push("FROM");
+        }
+        let headers = headers.as_slice();
         for line in table(headers, &rows).lines() {
             out.push_str(&format!("  {line}\n"));
         }
     }
     out
+}
+
+/// A pool's discovery as `ctl pools` shows it: what it asks, the last
+/// good answer's time, the current failure, and the log index at which the
+/// set last changed (the same on every node).
+fn discovery_line(
+    d: &raftlb_config::discovery::DiscoverySpec,
+    status: &raftlb_config::discovery::DiscoveryStatus,
+    now: std::time::SystemTime,
+) -> String {
+    let at = |ms: u64| {
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let ago = now.duration_since(then).map_or(0, |d| d.as_millis() as u64);
+        clock_time(now, ago)
+    };
+    let port = match d.port {
+        0 => String::new(),
+        port => format!(" port {port}"),
+    };
+    let good = match status.last_good_ms {
+        0 => "no good answer yet".to_string(),
+        ms => format!("last good answer {} UTC", at(ms)),
+    };
+    let failing = match status.failure {
+        Some((failure, since)) => format!("; failing: {} since {} UTC", failure.name(), at(since)),
+        None => String::new(),
+    };
+    format!(
+        "  discovery: {} {}{port}, every {}; {good}{failing}; set changed {} {}, last at log index {}\n",
+        d.record.name(),
+        d.name,
+        duration::format(d.interval),
+        status.changes,
+        plural(status.changes as usize, "time"),
+        status.changed_at
+    )
 }
 
 /// One backend as `raftlb ctl backend list` shows it.
@@ -305,7 +355,8 @@ pub fn diff_line(command: &Command) -> String {
         | Command::SetStickySecret(_)
         | Command::PutCertificate { .. }
         | Command::RemoveCertificate { .. }
-        | Command::ReportHealth { .. } => '~',
+        | Command::ReportHealth { .. }
+        | Command::SetDiscovered(_) => '~',
     };
     format!("{sign} {command}")
 }
