@@ -243,6 +243,120 @@ async fn tcp(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::Record as Rr;
+    use hickory_proto::rr::rdata::{A, SRV};
+
+    /// A DNS server on a real loopback socket that answers every query
+    /// with what `answer` builds from it (hickory encodes it).
+    async fn server(answer: fn(&Message) -> Message) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let address = socket.local_addr().expect("address");
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok((n, peer)) = socket.recv_from(&mut buffer).await {
+                let Ok(query) = Message::from_vec(&buffer[..n]) else {
+                    continue;
+                };
+                let mut reply = answer(&query);
+                reply
+                    .set_id(query.id())
+                    .set_message_type(MessageType::Response)
+                    .add_queries(query.queries().to_vec());
+                let _ = socket.send_to(&reply.to_vec().expect("encode"), peer).await;
+            }
+        });
+        address
+    }
+
+    fn code(code: ResponseCode) -> Message {
+        let mut reply = Message::new();
+        reply.set_response_code(code);
+        reply
+    }
+
+    fn a(name: &Name, last: u8, ttl: u32) -> Rr {
+        Rr::from_rdata(
+            name.clone(),
+            ttl,
+            RData::A(A::from(Ipv4Addr::new(10, 0, 0, last))),
+        )
+    }
+
+    fn spec(record: RecordType) -> DiscoverySpec {
+        DiscoverySpec {
+            name: "app.test".into(),
+            record,
+            port: 80,
+            timeout: Duration::from_millis(300),
+            ..DiscoverySpec::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_become_records_with_the_smallest_ttl() {
+        let dns = server(|q| {
+            let name = q.queries()[0].name();
+            let mut reply = code(ResponseCode::NoError);
+            reply.add_answer(a(name, 2, 30)).add_answer(a(name, 1, 7));
+            reply
+        })
+        .await;
+        let (answer, ttl) = resolve(&spec(RecordType::A), &[dns]).await;
+        let Answer::Records(records) = answer else {
+            panic!("{answer:?}")
+        };
+        let addresses: Vec<IpAddr> = records.iter().map(|r| r.address).collect();
+        assert_eq!(
+            addresses,
+            [IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 1])]
+        );
+        assert_eq!(ttl, Some(Duration::from_secs(7)));
+    }
+
+    #[tokio::test]
+    async fn srv_targets_come_from_the_additional_section() {
+        let dns = server(|q| {
+            let target = Name::from_ascii("b1.test.").expect("name");
+            let mut reply = code(ResponseCode::NoError);
+            let srv = SRV::new(10, 3, 9001, target.clone());
+            reply.add_answer(Rr::from_rdata(q.queries()[0].name().clone(), 60, RData::SRV(srv)));
+            reply.add_additional(a(&target, 9, 60));
+            reply
+        })
+        .await;
+        let (answer, _) = resolve(&spec(RecordType::Srv), &[dns]).await;
+        let expected = Record {
+            address: IpAddr::from([10, 0, 0, 9]),
+            port: 9001,
+            priority: 10,
+            weight: 3,
+        };
+        assert_eq!(answer, Answer::Records(vec![expected]));
+    }
+
+    #[tokio::test]
+    async fn each_failure_is_told_apart() {
+        let servfail = server(|_| code(ResponseCode::ServFail)).await;
+        let nxdomain = server(|_| code(ResponseCode::NXDomain)).await;
+        let empty = server(|_| code(ResponseCode::NoError)).await;
+        let refused = server(|_| code(ResponseCode::Refused)).await;
+        let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let silent_address = silent.local_addr().expect("address");
+        let spec = spec(RecordType::A);
+        for (servers, expected) in [
+            (vec![servfail], DiscoveryFailure::ServFail),
+            (vec![nxdomain], DiscoveryFailure::NxDomain),
+            (vec![empty], DiscoveryFailure::Empty),
+            (vec![refused], DiscoveryFailure::Error),
+            (vec![silent_address], DiscoveryFailure::Timeout),
+            (Vec::new(), DiscoveryFailure::Timeout),
+            // The next resolver is asked after a SERVFAIL.
+            (vec![servfail, nxdomain], DiscoveryFailure::NxDomain),
+        ] {
+            let (answer, _) = resolve(&spec, &servers).await;
+            assert_eq!(answer, Answer::Failed(expected), "{servers:?}");
+        }
+    }
 
     #[test]
     fn resolv_conf_nameservers_on_port_53() {
