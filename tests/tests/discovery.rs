@@ -4,10 +4,12 @@
 //! `app.test` (A records) and `_web._tcp.test` (SRV, weights 1 and 3):
 //! scaling the name 2 → 5 → 2 reaches every node's pool within two
 //! intervals with no failed request under load; the SRV weights give the
-//! traffic shares; killing the resolver changes nothing; and every node
-//! reports the same log index for each change.
+//! traffic shares; killing the resolver changes nothing; NXDOMAIN empties
+//! the set only after `nxdomain_hold`; and every node reports the same log
+//! index for each change.
 
 use raftlb_config::ClusterState;
+use raftlb_config::discovery::DiscoveryFailure;
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::client::{self, HttpClient};
 use raftlb_tests::cluster::Cluster;
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 /// The discovery interval of both pools.
 const INTERVAL: Duration = Duration::from_secs(2);
 const DNS_IP: &str = "127.0.0.20";
+/// The app pool's `nxdomain_hold`.
+const NXDOMAIN_HOLD: Duration = Duration::from_secs(4);
 
 /// A dnsmasq answering `*.test` from a hosts file (NXDOMAIN for other
 /// names of the zone) and two SRV records; killed when dropped.
@@ -37,6 +41,7 @@ impl Dnsmasq {
     async fn start(dir: &TempDir, port: u16, backend_port: u16, apps: &[u8]) -> Dnsmasq {
         let hosts = dir.write("hosts", &hosts(apps));
         let log = dir.path().join("dnsmasq.log");
+        let _ = std::fs::remove_file(&log);
         let mut command = Command::new("dnsmasq");
         command.args([
             "--keep-in-foreground",
@@ -117,7 +122,7 @@ fn seed(dns_port: u16, srv_port: u16, backend_port: u16) -> String {
         "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"app\"\n\n\
          [[listener]]\nname = \"weighted\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{srv_port}\"\npool = \"srv\"\n\n\
          [[pool]]\nname = \"app\"\nalgorithm = \"round_robin\"\n\
-         discovery = {{ name = \"app.test\", port = {backend_port}, {resolvers} }}\n\n\
+         discovery = {{ name = \"app.test\", port = {backend_port}, nxdomain_hold = \"4s\", {resolvers} }}\n\n\
          [[pool]]\nname = \"srv\"\nalgorithm = \"weighted_round_robin\"\n\
          discovery = {{ name = \"_web._tcp.test\", type = \"SRV\", {resolvers} }}\n"
     )
@@ -340,4 +345,29 @@ async fn discovery_follows_dns_on_every_node_at_one_index() {
         .lines()
         .any(|l| l.starts_with("raftlb_discovery_failures_total{pool=\"app\",reason=\"timeout\"}"));
     assert!(counted, "the leader counts the failures:\n{text}");
+
+    // The name goes away: NXDOMAIN keeps the set for nxdomain_hold (4 s),
+    // then empties it on every node at one index.
+    let dns = Dnsmasq::start(&dir, dns_port, backend_port, &[]).await;
+    wait::value_of("every node sees NXDOMAIN", 3 * INTERVAL, || async {
+        let mut all = Vec::new();
+        for i in 0..cluster.members.len() {
+            let mut admin = cluster.admin(i, Duration::from_millis(500));
+            let (state, _) = admin.read(true).await.ok()?;
+            let failure = state.spec().pool("app")?.discovery_status.failure;
+            all.push(failure.is_some_and(|(f, _)| f == DiscoveryFailure::NxDomain));
+        }
+        all.iter().all(|f| *f).then_some(())
+    })
+    .await;
+    let seen_nx = Instant::now();
+    assert_eq!(every_node(&cluster, "app").await, kept, "held: the set is kept");
+    let emptied = wait_everywhere(&cluster, "app", &[], NXDOMAIN_HOLD + 2 * INTERVAL).await;
+    eprintln!(
+        "NXDOMAIN emptied the set {:?} after every node showed it",
+        seen_nx.elapsed()
+    );
+    assert!(seen_nx.elapsed() >= NXDOMAIN_HOLD - Duration::from_millis(500));
+    assert_eq!(emptied.1, down.1 + 1);
+    drop(dns);
 }
