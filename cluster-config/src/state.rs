@@ -1,6 +1,7 @@
 //! [`ClusterState`]: the replicated state and its deterministic
 //! [`apply`](ClusterState::apply). Applying is a pure function of the state
-//! and the command: no clock, no randomness, no I/O, so every node that
+//! and the command (and, for a discovery change, which records it, the
+//! entry's log index): no clock, no randomness, no I/O, so every node that
 //! applies the same log holds the same state. A command is validated, then
 //! checked against the state's invariants before it takes effect, and
 //! rejected whole if it would break one; nothing a command carries can make

@@ -92,7 +92,8 @@ impl DiscoverySpec {
 /// Why the last query gave no usable answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DiscoveryFailure {
-    /// No resolver answered in time.
+    /// No resolver answered in time (or at all: a closed port's ICMP
+    /// refusal counts as no answer), or none is configured.
     Timeout,
     /// SERVFAIL.
     ServFail,
