@@ -121,7 +121,7 @@ fn seed(dns_port: u16, srv_port: u16, backend_port: u16) -> String {
     format!(
         "[[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{{HTTP}}\"\npool = \"app\"\n\n\
          [[listener]]\nname = \"weighted\"\nprotocol = \"http\"\nbind = \"0.0.0.0:{srv_port}\"\npool = \"srv\"\n\n\
-         [[pool]]\nname = \"app\"\nalgorithm = \"round_robin\"\n\
+         [[pool]]\nname = \"app\"\nalgorithm = \"round_robin\"\nslow_start = \"1s\"\n\
          discovery = {{ name = \"app.test\", port = {backend_port}, nxdomain_hold = \"4s\", {resolvers} }}\n\n\
          [[pool]]\nname = \"srv\"\nalgorithm = \"weighted_round_robin\"\n\
          discovery = {{ name = \"_web._tcp.test\", type = \"SRV\", {resolvers} }}\n"

@@ -177,7 +177,7 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
             ));
         }
         if let Some(discovery) = &pool.discovery {
-            out.push_str(&discovery_line(
+            out.push_str(&super::discovery::line(
                 discovery,
                 &pool.discovery_status,
                 std::time::SystemTime::now(),
@@ -226,42 +226,6 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
         }
     }
     out
-}
-
-/// A pool's discovery as `ctl pools` shows it: what it asks, the last
-/// good answer's time, the current failure, and the log index at which the
-/// set last changed (the same on every node).
-fn discovery_line(
-    d: &raftlb_config::discovery::DiscoverySpec,
-    status: &raftlb_config::discovery::DiscoveryStatus,
-    now: std::time::SystemTime,
-) -> String {
-    let at = |ms: u64| {
-        let then = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-        let ago = now.duration_since(then).map_or(0, |d| d.as_millis() as u64);
-        clock_time(now, ago)
-    };
-    let port = match d.port {
-        0 => String::new(),
-        port => format!(" port {port}"),
-    };
-    let good = match status.last_good_ms {
-        0 => "no good answer yet".to_string(),
-        ms => format!("last good answer {} UTC", at(ms)),
-    };
-    let failing = match status.failure {
-        Some((failure, since)) => format!("; failing: {} since {} UTC", failure.name(), at(since)),
-        None => String::new(),
-    };
-    format!(
-        "  discovery: {} {}{port}, every {}; {good}{failing}; set changed {} {}, last at log index {}\n",
-        d.record.name(),
-        d.name,
-        duration::format(d.interval),
-        status.changes,
-        plural(status.changes as usize, "time"),
-        status.changed_at
-    )
 }
 
 /// One backend as `raftlb ctl backend list` shows it.
@@ -362,7 +326,7 @@ pub fn diff_line(command: &Command) -> String {
 }
 
 /// The UTC time of day `ago_ms` before `now`, as HH:MM:SS.
-fn clock_time(now: std::time::SystemTime, ago_ms: u64) -> String {
+pub(super) fn clock_time(now: std::time::SystemTime, ago_ms: u64) -> String {
     let then = now
         .checked_sub(std::time::Duration::from_millis(ago_ms))
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
