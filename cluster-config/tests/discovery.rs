@@ -184,6 +184,11 @@ fn an_srv_answer_keeps_the_lowest_priority_and_its_weights() {
         backends_of(&spec, &records),
         vec![at(1, 9001, 1), at(2, 9002, 3), at(4, 9004, 1)]
     );
+    // A record no backend can be is left out.
+    assert_eq!(
+        backends_of(&spec, &[srv(1, 0, 0, 1), srv(2, 9002, 0, 1)]),
+        vec![at(2, 9002, 1)]
+    );
     // Weights above the largest a backend takes are scaled together.
     let big = [srv(1, 1, 0, 65535), srv(2, 1, 0, 6553)];
     assert_eq!(backends_of(&spec, &big), vec![at(1, 1, 1000), at(2, 1, 99)]);
@@ -307,6 +312,16 @@ fn failures_keep_the_set_and_nxdomain_empties_it_after_its_hold() {
     assert!(state.apply(Command::SetDiscovered(first)).is_applied());
     // Unchanged and fresh: nothing to say.
     assert_eq!(decide(pool(&state), &good, t0 + 1_000), None);
+    // Only unusable records: an empty answer, the set kept.
+    let unusable = Answer::Records(vec![Record {
+        address: IpAddr::from([0, 0, 0, 0]),
+        ..a(0)
+    }]);
+    let kept = decide(pool(&state), &unusable, t0 + 1_000).expect("a failure");
+    assert_eq!(
+        (kept.backends, kept.failure),
+        (None, Some((DiscoveryFailure::Empty, t0 + 1_000)))
+    );
     // Refreshed after 30 s.
     let refresh = decide(pool(&state), &good, t0 + 31_000).expect("refresh");
     assert_eq!((refresh.backends, refresh.last_good_ms), (None, t0 + 31_000));

@@ -8,15 +8,15 @@
 
 use crate::limits::MAX_WEIGHT;
 use crate::spec::PoolSpec;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 mod apply;
 
 pub use apply::discovered;
 pub(crate) use apply::{apply, keeps_discovered};
-use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 /// The most backends one pool's discovery holds; an answer with more keeps
 /// the first ones in address order.
@@ -182,10 +182,17 @@ pub enum Answer {
 /// priority present only, each weight scaled into `1..=MAX_WEIGHT` (weight
 /// 0 becomes 1, the smallest share; weights above `MAX_WEIGHT` are scaled
 /// down together, keeping their ratios); for A/AAAA weight 1 on the spec's
-/// port. Sorted by address, one entry per address (the largest weight),
-/// at most [`MAX_DISCOVERED`].
+/// port. Records no backend can be (port 0, an unspecified address) are
+/// left out. Sorted by address, one entry per address (the largest
+/// weight), at most [`MAX_DISCOVERED`].
 pub fn backends_of(spec: &DiscoverySpec, records: &[Record]) -> Vec<Discovered> {
     let srv = spec.record == RecordType::Srv;
+    let usable: Vec<Record> = records
+        .iter()
+        .filter(|r| !r.address.is_unspecified() && (if srv { r.port } else { spec.port }) != 0)
+        .copied()
+        .collect();
+    let records = usable.as_slice();
     let lowest = records.iter().map(|r| r.priority).min().unwrap_or(0);
     let chosen: Vec<&Record> = records.iter().filter(|r| !srv || r.priority == lowest).collect();
     let largest = chosen.iter().map(|r| u64::from(r.weight)).max().unwrap_or(1);
@@ -245,6 +252,10 @@ pub fn decide(pool: &PoolSpec, answer: &Answer, now_ms: u64) -> Option<Discovery
                 .map(|b| b.address)
                 .collect();
             let mut set = backends_of(spec, records);
+            if set.is_empty() {
+                // Nothing usable answered: as an empty answer.
+                return decide(pool, &Answer::Failed(DiscoveryFailure::Empty), now_ms);
+            }
             set.retain(|d| !statics.contains(&d.address));
             let stale = now_ms.saturating_sub(status.last_good_ms) >= REFRESH_LAST_GOOD.as_millis() as u64;
             if set != committed {
