@@ -101,6 +101,10 @@ pub enum Command {
     /// [`format`](crate::format)): proposed by the leader once every member
     /// supports it; never lowers it. Format 2 and later.
     SetClusterVersion(u16),
+    /// The Raft leader's verdict on a pool's DNS discovery: replaces the
+    /// pool's discovered backends (static ones are never touched) and
+    /// records the status. Format 6. New variants go after this one.
+    SetDiscovered(crate::discovery::DiscoveryUpdate),
 }
 
 impl Command {
@@ -118,6 +122,7 @@ impl Command {
     pub fn format_needed(&self) -> u16 {
         match self {
             Command::SetClusterVersion(version) => (*version).max(2),
+            Command::SetDiscovered(_) => 6,
             Command::Bootstrap(spec) => spec.format_needed(),
             Command::AddListener(listener) | Command::UpdateListener(listener) => listener.format_needed(),
             Command::AddPool(pool) | Command::UpdatePool(pool) => pool.format_needed(),
@@ -190,6 +195,17 @@ impl fmt::Display for Command {
                 limits.connections, limits.connection_rate, limits.request_rate
             ),
             Command::SetClusterVersion(version) => write!(f, "set the cluster version to {version}"),
+            Command::SetDiscovered(update) => {
+                write!(f, "discovery of pool {}: ", update.pool)?;
+                match &update.backends {
+                    Some(set) => write!(f, "{} backends", set.len())?,
+                    None => write!(f, "backends kept")?,
+                }
+                match update.failure {
+                    Some((failure, _)) => write!(f, " ({})", failure.name()),
+                    None => Ok(()),
+                }
+            }
             Command::ChangeAcl { listener, change } => write!(
                 f,
                 "change ACL of listener {listener}: {} rules set, {} removed",

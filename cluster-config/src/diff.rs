@@ -10,7 +10,12 @@ use std::net::SocketAddr;
 
 /// Commands that turn `from` into `to`, in an order that is valid when they
 /// are applied together as one batch.
+///
+/// Discovered backends and discovery status are the cluster's own: left out
+/// of the comparison, so a file never adds, removes or fights them (an
+/// `UpdatePool` keeps them when applied).
 pub fn diff(from: &ClusterSpec, to: &ClusterSpec) -> Vec<Command> {
+    let (from, to) = (&without_discovered(from), &without_discovered(to));
     let mut commands = Vec::new();
     for old in &from.listeners {
         if !to.listeners.iter().any(|l| l.name == old.name) {
@@ -109,4 +114,14 @@ fn pool_changes(old: &PoolSpec, new: &PoolSpec, commands: &mut Vec<Command>) {
             }
         }
     }
+}
+
+/// `spec` without discovered backends and with default discovery status.
+fn without_discovered(spec: &ClusterSpec) -> ClusterSpec {
+    let mut spec = spec.clone();
+    for pool in &mut spec.pools {
+        pool.backends.retain(|b| !b.discovered);
+        pool.discovery_status = Default::default();
+    }
+    spec
 }

@@ -84,6 +84,27 @@ impl Draft {
         }
     }
 
+    /// The pool called `name`, as it stands but for backends removed in
+    /// this entry, which it may still hold (never a discovered one: those
+    /// leave with their pool or a discovery update only).
+    pub fn pool(&mut self, name: &str) -> Option<&PoolSpec> {
+        let i = self.position(name)?;
+        self.spec.pools.get(i)
+    }
+
+    /// Whether `pool` holds `address` as a discovered backend.
+    pub fn is_discovered(&mut self, pool: &str, address: SocketAddr) -> bool {
+        let Some(i) = self.position(pool) else {
+            return false;
+        };
+        let Some((spec, backends)) = self.pool_and_backends(i) else {
+            return false;
+        };
+        let at = backends.at.get(&address).copied();
+        at.and_then(|at| spec.backends.get(at))
+            .is_some_and(|b| b.discovered)
+    }
+
     /// Applies `command` on its own: refused, with nothing changed, if the
     /// result would break one of the state's invariants. Only what the
     /// command touches is checked (the rest kept them already).
@@ -238,7 +259,11 @@ impl Draft {
             }
             Command::RemoveBackend { pool, address } => {
                 match self.position(pool).and_then(|i| self.pool_and_backends(i)) {
-                    Some((spec, backends)) if backends.at.contains_key(address) && backends.at.len() == 1 => {
+                    Some((spec, backends))
+                        if backends.at.contains_key(address)
+                            && backends.at.len() == 1
+                            && spec.discovery.is_none() =>
+                    {
                         Err(format!("pool \"{}\" would have no backend", spec.name))
                     }
                     _ => Ok(()),

@@ -23,6 +23,9 @@
 //!   carry it.
 //! - [`proxy`]: the PROXY protocol settings of listeners and pools, and
 //!   the proxies an HTTP listener trusts about `X-Forwarded-For`.
+//! - [`discovery`]: a pool's DNS discovery, its committed status, and the
+//!   pure rules the leader follows (answers into backend sets, failures,
+//!   the NXDOMAIN hold); applying `SetDiscovered` beside static backends.
 //! - [`quic`]: HTTP/3 on `https` listeners and routing by QUIC connection
 //!   ID on `udp` ones.
 //! - [`snapshot_data`]: the state and sticky tables as snapshots hold them.
@@ -53,6 +56,7 @@ pub mod client_limits;
 pub mod command;
 mod decode;
 pub mod diff;
+pub mod discovery;
 mod draft;
 pub mod duration;
 pub mod error;

@@ -420,6 +420,15 @@ pub struct PoolSpec {
     /// Format 3.
     #[serde(with = "crate::format::since_v3")]
     pub proxy_protocol: Option<crate::proxy::ProxyVersion>,
+    /// `discovery = { … }`: more backends, the answers of a DNS name
+    /// ([`discovery`](crate::discovery)). Format 6.
+    #[serde(with = "crate::format::since_v6")]
+    pub discovery: Option<crate::discovery::DiscoverySpec>,
+    /// What the cluster last committed about the discovery's answers; set
+    /// by [`Command::SetDiscovered`](crate::Command::SetDiscovered) only
+    /// (a pool from a file or `ctl` keeps the cluster's). Format 6.
+    #[serde(with = "crate::format::since_v6")]
+    pub discovery_status: crate::discovery::DiscoveryStatus,
 }
 
 /// HTTP version towards a pool's backends.
@@ -454,6 +463,12 @@ pub struct BackendTls {
 impl PoolSpec {
     /// The oldest format that can carry this pool (see [`format`](crate::format)).
     pub fn format_needed(&self) -> u16 {
+        if self.discovery.is_some()
+            || self.discovery_status != crate::discovery::DiscoveryStatus::default()
+            || self.backends.iter().any(|b| b.discovered)
+        {
+            return 6;
+        }
         match self.proxy_protocol {
             Some(_) => 3,
             None => 1,
@@ -475,6 +490,14 @@ pub struct BackendSpec {
     pub state: AdminState,
     /// Its own `max_connections`, instead of the pool's.
     pub max_connections: Option<u32>,
+    /// Put in the pool by DNS discovery, not by the operator. Discovered and
+    /// static backends share the pool's one list, so balancing, health
+    /// checks, slow start, sticky sessions and `ctl` treat them alike; this
+    /// flag is what keeps them apart where it matters: a discovery answer
+    /// replaces only the discovered ones, and `ctl apply` of a file (or an
+    /// `UpdatePool`) leaves them as the cluster has them. Format 6.
+    #[serde(with = "crate::format::since_v6")]
+    pub discovered: bool,
 }
 
 impl BackendSpec {
@@ -488,6 +511,7 @@ impl BackendSpec {
             weight: Self::DEFAULT_WEIGHT,
             state: AdminState::Enabled,
             max_connections: None,
+            discovered: false,
         }
     }
 }

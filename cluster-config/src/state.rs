@@ -1,6 +1,7 @@
 //! [`ClusterState`]: the replicated state and its deterministic
 //! [`apply`](ClusterState::apply). Applying is a pure function of the state
-//! and the command: no clock, no randomness, no I/O, so every node that
+//! and the command (and, for a discovery change, which records it, the
+//! entry's log index): no clock, no randomness, no I/O, so every node that
 //! applies the same log holds the same state. A command is validated, then
 //! checked against the state's invariants before it takes effect, and
 //! rejected whole if it would break one; nothing a command carries can make
@@ -43,6 +44,10 @@ pub struct ClusterState {
     /// bytes are those of format 1: snapshot data carries it in its header
     /// ([`snapshot_data`](crate::snapshot_data)); from 3 on its first byte.
     cluster_version: u16,
+    /// The Raft log index of the entry being applied (0 outside
+    /// [`apply_entry`](Self::apply_entry)): what a discovery change records.
+    /// Not encoded; always 0 between entries.
+    applying_index: u64,
 }
 
 impl ClusterState {
@@ -116,6 +121,16 @@ impl ClusterState {
     /// Applies `command`, sending sticky-table changes to `sticky`.
     pub fn apply_with(&mut self, command: Command, sticky: &StickyTables) -> Outcome {
         self.apply_to(command, Some(sticky))
+    }
+
+    /// Applies the log entry at `index` holding `command`: as
+    /// [`apply_with`](Self::apply_with), and a discovery change records
+    /// `index` (the same on every node: every node applies that entry).
+    pub fn apply_entry(&mut self, index: u64, command: Command, sticky: &StickyTables) -> Outcome {
+        self.applying_index = index;
+        let outcome = self.apply_to(command, Some(sticky));
+        self.applying_index = 0;
+        outcome
     }
 
     fn apply_to(&mut self, command: Command, sticky: Option<&StickyTables>) -> Outcome {
@@ -225,7 +240,21 @@ impl ClusterState {
                 self.vip_owners.remove(&address);
                 Outcome::Applied
             }
-            command => match self.change_spec(draft, command) {
+            Command::SetDiscovered(update) => {
+                let index = self.applying_index;
+                match crate::discovery::apply(draft, update, index) {
+                    Ok(removed) => {
+                        for (pool, address) in removed {
+                            self.health.forget(&pool, address);
+                        }
+                        Outcome::Applied
+                    }
+                    Err(reason) => Outcome::Rejected(reason),
+                }
+            }
+            command => match crate::discovery::keeps_discovered(draft, command)
+                .and_then(|command| self.change_spec(draft, command))
+            {
                 Ok(()) => Outcome::Applied,
                 Err(reason) => Outcome::Rejected(reason),
             },

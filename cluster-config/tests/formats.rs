@@ -8,6 +8,7 @@
 mod hex;
 
 use hex::{hex, unhex};
+use raftlb_config::discovery::{Discovered, DiscoveryFailure, DiscoveryUpdate};
 use raftlb_config::format::{self, Formats};
 use raftlb_config::{
     BackendSpec, ClusterState, Command, Proposal, StickyChange, StickyKey, StickyTables, snapshot_data,
@@ -50,8 +51,18 @@ fn entries() -> Vec<(Proposal, &'static str)> {
         ),
         (Proposal::new(4, Command::SetClusterVersion(4)), "7f04021504"),
         // Format 5: the same envelope; a backend has no field format 5 added.
-        (Proposal::new(5, add), "7f050f0703617070000a000001a946010000"),
+        (
+            Proposal::new(5, add.clone()),
+            "7f050f0703617070000a000001a946010000",
+        ),
         (Proposal::new(5, Command::SetClusterVersion(5)), "7f05021505"),
+        // Format 6: a backend says whether discovery found it (one byte).
+        (Proposal::new(6, add), "7f06100703617070000a000001a94601000000"),
+        (Proposal::new(6, Command::SetClusterVersion(6)), "7f06021506"),
+        (
+            Proposal::new(6, set_discovered()),
+            "7f061d16036170700101000a000001aa460380d095ffbc310100e8d795ffbc31",
+        ),
     ]
 }
 
@@ -115,6 +126,10 @@ const SNAPSHOT_DATA_V4: &str = "524c4244000400040401010377656200007f000001903f01
 /// Version 5: as version 4, with 5 in the header and the state, and the
 /// listener's QUIC settings (their defaults: HTTP/3 off).
 const SNAPSHOT_DATA_V5: &str = "524c4244000500050501010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b657400000100e807e807d00f904ea09c01204000000000008001000103617070000001000a000001a94601000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e80700000000320000011403008008050000000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
+/// Version 6: as version 5, with 6 in the header and the state, the
+/// pool's discovery and its status, and each backend's `discovered` flag
+/// (their defaults: no discovery).
+const SNAPSHOT_DATA_V6: &str = "524c4244000600060601010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b657400000100e807e807d00f904ea09c01204000000000008001000103617070000001000a000001a9460100000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e807000000003200000114030080080500000000000000000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
 const SNAPSHOT_DATA_V2: &str = "524c42440002000201010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b6574000001e807e807d00f904ea09c012040000103617070000001000a000001a94601000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e807000000003200000114030080080500000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
 
 #[test]
@@ -126,6 +141,7 @@ fn every_versions_snapshot_data_decodes_and_is_still_produced() {
         (3, SNAPSHOT_DATA_V3),
         (4, SNAPSHOT_DATA_V4),
         (5, SNAPSHOT_DATA_V5),
+        (6, SNAPSHOT_DATA_V6),
     ] {
         if version >= 2 {
             assert!(state.apply(Command::SetClusterVersion(version)).is_applied());
@@ -201,4 +217,38 @@ fn a_listener_with_http3_needs_format_five() {
     // The writer refuses it in words before this (`format_needed`); the
     // encoder refuses too (postcard keeps no message).
     assert!(Proposal::new(4, add).encode().is_err());
+}
+
+/// A discovery update, as format 6 writes it.
+fn set_discovered() -> Command {
+    Command::SetDiscovered(DiscoveryUpdate {
+        pool: "app".into(),
+        backends: Some(vec![Discovered {
+            address: addr(9002),
+            weight: 3,
+        }]),
+        last_good_ms: 1_700_000_000_000,
+        failure: Some((DiscoveryFailure::Timeout, 1_700_000_001_000)),
+    })
+}
+
+/// A pool with SRV discovery and no static backend, as format 6 writes it.
+const DISCOVERY_POOL_V6: &str = "7f0646040361707000000003003c0003000000000032000001140300800805000001115f6170702e5f7463702e6578616d706c65020001007f00003535050001001e00020000000000";
+
+#[test]
+fn a_pool_with_discovery_needs_format_six() {
+    let file = "[node]\nid = 1\ndata_dir = \"d\"\n\n\
+                [[pool]]\nname = \"app\"\n\
+                discovery = { name = \"_app._tcp.example\", type = \"SRV\", resolvers = [\"127.0.0.53:53\"] }\n";
+    let config = raftlb_config::parse("d.toml", file).expect("a valid sample");
+    let add = Command::AddPool(config.cluster.pools[0].clone());
+    assert_eq!(add.format_needed(), 6);
+    assert_eq!(set_discovered().format_needed(), 6);
+    let proposal = Proposal::new(6, add.clone());
+    assert_eq!(hex(&proposal.encode().unwrap()), DISCOVERY_POOL_V6);
+    assert_eq!(
+        Proposal::decode(&unhex(DISCOVERY_POOL_V6)).expect("decodes"),
+        proposal
+    );
+    assert!(Proposal::new(5, add).encode().is_err());
 }

@@ -29,6 +29,8 @@ fn pool(name: &str, ports: &[u16]) -> PoolSpec {
         health: Default::default(),
         limits: Default::default(),
         proxy_protocol: None,
+        discovery: None,
+        discovery_status: Default::default(),
     }
 }
 

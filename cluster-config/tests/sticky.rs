@@ -130,6 +130,8 @@ fn sticky_pool(kind: StickyKind, ttl: Duration, ports: &[u16]) -> PoolSpec {
         health: Default::default(),
         limits: Default::default(),
         proxy_protocol: None,
+        discovery: None,
+        discovery_status: Default::default(),
     }
 }
 

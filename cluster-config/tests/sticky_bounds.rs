@@ -113,6 +113,8 @@ fn seeded(max_entries: u64) -> ClusterState {
         health: Default::default(),
         limits: Default::default(),
         proxy_protocol: None,
+        discovery: None,
+        discovery_status: Default::default(),
     };
     let listener = ListenerSpec {
         name: "web".to_string(),

@@ -42,6 +42,7 @@ fn recorded() -> Vec<(Command, &'static str)> {
                         weight: 7,
                         state: AdminState::Drain,
                         max_connections: Some(100),
+                        discovered: false,
                     },
                 },
                 Command::SetWeight {
@@ -236,6 +237,7 @@ fn legacy(command: &Command) -> Legacy {
         Command::SetClientLimits { listener, limits } => Legacy::SetClientLimits { listener, limits },
         Command::ChangeAcl { listener, change } => Legacy::ChangeAcl { listener, change },
         Command::SetClusterVersion(_) => unreachable!("format 2 only; the generator makes format-1 commands"),
+        Command::SetDiscovered(_) => unreachable!("format 6 only; the generator makes format-1 commands"),
     }
 }
 

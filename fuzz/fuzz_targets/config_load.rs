@@ -4,13 +4,13 @@
 //! Checks: nothing panics, however the text is broken, and every error
 //! renders (file, line, key). A file that parses seeds a cluster `apply`
 //! accepts (the promise of cluster-config's `validate`): its `Bootstrap`
-//! validates, applies to an empty state, and survives postcard encoding as
-//! it goes through the Raft log.
+//! validates, applies to an empty state of the format it needs, and
+//! survives encoding as it goes through the Raft log.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use raftlb_config::{ClusterState, Command};
+use raftlb_config::{ClusterState, Command, Proposal};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -25,9 +25,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let bootstrap = Command::Bootstrap(config.cluster);
     assert_eq!(bootstrap.validate(), Ok(()));
-    let bytes = postcard::to_stdvec(&bootstrap).expect("a command encodes");
+    // In the format its keys need (a pool's `discovery`: 6), as a cluster
+    // that runs that version writes and applies it.
+    let format = bootstrap.format_needed();
+    let bytes = Proposal::new(format, bootstrap.clone())
+        .encode()
+        .expect("a command encodes");
     assert_eq!(Command::decode(&bytes).as_ref(), Ok(&bootstrap));
-    let outcome = ClusterState::default().apply(bootstrap);
+    let mut state = ClusterState::default();
+    for version in 2..=format {
+        assert!(state.apply(Command::SetClusterVersion(version)).is_applied());
+    }
+    let outcome = state.apply(bootstrap);
     assert!(
         outcome.is_applied(),
         "a file that parses seeds a cluster: {outcome:?}"

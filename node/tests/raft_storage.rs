@@ -132,6 +132,8 @@ fn bootstrap() -> Command {
             health: Default::default(),
             limits: Default::default(),
             proxy_protocol: None,
+            discovery: None,
+            discovery_status: Default::default(),
         }],
     })
 }

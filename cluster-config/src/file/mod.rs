@@ -33,6 +33,7 @@ mod balance;
 mod certificate;
 mod client;
 mod cluster;
+mod discovery;
 mod health;
 mod proxy;
 mod quic;
@@ -410,9 +411,14 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
     let max_connect_attempts = s
         .optional("max_connect_attempts")
         .map(|f| reader.uint(&f, 1, MAX_CONNECT_ATTEMPTS.into()).map(|n| n as u32));
-    let backends = s.required(reader, "backends").and_then(|f| {
+    let discovery = discovery::pool(reader, &mut s);
+    let backends_field = match discovery {
+        Some(_) => s.optional("backends"),
+        None => s.required(reader, "backends"),
+    };
+    let backends = backends_field.map_or(Some(Vec::new()), |f| {
         let items = reader.array(&f)?;
-        if items.is_empty() {
+        if items.is_empty() && discovery.is_none() {
             reader.field_error(&f, "a pool needs at least one backend");
             return None;
         }
@@ -470,6 +476,11 @@ fn pool(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> (Option<PoolSpec>, P
             health: health?,
             limits: limits?,
             proxy_protocol: proxy_protocol?,
+            discovery: match discovery {
+                Some(discovery) => Some(discovery?),
+                None => None,
+            },
+            discovery_status: Default::default(),
         })
     })();
     (spec, site)
@@ -508,6 +519,7 @@ fn backend(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<BackendSpe
             Some(n) => Some(n?),
             None => None,
         },
+        discovered: false,
     })
 }
 

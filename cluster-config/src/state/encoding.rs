@@ -83,6 +83,7 @@ impl<'de> Visitor<'de> for StateVisitor {
                 certificates: next::<BTreeMap<String, Certificate>, _>(&mut seq)?,
                 health: next::<HealthReports, _>(&mut seq)?,
                 cluster_version: version,
+                applying_index: 0,
             })
         })
     }

@@ -20,9 +20,11 @@ use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+mod discovery;
 mod listener;
 mod pool;
 
+pub(crate) use discovery::dns_name;
 pub(crate) use listener::{host, http_path, path_regex, pool_or_routes, route_method, token, token_value};
 pub(crate) use pool::{backends, cookie_path, probe_path, probe_token};
 
@@ -123,8 +125,24 @@ fn contents(command: &Command) -> Result<(), String> {
             name(l).map_err(|why| format!("listener: {why}"))?;
             listener::acl_change(change).map_err(|why| format!("listener \"{l}\": {why}"))
         }
+        Command::AddPool(p) if p.backends.iter().any(|b| b.discovered) => Err(format!(
+            "pool \"{}\": a new pool has no discovered backend (discovery adds them)",
+            shown(&p.name)
+        )),
+        // An update's discovered backends are replaced by the pool's own
+        // (`discovery::keeps_discovered`): only its static ones count.
+        Command::UpdatePool(p) if p.backends.iter().any(|b| b.discovered) => {
+            let mut p = p.clone();
+            p.backends.retain(|b| !b.discovered);
+            pool::pool(&p)
+        }
         Command::AddPool(p) | Command::UpdatePool(p) => pool::pool(p),
+        Command::AddBackend { pool, backend: b } if b.discovered => Err(format!(
+            "{}: discovered backends are set by the pool's discovery only",
+            in_pool(pool, b.address)
+        )),
         Command::AddBackend { pool, backend: b } => backend(pool, b),
+        Command::SetDiscovered(update) => discovery::update(update),
         Command::SetWeight {
             pool,
             address,
@@ -178,6 +196,7 @@ fn batchable(command: &Command) -> Result<(), String> {
         Command::PutCertificate { .. } | Command::RemoveCertificate { .. } => "a certificate change",
         Command::ReportHealth { .. } => "a health report",
         Command::SetClusterVersion(_) => "the cluster version",
+        Command::SetDiscovered(_) => "a discovery update",
         _ => return Ok(()),
     };
     Err(format!("{what} cannot be part of an atomic batch"))

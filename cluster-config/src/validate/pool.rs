@@ -2,6 +2,7 @@
 //! policy, TLS to the backends and the health settings.
 
 use super::{name, number, shown, text_len, timeout, token};
+use crate::discovery::MAX_DISCOVERED;
 use crate::health::{HealthCheck, OutlierDetection, PoolHealth, Probe, RetryPolicy};
 use crate::limits::{
     MAX_BACKEND_CONNECTIONS, MAX_BACKENDS_PER_POOL, MAX_CONNECT_ATTEMPTS, MAX_CONSECUTIVE_FAILURES,
@@ -34,6 +35,9 @@ fn settings(p: &PoolSpec) -> Result<(), String> {
     if let Some(tls) = &p.tls {
         backend_tls(tls).map_err(|why| format!("tls: {why}"))?;
     }
+    if let Some(discovery) = &p.discovery {
+        super::discovery::spec(discovery).map_err(|why| format!("discovery: {why}"))?;
+    }
     number(
         "max_connections",
         p.limits.max_connections,
@@ -45,12 +49,27 @@ fn settings(p: &PoolSpec) -> Result<(), String> {
     health(&p.health)
 }
 
-/// At least one backend, at most [`MAX_BACKENDS_PER_POOL`], each once and
-/// with a valid weight (a state invariant as well).
+/// At least one backend (none needed with `discovery`), at most
+/// [`MAX_BACKENDS_PER_POOL`] ([`MAX_DISCOVERED`] of them discovered, and
+/// only with `discovery`), each once and with a valid weight (a state
+/// invariant as well).
 pub(crate) fn backends(p: &PoolSpec) -> Result<(), String> {
-    if p.backends.is_empty() {
+    let discovered = p.backends.iter().filter(|b| b.discovered).count();
+    if discovered > 0 && p.discovery.is_none() {
         return Err(format!(
-            "pool \"{}\" has no backend (a pool needs at least one)",
+            "pool \"{}\" has discovered backends but no discovery",
+            shown(&p.name)
+        ));
+    }
+    if discovered > MAX_DISCOVERED {
+        return Err(format!(
+            "pool \"{}\": {discovered} discovered backends are more than the {MAX_DISCOVERED} a pool may hold",
+            shown(&p.name)
+        ));
+    }
+    if p.backends.is_empty() && p.discovery.is_none() {
+        return Err(format!(
+            "pool \"{}\" has no backend (a pool needs at least one, or discovery)",
             shown(&p.name)
         ));
     }

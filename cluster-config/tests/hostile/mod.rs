@@ -340,6 +340,7 @@ fn backend() -> impl Strategy<Value = BackendSpec> {
             weight,
             state,
             max_connections,
+            discovered: false,
         },
     )
 }
@@ -394,6 +395,8 @@ fn pool() -> impl Strategy<Value = PoolSpec> {
                     health,
                     limits: Default::default(),
                     proxy_protocol: None,
+                    discovery: None,
+                    discovery_status: Default::default(),
                 }
             },
         )

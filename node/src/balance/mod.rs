@@ -118,6 +118,8 @@ pub(crate) fn test_pool(weights: &[u32]) -> raftlb_config::PoolSpec {
         health: Default::default(),
         limits: Default::default(),
         proxy_protocol: None,
+        discovery: None,
+        discovery_status: Default::default(),
     }
 }
 

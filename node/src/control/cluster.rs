@@ -343,8 +343,14 @@ impl ControlPlane {
             reconcile::hint(membership.raft, config_path),
         ));
         let gauges = Gauges::new(committed, proposer.clone(), writer.clone(), state_machine);
+        let discovering = tokio::spawn(super::discovery::keep_resolved(
+            raft.clone(),
+            writer.clone(),
+            applied.clone(),
+            Arc::clone(&gauges.discovery),
+        ));
         let following = crate::events::follow(Arc::clone(&events), raft.metrics(), vips_held.subscribe());
-        let mut tasks = vec![leading, proposing, seeding, raising, following];
+        let mut tasks = vec![leading, proposing, seeding, raising, following, discovering];
         tasks.push(stall_watch::spawn());
         tasks.extend(standing);
         tasks.push(gauges.count_leader_changes(raft.metrics()));

@@ -23,6 +23,8 @@ pub struct Gauges {
     leader_changes: Arc<AtomicU64>,
     /// Shared with the VIP manager.
     pub vip: Arc<VipCounts>,
+    /// Shared with the leader's discovery tasks.
+    pub discovery: Arc<super::discovery::DiscoveryCounts>,
 }
 
 /// How this node's VIP leases fared, counted by the VIP manager.
@@ -69,6 +71,7 @@ impl Gauges {
             machine,
             leader_changes: Arc::default(),
             vip: Arc::default(),
+            discovery: Arc::default(),
         }
     }
 

@@ -32,6 +32,8 @@
 //! - [`transfer`]: planned leadership transfer (openraft 0.9 has none).
 //! - [`data_dir`]: the identity file that keeps a node off another's data,
 //!   and the format version its files are written in.
+//! - [`discovery`] and [`dns`]: the leader resolving pools' DNS discovery
+//!   and committing each change of backend set.
 //! - [`versions`]: the format versions of this node and its peers, the
 //!   format a proposal is written in, and raising the cluster version.
 
@@ -40,6 +42,8 @@ pub mod authz;
 pub mod catch_up;
 pub mod cluster;
 pub mod data_dir;
+pub mod discovery;
+pub mod dns;
 pub mod election;
 pub mod gauges;
 pub mod leader_link;

@@ -218,10 +218,11 @@ pub(crate) fn decode_data(data: &[u8], sticky: &StickyTables) -> Result<ClusterS
     snapshot_data::decode(data, Some(sticky))
 }
 
-/// Applies one command, sticky changes to the tables, and records the
-/// replication lag of each sticky session applied.
+/// Applies the command of the entry at log `index`, sticky changes to the
+/// tables, and records the replication lag of each sticky session applied.
 fn apply_command(
     state: &mut ClusterState,
+    index: u64,
     command: Command,
     sticky: &StickyTables,
     metrics: &StickyMetrics,
@@ -237,7 +238,7 @@ fn apply_command(
             .for_each(|at| metrics.applied(at)),
         other => stuck_at(other).into_iter().for_each(|at| metrics.applied(at)),
     }
-    state.apply_with(command, sticky)
+    state.apply_entry(index, command, sticky)
 }
 
 /// Replaces `dir/snapshot.bin` atomically and durably.
@@ -279,7 +280,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Applied,
                 EntryPayload::Normal(proposal) => {
-                    apply_command(&mut next.state, proposal.command, &inner.sticky, &inner.metrics)
+                    let index = entry.log_id.index;
+                    apply_command(
+                        &mut next.state,
+                        index,
+                        proposal.command,
+                        &inner.sticky,
+                        &inner.metrics,
+                    )
                 }
                 EntryPayload::Membership(membership) => {
                     next.membership = StoredMembership::new(Some(entry.log_id), membership);

@@ -176,6 +176,13 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
                 }
             ));
         }
+        if let Some(discovery) = &pool.discovery {
+            out.push_str(&super::discovery::line(
+                discovery,
+                &pool.discovery_status,
+                std::time::SystemTime::now(),
+            ));
+        }
         let limited =
             pool.limits.max_connections != 0 || pool.backends.iter().any(|b| b.max_connections.is_some());
         if limited {
@@ -200,13 +207,20 @@ pub fn pools(pools: &[&PoolSpec]) -> String {
                         n => n.to_string(),
                     });
                 }
+                if pool.discovery.is_some() {
+                    row.push(if b.discovered { "dns" } else { "static" }.to_string());
+                }
                 row
             })
             .collect();
-        let headers: &[&str] = match limited {
-            true => &["ADDRESS", "WEIGHT", "STATE", "MAX CONNECTIONS"],
-            false => &["ADDRESS", "WEIGHT", "STATE"],
-        };
+        let mut headers: Vec<&str> = vec!["ADDRESS", "WEIGHT", "STATE"];
+        if limited {
+            headers.push("MAX CONNECTIONS");
+        }
+        if pool.discovery.is_some() {
+            headers.push("FROM");
+        }
+        let headers = headers.as_slice();
         for line in table(headers, &rows).lines() {
             out.push_str(&format!("  {line}\n"));
         }
@@ -305,13 +319,14 @@ pub fn diff_line(command: &Command) -> String {
         | Command::SetStickySecret(_)
         | Command::PutCertificate { .. }
         | Command::RemoveCertificate { .. }
-        | Command::ReportHealth { .. } => '~',
+        | Command::ReportHealth { .. }
+        | Command::SetDiscovered(_) => '~',
     };
     format!("{sign} {command}")
 }
 
 /// The UTC time of day `ago_ms` before `now`, as HH:MM:SS.
-fn clock_time(now: std::time::SystemTime, ago_ms: u64) -> String {
+pub(super) fn clock_time(now: std::time::SystemTime, ago_ms: u64) -> String {
     let then = now
         .checked_sub(std::time::Duration::from_millis(ago_ms))
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

@@ -16,6 +16,7 @@ mod args;
 mod cert;
 mod client;
 mod clients;
+mod discovery;
 mod format;
 mod settings;
 mod status;

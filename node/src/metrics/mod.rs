@@ -8,9 +8,10 @@
 //! tables (entries per pool, hits, misses, re-sticks, proposals, sessions
 //! rate-limited or shed, replication lag), backend health as this node routes by it
 //! (availability, panic, ejections, retries), clients refused by each
-//! listener's ACL, per-source limits and HTTP deadlines, and when this node's cluster
-//! certificate expires.
+//! listener's ACL, per-source limits and HTTP deadlines, when this node's cluster
+//! certificate expires, and DNS discovery's lookups and failures ([`discovery`]).
 
+mod discovery;
 mod process;
 mod raft;
 mod traffic;
@@ -157,6 +158,7 @@ fn render(s: &Sources) -> String {
     let one = |value: f64| vec![(String::new(), value)];
     raft::render(&mut metric, &raft, &s.gauges, no_quorum);
     vip::render(&mut metric, &s.gauges.vip, &s.vips.borrow());
+    discovery::render(&mut metric, &s.gauges.discovery);
     if let Some(keyring) = &s.keyring {
         let not_after = keyring.material().not_after;
         metric(
