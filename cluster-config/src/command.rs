@@ -101,6 +101,17 @@ pub enum Command {
     /// [`format`](crate::format)): proposed by the leader once every member
     /// supports it; never lowers it. Format 2 and later.
     SetClusterVersion(u16),
+    /// Adds, replaces or (`None`) removes the `[gslb]` section. Format 6.
+    SetGslb(Option<Box<crate::gslb::GslbSpec>>),
+    /// The leader's check found a GSLB site up or down, or its reported
+    /// load changed by a step (see [`SiteVerdicts`](crate::gslb::SiteVerdicts)).
+    /// Proposed by the leader only. Format 6.
+    SetSiteHealth {
+        name: String,
+        site: String,
+        up: bool,
+        load: u32,
+    },
 }
 
 impl Command {
@@ -119,6 +130,7 @@ impl Command {
         match self {
             Command::SetClusterVersion(version) => (*version).max(2),
             Command::Bootstrap(spec) => spec.format_needed(),
+            Command::SetGslb(_) | Command::SetSiteHealth { .. } => crate::gslb::GslbSpec::FORMAT,
             Command::AddListener(listener) | Command::UpdateListener(listener) => listener.format_needed(),
             Command::AddPool(pool) | Command::UpdatePool(pool) => pool.format_needed(),
             Command::Batch(commands) | Command::Independent(commands) => {
@@ -243,6 +255,18 @@ impl fmt::Display for Command {
             } => {
                 let verdict = if *up { "up" } else { "down" };
                 write!(f, "node {node} sees {address} in pool {pool} {verdict}")
+            }
+            Command::SetGslb(Some(gslb)) => write!(
+                f,
+                "set [gslb] zone {} ({} names) on {}",
+                gslb.zone,
+                gslb.names.len(),
+                gslb.bind
+            ),
+            Command::SetGslb(None) => write!(f, "remove [gslb]"),
+            Command::SetSiteHealth { name, site, up, load } => {
+                let verdict = if *up { "up" } else { "down" };
+                write!(f, "GSLB site {site} of {name} {verdict} (load {load})")
             }
             Command::Batch(commands) | Command::Independent(commands) => {
                 let kind = if matches!(self, Command::Batch(_)) {

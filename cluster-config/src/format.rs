@@ -19,6 +19,7 @@
 //! | 3 | the PROXY protocol and trusted proxies: `ListenerSpec::proxy_trusted`, `HttpLimits::trusted_proxies`, `PoolSpec::proxy_protocol` ([`since_v3`]); a `ClusterState` of version 3 or later starts with its version (a byte no `bool` takes) |
 //! | 4 | the data dir only: the Raft log moves out of sled (`raft/`) into raftlb's own files (`raft-log/`), so a binary that reads only sled must refuse it; entries, snapshots and messages are as in 3 |
 //! | 5 | QUIC: `ListenerSpec::quic` (HTTP/3 on `https` listeners, routing by connection ID on `udp` ones, [`since_v5`]) |
+//! | 6 | GSLB: `ClusterSpec::gslb`, the site verdicts of the state, `Command::SetGslb` and `Command::SetSiteHealth` ([`since_v6`]) |
 //!
 //! ## Changing a replicated type
 //! Adding a field to anything a command or the state holds changes the
@@ -41,14 +42,14 @@
 //! a [`Proposal`](crate::Proposal) by its format, a
 //! [`ClusterState`](crate::ClusterState) by its cluster version. Bare
 //! encodings (a command outside a proposal) are format 1. Since formats
-//! 1 to 5 differ only by such fields (and 4 from 3 only in the data dir),
-//! this binary reads all five.
+//! 1 to 6 differ only by such fields (and 4 from 3 only in the data dir),
+//! this binary reads all six.
 
 use std::cell::Cell;
 use std::fmt;
 
 /// The newest format this binary writes (once the cluster allows it).
-pub const CURRENT: u16 = 5;
+pub const CURRENT: u16 = 6;
 /// The oldest format this binary reads and writes for a mixed cluster.
 pub const OLDEST: u16 = 1;
 
@@ -175,6 +176,27 @@ pub mod since_v5 {
         D: Deserializer<'de>,
     {
         super::deserialize_since(5, deserializer)
+    }
+}
+
+/// `serde(with)` for a field first written in format 6 (see above).
+pub mod since_v6 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T, S>(value: &T, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        T: Serialize + Default + PartialEq,
+        S: Serializer,
+    {
+        super::serialize_since(6, value, serializer)
+    }
+
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: Deserialize<'de> + Default,
+        D: Deserializer<'de>,
+    {
+        super::deserialize_since(6, deserializer)
     }
 }
 

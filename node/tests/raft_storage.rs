@@ -133,6 +133,7 @@ fn bootstrap() -> Command {
             limits: Default::default(),
             proxy_protocol: None,
         }],
+        gslb: None,
     })
 }
 

@@ -290,7 +290,10 @@ pub fn diff_line(command: &Command) -> String {
         | Command::AddListener(_)
         | Command::AddPool(_)
         | Command::AddBackend { .. } => '+',
-        Command::RemoveListener { .. } | Command::RemovePool { .. } | Command::RemoveBackend { .. } => '-',
+        Command::RemoveListener { .. }
+        | Command::RemovePool { .. }
+        | Command::RemoveBackend { .. }
+        | Command::SetGslb(None) => '-',
         Command::UpdateListener(_)
         | Command::SetClientLimits { .. }
         | Command::ChangeAcl { .. }
@@ -305,7 +308,9 @@ pub fn diff_line(command: &Command) -> String {
         | Command::SetStickySecret(_)
         | Command::PutCertificate { .. }
         | Command::RemoveCertificate { .. }
-        | Command::ReportHealth { .. } => '~',
+        | Command::ReportHealth { .. }
+        | Command::SetGslb(Some(_))
+        | Command::SetSiteHealth { .. } => '~',
     };
     format!("{sign} {command}")
 }
