@@ -90,6 +90,19 @@ impl Zone {
     }
 }
 
+/// The `[gslb]` of a config file's text (the fuzz target's fixed zone).
+#[doc(hidden)]
+pub fn fuzz_spec(file: &str) -> GslbSpec {
+    match raftlb_config::parse("fuzz.toml", file) {
+        Ok(config) => config
+            .cluster
+            .gslb
+            .map(|g| *g)
+            .unwrap_or_else(|| panic!("no [gslb]")),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// The zone being served, swapped as the state changes.
 pub type SharedZone = Arc<ArcSwapOption<Zone>>;
 
