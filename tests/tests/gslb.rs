@@ -256,6 +256,14 @@ async fn t2_every_node_answers_alike_and_a_killed_leader_changes_nothing() {
         let unknown = dig(dns(id), &["nope.gslb.test", "A"]);
         assert_eq!(status(&unknown), "REFUSED", "unknown = refused: {unknown}");
     }
+    wait::until("the first verdicts committed", Duration::from_secs(10), || {
+        let (_, out, _) = cluster.ctl(0, &["gslb", "status"]);
+        out.lines()
+            .filter(|l| l.contains("www.gslb.test") && l.contains(" up "))
+            .count()
+            == 2
+    })
+    .await;
     let (ok, out, err) = cluster.ctl(0, &["gslb", "status"]);
     assert!(ok.success(), "{err}");
     assert!(out.contains("primary") && out.contains("answer (*)"), "{out}");

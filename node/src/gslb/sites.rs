@@ -2,7 +2,8 @@
 //! checks' probes, `health::probe`), and it commits each verdict
 //! transition (`rise` successes bring a site up, `fall` failures take it
 //! down) as one `SetSiteHealth`, so every node answers from the same
-//! verdicts. A new leader starts from the committed ones. A site's load
+//! verdicts (and the first verdict on a site, which counts as up until
+//! then). A new leader starts from the committed ones. A site's load
 //! (its `/readyz`'s `X-Raftlb-Load`) is committed when it moves by a
 //! [`load_moved`] step, at most once every [`LOAD_EVERY`] per site.
 
@@ -100,6 +101,9 @@ pub fn start(
 async fn watch_site(key: Key, check: SiteCheck, applied: watch::Receiver<Arc<Applied>>, writer: Writer) {
     let committed = applied.borrow().state.site_verdicts().get(&key.name, &key.site);
     let mut up = committed.is_none_or(|v| v.up);
+    // Without a committed verdict the site counts as up; the first one
+    // reached (`rise` successes or `fall` failures) is committed too.
+    let mut known = committed.is_some();
     let mut load = committed.map_or(0, |v| v.load);
     let (mut successes, mut failures) = (0u32, 0u32);
     let mut load_committed_at: Option<Instant> = None;
@@ -126,7 +130,8 @@ async fn watch_site(key: Key, check: SiteCheck, applied: watch::Receiver<Arc<App
         let load_due = verdict
             && load_moved(load, seen_load)
             && load_committed_at.is_none_or(|at| at.elapsed() >= LOAD_EVERY);
-        if verdict != up || load_due {
+        let first = !known && (successes >= check.rise || failures >= check.fall);
+        if verdict != up || load_due || first {
             let command = Command::SetSiteHealth {
                 name: key.name.clone(),
                 site: key.site.clone(),
@@ -140,6 +145,7 @@ async fn watch_site(key: Key, check: SiteCheck, applied: watch::Receiver<Arc<App
                         tracing::info!(name = %key.name, site = %key.site, state, "GSLB site verdict committed");
                     }
                     up = verdict;
+                    known = true;
                     load = seen_load;
                     load_committed_at = Some(Instant::now());
                 }
