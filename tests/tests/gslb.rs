@@ -8,7 +8,8 @@
 use raftlb_tests::backends::HttpBackend;
 use raftlb_tests::cluster::{Cluster, http_seed};
 use raftlb_tests::process::{Raftlb, TempDir};
-use raftlb_tests::{free_port, tool_or_skip, wait};
+use raftlb_tests::site::{BALANCERS, Options, Site};
+use raftlb_tests::{free_port, netns, root_or_skip, tool_or_skip, wait};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -61,7 +62,20 @@ fn gslb_section(bind: &str, primary: SocketAddr, secondary: SocketAddr, unknown:
 
 /// `dig @server -p port ARGS…`'s output (one try, one second).
 fn dig(server: SocketAddr, args: &[&str]) -> String {
-    let output = Command::new("dig")
+    dig_in(None, server, args)
+}
+
+/// [`dig`] run inside network namespace `ns`, if one.
+fn dig_in(ns: Option<&str>, server: SocketAddr, args: &[&str]) -> String {
+    let mut command = match ns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns, "dig"]);
+            command
+        }
+        None => Command::new("dig"),
+    };
+    let output = command
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string(), "+tries=1", "+time=1"])
         .args(args)
@@ -306,4 +320,76 @@ async fn t2_every_node_answers_alike_and_a_killed_leader_changes_nothing() {
     for id in &alive {
         wait_answer(dns(*id), "www.gslb.test", "127.0.0.31", Duration::from_secs(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_in_namespaces_the_answer_leaves_a_site_whose_backends_die() {
+    let test = "t3_in_namespaces_the_answer_leaves_a_site_whose_backends_die";
+    if !root_or_skip(test, "build network namespaces")
+        || !tool_or_skip(test, "dig")
+        || !tool_or_skip(test, "nft")
+    {
+        return;
+    }
+    // Site one: a 3-node raftlb cluster behind its VIP (which also answers
+    // the zone); site two: a plain backend on the client host.
+    let site = Site::build(Options {
+        gslb: true,
+        ..Options::default()
+    })
+    .await;
+    let client_ns = site.lab.ns("client");
+    let secondary_ip = site.lab.address("client");
+    let listener = netns::on_host(&client_ns, move || {
+        std::net::TcpListener::bind((secondary_ip, 80)).expect("bind the secondary")
+    });
+    let _secondary = HttpBackend::serve("secondary", listener);
+    let servers: Vec<SocketAddr> = BALANCERS
+        .iter()
+        .map(|host| SocketAddr::new(site.lab.address(host).into(), 5353))
+        .collect();
+    let answer = |server: SocketAddr| -> Vec<String> {
+        dig_in(Some(&client_ns), server, &["www.gslb.test", "A", "+short"])
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with(';'))
+            .map(str::to_string)
+            .collect()
+    };
+    let vip = site.vip.to_string();
+    for server in &servers {
+        wait::until("every node answers the VIP", Duration::from_secs(30), || {
+            answer(*server) == [vip.clone()]
+        })
+        .await;
+    }
+    // The primary site's backends die (their port resets): its VIP answers
+    // 502, its check fails, and every node answers the secondary.
+    netns::nft(
+        &site.lab.ns("backend"),
+        "table inet gslb {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 80 reject with tcp reset\n }\n}\n",
+    );
+    let start = Instant::now();
+    let secondary = secondary_ip.to_string();
+    wait::until(
+        "the answer moves to the secondary",
+        Duration::from_secs(10),
+        || answer(servers[0]) == [secondary.clone()],
+    )
+    .await;
+    let took = start.elapsed();
+    for server in &servers {
+        assert_eq!(answer(*server), [secondary.clone()], "{server}");
+    }
+    let window = INTERVAL * FALL + TIMEOUT;
+    println!(
+        "FIGURE gslb failover in namespaces: {} ms (check window {} ms + TTL {} ms)",
+        took.as_millis(),
+        window.as_millis(),
+        TTL.as_millis()
+    );
+    assert!(
+        took <= window + TTL,
+        "failover took {took:?}, more than {window:?} + {TTL:?}"
+    );
 }
