@@ -95,7 +95,7 @@ pub fn respond(
         return finish(response, query.len(), transport, cookie_ok, edns);
     }
     let subnet = edns.and_then(|e| match e.option(EdnsCode::Subnet) {
-        Some(EdnsOption::Subnet(subnet)) => Some(subnet.clone()),
+        Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
         _ => None,
     });
     let scope = answer(zone, &request, &mut response, client, subnet.as_ref(), seed);

@@ -81,9 +81,14 @@ pub fn start(
                 keep
             });
             for (key, check) in wanted {
-                if !running.contains_key(&key) {
-                    let task = tokio::spawn(watch_site(key.clone(), check, applied.clone(), writer.clone()));
-                    running.insert(key, task);
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                    let key = slot.key().clone();
+                    slot.insert(tokio::spawn(watch_site(
+                        key,
+                        check,
+                        applied.clone(),
+                        writer.clone(),
+                    )));
                 }
             }
             tokio::select! {
