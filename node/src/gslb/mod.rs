@@ -103,6 +103,9 @@ pub fn fuzz_spec(file: &str) -> GslbSpec {
     }
 }
 
+/// How soon a DNS bind that failed is tried again.
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The zone being served, swapped as the state changes.
 pub type SharedZone = Arc<ArcSwapOption<Zone>>;
 
@@ -135,7 +138,8 @@ pub fn start(control: &ControlPlane, node: &NodeSpec, workers: usize) -> Vec<Joi
             let gslb = current.state.spec().gslb.clone();
             let verdicts = current.state.site_verdicts().clone();
             let now = gslb.clone().map(|g| (g, verdicts));
-            if now != served {
+            let unbound = bound.is_none() && gslb.is_some();
+            if now != served || unbound {
                 match &now {
                     Some((spec, verdicts)) => match Zone::build(spec, verdicts, cookie_secret) {
                         Ok(built) => zone.store(Some(Arc::new(built))),
@@ -160,7 +164,16 @@ pub fn start(control: &ControlPlane, node: &NodeSpec, workers: usize) -> Vec<Joi
                 }
                 served = now;
             }
-            if applied.changed().await.is_err() {
+            // A bind that failed (the port still held by a predecessor
+            // draining after an in-place upgrade, say) is tried again.
+            let retry = bound.is_none() && served.is_some();
+            let changed = match retry {
+                true => tokio::time::timeout(BIND_RETRY, applied.changed())
+                    .await
+                    .unwrap_or(Ok(())),
+                false => applied.changed().await,
+            };
+            if changed.is_err() {
                 std::future::pending::<()>().await;
             }
         }
