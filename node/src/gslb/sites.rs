@@ -55,9 +55,11 @@ pub fn start(
         let mut running: HashMap<Key, JoinHandle<()>> = HashMap::new();
         loop {
             let leading = metrics.borrow_and_update().current_leader == Some(me);
+            // Marked seen whether or not this node leads, so that the wait
+            // below sleeps until the next change.
+            let current = Arc::clone(&applied.borrow_and_update());
             let mut wanted: HashMap<Key, SiteCheck> = HashMap::new();
             if leading {
-                let current = Arc::clone(&applied.borrow_and_update());
                 for name in current.state.spec().gslb.iter().flat_map(|g| &g.names) {
                     for site in &name.sites {
                         let (Some(check), Some(ip)) = (&site.check, site.addresses.first()) else {
