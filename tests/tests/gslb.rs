@@ -320,6 +320,23 @@ async fn t2_every_node_answers_alike_and_a_killed_leader_changes_nothing() {
     for id in &alive {
         wait_answer(dns(*id), "www.gslb.test", "127.0.0.31", Duration::from_secs(20)).await;
     }
+
+    // `ctl apply` of a file without [gslb] removes it: nobody answers.
+    let survivor = cluster.index_of(alive[0]);
+    let config = cluster.config(survivor);
+    let without = config.split("\n[gslb]").next().expect("the file before [gslb]");
+    std::fs::write(&file, without).expect("write the file");
+    let (ok, out, err) = cluster.ctl(survivor, &["apply", "--config", file.to_str().expect("path")]);
+    assert!(ok.success(), "{out}{err}");
+    assert!(out.contains("remove [gslb]"), "{out}");
+    for id in &alive {
+        wait::until(
+            "no DNS answer once [gslb] is removed",
+            Duration::from_secs(10),
+            || status(&dig(dns(*id), &["www.gslb.test", "A"])) == "no answer",
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
