@@ -410,3 +410,65 @@ async fn t3_in_namespaces_the_answer_leaves_a_site_whose_backends_die() {
         "failover took {took:?}, more than {window:?} + {TTL:?}"
     );
 }
+
+/// A standalone raftlb on `ip` with `/readyz` on `ip:metrics` and a `tcp`
+/// listener on `ip:listen` to `backend`: a site whose load is its open
+/// connections.
+fn site_node(ip: &str, metrics: u16, listen: u16, backend: SocketAddr, dir: &TempDir) -> String {
+    format!(
+        "[node]\nid = 1\ndrain_timeout = \"1s\"\ndata_dir = \"{data}\"\nmetrics = \"{ip}:{metrics}\"\n\n\
+         [[listener]]\nname = \"l4\"\nprotocol = \"tcp\"\nbind = \"{ip}:{listen}\"\npool = \"app\"\n\n\
+         [[pool]]\nname = \"app\"\nbackends = [{{ address = \"{backend}\" }}]\n",
+        data = dir.path().join(format!("site-{ip}")).display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_least_loaded_follows_the_load_another_raftlb_reports() {
+    if !tool_or_skip("t4_least_loaded_follows_the_load_another_raftlb_reports", "dig") {
+        return;
+    }
+    let dir = TempDir::new("gslb-load");
+    let (backend, _echo) = raftlb_tests::backends::tcp_echo().await;
+    let (metrics, listen) = (free_port(), free_port());
+    let mut sites = Vec::new();
+    for ip in ["127.0.0.41", "127.0.0.42"] {
+        let config = site_node(ip, metrics, listen, backend, &dir);
+        let l4 = format!("{ip}:{listen}");
+        sites.push(Raftlb::start(&config, &[&l4]).await);
+    }
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+    let check = format!(
+        "check = {{ type = \"http\", port = {metrics}, path = \"/readyz\", interval = \"200ms\", timeout = \"150ms\" }}"
+    );
+    let gslb = format!(
+        "[gslb]\nbind = \"{dns}\"\nzone = \"gslb.test\"\nttl = \"1s\"\nns = [\"ns1.gslb.test\"]\n\n\
+         [[gslb.names]]\nname = \"ll.gslb.test\"\npolicy = \"least_loaded\"\n\n\
+         [[gslb.names.sites]]\nname = \"a\"\naddress = \"127.0.0.41\"\n{check}\n\n\
+         [[gslb.names.sites]]\nname = \"b\"\naddress = \"127.0.0.42\"\n{check}\n"
+    );
+    let _node = Raftlb::start(&single_node(&gslb, &dir), &[]).await;
+    // Both idle: a tie, the first site.
+    wait_answer(dns, "ll.gslb.test", "127.0.0.41", Duration::from_secs(20)).await;
+    // 20 connections held open through site a: its /readyz reports them,
+    // the leader commits the step, and b is answered.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(format!("127.0.0.41:{listen}"))
+            .await
+            .expect("connect to site a");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(b"x").await.expect("write");
+        let mut echo = [0u8; 1];
+        stream.read_exact(&mut echo).await.expect("echo");
+        held.push(stream);
+    }
+    let took = wait_answer(dns, "ll.gslb.test", "127.0.0.42", Duration::from_secs(10)).await;
+    println!(
+        "least_loaded: site b answered {} ms after site a took 20 connections",
+        took.as_millis()
+    );
+    // They close: a is the lighter (or tied) again.
+    drop(held);
+    wait_answer(dns, "ll.gslb.test", "127.0.0.41", Duration::from_secs(10)).await;
+}
