@@ -103,8 +103,19 @@ pub enum Command {
     SetClusterVersion(u16),
     /// The Raft leader's verdict on a pool's DNS discovery: replaces the
     /// pool's discovered backends (static ones are never touched) and
-    /// records the status. Format 6. New variants go after this one.
+    /// records the status. Format 6.
     SetDiscovered(crate::discovery::DiscoveryUpdate),
+    /// Adds, replaces or (`None`) removes the `[gslb]` section. Format 6.
+    SetGslb(Option<Box<crate::gslb::GslbSpec>>),
+    /// The leader's check found a GSLB site up or down, or its reported
+    /// load changed by a step (see [`SiteVerdicts`](crate::gslb::SiteVerdicts)).
+    /// Proposed by the leader only. Format 6.
+    SetSiteHealth {
+        name: String,
+        site: String,
+        up: bool,
+        load: u32,
+    },
 }
 
 impl Command {
@@ -124,6 +135,7 @@ impl Command {
             Command::SetClusterVersion(version) => (*version).max(2),
             Command::SetDiscovered(_) => 6,
             Command::Bootstrap(spec) => spec.format_needed(),
+            Command::SetGslb(_) | Command::SetSiteHealth { .. } => crate::gslb::GslbSpec::FORMAT,
             Command::AddListener(listener) | Command::UpdateListener(listener) => listener.format_needed(),
             Command::AddPool(pool) | Command::UpdatePool(pool) => pool.format_needed(),
             Command::Batch(commands) | Command::Independent(commands) => {
@@ -259,6 +271,18 @@ impl fmt::Display for Command {
             } => {
                 let verdict = if *up { "up" } else { "down" };
                 write!(f, "node {node} sees {address} in pool {pool} {verdict}")
+            }
+            Command::SetGslb(Some(gslb)) => write!(
+                f,
+                "set [gslb] zone {} ({} names) on {}",
+                gslb.zone,
+                gslb.names.len(),
+                gslb.bind
+            ),
+            Command::SetGslb(None) => write!(f, "remove [gslb]"),
+            Command::SetSiteHealth { name, site, up, load } => {
+                let verdict = if *up { "up" } else { "down" };
+                write!(f, "GSLB site {site} of {name} {verdict} (load {load})")
             }
             Command::Batch(commands) | Command::Independent(commands) => {
                 let kind = if matches!(self, Command::Batch(_)) {

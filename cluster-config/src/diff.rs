@@ -45,6 +45,9 @@ pub fn diff(from: &ClusterSpec, to: &ClusterSpec) -> Vec<Command> {
             Some(_) => {}
         }
     }
+    if from.gslb != to.gslb {
+        commands.push(Command::SetGslb(to.gslb.clone()));
+    }
     commands
 }
 

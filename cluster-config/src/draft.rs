@@ -191,6 +191,21 @@ impl Draft {
                     self.change(command)?;
                 }
             }
+            Command::SetGslb(gslb) => {
+                if let Some(g) = &gslb
+                    && let Some(l) = self
+                        .spec
+                        .listeners
+                        .iter()
+                        .find(|l| crate::state::gslb_clash(g, l))
+                {
+                    return Err(format!(
+                        "[gslb] on {} conflicts with listener \"{}\" on {}",
+                        g.bind, l.name, l.bind
+                    ));
+                }
+                self.spec.gslb = gslb;
+            }
             _ => return Err("this command changes no listener, pool or backend".to_string()),
         }
         Ok(())

@@ -19,7 +19,7 @@
 //! | 3 | the PROXY protocol and trusted proxies: `ListenerSpec::proxy_trusted`, `HttpLimits::trusted_proxies`, `PoolSpec::proxy_protocol` ([`since_v3`]); a `ClusterState` of version 3 or later starts with its version (a byte no `bool` takes) |
 //! | 4 | the data dir only: the Raft log moves out of sled (`raft/`) into raftlb's own files (`raft-log/`), so a binary that reads only sled must refuse it; entries, snapshots and messages are as in 3 |
 //! | 5 | QUIC: `ListenerSpec::quic` (HTTP/3 on `https` listeners, routing by connection ID on `udp` ones, [`since_v5`]) |
-//! | 6 | DNS: `PoolSpec::discovery` and `PoolSpec::discovery_status`, `BackendSpec::discovered` ([`since_v6`]), `Command::SetDiscovered` (and GSLB, added by another branch) |
+//! | 6 | DNS: `PoolSpec::discovery` and `PoolSpec::discovery_status`, `BackendSpec::discovered`, `ClusterSpec::gslb` and the state's GSLB site verdicts ([`since_v6`]); `Command::SetDiscovered`, `Command::SetGslb` and `Command::SetSiteHealth` |
 //!
 //! ## Changing a replicated type
 //! Adding a field to anything a command or the state holds changes the

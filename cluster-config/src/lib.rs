@@ -19,6 +19,8 @@
 //! - [`state`]: [`ClusterState`] and its pure, deterministic `apply`.
 //! - [`format`]: format versions, what a binary reads and writes, and the
 //!   cluster's effective version.
+//! - [`gslb`]: the `[gslb]` zone, its names and sites, the committed site
+//!   verdicts, and which site answers (pure).
 //! - [`proposal`]: [`Proposal`], a command with its format, as log entries
 //!   carry it.
 //! - [`proxy`]: the PROXY protocol settings of listeners and pools, and
@@ -62,6 +64,7 @@ pub mod duration;
 pub mod error;
 mod file;
 pub mod format;
+pub mod gslb;
 pub mod health;
 pub mod http_limits;
 pub mod limits;

@@ -122,6 +122,9 @@ impl NodeSpec {
 pub struct ClusterSpec {
     pub listeners: Vec<ListenerSpec>,
     pub pools: Vec<PoolSpec>,
+    /// `[gslb]`: the names this cluster answers DNS for. Format 6.
+    #[serde(with = "crate::format::since_v6")]
+    pub gslb: Option<Box<crate::gslb::GslbSpec>>,
 }
 
 impl ClusterSpec {
@@ -129,7 +132,8 @@ impl ClusterSpec {
     pub fn format_needed(&self) -> u16 {
         let listeners = self.listeners.iter().map(ListenerSpec::format_needed);
         let pools = self.pools.iter().map(PoolSpec::format_needed);
-        listeners.chain(pools).max().unwrap_or(1)
+        let gslb = self.gslb.as_ref().map(|_| crate::gslb::GslbSpec::FORMAT);
+        listeners.chain(pools).chain(gslb).max().unwrap_or(1)
     }
 
     /// The pool with this name.

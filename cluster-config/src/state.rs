@@ -12,6 +12,7 @@
 use crate::certificate::Certificate;
 use crate::command::{Command, Outcome};
 use crate::draft::Draft;
+use crate::gslb::{GslbSpec, SiteVerdict, SiteVerdicts};
 use crate::health::HealthReports;
 use crate::limits::{MAX_CERTIFICATES, MAX_SPREAD_VIPS};
 use crate::spec::{ClusterSpec, ListenerSpec, PoolSpec};
@@ -39,6 +40,8 @@ pub struct ClusterState {
     certificates: BTreeMap<String, Certificate>,
     /// Each node's last active-check verdict on each backend.
     health: HealthReports,
+    /// The leader's last verdict on each GSLB site. Format 6.
+    sites: SiteVerdicts,
     /// The effective format version (see [`format`](crate::format)); 0
     /// reads as 1. Up to version 2 not part of this type's encoding, whose
     /// bytes are those of format 1: snapshot data carries it in its header
@@ -79,6 +82,11 @@ impl ClusterState {
     /// Each node's last active-check verdict on each backend.
     pub fn health(&self) -> &HealthReports {
         &self.health
+    }
+
+    /// The leader's last committed verdict on each GSLB site.
+    pub fn site_verdicts(&self) -> &SiteVerdicts {
+        &self.sites
     }
 
     /// This state as admin replies carry it: certificates keep their chain
@@ -196,6 +204,23 @@ impl ClusterState {
                 self.health.record(&pool, address, node, up);
                 Outcome::Applied
             }
+            Command::SetSiteHealth { name, site, up, load } => {
+                let known = draft
+                    .spec()
+                    .gslb
+                    .as_ref()
+                    .and_then(|g| g.name(&name))
+                    .is_some_and(|n| n.sites.iter().any(|s| s.name == site));
+                if !known {
+                    return Outcome::Rejected(format!(
+                        "no GSLB site \"{}\" of name \"{}\"",
+                        shown(&site),
+                        shown(&name)
+                    ));
+                }
+                self.sites.set(&name, &site, SiteVerdict { up, load });
+                Outcome::Applied
+            }
             Command::SetStickySecret(secret) => {
                 if self.sticky_secret.is_some() {
                     return Outcome::Rejected("the sticky-cookie secret is already set".to_string());
@@ -252,12 +277,27 @@ impl ClusterState {
                     Err(reason) => Outcome::Rejected(reason),
                 }
             }
-            command => match crate::discovery::keeps_discovered(draft, command)
-                .and_then(|command| self.change_spec(draft, command))
-            {
-                Ok(()) => Outcome::Applied,
-                Err(reason) => Outcome::Rejected(reason),
-            },
+            command => {
+                let gslb = matches!(
+                    command,
+                    Command::SetGslb(_) | Command::Batch(_) | Command::Bootstrap(_)
+                );
+                let before = gslb.then(|| draft.spec().gslb.clone());
+                match crate::discovery::keeps_discovered(draft, command)
+                    .and_then(|command| self.change_spec(draft, command))
+                {
+                    Ok(()) if gslb => {
+                        let after = draft.spec().gslb.as_deref();
+                        self.sites.retain_in(after);
+                        if before.is_some_and(|b| b.as_deref() != after) {
+                            self.sites.serial = self.sites.serial.wrapping_add(1);
+                        }
+                        Outcome::Applied
+                    }
+                    Ok(()) => Outcome::Applied,
+                    Err(reason) => Outcome::Rejected(reason),
+                }
+            }
         }
     }
 
@@ -369,6 +409,14 @@ pub fn check(spec: &ClusterSpec) -> Result<(), String> {
             };
             serves(listener, pool)?;
         }
+        if let Some(gslb) = &spec.gslb
+            && gslb_clash(gslb, listener)
+        {
+            return Err(format!(
+                "[gslb] on {} conflicts with listener \"{}\" on {}",
+                gslb.bind, listener.name, listener.bind
+            ));
+        }
         let clash = spec.listeners[..i].iter().find(|other| listener.overlaps(other));
         if let Some(other) = clash {
             return Err(format!(
@@ -378,4 +426,13 @@ pub fn check(spec: &ClusterSpec) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether the GSLB server's sockets (UDP and TCP on its bind) would
+/// collide with one of `listener`'s.
+pub(crate) fn gslb_clash(gslb: &GslbSpec, listener: &ListenerSpec) -> bool {
+    use crate::spec::{Protocol, binds_overlap};
+    [Protocol::Udp, Protocol::Tcp]
+        .into_iter()
+        .any(|p| listener.binds().any(|b| binds_overlap((p, gslb.bind), b)))
 }

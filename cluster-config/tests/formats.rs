@@ -63,6 +63,18 @@ fn entries() -> Vec<(Proposal, &'static str)> {
             Proposal::new(6, set_discovered()),
             "7f061d16036170700101000a000001aa460380d095ffbc310100e8d795ffbc31",
         ),
+        (
+            Proposal::new(
+                6,
+                Command::SetSiteHealth {
+                    name: "www.gslb.test".into(),
+                    site: "a".into(),
+                    up: false,
+                    load: 7,
+                },
+            ),
+            "7f0613180d7777772e67736c622e7465737401610007",
+        ),
     ]
 }
 
@@ -127,9 +139,9 @@ const SNAPSHOT_DATA_V4: &str = "524c4244000400040401010377656200007f000001903f01
 /// listener's QUIC settings (their defaults: HTTP/3 off).
 const SNAPSHOT_DATA_V5: &str = "524c4244000500050501010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b657400000100e807e807d00f904ea09c01204000000000008001000103617070000001000a000001a94601000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e80700000000320000011403008008050000000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
 /// Version 6: as version 5, with 6 in the header and the state, the
-/// pool's discovery and its status, and each backend's `discovered` flag
-/// (their defaults: no discovery).
-const SNAPSHOT_DATA_V6: &str = "524c4244000600060601010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b657400000100e807e807d00f904ea09c01204000000000008001000103617070000001000a000001a9460100000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e807000000003200000114030080080500000000000000000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
+/// pool's discovery and its status, each backend's `discovered` flag, no
+/// `[gslb]` (a `None`) and empty site verdicts (serial 0, no sites).
+const SNAPSHOT_DATA_V6: &str = "524c4244000600060601010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b657400000100e807e807d00f904ea09c01204000000000008001000103617070000001000a000001a9460100000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e807000000003200000114030080080500000000000000000000000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
 const SNAPSHOT_DATA_V2: &str = "524c42440002000201010377656200007f000001903f010361707000904e4b001e004b0080800164808080323c0080083c0020ac02000109776562736f636b6574000001e807e807d00f904ea09c012040000103617070000001000a000001a94601000003003c0003010206782d75736572880e00002080012f0001010001c0843de807e807000000003200000114030080080500000000000103617070012bd806c97f0e00af1a1fc3328fa763a9000a000001a94680d095ffbc31";
 
 #[test]
@@ -251,4 +263,77 @@ fn a_pool_with_discovery_needs_format_six() {
         proposal
     );
     assert!(Proposal::new(5, add).encode().is_err());
+}
+
+/// A `[gslb]` section as format 6 writes it; format 5 cannot.
+const GSLB_V6: &str = "7f06b7011701007f000001e9290967736c622e7465737405000d6e73312e67736c622e7465737414686f73746d61737465722e67736c622e74657374901cd80480a30505010d6e73312e67736c622e746573740100c6120001010d7777772e67736c622e7465737402000201610100c6120101010102657501903f0103474554072f72656164797a00c8018f030001000100020301620200c61202010120010db800000000000000000000000101000001000a0000000802657500";
+
+const GSLB_FILE: &str = "[node]\nid = 1\ndata_dir = \"d\"\n\n\
+    [gslb]\nbind = \"127.0.0.1:5353\"\nzone = \"gslb.test\"\nns = [\"ns1.gslb.test\"]\n\
+    glue = { \"ns1.gslb.test\" = \"198.18.0.1\" }\n\n\
+    [[gslb.regions]]\ncidr = \"10.0.0.0/8\"\nregion = \"eu\"\n\n\
+    [[gslb.names]]\nname = \"www.gslb.test\"\npolicy = \"geo\"\n\n\
+    [[gslb.names.sites]]\nname = \"a\"\naddress = \"198.18.1.1\"\nregion = \"eu\"\n\
+    check = { type = \"http\", port = 8080, path = \"/readyz\", interval = \"1s\" }\n\n\
+    [[gslb.names.sites]]\nname = \"b\"\naddress = [\"198.18.2.1\", \"2001:db8::1\"]\n";
+
+#[test]
+fn a_gslb_section_needs_format_six() {
+    let config = raftlb_config::parse("gslb.toml", GSLB_FILE).expect("a valid sample");
+    let gslb = config.cluster.gslb.clone().expect("[gslb]");
+    assert_eq!(config.cluster.format_needed(), 6);
+    let set = Command::SetGslb(Some(gslb));
+    assert_eq!(set.format_needed(), 6);
+    let proposal = Proposal::new(6, set.clone());
+    assert_eq!(hex(&proposal.encode().unwrap()), GSLB_V6);
+    assert_eq!(Proposal::decode(&unhex(GSLB_V6)).expect("decodes"), proposal);
+    // A cluster of format 5 refuses it; the spec inside cannot be written there.
+    let mut state = ClusterState::default();
+    for version in 2..=5 {
+        assert!(state.apply(Command::SetClusterVersion(version)).is_applied());
+    }
+    let refused = state.apply(set.clone());
+    assert!(
+        refused.rejection().contains("needs cluster version 6"),
+        "{refused:?}"
+    );
+    assert!(
+        Proposal::new(5, Command::Bootstrap(config.cluster))
+            .encode()
+            .is_err()
+    );
+    // Applied: verdicts are kept for its sites only, and the serial moves.
+    assert!(state.apply(Command::SetClusterVersion(6)).is_applied());
+    assert!(state.apply(set).is_applied());
+    let verdict = |site: &str| Command::SetSiteHealth {
+        name: "www.gslb.test".into(),
+        site: site.into(),
+        up: false,
+        load: 0,
+    };
+    assert!(state.apply(verdict("a")).is_applied());
+    assert!(!state.apply(verdict("zz")).is_applied());
+    assert_eq!(state.site_verdicts().serial, 2);
+    let bytes = snapshot_data::encode(&state, &StickyTables::default()).unwrap();
+    assert_eq!(snapshot_data::decode(&bytes, None).unwrap(), state);
+    assert!(state.apply(Command::SetGslb(None)).is_applied());
+    assert!(state.site_verdicts().sites.is_empty());
+}
+
+#[test]
+fn gslb_mistakes_name_the_key() {
+    let bad = GSLB_FILE.replace("policy = \"geo\"", "policy = \"nearest\"");
+    let errors = raftlb_config::parse("gslb.toml", &bad).unwrap_err().to_string();
+    assert!(errors.contains("gslb.names[0].policy"), "{errors}");
+    assert!(errors.contains("unknown policy \"nearest\""), "{errors}");
+    let outside = GSLB_FILE.replace("name = \"www.gslb.test\"", "name = \"www.other.test\"");
+    let errors = raftlb_config::parse("gslb.toml", &outside)
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("not inside the zone"), "{errors}");
+    let no_port = GSLB_FILE.replace("port = 8080, ", "");
+    let errors = raftlb_config::parse("gslb.toml", &no_port)
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("gslb.names[0].sites[0].check.port"), "{errors}");
 }

@@ -56,6 +56,7 @@ fn seeded() -> ClusterState {
     let seed = ClusterSpec {
         listeners: vec![listener("web", 8080, "app")],
         pools: vec![pool("app", &[9001, 9002])],
+        gslb: None,
     };
     assert_eq!(state.apply(Command::Bootstrap(seed)), Outcome::Applied);
     state

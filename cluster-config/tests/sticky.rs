@@ -154,6 +154,7 @@ fn seeded(pool: PoolSpec) -> ClusterState {
     let seed = ClusterSpec {
         listeners: vec![listener],
         pools: vec![pool],
+        gslb: None,
     };
     assert_eq!(state.apply(Command::Bootstrap(seed)), Outcome::Applied);
     state

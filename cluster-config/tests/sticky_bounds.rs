@@ -134,6 +134,7 @@ fn seeded(max_entries: u64) -> ClusterState {
     let seed = ClusterSpec {
         listeners: vec![listener],
         pools: vec![pool],
+        gslb: None,
     };
     assert_eq!(state.apply(Command::Bootstrap(seed)), Outcome::Applied);
     state

@@ -237,7 +237,9 @@ fn legacy(command: &Command) -> Legacy {
         Command::SetClientLimits { listener, limits } => Legacy::SetClientLimits { listener, limits },
         Command::ChangeAcl { listener, change } => Legacy::ChangeAcl { listener, change },
         Command::SetClusterVersion(_) => unreachable!("format 2 only; the generator makes format-1 commands"),
-        Command::SetDiscovered(_) => unreachable!("format 6 only; the generator makes format-1 commands"),
+        Command::SetDiscovered(_) | Command::SetGslb(_) | Command::SetSiteHealth { .. } => {
+            unreachable!("format 6 only; the generator makes format-1 commands")
+        }
     }
 }
 

@@ -17,6 +17,8 @@
 //!   `upstream` (choosing a backend that answers, waiting for room).
 //! - [`health`]: active checks, outlier ejection, panic, slow start and the
 //!   retry budget: which backends this node sends new work to.
+//! - [`gslb`]: the authoritative DNS server of `[gslb]` (every balancer)
+//!   and the leader's site checks.
 //! - [`capabilities`]: raising the network capabilities a non-root node was permitted.
 //! - [`descriptors`]: the open-file limit, raised at start, and the data plane's share of it.
 //! - [`metrics`]: Prometheus `/metrics`, `/healthz` and `/readyz` (`[node] metrics`).
@@ -64,6 +66,7 @@ pub mod events;
 pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gslb;
 pub mod health;
 pub mod histogram;
 pub mod metrics;

@@ -144,6 +144,11 @@ pub async fn run(
     };
     // A witness forwards nothing, so it checks nothing.
     let checkers = (!witness).then(|| Checkers::start(&control, node));
+    // Every balancer answers the GSLB zone; the leader checks its sites.
+    let gslb = match witness {
+        true => Vec::new(),
+        false => crate::gslb::start(&control, &config.node, workers),
+    };
     let health_upkeep = health::upkeep::start(Arc::clone(&view));
     let mut applied = control.applied();
     let (serving, mut served_all) = watch::channel(false);
@@ -278,6 +283,9 @@ pub async fn run(
     storing.abort();
     hangups.abort();
     drop(checkers);
+    for task in &gslb {
+        task.abort();
+    }
     let mut vips = vips;
     let mut control = Some(control);
     let (failure, upgraded) = match exit {

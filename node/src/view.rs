@@ -405,6 +405,7 @@ pub(crate) fn test_pool_view(spec: PoolSpec) -> Arc<PoolView> {
     state.apply(raftlb_config::Command::Bootstrap(raftlb_config::ClusterSpec {
         listeners: Vec::new(),
         pools: vec![spec],
+        gslb: None,
     }));
     let view = ClusterView::build(&state, 0, None, None);
     Arc::clone(view.pool("p").expect("pool"))
@@ -503,6 +504,7 @@ mod tests {
                     backends,
                     ..test_pool(&[])
                 }],
+                gslb: None,
             }));
             ClusterView::build(&state, 0, None, previous)
         };

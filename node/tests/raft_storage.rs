@@ -135,6 +135,7 @@ fn bootstrap() -> Command {
             discovery: None,
             discovery_status: Default::default(),
         }],
+        gslb: None,
     })
 }
 

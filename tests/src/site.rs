@@ -60,6 +60,10 @@ pub struct Options {
     /// Capture every frame on the bridge from before the first node starts
     /// ([`Site::capture`]).
     pub capture: bool,
+    /// A `[gslb]` section: zone `gslb.test` on port 5353 of every node,
+    /// `www.gslb.test` answered with the VIP (checked on its port 8080)
+    /// while it serves, else with the client host (checked on its port 80).
+    pub gslb: bool,
 }
 
 impl Default for Options {
@@ -76,6 +80,7 @@ impl Default for Options {
             session_cookie: false,
             tcp: false,
             capture: false,
+            gslb: false,
         }
     }
 }
@@ -324,11 +329,31 @@ impl Site {
                     .join(", ")
             ),
         };
+        let gslb = match self.options.gslb {
+            false => String::new(),
+            true => {
+                let check = |port: u16| {
+                    format!(
+                        "check = {{ type = \"http\", port = {port}, path = \"/\", interval = \"200ms\", timeout = \"150ms\", fall = 2, rise = 1 }}"
+                    )
+                };
+                format!(
+                    "\n[gslb]\nbind = \"0.0.0.0:5353\"\nzone = \"gslb.test\"\nttl = \"1s\"\nns = [\"ns1.gslb.test\"]\n\n\
+                     [[gslb.names]]\nname = \"www.gslb.test\"\n\n\
+                     [[gslb.names.sites]]\nname = \"primary\"\naddress = \"{}\"\n{}\n\n\
+                     [[gslb.names.sites]]\nname = \"secondary\"\naddress = \"{}\"\n{}\n",
+                    self.vip,
+                    check(8080),
+                    self.lab.address("client"),
+                    check(80)
+                )
+            }
+        };
         format!(
             "[node]\nid = {id}\nrole = \"{role}\"\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
              [cluster]\nid = \"{CLUSTER}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n{timing}{policy}{tls}\n\
              [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
-             {pools}{tcp}{vip}",
+             {pools}{tcp}{vip}{gslb}",
             id = i + 1,
             dir = self.data_dir(i).display(),
             me = self.lab.address(BALANCERS[i]),

@@ -44,7 +44,7 @@ const PROBES: [(&str, bool); 2] = [("tcp", false), ("http", true)];
 
 /// `[pool.health_check]`: `type`, `interval`, `timeout`, `rise`, `fall`, and
 /// for `http`: `method`, `path`, `host`, `expect_status`, `expect_body`.
-fn health_check(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<HealthCheck> {
+pub(super) fn health_check(reader: &mut Reader<'_>, mut s: Section<'_, '_>) -> Option<HealthCheck> {
     let http = match s.optional("type") {
         Some(f) => reader.choice(&f, "type", &PROBES),
         None => Some(false),

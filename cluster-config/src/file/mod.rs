@@ -34,6 +34,7 @@ mod certificate;
 mod client;
 mod cluster;
 mod discovery;
+mod gslb;
 mod health;
 mod proxy;
 mod quic;
@@ -73,12 +74,14 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     }
     let vips = each(&mut reader, vip_fields, vip);
     let certificate_files = each(&mut reader, root.optional("certificate"), certificate_file);
+    let gslb = root.optional("gslb").and_then(|f| gslb::gslb(&mut reader, &f));
     root.finish(&mut reader);
 
     across::cluster(&mut reader, &listeners, &pools);
     let cluster = ClusterSpec {
         listeners: listeners.into_iter().filter_map(|(spec, _)| spec).collect(),
         pools: pools.into_iter().filter_map(|(spec, _)| spec).collect(),
+        gslb,
     };
     match node.zip(membership) {
         Some((node, membership)) => reader.finish(Config {

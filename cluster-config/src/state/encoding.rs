@@ -8,6 +8,7 @@
 use super::ClusterState;
 use crate::certificate::Certificate;
 use crate::format::{self, Formats};
+use crate::gslb::SiteVerdicts;
 use crate::health::HealthReports;
 use crate::spec::ClusterSpec;
 use crate::sticky::StickySecret;
@@ -20,8 +21,13 @@ use std::net::IpAddr;
 
 /// The first version whose states start with their version.
 pub(crate) const VERSIONED: u16 = 3;
-/// Elements of the encoding: the version byte, then six fields.
-const ELEMENTS: usize = 7;
+/// Elements of the encoding: the version byte, then seven fields (the
+/// last, the GSLB site verdicts, no bytes before format 6).
+const ELEMENTS: usize = 8;
+
+/// The site verdicts as the encoding holds them: nothing before format 6.
+#[derive(Serialize, Deserialize)]
+struct Sites(#[serde(with = "crate::format::since_v6")] SiteVerdicts);
 
 impl Serialize for ClusterState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -39,6 +45,7 @@ impl Serialize for ClusterState {
             tuple.serialize_element(&self.sticky_secret)?;
             tuple.serialize_element(&self.certificates)?;
             tuple.serialize_element(&self.health)?;
+            tuple.serialize_element(&Sites(self.sites.clone()))?;
             tuple.end()
         })
     }
@@ -82,6 +89,7 @@ impl<'de> Visitor<'de> for StateVisitor {
                 sticky_secret: next::<Option<StickySecret>, _>(&mut seq)?,
                 certificates: next::<BTreeMap<String, Certificate>, _>(&mut seq)?,
                 health: next::<HealthReports, _>(&mut seq)?,
+                sites: next::<Sites, _>(&mut seq)?.0,
                 cluster_version: version,
                 applying_index: 0,
             })

@@ -171,6 +171,11 @@ fn contents(command: &Command) -> Result<(), String> {
             Ok(())
         }
         Command::ReportHealth { node, .. } => node_id(*node),
+        Command::SetGslb(Some(gslb)) => gslb.check().map_err(|why| format!("[gslb]: {why}")),
+        Command::SetSiteHealth { name: n, site, .. } => {
+            crate::gslb::dns_name(n).map_err(|why| format!("GSLB name: {why}"))?;
+            name(site).map_err(|why| format!("GSLB site: {why}"))
+        }
         Command::SetClusterVersion(version) if *version < 2 => Err(format!(
             "cluster version {version}: the first version that can be set is 2"
         )),
@@ -181,7 +186,8 @@ fn contents(command: &Command) -> Result<(), String> {
         | Command::SetAdminState { .. }
         | Command::Sticky(_)
         | Command::SetStickySecret(_)
-        | Command::RemoveCertificate { .. } => Ok(()),
+        | Command::RemoveCertificate { .. }
+        | Command::SetGslb(None) => Ok(()),
     }
 }
 
@@ -195,6 +201,7 @@ fn batchable(command: &Command) -> Result<(), String> {
         Command::SetStickySecret(_) => "the sticky-cookie secret",
         Command::PutCertificate { .. } | Command::RemoveCertificate { .. } => "a certificate change",
         Command::ReportHealth { .. } => "a health report",
+        Command::SetSiteHealth { .. } => "a GSLB site verdict",
         Command::SetClusterVersion(_) => "the cluster version",
         Command::SetDiscovered(_) => "a discovery update",
         _ => return Ok(()),
@@ -206,6 +213,9 @@ fn cluster_contents(spec: &ClusterSpec) -> Result<(), String> {
     counts(spec)?;
     spec.listeners.iter().try_for_each(listener::listener)?;
     spec.pools.iter().try_for_each(pool::pool)?;
+    if let Some(gslb) = &spec.gslb {
+        gslb.check().map_err(|why| format!("[gslb]: {why}"))?;
+    }
     crate::state::check(spec)
 }
 

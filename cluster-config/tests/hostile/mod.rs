@@ -76,8 +76,11 @@ fn cluster() -> impl Strategy<Value = ClusterSpec> {
         .unwrap_or_default();
     prop_oneof![
         Just(example),
-        (vec(listener(), 0..3), vec(pool(), 0..3))
-            .prop_map(|(listeners, pools)| ClusterSpec { listeners, pools }),
+        (vec(listener(), 0..3), vec(pool(), 0..3)).prop_map(|(listeners, pools)| ClusterSpec {
+            listeners,
+            pools,
+            gslb: None,
+        }),
     ]
 }
 

@@ -165,7 +165,7 @@ pub async fn seed(
 ) {
     let mut waiting_logged = false;
     while !applied.borrow().state.is_bootstrapped() {
-        if file.listeners.is_empty() && file.pools.is_empty() {
+        if file.listeners.is_empty() && file.pools.is_empty() && file.gslb.is_none() {
             break;
         }
         // The cookie secret rides with the seed, so `cookie` sessions work

@@ -91,6 +91,9 @@ pub enum CtlCommand {
     /// Inspect or flush the replicated sticky-session tables.
     #[command(subcommand)]
     Sticky(StickyCommand),
+    /// GSLB: each name's sites, their health and the current answer.
+    #[command(subcommand)]
+    Gslb(GslbCommand),
     /// Show the changes that would make the cluster match a configuration file.
     Diff {
         /// The configuration file whose listeners and pools to compare with.
@@ -277,6 +280,17 @@ pub enum StickyCommand {
     },
     /// Forget every session of a pool (committed through Raft).
     Flush { pool: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GslbCommand {
+    /// Each name's policy, sites with health and load, and the answer
+    /// (per region for `geo`).
+    Status {
+        /// Answer from the node's own copy without confirming it is current.
+        #[arg(long)]
+        stale: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -304,7 +304,10 @@ pub fn diff_line(command: &Command) -> String {
         | Command::AddListener(_)
         | Command::AddPool(_)
         | Command::AddBackend { .. } => '+',
-        Command::RemoveListener { .. } | Command::RemovePool { .. } | Command::RemoveBackend { .. } => '-',
+        Command::RemoveListener { .. }
+        | Command::RemovePool { .. }
+        | Command::RemoveBackend { .. }
+        | Command::SetGslb(None) => '-',
         Command::UpdateListener(_)
         | Command::SetClientLimits { .. }
         | Command::ChangeAcl { .. }
@@ -320,7 +323,9 @@ pub fn diff_line(command: &Command) -> String {
         | Command::PutCertificate { .. }
         | Command::RemoveCertificate { .. }
         | Command::ReportHealth { .. }
-        | Command::SetDiscovered(_) => '~',
+        | Command::SetDiscovered(_)
+        | Command::SetGslb(Some(_))
+        | Command::SetSiteHealth { .. } => '~',
     };
     format!("{sign} {command}")
 }

@@ -9,6 +9,7 @@
 //! - `status`: asks every member for its own view of the cluster.
 //! - `cert`: reading and checking certificates before they are stored.
 //! - `clients`: `listener limits` and `acl`, what clients may do.
+//! - `gslb`: `gslb status`, each GSLB name's sites and answer.
 //! - `sticky`: the sticky-table calls, asked of every member for `stats`.
 //! - `format`: the human tables; `--json` serializes the same data instead.
 
@@ -18,13 +19,14 @@ mod client;
 mod clients;
 mod discovery;
 mod format;
+mod gslb;
 mod settings;
 mod status;
 mod sticky;
 
 pub use args::{
-    AclCommand, BackendCommand, CertCommand, CtlArgs, CtlCommand, LeaderCommand, ListenerCommand,
-    MemberCommand, NodeCommand, StickyCommand,
+    AclCommand, BackendCommand, CertCommand, CtlArgs, CtlCommand, GslbCommand, LeaderCommand,
+    ListenerCommand, MemberCommand, NodeCommand, StickyCommand,
 };
 
 use crate::node;
@@ -205,6 +207,11 @@ async fn execute(args: CtlArgs, settings: &Settings) -> Result<String, String> {
                     reply.index, reply.bytes, reply.build_ms
                 )
             })
+        }
+        CtlCommand::Gslb(GslbCommand::Status { stale }) => {
+            let state = read_state(&mut connect(settings, &args).await?, *stale).await?;
+            let status = gslb::status(&state);
+            render(json, &status, || gslb::format(&status))
         }
         CtlCommand::Sticky(StickyCommand::Stats) => {
             let mut client = connect(settings, &args).await?;

@@ -35,9 +35,46 @@ pub async fn probe(pool: &PoolView, address: SocketAddr, check: &HealthCheck) ->
 }
 
 async fn http_probe(pool: &PoolView, address: SocketAddr, probe: &HttpProbe) -> Result<(), String> {
-    let mut sender = backend_conn::handshake_http1(address, pool, None)
+    let sender = backend_conn::handshake_http1(address, pool, None)
         .await
         .map_err(|e| e.to_string())?;
+    ask(sender, address, probe).await.map(drop)
+}
+
+/// Probes a GSLB site at `address` once (plain TCP or HTTP/1.1 in the
+/// clear), within the check's timeout; an HTTP answer's `X-Raftlb-Load`
+/// is the load the site reports.
+pub async fn probe_site(address: SocketAddr, check: &HealthCheck) -> Result<Option<u32>, String> {
+    let attempt = async {
+        let stream = upstream::connect_one(address, check.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        match &check.probe {
+            Probe::Tcp => Ok(None),
+            Probe::Http(http) => {
+                let sender = backend_conn::http1_over(address, stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ask(sender, address, http).await
+            }
+        }
+    };
+    match tokio::time::timeout(check.timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+    }
+}
+
+/// The header a raftlb `/readyz` reports its load in.
+pub const LOAD_HEADER: &str = "x-raftlb-load";
+
+/// Sends the probe's request on `sender` and checks the answer; the
+/// load it reports, if it does.
+async fn ask(
+    mut sender: hyper::client::conn::http1::SendRequest<RequestBody>,
+    address: SocketAddr,
+    probe: &HttpProbe,
+) -> Result<Option<u32>, String> {
     let host = probe.host.clone().unwrap_or_else(|| address.to_string());
     let request = Request::builder()
         .method(probe.method.as_str())
@@ -56,6 +93,11 @@ async fn http_probe(pool: &PoolView, address: SocketAddr, probe: &HttpProbe) -> 
     if !(low..=high).contains(&status) {
         return Err(format!("status {status}, expected {low}-{high}"));
     }
+    let load = response
+        .headers()
+        .get(LOAD_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     if let Some(expected) = &probe.expect_body {
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
@@ -66,7 +108,7 @@ async fn http_probe(pool: &PoolView, address: SocketAddr, probe: &HttpProbe) -> 
             return Err(format!("body does not contain \"{expected}\""));
         }
     }
-    Ok(())
+    Ok(load)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -1,6 +1,7 @@
 //! `[node] metrics = "IP:PORT"`: Prometheus text exposition on `GET
 //! /metrics`, `GET /healthz` (the process answers), `GET /readyz` (200
-//! once [ready](crate::readiness), else 503 saying why) and the status
+//! once [ready](crate::readiness), else 503 saying why; its `X-Raftlb-Load`
+//! header is the active connections and requests, for GSLB) and the status
 //! page's `/` and `/api/*` (see [`crate::status_page`]), served on the
 //! control plane's runtime, never on a data-plane worker. What it shows:
 //! Raft ([`raft`]), the VIPs configured here and their leases ([`vip`]),
@@ -141,6 +142,20 @@ fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    if request.uri().path() == "/readyz" {
+        // What a GSLB `least_loaded` policy of another cluster reads.
+        let load: usize = sources
+            .view
+            .load()
+            .pools()
+            .flat_map(|p| p.members())
+            .map(|b| b.active())
+            .sum();
+        response.headers_mut().insert(
+            crate::health::probe::LOAD_HEADER,
+            http::HeaderValue::from(load as u64),
+        );
+    }
     response
 }
 

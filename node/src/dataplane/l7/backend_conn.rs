@@ -338,6 +338,14 @@ where
     Ok(Sender::Http2(sender))
 }
 
+/// HTTP/1.1 in the clear over a connected `stream` (GSLB site probes).
+pub async fn http1_over(
+    address: SocketAddr,
+    stream: TcpStream,
+) -> Result<SendRequest<RequestBody>, ConnectError> {
+    http1(address, stream).await
+}
+
 /// HTTP/1.1 over `io`, its driver spawned on this worker.
 async fn http1<I>(address: SocketAddr, io: I) -> Result<SendRequest<RequestBody>, ConnectError>
 where

@@ -129,6 +129,7 @@ mod tests {
             let seed = raftlb_config::ClusterSpec {
                 listeners: Vec::new(),
                 pools: vec![spec],
+                gslb: None,
             };
             state.apply(raftlb_config::Command::Bootstrap(seed));
             state
