@@ -25,14 +25,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The earlier commit whose binary alternates with this build's in
-/// `upgrade`: one that reads this build's newest format (5) and data dirs
+/// `upgrade`: one that reads this build's newest format (6) and data dirs
 /// of it, so neither the cluster version nor a data dir, once upgraded,
 /// shuts it out (an upgrade across versions is one way;
-/// `tests/tests/upgrade_versions.rs` covers that). The first commit whose
-/// handing-over leader keeps its VIP until its lease ends (e32ae85): with
-/// an earlier one, the old half of the alternation reset a request now and
-/// then (format 5 since a380f80).
-pub const EARLIER: &str = "e32ae850ffaa478831112a7ba00e86858e91fee6";
+/// `tests/tests/upgrade_versions.rs` covers that): format 6's first
+/// commit, the merge of DNS discovery and GSLB (3e1de97). Its handing-over
+/// leader keeps the VIP to the end of its lease (e32ae85); with an earlier
+/// one, the old half of the alternation reset a request now and then.
+pub const EARLIER: &str = "3e1de971aefa74837eeab5046a8efaece150f969";
 
 /// How long an in-place upgrade's new process may take to be ready, and
 /// its old one to drain and exit.
