@@ -145,10 +145,8 @@ pub async fn run(
     // A witness forwards nothing, so it checks nothing.
     let checkers = (!witness).then(|| Checkers::start(&control, node));
     // Every balancer answers the GSLB zone; the leader checks its sites.
-    let gslb = match witness {
-        true => Vec::new(),
-        false => crate::gslb::start(&control, &config.node, workers),
-    };
+    let gslb = (!witness).then(|| crate::gslb::start(&control, &config.node, workers));
+    let mut gslb_settled = gslb.as_ref().map(|g| g.settled.clone());
     let health_upkeep = health::upkeep::start(Arc::clone(&view));
     let mut applied = control.applied();
     let (serving, mut served_all) = watch::channel(false);
@@ -241,6 +239,11 @@ pub async fn run(
                     tracing::warn!(error = %e, "the previous process did not hear that this one serves")
                 }
             }
+            // The DNS server takes its inherited sockets once it has
+            // caught up with the state; not before it may they be closed.
+            if let Some(settled) = gslb_settled.as_mut() {
+                let _ = tokio::time::timeout(GSLB_SETTLE, settled.wait_for(|s| *s)).await;
+            }
             for key in upgrade::sockets::close_unclaimed() {
                 tracing::info!(socket = %key, "an inherited socket is not in the configuration: closed");
             }
@@ -283,8 +286,8 @@ pub async fn run(
     storing.abort();
     hangups.abort();
     drop(checkers);
-    for task in &gslb {
-        task.abort();
+    if let Some(gslb) = &gslb {
+        gslb.checks.abort();
     }
     let mut vips = vips;
     let mut control = Some(control);
@@ -319,6 +322,11 @@ pub async fn run(
         tracing::warn!(open, "drain timeout reached; closing the remaining connections");
     } else {
         tracing::info!("drained");
+    }
+    // DNS is answered from the last state until here: through a handover
+    // both processes answer on the same sockets.
+    if let Some(gslb) = &gslb {
+        gslb.server.abort();
     }
     health_upkeep.abort();
     sigusr2.abort();
@@ -358,6 +366,10 @@ enum Exit {
     Failed(String),
     Upgrade(Door, Pending),
 }
+
+/// How long a successor waits for its DNS server to take the inherited
+/// DNS sockets before closing the ones nobody took.
+const GSLB_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Takes the data dir's lock (the predecessor's after an in-place upgrade)
 /// and registers it for a successor.

@@ -12,6 +12,8 @@ use raftlb_tests::site::{BALANCERS, Options, Site};
 use raftlb_tests::{free_port, netns, root_or_skip, tool_or_skip, wait};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The amplification factor the server promises over UDP without a cookie.
@@ -471,4 +473,75 @@ async fn t4_least_loaded_follows_the_load_another_raftlb_reports() {
     // They close: a is the lighter (or tied) again.
     drop(held);
     wait_answer(dns, "ll.gslb.test", "127.0.0.41", Duration::from_secs(10)).await;
+}
+
+/// An in-place upgrade, twice, hands the DNS sockets over: the new process
+/// answers on them (it never finds the port taken, as it did when it bound
+/// its own), and queries asked all along over UDP, by four clients each
+/// asking again once answered, are every one answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5_an_in_place_upgrade_hands_the_dns_sockets_over() {
+    if !tool_or_skip("t5_an_in_place_upgrade_hands_the_dns_sockets_over", "dig") {
+        return;
+    }
+    let (_primary, primary_at) = site_backend("primary", "127.0.0.23");
+    let (_secondary, secondary_at) = site_backend("secondary", "127.0.0.24");
+    let dir = TempDir::new("gslb-upgrade");
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+    let gslb = gslb_section(&dns.to_string(), primary_at, secondary_at, "nxdomain");
+    let mut node = Raftlb::start(&single_node(&gslb, &dir), &[]).await;
+    let primary = primary_at.ip().to_string();
+    wait_answer(dns, "www.gslb.test", &primary, Duration::from_secs(10)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let asked = Arc::new(AtomicUsize::new(0));
+    // Four clients, each asking again as soon as it is answered.
+    let askers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, asked, primary) = (Arc::clone(&stop), Arc::clone(&asked), primary.clone());
+            std::thread::spawn(move || {
+                let mut failed = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = a(dns, "www.gslb.test", &[]);
+                    if answer != [primary.as_str()] {
+                        failed.push(answer);
+                    }
+                    asked.fetch_add(1, Ordering::Relaxed);
+                }
+                failed
+            })
+        })
+        .collect();
+    for round in 0..2 {
+        let mut new = node.spawn_successor(&format!("raftlb-{round}.log"));
+        let status = node.wait_exit(Duration::from_secs(30)).await;
+        assert!(status.success(), "round {round}: the old process exited {status}");
+        new.ready(&[]).await;
+        assert!(
+            !new.log().contains("cannot bind the DNS server"),
+            "round {round}: the new process could not bind:\n{}",
+            new.log()
+        );
+        node = new;
+    }
+    // Some answers from the last process too.
+    let after = asked.load(Ordering::Relaxed);
+    wait::until("more queries answered", Duration::from_secs(10), || {
+        asked.load(Ordering::Relaxed) >= after + 8
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let failed: Vec<Vec<String>> = askers
+        .into_iter()
+        .flat_map(|asker| asker.join().expect("an asking thread"))
+        .collect();
+    let asked = asked.load(Ordering::Relaxed);
+    println!(
+        "two in-place upgrades: {asked} queries, {} not answered with the primary",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "queries failed across the upgrades: {failed:?}"
+    );
 }

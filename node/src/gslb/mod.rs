@@ -9,7 +9,8 @@
 //!
 //! [`start`] follows the applied state: it swaps in a new [`Zone`] when
 //! `[gslb]` or a verdict changes, and binds the sockets again when the
-//! bind does.
+//! bind does (taking a predecessor's after an in-place upgrade, see
+//! [`server`]).
 
 pub mod answer;
 pub mod server;
@@ -23,6 +24,7 @@ use raftlb_config::gslb::{GslbSpec, SiteVerdicts};
 use raftlb_config::spec::NodeSpec;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// What the DNS server answers from: one committed `[gslb]` and its
@@ -117,9 +119,22 @@ fn secret() -> [u8; 32] {
     bytes
 }
 
-/// Starts the DNS server and the leader's site checks of this node; both
-/// stop when the returned tasks are aborted.
-pub fn start(control: &ControlPlane, node: &NodeSpec, workers: usize) -> Vec<JoinHandle<()>> {
+/// The DNS server and the leader's site checks of this node.
+#[derive(Debug)]
+pub struct Gslb {
+    /// The DNS server, following the applied state; aborted, it stops.
+    pub server: JoinHandle<()>,
+    /// The leader's site checks; aborted, they stop.
+    pub checks: JoinHandle<()>,
+    /// True once the server has followed a state as recent as the one
+    /// committed when this node started (and so has taken a predecessor's
+    /// sockets, if it serves them): inherited sockets nobody took may be
+    /// closed from then on.
+    pub settled: watch::Receiver<bool>,
+}
+
+/// Starts the DNS server and the leader's site checks of this node.
+pub fn start(control: &ControlPlane, node: &NodeSpec, workers: usize) -> Gslb {
     let zone: SharedZone = Arc::new(ArcSwapOption::empty());
     let checks = sites::start(
         control.raft_metrics(),
@@ -129,6 +144,8 @@ pub fn start(control: &ControlPlane, node: &NodeSpec, workers: usize) -> Vec<Joi
     );
     let mut applied = control.applied();
     let node = node.clone();
+    let committed_at_start = control.committed_at_start();
+    let (settle, settled) = watch::channel(false);
     let following = tokio::spawn(async move {
         let cookie_secret = secret();
         let mut served: Option<(Box<GslbSpec>, SiteVerdicts)> = None;
@@ -151,7 +168,7 @@ pub fn start(control: &ControlPlane, node: &NodeSpec, workers: usize) -> Vec<Joi
                 if bound.as_ref().map(|(at, _)| *at) != want {
                     bound = None;
                     if let Some(at) = want {
-                        match server::Server::bind(at, Arc::clone(&zone), workers).await {
+                        match server::Server::bind(at, Arc::clone(&zone), workers) {
                             Ok(server) => {
                                 tracing::info!(bind = %at, "GSLB: answering DNS");
                                 bound = Some((at, server));
@@ -163,6 +180,10 @@ pub fn start(control: &ControlPlane, node: &NodeSpec, workers: usize) -> Vec<Joi
                     }
                 }
                 served = now;
+            }
+            let index = current.last_applied.map_or(0, |id| id.index);
+            if index >= committed_at_start {
+                settle.send_replace(true);
             }
             // A bind that failed (the port still held by a predecessor
             // draining after an in-place upgrade, say) is tried again.
@@ -178,5 +199,9 @@ pub fn start(control: &ControlPlane, node: &NodeSpec, workers: usize) -> Vec<Joi
             }
         }
     });
-    vec![following, checks]
+    Gslb {
+        server: following,
+        checks,
+        settled,
+    }
 }

@@ -2,10 +2,15 @@
 //! length-prefixed messages, several per connection), bounded: at most
 //! [`MAX_TCP_CONNECTIONS`] connections, each closed after
 //! [`TCP_IDLE`] without a query. Every message goes to
-//! [`answer::respond`]; nothing here parses DNS.
+//! [`answer::respond`]; nothing here parses DNS. The sockets are
+//! registered for an in-place upgrade and taken from the predecessor, as
+//! listeners' are ([`listener`]): a successor answers on the very
+//! sockets, so no query finds the port closed or taken.
 
 use super::SharedZone;
 use super::answer::{self, Transport};
+use crate::dataplane::listener;
+use crate::upgrade::sockets::Registration;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +30,8 @@ pub const TCP_IDLE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Server {
     tasks: Vec<JoinHandle<()>>,
+    /// The sockets' places in the upgrade registry, while they are served.
+    _registrations: Vec<Registration>,
 }
 
 impl Drop for Server {
@@ -37,15 +44,25 @@ impl Drop for Server {
 
 impl Server {
     /// Binds UDP and TCP on `at` and serves `zone` with `workers` UDP tasks.
-    pub async fn bind(at: SocketAddr, zone: SharedZone, workers: usize) -> io::Result<Server> {
-        let udp = Arc::new(UdpSocket::bind(at).await?);
-        let tcp = TcpListener::bind(at).await?;
+    /// The predecessor's sockets after an in-place upgrade, else new ones.
+    pub fn bind(at: SocketAddr, zone: SharedZone, workers: usize) -> io::Result<Server> {
+        let (udp, udp_registration) = listener::udp(at)?;
+        let udp = Arc::new(UdpSocket::from_std(udp)?);
+        let mut registrations = vec![udp_registration];
         let mut tasks = Vec::new();
         for _ in 0..workers.clamp(1, 4) {
             tasks.push(tokio::spawn(serve_udp(Arc::clone(&udp), Arc::clone(&zone))));
         }
-        tasks.push(tokio::spawn(serve_tcp(tcp, zone)));
-        Ok(Server { tasks })
+        // One socket, or every one a predecessor served.
+        for (tcp, registration) in listener::tcp_group(at, 1)? {
+            registrations.push(registration);
+            let tcp = TcpListener::from_std(tcp)?;
+            tasks.push(tokio::spawn(serve_tcp(tcp, Arc::clone(&zone))));
+        }
+        Ok(Server {
+            tasks,
+            _registrations: registrations,
+        })
     }
 }
 
