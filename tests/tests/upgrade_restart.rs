@@ -31,6 +31,9 @@ struct Site {
     _http: HttpBackend,
 }
 
+/// The site's listeners; `web`'s connection rate per source is not
+/// limited: the load comes from one address, at more new connections a
+/// second than the default limit lets through on a fast machine.
 async fn site() -> Site {
     let http = HttpBackend::start("web").await;
     let (ws_backend, ws_task) = ws_echo("ws").await;
@@ -38,7 +41,8 @@ async fn site() -> Site {
     let [web, ws, udp, metrics] = [0; 4].map(|_| format!("127.0.0.1:{}", free_port()));
     let config = format!(
         "[node]\nid = 1\ndrain_timeout = \"{}s\"\nmetrics = \"{metrics}\"\n\n\
-         [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{web}\"\npool = \"web\"\naccess_log = false\n\n\
+         [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{web}\"\npool = \"web\"\naccess_log = false\n\
+         [listener.limits]\nconnection_rate = 0\n\n\
          [[listener]]\nname = \"ws\"\nprotocol = \"http\"\nbind = \"{ws}\"\npool = \"ws\"\naccess_log = false\n\n\
          [[listener]]\nname = \"dns\"\nprotocol = \"udp\"\nbind = \"{udp}\"\npool = \"udp\"\n\n\
          [[pool]]\nname = \"web\"\nbackends = [{{ address = \"{}\" }}]\n\n\
