@@ -31,12 +31,7 @@ pub(crate) fn apply(
     if let Some(mut set) = update.backends {
         // A static backend of the same address wins: discovery never
         // touches what the operator set.
-        let statics: HashSet<SocketAddr> = pool
-            .backends
-            .iter()
-            .filter(|b| !b.discovered)
-            .map(|b| b.address)
-            .collect();
+        let statics = super::static_addresses(pool);
         set.retain(|d| !statics.contains(&d.address));
         set.sort();
         let mut before = discovered(pool);

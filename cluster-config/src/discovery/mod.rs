@@ -245,12 +245,7 @@ pub fn decide(pool: &PoolSpec, answer: &Answer, now_ms: u64) -> Option<Discovery
     };
     match answer {
         Answer::Records(records) => {
-            let statics: HashSet<SocketAddr> = pool
-                .backends
-                .iter()
-                .filter(|b| !b.discovered)
-                .map(|b| b.address)
-                .collect();
+            let statics = static_addresses(pool);
             let mut set = backends_of(spec, records);
             if set.is_empty() {
                 // Nothing usable answered: as an empty answer.
@@ -286,4 +281,14 @@ pub fn decide(pool: &PoolSpec, answer: &Answer, now_ms: u64) -> Option<Discovery
             _ => Some(update(None, status.last_good_ms, Some((*kind, now_ms)))),
         },
     }
+}
+
+/// The addresses of `pool`'s static backends: discovery never touches
+/// them, and an answer naming one of them leaves it static.
+pub(crate) fn static_addresses(pool: &PoolSpec) -> HashSet<SocketAddr> {
+    pool.backends
+        .iter()
+        .filter(|b| !b.discovered)
+        .map(|b| b.address)
+        .collect()
 }
