@@ -64,6 +64,9 @@ pub struct Options {
     /// `www.gslb.test` answered with the VIP (checked on its port 8080)
     /// while it serves, else with the client host (checked on its port 80).
     pub gslb: bool,
+    /// Configuration appended to every balancer's file (listeners and
+    /// pools of a test's own).
+    pub extra: String,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             tcp: false,
             capture: false,
             gslb: false,
+            extra: String::new(),
         }
     }
 }
@@ -353,12 +357,13 @@ impl Site {
             "[node]\nid = {id}\nrole = \"{role}\"\ndata_dir = \"{dir}\"\ndrain_timeout = \"1s\"\n\n\
              [cluster]\nid = \"{CLUSTER}\"\nraft = \"{me}:7000\"\npeers = {{ {peers} }}\n{timing}{policy}{tls}\n\
              [[listener]]\nname = \"web\"\nprotocol = \"http\"\nbind = \"{bind}\"\npool = \"app\"\n\n\
-             {pools}{tcp}{vip}{gslb}",
+             {pools}{tcp}{vip}{gslb}\n{extra}",
             id = i + 1,
             dir = self.data_dir(i).display(),
             me = self.lab.address(BALANCERS[i]),
             peers = peers.join(", "),
             tls = crate::pki::shared(CLUSTER).node_section(i as u64 + 1),
+            extra = self.options.extra,
         )
     }
 

@@ -90,3 +90,35 @@ async fn udp_clients_get_their_own_replies() {
     assert!(bob_backends.windows(2).all(|w| w[0] == w[1]), "{backend_of:?}");
     assert_ne!(alice_backends[0], bob_backends[0], "{backend_of:?}");
 }
+
+/// A listener bound to every address (as in front of a VIP) answers each
+/// client from the address it sent to, not from the one the kernel would
+/// choose for the reply (127.0.0.1 here): a connected client socket, a
+/// NAT or a QUIC client drops a reply from any other address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_replies_come_from_the_address_the_client_sent_to() {
+    let (echo, _task) = backends::udp_echo("echo").await;
+    let port = free_port();
+    let probe = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "{}\n[[listener]]\nname = \"probe\"\nprotocol = \"tcp\"\nbind = \"{probe}\"\npool = \"probe\"\n\n[[pool]]\nname = \"probe\"\nbackends = [{{ address = \"{echo}\" }}]\n",
+        config("udp", &format!("0.0.0.0:{port}"), &[echo.to_string()])
+    );
+    let _node = Raftlb::start(&config, &[&probe]).await;
+    for local in ["127.0.0.2", "127.0.0.3"] {
+        let to = format!("{local}:{port}");
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        client.send_to(b"hello", &to).await.expect("send");
+        let mut buf = [0u8; 64];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("a reply")
+            .expect("recv");
+        assert_eq!(&buf[..n], b"echo:hello");
+        assert_eq!(
+            from.to_string(),
+            to,
+            "the reply comes from the address the client sent to"
+        );
+    }
+}

@@ -5,10 +5,13 @@
 //! client's address (rebinding: a new source port, the client unaware, so
 //! it keeps its connection ID) and sends to another balancer (as after a
 //! VIP move). Without `quic = true` the same moves lose connections: the
-//! test can fail.
+//! test can fail. The last test does it through a real VIP that moves, in
+//! network namespaces (root only).
 
 use raftlb_tests::cluster::Cluster;
 use raftlb_tests::nat::Nat;
+use raftlb_tests::site::{Options, Site};
+use raftlb_tests::{netns, root_or_skip};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,12 +37,23 @@ fn backend_identity() -> (Vec<u8>, Vec<u8>) {
     (cert.der().to_vec(), key.serialize_der())
 }
 
-fn quic_backend(name: &'static str, (cert, key): &(Vec<u8>, Vec<u8>)) -> QuicBackend {
+fn quic_backend(name: &'static str, identity: &(Vec<u8>, Vec<u8>)) -> QuicBackend {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a backend");
+    quic_backend_on(name, identity, socket)
+}
+
+/// A QUIC backend on `socket` (made in a lab host's namespace, say).
+fn quic_backend_on(
+    name: &'static str,
+    (cert, key): &(Vec<u8>, Vec<u8>),
+    socket: std::net::UdpSocket,
+) -> QuicBackend {
     let cert = rustls::pki_types::CertificateDer::from(cert.clone());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.clone().into());
     let config = quinn::ServerConfig::with_single_cert(vec![cert], key).expect("server config");
-    let endpoint =
-        quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(config), socket, runtime)
+        .expect("endpoint");
     let address = endpoint.local_addr().expect("address");
     let task = tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
@@ -57,15 +71,24 @@ fn quic_backend(name: &'static str, (cert, key): &(Vec<u8>, Vec<u8>)) -> QuicBac
 }
 
 fn client_endpoint(cert: &[u8]) -> quinn::Endpoint {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a client");
+    client_endpoint_on(cert, socket)
+}
+
+/// A QUIC client on `socket`, trusting the backends' certificate `cert`.
+fn client_endpoint_on(cert: &[u8], socket: std::net::UdpSocket) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(cert.to_vec()))
         .expect("root");
     let mut config = quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client config");
     let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(Duration::from_secs(3).try_into().expect("idle")));
+    // Long enough for a VIP move between two questions.
+    transport.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("idle")));
     config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut endpoint =
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime).expect("endpoint");
     endpoint.set_default_client_config(config);
     endpoint
 }
@@ -204,4 +227,221 @@ async fn a_quic_client_keeps_its_backend_on_another_balancer() {
     // through node 2: the IDs learned on node 1 reached node 2 by Raft.
     let kept = moves(&cluster, port, 6, Some(1), &identity.0).await;
     assert_eq!(kept, 6, "every client keeps its backend on node 2");
+}
+
+/// How many QUIC clients each listener of the VIP test has.
+const VIP_CLIENTS: u8 = 4;
+
+/// The VIP test's listeners: `quic = true` on 4433, the control without it
+/// on 4434, each with its own pool of the two backends (on the site's
+/// backend host, 198.18.0.5), `ip_hash` and a `source_ip` table (which
+/// carries the learned connection IDs to every balancer).
+fn vip_listeners() -> String {
+    [("quic", 4433, true), ("plain", 4434, false)]
+        .iter()
+        .map(|(name, port, quic)| {
+            format!(
+                "[[listener]]\nname = \"{name}\"\nprotocol = \"udp\"\nbind = \"0.0.0.0:{port}\"\npool = \"{name}\"\n\
+                 idle_timeout = \"30s\"\nquic = {quic}\n\n\
+                 [[pool]]\nname = \"{name}\"\nalgorithm = \"ip_hash\"\n\
+                 backends = [{{ address = \"198.18.0.5:4431\" }}, {{ address = \"198.18.0.5:4432\" }}]\n\n\
+                 [pool.sticky]\nkind = \"source_ip\"\n\n"
+            )
+        })
+        .collect()
+}
+
+/// Entries in pool `pool`'s sticky table on balancer `i` of `site`.
+fn site_sticky_entries(site: &Site, i: usize, pool: &str) -> u64 {
+    let out = site.ctl(i, &["--json", "sticky", "stats"]);
+    let members: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    members
+        .iter()
+        .find(|m| m["id"] == i as u64 + 1)
+        .and_then(|m| {
+            m["stats"]["tables"]
+                .as_array()?
+                .iter()
+                .find(|t| t["pool"] == pool)?["entries"]
+                .as_u64()
+        })
+        .unwrap_or(0)
+}
+
+/// One client of the VIP test: its NAT on the client host, its endpoint
+/// there, its connection and the backend that first answered it.
+struct VipClient {
+    nat: Nat,
+    _endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    first: String,
+}
+
+/// Through the VIP of a site in network namespaces (three balancers, a
+/// client host, a backend host): QUIC clients, each behind a NAT of its
+/// own on the client host, change address (a new IP each time, so the
+/// `source_ip` table cannot be what keeps them) while one balancer holds
+/// the VIP, and again after that balancer is killed and the VIP has
+/// moved. Their NATs take replies only from the VIP, so the balancers
+/// must answer from it. The listener without `quic = true` is the
+/// control: its clients do not all keep their backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_client_keeps_its_backend_when_the_vip_moves() {
+    if !root_or_skip(
+        "QUIC clients through a VIP that moves",
+        "build network namespaces",
+    ) {
+        return;
+    }
+    let mut site = Site::build(Options {
+        extra: vip_listeners(),
+        ..Options::default()
+    })
+    .await;
+    let identity = backend_identity();
+    let backends: Vec<QuicBackend> = [("a", 4431), ("b", 4432)]
+        .into_iter()
+        .map(|(name, port)| {
+            let socket = netns::on_host(&site.lab.ns("backend"), move || {
+                std::net::UdpSocket::bind(("198.18.0.5", port)).expect("bind a backend")
+            });
+            quic_backend_on(name, &identity, socket)
+        })
+        .collect();
+    let client_ns = site.lab.ns("client");
+    // The client host's addresses: 198.18.0.B+i for the first question,
+    // +20 after the first move, +40 after the VIP moved (B: 41 for the
+    // quic listener, 51 for the control).
+    let host = |n: u8| format!("198.18.0.{n}");
+    for n in (41..=46).chain(51..=56).flat_map(|n| [n, n + 20, n + 40]) {
+        let output = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &client_ns,
+                "addr",
+                "add",
+                &format!("{}/24", host(n)),
+                "dev",
+                "eth0",
+            ])
+            .output()
+            .expect("run ip");
+        assert!(output.status.success(), "ip addr add {}", host(n));
+    }
+    let mut listeners = Vec::new();
+    for (port, base) in [(4433u16, 41u8), (4434, 51)] {
+        let mut clients = Vec::new();
+        for i in 0..VIP_CLIENTS {
+            let target = SocketAddr::new(site.vip, port);
+            let nat = Nat::start_in(
+                Some(&client_ns),
+                target,
+                [198, 18, 0, base + i],
+                [198, 18, 0, base + 20 + i],
+            );
+            let socket = netns::on_host(&client_ns, || {
+                std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a client")
+            });
+            let endpoint = client_endpoint_on(&identity.0, socket);
+            let connection = endpoint
+                .connect(nat.address(), "backend.test")
+                .expect("connect")
+                .await
+                .unwrap_or_else(|e| panic!("port {port} client {i}: handshake through the VIP: {e}"));
+            let first = ask(&connection)
+                .await
+                .unwrap_or_else(|e| panic!("port {port} client {i}: {e}"));
+            clients.push(VipClient {
+                nat,
+                _endpoint: endpoint,
+                connection,
+                first,
+            });
+        }
+        listeners.push((port, clients));
+    }
+
+    // Each client from a new address, through the same balancer.
+    let mut kept_by_one = Vec::new();
+    for (port, clients) in &mut listeners {
+        let mut kept = 0;
+        for (i, client) in clients.iter_mut().enumerate() {
+            let from = client.nat.rebind().await;
+            let again = ask(&client.connection).await;
+            println!(
+                "port {port} client {i}: {}, then from {from}: {again:?}",
+                client.first
+            );
+            kept += usize::from(again.as_deref() == Ok(client.first.as_str()));
+        }
+        kept_by_one.push(kept);
+    }
+
+    // What the VIP's owner learned reaches the others by Raft; then it dies.
+    let owner = site.owner().await;
+    let learned = site_sticky_entries(&site, owner, "quic");
+    assert!(
+        learned >= 2 * u64::from(VIP_CLIENTS),
+        "the owner holds each client's source and its backend's IDs: {learned} entries"
+    );
+    let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    raftlb_tests::wait::until(
+        "the owner's sessions and IDs on the other balancers",
+        Duration::from_secs(10),
+        || {
+            others
+                .iter()
+                .all(|i| site_sticky_entries(&site, *i, "quic") >= learned)
+        },
+    )
+    .await;
+    site.nodes[owner].kill();
+    let killed = std::time::Instant::now();
+    let answered = raftlb_tests::wait::value("the VIP answers again", Duration::from_secs(10), || {
+        site.answered_since(killed)
+    })
+    .await;
+    let new_owner = raftlb_tests::wait::value("the VIP on another balancer", Duration::from_secs(5), || {
+        site.holders().into_iter().find(|h| *h != owner)
+    })
+    .await;
+    println!(
+        "node {} (VIP owner) killed; VIP answered after {} ms, now on node {}",
+        owner + 1,
+        answered.duration_since(killed).as_millis(),
+        new_owner + 1
+    );
+
+    // Each client from yet another address, through the VIP's new owner.
+    let mut kept_after_move = Vec::new();
+    for (port, clients) in &mut listeners {
+        let mut kept = 0;
+        for (i, client) in clients.iter_mut().enumerate() {
+            let ip = std::net::IpAddr::from([198, 18, 0, if *port == 4433 { 81 } else { 91 } + i as u8]);
+            let from = client.nat.rebind_to(ip);
+            let again = ask(&client.connection).await;
+            println!(
+                "port {port} client {i}: {}, after the move from {from}: {again:?}",
+                client.first
+            );
+            kept += usize::from(again.as_deref() == Ok(client.first.as_str()));
+        }
+        kept_after_move.push(kept);
+    }
+    println!(
+        "kept their backend (of {VIP_CLIENTS}): quic = true {} through one balancer, {} after the VIP moved; \
+         without it {} and {}",
+        kept_by_one[0], kept_after_move[0], kept_by_one[1], kept_after_move[1]
+    );
+    let all = usize::from(VIP_CLIENTS);
+    assert_eq!(kept_by_one[0], all, "every rebinding client keeps its backend");
+    assert_eq!(
+        kept_after_move[0], all,
+        "every client keeps its backend after the VIP moved"
+    );
+    assert!(
+        kept_by_one[1] + kept_after_move[1] < 2 * all,
+        "without quic = true every client kept its backend: the test proves nothing"
+    );
+    drop(backends);
 }

@@ -4,3 +4,4 @@
 pub mod quic_route;
 pub mod tcp;
 pub mod udp;
+pub mod udp_front;

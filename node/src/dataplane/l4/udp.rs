@@ -1,7 +1,8 @@
 //! UDP relaying. Each client address gets a session: a socket connected to
 //! the backend its sticky session names (`source_ip`) or the balancer
 //! chose, so replies arrive on that socket
-//! and go back to that client from the listener's address. A session with no
+//! and go back to that client from the address it sent to (the VIP on a
+//! wildcard bind, [`udp_front`]). A session with no
 //! datagram either way for the listener's idle timeout is forgotten; at most
 //! `max_connections` sessions live at once (datagrams from new clients beyond
 //! that are dropped), and a new session must pass admission (the ACL and
@@ -12,13 +13,14 @@
 //! ([`quic_route`]).
 
 use super::quic_route::{self, CidTable};
+use super::udp_front::Front;
 use crate::backend::ActiveGuard;
 use crate::balance;
 use crate::dataplane::Shutdown;
 use crate::dataplane::admission::{self, Admitted};
 use crate::view::{Attempts, Next, PoolView, SharedView};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,7 +48,13 @@ pub async fn serve(
     descriptors: Arc<Semaphore>,
     shutdown: Shutdown,
 ) {
-    let front = Arc::new(front);
+    let front = match Front::new(front) {
+        Ok(front) => Arc::new(front),
+        Err(e) => {
+            tracing::error!(listener, error = %e, "cannot set up the UDP listener's socket; it serves nothing");
+            return;
+        }
+    };
     let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
     let (expired_tx, mut expired_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
     let quic = view.load().listener(&listener).and_then(|l| {
@@ -67,8 +75,8 @@ pub async fn serve(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut next_id = 0u64;
     loop {
-        let (len, client) = tokio::select! {
-            received = front.recv_from(&mut buf) => match received {
+        let received = tokio::select! {
+            received = front.recv(&mut buf) => match received {
                 Ok(received) => received,
                 Err(e) => {
                     tracing::debug!(listener, error = %e, "UDP receive failed");
@@ -86,21 +94,24 @@ pub async fn serve(
                 return;
             }
         };
-        if !sessions.contains_key(&client) {
-            next_id += 1;
-            let first = &buf[..len];
-            let Some(session) = relay.open_session(client, next_id, sessions.len(), first).await else {
+        let client = received.from;
+        for datagram in received.datagrams(&buf) {
+            if !sessions.contains_key(&client) {
+                next_id += 1;
+                let opened = relay.open_session((client, received.to), next_id, sessions.len(), datagram);
+                let Some(session) = opened.await else {
+                    continue;
+                };
+                sessions.insert(client, session);
+            }
+            let Some(session) = sessions.get(&client) else {
                 continue;
             };
-            sessions.insert(client, session);
-        }
-        let Some(session) = sessions.get(&client) else {
-            continue;
-        };
-        session.activity.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = session.upstream.send(&buf[..len]).await {
-            tracing::debug!(listener, %client, error = %e, "UDP send to backend failed; session closed");
-            sessions.remove(&client);
+            session.activity.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = session.upstream.send(datagram).await {
+                tracing::debug!(listener, %client, error = %e, "UDP send to backend failed; session closed");
+                sessions.remove(&client);
+            }
         }
     }
 }
@@ -132,7 +143,7 @@ async fn linger(sessions: &HashMap<SocketAddr, Session>) {
 /// What one listener's sessions are opened with.
 #[derive(Debug)]
 struct Relay {
-    front: Arc<UdpSocket>,
+    front: Arc<Front>,
     listener: String,
     view: SharedView,
     descriptors: Arc<Semaphore>,
@@ -170,8 +181,15 @@ impl Relay {
 
     /// Starts a session for a new client (`open`: sessions open now): picks
     /// a backend, connects a socket to it and spawns the task that relays its
-    /// replies. `first`: the datagram that opens it.
-    async fn open_session(&self, client: SocketAddr, id: u64, open: usize, first: &[u8]) -> Option<Session> {
+    /// replies, from `reply_from` (where the client sent to). `first`: the
+    /// datagram that opens it.
+    async fn open_session(
+        &self,
+        (client, reply_from): (SocketAddr, Option<IpAddr>),
+        id: u64,
+        open: usize,
+        first: &[u8],
+    ) -> Option<Session> {
         let (listener, front, expired) = (self.listener.as_str(), &self.front, &self.expired);
         let route = self.view.load().listener(listener).cloned()?;
         if open >= route.spec.max_connections as usize {
@@ -241,7 +259,7 @@ impl Relay {
         tokio::spawn(relay_replies(
             Arc::clone(front),
             Arc::clone(&session.upstream),
-            (client, id),
+            (client, reply_from, id),
             Arc::clone(&session.activity),
             route.spec.idle_timeout,
             (slot, admitted, descriptor),
@@ -285,9 +303,9 @@ impl Learner {
 /// the backend's socket fails, then reports the session expired.
 #[allow(clippy::too_many_arguments)]
 async fn relay_replies(
-    front: Arc<UdpSocket>,
+    front: Arc<Front>,
     upstream: Arc<UdpSocket>,
-    (client, id): (SocketAddr, u64),
+    (client, reply_from, id): (SocketAddr, Option<IpAddr>, u64),
     activity: Arc<AtomicU64>,
     idle: Duration,
     // Held for the session's life: it counts against its backend, its
@@ -305,7 +323,7 @@ async fn relay_replies(
                 if let Some(learner) = &learner {
                     learner.saw(&buf[..len]);
                 }
-                if let Err(e) = front.send_to(&buf[..len], client).await {
+                if let Err(e) = front.send(&buf[..len], client, reply_from).await {
                     tracing::debug!(%client, error = %e, "UDP reply to client failed");
                 }
             }
