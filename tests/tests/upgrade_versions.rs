@@ -430,11 +430,32 @@ async fn nodes_of_incompatible_versions_are_refused_with_a_sentence() {
         let env = [("RAFTLB_TEST_FORMATS".to_string(), formats.to_string())];
         let joiner = cluster.start_joiner_as(id, &pretending, &env);
         let address = cluster.members[joiner].raft.clone();
-        // Bounded: the leader keeps trying after the call gives up.
-        let _ = cluster
-            .admin(leader, Duration::from_secs(2))
+        // The call says why, and the joiner is taken out again.
+        let asked = Instant::now();
+        let refused = cluster
+            .admin(leader, Duration::from_secs(20))
             .add_member(id, &address)
-            .await;
+            .await
+            .expect_err("an incompatible joiner is refused");
+        println!(
+            "ctl member add {id} answered in {:?}: {}",
+            asked.elapsed(),
+            refused.message()
+        );
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains(sentence), "{}", refused.message());
+        assert!(
+            refused.message().contains(&format!("node {id} refuses to join"))
+                && refused.message().ends_with("it is not a member"),
+            "{}",
+            refused.message()
+        );
+        let members = admin.status().await.expect("status").members;
+        assert_eq!(
+            members.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "the refusing joiner is no member"
+        );
         let process = cluster.members[joiner].process.as_ref().expect("running");
         let logged = wait::value("the joiner refuses", Duration::from_secs(15), || {
             let log = process.log();

@@ -277,6 +277,7 @@ impl ControlPlane {
             membership: Membership {
                 raft: raft.clone(),
                 link: link.clone(),
+                versions: Arc::clone(&versions),
             },
             observer,
             handover: handover.clone(),

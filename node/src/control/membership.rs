@@ -1,26 +1,34 @@
 //! `ctl member add|remove`: membership changes, made by the leader (this
 //! node, or the one it knows, once). A new member joins as a learner,
-//! catches up without counting for quorum, then becomes a voter. A removed
+//! catches up without counting for quorum, then becomes a voter; one that
+//! refuses to take part (a release that cannot read the cluster's version)
+//! is taken out again and the call says why. A removed
 //! member leaves the membership altogether, and with it goes the right of
 //! its certificate to take part (see [`super::authz`]).
 
 use super::leader_link::{LeaderLink, Redirect, forwarded};
-use super::types::{Node, Raft};
+use super::types::{Node, NodeId, Raft};
+use super::versions::Versions;
 use super::writer::{WRITE_TIMEOUT, bounded, write_error};
 use openraft::ChangeMembers;
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use raftlb_proto::admin::{AddMemberRequest, MembershipReply, RemoveMemberRequest};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
 /// Catching a new member up may take longer than one write.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a join under way looks whether the joiner refused.
+const REFUSAL_POLL: Duration = Duration::from_millis(100);
 
 /// Changes who is in the cluster.
 #[derive(Clone)]
 pub struct Membership {
     pub raft: Raft,
     pub link: LeaderLink,
+    pub versions: Arc<Versions>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -47,8 +55,13 @@ impl Membership {
         bounded(MEMBERSHIP_TIMEOUT, "membership change", async {
             let node = Node::new(message.address.clone());
             // As a learner first: it catches up without counting for quorum.
-            let here = match self.raft.add_learner(message.id, node, true).await {
-                Ok(_) => self.promote(message.id).await,
+            // (openraft's own wait for a learner gives up after 500 ms and
+            // goes on: a voter that never caught up would count for quorum.)
+            let here = match self.raft.add_learner(message.id, node, false).await {
+                Ok(added) => match self.caught_up(message.id, added.log_id.index).await {
+                    Ok(()) => self.promote(message.id).await,
+                    Err(failed) => Err(failed),
+                },
                 Err(e) => Err(write_error(e)),
             };
             self.link
@@ -58,6 +71,56 @@ impl Membership {
                 .await
         })
         .await
+    }
+
+    /// Waits until the learner `id` holds the log up to `index` (the entry
+    /// that added it); a learner that refuses to take part is taken out.
+    async fn caught_up(&self, id: NodeId, index: u64) -> Result<(), Redirect> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(reason) = self.versions.refusal(id) {
+                return Err(self.take_out(id, &reason).await);
+            }
+            let (leads, matched) = {
+                let now = metrics.borrow();
+                let matched = (now.replication.as_ref())
+                    .and_then(|replication| replication.get(&id).copied().flatten())
+                    .map(|log_id| log_id.index);
+                (now.current_leader == Some(now.id), matched)
+            };
+            if !leads {
+                return Err(Redirect::Failed(Status::unavailable(
+                    "leadership changed while the new member caught up; it is a learner: retry",
+                )));
+            }
+            if matched.is_some_and(|matched| matched >= index) {
+                return Ok(());
+            }
+            let _ = tokio::time::timeout(REFUSAL_POLL, metrics.changed()).await;
+        }
+    }
+
+    /// Takes the learner `id`, which refused to join for `reason`, out of
+    /// the membership again (once its addition has committed), and says so.
+    async fn take_out(&self, id: NodeId, reason: &str) -> Redirect {
+        let remove = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        let after = loop {
+            match self.raft.change_membership(remove.clone(), false).await {
+                Ok(_) => break "it is not a member".to_string(),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) => tokio::time::sleep(REFUSAL_POLL).await,
+                Err(e) => {
+                    break format!(
+                        "taking it out again failed ({e}): remove it with `ctl member remove {id}`"
+                    );
+                }
+            }
+        };
+        tracing::warn!(node = id, reason, after, "a joining node refused to take part");
+        Redirect::Failed(Status::failed_precondition(format!(
+            "node {id} refuses to join: {reason}; {after}"
+        )))
     }
 
     async fn promote(&self, id: u64) -> Result<MembershipReply, Redirect> {

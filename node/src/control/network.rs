@@ -14,7 +14,7 @@ use super::election::{PreVoteAnswer, PreVoteRequest};
 use super::state_machine::Applied;
 use super::transport::Dialer;
 use super::types::{Node, NodeId, TypeConfig};
-use super::versions::Versions;
+use super::versions::{REFUSES_TO_JOIN, Versions};
 use crate::pki::Expect;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
@@ -241,10 +241,17 @@ impl Peer {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 Failure::Unreachable(CallError(format!("unreachable: {}", status_text(&status))))
             }
-            _ => Failure::Network(CallError(format!("refused: {}", status.message()))),
+            code => {
+                if code == tonic::Code::FailedPrecondition
+                    && let Some(reason) = status.message().strip_prefix(REFUSES_TO_JOIN)
+                {
+                    self.versions.refused(self.target, reason);
+                }
+                Failure::Network(CallError(format!("refused: {}", status.message())))
+            }
         })?;
         let reply = reply.into_inner();
-        self.versions.heard(
+        self.versions.answered(
             self.target,
             Formats::announced(reply.format_min, reply.format_max),
         );

@@ -14,7 +14,7 @@ use super::leadership::Leadership;
 use super::log_store::LogStore;
 use super::transport::Caller;
 use super::types::{NodeId, Raft, TypeConfig, Vote};
-use super::versions::Versions;
+use super::versions::{REFUSES_TO_JOIN, Versions};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest};
 use raftlb_config::{Formats, RaftTiming};
 use raftlb_proto::raft::raft_server;
@@ -96,9 +96,7 @@ impl RaftService {
             *logged = Some(Instant::now());
             tracing::error!(from = request.from, "refusing to join the cluster: {reason}");
         }
-        Err(Status::failed_precondition(format!(
-            "node refuses to join: {reason}"
-        )))
+        Err(Status::failed_precondition(format!("{REFUSES_TO_JOIN}{reason}")))
     }
 
     fn reply<T: Serialize>(&self, result: &T) -> Result<Response<RaftReply>, Status> {

@@ -10,7 +10,9 @@
 //! Every node-to-node message says its sender's formats (a release before
 //! versions says nothing, which reads as format 1 only), so the leader
 //! knows every follower's after one heartbeat and a follower knows its
-//! leader's.
+//! leader's. A node that refuses to take part says why; the leader keeps
+//! the sentence until that node answers again ([`Versions::refusal`]), so
+//! `ctl member add` can give it.
 
 use super::state_machine::Applied;
 use super::types::{NodeId, Raft};
@@ -22,6 +24,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How a node's refusal to take part in a cluster starts (then the reason).
+pub const REFUSES_TO_JOIN: &str = "node refuses to join: ";
+
 /// How often the leader looks whether the cluster version can rise.
 const RAISE_EVERY: Duration = Duration::from_millis(500);
 
@@ -31,6 +36,8 @@ pub struct Versions {
     me: NodeId,
     this: Formats,
     peers: Mutex<BTreeMap<NodeId, Formats>>,
+    /// Why a peer refused this node's last message, until it answers again.
+    refusals: Mutex<BTreeMap<NodeId, String>>,
 }
 
 impl Versions {
@@ -39,6 +46,7 @@ impl Versions {
             me,
             this: this_binary(),
             peers: Mutex::default(),
+            refusals: Mutex::default(),
         })
     }
 
@@ -56,6 +64,32 @@ impl Versions {
         if peers.insert(node, formats) != Some(formats) {
             tracing::info!(node, formats = %formats, "a peer's format versions");
         }
+    }
+
+    /// `node` answered a message of this node's: what it said it supports.
+    pub fn answered(&self, node: NodeId, formats: Formats) {
+        self.heard(node, formats);
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node);
+    }
+
+    /// `node` refused to take part in this node's cluster, for `reason`.
+    pub fn refused(&self, node: NodeId, reason: &str) {
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, reason.to_string());
+    }
+
+    /// Why `node` refused this node's last message, if it did.
+    pub fn refusal(&self, node: NodeId) -> Option<String> {
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .cloned()
     }
 
     /// What `node` supports, if known.
