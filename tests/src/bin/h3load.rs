@@ -156,15 +156,18 @@ async fn h3_streams(args: &Arc<Args>, deadline: Instant) -> Result<Vec<Loop>, St
         .map_err(|e| e.to_string())?;
     endpoint.set_default_client_config(client_config(None));
     let conn = H3Conn::connect(&endpoint, args.connect, &args.host).await?;
+    let uri: http::Uri = format!("https://{}{}", args.host, args.path)
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     Ok((0..args.streams)
         .map(|_| {
-            let (mut conn, args, endpoint) = (conn.clone(), Arc::clone(args), endpoint.clone());
+            let (mut conn, uri, endpoint) = (conn.clone(), uri.clone(), endpoint.clone());
             tokio::spawn(async move {
                 let _endpoint = endpoint;
                 let mut measured = Measured::default();
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    match conn.get(&args.path).await {
+                    match conn.get_uri(uri.clone()).await {
                         Ok((200, _)) => measured.latencies_us.push(sent.elapsed().as_micros() as u32),
                         _ => measured.errors += 1,
                     }
