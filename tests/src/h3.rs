@@ -87,9 +87,16 @@ impl H3Conn {
 
     /// `GET path`: the status and the whole body.
     pub async fn get(&mut self, path: &str) -> Result<(u16, Bytes), String> {
-        let request = http::Request::get(format!("https://{}{path}", self.authority))
-            .body(())
+        let uri = format!("https://{}{path}", self.authority)
+            .parse::<http::Uri>()
             .map_err(|e| e.to_string())?;
+        self.get_uri(uri).await
+    }
+
+    /// `GET uri`, for a client that makes its URI once for many requests
+    /// (the load client, as its HTTP/2 side does).
+    pub async fn get_uri(&mut self, uri: http::Uri) -> Result<(u16, Bytes), String> {
+        let request = http::Request::get(uri).body(()).map_err(|e| e.to_string())?;
         let mut stream = self
             .sender
             .send_request(request)

@@ -1,13 +1,14 @@
 //! A closed-loop load client for HTTP/3 and, over the same TLS listener,
 //! HTTP/2, so one listener's two protocols are measured by one client
-//! (`bench/run.sh`, scenario `h3`):
+//! (`bench/h3.sh`):
 //!
 //!     h3load --protocol h3|h2 --connect IP:PORT [--host NAME] [--path /]
-//!            [--connections 16] [--streams 8] [--duration 5]
+//!            [--connections 16] [--streams 8] [--duration 5] [--threads 2]
 //!
 //! `connections` connections, `streams` requests in flight on each (each
 //! sends its next request when its answer is whole), for `duration`
-//! seconds. Certificates are not checked. Prints one JSON line: requests,
+//! seconds, spread over `threads` threads of one single-threaded runtime
+//! each. Certificates are not checked. Prints one JSON line: requests,
 //! errors, req/s, p50 and p99 latency in ms.
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ struct Args {
     path: String,
     connections: usize,
     streams: usize,
+    threads: usize,
     duration: Duration,
 }
 
@@ -35,6 +37,7 @@ fn args() -> Result<Args, String> {
         path: "/".to_string(),
         connections: 16,
         streams: 8,
+        threads: 2,
         duration: Duration::from_secs(5),
     };
     let mut given = std::env::args().skip(1);
@@ -48,6 +51,7 @@ fn args() -> Result<Args, String> {
             "--path" => args.path = value,
             "--connections" => args.connections = number()?.max(1) as usize,
             "--streams" => args.streams = number()?.max(1) as usize,
+            "--threads" => args.threads = number()?.max(1) as usize,
             "--duration" => args.duration = Duration::from_secs(number()?.max(1)),
             _ => return Err(format!("unknown flag or value: {flag} {value}")),
         }
@@ -62,8 +66,7 @@ struct Measured {
     errors: u64,
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let args = match args() {
         Ok(args) => Arc::new(args),
         Err(e) => {
@@ -73,25 +76,27 @@ async fn main() {
     };
     let started = Instant::now();
     let deadline = started + args.duration;
-    let mut loops = Vec::new();
-    for _ in 0..args.connections {
-        let result = match args.protocol.as_str() {
-            "h3" => h3_streams(&args, deadline).await,
-            _ => h2_streams(&args, deadline).await,
-        };
-        match result {
-            Ok(streams) => loops.extend(streams),
-            Err(e) => {
-                eprintln!("h3load: cannot connect: {e}");
+    let threads: Vec<_> = (0..args.threads)
+        .map(|thread| {
+            let args = Arc::clone(&args);
+            std::thread::spawn(move || run_thread(&args, thread, deadline))
+        })
+        .collect();
+    let mut all = Measured::default();
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(measured)) => {
+                all.latencies_us.extend(measured.latencies_us);
+                all.errors += measured.errors;
+            }
+            Ok(Err(e)) => {
+                eprintln!("h3load: {e}");
                 std::process::exit(1);
             }
-        }
-    }
-    let mut all = Measured::default();
-    for handle in loops {
-        if let Ok(measured) = handle.await {
-            all.latencies_us.extend(measured.latencies_us);
-            all.errors += measured.errors;
+            Err(_) => {
+                eprintln!("h3load: a client thread panicked");
+                std::process::exit(1);
+            }
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -114,6 +119,35 @@ async fn main() {
     );
 }
 
+/// Client thread `thread`'s share of the connections (every `threads`-th),
+/// on a single-threaded runtime of its own: a connection's streams and its
+/// driver take turns on one thread, without waking each other across
+/// threads.
+fn run_thread(args: &Arc<Args>, thread: usize, deadline: Instant) -> Result<Measured, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut loops = Vec::new();
+        for _ in (thread..args.connections).step_by(args.threads) {
+            let streams = match args.protocol.as_str() {
+                "h3" => h3_streams(args, deadline).await,
+                _ => h2_streams(args, deadline).await,
+            };
+            loops.extend(streams.map_err(|e| format!("cannot connect: {e}"))?);
+        }
+        let mut all = Measured::default();
+        for handle in loops {
+            if let Ok(measured) = handle.await {
+                all.latencies_us.extend(measured.latencies_us);
+                all.errors += measured.errors;
+            }
+        }
+        Ok(all)
+    })
+}
+
 type Loop = tokio::task::JoinHandle<Measured>;
 
 /// One HTTP/3 connection and its streams' loops.
@@ -122,15 +156,18 @@ async fn h3_streams(args: &Arc<Args>, deadline: Instant) -> Result<Vec<Loop>, St
         .map_err(|e| e.to_string())?;
     endpoint.set_default_client_config(client_config(None));
     let conn = H3Conn::connect(&endpoint, args.connect, &args.host).await?;
+    let uri: http::Uri = format!("https://{}{}", args.host, args.path)
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     Ok((0..args.streams)
         .map(|_| {
-            let (mut conn, args, endpoint) = (conn.clone(), Arc::clone(args), endpoint.clone());
+            let (mut conn, uri, endpoint) = (conn.clone(), uri.clone(), endpoint.clone());
             tokio::spawn(async move {
                 let _endpoint = endpoint;
                 let mut measured = Measured::default();
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    match conn.get(&args.path).await {
+                    match conn.get_uri(uri.clone()).await {
                         Ok((200, _)) => measured.latencies_us.push(sent.elapsed().as_micros() as u32),
                         _ => measured.errors += 1,
                     }

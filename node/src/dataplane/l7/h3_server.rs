@@ -191,10 +191,14 @@ impl Http3Listener {
             }
         };
         let mut draining = false;
+        // One wait for the stop for the connection's life, not one
+        // registered and dropped per request.
+        let stop = shutdown.token.cancelled();
+        tokio::pin!(stop);
         loop {
             let accepted = tokio::select! {
                 accepted = h3.accept() => accepted,
-                () = shutdown.token.cancelled(), if !draining => {
+                () = &mut stop, if !draining => {
                     draining = true;
                     // GOAWAY: requests not yet begun go elsewhere; accept()
                     // ends once the ones begun are done.
