@@ -221,7 +221,10 @@ fn up_kill_down(profile: &'static str) {
     wait::blocking_value("the VIP answers the host", Duration::from_secs(5), || {
         get_vip(Duration::from_secs(1))
     });
-    println!("the VIP answered the host after {} ms", asked.elapsed().as_millis());
+    println!(
+        "the VIP answered the host after {} ms",
+        asked.elapsed().as_millis()
+    );
     let owner = wait::blocking_value("a VIP owner", Duration::from_secs(10), vip_owner);
     let killed = Instant::now();
     let kill = docker(&["kill", &owner]);
