@@ -135,7 +135,13 @@ fn listener_of(i: usize, port: u16) -> SocketAddr {
 /// Entries in pool `app`'s sticky table on node `i`.
 fn sticky_entries(cluster: &Cluster, i: usize) -> u64 {
     let (_, out, _) = cluster.ctl(i, &["--json", "sticky", "stats"]);
-    let members: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    entries_in(&out, i, "app")
+}
+
+/// Entries in pool `pool`'s table on node `i`, from `ctl --json sticky
+/// stats` as node `i` answered it (0 when it says nothing of them).
+fn entries_in(stats: &str, i: usize, pool: &str) -> u64 {
+    let members: Vec<serde_json::Value> = serde_json::from_str(stats).unwrap_or_default();
     members
         .iter()
         .find(|m| m["id"] == i as u64 + 1)
@@ -143,7 +149,7 @@ fn sticky_entries(cluster: &Cluster, i: usize) -> u64 {
             m["stats"]["tables"]
                 .as_array()?
                 .iter()
-                .find(|t| t["pool"] == "app")?["entries"]
+                .find(|t| t["pool"] == pool)?["entries"]
                 .as_u64()
         })
         .unwrap_or(0)
@@ -253,19 +259,7 @@ fn vip_listeners() -> String {
 
 /// Entries in pool `pool`'s sticky table on balancer `i` of `site`.
 fn site_sticky_entries(site: &Site, i: usize, pool: &str) -> u64 {
-    let out = site.ctl(i, &["--json", "sticky", "stats"]);
-    let members: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    members
-        .iter()
-        .find(|m| m["id"] == i as u64 + 1)
-        .and_then(|m| {
-            m["stats"]["tables"]
-                .as_array()?
-                .iter()
-                .find(|t| t["pool"] == pool)?["entries"]
-                .as_u64()
-        })
-        .unwrap_or(0)
+    entries_in(&site.ctl(i, &["--json", "sticky", "stats"]), i, pool)
 }
 
 /// One client of the VIP test: its NAT on the client host, its endpoint
