@@ -96,7 +96,11 @@ impl Membership {
             if matched.is_some_and(|matched| matched >= index) {
                 return Ok(());
             }
-            let _ = tokio::time::timeout(REFUSAL_POLL, metrics.changed()).await;
+            if let Ok(Err(_)) = tokio::time::timeout(REFUSAL_POLL, metrics.changed()).await {
+                return Err(Redirect::Failed(Status::unavailable(
+                    "the node stopped while the new member caught up",
+                )));
+            }
         }
     }
 
