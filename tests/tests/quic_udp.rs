@@ -107,6 +107,18 @@ async fn ask(connection: &quinn::Connection) -> Result<String, String> {
         .unwrap_or_else(|_| Err("no answer in 3 s".to_string()))
 }
 
+/// `endpoint`'s connection through `nat` and the first answer on it;
+/// `who` names the client in a failure.
+async fn connect_and_ask(endpoint: &quinn::Endpoint, nat: &Nat, who: &str) -> (quinn::Connection, String) {
+    let connection = endpoint
+        .connect(nat.address(), "backend.test")
+        .expect("connect")
+        .await
+        .unwrap_or_else(|e| panic!("{who}: handshake: {e}"));
+    let first = ask(&connection).await.unwrap_or_else(|e| panic!("{who}: {e}"));
+    (connection, first)
+}
+
 /// A cluster of `nodes` with a udp listener on `port` (quic or not) to
 /// `backends`, and a `source_ip` sticky table (which carries the learned
 /// connection IDs to every node). (The http listener tells the test when
@@ -164,14 +176,8 @@ async fn moves(cluster: &Cluster, port: u16, clients: u8, move_to: Option<usize>
     for i in 0..clients {
         let mut nat = Nat::start(listener_of(0, port), [127, 0, 1, i + 1], [127, 0, 2, i + 1]).await;
         let endpoint = client_endpoint(cert);
-        let connection = endpoint
-            .connect(nat.address(), "backend.test")
-            .expect("connect")
-            .await
-            .unwrap_or_else(|e| panic!("client {i}: handshake through node 1: {e}"));
-        let first = ask(&connection)
-            .await
-            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        let (connection, first) =
+            connect_and_ask(&endpoint, &nat, &format!("client {i} through node 1")).await;
         if move_to.is_none() {
             nat.rebind().await;
         }
@@ -337,14 +343,8 @@ async fn a_quic_client_keeps_its_backend_when_the_vip_moves() {
                 std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a client")
             });
             let endpoint = client_endpoint_on(&identity.0, socket);
-            let connection = endpoint
-                .connect(nat.address(), "backend.test")
-                .expect("connect")
-                .await
-                .unwrap_or_else(|e| panic!("port {port} client {i}: handshake through the VIP: {e}"));
-            let first = ask(&connection)
-                .await
-                .unwrap_or_else(|e| panic!("port {port} client {i}: {e}"));
+            let who = format!("port {port} client {i} through the VIP");
+            let (connection, first) = connect_and_ask(&endpoint, &nat, &who).await;
             clients.push(VipClient {
                 nat,
                 _endpoint: endpoint,
