@@ -1,8 +1,10 @@
 //! A lock-free latency histogram with Prometheus's default buckets, for
 //! request durations: each sample adds one to its bucket and its
-//! microseconds to the sum; a reader takes a [`HistogramSnapshot`] and
-//! renders the cumulative `_bucket`, `_sum` and `_count` series.
+//! microseconds to the sum, in the sampling thread's [shard](crate::shard);
+//! a reader takes a [`HistogramSnapshot`] (the shards summed) and renders
+//! the cumulative `_bucket`, `_sum` and `_count` series.
 
+use crate::shard::Sharded;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,6 +14,12 @@ pub const BOUNDS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 /// Counts per bucket (the last one is `+Inf`) and the sum of samples.
 #[derive(Debug, Default)]
 pub struct Histogram {
+    shards: Sharded<Cells>,
+}
+
+/// One shard's counts.
+#[derive(Debug, Default)]
+struct Cells {
     buckets: [AtomicU64; BOUNDS.len() + 1],
     sum_micros: AtomicU64,
 }
@@ -31,15 +39,24 @@ impl Histogram {
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(BOUNDS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let cells = self.shards.local();
+        cells.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        cells.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut buckets = [0; BOUNDS.len() + 1];
+        let mut sum_micros = 0u64;
+        for cells in self.shards.all() {
+            for (total, cell) in buckets.iter_mut().zip(&cells.buckets) {
+                *total += cell.load(Ordering::Relaxed);
+            }
+            sum_micros = sum_micros.saturating_add(cells.sum_micros.load(Ordering::Relaxed));
+        }
         HistogramSnapshot {
-            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
-            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            buckets,
+            sum_seconds: sum_micros as f64 / 1e6,
         }
     }
 }

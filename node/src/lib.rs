@@ -75,6 +75,7 @@ pub mod pki;
 pub mod probe;
 pub mod readiness;
 pub mod reload;
+pub mod shard;
 pub mod status_page;
 pub mod sticky;
 pub mod systemd;

@@ -4,7 +4,9 @@
 //! (connect failure, reset, timeout), and L4 connections opened. Counted
 //! where each try ends, beside its outlier-detection outcome.
 
+use crate::dataplane::traffic::{class_index, sum_classes};
 use crate::histogram::{Histogram, HistogramSnapshot};
+use crate::shard::Sharded;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,8 +14,8 @@ use std::time::Duration;
 /// backend.
 #[derive(Debug, Default)]
 pub struct Traffic {
-    /// Responses by class: 1xx … 5xx at 0 … 4.
-    responses: [AtomicU64; 5],
+    /// Responses by class: 1xx … 5xx at 0 … 4, per thread.
+    responses: Sharded<[AtomicU64; 5]>,
     failures: AtomicU64,
     connections: AtomicU64,
     duration: Histogram,
@@ -31,8 +33,7 @@ pub struct TrafficSnapshot {
 impl Traffic {
     /// A response with `status` arrived `elapsed` after the request was sent.
     pub fn response(&self, status: u16, elapsed: Duration) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.responses[class].fetch_add(1, Ordering::Relaxed);
+        self.responses.local()[class_index(status)].fetch_add(1, Ordering::Relaxed);
         self.duration.observe(elapsed);
     }
 
@@ -48,7 +49,7 @@ impl Traffic {
 
     pub fn snapshot(&self) -> TrafficSnapshot {
         TrafficSnapshot {
-            responses: std::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed)),
+            responses: sum_classes(&self.responses),
             failures: self.failures.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
             duration: self.duration.snapshot(),

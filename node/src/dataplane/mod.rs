@@ -365,6 +365,7 @@ fn run_worker(
         tracker,
         ..
     } = shutdown;
+    crate::shard::enter(index);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -3,9 +3,11 @@
 //! durations, and its connections (accepted; open now, active or idle).
 //! Fed by each request's [`Record`](crate::access_log::Record) and by the
 //! connection's [`Open`] guard; kept across view rebuilds while the
-//! listener or pool exists.
+//! listener or pool exists. What changes at every request is counted per
+//! thread ([`shard`](crate::shard)) and summed by the reader.
 
 use crate::histogram::{Histogram, HistogramSnapshot};
+use crate::shard::Sharded;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -18,9 +20,17 @@ pub fn class_index(status: u16) -> usize {
 /// One listener's counters.
 #[derive(Debug, Default)]
 pub struct ListenerTraffic {
-    responses: [AtomicU64; 5],
+    cells: Sharded<ListenerCells>,
     duration: Histogram,
     accepted: AtomicU64,
+}
+
+/// One shard of a listener's per-request counters. A connection may open
+/// on one thread's shard and close on another's: the gauges add up across
+/// the shards, not within one.
+#[derive(Debug, Default)]
+struct ListenerCells {
+    responses: [AtomicU64; 5],
     active: AtomicI64,
     idle: AtomicI64,
 }
@@ -38,7 +48,7 @@ pub struct ListenerSnapshot {
 impl ListenerTraffic {
     /// A response with `status` finished `elapsed` after its head was read.
     pub fn response(&self, status: u16, elapsed: Duration) {
-        self.responses[class_index(status)].fetch_add(1, Relaxed);
+        self.cells.local().responses[class_index(status)].fetch_add(1, Relaxed);
         self.duration.observe(elapsed);
     }
 
@@ -55,13 +65,19 @@ impl ListenerTraffic {
     }
 
     pub fn snapshot(&self) -> ListenerSnapshot {
-        ListenerSnapshot {
-            responses: std::array::from_fn(|i| self.responses[i].load(Relaxed)),
+        let mut snapshot = ListenerSnapshot {
             duration: self.duration.snapshot(),
             accepted: self.accepted.load(Relaxed),
-            active: self.active.load(Relaxed),
-            idle: self.idle.load(Relaxed),
+            ..ListenerSnapshot::default()
+        };
+        for cells in self.cells.all() {
+            for (total, cell) in snapshot.responses.iter_mut().zip(&cells.responses) {
+                *total += cell.load(Relaxed);
+            }
+            snapshot.active += cells.active.load(Relaxed);
+            snapshot.idle += cells.idle.load(Relaxed);
         }
+        snapshot
     }
 }
 
@@ -83,9 +99,10 @@ impl Open {
     }
 
     fn gauge(&self, active: bool) -> &AtomicI64 {
+        let cells = self.traffic.cells.local();
         match active {
-            true => &self.traffic.active,
-            false => &self.traffic.idle,
+            true => &cells.active,
+            false => &cells.idle,
         }
     }
 }
@@ -99,17 +116,28 @@ impl Drop for Open {
 /// One pool's HTTP responses by status class, proxied or local.
 #[derive(Debug, Default)]
 pub struct PoolTraffic {
-    responses: [AtomicU64; 5],
+    responses: Sharded<[AtomicU64; 5]>,
 }
 
 impl PoolTraffic {
     pub fn response(&self, status: u16) {
-        self.responses[class_index(status)].fetch_add(1, Relaxed);
+        self.responses.local()[class_index(status)].fetch_add(1, Relaxed);
     }
 
     pub fn responses(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.responses[i].load(Relaxed))
+        sum_classes(&self.responses)
     }
+}
+
+/// Responses by class, summed over the shards.
+pub fn sum_classes(responses: &Sharded<[AtomicU64; 5]>) -> [u64; 5] {
+    let mut total = [0; 5];
+    for shard in responses.all() {
+        for (total, cell) in total.iter_mut().zip(shard) {
+            *total += cell.load(Relaxed);
+        }
+    }
+    total
 }
 
 #[cfg(test)]

@@ -38,10 +38,13 @@ impl RetryBudget {
             return;
         }
         let cap = Self::cap(policy);
+        // A full budget (the usual state) is only read: every worker
+        // deposits at every request, and a write would move the counter's
+        // cache line between them.
         let _ = self
             .milli_tokens
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                Some((t + amount).min(cap))
+                (t != cap).then(|| (t + amount).min(cap))
             });
     }
 
