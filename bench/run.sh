@@ -296,12 +296,21 @@ run_wrk() {
     [[ $mode == close ]] && args+=(-H "Connection: close")
     # background + wait: a trapped INT/TERM interrupts `wait` at once (a foreground
     # wrk catches SIGINT and exits 0, which would make bash ignore the Ctrl-C)
+    local proxy0 busy0
+    proxy0=$(cpu_ticks "${PROXY_PID[$t]}") busy0=$(machine_ticks)
     timeout $((DURATION + 30)) wrk "${args[@]}" "$(scheme "$sc")://127.0.0.1:${PORT[$t]}/" >"$f" 2>&1 &
     WRK_PID=$!
     wait "$WRK_PID" || log "$t: wrk exited non-zero (see $f)"
     WRK_PID=
     local rps p99 errs
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$f"); rps=${rps:-n/a}
+    if [[ $mode == ka ]]; then
+        # Where the machine's CPU went at saturation, per request answered.
+        local answered
+        answered=$(awk '/requests in/ { print $1 }' "$f")
+        add "$sc" "$t" "sat proxy us" "$(per_request "$(($(cpu_ticks "${PROXY_PID[$t]}") - proxy0))" "$answered")"
+        add "$sc" "$t" "sat machine us" "$(per_request "$(($(machine_ticks) - busy0))" "$answered")"
+    fi
     p99=$(awk '$1 == "99%" { print $2 }' "$f")
     errs=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
                 /Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' "$f")
@@ -339,6 +348,14 @@ rss_kb() {
     echo "$s"
 }
 CLK_TCK=$(getconf CLK_TCK)
+# Busy CPU time of the whole machine, in clock ticks: user, nice, system, irq
+# and softirq of /proc/stat's "cpu" line (idle, iowait and steal left out).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+# per_request TICKS REQUESTS: µs per request, or n/a.
+per_request() {
+    awk -v c="$1" -v d="${2:-0}" -v hz="$CLK_TCK" 'BEGIN {
+        if (d + 0 > 0) printf "%.2f", c * 1e6 / hz / d; else print "n/a" }'
+}
 
 # run_cpu SCENARIO TARGET ROUND: CPU time the proxy spends per request at a fixed
 # offered load below saturation: h2load --h1 (keep-alive HTTP/1.1, also through the
@@ -485,6 +502,7 @@ metrics_of() {
         [[ $1 == https ]] && printf '%s\n' "h2 rps|h2 req/s|median|0"
         [[ $1 == http || $1 == tcp ]] && printf '%s\n' "cpu us|cpu µs/req @$((CPU_RPS / 1000))k|median|2" \
             "cpu rps|  (load req/s)|median|0"
+        printf '%s\n' "sat proxy us|keepalive: proxy µs/req|median|2" "sat machine us|  machine µs/req|median|2"
         printf '%s\n' "ka err|keepalive errors|total|0" "close err|conn/req errors|total|0"
         [[ $1 == https ]] && printf '%s\n' "h2 err|h2 errors|total|0"
         [[ $1 == http || $1 == tcp ]] && printf '%s\n' "cpu err|cpu-run errors|total|0"
@@ -566,14 +584,30 @@ cpu_goal() {
     low_goal "$1" "$2 cpu µs/req @$((CPU_RPS / 1000))k" "$2" "cpu us" µs 2 "$note"
 }
 
+# budget_line SCENARIO PEER: what 1.15× PEER's keep-alive req/s would leave
+# the proxy. Saturated, the machine's busy µs per request (M) is spent by the
+# proxy (P) and the rest (wrk, the backends, the kernel's share of each); at
+# 1.15× the rate the machine has M / 1.15 per request, and if the rest costs
+# what it did beside PEER, the proxy may take M / 1.15 - (M - P).
+budget_line() {
+    local m p r budget
+    m=$(med "$1" "$2" "sat machine us") p=$(med "$1" "$2" "sat proxy us") r=$(med "$1" raftlb "sat proxy us")
+    budget=$(awk -v m="$m" -v p="$p" 'BEGIN { if (m !~ /^[0-9.]+$/ || p !~ /^[0-9.]+$/) print "n/a"
+        else printf "%.2f", m / 1.15 - (m - p) }')
+    goal "" "  (budget at 1.15× $2)" "proxy ≤ $budget µs/req; $2 $(fmt "$p" 2), raftlb $(fmt "$r" 2)" \
+        "of machine $(fmt "$m" 2) µs/req" info
+}
+
 print_goals() {
     local nodes largest per
     echo
     echo "goals (issue 21): raftlb's medians from this run against the others'; verdicts never fail the run"
     rate_goal 1a "http keep-alive req/s" http "ka rps" 1.15 1.15
+    budget_line http nginx
     low_goal 1b "http keep-alive p99" http "ka p99" ms 2
     rate_goal 2 "http conn/req req/s" http "close rps" 1.3 1.15
     rate_goal 3a "tcp keep-alive req/s" tcp "ka rps" 1.15 -
+    budget_line tcp haproxy
     rate_goal 3b "tcp conn/req req/s" tcp "close rps" 1.15 -
     rate_goal 4a "https keep-alive req/s" https "ka rps" 1.15 1.15
     rate_goal 4b "https handshakes/s (conn/req)" https "close rps" 1.15 1.15

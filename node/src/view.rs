@@ -210,6 +210,12 @@ impl ClusterView {
 }
 
 impl PoolView {
+    /// Whether its balancer reads the backends' latency estimates (peak
+    /// EWMA): only then are tries timed into them.
+    pub fn samples_latency(&self) -> bool {
+        self.spec.algorithm == raftlb_config::Algorithm::PeakEwma
+    }
+
     /// `reported_down`: whether this node last committed the backend at
     /// that address down (it then starts down).
     fn build(

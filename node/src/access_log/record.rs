@@ -19,7 +19,10 @@ const MAX_REQUEST_ID: usize = 128;
 /// One finished (or finishing) request or L4 connection.
 #[derive(Debug)]
 pub struct Record {
-    /// When it started (wall clock, for the log).
+    /// When it started (wall clock, for the log): stamped by
+    /// [`finish`](Self::finish) as its end less its `total`, and only when
+    /// it is logged, so that a request not logged reads the clock once
+    /// fewer.
     pub time: SystemTime,
     started: Instant,
     pub client: SocketAddr,
@@ -146,7 +149,7 @@ impl Record {
     /// The record of an L4 connection just accepted.
     pub fn connection(listener: Arc<ListenerView>, client: SocketAddr) -> Record {
         Record {
-            time: SystemTime::now(),
+            time: SystemTime::UNIX_EPOCH,
             started: Instant::now(),
             client,
             listener,
@@ -175,6 +178,8 @@ impl Record {
             }
         }
         if self.listener.spec.http.access_log {
+            let end = SystemTime::now();
+            self.time = end.checked_sub(self.total).unwrap_or(end);
             super::log(self);
         }
     }
@@ -202,27 +207,43 @@ fn sane(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
 }
 
-/// 32 hex digits: a random per-process prefix and a counter, so ids are
-/// unique across nodes and restarts without a random draw per request.
+/// 32 hex digits: a random per-thread prefix and the thread's counter, so
+/// ids are unique across threads, nodes and restarts without a random draw
+/// per request, and no counter is shared between the workers.
 fn new_request_id() -> HeaderValue {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut bytes = [0; 8];
-        // Without the OS's randomness, time and pid still tell processes apart.
-        if getrandom::fill(&mut bytes).is_err() {
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            bytes = (nanos ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
-        }
-        u64::from_le_bytes(bytes)
-    });
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{prefix:016x}{n:016x}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    use std::cell::Cell;
+    thread_local! {
+        static NEXT: Cell<(u64, u64)> = Cell::new((random_prefix(), 0));
+    }
+    let (prefix, n) = NEXT.get();
+    NEXT.set((prefix, n.wrapping_add(1)));
+    let mut text = [0u8; 32];
+    hex(prefix, &mut text[..16]);
+    hex(n, &mut text[16..]);
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// `value` as 16 lower-case hex digits into `out`.
+fn hex(value: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[(value >> (60 - 4 * i) & 0xf) as usize];
+    }
+}
+
+/// A thread's request-id prefix: random; without the OS's randomness, the
+/// time, the pid and the thread still tell threads apart.
+fn random_prefix() -> u64 {
+    let mut bytes = [0; 8];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let thread = RandomState::new().hash_one(std::thread::current().id());
+    nanos ^ (u64::from(std::process::id()) << 32) ^ thread
 }
 
 #[cfg(test)]
@@ -248,6 +269,28 @@ mod tests {
         let id = request_id(&mut headers);
         assert_eq!(headers.get_all(REQUEST_ID).iter().collect::<Vec<_>>(), [&id]);
         assert_ne!(request_id(&mut HeaderMap::new()), id, "new ids differ");
+    }
+
+    #[test]
+    fn new_ids_are_hex_counted_per_thread_and_differ_between_threads() {
+        let id = || new_request_id().to_str().unwrap().to_owned();
+        let (a, b) = (id(), id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{id}"
+            );
+        }
+        assert_eq!(a[..16], b[..16], "one thread, one prefix");
+        let count = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap();
+        assert_eq!(count(&b), count(&a) + 1);
+        let other = std::thread::spawn(id).join().unwrap();
+        assert_ne!(other[..16], a[..16], "another thread, another prefix");
+        let mut out = [0; 16];
+        hex(0x0123_4567_89ab_cdef, &mut out);
+        assert_eq!(&out, b"0123456789abcdef");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A backend's latency estimate, peak-sensitive and decaying (Finagle's
-//! peak EWMA, as Linkerd uses it), fed by every try against the backend and
-//! read by the `peak_ewma` balancer.
+//! peak EWMA, as Linkerd uses it), fed by every try against the backend of
+//! a pool that balances by it, and read by the `peak_ewma` balancer.
 //!
 //! A sample above the estimate replaces it at once (a backend turning slow
 //! is avoided from its first slow answer); a sample below it pulls it down

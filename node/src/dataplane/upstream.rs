@@ -122,7 +122,9 @@ pub async fn connect(
                 connected = Err(ConnectError::Io { address, source });
             }
         }
-        if let Ok(_) | Err(ConnectError::Timeout { .. }) = &connected {
+        if let Ok(_) | Err(ConnectError::Timeout { .. }) = &connected
+            && pool.samples_latency()
+        {
             backend.latency().record(started.elapsed());
         }
         if connected.is_ok() {

@@ -369,7 +369,10 @@ async fn try_backend(
 ) -> Result<(Response<ProxyBody>, SocketAddr), Failure> {
     let connecting = Instant::now();
     let (mut sender, mut guard, mut fresh) = checkout(pool, preferred, attempts, origin).await?;
-    record.connect = Some(connecting.elapsed());
+    // One clock read ends the wait for a connection and starts the first
+    // send's.
+    let mut started = Instant::now();
+    record.connect = Some(started - connecting);
     let mut backend = guard.backend().address();
     if pool.spec.backend_protocol == BackendProtocol::H2 {
         for_http2(request, backend, pool.tls.is_some());
@@ -380,11 +383,13 @@ async fn try_backend(
         Err(failure)
     };
     loop {
-        let started = Instant::now();
-        let sent = tokio::time::timeout(timeout, sender.send(request, keep)).await;
+        let due = tokio::time::Instant::from_std(started + timeout);
+        let sent = tokio::time::timeout_at(due, sender.send(request, keep)).await;
         let elapsed = started.elapsed();
         if let Err(_) | Ok(Ok(_)) = &sent {
-            guard.backend().latency().record(elapsed);
+            if pool.samples_latency() {
+                guard.backend().latency().record(elapsed);
+            }
             record.first_byte = Some(elapsed);
         }
         match &sent {
@@ -431,6 +436,8 @@ async fn try_backend(
                 );
             }
         }
+        // Sent again on the new connection: its time starts now.
+        started = Instant::now();
     }
 }
 

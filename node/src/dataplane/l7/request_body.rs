@@ -103,7 +103,7 @@ impl Pace {
     /// When the body is late, and which deadline that is.
     pub fn due(&self, limits: &BodyLimits) -> (Instant, Late) {
         let stall = (
-            self.last.checked_add(limits.timeout).unwrap_or(far_future()),
+            self.last.checked_add(limits.timeout).unwrap_or_else(far_future),
             Late::Stalled(limits.timeout),
         );
         if limits.min_rate == 0 {
@@ -114,7 +114,7 @@ impl Pace {
             .started
             .checked_add(limits.timeout)
             .and_then(|t| t.checked_add(earned))
-            .unwrap_or(far_future());
+            .unwrap_or_else(far_future);
         match rate < stall.0 {
             true => (rate, Late::BelowRate(limits.min_rate)),
             false => stall,

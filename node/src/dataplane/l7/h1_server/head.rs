@@ -26,6 +26,9 @@ use std::mem::MaybeUninit;
 
 /// The longest request target the `http` crate takes.
 const MAX_TARGET: usize = u16::MAX as usize - 1;
+/// Header fields the proxy adds to a request on its way (`X-Request-Id`,
+/// `X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`).
+const ADDED_FIELDS: usize = 4;
 
 /// The listener's limits on a head.
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +150,9 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, Ref
     }
     let head = buf.split_to(length).freeze();
     let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for what the proxy adds (`X-Request-Id`, the forwarding
+    // headers), so the map does not grow on the way to the backend.
+    let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
     for (name, value) in fields {
         let value =
             HeaderValue::from_maybe_shared(slice(value)).map_err(|_| Refused::Malformed("field value"))?;
