@@ -16,7 +16,7 @@ use super::leader_link::LeaderLink;
 use super::leadership::{self, Leadership};
 use super::log_migration;
 use super::log_store::{LogStore, OpenError};
-use super::membership::Membership;
+use super::membership::{self, Membership};
 use super::network::Network;
 use super::proposer::Proposer;
 use super::raft_service::RaftService;
@@ -28,7 +28,7 @@ use super::status::StatusView;
 use super::sticky_admin::StickyAdmin;
 use super::transfer::Handover;
 use super::transport::{self, Dialer, Links};
-use super::types::{self, Metrics, Node, NodeId, Raft};
+use super::types::{self, Metrics, Raft};
 use super::versions::{self, Versions};
 use super::writer::Writer;
 use crate::events::Events;
@@ -37,10 +37,9 @@ use crate::status_page::Observatory;
 use crate::status_page::access::{Token, TokenError};
 use crate::status_page::local::Observer;
 use crate::sticky::metrics::StickyMetrics;
-use raftlb_config::{Config, LinkSecurity, MembershipSpec, PeerAddress, Role, StickyTables};
+use raftlb_config::{Config, LinkSecurity, MembershipSpec, Role, StickyTables};
 use raftlb_proto::admin::admin_server::AdminServer;
 use raftlb_proto::raft::raft_server::RaftServer;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -325,7 +324,7 @@ impl ControlPlane {
             .spawn()
         });
         if config.node.role != Role::Witness {
-            form_cluster(&raft, me, membership.advertised(), &membership.peers).await;
+            membership::form_cluster(&raft, me, membership.advertised(), &membership.peers).await;
         }
         let (proposer, proposing) = Proposer::start(writer.clone());
         let raising = tokio::spawn(versions::keep_raised(
@@ -562,43 +561,4 @@ async fn serve(
             tracing::error!(%address, error = %e, "gRPC server stopped");
         }
     }))
-}
-
-/// First start of an initial voter: propose the initial membership. Every
-/// initial voter does this with the same member list, which openraft
-/// accepts; on any later start the log is not empty and nothing happens.
-async fn form_cluster(
-    raft: &Raft,
-    me: NodeId,
-    address: Option<PeerAddress>,
-    peers: &BTreeMap<u64, PeerAddress>,
-) {
-    match raft.is_initialized().await {
-        Ok(true) => return,
-        Ok(false) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "Raft stopped before the cluster formed");
-            return;
-        }
-    }
-    let members: BTreeMap<NodeId, Node> = if peers.is_empty() {
-        let address = address.map(|a| a.to_string()).unwrap_or_default();
-        BTreeMap::from([(me, Node::new(address))])
-    } else if peers.contains_key(&me) {
-        peers
-            .iter()
-            .map(|(id, a)| (*id, Node::new(a.to_string())))
-            .collect()
-    } else {
-        tracing::info!(
-            "not an initial voter: waiting to be added (raftlb ctl member add {me} {})",
-            address.map(|a| a.to_string()).unwrap_or_default()
-        );
-        return;
-    };
-    let voters = members.len();
-    match raft.initialize(members).await {
-        Ok(()) => tracing::info!(voters, "formed the cluster"),
-        Err(e) => tracing::debug!(error = %e, "initialize declined (already formed)"),
-    }
 }

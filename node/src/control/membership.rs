@@ -1,4 +1,5 @@
-//! `ctl member add|remove`: membership changes, made by the leader (this
+//! The first membership ([`form_cluster`]) and `ctl member add|remove`:
+//! membership changes, made by the leader (this
 //! node, or the one it knows, once). A new member joins as a learner,
 //! catches up without counting for quorum, then becomes a voter; one that
 //! refuses to take part (a release that cannot read the cluster's version)
@@ -12,8 +13,9 @@ use super::versions::Versions;
 use super::writer::{WRITE_TIMEOUT, bounded, write_error};
 use openraft::ChangeMembers;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use raftlb_config::PeerAddress;
 use raftlb_proto::admin::{AddMemberRequest, MembershipReply, RemoveMemberRequest};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
@@ -172,5 +174,44 @@ impl Membership {
                 .await
         })
         .await
+    }
+}
+
+/// First start of an initial voter: propose the initial membership. Every
+/// initial voter does this with the same member list, which openraft
+/// accepts; on any later start the log is not empty and nothing happens.
+pub async fn form_cluster(
+    raft: &Raft,
+    me: NodeId,
+    address: Option<PeerAddress>,
+    peers: &BTreeMap<u64, PeerAddress>,
+) {
+    match raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "Raft stopped before the cluster formed");
+            return;
+        }
+    }
+    let members: BTreeMap<NodeId, Node> = if peers.is_empty() {
+        let address = address.map(|a| a.to_string()).unwrap_or_default();
+        BTreeMap::from([(me, Node::new(address))])
+    } else if peers.contains_key(&me) {
+        peers
+            .iter()
+            .map(|(id, a)| (*id, Node::new(a.to_string())))
+            .collect()
+    } else {
+        tracing::info!(
+            "not an initial voter: waiting to be added (raftlb ctl member add {me} {})",
+            address.map(|a| a.to_string()).unwrap_or_default()
+        );
+        return;
+    };
+    let voters = members.len();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!(voters, "formed the cluster"),
+        Err(e) => tracing::debug!(error = %e, "initialize declined (already formed)"),
     }
 }
