@@ -5,10 +5,12 @@
 //! which costs more than the increment (HAProxy and Envoy keep such
 //! counters per thread for the same reason).
 //!
-//! A thread takes the next shard the first time it counts, or the one its
-//! worker number names ([`enter`]); with more threads than [`SHARDS`], some
-//! share a shard, which stays correct (the cells are atomic) and costs only
-//! what a shared counter did.
+//! A data-plane worker counts in the shard its number names ([`enter`]);
+//! any other thread takes one the first time it counts, from the last
+//! shard down, so that it meets the workers (numbered from the first) only
+//! when there are more threads than [`SHARDS`]. Threads that share a shard
+//! stay correct (the cells are atomic) and cost only what a shared counter
+//! did.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,7 +58,7 @@ fn index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     INDEX.with(|index| {
         index.get().unwrap_or_else(|| {
-            let taken = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            let taken = SHARDS - 1 - NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
             index.set(Some(taken));
             taken
         })

@@ -71,9 +71,7 @@ impl ListenerTraffic {
             ..ListenerSnapshot::default()
         };
         for cells in self.cells.all() {
-            for (total, cell) in snapshot.responses.iter_mut().zip(&cells.responses) {
-                *total += cell.load(Relaxed);
-            }
+            add_classes(&mut snapshot.responses, &cells.responses);
             snapshot.active += cells.active.load(Relaxed);
             snapshot.idle += cells.idle.load(Relaxed);
         }
@@ -133,11 +131,16 @@ impl PoolTraffic {
 pub fn sum_classes(responses: &Sharded<[AtomicU64; 5]>) -> [u64; 5] {
     let mut total = [0; 5];
     for shard in responses.all() {
-        for (total, cell) in total.iter_mut().zip(shard) {
-            *total += cell.load(Relaxed);
-        }
+        add_classes(&mut total, shard);
     }
     total
+}
+
+/// Adds one shard's responses by class to `total`.
+fn add_classes(total: &mut [u64; 5], shard: &[AtomicU64; 5]) {
+    for (total, cell) in total.iter_mut().zip(shard) {
+        *total += cell.load(Relaxed);
+    }
 }
 
 #[cfg(test)]
